@@ -1,0 +1,152 @@
+"""Server interceptors: request ids, the one error mapping, and bearer-token auth.
+
+Each wraps the method handler's behaviour in an async context that runs around every call, unary
+or streaming. Order (outermost first): RequestContext, Errors, Auth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection
+
+import grpc
+import structlog
+
+from .auth import reset_principal, set_principal
+from .errors import Internal, ServiceError, Unauthenticated
+from .tokens import TokenVerifier
+
+REQUEST_ID_KEY = "x-request-id"
+# Always reachable without a token: probes and tooling.
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+log = structlog.get_logger(component="server")
+
+Around = Callable[[grpc.HandlerCallDetails, grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager]
+
+
+def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
+    return {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+
+
+def _wrap(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails, around: Around) -> grpc.RpcMethodHandler:
+    """A copy of handler whose behaviour runs inside around(details, context)."""
+    if handler is None:
+        return None
+
+    def unary(behavior):
+        async def call(request_or_iterator, context):
+            async with around(details, context):
+                return await behavior(request_or_iterator, context)
+
+        return call
+
+    def streaming(behavior):
+        async def call(request_or_iterator, context):
+            async with around(details, context):
+                async for response in behavior(request_or_iterator, context):
+                    yield response
+
+        return call
+
+    kinds = {
+        "unary_unary": (unary, grpc.unary_unary_rpc_method_handler),
+        "stream_unary": (unary, grpc.stream_unary_rpc_method_handler),
+        "unary_stream": (streaming, grpc.unary_stream_rpc_method_handler),
+        "stream_stream": (streaming, grpc.stream_stream_rpc_method_handler),
+    }
+    for attr, (wrapper, make) in kinds.items():
+        behavior = getattr(handler, attr)
+        if behavior is not None:
+            return make(
+                wrapper(behavior),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
+class _Around(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        return _wrap(handler, handler_call_details, self.around)
+
+    def around(self, details, context) -> contextlib.AbstractAsyncContextManager:
+        raise NotImplementedError
+
+
+class RequestContextInterceptor(_Around):
+    """Binds request_id (the caller's x-request-id, or a new one) and method to every log line,
+    returns the id to the caller, and logs one line per call."""
+
+    @contextlib.asynccontextmanager
+    async def around(self, details, context) -> AsyncIterator[None]:
+        request_id = _metadata(details).get(REQUEST_ID_KEY) or uuid.uuid4().hex
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id, method=details.method)
+        started = time.perf_counter()
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            yield
+        finally:
+            if not details.method.startswith(OPEN_PREFIXES):
+                code = context.code() if hasattr(context, "code") else None
+                log.info("rpc", code=getattr(code, "name", "OK") if code else "OK",
+                         ms=round((time.perf_counter() - started) * 1000, 2))
+            structlog.contextvars.reset_contextvars(**tokens)
+
+
+def current_request_id() -> str:
+    """The request id of the call being served, to pass on to the services it calls."""
+    return structlog.contextvars.get_contextvars().get("request_id", "")
+
+
+class ErrorInterceptor(_Around):
+    """The one place domain errors become gRPC statuses; anything else becomes a logged INTERNAL."""
+
+    def __init__(self, domain: str) -> None:
+        self._domain = domain
+
+    @contextlib.asynccontextmanager
+    async def around(self, details, context) -> AsyncIterator[None]:
+        try:
+            yield
+        except ServiceError as err:
+            await context.abort_with_status(err.to_status(self._domain))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unhandled error")
+            err = Internal("internal error; the service logged the details", reason="INTERNAL")
+            await context.abort_with_status(err.to_status(self._domain))
+
+
+class AuthInterceptor(_Around):
+    """Verifies the bearer token of every call but the open ones and sets the current principal."""
+
+    def __init__(self, verifier: TokenVerifier, public_methods: Collection[str]) -> None:
+        self._verifier = verifier
+        self._public = frozenset(public_methods)
+
+    @contextlib.asynccontextmanager
+    async def around(self, details, context) -> AsyncIterator[None]:
+        principal = None
+        if not (details.method in self._public or details.method.startswith(OPEN_PREFIXES)):
+            header = _metadata(details).get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            if not header:
+                raise Unauthenticated(
+                    "this call needs 'authorization: Bearer <token>' metadata; exchange your API key "
+                    "for a token with AuthService.CreateToken",
+                    reason="TOKEN_MISSING",
+                )
+            if scheme.lower() != "bearer" or not token:
+                raise Unauthenticated("the authorization metadata must be 'Bearer <token>'", reason="TOKEN_INVALID")
+            principal = await self._verifier.verify(token.strip())
+            structlog.contextvars.bind_contextvars(subject=principal.subject)
+        reset = set_principal(principal)
+        try:
+            yield
+        finally:
+            reset_principal(reset)

@@ -1,0 +1,80 @@
+"""Calls from one service to another: one channel per address, and the credentials to send.
+
+A call on behalf of a user forwards the user's own token, so the callee applies the user's rights.
+A call the service makes for itself (running a job long after the user's token expired) uses a
+service token, got from the auth service with the service API key and renewed before it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+
+from .auth import Principal
+from .errors import FailedPrecondition, from_rpc_error
+from .interceptors import REQUEST_ID_KEY, current_request_id
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+)
+RENEW_BEFORE_SECONDS = 60
+T = TypeVar("T")
+
+
+class Channels:
+    """Async channels to other services, one per address, closed together."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def get(self, address: str) -> grpc.aio.Channel:
+        if address not in self._channels:
+            self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return self._channels[address]
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        await asyncio.gather(*(c.close() for c in channels))
+
+
+class Credentials:
+    """Builds the metadata of an outgoing call: a bearer token and the current request id."""
+
+    def __init__(self, auth_channel: Callable[[], grpc.aio.Channel], service_key: str) -> None:
+        self._auth_channel = auth_channel
+        self._service_key = service_key
+        self._token = ""
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+
+    async def metadata(self, on_behalf_of: Principal | None = None) -> tuple[tuple[str, str], ...]:
+        token = on_behalf_of.token if on_behalf_of is not None else await self.service_token()
+        return (("authorization", f"Bearer {token}"), (REQUEST_ID_KEY, current_request_id() or ""))
+
+    async def service_token(self) -> str:
+        if not self._service_key:
+            raise FailedPrecondition(
+                "this service has no service API key to call other services with (set QRUNTIME_SERVICE_KEY)",
+                reason="SERVICE_KEY_MISSING",
+            )
+        async with self._lock:
+            if time.time() > self._expires - RENEW_BEFORE_SECONDS:
+                stub = auth_service_pb2_grpc.AuthServiceStub(self._auth_channel())
+                response = await call(stub.CreateToken, auth_service_pb2.CreateTokenRequest(api_key=self._service_key))
+                self._token, self._expires = response.token, response.expire_time.seconds
+        return self._token
+
+
+async def call(method: Callable[..., Awaitable[T]], request, *, metadata=(), timeout: float = 30.0) -> T:
+    """Call another service; its error comes back as the same ServiceError, code and reason kept."""
+    try:
+        return await method(request, metadata=metadata, timeout=timeout)
+    except grpc.RpcError as err:
+        raise from_rpc_error(err) from None

@@ -1,0 +1,131 @@
+"""Serve components: one gRPC server with health, reflection, interceptors and graceful shutdown.
+
+A component is one service's servicers plus its start/stop hooks. A standalone service serves one
+component; the embedded suite serves all four on one port. Either way calls between services go
+over gRPC to the configured addresses (or to this same server), through the same checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+from collections.abc import Sequence
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+
+from .interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor
+from .logging import configure_logging, get_logger
+from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call
+from .settings import ServerSettings
+from .tokens import TokenVerifier
+
+log = get_logger("server")
+
+
+@dataclasses.dataclass
+class Runtime:
+    """What a started component may use: where it listens, and how to reach the other services."""
+
+    settings: ServerSettings
+    address: str
+    channels: Channels
+    credentials: Credentials
+
+    def channel_to(self, url: str) -> grpc.aio.Channel:
+        """A channel to url, or to this same server when url is empty (the embedded suite)."""
+        return self.channels.get(url or self.address)
+
+
+class Component(Protocol):
+    """One service as the kit serves it."""
+
+    name: str  # short name, also the ErrorInfo domain prefix: "jobs" -> "jobs.qruntime"
+    service_names: tuple[str, ...]  # full proto service names, for health and reflection
+    public_methods: frozenset[str]  # "/pkg.Service/Method" paths that need no token
+
+    def register(self, server: grpc.aio.Server) -> None: ...
+
+    async def start(self, runtime: Runtime) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclasses.dataclass
+class Suite:
+    """A running server and what it serves."""
+
+    server: grpc.aio.Server
+    port: int
+    components: Sequence[Component]
+    health: health.aio.HealthServicer
+    runtime: Runtime
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, stop taking calls, let in-flight ones finish, then stop components."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.runtime.settings.grace_seconds if grace is None else grace)
+        for component in reversed(self.components):
+            await component.stop()
+        await self.runtime.channels.close()
+
+
+async def start_server(components: Sequence[Component], settings: ServerSettings) -> Suite:
+    """Build, bind and start the server, then start the components; returns once it serves."""
+    channels = Channels()
+    auth_channel = lambda: channels.get(settings.auth_url or address)  # noqa: E731 - address bound below
+
+    async def fetch_keys():
+        stub = auth_service_pb2_grpc.AuthServiceStub(auth_channel())
+        response = await call(stub.ListSigningKeys, auth_service_pb2.ListSigningKeysRequest(), timeout=10)
+        return [(k.key_id, k.public_key_pem) for k in response.signing_keys]
+
+    domain = "+".join(c.name for c in components) + ".qruntime"
+    public = frozenset().union(*(c.public_methods for c in components))
+    server = grpc.aio.server(
+        interceptors=[
+            RequestContextInterceptor(),
+            ErrorInterceptor(domain),
+            AuthInterceptor(TokenVerifier(fetch_keys), public),
+        ],
+        options=CHANNEL_OPTIONS,
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [n for c in components for n in c.service_names]
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    for component in components:
+        component.register(server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::', '[::]') else settings.host}:{port}"
+    await server.start()
+    runtime = Runtime(settings, address, channels, Credentials(auth_channel, settings.resolved_service_key()))
+    for component in components:
+        await component.start(runtime)
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", services=[c.name for c in components], address=f"{settings.host}:{port}")
+    return Suite(server, port, components, health_servicer, runtime)
+
+
+async def serve_until_signalled(components: Sequence[Component], settings: ServerSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    suite = await start_server(components, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping", grace_seconds=settings.grace_seconds)
+    await suite.stop()
+    log.info("stopped")
+
+
+def run(components: Sequence[Component], settings: ServerSettings) -> None:
+    """Configure logging and serve; the body of every service's main()."""
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(serve_until_signalled(components, settings))

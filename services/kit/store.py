@@ -1,0 +1,67 @@
+"""Database engines and paging, shared by every service's own store.
+
+Each service owns its tables and its Store class; this module only makes engines the same way
+(SQLite tuned for one machine, PostgreSQL for several replicas) and encodes page tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from .errors import InvalidArgument
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine for url; SQLite gets WAL, foreign keys and a busy timeout so writers wait, not fail."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _tune(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def page_size(requested: int, *, default: int, maximum: int) -> int:
+    """The page size to use: default for 0, capped at maximum; negative is an error."""
+    if requested < 0:
+        raise InvalidArgument(
+            f"page_size must not be negative, got {requested}",
+            reason="INVALID_PAGE_SIZE",
+            field_violations=[("page_size", "must be 0 (default) or positive")],
+        )
+    return min(requested or default, maximum)
+
+
+def encode_page_token(position: dict[str, Any]) -> str:
+    """An opaque token for the position after the last item of a page."""
+    return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode()
+
+
+def decode_page_token(token: str) -> dict[str, Any] | None:
+    """The position a token stands for; None for the first page; InvalidArgument if tampered with."""
+    if not token:
+        return None
+    try:
+        position = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if not isinstance(position, dict):
+            raise ValueError
+        return position
+    except ValueError:
+        raise InvalidArgument(
+            "page_token is not a token this service returned",
+            reason="INVALID_PAGE_TOKEN",
+            field_violations=[("page_token", "pass the next_page_token of the previous response unchanged")],
+        ) from None
