@@ -1,0 +1,45 @@
+"""The embedded suite: the four services composed in one process, on one port.
+
+It is only a way of composing the same components a standalone service serves: each keeps its own
+store (data_dir/<service>.db), and calls between them go over gRPC to this same server, through the
+same token checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+from qruntime_kit.server import Component
+from qruntime_kit.settings import setting
+
+from qruntime_auth.component import AuthSettings
+
+SERVICES = ("auth", "programs", "devices", "jobs")
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteSettings(AuthSettings):
+    """Settings of the embedded suite: those of the services it composes."""
+
+    workers: int = setting(4, "jobs run at once")
+
+
+def _settings_for(cls: type, settings: Any) -> Any:
+    """The service's own settings object, taking every field the suite's settings have."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name in names})
+
+
+def build_components(settings: SuiteSettings, services: Sequence[str] = SERVICES) -> list[Component]:
+    """Build the named services' components from one settings object, auth first.
+
+    Each service's component module names its settings class SETTINGS and builds with build_component.
+    """
+    components = []
+    for name in (n for n in SERVICES if n in services):
+        module = importlib.import_module(f"qruntime_{name}.component")
+        components.append(module.build_component(_settings_for(module.SETTINGS, settings)))
+    return components

@@ -1,0 +1,90 @@
+"""Fixtures that start real servers on real sockets (port 0) for the tests.
+
+`start_suite("auth", "programs", ...)` composes the named services exactly as `qruntime up` does
+(one kit server, each service with its own SQLite store under tmp_path) in a background event-loop
+thread, and returns a RunningSuite with the bootstrap user's API key and instance, a service key,
+and helpers for tokens, channels and more users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+
+from qruntime_auth.store import new_api_key
+from qruntime_kit.server import Suite, start_server
+from qruntime_suite.embedded import SuiteSettings, build_components
+
+
+@dataclasses.dataclass
+class RunningSuite:
+    """A kit server serving some services on 127.0.0.1:<port>."""
+
+    address: str
+    data_dir: Path
+    api_key: str  # the bootstrap user's (Manager on a Lite instance)
+    instance: str  # that instance's CRN
+    service_key: str
+    suite: Suite
+    loop: asyncio.AbstractEventLoop
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+    def token(self, api_key: str | None = None, instance: str | None = None) -> str:
+        """A real token from the auth service (the service key needs no instance)."""
+        api_key = api_key or self.api_key
+        instance = "" if api_key == self.service_key else (instance or self.instance)
+        with self.channel() as channel:
+            stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            return stub.CreateToken(auth_service_pb2.CreateTokenRequest(api_key=api_key, instance=instance)).token
+
+    def metadata(self, token: str | None = None) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {token or self.token()}"),)
+
+    def make_user(self, plan: str = "lite", role: str = "manager", instance_name: str = "other") -> tuple[str, str]:
+        """A new account with one instance and one user holding role; returns (api_key, instance CRN)."""
+        store = self.suite.components[0].store  # auth is always first
+        account = store.create_account(f"account-{instance_name}")
+        user = store.create_user(account, "user")
+        instance = store.create_instance(account, instance_name, plan)
+        store.grant_role(instance["crn"], user, role)
+        return store.create_user_key(user), instance["crn"]
+
+    def run(self, coroutine):
+        """Run a coroutine on the suite's event loop and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
+
+
+@pytest.fixture
+def start_suite(tmp_path: Path) -> Iterator:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="suite-loop", daemon=True)
+    thread.start()
+    started: list[RunningSuite] = []
+
+    def start(*services: str, **overrides) -> RunningSuite:
+        service_key = new_api_key()
+        settings = SuiteSettings(**{"port": 0, "data_dir": str(tmp_path / f"data{len(started)}"),
+                                    "service_key": service_key, "grace_seconds": 0.5, **overrides})
+        components = build_components(settings, ("auth", *services))
+        suite = asyncio.run_coroutine_threadsafe(start_server(components, settings), loop).result(timeout=60)
+        bootstrap = json.loads((Path(settings.data_dir) / "bootstrap.json").read_text())
+        running = RunningSuite(f"127.0.0.1:{suite.port}", Path(settings.data_dir), bootstrap["api_key"],
+                               bootstrap["instance"], service_key, suite, loop)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        asyncio.run_coroutine_threadsafe(running.suite.stop(0.5), loop).result(timeout=30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
