@@ -1,0 +1,58 @@
+"""The `qruntime` command: run the embedded suite or the front door, make service keys.
+
+    qruntime up --data-dir DIR      all four services on one port, SQLite under DIR (foreground)
+    qruntime gateway ...            the front door for services running as separate processes
+    qruntime service-key            print a new service API key (for QRUNTIME_SERVICE_KEY)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from qruntime_auth.bootstrap import BOOTSTRAP_FILE, write_private
+from qruntime_auth.store import new_api_key
+from qruntime_kit.server import run
+from qruntime_kit.settings import load_settings
+
+from .embedded import SuiteSettings, build_components
+from .gateway import GatewaySettings, run_gateway
+
+SERVICE_KEY_FILE = "service.key"
+
+
+def up(argv: list[str]) -> None:
+    """Start the embedded suite in the foreground; Ctrl-C or SIGTERM stops it cleanly."""
+    settings = load_settings(SuiteSettings, argv, prog="qruntime up")
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_file = data_dir / SERVICE_KEY_FILE
+    if not settings.resolved_service_key():
+        if not key_file.exists():
+            write_private(key_file, new_api_key() + "\n")
+        settings = load_settings(SuiteSettings, [*argv, "--service-key-file", str(key_file)], prog="qruntime up")
+    fresh = not (data_dir / BOOTSTRAP_FILE).exists()
+    print(f"qruntime: starting the suite on {settings.host}:{settings.port}, data in {data_dir.resolve()}",
+          file=sys.stderr, flush=True)
+    if fresh:
+        print(f"qruntime: first start: the first account, Lite instance and API key go to "
+              f"{(data_dir / BOOTSTRAP_FILE).resolve()}", file=sys.stderr, flush=True)
+    run(build_components(settings), settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if command == "up":
+        up(rest)
+    elif command == "gateway":
+        run_gateway(load_settings(GatewaySettings, rest, prog="qruntime gateway"))
+    elif command == "service-key":
+        print(new_api_key())
+    else:
+        print(__doc__, file=sys.stderr)
+        sys.exit(0 if command in ("-h", "--help") else 2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The front door: one address for clients, routing each call by its proto package to a service.
+
+Used when the services run as separate processes or containers. It forwards the raw bytes of
+requests and responses (nothing is decoded or re-checked here: every service checks its own
+calls) with the caller's metadata, deadline and the callee's full status, rich details included.
+Its own health service answers for the front door itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+from collections.abc import Mapping
+
+import grpc
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+# Importing the generated modules registers every qruntime service in the descriptor pool.
+from qruntime.auth.v1 import auth_service_pb2  # noqa: F401
+from qruntime.devices.v1 import devices_service_pb2  # noqa: F401
+from qruntime.jobs.v1 import jobs_service_pb2  # noqa: F401
+from qruntime.programs.v1 import programs_service_pb2  # noqa: F401
+from qruntime_kit.logging import configure_logging, get_logger
+from qruntime_kit.outbound import CHANNEL_OPTIONS
+from qruntime_kit.settings import ServerSettings, setting
+
+log = get_logger("gateway")
+_HOP_BY_HOP = {"te", "content-type", "grpc-timeout", "user-agent", "grpc-accept-encoding", "grpc-encoding"}
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewaySettings(ServerSettings):
+    """Settings of the front door: where each service listens."""
+
+    programs_url: str = setting("127.0.0.1:8445", "host:port of the programs service")
+    jobs_url: str = setting("127.0.0.1:8446", "host:port of the jobs service")
+    devices_url: str = setting("127.0.0.1:8447", "host:port of the devices service")
+
+    def routes(self) -> dict[str, str]:
+        return {
+            "qruntime.auth.v1": self.auth_url or "127.0.0.1:8444",
+            "qruntime.programs.v1": self.programs_url,
+            "qruntime.jobs.v1": self.jobs_url,
+            "qruntime.devices.v1": self.devices_url,
+        }
+
+
+class Router(grpc.GenericRpcHandler):
+    """Finds the service of a method path and forwards the call there, bytes unchanged."""
+
+    def __init__(self, routes: Mapping[str, str]) -> None:
+        self._routes = dict(routes)
+        self._channels = {url: grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS) for url in set(routes.values())}
+        self._pool = descriptor_pool.Default()
+
+    def service(self, handler_call_details):
+        path = handler_call_details.method  # "/qruntime.jobs.v1.JobsService/CreateJob"
+        service_name, _, method_name = path.lstrip("/").partition("/")
+        url = self._routes.get(service_name.rpartition(".")[0])
+        if url is None:
+            return None  # UNIMPLEMENTED: not a qruntime service
+        try:
+            method = self._pool.FindServiceByName(service_name).FindMethodByName(method_name)
+        except KeyError:
+            return None
+        if method is None:
+            return None
+        channel = self._channels[url]
+        if method.client_streaming or method.server_streaming:
+            return self._streaming_handler(channel, path, method.client_streaming, method.server_streaming)
+        callable_ = channel.unary_unary(path)
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            try:
+                call = callable_(request, metadata=_forwarded(context), timeout=context.time_remaining())
+                response = await call
+                await context.send_initial_metadata(await call.initial_metadata())
+                return response
+            except grpc.aio.AioRpcError as err:
+                await context.abort(err.code(), err.details() or "", trailing_metadata=err.trailing_metadata())
+
+        return grpc.unary_unary_rpc_method_handler(forward)
+
+    def _streaming_handler(self, channel, path, client_streaming, server_streaming):
+        if client_streaming or not server_streaming:
+            return None  # no qruntime RPC streams requests yet; add when one does
+
+        callable_ = channel.unary_stream(path)
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext):
+            call = callable_(request, metadata=_forwarded(context), timeout=context.time_remaining())
+            try:
+                async for response in call:
+                    yield response
+            except grpc.aio.AioRpcError as err:
+                await context.abort(err.code(), err.details() or "", trailing_metadata=err.trailing_metadata())
+
+        return grpc.unary_stream_rpc_method_handler(forward)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._channels.values()))
+
+
+def _forwarded(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
+    return tuple((k, v) for k, v in context.invocation_metadata() or () if k not in _HOP_BY_HOP and not k.startswith(":"))
+
+
+async def start_gateway(settings: GatewaySettings) -> tuple[grpc.aio.Server, int, Router]:
+    """Start the front door; returns (server, port, router)."""
+    router = Router(settings.routes())
+    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    server.add_generic_rpc_handlers([router])
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    log.info("gateway serving", address=f"{settings.host}:{port}", routes=settings.routes())
+    return server, port, router
+
+
+async def serve_gateway(settings: GatewaySettings) -> None:
+    server, _port, router = await start_gateway(settings)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(settings.grace_seconds)
+    await router.close()
+
+
+def run_gateway(settings: GatewaySettings) -> None:
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(serve_gateway(settings))
