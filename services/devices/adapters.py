@@ -1,0 +1,337 @@
+"""Backends: the plug-in point between the devices service and whatever runs circuits.
+
+Every backend the service offers is a BackendAdapter registered under its name. The service only
+ever asks an adapter for its configuration, its calibration data and to run circuits, so plugging in
+real hardware means writing one class:
+
+    class AcmeSystemAdapter(BackendAdapter):
+        kind = "physical"                     # concurrency 1, 8 h per job unless overridden
+        def __init__(self, client): ...       # the vendor's SDK or a qiskit BackendV2
+        def configuration(self): ...          # configuration_from_backend(backend, ...) for a BackendV2
+        def properties(self): ...             # properties_from_backend(backend) for a BackendV2
+        def execute(self, circuits, shots, seed, memory): ...  # blocking; transpile, submit, wait
+
+and registering it by name: `default_backends(extra=[AcmeSystemAdapter(...)])`, or the component's
+`backends=` argument. `run` checks the circuits against the configuration before calling `execute`,
+so every backend rejects bad input with the same typed errors. `execute` runs in a worker thread of
+the backend's queue (see queues.py), at most `concurrency` at once, so it may block.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from qiskit import QuantumCircuit, transpile
+from qiskit.circuit import CONTROL_FLOW_OP_NAMES
+from qiskit.providers import BackendV2
+from qiskit.transpiler import generate_preset_pass_manager
+from qiskit.transpiler.exceptions import TranspilerError
+from qiskit_aer import AerSimulator
+from qruntime.devices.v1 import backend_pb2
+from qruntime_kit.errors import InvalidArgument
+
+from .circuits import DIRECTIVES, check_circuits, circuit_results, iter_operation_names
+
+SIMULATOR, PHYSICAL = "simulator", "physical"
+HOUR = 3600
+# IBM's cloud simulators took at most 100,000 shots and 300 circuits per job; ours do the same.
+SIMULATOR_MAX_SHOTS = 100_000
+SIMULATOR_MAX_EXPERIMENTS = 300
+# Instructions a target lists that are not gates, so they stay out of basis_gates and gate properties.
+_NOT_GATES = CONTROL_FLOW_OP_NAMES | {"measure", "reset", "delay", "store", "break_loop", "continue_loop"}
+
+
+class BackendAdapter(abc.ABC):
+    """One backend: a simulator or a physical system that runs circuits.
+
+    Subclasses set name, kind and description, and implement configuration, properties and execute.
+    """
+
+    name: str
+    kind: Literal["simulator", "physical"]
+    description: str = ""
+
+    @property
+    def concurrency(self) -> int:
+        """How many runs may execute at once; the rest wait in the backend's queue."""
+        return 2 if self.kind == SIMULATOR else 1
+
+    @property
+    def max_execution_time(self) -> int:
+        """The longest one job may run on this backend, in seconds."""
+        return 3 * HOUR if self.kind == SIMULATOR else 8 * HOUR
+
+    @abc.abstractmethod
+    def configuration(self) -> backend_pb2.BackendConfiguration:
+        """What the backend can run; fixed for the backend. Called on the event loop: keep it cheap
+        (build it once)."""
+
+    @abc.abstractmethod
+    def properties(self) -> backend_pb2.BackendProperties:
+        """Its latest calibration data; empty for ideal simulators. Called from a worker thread, so
+        it may fetch fresh calibration data."""
+
+    @abc.abstractmethod
+    def execute(
+        self, circuits: list[QuantumCircuit], shots: int, seed: int | None, memory: bool
+    ) -> list[backend_pb2.CircuitResult]:
+        """Run circuits already checked by validate; blocking, called from a worker thread."""
+
+    def warm_up(self) -> None:
+        """Pay start-up costs (loading models, first runs) before the first caller does."""
+
+    def validate(self, circuits: Sequence[QuantumCircuit], shots: int) -> None:
+        """Raise InvalidArgument unless the circuits can run here with this many shots."""
+        config = self.configuration()
+        check_circuits(
+            circuits,
+            shots=shots,
+            max_shots=config.max_shots,
+            max_experiments=config.max_experiments,
+            num_qubits=config.num_qubits,
+        )
+
+    def run(
+        self, circuits: list[QuantumCircuit], shots: int, seed: int | None = None, memory: bool = False
+    ) -> list[backend_pb2.CircuitResult]:
+        """Check the circuits, then run them; one result per circuit, in order."""
+        self.validate(circuits, shots)
+        return self.execute(circuits, shots, seed, memory)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class AerSimulatorAdapter(BackendAdapter):
+    """An ideal (noiseless) qiskit-aer simulator with one simulation method."""
+
+    kind = SIMULATOR
+
+    def __init__(self, name: str, method: str = "automatic", description: str = "") -> None:
+        self.name = name
+        self.method = method
+        self.description = description or f"Ideal qiskit-aer simulator, {method.replace('_', ' ')} method"
+        self._simulator = AerSimulator(method=method)
+        self._supported = frozenset(self._simulator.operation_names) | DIRECTIVES
+        self._configuration = backend_pb2.BackendConfiguration(
+            num_qubits=self._simulator.num_qubits,
+            basis_gates=gate_names(self._simulator.operation_names),
+            max_shots=SIMULATOR_MAX_SHOTS,
+            max_experiments=SIMULATOR_MAX_EXPERIMENTS,
+            simulation_method=method,
+            max_execution_time=duration_pb2.Duration(seconds=self.max_execution_time),
+        )
+
+    def configuration(self) -> backend_pb2.BackendConfiguration:
+        return self._configuration
+
+    def properties(self) -> backend_pb2.BackendProperties:
+        return backend_pb2.BackendProperties()
+
+    def execute(
+        self, circuits: list[QuantumCircuit], shots: int, seed: int | None, memory: bool
+    ) -> list[backend_pb2.CircuitResult]:
+        # Aer runs its own instruction set directly; transpiling costs 40-100 ms, so only circuits
+        # with instructions it lacks (custom gates, composite instructions) are transpiled.
+        runnable = [c if self._runs_as_is(c) else self._transpile(c) for c in circuits]
+        return run_on_aer(self._simulator, self.name, runnable, circuits, shots, seed, memory)
+
+    def warm_up(self) -> None:
+        bell = QuantumCircuit(2, 2)
+        bell.h(0)
+        bell.cx(0, 1)
+        bell.measure([0, 1], [0, 1])
+        self.run([bell], shots=1, seed=0)
+
+    def _runs_as_is(self, circuit: QuantumCircuit) -> bool:
+        return all(name in self._supported for name in iter_operation_names(circuit))
+
+    def _transpile(self, circuit: QuantumCircuit) -> QuantumCircuit:
+        try:
+            return transpile(circuit, backend=self._simulator, optimization_level=0, num_processes=1)
+        except TranspilerError as err:
+            raise _not_runnable(circuit, self.name, err) from None
+
+
+class EmulatedSystemAdapter(BackendAdapter):
+    """A physical system emulated by qiskit-aer from a real system's calibration snapshot.
+
+    The noisy simulator is built on first use (or in warm_up), once; circuits are transpiled to the
+    system's qubits and native gates exactly as for the real system.
+    """
+
+    kind = PHYSICAL
+
+    def __init__(self, system: BackendV2, name: str = "", description: str = "") -> None:
+        self.system = system
+        self.name = name or system.name
+        self.description = description or (
+            f"{system.num_qubits}-qubit IBM Quantum system {self.name}, emulated by qiskit-aer "
+            f"with the noise of its calibration snapshot {_snapshot_date(system)}"
+        )
+        self._simulator: AerSimulator | None = None
+        self._lock = threading.Lock()
+        self._configuration = configuration_from_backend(system, max_execution_time=self.max_execution_time)
+        self._properties = properties_from_backend(system)
+        # A fixed transpiler seed keeps layout and routing, and so a seeded run, reproducible.
+        self._pass_manager = generate_preset_pass_manager(
+            optimization_level=1, backend=system, seed_transpiler=0
+        )
+
+    def configuration(self) -> backend_pb2.BackendConfiguration:
+        return self._configuration
+
+    def properties(self) -> backend_pb2.BackendProperties:
+        return self._properties
+
+    def execute(
+        self, circuits: list[QuantumCircuit], shots: int, seed: int | None, memory: bool
+    ) -> list[backend_pb2.CircuitResult]:
+        try:
+            transpiled = self._pass_manager.run(circuits, num_processes=1)
+        except TranspilerError as err:
+            raise _not_runnable(circuits[0] if len(circuits) == 1 else None, self.name, err) from None
+        if isinstance(transpiled, QuantumCircuit):
+            transpiled = [transpiled]
+        return run_on_aer(self._noisy_simulator(), self.name, transpiled, circuits, shots, seed, memory)
+
+    def warm_up(self) -> None:
+        self._noisy_simulator()
+
+    def _noisy_simulator(self) -> AerSimulator:
+        with self._lock:
+            if self._simulator is None:
+                self._simulator = AerSimulator.from_backend(self.system)
+            return self._simulator
+
+
+def run_on_aer(
+    simulator: AerSimulator,
+    backend_name: str,
+    runnable: list[QuantumCircuit],
+    originals: list[QuantumCircuit],
+    shots: int,
+    seed: int | None,
+    memory: bool,
+) -> list[backend_pb2.CircuitResult]:
+    """Run on an Aer simulator; results are labelled with the original circuits' registers."""
+    options: dict = {"shots": shots, "memory": memory}
+    if seed is not None:
+        options["seed_simulator"] = seed
+    try:
+        result = simulator.run(runnable, **options).result()
+    except Exception as err:  # noqa: BLE001 - Aer reports bad circuits with plain exceptions
+        raise _not_runnable(None, backend_name, err) from None
+    if not result.success:
+        failures = [f"circuit {i}: {r.status}" for i, r in enumerate(result.results) if not r.success]
+        raise _not_runnable(None, backend_name, "; ".join(failures) or result.status)
+    return circuit_results(result, originals, memory=memory)
+
+
+def _not_runnable(circuit: QuantumCircuit | None, backend: str, why: object) -> InvalidArgument:
+    what = f"circuit {circuit.name!r}" if circuit is not None else "the circuits"
+    return InvalidArgument(
+        f"{what} cannot run on {backend}: {why}",
+        reason="CIRCUIT_NOT_RUNNABLE",
+        metadata={"backend": backend},
+        field_violations=[("circuits_qpy", "holds a circuit this backend cannot run")],
+    )
+
+
+def gate_names(operation_names: Iterable[str]) -> list[str]:
+    """The gates among a target's instructions, sorted: no measure, control flow or Aer's save/set."""
+    return sorted(
+        name for name in set(operation_names)
+        if name not in _NOT_GATES and not name.startswith(("save_", "set_"))
+    )
+
+
+def configuration_from_backend(
+    backend: BackendV2, *, max_execution_time: int
+) -> backend_pb2.BackendConfiguration:
+    """A BackendConfiguration from a qiskit BackendV2 (a real system's, or an emulated one's)."""
+    legacy = backend.configuration() if hasattr(backend, "configuration") else None
+    max_experiments = getattr(legacy, "max_experiments", 0) or backend.max_circuits
+    coupling = sorted(backend.coupling_map.get_edges()) if backend.coupling_map is not None else []
+    return backend_pb2.BackendConfiguration(
+        num_qubits=backend.num_qubits,
+        basis_gates=gate_names(backend.operation_names),
+        coupling_map=[backend_pb2.CouplingEdge(control=a, target=b) for a, b in coupling],
+        max_shots=getattr(legacy, "max_shots", 0) or SIMULATOR_MAX_SHOTS,
+        max_experiments=max_experiments or SIMULATOR_MAX_EXPERIMENTS,
+        max_execution_time=duration_pb2.Duration(seconds=max_execution_time),
+        dt=backend.dt or 0.0,
+    )
+
+
+def properties_from_backend(backend: BackendV2) -> backend_pb2.BackendProperties:
+    """BackendProperties from a BackendV2's target: T1, T2, frequency and readout error per qubit,
+    error and duration per gate and qubits."""
+    target = backend.target
+    measure = target["measure"] if "measure" in target.operation_names else {}
+    qubits = []
+    for index in range(backend.num_qubits):
+        props = target.qubit_properties[index] if target.qubit_properties else None
+        readout = measure.get((index,))
+        qubits.append(
+            backend_pb2.QubitProperties(
+                qubit=index,
+                t1=getattr(props, "t1", None) or 0.0,
+                t2=getattr(props, "t2", None) or 0.0,
+                frequency=getattr(props, "frequency", None) or 0.0,
+                readout_error=(readout.error if readout is not None else None) or 0.0,
+            )
+        )
+    gates = [
+        backend_pb2.GateProperties(
+            gate=name, qubits=list(qargs), error=props.error or 0.0, duration=props.duration or 0.0
+        )
+        for name in gate_names(target.operation_names)
+        for qargs, props in sorted(target[name].items(), key=lambda item: item[0] or ())
+        if qargs is not None and props is not None
+    ]
+    properties = backend_pb2.BackendProperties(qubits=qubits, gates=gates)
+    updated = _last_update(backend)
+    if updated is not None:
+        properties.last_update_time.CopyFrom(updated)
+    return properties
+
+
+def _last_update(backend: BackendV2) -> timestamp_pb2.Timestamp | None:
+    legacy = backend.properties() if hasattr(backend, "properties") else None
+    when = getattr(legacy, "last_update_date", None)
+    if when is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def _snapshot_date(backend: BackendV2) -> str:
+    stamp = _last_update(backend)
+    return stamp.ToDatetime().date().isoformat() if stamp is not None else "(undated)"
+
+
+def default_backends(extra: Iterable[BackendAdapter] = ()) -> dict[str, BackendAdapter]:
+    """The backends a devices service offers, by name: three ideal simulators, two emulated
+    5-qubit IBM systems, then any extra adapters (real hardware)."""
+    from qiskit_ibm_runtime.fake_provider import FakeLimaV2, FakeManilaV2
+
+    adapters = [
+        AerSimulatorAdapter("ibmq_qasm_simulator", "automatic"),
+        AerSimulatorAdapter("simulator_statevector", "statevector"),
+        AerSimulatorAdapter("simulator_mps", "matrix_product_state"),
+        EmulatedSystemAdapter(FakeManilaV2(), name="ibm_manila"),
+        EmulatedSystemAdapter(FakeLimaV2(), name="ibm_lima"),
+        *extra,
+    ]
+    backends: dict[str, BackendAdapter] = {}
+    for adapter in adapters:
+        if adapter.name in backends:
+            raise ValueError(f"two backends are named {adapter.name!r}")
+        backends[adapter.name] = adapter
+    return dict(sorted(backends.items()))

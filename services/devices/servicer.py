@@ -1,0 +1,125 @@
+"""DevicesService over gRPC: translates requests into calls on the backend adapters and their queues.
+
+Users see the backends their instance's plan allows (Lite: simulators, Standard: physical systems);
+the suite's services see every backend and are the only callers that may run circuits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import structlog
+from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_service_pb2_grpc
+
+from qruntime_kit.auth import Principal, current_principal
+from qruntime_kit.errors import InvalidArgument, NotFound, PermissionDenied
+from qruntime_kit.logging import get_logger
+from qruntime_kit.store import decode_page_token, encode_page_token, page_size
+
+from .adapters import PHYSICAL, SIMULATOR, BackendAdapter
+from .circuits import decode_circuits
+from .queues import ExecutionQueues
+
+log = get_logger("devices")
+
+DEFAULT_SHOTS = 1024
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 200
+# The kind of backend each plan may use.
+PLAN_KINDS = {"lite": SIMULATOR, "standard": PHYSICAL}
+KINDS = {SIMULATOR: backend_pb2.BACKEND_KIND_SIMULATOR, PHYSICAL: backend_pb2.BACKEND_KIND_PHYSICAL}
+
+
+def allows(principal: Principal, adapter: BackendAdapter) -> bool:
+    """Whether the caller's plan lets it use the backend; services may use all."""
+    return principal.is_service or PLAN_KINDS.get(principal.plan) == adapter.kind
+
+
+class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
+    def __init__(self, backends: Mapping[str, BackendAdapter], queues: ExecutionQueues) -> None:
+        self._backends = dict(sorted(backends.items()))
+        self._queues = queues
+
+    async def ListBackends(self, request, context):
+        principal = current_principal()
+        size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        after = _position(decode_page_token(request.page_token))
+        names = [
+            name for name, adapter in self._backends.items() if name > after and allows(principal, adapter)
+        ]
+        page = names[:size]
+        return devices_service_pb2.ListBackendsResponse(
+            backends=[self._backend_message(name) for name in page],
+            next_page_token=encode_page_token({"after": page[-1]}) if len(names) > size else "",
+        )
+
+    async def GetBackend(self, request, context):
+        self._allowed_backend(current_principal(), request.name)
+        return devices_service_pb2.GetBackendResponse(backend=self._backend_message(request.name))
+
+    async def GetBackendProperties(self, request, context):
+        adapter = self._allowed_backend(current_principal(), request.name)
+        properties = await asyncio.to_thread(adapter.properties)
+        return devices_service_pb2.GetBackendPropertiesResponse(properties=properties)
+
+    async def RunCircuits(self, request, context):
+        principal = current_principal()
+        if not principal.is_service:
+            raise PermissionDenied(
+                "only the suite's services may run circuits directly; "
+                "submit a job with JobsService.CreateJob",
+                reason="SERVICE_ONLY",
+            )
+        job = {"job_id": request.job_id} if request.job_id else {}
+        with structlog.contextvars.bound_contextvars(**job, backend=request.backend):
+            self._allowed_backend(principal, request.backend, field="backend")
+            circuits = await asyncio.to_thread(decode_circuits, request.circuits_qpy)
+            shots = request.shots or DEFAULT_SHOTS
+            seed = request.seed if request.HasField("seed") else None
+            log.info("run circuits", circuits=len(circuits), shots=shots, seed=seed, memory=request.memory,
+                     pending=self._queues.pending(request.backend))
+            results = await self._queues.run(request.backend, circuits, shots, seed, request.memory)
+            return devices_service_pb2.RunCircuitsResponse(results=results)
+
+    def _allowed_backend(self, principal: Principal, name: str, field: str = "name") -> BackendAdapter:
+        if not name:
+            raise InvalidArgument(
+                "name a backend", reason="BACKEND_MISSING", field_violations=[(field, "must name a backend")]
+            )
+        adapter = self._backends.get(name)
+        if adapter is None:
+            raise NotFound(
+                f"no backend is named {name!r}", reason="BACKEND_NOT_FOUND", metadata={"backend": name}
+            )
+        if not allows(principal, adapter):
+            plan = principal.plan or "none"
+            raise PermissionDenied(
+                f"backend {name} is a {adapter.kind}; your instance's {plan} plan does not include it",
+                reason="BACKEND_NOT_IN_PLAN",
+                metadata={"backend": name, "plan": plan},
+            )
+        return adapter
+
+    def _backend_message(self, name: str) -> backend_pb2.Backend:
+        adapter = self._backends[name]
+        return backend_pb2.Backend(
+            name=name,
+            kind=KINDS[adapter.kind],
+            configuration=adapter.configuration(),
+            status=self._queues.status(name),
+            description=adapter.description,
+        )
+
+
+def _position(position: dict | None) -> str:
+    """The name the page starts after; a token that does not hold one is refused."""
+    if position is None:
+        return ""
+    after = position.get("after")
+    if not isinstance(after, str):
+        raise InvalidArgument(
+            "page_token is not a token this service returned",
+            reason="INVALID_PAGE_TOKEN",
+            field_violations=[("page_token", "pass the next_page_token of the previous response unchanged")],
+        )
+    return after
