@@ -1,0 +1,303 @@
+"""ProgramsService over a real socket, with real tokens from the auth service served beside it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, field_mask_pb2
+from qruntime.programs.v1 import program_pb2, programs_service_pb2 as pb, programs_service_pb2_grpc
+
+from qruntime_kit.errors import ServiceError, from_rpc_error
+from qruntime_kit.store import encode_page_token
+
+SOURCE = "def main(backend, user_messenger, **inputs):\n    return inputs['x'] * 2\n"
+BUILTIN_IDS = ["estimator", "hello-world", "sampler"]
+
+
+@dataclasses.dataclass
+class Caller:
+    """One caller's stub and credentials."""
+
+    stub: programs_service_pb2_grpc.ProgramsServiceStub
+    metadata: tuple[tuple[str, str], ...]
+    instance: str = ""
+
+    def __getattr__(self, method):
+        rpc = getattr(self.stub, method)
+        return lambda request: rpc(request, metadata=self.metadata, timeout=10)
+
+    def error(self, method: str, request) -> ServiceError:
+        with pytest.raises(grpc.RpcError) as caught:
+            getattr(self, method)(request)
+        return from_rpc_error(caught.value)
+
+    def create(self, name: str = "doubler", **fields) -> program_pb2.Program:
+        values = {
+            "name": name,
+            "data": SOURCE,
+            "max_execution_time": duration_pb2.Duration(seconds=120),
+            "inputs": [program_pb2.ProgramInput(name="x", type=program_pb2.INPUT_TYPE_INTEGER,
+                                                required=True)],
+            **fields,
+        }
+        return self.CreateProgram(pb.CreateProgramRequest(program=program_pb2.Program(**values))).program
+
+    def get(self, program_id: str) -> program_pb2.Program:
+        return self.GetProgram(pb.GetProgramRequest(program_id=program_id)).program
+
+    def list_ids(self) -> list[str]:
+        return [p.id for p in self.ListPrograms(pb.ListProgramsRequest(page_size=200)).programs]
+
+
+@dataclasses.dataclass
+class World:
+    me: Caller  # the bootstrap user: Manager on a Lite instance
+    other: Caller  # Manager on another account's instance
+    reader: Caller  # Reader on a third instance
+    service: Caller  # a service token, as the jobs service holds
+    anonymous: Caller  # no token at all
+
+
+@pytest.fixture
+def world(start_suite):
+    suite = start_suite("programs")
+    channel = suite.channel()
+    stub = programs_service_pb2_grpc.ProgramsServiceStub(channel)
+    other_key, other_instance = suite.make_user(instance_name="other")
+    reader_key, reader_instance = suite.make_user(role="reader", instance_name="readers")
+    yield World(
+        me=Caller(stub, suite.metadata(), suite.instance),
+        other=Caller(stub, suite.metadata(suite.token(other_key, other_instance)), other_instance),
+        reader=Caller(stub, suite.metadata(suite.token(reader_key, reader_instance)), reader_instance),
+        service=Caller(stub, suite.metadata(suite.token(suite.service_key))),
+        anonymous=Caller(stub, ()),
+    )
+    channel.close()
+
+
+def assert_error(err: ServiceError, code: grpc.StatusCode, reason: str) -> None:
+    assert (err.code, err.reason) == (code, reason), err.message
+
+
+def test_every_caller_sees_the_builtins(world):
+    programs = {p.id: p for p in world.me.ListPrograms(pb.ListProgramsRequest()).programs}
+    assert sorted(programs) == BUILTIN_IDS
+    for program in programs.values():
+        assert program.runtime == program_pb2.PROGRAM_RUNTIME_BUILTIN
+        assert program.visibility == program_pb2.VISIBILITY_PUBLIC
+        assert program.owner_instance == ""
+    hello = world.other.get("hello-world")
+    assert [(i.name, i.type, i.required) for i in hello.inputs] == [
+        ("iterations", program_pb2.INPUT_TYPE_INTEGER, True),
+    ]
+    assert hello.max_execution_time.seconds == 300 and "All done!" in hello.description
+    sampler = world.reader.get("sampler")
+    assert [(i.name, i.type, i.required) for i in sampler.inputs] == [
+        ("circuits", program_pb2.INPUT_TYPE_CIRCUITS, True),
+        ("parameter_values", program_pb2.INPUT_TYPE_ARRAY, False),
+        ("circuit_indices", program_pb2.INPUT_TYPE_ARRAY, False),
+        ("shots", program_pb2.INPUT_TYPE_INTEGER, False),
+        ("seed", program_pb2.INPUT_TYPE_INTEGER, False),
+    ]
+    estimator = world.me.get("estimator")
+    assert [(i.name, i.required) for i in estimator.inputs][:2] == [("circuits", True), ("observables", True)]
+    assert sampler.max_execution_time.seconds == estimator.max_execution_time.seconds == 3 * 3600
+
+
+def test_calls_need_a_token_and_the_right_role(world):
+    assert_error(world.anonymous.error("ListPrograms", pb.ListProgramsRequest()),
+                 grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING")
+    err = world.reader.error("CreateProgram", pb.CreateProgramRequest(program=program_pb2.Program(name="x")))
+    assert_error(err, grpc.StatusCode.PERMISSION_DENIED, "ACTION_NOT_ALLOWED")
+    assert err.metadata["action"] == "program.create"
+    assert world.reader.list_ids() == BUILTIN_IDS  # but a reader reads
+
+
+def test_create_stores_a_private_python_program_of_the_callers_instance(world):
+    created = world.me.create("doubler", description="doubles x", id="chosen", owner_instance="crn:forged",
+                              runtime=program_pb2.PROGRAM_RUNTIME_PYTHON)
+    assert re.fullmatch(r"doubler-[a-z0-9]{6}", created.id)
+    assert created.owner_instance == world.me.instance
+    assert created.visibility == program_pb2.VISIBILITY_PRIVATE
+    assert created.runtime == program_pb2.PROGRAM_RUNTIME_PYTHON
+    assert created.data == SOURCE and created.description == "doubles x"
+    assert created.max_execution_time.seconds == 120
+    assert created.create_time.seconds > 0 and created.create_time == created.update_time
+    assert world.me.get(created.id) == created
+    assert world.me.list_ids() == sorted([*BUILTIN_IDS, created.id])
+    assert world.me.create("doubler").id != created.id
+
+
+def test_invalid_program_is_refused_with_every_field_violation_and_nothing_stored(world):
+    twins = [program_pb2.ProgramInput(name="a"), program_pb2.ProgramInput(name="a")]
+    program = program_pb2.Program(name="Bad_Name", data="print('hi')\n", inputs=twins)
+    err = world.me.error("CreateProgram", pb.CreateProgramRequest(program=program))
+    assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PROGRAM")
+    assert sorted(path for path, _ in err.field_violations) == [
+        "program.data", "program.inputs[1].name", "program.max_execution_time", "program.name",
+    ]
+    assert world.me.list_ids() == BUILTIN_IDS
+
+
+def test_uploading_a_builtin_or_overlong_program_is_refused(world):
+    err = world.me.error("CreateProgram", pb.CreateProgramRequest(program=program_pb2.Program(
+        name="sneaky", data=SOURCE, max_execution_time=duration_pb2.Duration(seconds=8 * 3600 + 1),
+        runtime=program_pb2.PROGRAM_RUNTIME_BUILTIN)))
+    assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PROGRAM")
+    assert sorted(p for p, _ in err.field_violations) == ["program.max_execution_time", "program.runtime"]
+
+
+def test_a_service_token_cannot_create_programs_without_an_instance(world):
+    err = world.service.error("CreateProgram", pb.CreateProgramRequest(program=program_pb2.Program(
+        name="orphan", data=SOURCE, max_execution_time=duration_pb2.Duration(seconds=60))))
+    assert_error(err, grpc.StatusCode.FAILED_PRECONDITION, "INSTANCE_REQUIRED")
+
+
+def test_another_instances_private_program_looks_exactly_like_an_unknown_one(world):
+    private = world.me.create("secret")
+    hidden = world.other.error("GetProgram", pb.GetProgramRequest(program_id=private.id))
+    unknown = world.other.error("GetProgram", pb.GetProgramRequest(program_id="secret-zzzzzz"))
+    assert_error(hidden, grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND")
+    assert_error(unknown, grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND")
+    assert hidden.message.replace(private.id, "ID") == unknown.message.replace("secret-zzzzzz", "ID")
+    assert hidden.metadata.keys() == unknown.metadata.keys()
+    assert private.id not in world.other.list_ids()
+
+
+def test_public_programs_are_seen_by_all_but_their_source_only_by_the_owner(world):
+    public = world.me.create("shared", visibility=program_pb2.VISIBILITY_PUBLIC)
+    seen = world.other.get(public.id)
+    assert seen.id == public.id and seen.data == "" and seen.owner_instance == world.me.instance
+    assert public.id in world.other.list_ids()
+    assert world.me.get(public.id).data == SOURCE
+
+
+def test_services_read_every_program_with_its_source(world):
+    private = world.me.create("secret")
+    assert world.service.get(private.id).data == SOURCE
+    assert private.id in world.service.list_ids()
+    assert private.id not in world.other.list_ids()
+
+
+def test_listing_pages_by_id_without_sources(world):
+    created = [world.me.create(f"prog{i}").id for i in range(5)]
+    world.other.create("not-mine")
+    seen, token, pages = [], "", 0
+    while True:
+        response = world.me.ListPrograms(pb.ListProgramsRequest(page_size=3, page_token=token))
+        pages += 1
+        assert len(response.programs) <= 3 and all(p.data == "" for p in response.programs)
+        seen += [p.id for p in response.programs]
+        token = response.next_page_token
+        if not token:
+            break
+    assert seen == sorted([*BUILTIN_IDS, *created]) and pages == 3
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        (pb.ListProgramsRequest(page_size=-1), "INVALID_PAGE_SIZE"),
+        (pb.ListProgramsRequest(page_token="not a token!"), "INVALID_PAGE_TOKEN"),
+        (pb.ListProgramsRequest(page_token=encode_page_token({"offset": 3})), "INVALID_PAGE_TOKEN"),
+    ],
+)
+def test_bad_paging_is_invalid_argument(world, request_, reason):
+    assert_error(world.me.error("ListPrograms", request_), grpc.StatusCode.INVALID_ARGUMENT, reason)
+
+
+def update(program: program_pb2.Program, *paths: str) -> pb.UpdateProgramRequest:
+    return pb.UpdateProgramRequest(program=program, update_mask=field_mask_pb2.FieldMask(paths=list(paths)))
+
+
+def test_owner_updates_the_fields_in_the_mask_only(world):
+    created = world.me.create("doubler", description="old")
+    new = program_pb2.Program(id=created.id, description="new", visibility=program_pb2.VISIBILITY_PUBLIC,
+                              name="renamed", data="ignored: not in the mask",
+                              max_execution_time=duration_pb2.Duration(seconds=999))
+    updated = world.me.UpdateProgram(update(new, "description", "visibility")).program
+    assert (updated.description, updated.visibility) == ("new", program_pb2.VISIBILITY_PUBLIC)
+    assert (updated.name, updated.data, updated.max_execution_time.seconds) == ("doubler", SOURCE, 120)
+    assert updated.create_time == created.create_time
+    assert updated.update_time.ToDatetime() > created.update_time.ToDatetime()
+    assert world.me.get(created.id) == updated
+
+    source = "def main(backend, user_messenger, y):\n    return y\n"
+    inputs = [program_pb2.ProgramInput(name="y", type=program_pb2.INPUT_TYPE_NUMBER, required=True)]
+    new = program_pb2.Program(id=created.id, data=source, inputs=inputs,
+                              max_execution_time=duration_pb2.Duration(seconds=60))
+    updated = world.me.UpdateProgram(update(new, "data", "inputs", "max_execution_time")).program
+    assert (updated.data, list(updated.inputs), updated.max_execution_time.seconds) == (source, inputs, 60)
+    assert updated.description == "new"
+
+
+def test_failed_update_leaves_the_stored_program_as_it_was(world):
+    created = world.me.create("doubler")
+    broken = program_pb2.Program(id=created.id, data="def main(:\n", description="should not land")
+    err = world.me.error("UpdateProgram", update(broken, "description", "data"))
+    assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PROGRAM")
+    assert [p for p, _ in err.field_violations] == ["program.data"]
+    assert world.me.get(created.id) == created
+
+
+@pytest.mark.parametrize(("paths", "bad"), [((), "update_mask"), (("description", "name"), "update_mask"),
+                                             (("owner_instance",), "update_mask")])
+def test_update_mask_is_required_and_limited(world, paths, bad):
+    created = world.me.create("doubler")
+    err = world.me.error("UpdateProgram", update(program_pb2.Program(id=created.id, name="x"), *paths))
+    assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_UPDATE_MASK")
+    assert {p for p, _ in err.field_violations} == {bad}
+    assert world.me.get(created.id) == created
+
+
+def test_only_the_owner_changes_or_deletes_a_program(world):
+    private = world.me.create("secret")
+    public = world.me.create("shared", visibility=program_pb2.VISIBILITY_PUBLIC)
+
+    def change(program):
+        return update(program_pb2.Program(id=program.id, description="mine now"), "description")
+
+    assert_error(world.other.error("UpdateProgram", change(private)),
+                 grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND")
+    assert_error(world.other.error("DeleteProgram", pb.DeleteProgramRequest(program_id=private.id)),
+                 grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND")
+    assert_error(world.other.error("UpdateProgram", change(public)),
+                 grpc.StatusCode.PERMISSION_DENIED, "NOT_PROGRAM_OWNER")
+    assert_error(world.other.error("DeleteProgram", pb.DeleteProgramRequest(program_id=public.id)),
+                 grpc.StatusCode.PERMISSION_DENIED, "NOT_PROGRAM_OWNER")
+    # Services read everything but own nothing.
+    assert_error(world.service.error("DeleteProgram", pb.DeleteProgramRequest(program_id=private.id)),
+                 grpc.StatusCode.PERMISSION_DENIED, "NOT_PROGRAM_OWNER")
+    assert world.me.get(private.id) == private and world.me.get(public.id) == public
+
+
+@pytest.mark.parametrize("program_id", BUILTIN_IDS)
+def test_builtins_are_read_only(world, program_id):
+    before = world.me.get(program_id)
+    change = update(program_pb2.Program(id=program_id, description="hijacked"), "description")
+    assert_error(world.me.error("UpdateProgram", change),
+                 grpc.StatusCode.PERMISSION_DENIED, "BUILTIN_PROGRAM_READ_ONLY")
+    assert_error(world.me.error("DeleteProgram", pb.DeleteProgramRequest(program_id=program_id)),
+                 grpc.StatusCode.PERMISSION_DENIED, "BUILTIN_PROGRAM_READ_ONLY")
+    assert world.me.get(program_id) == before
+
+
+def test_owner_deletes_a_program(world):
+    created = world.me.create("doubler")
+    world.me.DeleteProgram(pb.DeleteProgramRequest(program_id=created.id))
+    assert_error(world.me.error("GetProgram", pb.GetProgramRequest(program_id=created.id)),
+                 grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND")
+    assert_error(world.me.error("DeleteProgram", pb.DeleteProgramRequest(program_id=created.id)),
+                 grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND")
+    assert created.id not in world.me.list_ids()
+
+
+def test_an_empty_program_id_is_invalid(world):
+    err = world.me.error("GetProgram", pb.GetProgramRequest())
+    assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "PROGRAM_ID_MISSING")
+    assert err.field_violations == [("program_id", "required")]
+    err = world.me.error("UpdateProgram", update(program_pb2.Program(description="x"), "description"))
+    assert err.field_violations == [("program.id", "required")]
