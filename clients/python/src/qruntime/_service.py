@@ -1,0 +1,340 @@
+"""The entry point users know from Qiskit Runtime: accounts, backends, programs and jobs of one instance."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Mapping
+from itertools import islice
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from . import _accounts, encoding
+from ._backends import RuntimeBackend
+from ._channel import DEFAULT_TIMEOUT, Transport
+from ._jobs import ResultDecoder, RuntimeJob
+from ._options import RuntimeOptions, to_job_options
+from ._programs import RuntimeProgram, program_for_upload, program_update
+from .devices.v1 import devices_service_pb2
+from .exceptions import NotFoundError, _invalid_argument
+from .jobs.v1 import job_pb2, jobs_service_pb2
+from .programs.v1 import programs_service_pb2
+
+__all__ = ["IBMRuntimeService", "QiskitRuntimeService"]
+
+_MAX_PAGE_SIZE = 200
+_PENDING_STATES = (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING)
+_ENDED_STATES = (job_pb2.JOB_STATE_DONE, job_pb2.JOB_STATE_ERROR, job_pb2.JOB_STATE_CANCELLED)
+
+
+class IBMRuntimeService:
+    """A connection to a qruntime service as one instance: run programs, follow jobs, list backends.
+
+    The account is the token and instance given, else the saved account ``name`` (else the default
+    one) with any of ``token``, ``instance`` and ``url`` given replacing its own. The API key is
+    checked at once: a refused key raises ``IBMNotAuthorizedError`` here rather than on first use.
+    ``timeout`` is the seconds each call to the service may take.
+
+    Raises:
+        AccountNotFoundError: no account given and none saved.
+        InvalidAccountError: the account's fields are invalid.
+        IBMNotAuthorizedError: the service refused the API key or the instance.
+        ServiceUnavailableError: the service could not be reached.
+    """
+
+    def __init__(
+        self,
+        auth: str | None = None,
+        token: str | None = None,
+        instance: str | None = None,
+        url: str | None = None,
+        name: str | None = None,
+        channel: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        account = _accounts.resolve_account(auth, token, instance, url, name, channel)
+        self._account = account
+        self._transport = Transport(account.url, account.token, account.instance, timeout=timeout)
+        try:
+            response = self._transport.tokens.response
+        except BaseException:
+            self._transport.close()
+            raise
+        self._instance = response.instance.crn or account.instance
+
+    @staticmethod
+    def save_account(
+        auth: str | None = None,
+        token: str | None = None,
+        instance: str | None = None,
+        url: str | None = None,
+        name: str | None = None,
+        overwrite: bool = False,
+        channel: str | None = None,
+        set_as_default: bool | None = None,
+    ) -> None:
+        """Save an account in ``~/.qiskit/qiskit-ibm.json`` (mode 0600) for later service objects.
+
+        ``auth="cloud"`` (or ``channel="ibm_cloud"``) is the only kind; ``url`` defaults to
+        ``127.0.0.1:8443``; ``name`` to ``"default-cloud"``.
+
+        Raises:
+            InvalidAccountError: a field is invalid.
+            AccountAlreadyExistsError: that name is saved already and ``overwrite`` is false.
+        """
+        _accounts.save_account(auth, token, instance, url, name, overwrite, channel, set_as_default)
+
+    @staticmethod
+    def saved_accounts() -> dict[str, dict[str, Any]]:
+        """Every saved account by name, as stored (tokens included)."""
+        return _accounts.saved_accounts()
+
+    @staticmethod
+    def delete_account(name: str | None = None) -> bool:
+        """Delete a saved account (by default the default one); whether one was deleted."""
+        return _accounts.delete_account(name)
+
+    @property
+    def instance(self) -> str:
+        """The CRN of the instance this service object acts as."""
+        return self._instance
+
+    @property
+    def url(self) -> str:
+        """The ``host:port`` of the service."""
+        return self._account.url
+
+    # Backends
+
+    def backends(
+        self,
+        name: str | None = None,
+        simulator: bool | None = None,
+        operational: bool | None = None,
+        min_num_qubits: int | None = None,
+    ) -> list[RuntimeBackend]:
+        """The backends the instance may use, optionally filtered; a filter left None does not apply."""
+        request = devices_service_pb2.ListBackendsRequest(page_size=_MAX_PAGE_SIZE)
+        found = []
+        for message in self._transport.paginate(self._transport.devices.ListBackends, request, "backends"):
+            backend = RuntimeBackend(message, self._transport)
+            if name is not None and backend.name != name:
+                continue
+            if simulator is not None and backend.simulator != simulator:
+                continue
+            if operational is not None and message.status.operational != operational:
+                continue
+            if min_num_qubits is not None and backend.num_qubits < min_num_qubits:
+                continue
+            found.append(backend)
+        return found
+
+    def backend(self, name: str) -> RuntimeBackend:
+        """The backend ``name``.
+
+        Raises:
+            NotFoundError: no such backend, or the instance's plan does not allow it.
+        """
+        request = devices_service_pb2.GetBackendRequest(name=name)
+        return RuntimeBackend(
+            self._transport.call(self._transport.devices.GetBackend, request).backend, self._transport
+        )
+
+    def least_busy(self, min_num_qubits: int | None = None, simulator: bool | None = None) -> RuntimeBackend:
+        """The operational backend with the fewest pending jobs among those that match.
+
+        Raises:
+            NotFoundError: no operational backend matches.
+        """
+        candidates = self.backends(simulator=simulator, operational=True, min_num_qubits=min_num_qubits)
+        if not candidates:
+            raise NotFoundError(grpc.StatusCode.NOT_FOUND, "", "no operational backend matches the criteria")
+        return min(candidates, key=lambda b: b.proto.status.pending_jobs)
+
+    # Jobs
+
+    def run(
+        self,
+        program_id: str,
+        inputs: Mapping[str, Any],
+        options: RuntimeOptions | Mapping[str, Any] | None = None,
+        *,
+        result_decoder: ResultDecoder | None = None,
+        request_id: str | None = None,
+    ) -> RuntimeJob:
+        """Start a job of ``program_id`` and return it at once, QUEUED.
+
+        ``inputs`` is a dict of the program's inputs; circuits, numpy arrays and complex numbers in it
+        are encoded as described in :mod:`qruntime.encoding`. ``options`` chooses the backend and log
+        level. A retry with the same ``request_id`` returns the job the first call created.
+
+        Raises:
+            IBMInputValueError: inputs or options invalid, here or according to the service.
+            NotFoundError: no such program, or no such backend for the instance.
+        """
+        if not isinstance(program_id, str) or not program_id:
+            raise _invalid_argument("program_id", "must be a non-empty string")
+        if not isinstance(inputs, Mapping):
+            raise _invalid_argument(
+                "inputs", f"must be a dict of input name to value, not {type(inputs).__name__}"
+            )
+        for key in inputs:
+            if not isinstance(key, str):
+                raise _invalid_argument("inputs", f"input names must be strings, not {key!r}")
+        try:
+            encoded = encoding.dumps(dict(inputs))
+        except (TypeError, ValueError) as exc:
+            raise _invalid_argument("inputs", str(exc)) from exc
+        request = jobs_service_pb2.CreateJobRequest(
+            program_id=program_id,
+            inputs=encoded,
+            options=to_job_options(options),
+            request_id=request_id or "",
+        )
+        job = self._transport.call(self._transport.jobs.CreateJob, request).job
+        return RuntimeJob(job, self._transport, result_decoder)
+
+    def job(self, job_id: str) -> RuntimeJob:
+        """The job ``job_id``.
+
+        Raises:
+            NotFoundError: no such job in the instance.
+        """
+        request = jobs_service_pb2.GetJobRequest(job_id=job_id)
+        return RuntimeJob(self._transport.call(self._transport.jobs.GetJob, request).job, self._transport)
+
+    def jobs(
+        self, limit: int | None = 10, program_id: str | None = None, pending: bool | None = None
+    ) -> list[RuntimeJob]:
+        """The instance's newest jobs, at most ``limit`` (None: all).
+
+        ``pending=True`` keeps queued and running jobs, ``pending=False`` ended ones.
+        """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise _invalid_argument("limit", f"must be None or a non-negative integer, not {limit!r}")
+        if limit == 0:
+            return []
+        states = (
+            [job_pb2.JOB_STATE_UNSPECIFIED]
+            if pending is None
+            else _PENDING_STATES
+            if pending
+            else _ENDED_STATES
+        )
+        page_size = min(limit or _MAX_PAGE_SIZE, _MAX_PAGE_SIZE)
+        streams = [self._list_jobs(page_size, program_id, state) for state in states]
+        # ListJobs filters on one state; the streams of several are merged, newest first, like one list.
+        merged = heapq.merge(
+            *streams, key=lambda j: (j.create_time.seconds, j.create_time.nanos), reverse=True
+        )
+        seen: set[str] = set()
+        found = []
+        for message in merged:
+            if message.id in seen:  # a job that changed state between two listings
+                continue
+            seen.add(message.id)
+            found.append(RuntimeJob(message, self._transport))
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete an ended job with its result and logs.
+
+        Raises:
+            NotFoundError: no such job in the instance.
+            FailedPreconditionError: the job has not ended.
+        """
+        self._transport.call(self._transport.jobs.DeleteJob, jobs_service_pb2.DeleteJobRequest(job_id=job_id))
+
+    def _list_jobs(
+        self, page_size: int, program_id: str | None, state: job_pb2.JobState.ValueType
+    ) -> Iterator[job_pb2.Job]:
+        request = jobs_service_pb2.ListJobsRequest(
+            page_size=page_size, program_id=program_id or "", state=state
+        )
+        return self._transport.paginate(self._transport.jobs.ListJobs, request, "jobs")
+
+    # Programs
+
+    def programs(self, limit: int | None = None) -> list[RuntimeProgram]:
+        """The programs the instance may see (public ones and its own), ordered by id; at most ``limit``."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise _invalid_argument("limit", f"must be None or a non-negative integer, not {limit!r}")
+        page_size = min(limit or _MAX_PAGE_SIZE, _MAX_PAGE_SIZE)
+        request = programs_service_pb2.ListProgramsRequest(page_size=page_size)
+        pages = self._transport.paginate(self._transport.programs.ListPrograms, request, "programs")
+        return [RuntimeProgram(p) for p in islice(pages, limit)]
+
+    def program(self, program_id: str) -> RuntimeProgram:
+        """The program ``program_id``, with its source when the instance owns it.
+
+        Raises:
+            NotFoundError: no such program visible to the instance.
+        """
+        request = programs_service_pb2.GetProgramRequest(program_id=program_id)
+        return RuntimeProgram(self._transport.call(self._transport.programs.GetProgram, request).program)
+
+    def upload_program(self, data: str, metadata: Mapping[str, Any]) -> str:
+        """Upload Python source defining ``main(backend, user_messenger, **inputs)``; the new program's id.
+
+        ``metadata`` keys: ``name`` (required), ``description``, ``max_execution_time`` (seconds),
+        ``parameters`` (or ``inputs``: dicts with name, type, required, description) and ``is_public``.
+
+        Raises:
+            IBMInputValueError: the source or metadata is invalid.
+        """
+        request = programs_service_pb2.CreateProgramRequest(program=program_for_upload(data, metadata))
+        return self._transport.call(self._transport.programs.CreateProgram, request).program.id
+
+    def update_program(
+        self,
+        program_id: str,
+        data: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        is_public: bool | None = None,
+    ) -> RuntimeProgram:
+        """Change the source, metadata (keys as for ``upload_program``) or visibility of an owned program.
+
+        Raises:
+            IBMInputValueError: nothing to change, or invalid values.
+            NotFoundError: no such program owned by the instance.
+        """
+        program, paths = program_update(program_id, data, metadata, is_public)
+        request = programs_service_pb2.UpdateProgramRequest(
+            program=program, update_mask=field_mask_pb2.FieldMask(paths=paths)
+        )
+        return RuntimeProgram(self._transport.call(self._transport.programs.UpdateProgram, request).program)
+
+    def delete_program(self, program_id: str) -> None:
+        """Delete a program the instance owns.
+
+        Raises:
+            NotFoundError: no such program owned by the instance.
+        """
+        request = programs_service_pb2.DeleteProgramRequest(program_id=program_id)
+        self._transport.call(self._transport.programs.DeleteProgram, request)
+
+    # Lifetime
+
+    def close(self) -> None:
+        """Close the connection; the service object and its jobs cannot call the service afterwards."""
+        self._transport.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<IBMRuntimeService(url={self.url!r}, instance={self._instance!r})>"
+
+
+QiskitRuntimeService = IBMRuntimeService
+"""The same class under the name qiskit-ibm-runtime users know."""
