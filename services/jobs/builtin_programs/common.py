@@ -1,0 +1,105 @@
+"""What the built-in programs share: their logger, the error for unusable inputs, and input helpers.
+
+A built-in program is a function main(backend, user_messenger, **inputs). It logs through
+program_logger(...) (the runner stores those lines as the job's logs), raises InvalidInputError when
+inputs of the declared JSON types still make no sense (the job ends ERROR with reason INVALID_INPUT),
+and returns a value qruntime.encoding can encode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from qiskit import QuantumCircuit
+
+PROGRAM_LOGGER = "qruntime.program"
+
+
+class InvalidInputError(ValueError):
+    """The inputs have their declared types but the program cannot use them."""
+
+
+def program_logger(name: str) -> logging.Logger:
+    """The logger a built-in program logs to; its lines become the job's logs."""
+    return logging.getLogger(f"{PROGRAM_LOGGER}.{name}")
+
+
+def as_list(value: Any) -> list[Any]:
+    """A list from a list, tuple or numpy array; [value] from anything else."""
+    if hasattr(value, "tolist") and not isinstance(value, QuantumCircuit):
+        value = value.tolist()
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def circuits_to_run(
+    circuits: Any, parameter_values: Any = None, circuit_indices: Any = None
+) -> list[QuantumCircuit]:
+    """The circuits to run, in order: circuits[i] for each i of circuit_indices (all when None),
+    with the matching entry of parameter_values bound to its parameters."""
+    circuits = as_list(circuits)
+    for i, circuit in enumerate(circuits):
+        if not isinstance(circuit, QuantumCircuit):
+            raise InvalidInputError(f"circuits[{i}] is a {type(circuit).__name__}, not a QuantumCircuit")
+    if not circuits:
+        raise InvalidInputError("circuits is empty; give at least one circuit")
+    indices = list(range(len(circuits))) if circuit_indices is None else as_list(circuit_indices)
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int | float) or not float(i).is_integer() \
+                or not 0 <= i < len(circuits):
+            raise InvalidInputError(f"circuit_indices holds {i!r}, not an index into the {len(circuits)} circuits")
+    selected = [circuits[int(i)] for i in indices]
+    values = _parameter_values(parameter_values, len(selected))
+    bound = []
+    for k, (circuit, vals) in enumerate(zip(selected, values, strict=True)):
+        if len(vals) != circuit.num_parameters:
+            raise InvalidInputError(
+                f"circuit {k} has {circuit.num_parameters} parameters but {len(vals)} values were given"
+            )
+        bound.append(circuit.assign_parameters(vals) if vals else circuit)
+    return bound
+
+
+def _parameter_values(parameter_values: Any, count: int) -> list[list[float]]:
+    if parameter_values is None:
+        return [[] for _ in range(count)]
+    values = as_list(parameter_values)
+    if count == 1 and values and all(_is_real(v) for v in values):  # the flat values of one circuit
+        values = [values]
+    if not all(isinstance(v, list | tuple) or hasattr(v, "tolist") for v in values):
+        raise InvalidInputError("parameter_values must hold one array of numbers per circuit")
+    values = [as_list(v) for v in values]
+    if len(values) != count:
+        raise InvalidInputError(f"parameter_values has {len(values)} entries for {count} circuits")
+    for k, vals in enumerate(values):
+        if not all(_is_real(v) for v in vals):
+            raise InvalidInputError(f"parameter_values[{k}] must be an array of numbers")
+    return [[float(v) for v in vals] for vals in values]
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def positive_int(name: str, value: Any) -> int:
+    """value as a positive int; InvalidInputError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer() or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def optional_seed(value: Any) -> int | None:
+    """A seed as an int, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+        raise InvalidInputError(f"seed must be an integer, got {value!r}")
+    return int(value)
+
+
+def check_measured(circuits: Sequence[QuantumCircuit]) -> None:
+    """InvalidInputError unless every circuit has classical bits to sample."""
+    for i, circuit in enumerate(circuits):
+        if circuit.num_clbits == 0:
+            raise InvalidInputError(f"circuit {i} has no classical bits to sample; add measurements")

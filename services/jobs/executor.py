@@ -1,0 +1,157 @@
+"""The executor: `workers` asyncio tasks that take queued jobs from the store and run them.
+
+A worker claims the oldest QUEUED job (so replicas sharing one PostgreSQL database share the work),
+runs its program through the runner under the job's time limit, and stores how it ended: the result
+with DONE in one transaction, or ERROR with a typed reason. Workers wake at once when this replica
+accepts a job and poll every second besides, to pick up jobs other replicas accepted.
+
+Each replica renews its claim on its running jobs every few seconds. A RUNNING job whose claim was
+not renewed for lease_seconds belongs to a replica that died; any replica puts it back in the queue,
+at start-up and periodically. Renewing also tells a replica which of its jobs were cancelled
+through another replica, so it stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+
+import structlog
+
+from qruntime_kit.logging import get_logger
+
+from .control import JobControl
+from .runner import Outcome, ProgramRunner
+from .store import CANCELLED, ERROR, JobRecord, JobStore
+
+log = get_logger("jobs.executor")
+POLL_SECONDS = 1.0
+HEARTBEAT_SECONDS = 5.0
+
+
+class JobExecutor:
+    """Runs queued jobs, at most `workers` at a time in this replica."""
+
+    def __init__(
+        self, store: JobStore, runner: ProgramRunner, *, workers: int = 4, lease_seconds: float = 30.0,
+        poll_seconds: float = POLL_SECONDS, heartbeat_seconds: float = HEARTBEAT_SECONDS,
+    ) -> None:
+        self._store = store
+        self._runner = runner
+        self._workers = workers
+        self._lease = lease_seconds
+        self._poll = poll_seconds
+        self._heartbeat = min(heartbeat_seconds, lease_seconds / 3)
+        self._wake = asyncio.Event()
+        self._running: dict[str, JobControl] = {}
+        self._tasks: list[asyncio.Task] = []
+        self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    async def start(self) -> None:
+        """Requeue the jobs of replicas that died, then start the workers and the claim keeper."""
+        requeued = await asyncio.to_thread(self._store.requeue_running, stale_after=self._lease)
+        if requeued:
+            log.warning("requeued jobs of a replica that stopped", jobs=requeued)
+        self._tasks = [asyncio.create_task(self._work(), name=f"jobs-worker-{i}") for i in range(self._workers)]
+        self._tasks.append(asyncio.create_task(self._keep_claims(), name="jobs-claims"))
+        log.info("executor started", workers=self._workers, runner=self.runner_id)
+
+    async def stop(self) -> None:
+        """Stop the workers, tell running programs to stop, and put their jobs back in the queue
+        for another replica (or this one's next start) to run from the beginning; what the
+        interrupted run logged and published stays with the job."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        try:
+            requeued = await asyncio.to_thread(self._store.requeue_running, runner=self.runner_id)
+        except Exception:  # their claims lapse and another start requeues them
+            log.exception("could not requeue this replica's running jobs")
+            return
+        if requeued:
+            log.info("requeued running jobs for the next start", jobs=requeued)
+
+    def wake(self) -> None:
+        """A job was queued: wake an idle worker now rather than at its next poll."""
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> None:
+        """Tell the job's program to stop, if this replica runs it (its state is already CANCELLED)."""
+        control = self._running.get(job_id)
+        if control is not None:
+            control.cancel()
+
+    @property
+    def running_jobs(self) -> list[str]:
+        return list(self._running)
+
+    async def _work(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                job = await asyncio.to_thread(self._store.claim_next_queued, self.runner_id)
+            except Exception:  # the database may be back at the next poll
+                log.exception("could not claim a job")
+                job = None
+            if job is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                continue
+            try:
+                await self._execute(job)
+            except Exception:  # its claim lapses and another run picks the job up
+                log.exception("could not store how the job ended", job_id=job.id)
+
+    async def _execute(self, job: JobRecord) -> None:
+        tokens = structlog.contextvars.bind_contextvars(job_id=job.id, request_id=job.trace_id)
+        control = JobControl()
+        self._running[job.id] = control
+        try:
+            limit = job.max_execution_seconds if job.max_execution_seconds > 0 else None
+            log.info("job started", program_id=job.program_id, backend=job.backend, limit_seconds=limit)
+            try:
+                outcome = await asyncio.wait_for(self._runner.run(job, control), timeout=limit)
+            except TimeoutError:
+                outcome = Outcome(
+                    ERROR, "TIME_LIMIT_EXCEEDED",
+                    f"the job ran longer than its time limit of {limit:g} seconds and was ended",
+                )
+            except Exception:  # the runner failed; the job did not get a fair run
+                log.exception("the runner failed")
+                outcome = Outcome(ERROR, "INTERNAL_ERROR", "the runner failed; the jobs service logged the details")
+            told_to_stop = control.cancelled
+            control.cancel()  # a program still running past its limit stops at its next call
+            if outcome.state == CANCELLED:
+                if told_to_stop:  # the store already says why: cancelled by a user, or requeued
+                    log.info("job stopped")
+                    return
+                outcome = Outcome(ERROR, "PROGRAM_ERROR", "the program raised JobCancelled without being cancelled")
+            ended = await asyncio.to_thread(
+                self._store.finish, job.id, outcome.state, outcome.reason, outcome.message, outcome.result,
+                runner=self.runner_id,
+            )
+            if ended:
+                log.info("job ended", state=outcome.state, reason=outcome.reason or None)
+            else:
+                log.info("job had ended already", outcome=outcome.state)
+        finally:
+            self._running.pop(job.id, None)
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    async def _keep_claims(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            try:
+                lost = await asyncio.to_thread(self._store.renew_claims, self.runner_id, self.running_jobs)
+                for job_id in lost:
+                    self.cancel(job_id)
+                requeued = await asyncio.to_thread(self._store.requeue_running, stale_after=self._lease)
+                if requeued:
+                    log.warning("requeued jobs of a replica that stopped", jobs=requeued)
+                    self.wake()
+            except Exception:  # retried at the next beat
+                log.exception("could not renew job claims")

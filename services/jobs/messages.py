@@ -1,0 +1,68 @@
+"""Store records as the proto messages of qruntime.jobs.v1."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from qruntime.jobs.v1 import job_pb2
+
+from .store import InterimRecord, JobRecord, LogRecord
+
+
+def job_message(job: JobRecord) -> job_pb2.Job:
+    """The Job message of a stored job."""
+    message = job_pb2.Job(
+        id=job.id,
+        program_id=job.program_id,
+        backend=job.backend,
+        state=job_pb2.JobState.Value(f"JOB_STATE_{job.state}"),
+        reason=job_pb2.JobReason.Value(f"JOB_REASON_{job.reason or 'UNSPECIFIED'}"),
+        reason_message=job.reason_message,
+        instance=job.instance,
+        owner=job.owner,
+        inputs=job.inputs,
+        options=job_pb2.JobOptions(
+            backend_name=job.backend, log_level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{job.log_level}")
+        ),
+        max_execution_time=duration(job.max_execution_seconds),
+        create_time=timestamp(job.create_time),
+        request_id=job.request_id,
+    )
+    if job.start_time is not None:
+        message.start_time.CopyFrom(timestamp(job.start_time))
+    if job.end_time is not None:
+        message.end_time.CopyFrom(timestamp(job.end_time))
+    return message
+
+
+def log_entry_message(entry: LogRecord) -> job_pb2.LogEntry:
+    return job_pb2.LogEntry(
+        time=timestamp(entry.time), level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{entry.level}"), message=entry.message
+    )
+
+
+def interim_result_message(entry: InterimRecord) -> job_pb2.InterimResult:
+    return job_pb2.InterimResult(time=timestamp(entry.time), data=entry.data)
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    message = duration_pb2.Duration()
+    message.FromTimedelta(dt.timedelta(seconds=seconds))
+    return message
+
+
+def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(value)
+    return message
+
+
+def state_name(state: int) -> str:
+    """The stored name of a JobState value: JOB_STATE_DONE -> "DONE"."""
+    return job_pb2.JobState.Name(state).removeprefix("JOB_STATE_")
+
+
+def log_level_name(level: int) -> str:
+    """The stored name of a LogLevel value; UNSPECIFIED means INFO."""
+    return job_pb2.LogLevel.Name(level or job_pb2.LOG_LEVEL_INFO).removeprefix("LOG_LEVEL_")

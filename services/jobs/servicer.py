@@ -1,0 +1,219 @@
+"""JobsService over gRPC: checks the caller's rights, validates, resolves program and backend, and
+calls the JobStore; the executor runs what CreateJob queues.
+
+Jobs belong to the caller's instance: another instance's job answers NOT_FOUND exactly like one that
+does not exist. Service principals (no instance) may read every job. CreateJob asks the programs and
+devices services ON BEHALF OF the user, forwarding the user's token, so the user's visibility of
+programs and the user's plan's backends apply; the runner later calls the devices service with the
+service's own token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_service_pb2_grpc
+from qruntime.jobs.v1 import job_pb2, jobs_service_pb2, jobs_service_pb2_grpc
+from qruntime.programs.v1 import program_pb2, programs_service_pb2, programs_service_pb2_grpc
+
+from qruntime_kit.auth import Principal, current_principal
+from qruntime_kit.errors import FailedPrecondition, InvalidArgument, Unavailable
+from qruntime_kit.interceptors import current_request_id
+from qruntime_kit.logging import get_logger
+from qruntime_kit.outbound import Credentials, call
+from qruntime_kit.store import page_size
+
+from .executor import JobExecutor
+from .messages import interim_result_message, job_message, log_entry_message, log_level_name, state_name
+from .store import DONE, JobStore
+from .validation import check_create_request, check_inputs
+
+log = get_logger("jobs")
+
+JOBS_PAGE = {"default": 50, "maximum": 200}
+LOGS_PAGE = {"default": 500, "maximum": 5000}
+INTERIM_PAGE = {"default": 100, "maximum": 1000}
+DEFAULT_LIMIT_SECONDS = 3 * 60 * 60  # when neither the backend nor the program sets one
+_LIST_BACKENDS_PAGE = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class JobsDependencies:
+    """What the servicer works with, ready once the component has started."""
+
+    store: JobStore
+    executor: JobExecutor
+    programs: programs_service_pb2_grpc.ProgramsServiceStub
+    devices: devices_service_pb2_grpc.DevicesServiceStub
+    credentials: Credentials
+
+
+class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
+    def __init__(self) -> None:
+        self._deps: JobsDependencies | None = None
+
+    def attach(self, deps: JobsDependencies) -> None:
+        """Start answering with these dependencies (calls before are answered UNAVAILABLE)."""
+        self._deps = deps
+
+    @property
+    def deps(self) -> JobsDependencies:
+        if self._deps is None:
+            raise Unavailable("the jobs service is starting; retry shortly", reason="SERVICE_STARTING")
+        return self._deps
+
+    async def CreateJob(self, request, context):
+        principal = current_principal()
+        principal.require("job.create")
+        if not principal.instance_crn:
+            raise FailedPrecondition(
+                "jobs belong to an instance, and this token names none; get a token for an instance",
+                reason="INSTANCE_REQUIRED",
+            )
+        inputs = check_create_request(request)
+        deps = self.deps
+        instance = principal.instance_crn
+        if request.request_id:  # a retry: answer with the job the first call created
+            existing = await asyncio.to_thread(deps.store.find_by_request_id, instance, request.request_id)
+            if existing is not None:
+                return jobs_service_pb2.CreateJobResponse(job=job_message(existing))
+        metadata = await deps.credentials.metadata(on_behalf_of=principal)
+        program = (await call(
+            deps.programs.GetProgram, programs_service_pb2.GetProgramRequest(program_id=request.program_id),
+            metadata=metadata,
+        )).program
+        check_inputs(program.id, program.inputs, inputs)
+        backend = await self._backend(request.options.backend_name, metadata)
+        job, created = await asyncio.to_thread(
+            deps.store.create,
+            instance=instance,
+            owner=principal.subject,
+            program_id=program.id,
+            runtime=program_pb2.ProgramRuntime.Name(program.runtime).removeprefix("PROGRAM_RUNTIME_"),
+            backend=backend.name,
+            inputs=request.inputs or "{}",
+            log_level=log_level_name(request.options.log_level),
+            max_execution_seconds=time_limit(backend, program),
+            request_id=request.request_id,
+            trace_id=current_request_id(),
+        )
+        if created:
+            deps.executor.wake()
+            log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,
+                     instance=instance, limit_seconds=job.max_execution_seconds)
+        return jobs_service_pb2.CreateJobResponse(job=job_message(job))
+
+    async def GetJob(self, request, context):
+        principal = _reader(current_principal())
+        job = await asyncio.to_thread(self.deps.store.get, request.job_id, instance=_scope(principal))
+        return jobs_service_pb2.GetJobResponse(job=job_message(job))
+
+    async def ListJobs(self, request, context):
+        principal = _reader(current_principal())
+        size = page_size(request.page_size, **JOBS_PAGE)
+        if request.state not in job_pb2.JobState.values():
+            raise InvalidArgument(
+                f"state {request.state} is not a JobState", reason="INVALID_STATE",
+                field_violations=[("state", "must be a JobState value")],
+            )
+        jobs, token = await asyncio.to_thread(
+            self.deps.store.list, _scope(principal), page_size=size, page_token=request.page_token,
+            program_id=request.program_id, state=state_name(request.state) if request.state else "",
+        )
+        return jobs_service_pb2.ListJobsResponse(jobs=[job_message(j) for j in jobs], next_page_token=token)
+
+    async def CancelJob(self, request, context):
+        principal = current_principal()
+        principal.require("job.create")
+        deps = self.deps
+        job = await asyncio.to_thread(deps.store.cancel, request.job_id, instance=_scope(principal))
+        deps.executor.cancel(job.id)  # if it runs here; other replicas see it at their next claim renewal
+        log.info("job cancelled", job_id=job.id)
+        return jobs_service_pb2.CancelJobResponse(job=job_message(job))
+
+    async def DeleteJob(self, request, context):
+        principal = current_principal()
+        principal.require("job.delete")
+        await asyncio.to_thread(self.deps.store.delete, request.job_id, instance=_scope(principal))
+        log.info("job deleted", job_id=request.job_id)
+        return jobs_service_pb2.DeleteJobResponse()
+
+    async def GetJobResult(self, request, context):
+        principal = _reader(current_principal())
+        store = self.deps.store
+        job = await asyncio.to_thread(store.get, request.job_id, instance=_scope(principal))
+        if job.state != DONE:
+            raise FailedPrecondition(
+                f"job {job.id!r} is {job.state}; only a DONE job has a result"
+                + (f" ({job.reason}: {job.reason_message})" if job.reason else ""),
+                reason="JOB_NOT_DONE",
+                metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
+            )
+        result = await asyncio.to_thread(store.get_result, job.id)
+        return jobs_service_pb2.GetJobResultResponse(result=result or "")
+
+    async def ListJobLogs(self, request, context):
+        principal = _reader(current_principal())
+        store = self.deps.store
+        size = page_size(request.page_size, **LOGS_PAGE)
+        job = await asyncio.to_thread(store.get, request.job_id, instance=_scope(principal))
+        entries, token = await asyncio.to_thread(store.list_logs, job.id, page_size=size, page_token=request.page_token)
+        return jobs_service_pb2.ListJobLogsResponse(
+            entries=[log_entry_message(e) for e in entries], next_page_token=token
+        )
+
+    async def ListJobInterimResults(self, request, context):
+        principal = _reader(current_principal())
+        store = self.deps.store
+        size = page_size(request.page_size, **INTERIM_PAGE)
+        job = await asyncio.to_thread(store.get, request.job_id, instance=_scope(principal))
+        results, token = await asyncio.to_thread(
+            store.list_interim_results, job.id, page_size=size, page_token=request.page_token
+        )
+        return jobs_service_pb2.ListJobInterimResultsResponse(
+            interim_results=[interim_result_message(r) for r in results], next_page_token=token
+        )
+
+    async def _backend(self, name: str, metadata) -> backend_pb2.Backend:
+        """The named backend, or the least busy operational one the user's plan allows."""
+        devices = self.deps.devices
+        if name:
+            request = devices_service_pb2.GetBackendRequest(name=name)
+            return (await call(devices.GetBackend, request, metadata=metadata)).backend
+        backends, token = [], ""
+        while True:
+            request = devices_service_pb2.ListBackendsRequest(page_size=_LIST_BACKENDS_PAGE, page_token=token)
+            response = await call(devices.ListBackends, request, metadata=metadata)
+            backends.extend(response.backends)
+            token = response.next_page_token
+            if not token:
+                break
+        operational = [b for b in backends if b.status.operational]
+        if not operational:
+            raise FailedPrecondition(
+                "no backend your instance's plan allows is operational now; name one in "
+                "options.backend_name to queue the job on it anyway, or retry later",
+                reason="NO_BACKEND_AVAILABLE",
+            )
+        return min(operational, key=lambda b: (b.status.pending_jobs, b.name))
+
+
+def time_limit(backend: backend_pb2.Backend, program: program_pb2.Program) -> float:
+    """min(the backend's system limit, the program's max_execution_time), in seconds; unset ones ignored."""
+    limits = [
+        d.ToTimedelta().total_seconds()
+        for d in (backend.configuration.max_execution_time, program.max_execution_time)
+        if d.seconds > 0 or d.nanos > 0
+    ]
+    return min(limits) if limits else DEFAULT_LIMIT_SECONDS
+
+
+def _reader(principal: Principal) -> Principal:
+    principal.require("job.read")
+    return principal
+
+
+def _scope(principal: Principal) -> str | None:
+    """The instance whose jobs the principal sees; None (all) for the suite's services."""
+    return None if principal.is_service else principal.instance_crn

@@ -1,0 +1,416 @@
+"""The jobs service's own tables (jobs_*): jobs, their results, logs and interim results.
+
+SQLAlchemy Core over SQLite (one machine) or PostgreSQL (several replicas sharing the work). Every
+state change is one conditional UPDATE, so two replicas never both claim a job and an ended job never
+changes again. Writes come first in each transaction: on SQLite a transaction that reads before it
+writes can fail at once (SQLITE_BUSY_SNAPSHOT) instead of waiting its turn for the write lock.
+
+States, reasons, runtimes and log levels are stored as the proto enum names without their prefix
+("QUEUED", "PROGRAM_ERROR", "BUILTIN", "INFO"), readable in the database and stable across releases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+
+import sqlalchemy as sa
+
+from qruntime_kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from qruntime_kit.store import create_engine, decode_page_token, encode_page_token
+
+QUEUED, RUNNING, DONE, ERROR, CANCELLED = "QUEUED", "RUNNING", "DONE", "ERROR", "CANCELLED"
+FINAL_STATES = (DONE, ERROR, CANCELLED)
+ACTIVE_STATES = (QUEUED, RUNNING)
+
+metadata = sa.MetaData()
+_TIME = sa.DateTime(timezone=True)
+_SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
+
+job_table = sa.Table(
+    "jobs_job",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("instance", sa.String(512), nullable=False),
+    sa.Column("owner", sa.String(256), nullable=False),
+    sa.Column("program_id", sa.String(256), nullable=False),
+    sa.Column("runtime", sa.String(16), nullable=False),
+    sa.Column("backend", sa.String(256), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False, default=""),
+    sa.Column("reason_message", sa.Text, nullable=False, default=""),
+    sa.Column("inputs", sa.Text, nullable=False),
+    sa.Column("log_level", sa.String(16), nullable=False),
+    sa.Column("max_execution_seconds", sa.Float, nullable=False),
+    sa.Column("create_time", _TIME, nullable=False),
+    sa.Column("start_time", _TIME),
+    sa.Column("end_time", _TIME),
+    sa.Column("request_id", sa.String(256)),  # NULL when not given, so the unique key ignores it
+    sa.Column("trace_id", sa.String(256), nullable=False, default=""),  # x-request-id of the CreateJob call
+    sa.Column("claimed_by", sa.String(256)),  # the replica running it (or that last ran it)
+    sa.Column("heartbeat_time", _TIME),  # when that replica last renewed its claim
+    sa.UniqueConstraint("instance", "request_id", name="jobs_job_instance_request_id"),
+    sa.Index("jobs_job_instance_created", "instance", "create_time", "id"),
+    sa.Index("jobs_job_state_created", "state", "create_time", "id"),
+)
+
+result_table = sa.Table(
+    "jobs_job_result",
+    metadata,
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs_job.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("result", sa.Text, nullable=False),
+)
+
+log_table = sa.Table(
+    "jobs_job_log",
+    metadata,
+    sa.Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs_job.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("time", _TIME, nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index("jobs_job_log_job", "job_id", "seq"),
+)
+
+interim_table = sa.Table(
+    "jobs_job_interim_result",
+    metadata,
+    sa.Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs_job.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("time", _TIME, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Index("jobs_job_interim_result_job", "job_id", "seq"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRecord:
+    """One stored job: everything in the Job message, plus the runtime kind of its program."""
+
+    id: str
+    instance: str
+    owner: str
+    program_id: str
+    runtime: str
+    backend: str
+    state: str
+    reason: str
+    reason_message: str
+    inputs: str
+    log_level: str
+    max_execution_seconds: float
+    create_time: dt.datetime
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    request_id: str
+    trace_id: str = ""  # the x-request-id of the CreateJob call, bound to every log line about the job
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@dataclasses.dataclass(frozen=True)
+class LogRecord:
+    """One line a program logged."""
+
+    time: dt.datetime
+    level: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class InterimRecord:
+    """One interim result a program published, JSON text."""
+
+    time: dt.datetime
+    data: str
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_job_id() -> str:
+    """20 lowercase hex characters, like the ids of IBM's runtime jobs."""
+    return secrets.token_hex(10)
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite gives back naive datetimes; every time this store writes is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _job(row: sa.Row) -> JobRecord:
+    m = row._mapping
+    return JobRecord(
+        id=m["id"], instance=m["instance"], owner=m["owner"], program_id=m["program_id"],
+        runtime=m["runtime"], backend=m["backend"], state=m["state"], reason=m["reason"],
+        reason_message=m["reason_message"], inputs=m["inputs"], log_level=m["log_level"],
+        max_execution_seconds=m["max_execution_seconds"], create_time=_utc(m["create_time"]),
+        start_time=_utc(m["start_time"]), end_time=_utc(m["end_time"]), request_id=m["request_id"] or "",
+        trace_id=m["trace_id"],
+    )
+
+
+def job_not_found(job_id: str) -> NotFound:
+    # The same words whether the job is absent or another instance's.
+    return NotFound(f"job {job_id!r} not found", reason="JOB_NOT_FOUND", metadata={"job_id": job_id})
+
+
+def _bad_token() -> InvalidArgument:
+    return InvalidArgument(
+        "page_token is not a token this service returned",
+        reason="INVALID_PAGE_TOKEN",
+        field_violations=[("page_token", "pass the next_page_token of the previous response unchanged")],
+    )
+
+
+class JobStore:
+    """Jobs and what they produce, in the tables jobs_*; every method is a short blocking transaction."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = create_engine(url)
+        metadata.create_all(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def create(
+        self, *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str,
+        log_level: str, max_execution_seconds: float, request_id: str = "", trace_id: str = "",
+    ) -> tuple[JobRecord, bool]:
+        """Store a new QUEUED job; (job, True). With a request_id the instance used before, that
+        earlier job instead: (job, False), so a retried CreateJob never makes a second job."""
+        if request_id:
+            existing = self.find_by_request_id(instance, request_id)
+            if existing is not None:
+                return existing, False
+        values = {
+            "id": new_job_id(), "instance": instance, "owner": owner, "program_id": program_id,
+            "runtime": runtime, "backend": backend, "state": QUEUED, "reason": "", "reason_message": "",
+            "inputs": inputs, "log_level": log_level, "max_execution_seconds": max_execution_seconds,
+            "create_time": utcnow(), "request_id": request_id or None, "trace_id": trace_id,
+        }
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(job_table.insert().values(**values))
+        except sa.exc.IntegrityError:
+            existing = self.find_by_request_id(instance, request_id) if request_id else None
+            if existing is None:
+                raise
+            return existing, False  # a concurrent retry with the same key won the race
+        return self.get(values["id"]), True
+
+    def find_by_request_id(self, instance: str, request_id: str) -> JobRecord | None:
+        """The job the instance created with this idempotency key, if any."""
+        query = job_table.select().where(job_table.c.instance == instance, job_table.c.request_id == request_id)
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _job(row) if row else None
+
+    def get(self, job_id: str, *, instance: str | None = None) -> JobRecord:
+        """The job; NotFound JOB_NOT_FOUND when absent or, with instance given, another instance's."""
+        query = job_table.select().where(job_table.c.id == job_id)
+        if instance is not None:
+            query = query.where(job_table.c.instance == instance)
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise job_not_found(job_id)
+        return _job(row)
+
+    def list(
+        self, instance: str | None, *, page_size: int, page_token: str = "", program_id: str = "", state: str = "",
+    ) -> tuple[list[JobRecord], str]:
+        """The instance's jobs (every job for None), newest first, and the next page's token ('' on the last)."""
+        c = job_table.c
+        query = job_table.select()
+        if instance is not None:
+            query = query.where(c.instance == instance)
+        if program_id:
+            query = query.where(c.program_id == program_id)
+        if state:
+            query = query.where(c.state == state)
+        position = decode_page_token(page_token)
+        if position is not None:
+            try:
+                after_time, after_id = dt.datetime.fromisoformat(position["t"]), str(position["id"])
+            except (KeyError, TypeError, ValueError):
+                raise _bad_token() from None
+            query = query.where(
+                sa.or_(c.create_time < after_time, sa.and_(c.create_time == after_time, c.id < after_id))
+            )
+        query = query.order_by(c.create_time.desc(), c.id.desc()).limit(page_size + 1)
+        with self._engine.connect() as conn:
+            jobs = [_job(row) for row in conn.execute(query)]
+        if len(jobs) <= page_size:
+            return jobs, ""
+        last = jobs[page_size - 1]
+        return jobs[:page_size], encode_page_token({"t": last.create_time.isoformat(), "id": last.id})
+
+    def claim_next_queued(self, runner: str = "") -> JobRecord | None:
+        """Move the oldest QUEUED job to RUNNING for this runner and return it; None when none waits.
+
+        One UPDATE ... WHERE id = (oldest queued) AND state = 'QUEUED' RETURNING: PostgreSQL picks the
+        candidate FOR UPDATE SKIP LOCKED, so replicas pass each other by; SQLite (which has no row
+        locks and ignores FOR UPDATE) runs the statement under its one write lock. Either way a job
+        is claimed exactly once."""
+        c = job_table.c
+        oldest = (
+            sa.select(c.id).where(c.state == QUEUED).order_by(c.create_time, c.id).limit(1)
+            .with_for_update(skip_locked=True).scalar_subquery()
+        )
+        now = utcnow()
+        claim = (
+            job_table.update().where(c.id == oldest, c.state == QUEUED)
+            .values(state=RUNNING, start_time=now, claimed_by=runner or None, heartbeat_time=now)
+            .returning(*job_table.c)
+        )
+        with self._engine.begin() as conn:
+            row = conn.execute(claim).first()
+        return _job(row) if row else None
+
+    def finish(
+        self, job_id: str, state: str, reason: str = "", message: str = "", result_json: str | None = None,
+        *, runner: str | None = None,
+    ) -> bool:
+        """End the job in state, storing its result in the same transaction, so a job is never seen
+        DONE without its result. Does nothing (False) when the job already ended, e.g. a user
+        cancelled it, or, with runner given, when another runner has claimed it since."""
+        assert state in FINAL_STATES, state
+        c = job_table.c
+        query = job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
+        if runner is not None:
+            query = query.where(c.claimed_by == runner)
+        with self._engine.begin() as conn:
+            ended = conn.execute(
+                query.values(state=state, reason=reason, reason_message=message, end_time=utcnow())
+            ).rowcount
+            if ended and result_json is not None:
+                conn.execute(result_table.insert().values(job_id=job_id, result=result_json))
+        return bool(ended)
+
+    def cancel(self, job_id: str, *, instance: str | None = None) -> JobRecord:
+        """Cancel a QUEUED or RUNNING job; FailedPrecondition JOB_ALREADY_FINAL once it has ended."""
+        c = job_table.c
+        query = job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
+        if instance is not None:
+            query = query.where(c.instance == instance)
+        with self._engine.begin() as conn:
+            cancelled = conn.execute(query.values(
+                state=CANCELLED, reason="CANCELLED_BY_USER", reason_message="cancelled by a user",
+                end_time=utcnow(),
+            )).rowcount
+        job = self.get(job_id, instance=instance)
+        if not cancelled:
+            raise FailedPrecondition(
+                f"job {job_id!r} has already ended ({job.state}); only queued or running jobs can be cancelled",
+                reason="JOB_ALREADY_FINAL",
+                metadata={"job_id": job_id, "state": f"JOB_STATE_{job.state}"},
+            )
+        return job
+
+    def delete(self, job_id: str, *, instance: str | None = None) -> None:
+        """Delete an ended job with its result, logs and interim results; FailedPrecondition
+        JOB_NOT_FINAL while it is queued or running."""
+        c = job_table.c
+        query = job_table.delete().where(c.id == job_id, c.state.in_(FINAL_STATES))
+        if instance is not None:
+            query = query.where(c.instance == instance)
+        with self._engine.begin() as conn:
+            deleted = conn.execute(query).rowcount
+            if deleted:  # the foreign keys cascade too; this keeps an engine without them clean
+                for table in (result_table, log_table, interim_table):
+                    conn.execute(table.delete().where(table.c.job_id == job_id))
+        if not deleted:
+            job = self.get(job_id, instance=instance)
+            raise FailedPrecondition(
+                f"job {job_id!r} is {job.state}; cancel it or wait for it to end before deleting it",
+                reason="JOB_NOT_FINAL",
+                metadata={"job_id": job_id, "state": f"JOB_STATE_{job.state}"},
+            )
+
+    def get_result(self, job_id: str) -> str | None:
+        """The stored result of a DONE job; None when there is none."""
+        with self._engine.connect() as conn:
+            return conn.execute(
+                sa.select(result_table.c.result).where(result_table.c.job_id == job_id)
+            ).scalar()
+
+    # -- claims of running jobs -------------------------------------------------------------
+
+    def renew_claims(self, runner: str, job_ids: list[str]) -> set[str]:
+        """Renew the runner's claim on its running jobs; returns those it no longer holds (a user
+        cancelled them, or they were requeued), which the runner should stop."""
+        if not job_ids:
+            return set()
+        c = job_table.c
+        mine = sa.and_(c.id.in_(job_ids), c.state == RUNNING, c.claimed_by == runner)
+        with self._engine.begin() as conn:
+            conn.execute(job_table.update().where(mine).values(heartbeat_time=utcnow()))
+            held = set(conn.execute(sa.select(c.id).where(mine)).scalars())
+        return set(job_ids) - held
+
+    def requeue_running(self, *, stale_after: float = 0.0, runner: str | None = None) -> int:
+        """Put RUNNING jobs back in the queue: those whose claim was last renewed more than
+        stale_after seconds ago (their replica died), or with runner given, that runner's own
+        (it is shutting down). Returns how many. stale_after=0 requeues every running job."""
+        c = job_table.c
+        query = job_table.update().where(c.state == RUNNING)
+        if runner is not None:
+            query = query.where(c.claimed_by == runner)
+        if stale_after > 0:
+            cutoff = utcnow() - dt.timedelta(seconds=stale_after)
+            query = query.where(sa.or_(c.heartbeat_time.is_(None), c.heartbeat_time < cutoff))
+        with self._engine.begin() as conn:
+            return conn.execute(query.values(state=QUEUED, start_time=None)).rowcount
+
+    # -- logs and interim results -----------------------------------------------------------
+
+    def append_log(self, job_id: str, level: str, message: str, time: dt.datetime | None = None) -> bool:
+        """Store one log line of the job; False when the job is gone (deleted while its program ran)."""
+        return self._append(log_table, job_id=job_id, time=time or utcnow(), level=level, message=message)
+
+    def add_interim_result(self, job_id: str, data: str) -> bool:
+        """Store one interim result (JSON text); False when the job is gone."""
+        return self._append(interim_table, job_id=job_id, time=utcnow(), data=data)
+
+    def _append(self, table: sa.Table, **values) -> bool:
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(table.insert().values(**values))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def list_logs(self, job_id: str, *, page_size: int, page_token: str = "") -> tuple[list[LogRecord], str]:
+        """The job's log lines, oldest first, and the next page's token."""
+        rows, token = self._page(log_table, job_id, page_size, page_token)
+        return [LogRecord(_utc(r.time), r.level, r.message) for r in rows], token
+
+    def list_interim_results(
+        self, job_id: str, *, page_size: int, page_token: str = ""
+    ) -> tuple[list[InterimRecord], str]:
+        """The job's interim results, oldest first, and the next page's token."""
+        rows, token = self._page(interim_table, job_id, page_size, page_token)
+        return [InterimRecord(_utc(r.time), r.data) for r in rows], token
+
+    def _page(self, table: sa.Table, job_id: str, page_size: int, page_token: str) -> tuple[list[sa.Row], str]:
+        query = table.select().where(table.c.job_id == job_id)
+        position = decode_page_token(page_token)
+        if position is not None:
+            after = position.get("after")
+            if not isinstance(after, int):
+                raise _bad_token()
+            query = query.where(table.c.seq > after)
+        with self._engine.connect() as conn:
+            rows = list(conn.execute(query.order_by(table.c.seq).limit(page_size + 1)))
+        if len(rows) <= page_size:
+            return rows, ""
+        return rows[:page_size], encode_page_token({"after": rows[page_size - 1].seq})

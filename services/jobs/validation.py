@@ -1,0 +1,157 @@
+"""Checks of a CreateJob request: its own fields first, then its inputs against the program's declared ones.
+
+Inputs are checked as JSON, before anything is decoded: a circuit is checked to be an encoded circuit
+object, not loaded. Every problem with the inputs is reported at once, one BadRequest field
+violation per input ("inputs.<name>"), so a user fixes them in one go.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from qruntime.encoding import TYPE_KEY, VALUE_KEY, is_encoded_circuit
+from qruntime.jobs.v1 import job_pb2, jobs_service_pb2
+from qruntime.programs.v1 import program_pb2
+
+from qruntime_kit.errors import InvalidArgument
+
+MAX_REQUEST_ID_LENGTH = 256
+InputType = program_pb2.InputType
+
+
+def check_create_request(request: jobs_service_pb2.CreateJobRequest) -> dict[str, Any]:
+    """Check the request's own fields; returns its inputs as a JSON object ({} when empty)."""
+    if not request.program_id:
+        raise InvalidArgument(
+            "program_id is required", reason="PROGRAM_ID_MISSING", field_violations=[("program_id", "required")]
+        )
+    if request.options.log_level not in job_pb2.LogLevel.values():
+        raise InvalidArgument(
+            f"options.log_level {request.options.log_level} is not a LogLevel",
+            reason="INVALID_LOG_LEVEL",
+            field_violations=[("options.log_level", "must be a LogLevel value")],
+        )
+    if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
+        raise InvalidArgument(
+            f"request_id is longer than {MAX_REQUEST_ID_LENGTH} characters",
+            reason="INVALID_REQUEST_ID",
+            field_violations=[("request_id", f"at most {MAX_REQUEST_ID_LENGTH} characters")],
+        )
+    return parse_inputs(request.inputs)
+
+
+def parse_inputs(text: str) -> dict[str, Any]:
+    """The inputs as a JSON object; InvalidArgument INVALID_INPUTS when they are not one."""
+    if not text.strip():
+        return {}
+    try:
+        inputs = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as err:
+        raise _invalid_inputs(f"inputs are not valid JSON: {err}", "must be a JSON object") from None
+    if not isinstance(inputs, dict):
+        raise _invalid_inputs(
+            f"inputs must be a JSON object of input names to values, not a JSON {_json_type(inputs)}",
+            "must be a JSON object",
+        )
+    return inputs
+
+
+def check_inputs(program_id: str, declared: Sequence[program_pb2.ProgramInput], inputs: dict[str, Any]) -> None:
+    """Check inputs against the program's declared inputs; one InvalidArgument INVALID_INPUTS
+    listing every missing, unknown and mistyped input."""
+    by_name = {d.name: d for d in declared}
+    violations = []
+    for d in declared:
+        if d.required and d.name not in inputs:
+            violations.append((f"inputs.{d.name}", "required by the program"))
+    for name, value in inputs.items():
+        spec = by_name.get(name)
+        if spec is None:
+            known = ", ".join(sorted(by_name)) or "none"
+            violations.append((f"inputs.{name}", f"not an input of program {program_id!r} (its inputs: {known})"))
+            continue
+        problem = type_problem(spec.type, value)
+        if problem:
+            violations.append((f"inputs.{name}", problem))
+    if violations:
+        raise InvalidArgument(
+            f"the inputs do not match program {program_id!r}: "
+            + "; ".join(f"{field}: {why}" for field, why in violations),
+            reason="INVALID_INPUTS",
+            metadata={"program_id": program_id},
+            field_violations=violations,
+        )
+
+
+def type_problem(input_type: int, value: Any) -> str:
+    """Why value does not have the declared type; '' when it does."""
+    if input_type == InputType.INPUT_TYPE_STRING:
+        ok = isinstance(value, str)
+    elif input_type == InputType.INPUT_TYPE_INTEGER:
+        ok = _is_number(value) and (isinstance(value, int) or value.is_integer())
+    elif input_type == InputType.INPUT_TYPE_NUMBER:
+        ok = _is_number(value)
+    elif input_type == InputType.INPUT_TYPE_BOOLEAN:
+        ok = isinstance(value, bool)
+    elif input_type == InputType.INPUT_TYPE_ARRAY:
+        ok = isinstance(value, list) or _is_encoded(value, "ndarray")
+    elif input_type == InputType.INPUT_TYPE_OBJECT:
+        ok = isinstance(value, dict) and not _is_encoded(value)
+    elif input_type == InputType.INPUT_TYPE_CIRCUITS:
+        ok = is_encoded_circuit(value) or (
+            isinstance(value, list) and bool(value) and all(is_encoded_circuit(v) for v in value)
+        )
+    else:  # UNSPECIFIED, or a type this release does not know: any JSON value
+        return ""
+    if ok:
+        return ""
+    expected = {
+        InputType.INPUT_TYPE_STRING: "a string",
+        InputType.INPUT_TYPE_INTEGER: "an integer",
+        InputType.INPUT_TYPE_NUMBER: "a number",
+        InputType.INPUT_TYPE_BOOLEAN: "true or false",
+        InputType.INPUT_TYPE_ARRAY: "an array",
+        InputType.INPUT_TYPE_OBJECT: "an object",
+        InputType.INPUT_TYPE_CIRCUITS: (
+            f'an encoded circuit {{"{TYPE_KEY}": "QuantumCircuit", "{VALUE_KEY}": <base64 QPY>}} '
+            "or a non-empty array of them"
+        ),
+    }[input_type]
+    return f"must be {expected}, got {_json_type(value)}"
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _is_encoded(value: Any, type_name: str | None = None) -> bool:
+    return (
+        isinstance(value, dict)
+        and value.keys() == {TYPE_KEY, VALUE_KEY}
+        and (type_name is None or value[TYPE_KEY] == type_name)
+    )
+
+
+def _json_type(value: Any) -> str:
+    if _is_encoded(value):
+        return f"an encoded {value[TYPE_KEY]}"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number with a fraction" if not value.is_integer() else "a number"
+    return {str: "a string", list: "an array", dict: "an object", type(None): "null"}.get(type(value), "a value")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _invalid_inputs(message: str, why: str) -> InvalidArgument:
+    return InvalidArgument(message, reason="INVALID_INPUTS", field_violations=[("inputs", why)])

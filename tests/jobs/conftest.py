@@ -1,0 +1,95 @@
+"""Fixtures of the jobs service's unit tests: a store on a fresh SQLite file, a local backend, circuits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qiskit import QuantumCircuit, transpile
+from qiskit_aer import AerSimulator
+
+from qruntime_jobs.store import JobStore
+
+
+class LocalAerBackend:
+    """A TEST DOUBLE of the devices service, only for unit-testing the programs' logic.
+
+    It has RemoteBackend's interface (name, num_qubits, run(circuits, shots, seed, memory) returning one
+    {"counts", "memory", "register_names"} per circuit) but runs the circuits on a local AerSimulator
+    instead of calling DevicesService.RunCircuits. The servicer tests use the real devices service.
+    """
+
+    name = "local_aer"
+
+    def __init__(self, num_qubits: int = 8) -> None:
+        self.num_qubits = num_qubits
+        self.calls: list[int] = []  # circuits per run() call
+        self._simulator = AerSimulator()
+
+    def run(self, circuits: Any, shots: int = 1024, seed: int | None = None, memory: bool = False):
+        circuits = [circuits] if isinstance(circuits, QuantumCircuit) else list(circuits)
+        self.calls.append(len(circuits))
+        compiled = transpile(circuits, self._simulator)
+        result = self._simulator.run(compiled, shots=shots, seed_simulator=seed, memory=memory).result()
+        return [
+            {
+                "counts": dict(result.get_counts(i)),
+                "memory": result.get_memory(i) if memory else [],
+                "register_names": [register.name for register in reversed(circuit.cregs)],
+            }
+            for i, circuit in enumerate(circuits)
+        ]
+
+
+class RecordingMessenger:
+    """Collects what a program publishes."""
+
+    def __init__(self) -> None:
+        self.published: list[Any] = []
+
+    def publish(self, message: Any, final: bool = False) -> None:
+        self.published.append(message)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def backend() -> LocalAerBackend:
+    return LocalAerBackend()
+
+
+@pytest.fixture
+def messenger() -> RecordingMessenger:
+    return RecordingMessenger()
+
+
+def _bell(measure: bool) -> QuantumCircuit:
+    circuit = QuantumCircuit(2, 2 if measure else 0, name="bell")
+    circuit.h(0)
+    circuit.cx(0, 1)
+    if measure:
+        circuit.measure([0, 1], [0, 1])
+    return circuit
+
+
+@pytest.fixture
+def bell() -> QuantumCircuit:
+    """The Bell state (|00> + |11>)/sqrt(2), measured."""
+    return _bell(measure=True)
+
+
+@pytest.fixture
+def bell_state() -> QuantumCircuit:
+    """The Bell state without measurements."""
+    return _bell(measure=False)
+
+
+@pytest.fixture
+def local_backend_class() -> type[LocalAerBackend]:
+    return LocalAerBackend

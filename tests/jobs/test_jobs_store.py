@@ -1,0 +1,254 @@
+"""JobStore on SQLite files (and PostgreSQL when it is reachable): creation, claims, endings, paging."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from qruntime_jobs import store as store_module
+from qruntime_jobs.store import CANCELLED, DONE, ERROR, QUEUED, RUNNING, JobStore
+from qruntime_kit.errors import FailedPrecondition, InvalidArgument, NotFound
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+A, B = "crn:a", "crn:b"
+
+
+def new_job(store: JobStore, instance: str = A, request_id: str = "", program_id: str = "sampler", **fields):
+    values = {"instance": instance, "owner": "user-1", "program_id": program_id, "runtime": "BUILTIN",
+              "backend": "ibmq_qasm_simulator", "inputs": '{"shots": 10}', "log_level": "INFO",
+              "max_execution_seconds": 60.0, "request_id": request_id}
+    return store.create(**{**values, **fields})
+
+
+def test_create_stores_a_queued_job(store):
+    job, created = new_job(store)
+    assert created and job.state == QUEUED and job.reason == "" and job.start_time is None
+    assert job.create_time.tzinfo is not None
+    assert store.get(job.id) == job
+    assert store.get(job.id, instance=A) == job
+
+
+def test_create_with_a_used_request_id_returns_the_first_job(store):
+    first, created = new_job(store, request_id="key-1")
+    again, created_again = new_job(store, request_id="key-1", program_id="estimator")
+    assert created and not created_again
+    assert again == first and again.program_id == "sampler"
+    other, created_other = new_job(store, instance=B, request_id="key-1")  # keys are per instance
+    assert created_other and other.id != first.id
+    assert new_job(store)[1] and new_job(store)[1]  # no request id: never a clash
+
+
+def test_get_is_scoped_to_the_instance(store):
+    job, _ = new_job(store, instance=A)
+    for job_id, instance in ((job.id, B), ("nope", A)):
+        with pytest.raises(NotFound) as caught:
+            store.get(job_id, instance=instance)
+        assert caught.value.reason == "JOB_NOT_FOUND"
+
+
+def test_claim_takes_the_oldest_queued_job_once(store):
+    first, _ = new_job(store)
+    second, _ = new_job(store)
+    claimed = store.claim_next_queued("runner-1")
+    assert claimed.id == first.id and claimed.state == RUNNING and claimed.start_time is not None
+    assert store.claim_next_queued("runner-1").id == second.id
+    assert store.claim_next_queued("runner-1") is None
+
+
+def test_claim_is_exclusive_across_two_stores_on_one_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    one, two = JobStore(url), JobStore(url)
+    ids = {new_job(one)[0].id for _ in range(40)}
+
+    def drain(store: JobStore, runner: str) -> list[str]:
+        claimed = []
+        while (job := store.claim_next_queued(runner)) is not None:
+            claimed.append(job.id)
+        return claimed
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(drain, (one, two, one, two), ("r1", "r2", "r3", "r4")))
+    claimed = [job_id for result in results for job_id in result]
+    assert sorted(claimed) == sorted(ids)  # every job once, none twice
+    one.close(), two.close()
+
+
+def test_finish_stores_the_result_with_the_final_state(store):
+    job, _ = new_job(store)
+    store.claim_next_queued("r1")
+    assert store.finish(job.id, DONE, result_json='{"x": 1}', runner="r1")
+    done = store.get(job.id)
+    assert done.state == DONE and done.end_time is not None
+    assert store.get_result(job.id) == '{"x": 1}'
+    assert not store.finish(job.id, ERROR, "PROGRAM_ERROR", "late")  # an ended job stays ended
+    assert store.get(job.id).state == DONE
+
+
+def test_finish_does_not_overwrite_a_cancelled_job(store):
+    job, _ = new_job(store)
+    store.claim_next_queued("r1")
+    cancelled = store.cancel(job.id, instance=A)
+    assert cancelled.state == CANCELLED and cancelled.reason == "CANCELLED_BY_USER"
+    assert not store.finish(job.id, DONE, result_json='"late"', runner="r1")
+    assert store.get(job.id).state == CANCELLED
+    assert store.get_result(job.id) is None
+
+
+def test_finish_by_a_runner_that_lost_the_claim_is_ignored(store):
+    job, _ = new_job(store)
+    store.claim_next_queued("r1")
+    store.requeue_running()
+    store.claim_next_queued("r2")
+    assert not store.finish(job.id, DONE, result_json="1", runner="r1")
+    assert store.finish(job.id, DONE, result_json="2", runner="r2")
+    assert store.get_result(job.id) == "2"
+
+
+def test_cancel_an_ended_job_is_a_failed_precondition(store):
+    job, _ = new_job(store)
+    store.cancel(job.id)
+    with pytest.raises(FailedPrecondition) as caught:
+        store.cancel(job.id)
+    assert caught.value.reason == "JOB_ALREADY_FINAL"
+    assert caught.value.metadata["state"] == "JOB_STATE_CANCELLED"
+    with pytest.raises(NotFound):
+        store.cancel("nope")
+
+
+def test_delete_only_ended_jobs_with_their_results_and_logs(store):
+    job, _ = new_job(store)
+    with pytest.raises(FailedPrecondition) as caught:
+        store.delete(job.id, instance=A)
+    assert caught.value.reason == "JOB_NOT_FINAL"
+    store.claim_next_queued("r1")
+    store.append_log(job.id, "INFO", "hello")
+    store.add_interim_result(job.id, "{}")
+    store.finish(job.id, DONE, result_json="1")
+    with pytest.raises(NotFound):
+        store.delete(job.id, instance=B)
+    store.delete(job.id, instance=A)
+    with pytest.raises(NotFound):
+        store.get(job.id)
+    assert store.get_result(job.id) is None
+    assert store.list_logs(job.id, page_size=10) == ([], "")
+    assert not store.append_log(job.id, "INFO", "after the job was deleted")
+
+
+def test_list_is_newest_first_filtered_and_paged(store):
+    ids = [new_job(store, program_id="sampler" if i % 2 else "estimator")[0].id for i in range(7)]
+    new_job(store, instance=B)
+    seen, token = [], ""
+    while True:
+        page, token = store.list(A, page_size=3, page_token=token)
+        assert len(page) <= 3
+        seen.extend(j.id for j in page)
+        if not token:
+            break
+    assert seen == ids[::-1]
+    samplers, _ = store.list(A, page_size=50, program_id="sampler")
+    assert [j.id for j in samplers] == [i for k, i in enumerate(ids) if k % 2][::-1]
+    store.cancel(ids[0])
+    cancelled, _ = store.list(A, page_size=50, state=CANCELLED)
+    assert [j.id for j in cancelled] == [ids[0]]
+    assert len(store.list(None, page_size=50)[0]) == 8
+
+
+def test_list_pages_apart_jobs_created_in_the_same_microsecond(store, monkeypatch):
+    moment = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    monkeypatch.setattr(store_module, "utcnow", lambda: moment)
+    ids = {new_job(store)[0].id for _ in range(5)}
+    first, token = store.list(A, page_size=2)
+    second, token = store.list(A, page_size=2, page_token=token)
+    third, token = store.list(A, page_size=2, page_token=token)
+    assert token == ""
+    assert {j.id for j in first + second + third} == ids
+
+
+def test_a_tampered_page_token_is_invalid(store):
+    with pytest.raises(InvalidArgument) as caught:
+        store.list(A, page_size=2, page_token="bm90IGEgdG9rZW4")
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    with pytest.raises(InvalidArgument):
+        store.list_logs("x", page_size=2, page_token="eyJhZnRlciI6ICJ4In0=")  # {"after": "x"}
+
+
+def test_logs_and_interim_results_page_oldest_first(store):
+    job, _ = new_job(store)
+    for i in range(5):
+        store.append_log(job.id, "INFO", f"line {i}")
+        store.add_interim_result(job.id, f'{{"i": {i}}}')
+    logs, token = store.list_logs(job.id, page_size=2)
+    more, token = store.list_logs(job.id, page_size=10, page_token=token)
+    assert [e.message for e in logs + more] == [f"line {i}" for i in range(5)] and token == ""
+    results, token = store.list_interim_results(job.id, page_size=4)
+    rest, token = store.list_interim_results(job.id, page_size=4, page_token=token)
+    assert [r.data for r in results + rest] == [f'{{"i": {i}}}' for i in range(5)] and token == ""
+
+
+def test_requeue_running_puts_back_stale_or_own_jobs(store):
+    stale, _ = new_job(store)
+    fresh, _ = new_job(store)
+    store.claim_next_queued("dead-replica")
+    store.claim_next_queued("live-replica")
+    with store._engine.begin() as conn:  # the dead replica stopped renewing its claim a minute ago
+        conn.execute(store_module.job_table.update().where(store_module.job_table.c.id == stale.id)
+                     .values(heartbeat_time=store_module.utcnow() - dt.timedelta(seconds=60)))
+    assert store.renew_claims("live-replica", [fresh.id]) == set()
+    assert store.requeue_running(stale_after=30) == 1
+    assert store.get(stale.id).state == QUEUED and store.get(stale.id).start_time is None
+    assert store.get(fresh.id).state == RUNNING
+    store.cancel(fresh.id)
+    assert store.renew_claims("live-replica", [fresh.id]) == {fresh.id}  # cancelled elsewhere: stop it
+    again, _ = new_job(store)
+    store.claim_next_queued("me")  # takes the requeued stale job first
+    store.claim_next_queued("me")
+    assert store.requeue_running(runner="me") == 2
+    assert store.get(again.id).state == QUEUED
+
+
+@pytest.fixture
+def postgres_store():
+    """A JobStore on the PostgreSQL server, in a schema of its own that is dropped afterwards."""
+    schema = f"jobs_test_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    except sa.exc.OperationalError as err:
+        engine.dispose()
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {type(err.orig).__name__}")
+    store = JobStore(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    yield store
+    store.close()
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_store_claims_exclusively_and_keeps_cancelled_jobs(postgres_store):
+    store = postgres_store
+    first, _ = new_job(store, request_id="k")
+    assert new_job(store, request_id="k") == (first, False)
+    ids = {first.id} | {new_job(store)[0].id for _ in range(29)}
+
+    def drain(runner: str) -> list[str]:
+        claimed = []
+        while (job := store.claim_next_queued(runner)) is not None:
+            claimed.append(job.id)
+        return claimed
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        claimed = [j for result in pool.map(drain, ("r1", "r2", "r3", "r4")) for j in result]
+    assert sorted(claimed) == sorted(ids)
+    store.cancel(first.id)
+    assert not store.finish(first.id, DONE, result_json="1")
+    assert store.get(first.id).state == CANCELLED
+    page, token = store.list(A, page_size=20)
+    rest, token = store.list(A, page_size=20, page_token=token)
+    assert len(page) + len(rest) == 30 and token == ""
+    assert store.get(first.id).create_time.tzinfo is not None
