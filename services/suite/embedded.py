@@ -16,15 +16,17 @@ from qruntime_kit.server import Component
 from qruntime_kit.settings import setting
 
 from qruntime_auth.component import AuthSettings
+from qruntime_devices.component import DevicesSettings
+from qruntime_jobs.settings import JobsSettings
 
 SERVICES = ("auth", "programs", "devices", "jobs")
 
 
 @dataclasses.dataclass(frozen=True)
-class SuiteSettings(AuthSettings):
-    """Settings of the embedded suite: those of the services it composes."""
+class SuiteSettings(JobsSettings, DevicesSettings, AuthSettings):
+    """Settings of the embedded suite: every setting of the services it composes, on one port."""
 
-    workers: int = setting(4, "jobs run at once")
+    port: int = setting(8443, "port to listen on; 0 picks a free one")
 
 
 def _settings_for(cls: type, settings: Any) -> Any:

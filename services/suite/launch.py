@@ -1,0 +1,125 @@
+"""Start the suite as real OS processes and wait until it serves: used by tests and benchmarks.
+
+embedded(): `qruntime up` as one process. separate(): the four services as four processes behind
+`qruntime gateway`, each with its own SQLite file, all sharing one service key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from qruntime_auth.store import new_api_key
+
+from .probe import is_serving
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclasses.dataclass
+class Launched:
+    """Running suite processes, the address clients use, and the bootstrap user's credentials."""
+
+    url: str
+    data_dir: Path
+    processes: dict[str, subprocess.Popen]
+
+    @property
+    def bootstrap(self) -> dict:
+        return json.loads((self.data_dir / "bootstrap.json").read_text())
+
+    def stop(self, timeout: float = 20) -> dict[str, int]:
+        """SIGTERM every process (the front door first) and return their exit codes."""
+        for process in reversed(self.processes.values()):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes = {}
+        for name, process in self.processes.items():
+            try:
+                codes[name] = process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[name] = process.wait()
+        return codes
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+def _wait(launched: Launched, addresses: dict[str, str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = dict(addresses)
+    while pending:
+        for name, process in launched.processes.items():
+            if process.poll() is not None:
+                launched.stop()
+                raise RuntimeError(f"{name} exited with {process.returncode}; see logs in {launched.data_dir}")
+        pending = {n: a for n, a in pending.items() if not is_serving(a, timeout=1)}
+        if pending and time.monotonic() > deadline:
+            launched.stop()
+            raise TimeoutError(f"not serving after {timeout} s: {sorted(pending)}")
+        if pending:
+            time.sleep(0.1)
+
+
+def embedded(data_dir: Path, port: int | None = None, timeout: float = 60, extra_env=None) -> Launched:
+    """`qruntime up` in its own process."""
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **(extra_env or {})}
+    process = _spawn([str(BIN / "qruntime"), "up", "--data-dir", str(data_dir), "--port", str(port)],
+                     data_dir / "suite.log", env)
+    launched = Launched(f"127.0.0.1:{port}", data_dir, {"suite": process})
+    _wait(launched, {"suite": launched.url}, timeout)
+    return launched
+
+
+def separate(data_dir: Path, timeout: float = 60, extra_env=None) -> Launched:
+    """auth, programs, devices and jobs as four processes, and the gateway in front of them."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = {name: free_port() for name in ("gateway", "auth", "programs", "devices", "jobs")}
+    url = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    env = {**os.environ, "QRUNTIME_SERVICE_KEY": new_api_key(), "QRUNTIME_DATA_DIR": str(data_dir),
+           "QRUNTIME_AUTH_URL": url["auth"], **(extra_env or {})}
+    commands = {
+        "auth": ["qruntime-auth", "--public-url", url["gateway"]],
+        "programs": ["qruntime-programs"],
+        "devices": ["qruntime-devices"],
+        "jobs": ["qruntime-jobs", "--programs-url", url["programs"], "--devices-url", url["devices"]],
+        "gateway": ["qruntime", "gateway", "--programs-url", url["programs"], "--jobs-url", url["jobs"],
+                    "--devices-url", url["devices"]],
+    }
+    processes = {}
+    for name, (program, *args) in commands.items():
+        processes[name] = _spawn([str(BIN / program), *args, "--port", str(ports[name])],
+                                 data_dir / f"{name}.log", env)
+    launched = Launched(url["gateway"], data_dir, processes)
+    _wait(launched, url, timeout)
+    while not (data_dir / "bootstrap.json").exists():
+        time.sleep(0.05)
+    return launched
+
+
+@contextlib.contextmanager
+def running(launched: Launched) -> Iterator[Launched]:
+    try:
+        yield launched
+    finally:
+        launched.stop()
