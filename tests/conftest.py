@@ -3,12 +3,14 @@
 `start_suite("auth", "programs", ...)` composes the named services exactly as `qruntime up` does
 (one kit server, each service with its own SQLite store under tmp_path) in a background event-loop
 thread, and returns a RunningSuite with the bootstrap user's API key and instance, a service key,
-and helpers for tokens, channels and more users.
+and helpers for tokens, channels and more users. `start_module_suite` is the same for a suite that
+the tests of one module share.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import threading
@@ -64,8 +66,9 @@ class RunningSuite:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
 
 
-@pytest.fixture
-def start_suite(tmp_path: Path) -> Iterator:
+@contextlib.contextmanager
+def suite_starter(base: Path) -> Iterator:
+    """A start(*services, **overrides) function whose suites (data under base) stop at exit."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="suite-loop", daemon=True)
     thread.start()
@@ -73,7 +76,7 @@ def start_suite(tmp_path: Path) -> Iterator:
 
     def start(*services: str, **overrides) -> RunningSuite:
         service_key = new_api_key()
-        settings = SuiteSettings(**{"port": 0, "data_dir": str(tmp_path / f"data{len(started)}"),
+        settings = SuiteSettings(**{"port": 0, "data_dir": str(base / f"data{len(started)}"),
                                     "service_key": service_key, "grace_seconds": 0.5, **overrides})
         components = build_components(settings, ("auth", *services))
         suite = asyncio.run_coroutine_threadsafe(start_server(components, settings), loop).result(timeout=60)
@@ -83,8 +86,24 @@ def start_suite(tmp_path: Path) -> Iterator:
         started.append(running)
         return running
 
-    yield start
-    for running in started:
-        asyncio.run_coroutine_threadsafe(running.suite.stop(0.5), loop).result(timeout=30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
+    try:
+        yield start
+    finally:
+        for running in started:
+            asyncio.run_coroutine_threadsafe(running.suite.stop(0.5), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def start_suite(tmp_path: Path) -> Iterator:
+    with suite_starter(tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def start_module_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """start_suite for a suite the tests of one module share: give each test its own instance
+    (RunningSuite.make_user) so that what one test creates does not show in another's listings."""
+    with suite_starter(tmp_path_factory.mktemp("suite")) as start:
+        yield start

@@ -156,7 +156,7 @@ def _store_changes(sent: program_pb2.Program, paths: Iterable[str]) -> dict[str,
                 changes["inputs"] = inputs_from_messages(sent.inputs)
             case "max_execution_time":
                 changes["max_execution_seconds"] = sent.max_execution_time.seconds
-            case "description" | "data":
+            case "name" | "description" | "data":
                 changes[path] = getattr(sent, path)
     return changes
 

@@ -45,8 +45,8 @@ programs_table = sa.Table(
     sa.Index("programs_program_visibility_id", "visibility", "id"),
 )
 
-# The columns update() may change; the rest are fixed when a program is created.
-UPDATABLE = frozenset({"description", "visibility", "data", "inputs", "max_execution_seconds"})
+# The columns update() may change; the rest (the id above all) are fixed when a program is created.
+UPDATABLE = frozenset({"name", "description", "visibility", "data", "inputs", "max_execution_seconds"})
 # The columns a built-in's catalogue entry sets; seeding rewrites a stored built-in when one differs.
 _CONTENT = ("name", "description", "inputs", "max_execution_seconds", "visibility", "runtime",
             "owner_instance", "data")

@@ -20,8 +20,9 @@ from .model import MAX_EXECUTION_SECONDS
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # main(backend, user_messenger, **inputs) takes these itself, so no input may be called so.
 RESERVED_INPUT_NAMES = frozenset({"backend", "user_messenger"})
-# The fields UpdateProgram may change, as update_mask paths.
-UPDATABLE_PATHS = ("description", "visibility", "data", "inputs", "max_execution_time")
+# The fields UpdateProgram may change, as update_mask paths. "name" is the display name only: the id
+# ("<name>-<suffix>", fixed at creation) does not change with it.
+UPDATABLE_PATHS = ("name", "description", "visibility", "data", "inputs", "max_execution_time")
 # The fields CreateProgram checks.
 CREATE_FIELDS = ("name", "runtime", "visibility", "data", "inputs", "max_execution_time")
 

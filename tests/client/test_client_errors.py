@@ -1,15 +1,24 @@
-"""Mapping failed calls to exceptions: status code to class, rich details to attributes and message."""
+"""Mapping failed calls to exceptions: status code to class, rich details to attributes and message.
+
+These tests use a purpose-built server (a generic handler on a real socket), not the suite: they need
+every status code, with and without rich details, on demand, and the real services cannot be made to
+answer ALREADY_EXISTS, RESOURCE_EXHAUSTED, ABORTED or a bare INTERNAL without details at will. How
+the real services' errors reach users is tested against the suite in test_client_service.py and
+test_client_transport.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 
 import grpc
 import pytest
-from google.protobuf import empty_pb2, wrappers_pb2
+from google.protobuf import any_pb2, empty_pb2, wrappers_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 from qruntime._channel import Transport
 from qruntime.exceptions import (
     AlreadyExistsError,
@@ -27,8 +36,34 @@ from qruntime.exceptions import (
 METHOD = "/qruntime.test.v1.TestService/Fail"
 
 
+def rich_abort(
+    context: grpc.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    reason: str = "",
+    metadata: dict[str, str] | None = None,
+    violations: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Abort the call the way the real servers do: google.rpc.Status with ErrorInfo and BadRequest."""
+    details = []
+    if reason:
+        info = error_details_pb2.ErrorInfo(reason=reason, domain="test.qruntime", metadata=metadata or {})
+        details.append(any_pb2.Any())
+        details[-1].Pack(info)
+    if violations:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations
+            ]
+        )
+        details.append(any_pb2.Any())
+        details[-1].Pack(bad)
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
+    context.abort_with_status(rpc_status.to_status(status))
+
+
 @pytest.fixture(scope="module")
-def address(rich_abort: Callable[..., None]) -> Iterator[str]:
+def address() -> Iterator[str]:
     def fail(request: wrappers_pb2.StringValue, context: grpc.ServicerContext) -> empty_pb2.Empty:
         """Fail with the status code named by the request; "PLAIN" aborts without rich details."""
         if request.value == "PLAIN":

@@ -234,6 +234,24 @@ def test_owner_updates_the_fields_in_the_mask_only(world):
     assert updated.description == "new"
 
 
+def test_owner_renames_a_program_and_its_id_stays(world):
+    created = world.me.create("doubler")
+    renamed = world.me.UpdateProgram(update(program_pb2.Program(id=created.id, name="tripler"), "name")).program
+    assert (renamed.id, renamed.name) == (created.id, "tripler")
+    assert renamed.data == created.data and renamed.description == created.description
+    assert world.me.get(created.id) == renamed
+    assert created.id in world.me.list_ids()
+
+
+@pytest.mark.parametrize("name", ["", "Tripler", "has space", "-leading-hyphen", "x" * 64])
+def test_a_new_name_is_validated_like_at_creation(world, name):
+    created = world.me.create("doubler")
+    err = world.me.error("UpdateProgram", update(program_pb2.Program(id=created.id, name=name), "name"))
+    assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PROGRAM")
+    assert [p for p, _ in err.field_violations] == ["program.name"]
+    assert world.me.get(created.id) == created
+
+
 def test_failed_update_leaves_the_stored_program_as_it_was(world):
     created = world.me.create("doubler")
     broken = program_pb2.Program(id=created.id, data="def main(:\n", description="should not land")
@@ -243,8 +261,8 @@ def test_failed_update_leaves_the_stored_program_as_it_was(world):
     assert world.me.get(created.id) == created
 
 
-@pytest.mark.parametrize(("paths", "bad"), [((), "update_mask"), (("description", "name"), "update_mask"),
-                                             (("owner_instance",), "update_mask")])
+@pytest.mark.parametrize(("paths", "bad"), [((), "update_mask"), (("description", "runtime"), "update_mask"),
+                                             (("owner_instance",), "update_mask"), (("id",), "update_mask")])
 def test_update_mask_is_required_and_limited(world, paths, bad):
     created = world.me.create("doubler")
     err = world.me.error("UpdateProgram", update(program_pb2.Program(id=created.id, name="x"), *paths))

@@ -156,6 +156,13 @@ def test_update_changes_only_the_given_fields(store):
     assert after.create_time == before.create_time and after.update_time > before.update_time
 
 
+def test_update_renames_without_changing_the_id(store):
+    store.create(user_program("calc-abc123"))
+    after = store.update("calc-abc123", {"name": "calculator"})
+    assert (after.id, after.name) == ("calc-abc123", "calculator")
+    assert store.get("calc-abc123") == after
+
+
 def test_update_of_unknown_program_is_none_and_fixed_fields_are_refused(store):
     assert store.update("nope", {"description": "x"}) is None
     store.create(user_program("calc-abc123"))

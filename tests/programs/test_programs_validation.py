@@ -155,10 +155,11 @@ def test_update_mask_must_name_at_least_one_updatable_field():
     assert caught.value.field_violations[0][0] == "update_mask"
 
     with pytest.raises(InvalidArgument) as caught:
-        update_paths(field_mask_pb2.FieldMask(paths=["description", "name", "owner_instance"]))
+        update_paths(field_mask_pb2.FieldMask(paths=["description", "runtime", "owner_instance"]))
     assert caught.value.reason == "INVALID_UPDATE_MASK"
     assert len(caught.value.field_violations) == 2
-    assert "'name'" in caught.value.field_violations[0][1]
+    assert "'runtime'" in caught.value.field_violations[0][1]
+    assert update_paths(field_mask_pb2.FieldMask(paths=["name"])) == ("name",)  # the display name may change
 
 
 def test_update_mask_paths_are_deduplicated_in_order():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -209,13 +210,22 @@ def _apply_metadata(program: program_pb2.Program, metadata: Mapping[str, Any]) -
 
 
 def _duration(value: Any) -> duration_pb2.Duration:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    """A whole, positive number of seconds (the service keeps whole seconds and refuses fractions)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise _invalid_argument(
-            "metadata.max_execution_time", f"must be a positive number of seconds, not {value!r}"
+            "metadata.max_execution_time", f"must be a positive whole number of seconds, not {value!r}"
         )
-    duration = duration_pb2.Duration()
-    duration.FromNanoseconds(round(value * 1_000_000_000))
-    return duration
+    if not isinstance(value, numbers.Integral) and not float(value).is_integer():
+        raise _invalid_argument(
+            "metadata.max_execution_time",
+            f"must be a whole number of seconds, not {value!r}: the service keeps whole seconds",
+        )
+    try:
+        return duration_pb2.Duration(seconds=int(value))
+    except (ValueError, OverflowError):  # beyond what a Duration holds (about 10,000 years)
+        raise _invalid_argument(
+            "metadata.max_execution_time", f"must be at most 8 hours (28800 s), not {value!r}"
+        ) from None
 
 
 def _as_list(key: str, value: Any) -> Sequence[Any]:

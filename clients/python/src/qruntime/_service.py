@@ -40,7 +40,8 @@ class IBMRuntimeService:
     Raises:
         AccountNotFoundError: no account given and none saved.
         InvalidAccountError: the account's fields are invalid.
-        IBMNotAuthorizedError: the service refused the API key or the instance.
+        IBMNotAuthorizedError: the service refused the API key, or the user has no role on the instance.
+        NotFoundError: the key's account has no such instance.
         ServiceUnavailableError: the service could not be reached.
     """
 
@@ -136,7 +137,8 @@ class IBMRuntimeService:
         """The backend ``name``.
 
         Raises:
-            NotFoundError: no such backend, or the instance's plan does not allow it.
+            NotFoundError: no such backend.
+            IBMNotAuthorizedError: the instance's plan does not include it.
         """
         request = devices_service_pb2.GetBackendRequest(name=name)
         return RuntimeBackend(
@@ -173,7 +175,8 @@ class IBMRuntimeService:
 
         Raises:
             IBMInputValueError: inputs or options invalid, here or according to the service.
-            NotFoundError: no such program, or no such backend for the instance.
+            NotFoundError: no such program, or no such backend.
+            IBMNotAuthorizedError: the backend named is not in the instance's plan, or the role may not run jobs.
         """
         if not isinstance(program_id, str) or not program_id:
             raise _invalid_argument("program_id", "must be a non-empty string")
@@ -281,7 +284,7 @@ class IBMRuntimeService:
     def upload_program(self, data: str, metadata: Mapping[str, Any]) -> str:
         """Upload Python source defining ``main(backend, user_messenger, **inputs)``; the new program's id.
 
-        ``metadata`` keys: ``name`` (required), ``description``, ``max_execution_time`` (seconds),
+        ``metadata`` keys: ``name`` (required), ``description``, ``max_execution_time`` (whole seconds),
         ``parameters`` (or ``inputs``: dicts with name, type, required, description) and ``is_public``.
 
         Raises:
@@ -301,7 +304,8 @@ class IBMRuntimeService:
 
         Raises:
             IBMInputValueError: nothing to change, or invalid values.
-            NotFoundError: no such program owned by the instance.
+            NotFoundError: no such program visible to the instance.
+            IBMNotAuthorizedError: a built-in program, or a public one another instance owns.
         """
         program, paths = program_update(program_id, data, metadata, is_public)
         request = programs_service_pb2.UpdateProgramRequest(
@@ -313,7 +317,8 @@ class IBMRuntimeService:
         """Delete a program the instance owns.
 
         Raises:
-            NotFoundError: no such program owned by the instance.
+            NotFoundError: no such program visible to the instance.
+            IBMNotAuthorizedError: a built-in program, or a public one another instance owns.
         """
         request = programs_service_pb2.DeleteProgramRequest(program_id=program_id)
         self._transport.call(self._transport.programs.DeleteProgram, request)

@@ -182,7 +182,9 @@ class UpdateProgramRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields of program to change, e.g. "description", "visibility", "data", "inputs", "max_execution_time"."""
+        """The fields of program to change: one or more of "name", "description", "visibility", "data",
+        "inputs", "max_execution_time". "name" changes the display name only; the program's id stays as it is.
+        """
 
     def __init__(
         self,
