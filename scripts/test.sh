@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 echo "== buf lint"
 (cd proto && ../node_modules/.bin/buf lint)
+echo "== ruff"
+.venv/bin/ruff check .
 echo "== generated code"
 .venv/bin/python scripts/gen_protos.py --check
 echo "== tests"

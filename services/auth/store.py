@@ -117,7 +117,8 @@ class AuthStore:
         instance_id = _new_id()
         crn = f"crn:v1:qruntime:local:quantum-computing:a/{account_id}:{instance_id}::"
         with self.engine.begin() as conn:
-            conn.execute(instances.insert().values(id=instance_id, crn=crn, name=name, account_id=account_id, plan=plan))
+            conn.execute(instances.insert().values(
+                id=instance_id, crn=crn, name=name, account_id=account_id, plan=plan))
         return self.find_instance(account_id, crn)
 
     def grant_role(self, instance_crn: str, user_id: str, role: str) -> None:

@@ -32,6 +32,7 @@ from qiskit.transpiler import generate_preset_pass_manager
 from qiskit.transpiler.exceptions import TranspilerError
 from qiskit_aer import AerSimulator
 from qruntime.devices.v1 import backend_pb2
+
 from qruntime_kit.errors import InvalidArgument
 
 from .circuits import DIRECTIVES, check_circuits, circuit_results, iter_operation_names
@@ -82,7 +83,8 @@ class BackendAdapter(abc.ABC):
         """Run circuits already checked by validate; blocking, called from a worker thread."""
 
     def warm_up(self) -> None:
-        """Pay start-up costs (loading models, first runs) before the first caller does."""
+        """Pay start-up costs (loading models, first runs) before the first caller does; optional."""
+        return None
 
     def validate(self, circuits: Sequence[QuantumCircuit], shots: int) -> None:
         """Raise InvalidArgument unless the circuits can run here with this many shots."""

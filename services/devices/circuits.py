@@ -12,6 +12,7 @@ from qiskit import QuantumCircuit
 from qiskit.result import Result
 from qruntime.devices.v1 import backend_pb2
 from qruntime.encoding import load_circuits_qpy
+
 from qruntime_kit.errors import InvalidArgument
 
 # Instructions that never reach a simulator as operations, so a backend need not list them.

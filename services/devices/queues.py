@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from qiskit import QuantumCircuit
 from qruntime.devices.v1 import backend_pb2
+
 from qruntime_kit.errors import NotFound, Unavailable
 from qruntime_kit.logging import get_logger
 

@@ -17,8 +17,8 @@ import secrets
 
 import sqlalchemy as sa
 
-from qruntime_kit.errors import FailedPrecondition, InvalidArgument, NotFound
-from qruntime_kit.store import create_engine, decode_page_token, encode_page_token
+from qruntime_kit.errors import FailedPrecondition, NotFound
+from qruntime_kit.store import create_engine, decode_page_token, encode_page_token, invalid_page_token
 
 QUEUED, RUNNING, DONE, ERROR, CANCELLED = "QUEUED", "RUNNING", "DONE", "ERROR", "CANCELLED"
 FINAL_STATES = (DONE, ERROR, CANCELLED)
@@ -161,14 +161,6 @@ def job_not_found(job_id: str) -> NotFound:
     return NotFound(f"job {job_id!r} not found", reason="JOB_NOT_FOUND", metadata={"job_id": job_id})
 
 
-def _bad_token() -> InvalidArgument:
-    return InvalidArgument(
-        "page_token is not a token this service returned",
-        reason="INVALID_PAGE_TOKEN",
-        field_violations=[("page_token", "pass the next_page_token of the previous response unchanged")],
-    )
-
-
 class JobStore:
     """Jobs and what they produce, in the tables jobs_*; every method is a short blocking transaction."""
 
@@ -237,12 +229,12 @@ class JobStore:
             query = query.where(c.program_id == program_id)
         if state:
             query = query.where(c.state == state)
-        position = decode_page_token(page_token)
+        position = decode_page_token(page_token, t=str, id=str)
         if position is not None:
             try:
-                after_time, after_id = dt.datetime.fromisoformat(position["t"]), str(position["id"])
-            except (KeyError, TypeError, ValueError):
-                raise _bad_token() from None
+                after_time, after_id = dt.datetime.fromisoformat(position["t"]), position["id"]
+            except ValueError:
+                raise invalid_page_token() from None
             query = query.where(
                 sa.or_(c.create_time < after_time, sa.and_(c.create_time == after_time, c.id < after_id))
             )
@@ -403,12 +395,9 @@ class JobStore:
 
     def _page(self, table: sa.Table, job_id: str, page_size: int, page_token: str) -> tuple[list[sa.Row], str]:
         query = table.select().where(table.c.job_id == job_id)
-        position = decode_page_token(page_token)
+        position = decode_page_token(page_token, after=int)
         if position is not None:
-            after = position.get("after")
-            if not isinstance(after, int):
-                raise _bad_token()
-            query = query.where(table.c.seq > after)
+            query = query.where(table.c.seq > position["after"])
         with self._engine.connect() as conn:
             rows = list(conn.execute(query.order_by(table.c.seq).limit(page_size + 1)))
         if len(rows) <= page_size:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 
 import grpc
 import structlog
@@ -103,23 +103,27 @@ def current_request_id() -> str:
 
 
 class ErrorInterceptor(_Around):
-    """The one place domain errors become gRPC statuses; anything else becomes a logged INTERNAL."""
+    """The one place domain errors become gRPC statuses; anything else becomes a logged INTERNAL.
 
-    def __init__(self, domain: str) -> None:
-        self._domain = domain
+    The ErrorInfo domain names the service that answered ("jobs.qruntime"), also when several
+    services share one server."""
+
+    def __init__(self, domains: Mapping[str, str]) -> None:
+        self._domains = dict(domains)  # full proto service name -> domain
 
     @contextlib.asynccontextmanager
     async def around(self, details, context) -> AsyncIterator[None]:
+        domain = self._domains.get(details.method.lstrip("/").partition("/")[0], "qruntime")
         try:
             yield
         except ServiceError as err:
-            await context.abort_with_status(err.to_status(self._domain))
+            await context.abort_with_status(err.to_status(domain))
         except grpc.aio.AbortError:
             raise
         except Exception:
             log.exception("unhandled error")
             err = Internal("internal error; the service logged the details", reason="INTERNAL")
-            await context.abort_with_status(err.to_status(self._domain))
+            await context.abort_with_status(err.to_status(domain))
 
 
 class AuthInterceptor(_Around):

@@ -44,7 +44,7 @@ class Runtime:
 class Component(Protocol):
     """One service as the kit serves it."""
 
-    name: str  # short name, also the ErrorInfo domain prefix: "jobs" -> "jobs.qruntime"
+    name: str  # short name; its errors' ErrorInfo domain is "<name>.qruntime"
     service_names: tuple[str, ...]  # full proto service names, for health and reflection
     public_methods: frozenset[str]  # "/pkg.Service/Method" paths that need no token
 
@@ -84,12 +84,12 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
         response = await call(stub.ListSigningKeys, auth_service_pb2.ListSigningKeysRequest(), timeout=10)
         return [(k.key_id, k.public_key_pem) for k in response.signing_keys]
 
-    domain = "+".join(c.name for c in components) + ".qruntime"
+    domains = {service: f"{c.name}.qruntime" for c in components for service in c.service_names}
     public = frozenset().union(*(c.public_methods for c in components))
     server = grpc.aio.server(
         interceptors=[
             RequestContextInterceptor(),
-            ErrorInterceptor(domain),
+            ErrorInterceptor(domains),
             AuthInterceptor(TokenVerifier(fetch_keys), public),
         ],
         options=CHANNEL_OPTIONS,

@@ -50,18 +50,29 @@ def encode_page_token(position: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode()
 
 
-def decode_page_token(token: str) -> dict[str, Any] | None:
-    """The position a token stands for; None for the first page; InvalidArgument if tampered with."""
+def decode_page_token(token: str, **fields: type) -> dict[str, Any] | None:
+    """The position a token stands for; None for the first page.
+
+    Each keyword names a field the position must hold and its type (after=str); a token that is not
+    one this service returned is InvalidArgument, never a server error."""
     if not token:
         return None
     try:
         position = json.loads(base64.urlsafe_b64decode(token.encode()))
         if not isinstance(position, dict):
             raise ValueError
+        for name, type_ in fields.items():
+            if not isinstance(position.get(name), type_) or isinstance(position.get(name), bool):
+                raise ValueError
         return position
     except ValueError:
-        raise InvalidArgument(
-            "page_token is not a token this service returned",
-            reason="INVALID_PAGE_TOKEN",
-            field_violations=[("page_token", "pass the next_page_token of the previous response unchanged")],
-        ) from None
+        raise invalid_page_token() from None
+
+
+def invalid_page_token() -> InvalidArgument:
+    """The error for a page token this service did not return (or that was altered)."""
+    return InvalidArgument(
+        "page_token is not a token this service returned",
+        reason="INVALID_PAGE_TOKEN",
+        field_violations=[("page_token", "pass the next_page_token of the previous response unchanged")],
+    )

@@ -37,7 +37,8 @@ def new_private_key_pem() -> str:
 def public_key_pem(private_key_pem: str) -> str:
     """The public half of a PEM private key, PEM (SubjectPublicKeyInfo)."""
     key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    public = key.public_key()
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def issue_token(principal: Principal, *, key_id: str, private_key_pem: str, ttl_seconds: int) -> tuple[str, int]:
@@ -76,7 +77,9 @@ class TokenVerifier:
         try:
             key_id = jwt.get_unverified_header(token).get("kid", "")
         except jwt.PyJWTError:
-            raise Unauthenticated("the bearer token is not a token this service issued", reason="TOKEN_INVALID") from None
+            raise Unauthenticated(
+                "the bearer token is not a token this service issued", reason="TOKEN_INVALID"
+            ) from None
         key = await self._key(key_id)
         try:
             claims = jwt.decode(
@@ -84,7 +87,9 @@ class TokenVerifier:
                 options={"require": ["exp", "iat", "sub", "kind"]},
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthenticated("the bearer token has expired; get a new one with your API key", reason="TOKEN_EXPIRED") from None
+            raise Unauthenticated(
+                "the bearer token has expired; get a new one with your API key", reason="TOKEN_EXPIRED"
+            ) from None
         except jwt.PyJWTError as err:
             raise Unauthenticated(f"the bearer token is not valid: {err}", reason="TOKEN_INVALID") from None
         return Principal(

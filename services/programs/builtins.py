@@ -31,6 +31,7 @@ HELLO_WORLD = Program(
     ),
     inputs=(
         ProgramInput("iterations", InputType.INTEGER, True, "How many times to run the circuit."),
+        ProgramInput("seed", InputType.INTEGER, False, "Seed of the random circuits, for reproducible runs."),
     ),
     max_execution_seconds=300,
     visibility=Visibility.PUBLIC,

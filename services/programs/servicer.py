@@ -51,7 +51,7 @@ class ProgramsServicer(programs_service_pb2_grpc.ProgramsServiceServicer):
         principal = current_principal()
         principal.require("program.read")
         limit = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        after = _after(request.page_token)
+        after = (decode_page_token(request.page_token, after=str) or {}).get("after")
         viewer = None if principal.is_service else principal.instance_crn
         page = await asyncio.to_thread(self._store.list_visible, viewer, limit=limit, after=after)
         response = programs_service_pb2.ListProgramsResponse(
@@ -171,20 +171,6 @@ def _not_found(program_id: str) -> NotFound:
     # The same words whether the program is absent or another instance's private one.
     return NotFound(f"program {program_id!r} not found", reason="PROGRAM_NOT_FOUND",
                     metadata={"program_id": program_id})
-
-
-def _after(page_token: str) -> str | None:
-    position = decode_page_token(page_token)
-    if position is None:
-        return None
-    after = position.get("after")
-    if not isinstance(after, str):
-        raise InvalidArgument(
-            "page_token is not a token this service returned",
-            reason="INVALID_PAGE_TOKEN",
-            field_violations=[("page_token", "pass the next_page_token of the previous response unchanged")],
-        )
-    return after
 
 
 def _visibility(value: int) -> Visibility:

@@ -12,12 +12,11 @@ import importlib
 from collections.abc import Sequence
 from typing import Any
 
-from qruntime_kit.server import Component
-from qruntime_kit.settings import setting
-
 from qruntime_auth.component import AuthSettings
 from qruntime_devices.component import DevicesSettings
 from qruntime_jobs.settings import JobsSettings
+from qruntime_kit.server import Component
+from qruntime_kit.settings import setting
 
 SERVICES = ("auth", "programs", "devices", "jobs")
 

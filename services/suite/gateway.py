@@ -22,6 +22,7 @@ from qruntime.auth.v1 import auth_service_pb2  # noqa: F401
 from qruntime.devices.v1 import devices_service_pb2  # noqa: F401
 from qruntime.jobs.v1 import jobs_service_pb2  # noqa: F401
 from qruntime.programs.v1 import programs_service_pb2  # noqa: F401
+
 from qruntime_kit.logging import configure_logging, get_logger
 from qruntime_kit.outbound import CHANNEL_OPTIONS
 from qruntime_kit.settings import ServerSettings, setting
@@ -104,7 +105,8 @@ class Router(grpc.GenericRpcHandler):
 
 
 def _forwarded(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
-    return tuple((k, v) for k, v in context.invocation_metadata() or () if k not in _HOP_BY_HOP and not k.startswith(":"))
+    metadata = context.invocation_metadata() or ()
+    return tuple((k, v) for k, v in metadata if k not in _HOP_BY_HOP and not k.startswith(":"))
 
 
 async def start_gateway(settings: GatewaySettings) -> tuple[grpc.aio.Server, int, Router]:

@@ -139,7 +139,7 @@ def test_server_errors_surface(service) -> None:
     with pytest.raises(NotFoundError, match=r"^NOT_FOUND \(PROGRAM_NOT_FOUND\): program 'nope' not found$") as info:
         service.run("nope", {})
     # The programs service's ErrorInfo, passed on by the jobs service.
-    assert info.value.domain.endswith(".qruntime") and info.value.metadata == {"program_id": "nope"}
+    assert info.value.domain == "programs.qruntime" and info.value.metadata == {"program_id": "nope"}
     with pytest.raises(NotFoundError) as info:
         service.run("hello-world", {"iterations": 1}, {"backend_name": "nope"})
     assert info.value.reason == "BACKEND_NOT_FOUND"

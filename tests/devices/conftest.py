@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from qiskit import QuantumCircuit
+
 from qruntime_devices.adapters import BackendAdapter, default_backends
 
 

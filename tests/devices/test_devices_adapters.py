@@ -7,6 +7,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import ClassicalRegister, Gate, Parameter, QuantumRegister
 from qiskit.circuit.library import QFTGate
 from qruntime.encoding import dump_circuits_qpy
+
 from qruntime_devices import adapters as adapters_module
 from qruntime_devices.adapters import AerSimulatorAdapter
 from qruntime_devices.circuits import decode_circuits

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from qruntime.devices.v1 import backend_pb2
+
 from qruntime_devices.adapters import BackendAdapter
 from qruntime_devices.queues import ExecutionQueues
 from qruntime_kit.errors import InvalidArgument, NotFound, Unavailable

@@ -6,7 +6,8 @@ import grpc
 import pytest
 import structlog
 from qiskit import QuantumCircuit
-from qruntime.devices.v1 import backend_pb2, devices_service_pb2 as pb, devices_service_pb2_grpc
+from qruntime.devices.v1 import backend_pb2, devices_service_pb2_grpc
+from qruntime.devices.v1 import devices_service_pb2 as pb
 from qruntime.encoding import dump_circuits_qpy
 
 from qruntime_kit.errors import from_rpc_error

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from qruntime import IBMRuntimeService
+
 from qruntime_suite import launch
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_quickstart(launched: launch.Launched, home: Path) -> str:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--bootstrap", str(launched.data_dir / "bootstrap.json")],
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"),
+         "--bootstrap", str(launched.data_dir / "bootstrap.json")],
         env={**os.environ, "HOME": str(home)}, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -60,7 +61,8 @@ def test_a_finished_job_survives_kill_9_of_the_suite(tmp_path):
     try:
         boot = launched.bootstrap
         with IBMRuntimeService(auth="cloud", token=boot["api_key"], instance=boot["instance"], url=launched.url) as s:
-            job = s.run(program_id="hello-world", options={"backend_name": "ibmq_qasm_simulator"}, inputs={"iterations": 2})
+            job = s.run(program_id="hello-world", options={"backend_name": "ibmq_qasm_simulator"},
+                        inputs={"iterations": 2})
             assert job.result() == "All done!"
             job_id = job.job_id
         os.killpg(launched.processes["suite"].pid, signal.SIGKILL)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from qruntime import IBMRuntimeService, JobStatus, ReferenceCircuits
 from qruntime.exceptions import (
     AccountAlreadyExistsError,

@@ -7,7 +7,8 @@ import threading
 import time
 
 import pytest
-from qruntime.devices.v1 import backend_pb2, devices_service_pb2 as pb
+from qruntime.devices.v1 import backend_pb2
+from qruntime.devices.v1 import devices_service_pb2 as pb
 from qruntime.encoding import load_circuits_qpy
 
 from qruntime_jobs import backend as backend_module
@@ -80,7 +81,8 @@ def test_run_sends_qpy_with_the_service_token_and_the_jobs_trace_id(loop, bell):
         {"counts": {"00": 3, "11": 1}, "memory": [], "register_names": ["c"]}
     ]
     request, metadata, timeout = devices.calls[0]
-    assert (request.backend, request.shots, request.seed, request.memory, request.job_id) == ("sim", 4, 5, True, "job-1")
+    sent = (request.backend, request.shots, request.seed, request.memory, request.job_id)
+    assert sent == ("sim", 4, 5, True, "job-1")
     assert [c.name for c in load_circuits_qpy(request.circuits_qpy)] == ["bell", "bell"]
     assert metadata == {"authorization": "Bearer service-token", "x-request-id": "trace-1"} and timeout == 99
     backend.run(bell)

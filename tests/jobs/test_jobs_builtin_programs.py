@@ -11,7 +11,13 @@ from qiskit.circuit import Parameter
 from qiskit.quantum_info import SparsePauliOp
 from qruntime.encoding import dumps, loads
 
-from qruntime_jobs.builtin_programs import BUILTIN_PROGRAMS, InvalidInputError, estimator, hello_world, sampler
+from qruntime_jobs.builtin_programs import (
+    BUILTIN_PROGRAMS,
+    InvalidInputError,
+    estimator,
+    hello_world,
+    sampler,
+)
 
 
 def test_the_registry_names_the_three_programs():

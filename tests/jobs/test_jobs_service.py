@@ -10,7 +10,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from qruntime.encoding import dumps, loads
-from qruntime.jobs.v1 import job_pb2, jobs_service_pb2 as pb, jobs_service_pb2_grpc
+from qruntime.jobs.v1 import job_pb2, jobs_service_pb2_grpc
+from qruntime.jobs.v1 import jobs_service_pb2 as pb
 from qruntime.programs.v1 import program_pb2, programs_service_pb2, programs_service_pb2_grpc
 
 from qruntime_kit.errors import ServiceError, from_rpc_error

@@ -68,7 +68,8 @@ def test_every_problem_is_reported_at_once(bell):
     assert set(found) == {"inputs.circuits", "inputs.shots", "inputs.colour"}
     assert "required" in found["inputs.circuits"]
     assert found["inputs.shots"] == "must be an integer, got a string"
-    assert "not an input of program 'sampler'" in found["inputs.colour"] and "circuits, seed, shots" in found["inputs.colour"]
+    assert "not an input of program 'sampler'" in found["inputs.colour"]
+    assert "circuits, seed, shots" in found["inputs.colour"]
 
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from qruntime_kit.errors import InvalidArgument
 from qruntime_kit.settings import ServerSettings, load_settings
 from qruntime_kit.store import decode_page_token, encode_page_token, page_size
-from qruntime_kit.errors import InvalidArgument
 
 
 def test_flags_beat_env_beat_defaults(monkeypatch):

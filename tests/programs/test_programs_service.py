@@ -8,7 +8,8 @@ import re
 import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
-from qruntime.programs.v1 import program_pb2, programs_service_pb2 as pb, programs_service_pb2_grpc
+from qruntime.programs.v1 import program_pb2, programs_service_pb2_grpc
+from qruntime.programs.v1 import programs_service_pb2 as pb
 
 from qruntime_kit.errors import ServiceError, from_rpc_error
 from qruntime_kit.store import encode_page_token
@@ -92,6 +93,7 @@ def test_every_caller_sees_the_builtins(world):
     hello = world.other.get("hello-world")
     assert [(i.name, i.type, i.required) for i in hello.inputs] == [
         ("iterations", program_pb2.INPUT_TYPE_INTEGER, True),
+        ("seed", program_pb2.INPUT_TYPE_INTEGER, False),
     ]
     assert hello.max_execution_time.seconds == 300 and "All done!" in hello.description
     sampler = world.reader.get("sampler")

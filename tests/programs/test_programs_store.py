@@ -11,7 +11,6 @@ import sqlalchemy as sa
 
 from qruntime_kit.errors import AlreadyExists, Unavailable
 from qruntime_kit.store import create_engine
-
 from qruntime_programs.builtins import BUILTIN_PROGRAMS, HELLO_WORLD
 from qruntime_programs.model import InputType, Program, ProgramInput, Runtime, Visibility
 from qruntime_programs.store import ProgramStore, metadata

@@ -9,7 +9,6 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from qruntime.programs.v1 import program_pb2
 
 from qruntime_kit.errors import InvalidArgument
-
 from qruntime_programs.servicer import new_program_id
 from qruntime_programs.validation import (
     CREATE_FIELDS,
