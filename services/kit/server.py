@@ -97,6 +97,8 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [n for c in components for n in c.service_names]
+    for name in ["", *names]:  # the library starts "" at SERVING; not before the components have started
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     for component in components:
         component.register(server)

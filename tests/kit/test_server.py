@@ -53,3 +53,36 @@ def test_errors_carry_reason_domain_and_field_violations(start_suite):
     assert error.reason == "API_KEY_MISSING"
     assert error.domain == "auth.qruntime"
     assert error.field_violations == [("api_key", "give the API key you were issued")]
+
+
+def test_health_is_not_serving_until_every_component_has_started(tmp_path):
+    """A probe must not see SERVING while a component is still starting (it would get UNAVAILABLE)."""
+    import asyncio
+
+    from qruntime_kit.server import start_server
+    from qruntime_suite.embedded import SuiteSettings, build_components
+
+    class SlowStart:
+        name, service_names, public_methods = "slow", ("test.Slow",), frozenset()
+        seen: list[int] = []
+
+        def register(self, server) -> None: ...
+
+        async def start(self, runtime) -> None:
+            with grpc.insecure_channel(runtime.address) as channel:
+                request = health_pb2.HealthCheckRequest(service="")
+                call = health_pb2_grpc.HealthStub(channel).Check.future(request)
+                while not call.done():
+                    await asyncio.sleep(0.01)
+                self.seen.append(call.result().status)
+
+        async def stop(self) -> None: ...
+
+    async def scenario():
+        settings = SuiteSettings(port=0, data_dir=str(tmp_path), grace_seconds=0)
+        slow = SlowStart()
+        suite = await start_server([*build_components(settings, ("auth",)), slow], settings)
+        await suite.stop(0)
+        return slow.seen
+
+    assert asyncio.run(scenario()) == [health_pb2.HealthCheckResponse.NOT_SERVING]
