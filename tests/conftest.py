@@ -107,3 +107,26 @@ def start_module_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     (RunningSuite.make_user) so that what one test creates does not show in another's listings."""
     with suite_starter(tmp_path_factory.mktemp("suite")) as start:
         yield start
+
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (dropped after it); skips if the server is down."""
+    import uuid
+
+    import psycopg
+
+    name = f"qruntime_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as err:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {err}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
