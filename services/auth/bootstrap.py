@@ -34,7 +34,8 @@ def bootstrap_if_empty(store: AuthStore, data_dir: Path, url: str) -> Path | Non
 def write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read, never exposing it with wider rights meanwhile."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)  # O_CREAT keeps the rights of a file that is already there
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)

@@ -61,4 +61,6 @@ class AuthComponent:
 
 def build_component(settings: AuthSettings) -> AuthComponent:
     return AuthComponent(settings)
+
+
 SETTINGS = AuthSettings

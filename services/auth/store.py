@@ -150,14 +150,19 @@ class AuthStore:
         return self._create_key(kind="user", user_id=user_id)
 
     def ensure_service_key(self, api_key: str, service_name: str = "qruntime-services") -> None:
-        """Register a service API key chosen by the deployment (idempotent)."""
+        """Make api_key the one service key of service_name: a rotated key replaces the old one,
+        which stops working, and a changed secret under the same key id replaces the old secret."""
         key_id, secret = self._split(api_key) or (None, None)
         if key_id is None:
             raise ValueError("a service key must look like qrk_<id>_<secret>; make one with new_api_key()")
+        t = api_keys
         with self.engine.begin() as conn:
-            if conn.scalar(sa.select(api_keys.c.id).where(api_keys.c.id == key_id)) is None:
-                conn.execute(api_keys.insert().values(
-                    id=key_id, secret_sha256=_sha256(secret), kind="service", service_name=service_name))
+            taken = conn.scalar(sa.select(t.c.kind).where(t.c.id == key_id))
+            if taken is not None and taken != "service":
+                raise ValueError("the service key's id is taken by a user's API key; make a new one")
+            conn.execute(t.delete().where((t.c.kind == "service") & (t.c.service_name == service_name)))
+            conn.execute(t.insert().values(
+                id=key_id, secret_sha256=_sha256(secret), kind="service", service_name=service_name))
 
     def _create_key(self, **owner) -> str:
         api_key = new_api_key()

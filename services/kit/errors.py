@@ -102,7 +102,10 @@ def from_rpc_error(err: grpc.RpcError) -> ServiceError:
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     message = (err.details() if hasattr(err, "details") else None) or str(err)
     reason, domain, metadata, violations = code.name, "", {}, []
-    status = rpc_status.from_call(err) if hasattr(err, "trailing_metadata") else None
+    try:
+        status = rpc_status.from_call(err) if hasattr(err, "trailing_metadata") else None
+    except ValueError:  # details that contradict the call's own status: keep what the call says
+        status = None
     for detail in status.details if status else ():
         info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
         if detail.Unpack(info):
@@ -111,8 +114,11 @@ def from_rpc_error(err: grpc.RpcError) -> ServiceError:
             violations = [(v.field, v.description) for v in bad.field_violations]
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and reason == code.name:
         reason = "UPSTREAM_UNAVAILABLE"
-    cls = _BY_CODE.get(code, Internal)
-    return cls(message, reason=reason, metadata=metadata, field_violations=violations, domain=domain)
+    error = _BY_CODE.get(code, ServiceError)(
+        message, reason=reason, metadata=metadata, field_violations=violations, domain=domain
+    )
+    error.code = code  # also the codes with no class of their own (DEADLINE_EXCEEDED, UNIMPLEMENTED...)
+    return error
 
 
 assert code_pb2.NOT_FOUND == grpc.StatusCode.NOT_FOUND.value[0]  # the two enums agree

@@ -1,30 +1,38 @@
-"""Server interceptors: request ids, the one error mapping, and bearer-token auth.
+"""Server interceptors: request ids, the one error mapping, bearer-token auth and storable text.
 
 Each wraps the method handler's behaviour in an async context that runs around every call, unary
-or streaming. Order (outermost first): RequestContext, Errors, Auth.
+or streaming. Order (outermost first): RequestContext, Errors, Auth, Text.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 
 from .auth import reset_principal, set_principal
-from .errors import Internal, ServiceError, Unauthenticated
+from .errors import FieldViolation, Internal, InvalidArgument, ServiceError, Unauthenticated
 from .tokens import TokenVerifier
 
 REQUEST_ID_KEY = "x-request-id"
+# A caller's request id is kept only if it looks like one; it goes into every log line and is stored.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 # Always reachable without a token: probes and tooling.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 log = structlog.get_logger(component="server")
 
-Around = Callable[[grpc.HandlerCallDetails, grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager]
+# around(details, context, request): request is the message, or None when the client streams them.
+Around = Callable[
+    [grpc.HandlerCallDetails, grpc.aio.ServicerContext, Message | None], contextlib.AbstractAsyncContextManager
+]
 
 
 def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
@@ -32,20 +40,24 @@ def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
 
 
 def _wrap(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails, around: Around) -> grpc.RpcMethodHandler:
-    """A copy of handler whose behaviour runs inside around(details, context)."""
+    """A copy of handler whose behaviour runs inside around(details, context, request)."""
     if handler is None:
         return None
+    one_request = not handler.request_streaming
 
     def unary(behavior):
         async def call(request_or_iterator, context):
-            async with around(details, context):
+            async with around(details, context, request_or_iterator if one_request else None):
                 return await behavior(request_or_iterator, context)
 
         return call
 
     def streaming(behavior):
+        if not inspect.isasyncgenfunction(behavior):
+            return unary(behavior)  # a coroutine that sends its responses with context.write (Health.Watch)
+
         async def call(request_or_iterator, context):
-            async with around(details, context):
+            async with around(details, context, request_or_iterator if one_request else None):
                 async for response in behavior(request_or_iterator, context):
                     yield response
 
@@ -73,7 +85,7 @@ class _Around(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         return _wrap(handler, handler_call_details, self.around)
 
-    def around(self, details, context) -> contextlib.AbstractAsyncContextManager:
+    def around(self, details, context, request) -> contextlib.AbstractAsyncContextManager:
         raise NotImplementedError
 
 
@@ -82,8 +94,10 @@ class RequestContextInterceptor(_Around):
     returns the id to the caller, and logs one line per call."""
 
     @contextlib.asynccontextmanager
-    async def around(self, details, context) -> AsyncIterator[None]:
-        request_id = _metadata(details).get(REQUEST_ID_KEY) or uuid.uuid4().hex
+    async def around(self, details, context, request) -> AsyncIterator[None]:
+        request_id = _metadata(details).get(REQUEST_ID_KEY, "")
+        if not _REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id, method=details.method)
         started = time.perf_counter()
         try:
@@ -112,7 +126,7 @@ class ErrorInterceptor(_Around):
         self._domains = dict(domains)  # full proto service name -> domain
 
     @contextlib.asynccontextmanager
-    async def around(self, details, context) -> AsyncIterator[None]:
+    async def around(self, details, context, request) -> AsyncIterator[None]:
         domain = self._domains.get(details.method.lstrip("/").partition("/")[0], "qruntime")
         try:
             yield
@@ -134,7 +148,7 @@ class AuthInterceptor(_Around):
         self._public = frozenset(public_methods)
 
     @contextlib.asynccontextmanager
-    async def around(self, details, context) -> AsyncIterator[None]:
+    async def around(self, details, context, request) -> AsyncIterator[None]:
         principal = None
         if not (details.method in self._public or details.method.startswith(OPEN_PREFIXES)):
             header = _metadata(details).get("authorization", "")
@@ -154,3 +168,39 @@ class AuthInterceptor(_Around):
             yield
         finally:
             reset_principal(reset)
+
+
+class TextInterceptor(_Around):
+    """Refuses a request with a NUL character in any text field, as INVALID_ARGUMENT.
+
+    No id, name, JSON document or source needs one, and PostgreSQL cannot store one: without this
+    check such a value fails deep in a store as a server error instead of the caller's."""
+
+    @contextlib.asynccontextmanager
+    async def around(self, details, context, request) -> AsyncIterator[None]:
+        violations = nul_violations(request) if isinstance(request, Message) else []
+        if violations:
+            raise InvalidArgument(
+                "text fields must not hold NUL characters", reason="NUL_CHARACTER", field_violations=violations
+            )
+        yield
+
+
+def nul_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
+    """The text fields of message, at any depth, that hold a NUL character."""
+    violations: list[FieldViolation] = []
+    for field, value in message.ListFields():
+        path = prefix + field.name
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        if is_map:
+            items = [(f"{path}[{key!r}]", key, item) for key, item in value.items()]
+        elif field.is_repeated:
+            items = [(f"{path}[{index}]", None, item) for index, item in enumerate(value)]
+        else:
+            items = [(path, None, value)]
+        for where, key, item in items:
+            if isinstance(key, str) and "\x00" in key or isinstance(item, str) and "\x00" in item:
+                violations.append((where, "must not hold NUL characters"))
+            elif isinstance(item, Message):
+                violations += nul_violations(item, where + ".")
+    return violations

@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
-from .interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor
+from .interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor, TextInterceptor
 from .logging import configure_logging, get_logger
 from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call
 from .settings import ServerSettings
@@ -52,7 +52,8 @@ class Component(Protocol):
 
     async def start(self, runtime: Runtime) -> None: ...
 
-    async def stop(self) -> None: ...
+    async def stop(self) -> None:
+        """Give back what start() took; also called after a start() that failed part way."""
 
 
 @dataclasses.dataclass
@@ -69,9 +70,17 @@ class Suite:
         """Report NOT_SERVING, stop taking calls, let in-flight ones finish, then stop components."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.runtime.settings.grace_seconds if grace is None else grace)
-        for component in reversed(self.components):
+        await _stop_components(self.components, self.runtime.channels)
+
+
+async def _stop_components(components: Sequence[Component], channels: Channels) -> None:
+    """Stop the components, last started first; one that fails is logged and the others still stop."""
+    for component in reversed(components):
+        try:
             await component.stop()
-        await self.runtime.channels.close()
+        except Exception:
+            log.exception("component did not stop cleanly", component=component.name)
+    await channels.close()
 
 
 async def start_server(components: Sequence[Component], settings: ServerSettings) -> Suite:
@@ -91,6 +100,7 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
             RequestContextInterceptor(),
             ErrorInterceptor(domains),
             AuthInterceptor(TokenVerifier(fetch_keys), public),
+            TextInterceptor(),
         ],
         options=CHANNEL_OPTIONS,
     )
@@ -106,8 +116,16 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
     address = f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::', '[::]') else settings.host}:{port}"
     await server.start()
     runtime = Runtime(settings, address, channels, Credentials(auth_channel, settings.resolved_service_key()))
-    for component in components:
-        await component.start(runtime)
+    started: list[Component] = []
+    try:
+        for component in components:
+            started.append(component)  # a half-started component has things to give back too
+            await component.start(runtime)
+    except BaseException:
+        # Give the port and whatever the started components hold back, then say why.
+        await server.stop(0)
+        await _stop_components(started, channels)
+        raise
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving", services=[c.name for c in components], address=f"{settings.host}:{port}")

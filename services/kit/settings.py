@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +19,9 @@ _LOG_FORMATS = ("console", "json")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def setting(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
-    """A settings field with its help text."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def setting(default: Any, help: str, *, secret: bool = False) -> Any:  # noqa: A002 - mirrors argparse
+    """A settings field with its help text; a secret one never shows in --help or repr()."""
+    return dataclasses.field(default=default, repr=not secret, metadata={"help": help, "secret": secret})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,9 +31,11 @@ class ServerSettings:
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(8443, "port to listen on; 0 picks a free one")
     data_dir: str = setting(".qruntime", "folder for embedded (SQLite) databases and keys")
-    database_url: str = setting("", "SQLAlchemy URL of this service's store; empty: SQLite in data_dir")
+    database_url: str = setting(  # may hold the database password
+        "", "SQLAlchemy URL of this service's store; empty: SQLite in data_dir", secret=True
+    )
     auth_url: str = setting("", "host:port of the auth service; empty: this same server")
-    service_key: str = setting("", "API key this service signs in with when it calls others")
+    service_key: str = setting("", "API key this service signs in with when it calls others", secret=True)
     service_key_file: str = setting("", "file holding service_key (read when service_key is empty)")
     log_format: str = setting("console", "console or json")
     log_level: str = setting("info", "debug, info, warning or error")
@@ -46,8 +49,8 @@ class ServerSettings:
             problems.append(f"log_format must be one of {_LOG_FORMATS}, got {self.log_format!r}")
         if self.log_level not in _LOG_LEVELS:
             problems.append(f"log_level must be one of {_LOG_LEVELS}, got {self.log_level!r}")
-        if self.grace_seconds < 0:
-            problems.append("grace_seconds must not be negative")
+        if not (math.isfinite(self.grace_seconds) and self.grace_seconds >= 0):
+            problems.append(f"grace_seconds must be a finite number, 0 or more, got {self.grace_seconds}")
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
 
@@ -80,15 +83,19 @@ def load_settings(cls: type[S], argv: Sequence[str] | None = None, prog: str | N
         default = overrides.get(field.name, field.default)
         if env in os.environ:
             default = os.environ[env]
+        shown = "set" if field.metadata.get("secret") and default else "%(default)s"
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             type=_parser_for(field.type),
             default=default,
-            help=f"{field.metadata.get('help', '')} (env {env}; default: %(default)s)",
+            help=f"{field.metadata.get('help', '')} (env {env}; default: {shown})",
         )
     values = vars(parser.parse_args(argv))
-    return cls(**{f.name: _parser_for(f.type)(values[f.name]) for f in fields})
+    try:
+        return cls(**{f.name: _parser_for(f.type)(values[f.name]) for f in fields})
+    except ValueError as err:
+        parser.error(str(err))  # exits 2 with the usage, like a malformed flag
 
 
 def _parser_for(type_name: Any) -> Any:

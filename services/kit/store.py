@@ -62,10 +62,11 @@ def decode_page_token(token: str, **fields: type) -> dict[str, Any] | None:
         if not isinstance(position, dict):
             raise ValueError
         for name, type_ in fields.items():
-            if not isinstance(position.get(name), type_) or isinstance(position.get(name), bool):
+            value = position.get(name)
+            if not isinstance(value, type_) or isinstance(value, bool) or isinstance(value, str) and "\x00" in value:
                 raise ValueError
         return position
-    except ValueError:
+    except (ValueError, RecursionError):
         raise invalid_page_token() from None
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import grpc
 from google.protobuf import descriptor_pool
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
 # Importing the generated modules registers every qruntime service in the descriptor pool.
 from qruntime.auth.v1 import auth_service_pb2  # noqa: F401
@@ -66,39 +66,24 @@ class Router(grpc.GenericRpcHandler):
             method = self._pool.FindServiceByName(service_name).FindMethodByName(method_name)
         except KeyError:
             return None
-        if method is None:
-            return None
-        channel = self._channels[url]
-        if method.client_streaming or method.server_streaming:
-            return self._streaming_handler(channel, path, method.client_streaming, method.server_streaming)
-        callable_ = channel.unary_unary(path)
+        if method is None or method.client_streaming or method.server_streaming:
+            return None  # every qruntime RPC is unary; a streaming one needs its own forwarding
+        callable_ = self._channels[url].unary_unary(path)
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            try:
-                call = callable_(request, metadata=_forwarded(context), timeout=context.time_remaining())
-                response = await call
-                await context.send_initial_metadata(await call.initial_metadata())
-                return response
-            except grpc.aio.AioRpcError as err:
-                await context.abort(err.code(), err.details() or "", trailing_metadata=err.trailing_metadata())
-
-        return grpc.unary_unary_rpc_method_handler(forward)
-
-    def _streaming_handler(self, channel, path, client_streaming, server_streaming):
-        if client_streaming or not server_streaming:
-            return None  # no qruntime RPC streams requests yet; add when one does
-
-        callable_ = channel.unary_stream(path)
-
-        async def forward(request: bytes, context: grpc.aio.ServicerContext):
             call = callable_(request, metadata=_forwarded(context), timeout=context.time_remaining())
             try:
-                async for response in call:
-                    yield response
+                response = await call
             except grpc.aio.AioRpcError as err:
-                await context.abort(err.code(), err.details() or "", trailing_metadata=err.trailing_metadata())
+                # The callee's status goes back as it is: code, message and the rich details that
+                # travel in its trailing metadata (grpc-status-details-bin).
+                await context.send_initial_metadata(tuple(err.initial_metadata()))
+                await context.abort(err.code(), err.details() or "", trailing_metadata=tuple(err.trailing_metadata()))
+            await context.send_initial_metadata(tuple(await call.initial_metadata()))
+            context.set_trailing_metadata(tuple(await call.trailing_metadata()))
+            return response
 
-        return grpc.unary_stream_rpc_method_handler(forward)
+        return grpc.unary_unary_rpc_method_handler(forward)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels.values()))
@@ -109,8 +94,24 @@ def _forwarded(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | byte
     return tuple((k, v) for k, v in metadata if k not in _HOP_BY_HOP and not k.startswith(":"))
 
 
-async def start_gateway(settings: GatewaySettings) -> tuple[grpc.aio.Server, int, Router]:
-    """Start the front door; returns (server, port, router)."""
+@dataclasses.dataclass
+class Gateway:
+    """A running front door."""
+
+    server: grpc.aio.Server
+    port: int
+    router: Router
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, stop taking calls, let those in flight finish, then close the channels."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.router.close()
+
+
+async def start_gateway(settings: GatewaySettings) -> Gateway:
+    """Start the front door and return it once it serves."""
     router = Router(settings.routes())
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     server.add_generic_rpc_handlers([router])
@@ -118,19 +119,19 @@ async def start_gateway(settings: GatewaySettings) -> tuple[grpc.aio.Server, int
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     log.info("gateway serving", address=f"{settings.host}:{port}", routes=settings.routes())
-    return server, port, router
+    return Gateway(server, port, router, health_servicer)
 
 
 async def serve_gateway(settings: GatewaySettings) -> None:
-    server, _port, router = await start_gateway(settings)
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    gateway = await start_gateway(settings)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     await stop.wait()
-    await server.stop(settings.grace_seconds)
-    await router.close()
+    log.info("stopping", grace_seconds=settings.grace_seconds)
+    await gateway.stop(settings.grace_seconds)
 
 
 def run_gateway(settings: GatewaySettings) -> None:

@@ -112,8 +112,9 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None) -> Launched:
                                  data_dir / f"{name}.log", env)
     launched = Launched(url["gateway"], data_dir, processes)
     _wait(launched, url, timeout)
-    while not (data_dir / "bootstrap.json").exists():
-        time.sleep(0.05)
+    if not (data_dir / "bootstrap.json").exists():  # auth serves only once it has written it
+        launched.stop()
+        raise RuntimeError(f"auth serves but wrote no bootstrap.json (a store used before?); see {data_dir}")
     return launched
 
 

@@ -10,6 +10,8 @@ import grpc
 import pytest
 from qruntime.auth.v1 import auth_pb2, auth_service_pb2, auth_service_pb2_grpc
 
+from qruntime_auth.bootstrap import write_private
+from qruntime_auth.store import new_api_key
 from qruntime_kit.errors import from_rpc_error
 
 
@@ -100,3 +102,31 @@ def test_signing_key_survives_a_restart(start_suite, tmp_path):
         stub = auth_service_pb2_grpc.AuthServiceStub(channel)
         instance = stub.GetInstance(auth_service_pb2.GetInstanceRequest(), metadata=second.metadata(token)).instance
     assert instance.crn == first.instance
+
+
+def test_a_new_service_key_replaces_the_old_one(start_suite, tmp_path):
+    first = start_suite(data_dir=str(tmp_path / "shared"))
+    old_key = first.service_key
+    assert create_token(first, old_key).token
+    second = start_suite(data_dir=str(tmp_path / "shared"))  # the deployment rotated its service key
+    assert create_token(second, second.service_key).token
+    err = error_of(lambda: create_token(second, old_key))
+    assert (err.code, err.reason) == (grpc.StatusCode.UNAUTHENTICATED, "API_KEY_INVALID")
+
+
+def test_a_service_key_whose_secret_changed_takes_the_new_secret(start_suite, tmp_path):
+    prefix, key_id, _ = new_api_key().split("_")
+    start_suite(data_dir=str(tmp_path / "shared"), service_key=f"{prefix}_{key_id}_first-secret")
+    suite = start_suite(data_dir=str(tmp_path / "shared"), service_key=f"{prefix}_{key_id}_second-secret")
+    assert create_token(suite, f"{prefix}_{key_id}_second-secret").token
+    assert error_of(lambda: create_token(suite, f"{prefix}_{key_id}_first-secret")).reason == "API_KEY_INVALID"
+
+
+def test_a_private_file_is_owner_only_even_over_a_stale_temporary_file(tmp_path):
+    path = tmp_path / "bootstrap.json"
+    stale = tmp_path / "bootstrap.json.tmp"  # left by a crash, or planted, with wider rights
+    stale.write_text("old")
+    stale.chmod(0o644)
+    write_private(path, "secret\n")
+    assert path.read_text() == "secret\n"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -170,3 +170,11 @@ def test_saved_account_with_bad_fields_is_invalid(home: Path) -> None:
     )
     with pytest.raises(InvalidAccountError):
         resolve_account()
+
+
+def test_the_api_key_never_shows_in_reprs_or_errors() -> None:
+    account = Account("cloud", "qrk_id_s3cret", "my-instance")
+    assert "s3cret" not in repr(account)
+    with pytest.raises(InvalidAccountError) as info:
+        IBMRuntimeService.save_account(token=b"qrk_id_s3cret", instance="i")  # bytes, not str
+    assert "s3cret" not in str(info.value) and "token" in str(info.value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-
 from qruntime import IBMRuntimeService, ReferenceCircuits
 
 pytestmark = pytest.mark.postgres

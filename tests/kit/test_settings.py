@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from qruntime_kit.errors import InvalidArgument
@@ -48,3 +50,30 @@ def test_page_size_defaults_caps_and_refuses_negative():
     assert page_size(500, default=50, maximum=200) == 200
     with pytest.raises(InvalidArgument):
         page_size(-1, default=50, maximum=200)
+
+
+def test_secrets_stay_out_of_help_and_repr(monkeypatch, capsys):
+    monkeypatch.setenv("QRUNTIME_SERVICE_KEY", "qrk_id_s3cret")
+    monkeypatch.setenv("QRUNTIME_DATABASE_URL", "postgresql://qruntime:pa55word@db/qruntime")
+    settings = load_settings(ServerSettings, [])
+    assert settings.service_key == "qrk_id_s3cret"
+    with pytest.raises(SystemExit):
+        load_settings(ServerSettings, ["--help"])
+    shown = capsys.readouterr().out + repr(settings)
+    assert "s3cret" not in shown and "pa55word" not in shown
+    assert "QRUNTIME_SERVICE_KEY" in shown
+
+
+@pytest.mark.parametrize("flags", [["--port", "70000"], ["--grace-seconds", "nan"], ["--log-level", "loud"]])
+def test_invalid_flags_end_in_a_usage_error_not_a_traceback(flags, capsys):
+    with pytest.raises(SystemExit) as caught:
+        load_settings(ServerSettings, flags, prog="qruntime-test")
+    assert caught.value.code == 2
+    assert "qruntime-test: error: invalid settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("position", [b'{"after": "a\\u0000b"}', b"[" * 100_000])
+def test_a_forged_page_token_no_store_or_parser_can_take_is_invalid_argument(position):
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(base64.urlsafe_b64encode(position).decode(), after=str)
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"

@@ -321,3 +321,21 @@ def test_an_empty_program_id_is_invalid(world):
     assert err.field_violations == [("program_id", "required")]
     err = world.me.error("UpdateProgram", update(program_pb2.Program(description="x"), "description"))
     assert err.field_violations == [("program.id", "required")]
+
+
+@pytest.mark.postgres
+def test_text_postgresql_cannot_store_is_the_callers_error_not_the_servers(start_suite, postgres_database):
+    suite = start_suite("programs", database_url=postgres_database)
+    with suite.channel() as channel:
+        me = Caller(programs_service_pb2_grpc.ProgramsServiceStub(channel), suite.metadata(), suite.instance)
+        for method, request in [
+            ("GetProgram", pb.GetProgramRequest(program_id="sampler\x00")),
+            ("DeleteProgram", pb.DeleteProgramRequest(program_id="x\x00")),
+            ("CreateProgram", pb.CreateProgramRequest(program=program_pb2.Program(
+                name="nul", description="\x00", data=SOURCE, max_execution_time=duration_pb2.Duration(seconds=9)))),
+        ]:
+            assert_error(me.error(method, request), grpc.StatusCode.INVALID_ARGUMENT, "NUL_CHARACTER")
+        forged = encode_page_token({"after": "\x00"})
+        assert_error(me.error("ListPrograms", pb.ListProgramsRequest(page_token=forged)),
+                     grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+        assert me.list_ids() == BUILTIN_IDS

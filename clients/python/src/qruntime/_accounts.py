@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,8 @@ class Account:
 
     auth: str
     """The auth type; only ``"cloud"`` (an API key scoped to an instance) exists."""
-    token: str
-    """The API key."""
+    token: str = field(repr=False)
+    """The API key; left out of ``repr()`` so that it does not end up in logs."""
     instance: str
     """The instance, by CRN or by name."""
     url: str = DEFAULT_URL
@@ -51,10 +51,11 @@ class Account:
         """
         if self.auth not in AUTH_TYPES:
             raise InvalidAccountError(f"auth must be one of {sorted(AUTH_TYPES)}, not {self.auth!r}")
-        for field in ("token", "instance", "url"):
-            value = getattr(self, field)
+        for name in ("token", "instance", "url"):
+            value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
-                raise InvalidAccountError(f"{field} must be a non-empty string, not {value!r}")
+                shown = type(value).__name__ if name == "token" else repr(value)  # never the key itself
+                raise InvalidAccountError(f"{name} must be a non-empty string, not {shown}")
         return self
 
     def to_saved_format(self) -> dict[str, str]:
