@@ -56,9 +56,6 @@ class ExecutionQueues:
         """Runs in execution on the backend now."""
         return self._queue(name).running
 
-    def is_operational(self, name: str) -> bool:
-        return self._queue(name).operational
-
     def set_operational(self, name: str, operational: bool, status_message: str = "") -> None:
         """Take a backend out of service (new runs are refused) or put it back."""
         queue = self._queue(name)
@@ -82,7 +79,8 @@ class ExecutionQueues:
         seed: int | None = None,
         memory: bool = False,
     ) -> list[backend_pb2.CircuitResult]:
-        """Check the circuits, wait for a free slot on the backend, and run them in a worker thread."""
+        """Check the circuits (adapter.validate), wait for a free slot on the backend, and run them
+        (adapter.execute) in a worker thread."""
         queue = self._queue(name)
         if not queue.operational:
             raise Unavailable(
@@ -90,8 +88,9 @@ class ExecutionQueues:
                 reason="BACKEND_NOT_OPERATIONAL",
                 metadata={"backend": name, "status": queue.status_message},
             )
-        # Bad input fails now, not after waiting behind other jobs.
-        queue.adapter.validate(circuits, shots)
+        # Bad input fails now, not after waiting behind other jobs; in a thread, as checking hundreds
+        # of large circuits takes long enough to hold up every other call.
+        await asyncio.to_thread(queue.adapter.validate, circuits, shots)
         queue.waiting += 1
         queued = time.perf_counter()
         try:
@@ -107,7 +106,7 @@ class ExecutionQueues:
         log.info("run started", backend=name, circuits=len(circuits), shots=shots,
                  waited_ms=round((time.perf_counter() - queued) * 1000, 1))
         started = time.perf_counter()
-        call = functools.partial(queue.adapter.run, circuits, shots, seed, memory)
+        call = functools.partial(queue.adapter.execute, circuits, shots, seed, memory)  # checked above
         # Copy the context so log lines from the worker thread carry the caller's job_id.
         context = contextvars.copy_context()
         try:
@@ -126,7 +125,11 @@ class ExecutionQueues:
         """Warm every backend up (blocking); meant for a thread at start-up."""
         for name, queue in self._queues.items():
             started = time.perf_counter()
-            queue.adapter.warm_up()
+            try:
+                queue.adapter.warm_up()
+            except Exception:  # the backend's first run builds what it needs, or fails with a typed error
+                log.exception("backend warm-up failed", backend=name)
+                continue
             log.debug("backend warmed up", backend=name, ms=round((time.perf_counter() - started) * 1000, 1))
 
     def close(self) -> None:

@@ -101,11 +101,16 @@ class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
         return adapter
 
     def _backend_message(self, name: str) -> backend_pb2.Backend:
-        adapter = self._backends[name]
-        return backend_pb2.Backend(
-            name=name,
-            kind=KINDS[adapter.kind],
-            configuration=adapter.configuration(),
-            status=self._queues.status(name),
-            description=adapter.description,
-        )
+        return backend_message(name, self._backends[name], self._queues.status(name))
+
+
+def backend_message(name: str, adapter: BackendAdapter, status: backend_pb2.BackendStatus) -> backend_pb2.Backend:
+    """The Backend message of the adapter registered under name. Its configuration always states the
+    system time limit, which the jobs service enforces, also when a plugged-in adapter leaves it out."""
+    backend = backend_pb2.Backend(  # a copy: the adapter's own configuration is not changed
+        name=name, kind=KINDS[adapter.kind], configuration=adapter.configuration(), status=status,
+        description=adapter.description,
+    )
+    if not backend.configuration.HasField("max_execution_time"):
+        backend.configuration.max_execution_time.FromSeconds(adapter.max_execution_time)
+    return backend

@@ -19,7 +19,7 @@ from qiskit import QuantumCircuit
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_service_pb2_grpc
 from qruntime.encoding import dump_circuits_qpy
 
-from qruntime_kit.errors import ServiceError
+from qruntime_kit.errors import InvalidArgument, ServiceError
 from qruntime_kit.interceptors import REQUEST_ID_KEY
 from qruntime_kit.outbound import Credentials, call
 
@@ -96,6 +96,13 @@ class DevicesBridge:
                 raise BackendError(err) from None
 
 
+def _check_fits(name: str, value: int, bits: int, reason: str) -> None:
+    # The request's int32/int64 field would raise a bare ValueError, ending the job PROGRAM_ERROR.
+    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        message = f"{name} {value} is out of the range of a {bits}-bit integer"
+        raise BackendError(InvalidArgument(message, reason=reason))
+
+
 class RemoteBackend:
     """The backend a job runs on, as its program sees it: name, num_qubits and run()."""
 
@@ -135,6 +142,9 @@ class RemoteBackend:
     ) -> list[dict[str, Any]]:
         """Run the circuits in one device call; one {"counts", "memory", "register_names"} per circuit."""
         self._control.check()
+        _check_fits("shots", shots, 32, "INVALID_SHOTS")
+        if seed is not None:
+            _check_fits("seed", seed, 64, "INVALID_SEED")
         request = devices_service_pb2.RunCircuitsRequest(
             backend=self._name, circuits_qpy=dump_circuits_qpy(circuits), shots=shots, memory=memory,
             job_id=self._job_id,

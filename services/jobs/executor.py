@@ -52,9 +52,7 @@ class JobExecutor:
 
     async def start(self) -> None:
         """Requeue the jobs of replicas that died, then start the workers and the claim keeper."""
-        requeued = await asyncio.to_thread(self._store.requeue_running, stale_after=self._lease)
-        if requeued:
-            log.warning("requeued jobs of a replica that stopped", jobs=requeued)
+        _log_requeued(await asyncio.to_thread(self._store.requeue_running, stale_after=self._lease))
         self._tasks = [asyncio.create_task(self._work(), name=f"jobs-worker-{i}") for i in range(self._workers)]
         self._tasks.append(asyncio.create_task(self._keep_claims(), name="jobs-claims"))
         log.info("executor started", workers=self._workers, runner=self.runner_id)
@@ -72,8 +70,8 @@ class JobExecutor:
         except Exception:  # their claims lapse and another start requeues them
             log.exception("could not requeue this replica's running jobs")
             return
-        if requeued:
-            log.info("requeued running jobs for the next start", jobs=requeued)
+        for job in requeued:
+            log.info("requeued the job for the next start", job_id=job.id, request_id=job.trace_id)
 
     def wake(self) -> None:
         """A job was queued: wake an idle worker now rather than at its next poll."""
@@ -101,46 +99,49 @@ class JobExecutor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll)
                 continue
-            try:
-                await self._execute(job)
-            except Exception:  # its claim lapses and another run picks the job up
-                log.exception("could not store how the job ended", job_id=job.id)
+            await self._execute(job)
 
     async def _execute(self, job: JobRecord) -> None:
         tokens = structlog.contextvars.bind_contextvars(job_id=job.id, request_id=job.trace_id)
         control = JobControl()
         self._running[job.id] = control
         try:
-            limit = job.max_execution_seconds if job.max_execution_seconds > 0 else None
-            log.info("job started", program_id=job.program_id, backend=job.backend, limit_seconds=limit)
-            try:
-                outcome = await asyncio.wait_for(self._runner.run(job, control), timeout=limit)
-            except TimeoutError:
-                outcome = Outcome(
-                    ERROR, "TIME_LIMIT_EXCEEDED",
-                    f"the job ran longer than its time limit of {limit:g} seconds and was ended",
-                )
-            except Exception:  # the runner failed; the job did not get a fair run
-                log.exception("the runner failed")
-                outcome = Outcome(ERROR, "INTERNAL_ERROR", "the runner failed; the jobs service logged the details")
-            told_to_stop = control.cancelled
-            control.cancel()  # a program still running past its limit stops at its next call
-            if outcome.state == CANCELLED:
-                if told_to_stop:  # the store already says why: cancelled by a user, or requeued
-                    log.info("job stopped")
-                    return
-                outcome = Outcome(ERROR, "PROGRAM_ERROR", "the program raised JobCancelled without being cancelled")
-            ended = await asyncio.to_thread(
-                self._store.finish, job.id, outcome.state, outcome.reason, outcome.message, outcome.result,
-                runner=self.runner_id,
-            )
-            if ended:
-                log.info("job ended", state=outcome.state, reason=outcome.reason or None)
-            else:
-                log.info("job had ended already", outcome=outcome.state)
+            await self._run(job, control)
+        except Exception:  # its claim lapses and another run picks the job up
+            log.exception("could not store how the job ended")
         finally:
             self._running.pop(job.id, None)
             structlog.contextvars.reset_contextvars(**tokens)
+
+    async def _run(self, job: JobRecord, control: JobControl) -> None:
+        """Run the job's program under its time limit and store how it ended."""
+        limit = job.max_execution_seconds if job.max_execution_seconds > 0 else None
+        log.info("job started", program_id=job.program_id, backend=job.backend, limit_seconds=limit)
+        try:
+            outcome = await asyncio.wait_for(self._runner.run(job, control), timeout=limit)
+        except TimeoutError:
+            outcome = Outcome(
+                ERROR, "TIME_LIMIT_EXCEEDED",
+                f"the job ran longer than its time limit of {limit:g} seconds and was ended",
+            )
+        except Exception:  # the runner failed; the job did not get a fair run
+            log.exception("the runner failed")
+            outcome = Outcome(ERROR, "INTERNAL_ERROR", "the runner failed; the jobs service logged the details")
+        told_to_stop = control.cancelled
+        control.cancel()  # a program still running past its limit stops at its next call
+        if outcome.state == CANCELLED:
+            if told_to_stop:  # the store already says why: cancelled by a user, or requeued
+                log.info("job stopped")
+                return
+            outcome = Outcome(ERROR, "PROGRAM_ERROR", "the program raised JobCancelled without being cancelled")
+        ended = await asyncio.to_thread(
+            self._store.finish, job.id, outcome.state, outcome.reason, outcome.message, outcome.result,
+            runner=self.runner_id,
+        )
+        if ended:
+            log.info("job ended", state=outcome.state, reason=outcome.reason or None)
+        else:
+            log.info("job had ended or been requeued meanwhile", outcome=outcome.state)
 
     async def _keep_claims(self) -> None:
         while True:
@@ -151,7 +152,12 @@ class JobExecutor:
                     self.cancel(job_id)
                 requeued = await asyncio.to_thread(self._store.requeue_running, stale_after=self._lease)
                 if requeued:
-                    log.warning("requeued jobs of a replica that stopped", jobs=requeued)
+                    _log_requeued(requeued)
                     self.wake()
             except Exception:  # retried at the next beat
                 log.exception("could not renew job claims")
+
+
+def _log_requeued(jobs: list[JobRecord]) -> None:
+    for job in jobs:
+        log.warning("requeued the job of a replica that stopped", job_id=job.id, request_id=job.trace_id)

@@ -32,6 +32,7 @@ import structlog
 from qruntime.encoding import dumps, loads
 
 from qruntime_kit.logging import get_logger
+from qruntime_kit.outbound import MAX_MESSAGE_BYTES
 
 from .backend import BackendError, SuiteError
 from .builtin_programs import BUILTIN_PROGRAMS, PROGRAM_LOGGER, InvalidInputError, ProgramMain
@@ -42,6 +43,7 @@ log = get_logger("jobs.runner")
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
 BackendFactory = Callable[[JobRecord, JobControl], Any]
+MAX_RESULT_BYTES = MAX_MESSAGE_BYTES - 1024 * 1024  # GetJobResult's response holds it with room to spare
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,15 +187,15 @@ class ProgramRunner:
         try:
             inputs = loads(job.inputs or "{}")
         except (ValueError, TypeError) as err:
-            return _invalid_input(job_log, f"the inputs could not be decoded: {err}")
+            return _error(job_log, "INVALID_INPUT", f"the inputs could not be decoded: {err}")
         if not isinstance(inputs, dict):
-            return _invalid_input(job_log, "the inputs must be a JSON object")
+            return _error(job_log, "INVALID_INPUT", "the inputs must be a JSON object")
         backend = self._backend_factory(job, control)
         messenger = UserMessenger(self._store, job.id, control)
         try:
             inspect.signature(main).bind(backend, messenger, **inputs)
         except TypeError as err:
-            return _invalid_input(job_log, f"the inputs do not fit program {job.program_id!r}: {err}")
+            return _error(job_log, "INVALID_INPUT", f"the inputs do not fit program {job.program_id!r}: {err}")
         log.info("program started", program_id=job.program_id, backend=job.backend)
         try:
             value = main(backend, messenger, **inputs)
@@ -202,16 +204,19 @@ class ProgramRunner:
         try:
             result = dumps(value)
         except (TypeError, ValueError) as err:
-            message = f"the program returned a value that cannot be encoded: {err}"
-            job_log.write(logging.ERROR, message)
-            return Outcome(ERROR, "PROGRAM_ERROR", message)
-        log.info("program returned", program_id=job.program_id, result_bytes=len(result))
+            return _error(job_log, "PROGRAM_ERROR", f"the program returned a value that cannot be encoded: {err}")
+        size = len(result.encode())
+        if size > MAX_RESULT_BYTES:  # stored DONE, it could never be read back in one message
+            message = f"the program returned a result of {size} bytes; at most {MAX_RESULT_BYTES} can be read back"
+            return _error(job_log, "PROGRAM_ERROR", message)
+        log.info("program returned", program_id=job.program_id, result_bytes=size)
         return Outcome(DONE, result=result)
 
 
-def _invalid_input(job_log: JobLog, message: str) -> Outcome:
+def _error(job_log: JobLog, reason: str, message: str) -> Outcome:
+    """An ERROR outcome whose message the job's own logs show too."""
     job_log.write(logging.ERROR, message)
-    return Outcome(ERROR, "INVALID_INPUT", message)
+    return Outcome(ERROR, reason, message)
 
 
 def _failure(err: Exception, job_log: JobLog) -> Outcome:
@@ -224,10 +229,9 @@ def _failure(err: Exception, job_log: JobLog) -> Outcome:
             return Outcome(ERROR, "INTERNAL_ERROR", str(cause))
         if isinstance(cause, BackendError):
             message = f"the backend refused or failed the circuits ({cause.reason}): {cause.error.message}"
-            job_log.write(logging.ERROR, message)
-            return Outcome(ERROR, "BACKEND_ERROR", message)
+            return _error(job_log, "BACKEND_ERROR", message)
         if isinstance(cause, InvalidInputError):
-            return _invalid_input(job_log, str(cause))
+            return _error(job_log, "INVALID_INPUT", str(cause))
     job_log.write(logging.ERROR, "".join(traceback.format_exception(err)).rstrip())
     return Outcome(ERROR, "PROGRAM_ERROR", f"{type(err).__name__}: {err}")
 

@@ -71,7 +71,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                 "jobs belong to an instance, and this token names none; get a token for an instance",
                 reason="INSTANCE_REQUIRED",
             )
-        inputs = check_create_request(request)
+        inputs = await asyncio.to_thread(check_create_request, request)  # up to 32 MiB of JSON to parse
         deps = self.deps
         instance = principal.instance_crn
         if request.request_id:  # a retry: answer with the job the first call created

@@ -23,6 +23,10 @@ from qruntime_kit.store import create_engine, decode_page_token, encode_page_tok
 QUEUED, RUNNING, DONE, ERROR, CANCELLED = "QUEUED", "RUNNING", "DONE", "ERROR", "CANCELLED"
 FINAL_STATES = (DONE, ERROR, CANCELLED)
 ACTIVE_STATES = (QUEUED, RUNNING)
+TRACE_ID_LENGTH = 256
+# A page of jobs stops early once their inputs and messages pass this many bytes, so that a
+# ListJobs response stays well inside the 64 MiB gRPC message limit whatever the jobs hold.
+LIST_PAGE_BYTES = 32 * 1024 * 1024
 
 metadata = sa.MetaData()
 _TIME = sa.DateTime(timezone=True)
@@ -47,7 +51,7 @@ job_table = sa.Table(
     sa.Column("start_time", _TIME),
     sa.Column("end_time", _TIME),
     sa.Column("request_id", sa.String(256)),  # NULL when not given, so the unique key ignores it
-    sa.Column("trace_id", sa.String(256), nullable=False, default=""),  # x-request-id of the CreateJob call
+    sa.Column("trace_id", sa.String(TRACE_ID_LENGTH), nullable=False, default=""),  # x-request-id of the CreateJob call
     sa.Column("claimed_by", sa.String(256)),  # the replica running it (or that last ran it)
     sa.Column("heartbeat_time", _TIME),  # when that replica last renewed its claim
     sa.UniqueConstraint("instance", "request_id", name="jobs_job_instance_request_id"),
@@ -187,7 +191,8 @@ class JobStore:
             "id": new_job_id(), "instance": instance, "owner": owner, "program_id": program_id,
             "runtime": runtime, "backend": backend, "state": QUEUED, "reason": "", "reason_message": "",
             "inputs": inputs, "log_level": log_level, "max_execution_seconds": max_execution_seconds,
-            "create_time": utcnow(), "request_id": request_id or None, "trace_id": trace_id,
+            "create_time": utcnow(), "request_id": request_id or None,
+            "trace_id": trace_id[:TRACE_ID_LENGTH],  # the caller's x-request-id, of any length
         }
         try:
             with self._engine.begin() as conn:
@@ -220,7 +225,9 @@ class JobStore:
     def list(
         self, instance: str | None, *, page_size: int, page_token: str = "", program_id: str = "", state: str = "",
     ) -> tuple[list[JobRecord], str]:
-        """The instance's jobs (every job for None), newest first, and the next page's token ('' on the last)."""
+        """The instance's jobs (every job for None), newest first, and the next page's token ('' on the last).
+
+        A page holds fewer than page_size jobs when they would pass LIST_PAGE_BYTES (always one at least)."""
         c = job_table.c
         query = job_table.select()
         if instance is not None:
@@ -239,12 +246,18 @@ class JobStore:
                 sa.or_(c.create_time < after_time, sa.and_(c.create_time == after_time, c.id < after_id))
             )
         query = query.order_by(c.create_time.desc(), c.id.desc()).limit(page_size + 1)
+        jobs, size, more = [], 0, False
         with self._engine.connect() as conn:
-            jobs = [_job(row) for row in conn.execute(query)]
-        if len(jobs) <= page_size:
+            for row in conn.execution_options(yield_per=8).execute(query):  # never all the inputs at once
+                job = _job(row)
+                size += len(job.inputs.encode()) + len(job.reason_message.encode())
+                if len(jobs) == page_size or (jobs and size > LIST_PAGE_BYTES):
+                    more = True
+                    break
+                jobs.append(job)
+        if not more:
             return jobs, ""
-        last = jobs[page_size - 1]
-        return jobs[:page_size], encode_page_token({"t": last.create_time.isoformat(), "id": last.id})
+        return jobs, encode_page_token({"t": jobs[-1].create_time.isoformat(), "id": jobs[-1].id})
 
     def claim_next_queued(self, runner: str = "") -> JobRecord | None:
         """Move the oldest QUEUED job to RUNNING for this runner and return it; None when none waits.
@@ -274,12 +287,14 @@ class JobStore:
     ) -> bool:
         """End the job in state, storing its result in the same transaction, so a job is never seen
         DONE without its result. Does nothing (False) when the job already ended, e.g. a user
-        cancelled it, or, with runner given, when another runner has claimed it since."""
+        cancelled it, or, with runner given, when that runner no longer holds it: the job was
+        requeued (it stays QUEUED, to run again) or another runner has claimed it since."""
         assert state in FINAL_STATES, state
         c = job_table.c
-        query = job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
-        if runner is not None:
-            query = query.where(c.claimed_by == runner)
+        if runner is None:
+            query = job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
+        else:
+            query = job_table.update().where(c.id == job_id, c.state == RUNNING, c.claimed_by == runner)
         with self._engine.begin() as conn:
             ended = conn.execute(
                 query.values(state=state, reason=reason, reason_message=message, end_time=utcnow())
@@ -349,10 +364,10 @@ class JobStore:
             held = set(conn.execute(sa.select(c.id).where(mine)).scalars())
         return set(job_ids) - held
 
-    def requeue_running(self, *, stale_after: float = 0.0, runner: str | None = None) -> int:
+    def requeue_running(self, *, stale_after: float = 0.0, runner: str | None = None) -> list[JobRecord]:
         """Put RUNNING jobs back in the queue: those whose claim was last renewed more than
         stale_after seconds ago (their replica died), or with runner given, that runner's own
-        (it is shutting down). Returns how many. stale_after=0 requeues every running job."""
+        (it is shutting down). Returns them. stale_after=0 requeues every running job."""
         c = job_table.c
         query = job_table.update().where(c.state == RUNNING)
         if runner is not None:
@@ -361,7 +376,7 @@ class JobStore:
             cutoff = utcnow() - dt.timedelta(seconds=stale_after)
             query = query.where(sa.or_(c.heartbeat_time.is_(None), c.heartbeat_time < cutoff))
         with self._engine.begin() as conn:
-            return conn.execute(query.values(state=QUEUED, start_time=None)).rowcount
+            return [_job(row) for row in conn.execute(query.values(state=QUEUED, start_time=None).returning(*c))]
 
     # -- logs and interim results -----------------------------------------------------------
 

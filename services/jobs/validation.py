@@ -19,6 +19,9 @@ from qruntime.programs.v1 import program_pb2
 from qruntime_kit.errors import InvalidArgument
 
 MAX_REQUEST_ID_LENGTH = 256
+# Every Job message carries its inputs: at half the 64 MiB gRPC message limit a Job always fits in
+# a response (CreateJob's, GetJob's, and ListJobs', whose pages stop early when jobs are large).
+MAX_INPUTS_BYTES = 32 * 1024 * 1024
 InputType = program_pb2.InputType
 
 
@@ -40,6 +43,14 @@ def check_create_request(request: jobs_service_pb2.CreateJobRequest) -> dict[str
             reason="INVALID_REQUEST_ID",
             field_violations=[("request_id", f"at most {MAX_REQUEST_ID_LENGTH} characters")],
         )
+    size = len(request.inputs.encode())
+    if size > MAX_INPUTS_BYTES:
+        raise InvalidArgument(
+            f"inputs are {size} bytes; at most {MAX_INPUTS_BYTES} are accepted",
+            reason="INPUTS_TOO_LARGE",
+            metadata={"bytes": str(size), "max_bytes": str(MAX_INPUTS_BYTES)},
+            field_violations=[("inputs", f"at most {MAX_INPUTS_BYTES} bytes of JSON")],
+        )
     return parse_inputs(request.inputs)
 
 
@@ -48,9 +59,11 @@ def parse_inputs(text: str) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        inputs = json.loads(text, parse_constant=_refuse_constant)
+        inputs = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except ValueError as err:
         raise _invalid_inputs(f"inputs are not valid JSON: {err}", "must be a JSON object") from None
+    except RecursionError:  # json gives up on arrays and objects nested deeper than Python's stack
+        raise _invalid_inputs("inputs are nested too deeply", "must be a JSON object nested less deeply") from None
     if not isinstance(inputs, dict):
         raise _invalid_inputs(
             f"inputs must be a JSON object of input names to values, not a JSON {_json_type(inputs)}",
@@ -151,6 +164,13 @@ def _json_type(value: Any) -> str:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 is valid JSON, but no program can use the infinity it becomes
+        raise ValueError(f"{text} is too large for a number")
+    return value
 
 
 def _invalid_inputs(message: str, why: str) -> InvalidArgument:

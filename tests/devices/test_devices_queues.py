@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+import structlog
 from qruntime.devices.v1 import backend_pb2
 
 from qruntime_devices.adapters import BackendAdapter
@@ -151,3 +152,46 @@ def test_a_closed_queue_refuses_runs_and_frees_the_slot(bell):
         assert queues.pending("gated") == 0
 
     asyncio.run(scenario())
+
+
+class CountingAdapter(GatedAdapter):
+    """Records the threads its checks run in; its warm-up fails when told to."""
+
+    def __init__(self, name: str, failing_warm_up: bool = False) -> None:
+        super().__init__(name, "simulator")
+        self.gate.set()
+        self.checked_in: list[threading.Thread] = []
+        self.failing_warm_up = failing_warm_up
+        self.warmed_up = False
+
+    def validate(self, circuits, shots):
+        self.checked_in.append(threading.current_thread())
+        super().validate(circuits, shots)
+
+    def warm_up(self):
+        if self.failing_warm_up:
+            raise RuntimeError("no calibration data")
+        self.warmed_up = True
+
+
+def test_circuits_are_checked_once_and_off_the_event_loop(bell):
+    async def scenario():
+        adapter = CountingAdapter("counting")
+        queues = ExecutionQueues({"counting": adapter})
+        assert (await queues.run("counting", [bell], 10))[0].counts["0"] == 10
+        assert len(adapter.checked_in) == 1 and adapter.checked_in[0] is not threading.current_thread()
+        queues.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_warm_up_is_logged_and_the_other_backends_still_warm_up():
+    broken, fine = CountingAdapter("a-broken", failing_warm_up=True), CountingAdapter("b-fine")
+    queues = ExecutionQueues({"a-broken": broken, "b-fine": fine})
+    with structlog.testing.capture_logs() as logs:
+        queues.warm_up()
+    assert fine.warmed_up
+    [failed] = [line for line in logs if line["event"] == "backend warm-up failed"]
+    assert failed["backend"] == "a-broken" and failed["log_level"] == "error" and failed["exc_info"]
+    queues.close()
+

@@ -10,6 +10,8 @@ from qruntime.devices.v1 import backend_pb2, devices_service_pb2_grpc
 from qruntime.devices.v1 import devices_service_pb2 as pb
 from qruntime.encoding import dump_circuits_qpy
 
+from qruntime_devices.adapters import BackendAdapter
+from qruntime_devices.servicer import backend_message
 from qruntime_kit.errors import from_rpc_error
 
 SIMULATORS = ["ibmq_qasm_simulator", "simulator_mps", "simulator_statevector"]
@@ -161,3 +163,22 @@ def test_bad_runs_are_refused_with_typed_errors(devices, bell_qpy, request_field
     assert (err.code, err.reason) == (code, reason)
     if field:
         assert [f for f, _ in err.field_violations] == [field]
+
+
+def test_a_backend_reports_its_system_time_limit_even_when_its_configuration_leaves_it_out():
+    class PluggedIn(BackendAdapter):  # hardware whose configuration names no max_execution_time
+        name, kind = "acme", "physical"
+
+        def configuration(self):
+            return backend_pb2.BackendConfiguration(num_qubits=5, max_shots=1000, max_experiments=10)
+
+        def properties(self):
+            return backend_pb2.BackendProperties()
+
+        def execute(self, circuits, shots, seed, memory):
+            raise NotImplementedError
+
+    adapter = PluggedIn()
+    backend = backend_message("acme", adapter, backend_pb2.BackendStatus(operational=True))
+    assert backend.configuration.max_execution_time.seconds == adapter.max_execution_time == 8 * 3600
+    assert backend.configuration.num_qubits == 5 and backend.kind == backend_pb2.BACKEND_KIND_PHYSICAL

@@ -103,6 +103,19 @@ def test_a_refusal_is_a_backend_error_with_the_devices_reason(loop, bell):
     assert caught.value.reason == "INVALID_SHOTS" and "1..1000" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "reason"),
+    [({"shots": 2**31}, "INVALID_SHOTS"), ({"seed": 2**63}, "INVALID_SEED"), ({"seed": -(2**63) - 1}, "INVALID_SEED")],
+)
+def test_values_the_request_cannot_carry_are_refused_like_the_backend_refuses(loop, bell, arguments, reason):
+    devices = ScriptedDevices()
+    backend, _ = remote(loop, devices)
+    with pytest.raises(BackendError) as caught:
+        backend.run(bell, **arguments)
+    assert caught.value.reason == reason and str(next(iter(arguments.values()))) in str(caught.value)
+    assert devices.calls == []
+
+
 def test_unavailable_is_retried_then_a_suite_error(loop, bell, monkeypatch):
     monkeypatch.setattr(backend_module, "_RETRY_SECONDS", 0.01)
     down = Unavailable("connection refused", reason="UPSTREAM_UNAVAILABLE")

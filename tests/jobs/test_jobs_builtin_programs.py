@@ -18,6 +18,7 @@ from qruntime_jobs.builtin_programs import (
     hello_world,
     sampler,
 )
+from qruntime_jobs.builtin_programs.common import optional_seed, positive_int
 
 
 def test_the_registry_names_the_three_programs():
@@ -42,9 +43,15 @@ def test_hello_world_fits_a_small_backend(local_backend_class, messenger):
     assert all(len(bits.replace(" ", "")) <= 2 for bits in messenger.published[0]["counts"])
 
 
-def test_hello_world_refuses_negative_iterations(backend, messenger):
-    with pytest.raises(InvalidInputError):
-        hello_world.main(backend, messenger, iterations=-1)
+@pytest.mark.parametrize("iterations", [-1, 1.5, True, -(10**400)], ids=["negative", "fraction", "bool", "huge"])
+def test_hello_world_refuses_iterations_that_are_not_a_count(backend, messenger, iterations):
+    with pytest.raises(InvalidInputError, match="iterations must be a non-negative integer"):
+        hello_world.main(backend, messenger, iterations=iterations)
+
+
+def test_seeds_and_counts_of_any_size_are_whole_numbers():
+    assert optional_seed(10**400) == 10**400 and optional_seed(3.0) == 3 and optional_seed(None) is None
+    assert positive_int("shots", 10**400) == 10**400 and positive_int("shots", 2.0) == 2
 
 
 def test_sampler_bell_gives_half_00_half_11(backend, messenger, bell):
@@ -90,12 +97,26 @@ def test_sampler_keeps_qiskit_bitstrings_of_several_registers(backend, messenger
         ({"circuit_indices": [2]}, "not an index"),
         ({"parameter_values": [[1.0]]}, "parameters"),
         ({"shots": 0}, "shots"),
+        ({"shots": float("nan")}, "shots"),
+        ({"circuit_indices": [10**400]}, "not an index"),
         ({"seed": 1.5}, "seed"),
     ],
 )
 def test_sampler_refuses_unusable_inputs(backend, messenger, bell, inputs, words):
     with pytest.raises(InvalidInputError, match=words):
         sampler.main(backend, messenger, **{"circuits": [bell], **inputs})
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_parameter_values_must_be_finite(backend, messenger, value):
+    theta = Parameter("theta")
+    rotation = QuantumCircuit(1, 1)
+    rotation.rx(theta, 0)
+    rotation.measure(0, 0)
+    for values in (np.array([[value]]), np.array([value])):  # arrays decoded from inputs may hold them
+        with pytest.raises(InvalidInputError, match="array of finite numbers"):
+            sampler.main(backend, messenger, circuits=[rotation], parameter_values=values)
+    assert backend.calls == []
 
 
 def test_sampler_needs_measurements(backend, messenger, bell_state):
@@ -142,6 +163,7 @@ def test_estimator_uses_qiskit_qubit_order(backend, messenger):
         ("ZZZ", "acts on 3 qubits"),
         ("AB", "not a Pauli string"),
         ([["ZZ", 1j]], "not real"),
+        ([["ZZ", 10**400]], "not a finite number"),
         ([], "empty"),
         (["ZZ", "XX", "YY"], "3 observables for 2 circuits"),
         ([3], "not a Pauli string or a list"),

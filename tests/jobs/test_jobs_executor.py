@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 import time
 
 import pytest
+import structlog
 from qruntime.encoding import dumps, loads
 
+from qruntime_jobs import runner as runner_module
+from qruntime_jobs import store as store_module
 from qruntime_jobs.backend import BackendError, SuiteError
 from qruntime_jobs.builtin_programs import BUILTIN_PROGRAMS, program_logger
 from qruntime_jobs.executor import JobExecutor
@@ -55,8 +59,12 @@ def chatty(backend, user_messenger):
     return {1, 2}  # a set cannot be encoded
 
 
+def bulky(backend, user_messenger, size):
+    return "x" * size
+
+
 PROGRAMS = {**BUILTIN_PROGRAMS, "sleepy": sleepy, "crash": crash, "refused": refused,
-            "unreachable": unreachable, "chatty": chatty}
+            "unreachable": unreachable, "chatty": chatty, "bulky": bulky}
 
 
 class Harness:
@@ -84,7 +92,7 @@ class Harness:
         job, _ = self.store.create(
             instance="crn:a", owner="u", program_id=program_id, runtime=runtime, backend="local_aer",
             inputs=inputs if isinstance(inputs, str) else dumps(inputs or {}), log_level=log_level,
-            max_execution_seconds=limit, request_id="",
+            max_execution_seconds=limit, request_id="", trace_id=f"trace-{program_id}",
         )
         self.executor.wake()
         return job
@@ -157,6 +165,18 @@ def test_failures_end_in_error_with_a_typed_reason(store, local_backend_class, p
     assert store.get_result(job.id) is None
 
 
+def test_a_result_too_large_to_read_back_ends_the_job_in_error(store, local_backend_class, monkeypatch):
+    monkeypatch.setattr(runner_module, "MAX_RESULT_BYTES", 1000)
+
+    async def scenario(h):
+        return await h.until(h.submit("bulky", {"size": 998}).id), await h.until(h.submit("bulky", {"size": 999}).id)
+
+    fits, too_large = run(store, local_backend_class, scenario)
+    assert fits.state == "DONE" and len(store.get_result(fits.id)) == 1000  # with its quotes
+    assert (too_large.state, too_large.reason) == ("ERROR", "PROGRAM_ERROR")
+    assert "1001 bytes" in too_large.reason_message and store.get_result(too_large.id) is None
+
+
 def test_uploaded_python_programs_need_the_sandboxed_runner(store, local_backend_class):
     async def scenario(h):
         return await h.until(h.submit("doubler-abc123", {}, runtime="PYTHON").id)
@@ -217,7 +237,7 @@ def test_a_job_cancelled_through_another_replica_is_stopped_at_the_next_claim_re
     assert run(store, local_backend_class, scenario).state == "CANCELLED"
 
 
-def test_stopping_requeues_running_jobs_and_starting_runs_them(store, local_backend_class, bell):
+def test_stopping_requeues_running_jobs_and_starting_runs_them(store, local_backend_class):
     async def first(h):
         job = h.submit("sleepy", {"seconds": 30})
         await h.until(job.id, states=(RUNNING,))
@@ -242,6 +262,50 @@ def test_a_job_of_a_dead_replica_is_requeued_after_its_lease(store, local_backen
         return await h.until(job.id, timeout=10)
 
     assert run(store, local_backend_class, scenario).state == "DONE"
+
+
+def lines_about(logs, event: str) -> list[dict]:
+    return [line for line in logs if line["event"] == event]
+
+
+def test_requeued_jobs_are_logged_each_with_its_job_id_and_request_id(store, local_backend_class, bell):
+    job, _ = store.create(instance="crn:a", owner="u", program_id="sampler", runtime="BUILTIN",
+                          backend="local_aer", inputs=dumps({"circuits": bell}), log_level="INFO",
+                          max_execution_seconds=60, trace_id="trace-of-create")
+    store.claim_next_queued("a-replica-that-died-a-minute-ago")
+    with store._engine.begin() as conn:
+        conn.execute(store_module.job_table.update().values(
+            heartbeat_time=store_module.utcnow() - dt.timedelta(seconds=60)))
+
+    async def scenario(h):
+        return await h.until(job.id)
+
+    with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as logs:
+        assert run(store, local_backend_class, scenario).state == "DONE"
+    [requeued] = lines_about(logs, "requeued the job of a replica that stopped")
+    assert (requeued["job_id"], requeued["request_id"]) == (job.id, "trace-of-create")
+
+
+def test_a_failure_to_store_the_outcome_is_logged_with_the_jobs_ids(store, local_backend_class, monkeypatch):
+    def broken_finish(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(store, "finish", broken_finish)
+
+    async def scenario(h):
+        job = h.submit("hello-world", {"iterations": 0})
+        job = store.get(job.id)
+        for _ in range(500):
+            if lines_about(logs, "could not store how the job ended"):
+                return job
+            await asyncio.sleep(0.01)
+        raise AssertionError("the failure was not logged")
+
+    with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as logs:
+        job = run(store, local_backend_class, scenario)
+    [failed] = lines_about(logs, "could not store how the job ended")
+    assert (failed["job_id"], failed["request_id"]) == (job.id, job.trace_id) and failed["exc_info"]
+    assert store.get(job.id).state == "QUEUED"  # requeued at stop, to run again
 
 
 def test_the_servicer_answers_unavailable_before_start():

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import datetime as dt
 import json
 import time
 
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from qruntime.devices.v1 import backend_pb2
 from qruntime.encoding import dumps, loads
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2_grpc
 from qruntime.jobs.v1 import jobs_service_pb2 as pb
 from qruntime.programs.v1 import program_pb2, programs_service_pb2, programs_service_pb2_grpc
 
+from qruntime_jobs import servicer as servicer_module
+from qruntime_jobs.servicer import DEFAULT_LIMIT_SECONDS, time_limit
 from qruntime_kit.errors import ServiceError, from_rpc_error
 
 FINAL = (job_pb2.JOB_STATE_DONE, job_pb2.JOB_STATE_ERROR, job_pb2.JOB_STATE_CANCELLED)
@@ -111,6 +116,34 @@ def test_an_estimator_job_measures_bell_correlations(world, bell):
     job = world.me.create("estimator", {"circuits": [bell], "observables": ["ZZ", "XX"], "seed": 1})
     assert world.me.wait(job.id).state == job_pb2.JOB_STATE_DONE
     assert world.me.result(job.id)["values"] == [pytest.approx(1), pytest.approx(1)]
+
+
+def test_inputs_are_checked_off_the_event_loop(world, bell, monkeypatch):
+    on_a_loop = []  # parsing 32 MiB of JSON would hold up every other call
+
+    def recording(request):
+        try:
+            on_a_loop.append(asyncio.get_running_loop() is not None)
+        except RuntimeError:
+            on_a_loop.append(False)
+        return check_create_request(request)
+
+    check_create_request = servicer_module.check_create_request
+    monkeypatch.setattr(servicer_module, "check_create_request", recording)
+    world.me.create("sampler", {"circuits": bell})
+    assert on_a_loop == [False]
+
+
+@pytest.mark.parametrize(
+    ("system", "program", "limit"),
+    [(3 * 3600, 8 * 3600, 3 * 3600), (8 * 3600, 300, 300), (0, 0, DEFAULT_LIMIT_SECONDS), (0, 1.5, 1.5)],
+)
+def test_the_time_limit_is_the_smaller_of_the_backends_and_the_programs(system, program, limit):
+    backend = backend_pb2.Backend()
+    backend.configuration.max_execution_time.FromTimedelta(dt.timedelta(seconds=system))
+    program_message = program_pb2.Program()
+    program_message.max_execution_time.FromTimedelta(dt.timedelta(seconds=program))
+    assert time_limit(backend, program_message) == limit
 
 
 def test_a_retried_create_with_the_same_request_id_returns_the_first_job(world, bell):

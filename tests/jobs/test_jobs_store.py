@@ -108,6 +108,15 @@ def test_finish_by_a_runner_that_lost_the_claim_is_ignored(store):
     assert store.get_result(job.id) == "2"
 
 
+def test_finish_by_a_runner_whose_job_was_requeued_is_ignored(store):
+    job, _ = new_job(store)
+    store.claim_next_queued("r1")
+    store.requeue_running()  # r1 looked dead; nobody has claimed the job again yet
+    assert not store.finish(job.id, DONE, result_json="1", runner="r1")
+    assert store.get(job.id).state == QUEUED and store.get_result(job.id) is None
+    assert store.claim_next_queued("r2").id == job.id
+
+
 def test_cancel_an_ended_job_is_a_failed_precondition(store):
     job, _ = new_job(store)
     store.cancel(job.id)
@@ -168,6 +177,19 @@ def test_list_pages_apart_jobs_created_in_the_same_microsecond(store, monkeypatc
     assert {j.id for j in first + second + third} == ids
 
 
+def test_list_pages_end_early_rather_than_outgrow_one_message(store, monkeypatch):
+    monkeypatch.setattr(store_module, "LIST_PAGE_BYTES", 250)
+    small = [new_job(store, inputs="x" * 100)[0].id for _ in range(3)]
+    huge = new_job(store, inputs="x" * 1000)[0].id
+    pages, token = [], ""
+    while True:
+        page, token = store.list(A, page_size=50, page_token=token)
+        pages.append([j.id for j in page])
+        if not token:
+            break
+    assert pages == [[huge], small[:0:-1], small[:1]]  # one job alone may pass the budget
+
+
 def test_a_tampered_page_token_is_invalid(store):
     with pytest.raises(InvalidArgument) as caught:
         store.list(A, page_size=2, page_token="bm90IGEgdG9rZW4")
@@ -198,7 +220,7 @@ def test_requeue_running_puts_back_stale_or_own_jobs(store):
         conn.execute(store_module.job_table.update().where(store_module.job_table.c.id == stale.id)
                      .values(heartbeat_time=store_module.utcnow() - dt.timedelta(seconds=60)))
     assert store.renew_claims("live-replica", [fresh.id]) == set()
-    assert store.requeue_running(stale_after=30) == 1
+    assert [j.id for j in store.requeue_running(stale_after=30)] == [stale.id]
     assert store.get(stale.id).state == QUEUED and store.get(stale.id).start_time is None
     assert store.get(fresh.id).state == RUNNING
     store.cancel(fresh.id)
@@ -206,7 +228,7 @@ def test_requeue_running_puts_back_stale_or_own_jobs(store):
     again, _ = new_job(store)
     store.claim_next_queued("me")  # takes the requeued stale job first
     store.claim_next_queued("me")
-    assert store.requeue_running(runner="me") == 2
+    assert len(store.requeue_running(runner="me")) == 2
     assert store.get(again.id).state == QUEUED
 
 
@@ -252,3 +274,5 @@ def test_postgres_store_claims_exclusively_and_keeps_cancelled_jobs(postgres_sto
     rest, token = store.list(A, page_size=20, page_token=token)
     assert len(page) + len(rest) == 30 and token == ""
     assert store.get(first.id).create_time.tzinfo is not None
+    long_trace, _ = new_job(store, trace_id="r" * 1000)  # a caller's x-request-id has no length limit
+    assert store.get(long_trace.id).trace_id == "r" * 256

@@ -9,8 +9,9 @@ from qruntime.encoding import dumps
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2
 from qruntime.programs.v1 import program_pb2
 
-from qruntime_jobs.validation import check_create_request, check_inputs, parse_inputs
+from qruntime_jobs.validation import MAX_INPUTS_BYTES, check_create_request, check_inputs, parse_inputs
 from qruntime_kit.errors import InvalidArgument
+from qruntime_kit.outbound import MAX_MESSAGE_BYTES
 
 T = program_pb2.InputType
 
@@ -43,8 +44,13 @@ def test_request_id_has_a_length_limit():
     assert caught.value.reason == "INVALID_REQUEST_ID"
 
 
-@pytest.mark.parametrize("text", ["{", "[1, 2]", '"text"', "3", "null", '{"x": NaN}'])
-def test_inputs_must_be_a_json_object(text):
+@pytest.mark.parametrize(
+    "text",
+    ["{", "[1, 2]", '"text"', "3", "null", '{"x": NaN}', '{"x": 1e400}', '{"x": [[-1E999]]}',
+     '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"],
+    ids=["unclosed", "array", "string", "number", "null", "nan", "overflow", "negative-overflow", "deep"],
+)
+def test_inputs_must_be_a_json_object_of_finite_numbers(text):
     with pytest.raises(InvalidArgument) as caught:
         parse_inputs(text)
     assert caught.value.reason == "INVALID_INPUTS"
@@ -57,6 +63,15 @@ def test_empty_inputs_are_an_empty_object():
     assert check_create_request(jobs_service_pb2.CreateJobRequest(program_id="p", inputs='{"a": 1}')) == {"a": 1}
 
 
+def test_inputs_have_a_size_limit_that_keeps_a_job_within_one_message():
+    assert 2 * MAX_INPUTS_BYTES <= MAX_MESSAGE_BYTES  # a Job holding them fits in any response
+    just_fits = '{"x": "' + "a" * (MAX_INPUTS_BYTES - 9) + '"}'
+    assert len(just_fits) == MAX_INPUTS_BYTES
+    check_create_request(jobs_service_pb2.CreateJobRequest(program_id="p", inputs=just_fits))
+    too_big = '{"x": "' + "é" * (MAX_INPUTS_BYTES // 2) + '"}'  # counted in UTF-8 bytes, as on the wire
+    with pytest.raises(InvalidArgument) as caught:
+        check_create_request(jobs_service_pb2.CreateJobRequest(program_id="p", inputs=too_big))
+    assert caught.value.reason == "INPUTS_TOO_LARGE" and list(violations(caught.value)) == ["inputs"]
 def test_every_problem_is_reported_at_once(bell):
     spec = declared(("circuits", T.INPUT_TYPE_CIRCUITS, True), ("shots", T.INPUT_TYPE_INTEGER, True),
                     ("seed", T.INPUT_TYPE_INTEGER, False))
@@ -70,8 +85,6 @@ def test_every_problem_is_reported_at_once(bell):
     assert found["inputs.shots"] == "must be an integer, got a string"
     assert "not an input of program 'sampler'" in found["inputs.colour"]
     assert "circuits, seed, shots" in found["inputs.colour"]
-
-
 
 
 @pytest.fixture

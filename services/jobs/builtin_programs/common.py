@@ -9,6 +9,7 @@ and returns a value qruntime.encoding can encode.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,8 +47,7 @@ def circuits_to_run(
         raise InvalidInputError("circuits is empty; give at least one circuit")
     indices = list(range(len(circuits))) if circuit_indices is None else as_list(circuit_indices)
     for i in indices:
-        if isinstance(i, bool) or not isinstance(i, int | float) or not float(i).is_integer() \
-                or not 0 <= i < len(circuits):
+        if not _is_whole(i) or not 0 <= i < len(circuits):
             raise InvalidInputError(f"circuit_indices holds {i!r}, not an index into the {len(circuits)} circuits")
     selected = [circuits[int(i)] for i in indices]
     values = _parameter_values(parameter_values, len(selected))
@@ -73,8 +73,8 @@ def _parameter_values(parameter_values: Any, count: int) -> list[list[float]]:
     if len(values) != count:
         raise InvalidInputError(f"parameter_values has {len(values)} entries for {count} circuits")
     for k, vals in enumerate(values):
-        if not all(_is_real(v) for v in vals):
-            raise InvalidInputError(f"parameter_values[{k}] must be an array of numbers")
+        if not all(_is_real(v) and math.isfinite(v) for v in vals):  # an ndarray input may hold nan or inf
+            raise InvalidInputError(f"parameter_values[{k}] must be an array of finite numbers")
     return [[float(v) for v in vals] for vals in values]
 
 
@@ -82,20 +82,31 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def integer(name: str, value: Any, minimum: int | None = None) -> int:
+    """value as an int, at least minimum; InvalidInputError otherwise."""
+    if not _is_whole(value) or (minimum is not None and value < minimum):
+        kind = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
+            minimum, f"an integer of at least {minimum}"
+        )
+        raise InvalidInputError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
 def positive_int(name: str, value: Any) -> int:
     """value as a positive int; InvalidInputError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer() or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return integer(name, value, minimum=1)
 
 
 def optional_seed(value: Any) -> int | None:
     """A seed as an int, or None."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
-        raise InvalidInputError(f"seed must be an integer, got {value!r}")
-    return int(value)
+    return None if value is None else integer("seed", value)
+
+
+def _is_whole(value: Any) -> bool:
+    # JSON has one kind of number, so 2.0 counts; float(value) would overflow on JSON's larger integers.
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
 def check_measured(circuits: Sequence[QuantumCircuit]) -> None:

@@ -12,6 +12,7 @@ treating the terms as independent) and "metadata" ({"shots": n}), one entry per 
 
 from __future__ import annotations
 
+import cmath
 import math
 import re
 from typing import Any
@@ -157,7 +158,12 @@ def _pauli(label: str) -> str:
 
 
 def _coeff(value: Any) -> float:
-    value = complex(value)
-    if value.imag:
-        raise InvalidInputError(f"coefficient {value} is not real; an observable must be Hermitian")
-    return value.real
+    try:
+        number = complex(value)
+    except OverflowError:  # a JSON integer too large for a float
+        number = complex(math.inf)
+    if not cmath.isfinite(number):
+        raise InvalidInputError(f"coefficient {value!r} is not a finite number")
+    if number.imag:
+        raise InvalidInputError(f"coefficient {number} is not real; an observable must be Hermitian")
+    return number.real

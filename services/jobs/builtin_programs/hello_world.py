@@ -8,7 +8,7 @@ from typing import Any
 
 from qiskit.circuit.random import random_circuit
 
-from .common import InvalidInputError, optional_seed, program_logger
+from .common import integer, optional_seed, program_logger
 
 log = program_logger("hello_world")
 NUM_QUBITS, DEPTH, SHOTS = 5, 4, 1024
@@ -16,17 +16,15 @@ NUM_QUBITS, DEPTH, SHOTS = 5, 4, 1024
 
 def main(backend: Any, user_messenger: Any, iterations: Any = 1, seed: Any = None) -> str:
     """Run a random 5-qubit (or smaller, on a smaller backend) circuit of depth 4 per iteration."""
-    if isinstance(iterations, bool) or not isinstance(iterations, int | float) \
-            or not float(iterations).is_integer() or iterations < 0:
-        raise InvalidInputError(f"iterations must be a non-negative integer, got {iterations!r}")
+    iterations = integer("iterations", iterations, minimum=0)
     seed = optional_seed(seed)
     rng = random.Random(seed)
     log.info("Hello, World!")
     num_qubits = min(NUM_QUBITS, backend.num_qubits)
-    for iteration in range(int(iterations)):
+    for iteration in range(iterations):
         circuit_seed = rng.randrange(2**31)
         circuit = random_circuit(num_qubits=num_qubits, depth=DEPTH, measure=True, seed=circuit_seed)
         [result] = backend.run(circuit, shots=SHOTS, seed=circuit_seed)
         user_messenger.publish({"iteration": iteration, "counts": result["counts"]})
-        log.info("iteration %d of %d done", iteration + 1, int(iterations))
+        log.info("iteration %d of %d done", iteration + 1, iterations)
     return "All done!"
