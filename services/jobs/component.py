@@ -62,9 +62,14 @@ class JobsComponent:
         self._servicer.attach(JobsDependencies(store, self.executor, programs, devices, runtime.credentials))
         await self.executor.start()
 
-    async def stop(self) -> None:
+    async def drain(self) -> None:
+        """Stop running jobs while the peers still answer: they go back to the queue, not to ERROR."""
         if self.executor is not None:
             await self.executor.stop()
+            self.executor = None
+
+    async def stop(self) -> None:
+        await self.drain()
         if self.store is not None:
             self.store.close()
 

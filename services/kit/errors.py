@@ -39,23 +39,35 @@ class ServiceError(Exception):
         self.domain = domain
 
     def to_status(self, default_domain: str) -> grpc.Status:
+        # The status travels in trailers, which gRPC caps at 8 KiB: messages and metadata often quote
+        # the caller's input, so each part is clipped rather than turning the answer into a transport error.
+        metadata = {_clip(k, 64): _clip(v, _MAX_VALUE) for k, v in list(self.metadata.items())[:_MAX_ITEMS]}
         info = error_details_pb2.ErrorInfo(
-            reason=self.reason, domain=self.domain or default_domain, metadata=self.metadata
+            reason=self.reason, domain=self.domain or default_domain, metadata=metadata
         )
         details = [info]
         if self.field_violations:
             details.append(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                        for f, d in self.field_violations
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=_clip(f, _MAX_VALUE), description=_clip(d, _MAX_VALUE)
+                        )
+                        for f, d in self.field_violations[:_MAX_ITEMS]
                     ]
                 )
             )
-        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        status = status_pb2.Status(code=self.code.value[0], message=_clip(self.message, _MAX_MESSAGE))
         for detail in details:
             status.details.add().Pack(detail)
         return rpc_status.to_status(status)
+
+
+_MAX_MESSAGE, _MAX_VALUE, _MAX_ITEMS = 500, 100, 10
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class InvalidArgument(ServiceError):

@@ -55,6 +55,10 @@ class Component(Protocol):
     async def stop(self) -> None:
         """Give back what start() took; also called after a start() that failed part way."""
 
+    # Optional: `async def drain(self) -> None`, called at shutdown while the server still answers
+    # calls, to stop work the component started itself (the jobs executor) so that it does not
+    # fail on peers that stop answering: in the embedded suite they share this server's port.
+
 
 @dataclasses.dataclass
 class Suite:
@@ -67,8 +71,16 @@ class Suite:
     runtime: Runtime
 
     async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, stop taking calls, let in-flight ones finish, then stop components."""
+        """Report NOT_SERVING, drain the components' own work, stop taking calls, let in-flight ones
+        finish, then stop the components."""
         await self.health.enter_graceful_shutdown()
+        for component in reversed(self.components):
+            drain = getattr(component, "drain", None)
+            if drain is not None:
+                try:
+                    await drain()
+                except Exception:
+                    log.exception("component did not drain cleanly", component=component.name)
         await self.server.stop(self.runtime.settings.grace_seconds if grace is None else grace)
         await _stop_components(self.components, self.runtime.channels)
 

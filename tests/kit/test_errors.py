@@ -43,3 +43,25 @@ def test_a_status_whose_details_disagree_with_the_call_is_read_as_a_plain_one():
     got = from_rpc_error(AioRpcError(grpc.StatusCode.INTERNAL, Metadata(), trailing, "boom"))
     assert isinstance(got, ServiceError)
     assert (got.code, got.reason, got.message) == (grpc.StatusCode.INTERNAL, "INTERNAL", "boom")
+
+
+def test_an_error_quoting_a_huge_input_still_arrives_whole(start_suite):
+    """Messages and metadata quote the caller's input; gRPC caps trailers at 8 KiB, so they are clipped."""
+    import grpc
+    from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+
+    from qruntime_kit.errors import from_rpc_error
+
+    suite = start_suite()
+    huge = "x" * 20_000
+    with suite.channel() as channel:
+        stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+        try:
+            stub.CreateToken(auth_service_pb2.CreateTokenRequest(api_key=suite.api_key, instance=huge))
+        except grpc.RpcError as err:
+            error = from_rpc_error(err)
+        else:
+            raise AssertionError("an unknown instance was accepted")
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "INSTANCE_NOT_FOUND")
+    assert len(error.message) <= 500 and error.message.endswith("…")
+    assert len(error.metadata["instance"]) <= 100

@@ -187,3 +187,41 @@ def test_stopping_reports_not_serving_lets_calls_finish_then_stops_components(tm
     assert seen == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
     assert answered == "p"
     assert events == ["start slow", "call answered", "stop slow"]
+
+
+def test_components_drain_while_the_server_still_answers(tmp_path):
+    """At shutdown a component's own work (the jobs executor) stops before its peers stop answering."""
+    import asyncio
+
+    from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+
+    from qruntime_kit.server import start_server
+    from qruntime_suite.embedded import SuiteSettings, build_components
+
+    events: list[str] = []
+
+    class Draining:
+        name, service_names, public_methods = "draining", ("test.Draining",), frozenset()
+
+        def register(self, server) -> None: ...
+
+        async def start(self, runtime) -> None:
+            self.address = runtime.address
+
+        async def drain(self) -> None:
+            channel = grpc.aio.insecure_channel(self.address)
+            stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            await stub.ListSigningKeys(auth_service_pb2.ListSigningKeysRequest(), timeout=5)
+            await channel.close()
+            events.append("drained with the server answering")
+
+        async def stop(self) -> None:
+            events.append("stopped")
+
+    async def scenario():
+        settings = SuiteSettings(port=0, data_dir=str(tmp_path), grace_seconds=0)
+        suite = await start_server([*build_components(settings, ("auth",)), Draining()], settings)
+        await suite.stop(0)
+
+    asyncio.run(scenario())
+    assert events == ["drained with the server answering", "stopped"]
