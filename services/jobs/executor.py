@@ -48,6 +48,7 @@ class JobExecutor:
         self._wake = asyncio.Event()
         self._running: dict[str, JobControl] = {}
         self._tasks: list[asyncio.Task] = []
+        self._stopping = False
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def start(self) -> None:
@@ -61,6 +62,9 @@ class JobExecutor:
         """Stop the workers, tell running programs to stop, and put their jobs back in the queue
         for another replica (or this one's next start) to run from the beginning; what the
         interrupted run logged and published stays with the job."""
+        # The flag ends a worker's loop even if its cancellation is lost in a race with a wait
+        # that completes at the same moment (seen with asyncio.wait_for on Python 3.11).
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -88,7 +92,7 @@ class JobExecutor:
         return list(self._running)
 
     async def _work(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 job = await asyncio.to_thread(self._store.claim_next_queued, self.runner_id)
@@ -97,7 +101,8 @@ class JobExecutor:
                 job = None
             if job is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                    async with asyncio.timeout(self._poll):
+                        await self._wake.wait()
                 continue
             await self._execute(job)
 
@@ -118,7 +123,8 @@ class JobExecutor:
         limit = job.max_execution_seconds if job.max_execution_seconds > 0 else None
         log.info("job started", program_id=job.program_id, backend=job.backend, limit_seconds=limit)
         try:
-            outcome = await asyncio.wait_for(self._runner.run(job, control), timeout=limit)
+            async with asyncio.timeout(limit):
+                outcome = await self._runner.run(job, control)
         except TimeoutError:
             outcome = Outcome(
                 ERROR, "TIME_LIMIT_EXCEEDED",
@@ -144,7 +150,7 @@ class JobExecutor:
             log.info("job had ended or been requeued meanwhile", outcome=outcome.state)
 
     async def _keep_claims(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._heartbeat)
             try:
                 lost = await asyncio.to_thread(self._store.renew_claims, self.runner_id, self.running_jobs)
