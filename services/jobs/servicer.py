@@ -66,14 +66,9 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
     async def CreateJob(self, request, context):
         principal = current_principal()
         principal.require("job.create")
-        if not principal.instance_crn:
-            raise FailedPrecondition(
-                "jobs belong to an instance, and this token names none; get a token for an instance",
-                reason="INSTANCE_REQUIRED",
-            )
+        instance = principal.require_instance("jobs")
         inputs = await asyncio.to_thread(check_create_request, request)  # up to 32 MiB of JSON to parse
         deps = self.deps
-        instance = principal.instance_crn
         if request.request_id:  # a retry: answer with the job the first call created
             existing = await asyncio.to_thread(deps.store.find_by_request_id, instance, request.request_id)
             if existing is not None:

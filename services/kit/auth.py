@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 
-from .errors import PermissionDenied, Unauthenticated
+from .errors import FailedPrecondition, PermissionDenied, Unauthenticated
 
 USER, SERVICE = "user", "service"
 
@@ -45,6 +45,16 @@ class Principal:
             reason="ACTION_NOT_ALLOWED",
             metadata={"action": action, "instance": self.instance_crn},
         )
+
+    def require_instance(self, resources: str) -> str:
+        """The instance the token is scoped to; FailedPrecondition for a token that names none
+        (a service's), since `resources` ("jobs", "programs") belong to an instance."""
+        if not self.instance_crn:
+            raise FailedPrecondition(
+                f"{resources} belong to an instance, and this token names none; get a token for an instance",
+                reason="INSTANCE_REQUIRED",
+            )
+        return self.instance_crn
 
 
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)

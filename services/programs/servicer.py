@@ -19,7 +19,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from qruntime.programs.v1 import program_pb2, programs_service_pb2, programs_service_pb2_grpc
 
 from qruntime_kit.auth import Principal, current_principal
-from qruntime_kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from qruntime_kit.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from qruntime_kit.logging import get_logger
 from qruntime_kit.store import decode_page_token, encode_page_token, page_size
 
@@ -64,11 +64,7 @@ class ProgramsServicer(programs_service_pb2_grpc.ProgramsServiceServicer):
     async def CreateProgram(self, request, context):
         principal = current_principal()
         principal.require("program.create")
-        if not principal.instance_crn:
-            raise FailedPrecondition(
-                "programs belong to an instance, and this token names none; get a token for an instance",
-                reason="INSTANCE_REQUIRED",
-            )
+        principal.require_instance("programs")
         check_program(request.program, CREATE_FIELDS)
         sent = request.program
         draft = Program(

@@ -270,3 +270,11 @@ def test_uploaded_python_programs_end_runtime_unavailable(world):
     assert "sandboxed runner" in ended.reason_message
     err = world.other.error("CreateJob", pb.CreateJobRequest(program_id=program.id, inputs='{"x": 1}'))
     assert err.reason == "PROGRAM_NOT_FOUND"  # a private program of another instance
+
+
+def test_a_token_without_an_instance_cannot_create_jobs(start_suite, bell):
+    suite = start_suite("programs", "devices", "jobs")
+    service = Caller(suite, suite.token(suite.service_key))
+    err = service.error("CreateJob", pb.CreateJobRequest(program_id="sampler", inputs=dumps({"circuits": bell})))
+    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSTANCE_REQUIRED")
+    service.channel.close()
