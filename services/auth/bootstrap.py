@@ -24,7 +24,6 @@ def bootstrap_if_empty(store: AuthStore, data_dir: Path, url: str) -> Path | Non
     instance = store.create_instance(account_id, "default", plan="lite")
     store.grant_role(instance["crn"], user_id, "manager")
     api_key = store.create_user_key(user_id)
-    data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / BOOTSTRAP_FILE
     write_private(path, json.dumps({"url": url, "instance": instance["crn"], "instance_name": instance["name"],
                                     "api_key": api_key, "plan": "lite"}, indent=2) + "\n")

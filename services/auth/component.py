@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from pathlib import Path
 
 from qruntime.auth.v1 import auth_service_pb2_grpc
 
@@ -51,7 +50,7 @@ class AuthComponent:
     async def start(self, runtime: Runtime) -> None:
         if self._settings.bootstrap:
             url = self._settings.public_url or runtime.address
-            path = await asyncio.to_thread(bootstrap_if_empty, self.store, Path(self._settings.data_dir), url)
+            path = await asyncio.to_thread(bootstrap_if_empty, self.store, self._settings.data_path(), url)
             if path:
                 log.info("created the first account, Lite instance and API key", file=str(path))
 

@@ -54,13 +54,18 @@ class ServerSettings:
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
 
+    def data_path(self) -> Path:
+        """data_dir, created owner-only when missing: it holds the stores, with the auth service's
+        signing key, and the keys of bootstrap.json and service.key."""
+        path = Path(self.data_dir).resolve()
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
+
     def database_url_for(self, service: str) -> str:
         """The configured URL, or an SQLite file named after the service in data_dir."""
         if self.database_url:
             return self.database_url
-        path = Path(self.data_dir).resolve() / f"{service}.db"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+        return f"sqlite:///{self.data_path() / f'{service}.db'}"
 
     def resolved_service_key(self) -> str:
         """The service API key, from service_key or service_key_file; empty when neither is set."""

@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from pathlib import Path
 
 from qruntime_auth.bootstrap import BOOTSTRAP_FILE, write_private
 from qruntime_auth.store import new_api_key
@@ -24,13 +24,12 @@ SERVICE_KEY_FILE = "service.key"
 def up(argv: list[str]) -> None:
     """Start the embedded suite in the foreground; Ctrl-C or SIGTERM stops it cleanly."""
     settings = load_settings(SuiteSettings, argv, prog="qruntime up")
-    data_dir = Path(settings.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = settings.data_path()
     key_file = data_dir / SERVICE_KEY_FILE
     if not settings.resolved_service_key():
         if not key_file.exists():
             write_private(key_file, new_api_key() + "\n")
-        settings = load_settings(SuiteSettings, [*argv, "--service-key-file", str(key_file)], prog="qruntime up")
+        settings = dataclasses.replace(settings, service_key_file=str(key_file))
     fresh = not (data_dir / BOOTSTRAP_FILE).exists()
     print(f"qruntime: starting the suite on {settings.host}:{settings.port}, data in {data_dir.resolve()}",
           file=sys.stderr, flush=True)

@@ -77,3 +77,12 @@ def test_a_forged_page_token_no_store_or_parser_can_take_is_invalid_argument(pos
     with pytest.raises(InvalidArgument) as caught:
         decode_page_token(base64.urlsafe_b64encode(position).decode(), after=str)
     assert caught.value.reason == "INVALID_PAGE_TOKEN"
+
+
+def test_a_new_data_dir_is_owner_only(tmp_path):
+    """It holds the SQLite stores, the auth signing key among them, so others must not read it."""
+    import stat
+
+    data = tmp_path / "new" / "data"
+    ServerSettings(data_dir=str(data)).database_url_for("auth")
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
