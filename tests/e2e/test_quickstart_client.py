@@ -38,10 +38,10 @@ def test_quick_start(service, tmp_path):
 
     job = service.run(program_id="hello-world", options=SIMULATOR, inputs={"iterations": 1})
     assert isinstance(job.job_id, str) and job.job_id
-    assert job.status() in set(JobStatus)
+    assert job.status() in {JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DONE}
     assert job.result() == "All done!"
     assert job.status() is JobStatus.DONE
-    assert "All done" in job.logs() or job.logs() != ""
+    assert "Hello, World!" in job.logs()
 
     job = service.run(program_id="sampler", options=SIMULATOR, inputs={"circuits": ReferenceCircuits.bell()})
     quasi = job.result()["quasi_dists"][0]
