@@ -109,6 +109,14 @@ def start_module_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         yield start
 
 
+@pytest.fixture
+def bell():
+    """The Bell circuit users run: measured into a 2-bit register "c", about half 00, half 11."""
+    from qruntime import ReferenceCircuits
+
+    return ReferenceCircuits.bell()
+
+
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 

@@ -69,25 +69,13 @@ def messenger() -> RecordingMessenger:
     return RecordingMessenger()
 
 
-def _bell(measure: bool) -> QuantumCircuit:
-    circuit = QuantumCircuit(2, 2 if measure else 0, name="bell")
-    circuit.h(0)
-    circuit.cx(0, 1)
-    if measure:
-        circuit.measure([0, 1], [0, 1])
-    return circuit
-
-
-@pytest.fixture
-def bell() -> QuantumCircuit:
-    """The Bell state (|00> + |11>)/sqrt(2), measured."""
-    return _bell(measure=True)
-
-
 @pytest.fixture
 def bell_state() -> QuantumCircuit:
-    """The Bell state without measurements."""
-    return _bell(measure=False)
+    """The Bell state (|00> + |11>)/sqrt(2) without measurements."""
+    circuit = QuantumCircuit(2, name="bell")
+    circuit.h(0)
+    circuit.cx(0, 1)
+    return circuit
 
 
 @pytest.fixture
