@@ -20,7 +20,6 @@ from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_servic
 from qruntime.encoding import dump_circuits_qpy
 
 from qruntime_kit.errors import InvalidArgument, ServiceError
-from qruntime_kit.interceptors import REQUEST_ID_KEY
 from qruntime_kit.outbound import Credentials, call
 
 from .control import JobCancelled, JobControl
@@ -74,13 +73,13 @@ class DevicesBridge:
                 raise JobCancelled("the service stopped while the devices service ran the circuits") from None
 
     async def _call(self, method: str, request, *, job_id: str, request_id: str, timeout: float):
+        # The job's own request id, bound here, is the one the credentials send on: the devices
+        # service's log lines about the job then match the jobs service's.
         structlog.contextvars.bind_contextvars(job_id=job_id, request_id=request_id)
         try:
             metadata = await self._credentials.metadata()
         except ServiceError as err:
             raise SuiteError(f"the jobs service could not sign in to call the devices service: {err}") from None
-        # The job's own request id, not the (empty) one of this task, so the devices service's logs match.
-        metadata = (*((k, v) for k, v in metadata if k != REQUEST_ID_KEY), (REQUEST_ID_KEY, request_id))
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 return await call(getattr(self._stub, method), request, metadata=metadata, timeout=timeout)

@@ -56,7 +56,8 @@ class Credentials:
 
     async def metadata(self, on_behalf_of: Principal | None = None) -> tuple[tuple[str, str], ...]:
         token = on_behalf_of.token if on_behalf_of is not None else await self.service_token()
-        return (("authorization", f"Bearer {token}"), (REQUEST_ID_KEY, current_request_id() or ""))
+        request_id = current_request_id()
+        return (("authorization", f"Bearer {token}"), *([(REQUEST_ID_KEY, request_id)] if request_id else []))
 
     async def service_token(self) -> str:
         if not self._service_key:

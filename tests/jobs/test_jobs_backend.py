@@ -15,6 +15,7 @@ from qruntime_jobs import backend as backend_module
 from qruntime_jobs.backend import BackendError, DevicesBridge, RemoteBackend, SuiteError
 from qruntime_jobs.control import JobCancelled, JobControl
 from qruntime_kit.errors import InvalidArgument, Unavailable
+from qruntime_kit.interceptors import current_request_id
 
 
 class ScriptedDevices:
@@ -48,9 +49,11 @@ class ScriptedDevices:
 
 
 class ServiceCredentials:
+    """Like the kit's Credentials with a fixed service token: the request id is the one bound in the logging context."""
+
     async def metadata(self, on_behalf_of=None):
         assert on_behalf_of is None  # device calls during execution use the service's own token
-        return (("authorization", "Bearer service-token"), ("x-request-id", ""))
+        return (("authorization", "Bearer service-token"), ("x-request-id", current_request_id()))
 
 
 @pytest.fixture

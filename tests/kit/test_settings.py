@@ -86,3 +86,22 @@ def test_a_new_data_dir_is_owner_only(tmp_path):
     data = tmp_path / "new" / "data"
     ServerSettings(data_dir=str(data)).database_url_for("auth")
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
+
+
+def test_outgoing_metadata_carries_the_bound_request_id_and_no_empty_one():
+    import asyncio
+
+    import structlog
+
+    from qruntime_kit.auth import USER, Principal
+    from qruntime_kit.outbound import Credentials
+
+    credentials = Credentials(auth_channel=lambda: None, service_key="")
+    user = Principal(subject="u", kind=USER, token="tok")
+
+    async def metadata(request_id: str | None):
+        with structlog.contextvars.bound_contextvars(**({"request_id": request_id} if request_id else {})):
+            return dict(await credentials.metadata(on_behalf_of=user))
+
+    assert asyncio.run(metadata("req-1")) == {"authorization": "Bearer tok", "x-request-id": "req-1"}
+    assert asyncio.run(metadata(None)) == {"authorization": "Bearer tok"}
