@@ -144,14 +144,19 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
     return Suite(server, port, components, health_servicer, runtime)
 
 
-async def serve_until_signalled(components: Sequence[Component], settings: ServerSettings) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    suite = await start_server(components, settings)
+async def until_signalled() -> None:
+    """Return once the process gets SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+
+
+async def serve_until_signalled(components: Sequence[Component], settings: ServerSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    suite = await start_server(components, settings)
+    await until_signalled()
     log.info("stopping", grace_seconds=settings.grace_seconds)
     await suite.stop()
     log.info("stopped")

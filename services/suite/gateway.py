@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import signal
 from collections.abc import Mapping
 
 import grpc
@@ -25,6 +24,7 @@ from qruntime.programs.v1 import programs_service_pb2  # noqa: F401
 
 from qruntime_kit.logging import configure_logging, get_logger
 from qruntime_kit.outbound import CHANNEL_OPTIONS
+from qruntime_kit.server import until_signalled
 from qruntime_kit.settings import ServerSettings, setting
 
 log = get_logger("gateway")
@@ -126,10 +126,7 @@ async def start_gateway(settings: GatewaySettings) -> Gateway:
 async def serve_gateway(settings: GatewaySettings) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     gateway = await start_gateway(settings)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await stop.wait()
+    await until_signalled()
     log.info("stopping", grace_seconds=settings.grace_seconds)
     await gateway.stop(settings.grace_seconds)
 
