@@ -1,0 +1,212 @@
+"""Run an untrusted Python program inside bubblewrap: the kernel, not Python, keeps it in.
+
+A user's uploaded program runs with the service's interpreter and packages, but in its own user,
+pid, network, ipc, uts and cgroup namespaces (bubblewrap), with no capabilities, no way to gain any
+(no_new_privs), a seccomp filter (seccomp.py) and a filesystem that holds only what the interpreter
+needs, read-only, plus a private writable scratch folder. It sees none of the service's data dir,
+secrets, other jobs' scratch folders, host processes or network (not even 127.0.0.1: the
+loopback it has is its own).
+
+This module only builds the command line. Resource caps (memory and pids cgroups, rlimits) and the
+process's lifetime belong to the launcher (limits.py, workers.py): bubblewrap passes rlimits and
+cgroup membership on to the program, so a launcher that applies them to bwrap applies them to
+everything the program starts.
+
+    with seccomp_fd() as fd:
+        argv = sandbox_argv([sys.executable, "-c", code], scratch=folder, keep_fds=[channel], seccomp_fd=fd)
+        subprocess.run(argv, pass_fds=[channel, fd])   # close_fds stays on: only these are inherited
+
+Descriptors keep their numbers inside; bubblewrap closes the seccomp fd once it has read it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from .seccomp import SeccompUnavailable, seccomp_fd, seccomp_program
+
+__all__ = ["SANDBOX_UID", "SCRATCH", "SandboxUnavailable", "sandbox_argv", "sandbox_available", "seccomp_fd",
+           "seccomp_program"]
+
+SCRATCH = "/scratch"  # where the scratch folder appears inside, and the program's cwd and HOME
+SANDBOX_UID = 65534  # "nobody": the program's uid and gid inside
+TMP_BYTES = 64 << 20  # /tmp is memory (charged to the worker's memory cgroup); big files go to scratch
+# Top-level entries of / that some systems make symlinks into /usr (merged /usr) and others real folders.
+_ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_NOT_INSTALLED = ("bubblewrap is not installed: apt-get install bubblewrap (scripts/setup.sh does it); "
+                  "uploaded programs cannot run until it is")
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing; sandbox_available() says so without raising."""
+
+
+def sandbox_available() -> str | None:
+    """None when sandboxed programs can run here (a real trial sandbox started and exited cleanly
+    once per process), else a sentence saying why not and how to fix it."""
+    return _probe()
+
+
+@functools.cache
+def _probe() -> str | None:
+    if _tools() is None:
+        return _NOT_INSTALLED
+    try:
+        seccomp_program()
+    except SeccompUnavailable as err:
+        return str(err)
+    with tempfile.TemporaryDirectory(prefix="qruntime-probe-") as scratch, seccomp_fd() as fd:
+        argv = sandbox_argv([sys.executable, "-I", "-c", "pass"], scratch=Path(scratch), seccomp_fd=fd)
+        try:
+            done = subprocess.run(argv, pass_fds=[fd], stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                                  check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return f"bubblewrap could not start a sandbox: {err}"
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip()[-500:] or f"exit status {done.returncode}"
+        return (f"bubblewrap cannot make a sandbox here ({reason}); it needs user namespaces "
+                "(sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0) and seccomp")
+    return None
+
+
+def sandbox_argv(
+    argv: Sequence[str],
+    *,
+    scratch: Path,
+    seccomp_fd: int | None,
+    keep_fds: Sequence[int] = (),
+    read_only: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The bwrap command line that runs argv in a fresh sandbox.
+
+    scratch: a host folder, writable inside as /scratch (also the cwd and HOME); the only place the
+      program's files outlive it. Give each program its own.
+    seccomp_fd: an fd from seccomp_fd(), to be passed with pass_fds; None runs without the filter
+      (for measurements only).
+    keep_fds: descriptors the program inherits besides 0-2 (e.g. its channel to the worker); the
+      caller passes exactly these (plus seccomp_fd) in pass_fds. They keep their numbers.
+    read_only: more host paths to show read-only at the same place, besides the interpreter's own.
+    env: variables set on top of the minimal environment (which replaces the caller's wholly).
+    """
+    for fd in keep_fds:
+        if fd < 3 or fd == seccomp_fd:
+            raise ValueError(f"keep_fds holds {fd}: 0-2 are always inherited, and the seccomp fd never")
+    tools = _tools()
+    if tools is None:
+        raise SandboxUnavailable(_NOT_INSTALLED)
+    # bwrap's own process stays in the sandbox as its pid 1 (the reaper), and any program can read
+    # /proc/1/environ: start it with an empty environment, whatever the caller's holds (keys, URLs).
+    env_tool, bwrap = tools
+    args = [env_tool, "-i", bwrap]
+    # Every namespace; the user namespace is what lets us map the program to an unprivileged uid and
+    # drop every capability even when the service runs as root.
+    args += ["--unshare-all", "--unshare-user", "--unshare-cgroup", "--disable-userns"]
+    args += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
+    # --die-with-parent: if the worker dies, so does the sandbox (and with its pid 1, every process in
+    # it). --new-session: no controlling terminal, so TIOCSTI cannot type into the caller's shell.
+    args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    args += ["--clearenv"]
+    for name, value in {**_base_env(), **(env or {})}.items():
+        args += ["--setenv", name, value]
+    args += _filesystem(read_only)
+    args += ["--proc", "/proc", "--dev", "/dev"]  # its own processes only, and only the harmless devices
+    args += ["--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
+    args += ["--bind", str(Path(scratch).resolve(strict=True)), SCRATCH, "--chdir", SCRATCH]
+    # The root bwrap builds is a tmpfs the program would own: make it read-only, so nothing can be
+    # written outside /scratch, /tmp and /dev (the last two are memory, counted in its memory cgroup).
+    args += ["--remount-ro", "/"]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
+    return [*args, "--", *argv]
+
+
+@functools.cache
+def _tools() -> tuple[str, str] | None:
+    env_tool, bwrap = shutil.which("env", path="/usr/bin:/bin"), shutil.which("bwrap")
+    return (env_tool, bwrap) if env_tool and bwrap else None
+
+
+def _base_env() -> dict[str, str]:
+    return {
+        "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": SCRATCH,
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "USER": "nobody",  # getpass.getuser() reads these before the passwd file, which is not there
+        "LOGNAME": "nobody",
+        "PYTHONDONTWRITEBYTECODE": "1",  # the packages are read-only: don't even try to write .pyc files
+        "PYTHONNOUSERSITE": "1",
+    }
+
+
+def _filesystem(extra: Iterable[Path]) -> list[str]:
+    # /usr whole: the dynamic loader, shared libraries (libc, libstdc++, libgomp, ...) and the
+    # tools the standard library runs (ldconfig for ctypes.util.find_library); it holds no secrets.
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in _ROOT_LINKS:
+        path = Path("/", name)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    # The loader's cache of library locations. Nothing else of /etc: no passwd, no keys, no hosts.
+    args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    for path in _outermost([*_interpreter_paths(), *(Path(p).absolute() for p in extra)]):
+        args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+@functools.cache
+def _interpreter_paths() -> tuple[Path, ...]:
+    """What this interpreter needs to start and import our packages, at the paths it knows them by."""
+    paths = {Path(p) for p in (sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix)}
+    paths.add(Path(os.path.realpath(sys.executable)).parent)
+    paths.update(_editable_sources())
+    return tuple(sorted(paths))
+
+
+def _editable_sources() -> set[Path]:
+    """The source folders of packages installed editable (pip install -e): they live outside the
+    venv, in the checkout, whose other files (a data dir, keys) must stay out of view. Found from
+    each editable distribution's top-level names, never from a hard-coded layout."""
+    found: set[Path] = set()
+    for dist in importlib.metadata.distributions():
+        try:
+            editable = json.loads(dist.read_text("direct_url.json") or "{}").get("dir_info", {}).get("editable")
+        except ValueError:
+            continue
+        if not editable:
+            continue
+        for name in (dist.read_text("top_level.txt") or "").split():
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
+                continue
+            if spec is None:
+                continue
+            if spec.submodule_search_locations:  # a package: its folder(s)
+                found.update(Path(p) for p in spec.submodule_search_locations)
+            elif spec.origin and os.path.isabs(spec.origin):  # a single-file module
+                found.add(Path(spec.origin))
+    return {p for p in found if p.exists()}
+
+
+def _outermost(paths: Iterable[Path]) -> list[Path]:
+    """The paths without those inside another (a bind of a parent after its child would hide it),
+    and without those under /usr, which is bound whole."""
+    kept: list[Path] = [Path("/usr")]
+    for path in sorted({Path(os.path.normpath(p)) for p in paths}, key=lambda p: len(p.parts)):
+        if not any(path == k or k in path.parents for k in kept):
+            kept.append(path)
+    return kept[1:]
