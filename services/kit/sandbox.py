@@ -7,10 +7,19 @@ needs, read-only, plus a private writable scratch folder. It sees none of the se
 secrets, other jobs' scratch folders, host processes or network (not even 127.0.0.1: the
 loopback it has is its own).
 
+It also runs as an unprivileged uid *on the host* (host_uid, "nobody" by default), never as the
+service's root: a user namespace maps the program's uid to its creator's, and a program mapped to
+host root would own every root-owned file and sysctl it can reach (/proc/sys/kernel/core_pattern
+is a host escape), share root's per-user kernel budgets (inotify, pipes, reserved disk blocks) and
+escape RLIMIT_NPROC. So when the service is root the command has two stages: a privileged
+bubblewrap that only gathers the read-only folders under /stage (the interpreter may live under a
+0700 /root, unreachable for nobody), setpriv down to host_uid, then the real, unprivileged sandbox.
+A service that is not root runs the second stage directly, as itself.
+
 This module only builds the command line. Resource caps (memory and pids cgroups, rlimits) and the
-process's lifetime belong to the launcher (limits.py, workers.py): bubblewrap passes rlimits and
-cgroup membership on to the program, so a launcher that applies them to bwrap applies them to
-everything the program starts.
+process's lifetime belong to the launcher (limits.py, workers.py): both stages pass rlimits and
+cgroup membership on, so a launcher that applies them to the command applies them to everything the
+program starts.
 
     with seccomp_fd() as fd:
         argv = sandbox_argv([sys.executable, "-c", code], scratch=folder, keep_fds=[channel], seccomp_fd=fd)
@@ -39,8 +48,9 @@ __all__ = ["SANDBOX_UID", "SCRATCH", "SandboxUnavailable", "sandbox_argv", "sand
            "seccomp_program"]
 
 SCRATCH = "/scratch"  # where the scratch folder appears inside, and the program's cwd and HOME
-SANDBOX_UID = 65534  # "nobody": the program's uid and gid inside
+SANDBOX_UID = 65534  # "nobody": the program's uid and gid inside, and its host uid by default
 TMP_BYTES = 64 << 20  # /tmp is memory (charged to the worker's memory cgroup); big files go to scratch
+_STAGE = "/stage"  # where the first stage gathers the folders the sandbox binds
 # Top-level entries of / that some systems make symlinks into /usr (merged /usr) and others real folders.
 _ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _NOT_INSTALLED = ("bubblewrap is not installed: apt-get install bubblewrap (scripts/setup.sh does it); "
@@ -48,22 +58,21 @@ _NOT_INSTALLED = ("bubblewrap is not installed: apt-get install bubblewrap (scri
 
 
 class SandboxUnavailable(RuntimeError):
-    """bubblewrap is missing; sandbox_available() says so without raising."""
+    """bubblewrap (or setpriv, for a root service) is missing; sandbox_available() says so without raising."""
 
 
 def sandbox_available() -> str | None:
-    """None when sandboxed programs can run here (a real trial sandbox started and exited cleanly
+    """None when sandboxed programs can run here (a real trial sandbox started and exited cleanly,
     once per process), else a sentence saying why not and how to fix it."""
     return _probe()
 
 
 @functools.cache
 def _probe() -> str | None:
-    if _tools() is None:
-        return _NOT_INSTALLED
     try:
+        _tools()
         seccomp_program()
-    except SeccompUnavailable as err:
+    except (SandboxUnavailable, SeccompUnavailable) as err:
         return str(err)
     with tempfile.TemporaryDirectory(prefix="qruntime-probe-") as scratch, seccomp_fd() as fd:
         argv = sandbox_argv([sys.executable, "-I", "-c", "pass"], scratch=Path(scratch), seccomp_fd=fd)
@@ -74,8 +83,8 @@ def _probe() -> str | None:
             return f"bubblewrap could not start a sandbox: {err}"
     if done.returncode != 0:
         reason = done.stderr.decode(errors="replace").strip()[-500:] or f"exit status {done.returncode}"
-        return (f"bubblewrap cannot make a sandbox here ({reason}); it needs user namespaces "
-                "(sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0) and seccomp")
+        return (f"bubblewrap cannot make a sandbox here ({reason}); it needs unprivileged user namespaces "
+                "(user.max_user_namespaces > 0; on Ubuntu an AppArmor profile for bwrap) and seccomp")
     return None
 
 
@@ -87,54 +96,96 @@ def sandbox_argv(
     keep_fds: Sequence[int] = (),
     read_only: Sequence[Path] = (),
     env: Mapping[str, str] | None = None,
+    host_uid: int = SANDBOX_UID,
 ) -> list[str]:
-    """The bwrap command line that runs argv in a fresh sandbox.
+    """The command line that runs argv in a fresh sandbox.
 
     scratch: a host folder, writable inside as /scratch (also the cwd and HOME); the only place the
-      program's files outlive it. Give each program its own.
-    seccomp_fd: an fd from seccomp_fd(), to be passed with pass_fds; None runs without the filter
-      (for measurements only).
+      program's files outlive it. Give each program its own. When the caller is root it is handed to
+      host_uid here (chown, mode 0700), so files put in it beforehand must be readable by that uid.
+    seccomp_fd: the number the fd from seccomp_fd() will have in the started process (passed with
+      pass_fds); None runs without the filter (for measurements only).
     keep_fds: descriptors the program inherits besides 0-2 (e.g. its channel to the worker); the
       caller passes exactly these (plus seccomp_fd) in pass_fds. They keep their numbers.
     read_only: more host paths to show read-only at the same place, besides the interpreter's own.
     env: variables set on top of the minimal environment (which replaces the caller's wholly).
+    host_uid: the host uid (and gid) the program runs as when the caller is root. Concurrent sandboxes
+      sharing one uid share its per-user kernel budgets (RLIMIT_NPROC counts them all together);
+      a pool of uids, one per running program, keeps them apart.
     """
     for fd in keep_fds:
         if fd < 3 or fd == seccomp_fd:
             raise ValueError(f"keep_fds holds {fd}: 0-2 are always inherited, and the seccomp fd never")
-    tools = _tools()
-    if tools is None:
-        raise SandboxUnavailable(_NOT_INSTALLED)
+    env_tool, bwrap, setpriv = _tools()
+    scratch = Path(scratch).resolve(strict=True)
+    binds = [(str(p), str(p), False) for p in _read_only_paths(read_only)] + [(str(scratch), SCRATCH, True)]
     # bwrap's own process stays in the sandbox as its pid 1 (the reaper), and any program can read
     # /proc/1/environ: start it with an empty environment, whatever the caller's holds (keys, URLs).
-    env_tool, bwrap = tools
-    args = [env_tool, "-i", bwrap]
-    # Every namespace; the user namespace is what lets us map the program to an unprivileged uid and
-    # drop every capability even when the service runs as root.
-    args += ["--unshare-all", "--unshare-user", "--unshare-cgroup", "--disable-userns"]
+    command = [env_tool, "-i"]
+    if os.geteuid() == 0:
+        os.chown(scratch, host_uid, host_uid)
+        os.chmod(scratch, 0o700)
+        staged = [(f"{_STAGE}/{i}", dest, writable) for i, (_, dest, writable) in enumerate(binds)]
+        command += _first_stage(bwrap, binds)
+        command += [setpriv, "--reuid", str(host_uid), "--regid", str(host_uid), "--clear-groups", "--"]
+        binds = staged
+    command += _sandbox(bwrap, binds, seccomp_fd, env)
+    return [*command, "--", *argv]
+
+
+def _first_stage(bwrap: str, binds: list[tuple[str, str, bool]]) -> list[str]:
+    """A privileged bwrap that gathers every bind source under /stage (a folder nobody may enter)
+    and keeps of root only what setpriv needs to drop it."""
+    # Its own pid namespace: setpriv's change of uid clears the parent-death signal bwrap set, so
+    # --die-with-parent alone would not reach the second stage; the end of this namespace's pid 1
+    # (when this bwrap dies) kills everything in it, the nested sandbox included.
+    args = [bwrap, "--unshare-pid", "--die-with-parent", "--clearenv", "--cap-drop", "ALL", "--cap-add", "CAP_SETUID",
+            "--cap-add", "CAP_SETGID"]
+    args += _system_files()  # for bwrap and setpriv themselves
+    # The second bwrap needs a /proc to set up its user namespace (and the kernel lets it mount a new
+    # proc only where a whole one is visible), a /dev to take device nodes from, and /tmp to build in.
+    # The host's /proc is seen here by our own two tools only, never by the program.
+    args += ["--bind", "/proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--perms", "0755", "--dir", _STAGE]
+    for i, (source, _, writable) in enumerate(binds):
+        args += ["--bind" if writable else "--ro-bind", source, f"{_STAGE}/{i}"]
+    return [*args, "--"]
+
+
+def _sandbox(bwrap: str, binds: list[tuple[str, str, bool]], seccomp_fd: int | None,
+             env: Mapping[str, str] | None) -> list[str]:
+    # Every namespace; --disable-userns: no nested user namespace either (the way back to
+    # capabilities over a namespace of its own, and much of the kernel's recent attack surface).
+    args = [bwrap, "--unshare-all", "--unshare-user", "--unshare-cgroup", "--disable-userns"]
     args += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
     # --die-with-parent: if the worker dies, so does the sandbox (and with its pid 1, every process in
     # it). --new-session: no controlling terminal, so TIOCSTI cannot type into the caller's shell.
-    args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-    args += ["--clearenv"]
+    args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]
     for name, value in {**_base_env(), **(env or {})}.items():
         args += ["--setenv", name, value]
-    args += _filesystem(read_only)
-    args += ["--proc", "/proc", "--dev", "/dev"]  # its own processes only, and only the harmless devices
-    args += ["--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
-    args += ["--bind", str(Path(scratch).resolve(strict=True)), SCRATCH, "--chdir", SCRATCH]
+    args += _system_files()
+    # /tmp before the binds: a read-only path under the host's /tmp must not be hidden by it.
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
+    for source, dest, writable in binds:
+        args += ["--bind" if writable else "--ro-bind", source, dest]
+    args += ["--chdir", SCRATCH]
     # The root bwrap builds is a tmpfs the program would own: make it read-only, so nothing can be
     # written outside /scratch, /tmp and /dev (the last two are memory, counted in its memory cgroup).
     args += ["--remount-ro", "/"]
     if seccomp_fd is not None:
         args += ["--seccomp", str(seccomp_fd)]
-    return [*args, "--", *argv]
+    return args
 
 
 @functools.cache
-def _tools() -> tuple[str, str] | None:
+def _tools() -> tuple[str, str, str]:
     env_tool, bwrap = shutil.which("env", path="/usr/bin:/bin"), shutil.which("bwrap")
-    return (env_tool, bwrap) if env_tool and bwrap else None
+    setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
+    if not (env_tool and bwrap):
+        raise SandboxUnavailable(_NOT_INSTALLED)
+    if os.geteuid() == 0 and not setpriv:
+        raise SandboxUnavailable("setpriv (util-linux) is missing: a root service needs it to run programs "
+                                 "as an unprivileged user")
+    return env_tool, bwrap, setpriv or ""
 
 
 def _base_env() -> dict[str, str]:
@@ -150,7 +201,7 @@ def _base_env() -> dict[str, str]:
     }
 
 
-def _filesystem(extra: Iterable[Path]) -> list[str]:
+def _system_files() -> list[str]:
     # /usr whole: the dynamic loader, shared libraries (libc, libstdc++, libgomp, ...) and the
     # tools the standard library runs (ldconfig for ctypes.util.find_library); it holds no secrets.
     args = ["--ro-bind", "/usr", "/usr"]
@@ -161,10 +212,12 @@ def _filesystem(extra: Iterable[Path]) -> list[str]:
         elif path.is_dir():
             args += ["--ro-bind", str(path), str(path)]
     # The loader's cache of library locations. Nothing else of /etc: no passwd, no keys, no hosts.
-    args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-    for path in _outermost([*_interpreter_paths(), *(Path(p).absolute() for p in extra)]):
-        args += ["--ro-bind", str(path), str(path)]
-    return args
+    # (A privileged bwrap makes folders 0700; the second stage, as host_uid, reads through this one.)
+    return [*args, "--perms", "0755", "--dir", "/etc", "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+
+
+def _read_only_paths(extra: Iterable[Path]) -> list[Path]:
+    return _outermost([*_interpreter_paths(), *(Path(p).absolute() for p in extra)])
 
 
 @functools.cache
