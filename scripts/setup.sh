@@ -17,3 +17,19 @@ fi
 if [ ! -x node_modules/.bin/buf ]; then
   npm ci --silent --no-audit --no-fund
 fi
+
+# The sandbox for uploaded programs (services/kit/sandbox.py) needs bubblewrap and libseccomp.
+sandbox_ready() {
+  command -v bwrap >/dev/null && .venv/bin/python -c "import ctypes; ctypes.CDLL('libseccomp.so.2')" 2>/dev/null
+}
+if ! sandbox_ready; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq bubblewrap libseccomp2 >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null && apt-get install -y -qq bubblewrap libseccomp2 >/dev/null; } || true
+  fi
+  if ! sandbox_ready; then
+    echo "setup: bubblewrap or libseccomp2 is missing, so uploaded programs will not run until they are" \
+         "installed (apt-get install bubblewrap libseccomp2); everything else works." >&2
+  fi
+fi
