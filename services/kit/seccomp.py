@@ -191,7 +191,8 @@ def _export(lib: ctypes.CDLL, ctx: int) -> bytes:
 def seccomp_fd() -> Iterator[int]:
     """An fd holding seccomp_program(), positioned at its start, for `bwrap --seccomp FD`; closed on
     exit. Pass it to the child with subprocess's pass_fds: bwrap reads it to the end before the
-    program starts, and closes it, so the program never sees it."""
+    program starts, and closes it, so the program never sees it. One per sandbox started: the read
+    position is shared with the child, so a second bwrap would read nothing (and refuse to start)."""
     fd = os.memfd_create("qruntime-seccomp", os.MFD_CLOEXEC)  # pass_fds makes the child's copy inheritable
     try:
         os.write(fd, seccomp_program())
