@@ -25,7 +25,9 @@ program starts.
         argv = sandbox_argv([sys.executable, "-c", code], scratch=folder, keep_fds=[channel], seccomp_fd=fd)
         subprocess.run(argv, pass_fds=[channel, fd])   # close_fds stays on: only these are inherited
 
-Descriptors keep their numbers inside; bubblewrap closes the seccomp fd once it has read it.
+Descriptors keep their numbers inside; bubblewrap closes the seccomp fd once it has read it (take a
+new seccomp_fd() for every start). A launcher that renumbers descriptors (workers.spawn puts its
+channel on 3 and extra_fds on 4, 5, ...) passes the numbers they will have: keep_fds=[3], seccomp_fd=4.
 """
 
 from __future__ import annotations
