@@ -77,7 +77,9 @@ def suite_starter(base: Path) -> Iterator:
     def start(*services: str, **overrides) -> RunningSuite:
         service_key = new_api_key()
         settings = SuiteSettings(**{"port": 0, "data_dir": str(base / f"data{len(started)}"),
-                                    "service_key": service_key, "grace_seconds": 0.5, **overrides})
+                                    "service_key": service_key, "grace_seconds": 0.5,
+                                    # one warm host each: every suite a test starts pays for its pools
+                                    "warm_hosts": 1, "warm_sandboxed_hosts": 0, **overrides})
         components = build_components(settings, ("auth", *services))
         suite = asyncio.run_coroutine_threadsafe(start_server(components, settings), loop).result(timeout=60)
         bootstrap = json.loads((Path(settings.data_dir) / "bootstrap.json").read_text())

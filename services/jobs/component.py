@@ -2,7 +2,8 @@
 
 State: its own tables (jobs_*) in data_dir/jobs.db or the configured database. Peers: the programs
 service (programs_url) and the devices service (devices_url); empty URLs mean this same server, as
-in the embedded suite. Starting it requeues jobs whose replica died and starts the executor.
+in the embedded suite. Starting it requeues jobs whose replica died, starts the warm pools of
+program hosts and the executor.
 """
 
 from __future__ import annotations
@@ -12,21 +13,27 @@ import asyncio
 import grpc
 from qruntime.devices.v1 import devices_service_pb2_grpc
 from qruntime.jobs.v1 import jobs_service_pb2_grpc
-from qruntime.programs.v1 import programs_service_pb2_grpc
+from qruntime.programs.v1 import programs_service_pb2, programs_service_pb2_grpc
 
+from qruntime_kit.limits import Limits
 from qruntime_kit.logging import get_logger
+from qruntime_kit.outbound import Credentials, call
+from qruntime_kit.sandbox import sandbox_available
 from qruntime_kit.server import Runtime
 
-from .backend import DevicesBridge, RemoteBackend
-from .control import JobControl
+from .backend import DevicesClient
 from .executor import JobExecutor
+from .hosts import HostPool
 from .runner import ProgramRunner
-from .servicer import DEFAULT_LIMIT_SECONDS, JobsDependencies, JobsServicer
+from .servicer import JobsDependencies, JobsServicer
 from .settings import JobsSettings
 from .store import JobRecord, JobStore
 
 log = get_logger("jobs")
 SERVICE = "qruntime.jobs.v1.JobsService"
+# A program may write this much into its scratch folder and files, and hold this many open.
+PROGRAM_FILE_BYTES = 256 << 20
+PROGRAM_OPEN_FILES = 1024
 
 
 class JobsComponent:
@@ -39,6 +46,7 @@ class JobsComponent:
         self._servicer = JobsServicer()  # answers UNAVAILABLE until start() attaches its dependencies
         self.store: JobStore | None = None
         self.executor: JobExecutor | None = None
+        self._pools: list[HostPool] = []
 
     def register(self, server: grpc.aio.Server) -> None:
         jobs_service_pb2_grpc.add_JobsServiceServicer_to_server(self._servicer, server)
@@ -48,25 +56,47 @@ class JobsComponent:
         self.store = store = await asyncio.to_thread(JobStore, settings.database_url_for("jobs"))
         programs = programs_service_pb2_grpc.ProgramsServiceStub(runtime.channel_to(settings.programs_url))
         devices = devices_service_pb2_grpc.DevicesServiceStub(runtime.channel_to(settings.devices_url))
-        bridge = DevicesBridge(devices, runtime.credentials, asyncio.get_running_loop())
-
-        def backend_for(job: JobRecord, control: JobControl) -> RemoteBackend:
-            return RemoteBackend(
-                job.backend, bridge, control, job_id=job.id, request_id=job.trace_id,
-                timeout=job.max_execution_seconds or DEFAULT_LIMIT_SECONDS,
-            )
-
         self.executor = JobExecutor(
-            store, ProgramRunner(store, backend_for), workers=settings.workers, lease_seconds=settings.lease_seconds
+            store, await self._runner(store, programs, devices, runtime.credentials),
+            workers=settings.workers, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
         )
         self._servicer.attach(JobsDependencies(store, self.executor, programs, devices, runtime.credentials))
         await self.executor.start()
+
+    async def _runner(self, store: JobStore, programs, devices, credentials: Credentials) -> ProgramRunner:
+        settings = self._settings
+        limits = Limits(memory_bytes=settings.program_memory_bytes, max_processes=settings.program_processes,
+                        file_bytes=PROGRAM_FILE_BYTES, open_files=PROGRAM_OPEN_FILES)
+        trusted = HostPool(sandboxed=False, warm=settings.warm_hosts, limits=limits)
+        problem = await asyncio.to_thread(sandbox_available) if settings.sandbox else "the sandbox is turned off"
+        sandboxed = None
+        if problem is None:
+            scratch = settings.data_path() / "scratch"
+            scratch.mkdir(mode=0o700, exist_ok=True)
+            sandboxed = HostPool(sandboxed=True, warm=settings.warm_sandboxed_hosts, limits=limits,
+                                 scratch_root=scratch)
+        else:
+            log.warning("uploaded programs will not run", why=problem)
+        self._pools = [p for p in (trusted, sandboxed) if p is not None]
+        for pool in self._pools:
+            pool.start()
+
+        async def fetch_source(job: JobRecord) -> str:
+            request = programs_service_pb2.GetProgramRequest(program_id=job.program_id)
+            response = await call(programs.GetProgram, request, metadata=await credentials.metadata())
+            return response.program.data
+
+        return ProgramRunner(store, DevicesClient(devices, credentials), trusted=trusted, sandboxed=sandboxed,
+                             sandbox_problem=problem or "", fetch_source=fetch_source)
 
     async def drain(self) -> None:
         """Stop running jobs while the peers still answer: they go back to the queue, not to ERROR."""
         if self.executor is not None:
             await self.executor.stop()
             self.executor = None
+        for pool in self._pools:
+            await pool.stop()
+        self._pools = []
 
     async def stop(self) -> None:
         await self.drain()

@@ -1,8 +1,13 @@
 """The executor: `workers` asyncio tasks that take queued jobs from the store and run them.
 
 A worker claims the oldest QUEUED job (so replicas sharing one PostgreSQL database share the work),
-runs its program through the runner under the job's time limit, and stores how it ended: the result
-with DONE in one transaction, or ERROR with a typed reason. Workers wake at once when this replica
+runs its program through the runner (which enforces the job's time limit), and stores how it
+ended: the result with DONE in one transaction, or ERROR with a typed reason.
+
+Every claim counts an attempt. A job whose program host died on its own (memory, crash) goes back
+to the queue while it has attempts left, and ends ERROR with the host's reason after the last; a job
+claimed once more than max_attempts (its replica kept dying while it ran) ends TOO_MANY_ATTEMPTS
+without running: a poison job ends instead of looping. Workers wake at once when this replica
 accepts a job and poll every second besides, to pick up jobs other replicas accepted.
 
 Each replica renews its claim on its running jobs every few seconds. A RUNNING job whose claim was
@@ -37,7 +42,7 @@ class JobExecutor:
 
     def __init__(
         self, store: JobStore, runner: ProgramRunner, *, workers: int = 4, lease_seconds: float = 30.0,
-        poll_seconds: float = POLL_SECONDS, heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        poll_seconds: float = POLL_SECONDS, heartbeat_seconds: float = HEARTBEAT_SECONDS, max_attempts: int = 2,
     ) -> None:
         self._store = store
         self._runner = runner
@@ -45,6 +50,7 @@ class JobExecutor:
         self._lease = lease_seconds
         self._poll = poll_seconds
         self._heartbeat = min(heartbeat_seconds, lease_seconds / 3)
+        self._max_attempts = max_attempts
         self._wake = asyncio.Event()
         self._running: dict[str, JobControl] = {}
         self._tasks: list[asyncio.Task] = []
@@ -119,27 +125,33 @@ class JobExecutor:
             structlog.contextvars.reset_contextvars(**tokens)
 
     async def _run(self, job: JobRecord, control: JobControl) -> None:
-        """Run the job's program under its time limit and store how it ended."""
+        """Run the job's program and store how it ended."""
+        if job.attempts > self._max_attempts:
+            message = (f"the job was started {job.attempts - 1} times and its runner stopped each time "
+                       "(the jobs service was stopped or killed while running it); it is not started again")
+            await self._store_outcome(job, Outcome(ERROR, "TOO_MANY_ATTEMPTS", message))
+            return
         limit = job.max_execution_seconds if job.max_execution_seconds > 0 else None
-        log.info("job started", program_id=job.program_id, backend=job.backend, limit_seconds=limit)
+        log.info("job started", program_id=job.program_id, backend=job.backend, limit_seconds=limit,
+                 attempt=job.attempts)
         try:
-            async with asyncio.timeout(limit):
-                outcome = await self._runner.run(job, control)
-        except TimeoutError:
-            outcome = Outcome(
-                ERROR, "TIME_LIMIT_EXCEEDED",
-                f"the job ran longer than its time limit of {limit:g} seconds and was ended",
-            )
+            outcome = await self._runner.run(job, control)
         except Exception:  # the runner failed; the job did not get a fair run
             log.exception("the runner failed")
             outcome = Outcome(ERROR, "INTERNAL_ERROR", "the runner failed; the jobs service logged the details")
-        told_to_stop = control.cancelled
-        control.cancel()  # a program still running past its limit stops at its next call
-        if outcome.state == CANCELLED:
-            if told_to_stop:  # the store already says why: cancelled by a user, or requeued
-                log.info("job stopped")
-                return
-            outcome = Outcome(ERROR, "PROGRAM_ERROR", "the program raised JobCancelled without being cancelled")
+        if outcome.state == CANCELLED:  # the store already says why: cancelled by a user, or requeued
+            log.info("job stopped")
+            return
+        if outcome.retry and job.attempts < self._max_attempts:
+            message = f"{outcome.message}; the job goes back to the queue for attempt {job.attempts + 1}"
+            await asyncio.to_thread(self._store.append_log, job.id, "WARNING", message)
+            if await asyncio.to_thread(self._store.requeue, job.id, runner=self.runner_id):
+                log.warning("job requeued", why=outcome.message, attempt=job.attempts)
+                self.wake()
+            return
+        await self._store_outcome(job, outcome)
+
+    async def _store_outcome(self, job: JobRecord, outcome: Outcome) -> None:
         ended = await asyncio.to_thread(
             self._store.finish, job.id, outcome.state, outcome.reason, outcome.message, outcome.result,
             runner=self.runner_id,

@@ -28,6 +28,8 @@ def job_message(job: JobRecord) -> job_pb2.Job:
         max_execution_time=duration(job.max_execution_seconds),
         create_time=timestamp(job.create_time),
         request_id=job.request_id,
+        program_version=job.program_version,
+        attempts=job.attempts,
     )
     if job.start_time is not None:
         message.start_time.CopyFrom(timestamp(job.start_time))

@@ -1,244 +1,323 @@
-"""The program runner: runs one job's program in a thread of its own and says how it ended.
+"""The program runner: runs one job's program in a program host (a worker process) and says how it ended.
 
-This runner runs only the suite's BUILTIN programs, in-process. It is its own component so that a
-sandboxed runner (a later issue) can replace it: that one will run uploaded PYTHON programs in a
-separate process; this one ends such jobs ERROR with reason RUNTIME_UNAVAILABLE and never runs
-user code.
+The jobs service never runs a program itself. The runner takes a host from a warm pool (hosts.py),
+sends it the job, and serves it until it ends: stores its log lines and interim results (within
+the per-job caps), makes its device calls (on the job's backend, under the job's id: the host's
+channel is scoped to its one job), and reads what it prints. When the job is cancelled, passes its
+time limit or breaks a cap, the runner kills the host's whole process group at once; a host is
+killed after its job in any case.
 
-Stopping a program is cooperative. A Python thread cannot be killed, so when a job is cancelled or
-passes its time limit the runner stops waiting for it at once and sets the job's cancellation
-signal; the program's backend and messenger raise JobCancelled at its next call, and a program
-stuck elsewhere runs on in the background until it returns (its outcome is then ignored). The
-sandboxed runner kills its process instead.
-
-What a program logs through the "qruntime.program" logger at or above the job's log level becomes
-the job's logs, and is echoed to structlog with job_id and request_id (the CreateJob call's) bound.
+A host that dies on its own (the kernel's memory cap, a crash) ends the run with `retry=True`: the
+executor puts the job back in the queue until its attempts are used up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import contextlib
 import dataclasses
 import datetime as dt
-import inspect
 import logging
-import threading
-import traceback
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-import structlog
-from qruntime.encoding import dumps, loads
+from google.protobuf.message import DecodeError
+from qruntime.devices.v1 import devices_service_pb2
+from qruntime.jobs.v1 import job_pb2, program_host_pb2
 
 from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import MAX_MESSAGE_BYTES
+from qruntime_kit.workers import ChannelClosed
 
-from .backend import BackendError, SuiteError
-from .builtin_programs import BUILTIN_PROGRAMS, PROGRAM_LOGGER, InvalidInputError, ProgramMain
-from .control import JobCancelled, JobControl
+from .backend import BackendError, DevicesClient, SuiteError
+from .builtin_programs import BUILTIN_PROGRAMS
+from .control import JobControl
+from .hosts import Host, HostPool, HostStartError
 from .store import CANCELLED, DONE, ERROR, JobRecord, JobStore
 
 log = get_logger("jobs.runner")
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
-BackendFactory = Callable[[JobRecord, JobControl], Any]
 MAX_RESULT_BYTES = MAX_MESSAGE_BYTES - 1024 * 1024  # GetJobResult's response holds it with room to spare
+# The reasons a host may give for a failed program; anything else it says is a program error.
+_PROGRAM_REASONS = {job_pb2.JOB_REASON_PROGRAM_ERROR, job_pb2.JOB_REASON_INVALID_INPUT,
+                    job_pb2.JOB_REASON_BACKEND_ERROR}
+_OUTPUT_CHUNK = 64 * 1024
+_MAX_LINE = 16 * 1024  # a longer printed line is stored in pieces
 
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """How a run ended: a final state, the reason (JobReason name without its prefix), the result."""
+    """How a run ended: a final state, the reason (JobReason name without its prefix), the result.
+    retry: the host died on its own; the job may run again if it has attempts left."""
 
     state: str
     reason: str = ""
     message: str = ""
     result: str | None = None
+    retry: bool = False
 
 
-class UserMessenger:
-    """What a program publishes interim results with, as in IBM's runtime."""
+@dataclasses.dataclass(frozen=True)
+class OutputLimits:
+    """What one job may produce besides its result; past any of them it ends OUTPUT_LIMIT_EXCEEDED."""
 
-    def __init__(self, store: JobStore, job_id: str, control: JobControl) -> None:
-        self._store = store
-        self._job_id = job_id
-        self._control = control
-
-    def publish(self, message: Any, final: bool = False) -> None:
-        """Store message (anything qruntime.encoding encodes) as the job's next interim result.
-
-        final is accepted for programs written for IBM's runtime and ignored: a program's result
-        is what its main() returns."""
-        self._control.check()
-        self._store.add_interim_result(self._job_id, dumps(message))
+    log_bytes: int = 8 * 1024 * 1024  # logged and printed text together
+    interim_results: int = 1_000
+    interim_bytes: int = 32 * 1024 * 1024
 
 
-class JobLog:
-    """The logs of one job: lines at or above its level are stored and echoed to structlog."""
-
-    def __init__(self, store: JobStore, job: JobRecord) -> None:
-        self._store = store
-        self._job_id = job.id
-        self.level = LEVELS.get(job.log_level, logging.INFO)
-
-    def write(self, levelno: int, message: str, time: dt.datetime | None = None) -> None:
-        if levelno < self.level:
-            return
-        name = logging.getLevelName(levelno) if levelno in LEVELS.values() else _nearest_level(levelno)
-        self._store.append_log(self._job_id, name, message, time)
-        log.log(levelno, "program log", level_name=name, text=message)
-
-
-def _nearest_level(levelno: int) -> str:
-    return max((n for n, v in LEVELS.items() if v <= levelno), key=LEVELS.__getitem__, default="DEBUG")
-
-
-_current_log: contextvars.ContextVar[JobLog | None] = contextvars.ContextVar("job_log", default=None)
-
-
-class _ProgramLogHandler(logging.Handler):
-    """Sends the program logger's records to the log of the job whose thread logged them."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        job_log = _current_log.get()
-        if job_log is None:
-            return
-        try:
-            job_log.write(record.levelno, self.format(record), dt.datetime.fromtimestamp(record.created, dt.UTC))
-        except Exception:  # noqa: BLE001 - a log line must never break the program
-            self.handleError(record)
-
-
-def _install_program_log_handler() -> None:
-    logger = logging.getLogger(PROGRAM_LOGGER)
-    if not any(isinstance(h, _ProgramLogHandler) for h in logger.handlers):
-        logger.addHandler(_ProgramLogHandler())
-    logger.setLevel(logging.DEBUG)  # each job's own level filters
-    logger.propagate = False  # the echo to structlog is the one copy on stderr
+SourceFetcher = Callable[[JobRecord], Awaitable[str]]
 
 
 class ProgramRunner:
-    """Runs built-in programs in threads; refuses uploaded ones (they need the sandboxed runner)."""
+    """Runs jobs' programs in hosts: built-in ones in the trusted pool, uploaded ones in the sandboxed pool."""
 
     def __init__(
-        self, store: JobStore, backend_factory: BackendFactory, programs: Mapping[str, ProgramMain] = BUILTIN_PROGRAMS
+        self, store: JobStore, devices: DevicesClient, *, trusted: HostPool, sandboxed: HostPool | None,
+        sandbox_problem: str = "", fetch_source: SourceFetcher | None = None, limits: OutputLimits | None = None,
     ) -> None:
         self._store = store
-        self._backend_factory = backend_factory
-        self._programs = programs
-        _install_program_log_handler()
+        self._devices = devices
+        self._pools = {"BUILTIN": trusted, "PYTHON": sandboxed}
+        self._sandbox_problem = sandbox_problem
+        self._fetch_source = fetch_source
+        self._limits = limits or OutputLimits()
 
     async def run(self, job: JobRecord, control: JobControl) -> Outcome:
-        """Run the job's program in a new thread; returns when it ends or once control is cancelled.
-        If this coroutine is cancelled (time limit, shutdown), it cancels control as it goes."""
-        loop = asyncio.get_running_loop()
-        ended: asyncio.Future[Outcome] = loop.create_future()
-
-        def deliver(outcome: Outcome) -> None:
-            if not ended.done():
-                ended.set_result(outcome)
-
-        def target() -> None:
-            outcome = contextvars.Context().run(self.run_blocking, job, control)
-            try:
-                loop.call_soon_threadsafe(deliver, outcome)
-            except RuntimeError:  # the loop has closed: the service stopped while the program ran
-                pass
-
-        threading.Thread(target=target, name=f"job-{job.id}", daemon=True).start()
-        stopped = asyncio.ensure_future(control.wait())
+        """Run the job's program under its time limit; returns when it ends, when the limit passes
+        or once control is cancelled. If this coroutine is cancelled (shutdown), the host is killed
+        as it goes."""
+        if job.runtime not in self._pools:
+            return Outcome(ERROR, "RUNTIME_UNAVAILABLE", f"this release cannot run {job.runtime} programs")
+        if job.runtime == "BUILTIN" and job.program_id not in BUILTIN_PROGRAMS:
+            return Outcome(ERROR, "RUNTIME_UNAVAILABLE",
+                           f"this release of the jobs service has no built-in program {job.program_id!r}")
+        pool = self._pools[job.runtime]
+        if pool is None:
+            return Outcome(ERROR, "RUNTIME_UNAVAILABLE",
+                           f"program {job.program_id!r} is an uploaded Python program, and this deployment "
+                           f"cannot sandbox uploaded programs: {self._sandbox_problem}")
         try:
-            await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            control.cancel()
-            raise
+            backend = await self._devices.backend(job.backend, timeout=60)
+            source = await self._fetch_source(job) if job.runtime == "PYTHON" and self._fetch_source else ""
+        except BackendError as err:
+            return Outcome(ERROR, "BACKEND_ERROR", f"the job's backend cannot be used: {err.error.message}")
+        except SuiteError as err:
+            return Outcome(ERROR, "INTERNAL_ERROR", str(err))
+        task = program_host_pb2.ProgramTask(
+            job_id=job.id, program_id=job.program_id, source=source, inputs=job.inputs or "{}",
+            log_level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{job.log_level}"),
+            backend=program_host_pb2.HostBackend(
+                name=backend.name, num_qubits=backend.configuration.num_qubits,
+                max_shots=backend.configuration.max_shots,
+            ),
+        )
+        try:
+            host = await pool.acquire()
+        except HostStartError as err:
+            log.error("no program host", error=str(err))
+            return Outcome(ERROR, "INTERNAL_ERROR", "the jobs service could not start a worker for the program",
+                           retry=True)
+        limit = job.max_execution_seconds if job.max_execution_seconds > 0 else None
+        timer = asyncio.timeout(limit)  # from the moment the program has its host, not while it waits for one
+        try:
+            async with timer:
+                return await _Run(self, job, host, control).serve(task)
+        except TimeoutError:
+            if not timer.expired():
+                raise
+            return Outcome(ERROR, "TIME_LIMIT_EXCEEDED",
+                           f"the job ran longer than its time limit of {limit:g} seconds and was ended")
         finally:
-            stopped.cancel()
-        if ended.done():
-            return ended.result()
+            await host.discard()
+
+
+class _Run:
+    """One job's program in one host."""
+
+    def __init__(self, runner: ProgramRunner, job: JobRecord, host: Host, control: JobControl) -> None:
+        self._runner = runner
+        self._store = runner._store
+        self._limits = runner._limits
+        self._job = job
+        self._host = host
+        self._control = control
+        self._level = LEVELS.get(job.log_level, logging.INFO)
+        self._log_bytes = 0
+        self._interim_count = 0
+        self._interim_bytes = 0
+        self._stop: Outcome | None = None  # why the runner killed the host, when it did
+        self._calls: set[asyncio.Task] = set()
+        self._pending_logs: list[tuple[str, str, dt.datetime]] = []
+        self._flusher: asyncio.Task | None = None
+
+    async def serve(self, task: program_host_pb2.ProgramTask) -> Outcome:
+        worker = self._host.worker
+        log.info("program started", program_id=self._job.program_id, backend=self._job.backend,
+                 host=worker.pid, sandboxed=self._host.scratch is not None)
+        readers = [asyncio.create_task(self._read_output(stream, level))
+                   for stream, level in ((worker.stdout, logging.INFO), (worker.stderr, logging.WARNING))
+                   if stream is not None]
+        frames = asyncio.create_task(self._frames(task))
+        stopped = asyncio.create_task(self._control.wait())
+        try:
+            await asyncio.wait({frames, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (frames, stopped, *self._calls):
+                pending.cancel()
+            await self._host.worker.kill()  # its pipes close, so the readers end
+            await asyncio.gather(*readers, frames, stopped, *self._calls, return_exceptions=True)
+            if self._flusher is not None:  # every line is stored before the job's end is
+                await asyncio.shield(self._flusher)
+        if frames.done() and not frames.cancelled():
+            return frames.result()
         return Outcome(CANCELLED, "CANCELLED_BY_USER", "cancelled by a user")
 
-    def run_blocking(self, job: JobRecord, control: JobControl) -> Outcome:
-        """Run the job's program in the calling thread and classify how it ended."""
-        structlog.contextvars.bind_contextvars(job_id=job.id, request_id=job.trace_id)
-        job_log = JobLog(self._store, job)
-        token = _current_log.set(job_log)
-        try:
-            return self._run(job, control, job_log)
-        except BaseException:  # the runner itself failed; the job did not get a fair run
-            log.exception("the runner failed")
-            return Outcome(ERROR, "INTERNAL_ERROR", "the runner failed; the jobs service logged the details")
-        finally:
-            _current_log.reset(token)
+    async def _frames(self, task: program_host_pb2.ProgramTask) -> Outcome:
+        channel = self._host.worker.channel
+        with contextlib.suppress(ChannelClosed):
+            await channel.send(program_host_pb2.RunnerMessage(task=task).SerializeToString())
+        while True:
+            try:
+                frame = await channel.recv()
+            except ChannelClosed as err:
+                return await self._ended_without_end(str(err))
+            try:
+                message = program_host_pb2.HostMessage.FromString(frame)
+            except DecodeError:
+                return Outcome(ERROR, "PROGRAM_ERROR", "the program's host sent a message that is not one")
+            kind = message.WhichOneof("kind")
+            if kind == "log":
+                entry = message.log
+                level = job_pb2.LogLevel.Name(entry.level).removeprefix("LOG_LEVEL_")
+                time = entry.time.ToDatetime(dt.UTC) if entry.HasField("time") else None
+                await self._write_log(LEVELS.get(level, logging.INFO), entry.message, time)
+            elif kind == "interim_result":
+                await self._publish(message.interim_result.data)
+            elif kind == "circuits_call":
+                call = asyncio.create_task(self._run_circuits(message.circuits_call))
+                self._calls.add(call)
+                call.add_done_callback(self._calls.discard)
+            elif kind == "end":
+                return self._end(message.end)
+            else:
+                message = f"the program's host sent an unexpected {kind or 'empty'} message"
+                return Outcome(ERROR, "PROGRAM_ERROR", message)
+            if self._stop is not None:
+                return self._stop
 
-    def _run(self, job: JobRecord, control: JobControl, job_log: JobLog) -> Outcome:
-        if job.runtime == "PYTHON":
-            return Outcome(
-                ERROR, "RUNTIME_UNAVAILABLE",
-                f"program {job.program_id!r} is an uploaded Python program; uploaded programs need the "
-                "sandboxed runner, which is not yet in this deployment",
-            )
-        main = self._programs.get(job.program_id)
-        if main is None:
-            return Outcome(
-                ERROR, "RUNTIME_UNAVAILABLE",
-                f"this release of the jobs service has no built-in program {job.program_id!r}",
-            )
-        try:
-            inputs = loads(job.inputs or "{}")
-        except (ValueError, TypeError) as err:
-            return _error(job_log, "INVALID_INPUT", f"the inputs could not be decoded: {err}")
-        if not isinstance(inputs, dict):
-            return _error(job_log, "INVALID_INPUT", "the inputs must be a JSON object")
-        backend = self._backend_factory(job, control)
-        messenger = UserMessenger(self._store, job.id, control)
-        try:
-            inspect.signature(main).bind(backend, messenger, **inputs)
-        except TypeError as err:
-            return _error(job_log, "INVALID_INPUT", f"the inputs do not fit program {job.program_id!r}: {err}")
-        log.info("program started", program_id=job.program_id, backend=job.backend)
-        try:
-            value = main(backend, messenger, **inputs)
-        except Exception as err:  # noqa: BLE001 - whatever the program raised ends its job
-            return _failure(err, job_log)
-        try:
-            result = dumps(value)
-        except (TypeError, ValueError) as err:
-            return _error(job_log, "PROGRAM_ERROR", f"the program returned a value that cannot be encoded: {err}")
-        size = len(result.encode())
+    def _end(self, end: program_host_pb2.ProgramEnd) -> Outcome:
+        if end.HasField("failure"):
+            reason = end.failure.reason
+            if reason not in _PROGRAM_REASONS:
+                reason = job_pb2.JOB_REASON_PROGRAM_ERROR
+            name = job_pb2.JobReason.Name(reason).removeprefix("JOB_REASON_")
+            return Outcome(ERROR, name, end.failure.message[:4096])
+        size = len(end.result.encode())
         if size > MAX_RESULT_BYTES:  # stored DONE, it could never be read back in one message
             message = f"the program returned a result of {size} bytes; at most {MAX_RESULT_BYTES} can be read back"
-            return _error(job_log, "PROGRAM_ERROR", message)
-        log.info("program returned", program_id=job.program_id, result_bytes=size)
-        return Outcome(DONE, result=result)
+            return Outcome(ERROR, "PROGRAM_ERROR", message)
+        log.info("program returned", program_id=self._job.program_id, result_bytes=size)
+        return Outcome(DONE, result=end.result)
 
-
-def _error(job_log: JobLog, reason: str, message: str) -> Outcome:
-    """An ERROR outcome whose message the job's own logs show too."""
-    job_log.write(logging.ERROR, message)
-    return Outcome(ERROR, reason, message)
-
-
-def _failure(err: Exception, job_log: JobLog) -> Outcome:
-    """The outcome of a program that raised err: the first telling exception in its chain decides."""
-    for cause in _chain(err):
-        if isinstance(cause, JobCancelled):
+    async def _ended_without_end(self, why: str) -> Outcome:
+        ended = await self._host.worker.wait()
+        if self._stop is not None:
+            return self._stop
+        if self._control.cancelled:
             return Outcome(CANCELLED, "CANCELLED_BY_USER", "cancelled by a user")
-        if isinstance(cause, SuiteError):
-            log.error("device call failed", error=str(cause))
-            return Outcome(ERROR, "INTERNAL_ERROR", str(cause))
-        if isinstance(cause, BackendError):
-            message = f"the backend refused or failed the circuits ({cause.reason}): {cause.error.message}"
-            return _error(job_log, "BACKEND_ERROR", message)
-        if isinstance(cause, InvalidInputError):
-            return _error(job_log, "INVALID_INPUT", str(cause))
-    job_log.write(logging.ERROR, "".join(traceback.format_exception(err)).rstrip())
-    return Outcome(ERROR, "PROGRAM_ERROR", f"{type(err).__name__}: {err}")
+        if "frame of" in why:  # the host sent more than a frame may hold, most likely its result
+            return Outcome(ERROR, "PROGRAM_ERROR", f"the program sent too much at once: {why}")
+        reason = "OUT_OF_MEMORY" if ended.out_of_memory else "WORKER_CRASHED"
+        message = f"the program's worker process {ended.describe()}"
+        log.warning("program host died", ended=ended.describe())
+        await self._write_log(logging.ERROR, message, force=True)
+        return Outcome(ERROR, reason, message, retry=True)
 
+    async def _run_circuits(self, call: program_host_pb2.CircuitsCall) -> None:
+        # Scoped to the job: its backend and its id, whatever the host would like.
+        request = devices_service_pb2.RunCircuitsRequest(
+            backend=self._job.backend, circuits_qpy=call.circuits_qpy, shots=call.shots, memory=call.memory,
+            job_id=self._job.id,
+        )
+        if call.HasField("seed"):
+            request.seed = call.seed
+        reply = program_host_pb2.CircuitsReply(call_id=call.call_id)
+        try:
+            reply.response.CopyFrom(await self._runner._devices.run_circuits(
+                request, timeout=self._job.max_execution_seconds or 3 * 3600))
+        except BackendError as err:
+            reply.error.CopyFrom(program_host_pb2.DeviceError(
+                code=err.error.code.name, reason=err.error.reason, message=err.error.message))
+        except SuiteError as err:
+            log.error("device call failed", error=str(err))
+            await self._kill(Outcome(ERROR, "INTERNAL_ERROR", str(err)))
+            return
+        except Exception:  # the program must not wait for an answer that never comes
+            log.exception("device call failed")
+            await self._kill(Outcome(ERROR, "INTERNAL_ERROR", "the device call failed; the jobs service logged why"))
+            return
+        with contextlib.suppress(ChannelClosed):
+            await self._host.worker.channel.send(
+                program_host_pb2.RunnerMessage(circuits_reply=reply).SerializeToString())
 
-def _chain(err: BaseException | None):
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or err.__context__
+    async def _publish(self, data: str) -> None:
+        self._interim_count += 1
+        self._interim_bytes += len(data)
+        limits = self._limits
+        if self._interim_count > limits.interim_results or self._interim_bytes > limits.interim_bytes:
+            await self._kill(Outcome(ERROR, "OUTPUT_LIMIT_EXCEEDED", (
+                f"the program published more interim results than a job may ({limits.interim_results} results, "
+                f"{limits.interim_bytes} bytes)")))
+            return
+        await asyncio.to_thread(self._store.add_interim_result, self._job.id, data)
+
+    async def _read_output(self, stream: asyncio.StreamReader, level: int) -> None:
+        """Store what the program prints as log lines, within the job's log cap."""
+        pending = b""
+        while self._stop is None:
+            chunk = await stream.read(_OUTPUT_CHUNK)
+            if not chunk:
+                break
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            if len(pending) > _MAX_LINE:
+                lines.append(pending)
+                pending = b""
+            for line in lines:
+                await self._write_log(level, line.decode(errors="replace").rstrip("\r"))
+        if pending and self._stop is None:
+            await self._write_log(level, pending.decode(errors="replace"))
+
+    async def _write_log(
+        self, level: int, text: str, time: dt.datetime | None = None, *, force: bool = False
+    ) -> None:
+        if level < self._level and not force:
+            return
+        text = text.replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
+        self._log_bytes += len(text) + 1
+        if self._log_bytes > self._limits.log_bytes and not force:
+            message = f"the program logged or printed more than a job may ({self._limits.log_bytes} bytes)"
+            await self._kill(Outcome(ERROR, "OUTPUT_LIMIT_EXCEEDED", message))
+            return
+        name = logging.getLevelName(level)
+        self._pending_logs.append((name, text, time or dt.datetime.now(dt.UTC)))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_logs())
+        log.log(level, "program log", level_name=name, text=text[:1000])
+
+    async def _flush_logs(self) -> None:
+        # One transaction for all the lines that came while the last one was written: a program that
+        # prints fast costs a few commits, not one per line. One flusher at a time keeps their order.
+        while self._pending_logs:
+            lines, self._pending_logs = self._pending_logs, []
+            await asyncio.to_thread(self._store.append_logs, self._job.id, lines)
+
+    async def _kill(self, outcome: Outcome) -> None:
+        """End the job with outcome: kill the host, so its channel closes and serve() returns it."""
+        if self._stop is None:
+            self._stop = outcome
+            log.warning("stopping the program", reason=outcome.reason, why=outcome.message)
+            with contextlib.suppress(ProcessLookupError):
+                await self._host.worker.kill()
+

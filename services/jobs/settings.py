@@ -18,12 +18,26 @@ class JobsSettings(ServerSettings):
     lease_seconds: float = setting(
         30.0, "a RUNNING job whose replica has not renewed its claim for this long is requeued"
     )
+    max_attempts: int = setting(2, "how many times a job may be started before its worker's deaths end it ERROR")
+    warm_hosts: int = setting(2, "program hosts for built-in programs kept started ahead of demand")
+    warm_sandboxed_hosts: int = setting(1, "sandboxed program hosts for uploaded programs kept started ahead of demand")
+    program_memory_bytes: int = setting(2 << 30, "hard memory limit of one program's host, in bytes")
+    program_processes: int = setting(256, "the most processes and threads one program's host may have at once")
+    sandbox: bool = setting(True, "run uploaded programs in the bubblewrap sandbox; off: refuse to run them")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         problems = []
         if self.workers < 1:
             problems.append(f"workers must be at least 1, got {self.workers}")
+        if self.max_attempts < 1:
+            problems.append(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.warm_hosts < 0 or self.warm_sandboxed_hosts < 0:
+            problems.append("warm_hosts and warm_sandboxed_hosts must be 0 or more")
+        if self.program_memory_bytes < 256 << 20:
+            problems.append(f"program_memory_bytes must be at least 256 MiB, got {self.program_memory_bytes}")
+        if self.program_processes < 16:
+            problems.append(f"program_processes must be at least 16, got {self.program_processes}")
         if self.lease_seconds <= 0:
             problems.append(f"lease_seconds must be positive, got {self.lease_seconds}")
         if problems:

@@ -54,6 +54,8 @@ job_table = sa.Table(
     sa.Column("trace_id", sa.String(TRACE_ID_LENGTH), nullable=False, default=""),  # x-request-id of the CreateJob call
     sa.Column("claimed_by", sa.String(256)),  # the replica running it (or that last ran it)
     sa.Column("heartbeat_time", _TIME),  # when that replica last renewed its claim
+    sa.Column("attempts", sa.Integer, nullable=False, default=0, server_default="0"),  # claims so far
+    sa.Column("program_version", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.UniqueConstraint("instance", "request_id", name="jobs_job_instance_request_id"),
     sa.Index("jobs_job_instance_created", "instance", "create_time", "id"),
     sa.Index("jobs_job_state_created", "state", "create_time", "id"),
@@ -109,6 +111,8 @@ class JobRecord:
     end_time: dt.datetime | None
     request_id: str
     trace_id: str = ""  # the x-request-id of the CreateJob call, bound to every log line about the job
+    attempts: int = 0  # how many times a runner has claimed it
+    program_version: int = 0  # the version of the program it runs; 0 for a built-in program
 
     @property
     def is_final(self) -> bool:
@@ -156,8 +160,18 @@ def _job(row: sa.Row) -> JobRecord:
         reason_message=m["reason_message"], inputs=m["inputs"], log_level=m["log_level"],
         max_execution_seconds=m["max_execution_seconds"], create_time=_utc(m["create_time"]),
         start_time=_utc(m["start_time"]), end_time=_utc(m["end_time"]), request_id=m["request_id"] or "",
-        trace_id=m["trace_id"],
+        trace_id=m["trace_id"], attempts=m["attempts"], program_version=m["program_version"],
     )
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Add the columns this release added to a store made by the previous one (create_all makes only
+    missing tables). A stopgap until the store has real schema migrations."""
+    present = {column["name"] for column in sa.inspect(engine).get_columns(job_table.name)}
+    with engine.begin() as conn:
+        for name in ("attempts", "program_version"):
+            if name not in present:
+                conn.execute(sa.text(f"ALTER TABLE {job_table.name} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"))
 
 
 def job_not_found(job_id: str) -> NotFound:
@@ -171,6 +185,7 @@ class JobStore:
     def __init__(self, url: str) -> None:
         self._engine = create_engine(url)
         metadata.create_all(self._engine)
+        _add_missing_columns(self._engine)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -180,6 +195,7 @@ class JobStore:
     def create(
         self, *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str,
         log_level: str, max_execution_seconds: float, request_id: str = "", trace_id: str = "",
+        program_version: int = 0,
     ) -> tuple[JobRecord, bool]:
         """Store a new QUEUED job; (job, True). With a request_id the instance used before, that
         earlier job instead: (job, False), so a retried CreateJob never makes a second job."""
@@ -193,6 +209,7 @@ class JobStore:
             "inputs": inputs, "log_level": log_level, "max_execution_seconds": max_execution_seconds,
             "create_time": utcnow(), "request_id": request_id or None,
             "trace_id": trace_id[:TRACE_ID_LENGTH],  # the caller's x-request-id, of any length
+            "program_version": program_version,
         }
         try:
             with self._engine.begin() as conn:
@@ -260,7 +277,8 @@ class JobStore:
         return jobs, encode_page_token({"t": jobs[-1].create_time.isoformat(), "id": jobs[-1].id})
 
     def claim_next_queued(self, runner: str = "") -> JobRecord | None:
-        """Move the oldest QUEUED job to RUNNING for this runner and return it; None when none waits.
+        """Move the oldest QUEUED job to RUNNING for this runner, counting the attempt, and return it;
+        None when none waits.
 
         One UPDATE ... WHERE id = (oldest queued) AND state = 'QUEUED' RETURNING: PostgreSQL picks the
         candidate FOR UPDATE SKIP LOCKED, so replicas pass each other by; SQLite (which has no row
@@ -274,7 +292,8 @@ class JobStore:
         now = utcnow()
         claim = (
             job_table.update().where(c.id == oldest, c.state == QUEUED)
-            .values(state=RUNNING, start_time=now, claimed_by=runner or None, heartbeat_time=now)
+            .values(state=RUNNING, start_time=now, claimed_by=runner or None, heartbeat_time=now,
+                    attempts=c.attempts + 1)
             .returning(*job_table.c)
         )
         with self._engine.begin() as conn:
@@ -378,11 +397,31 @@ class JobStore:
         with self._engine.begin() as conn:
             return [_job(row) for row in conn.execute(query.values(state=QUEUED, start_time=None).returning(*c))]
 
+    def requeue(self, job_id: str, *, runner: str) -> bool:
+        """Put the runner's running job back in the queue (its worker died and it may try again);
+        False when the runner no longer holds it."""
+        c = job_table.c
+        query = job_table.update().where(c.id == job_id, c.state == RUNNING, c.claimed_by == runner)
+        with self._engine.begin() as conn:
+            return bool(conn.execute(query.values(state=QUEUED, start_time=None)).rowcount)
+
     # -- logs and interim results -----------------------------------------------------------
 
     def append_log(self, job_id: str, level: str, message: str, time: dt.datetime | None = None) -> bool:
         """Store one log line of the job; False when the job is gone (deleted while its program ran)."""
         return self._append(log_table, job_id=job_id, time=time or utcnow(), level=level, message=message)
+
+    def append_logs(self, job_id: str, lines: list[tuple[str, str, dt.datetime]]) -> bool:
+        """Store (level, message, time) lines of the job in one transaction; False when the job is gone."""
+        if not lines:
+            return True
+        rows = [{"job_id": job_id, "level": level, "message": message, "time": time} for level, message, time in lines]
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(log_table.insert(), rows)
+        except sa.exc.IntegrityError:
+            return False
+        return True
 
     def add_interim_result(self, job_id: str, data: str) -> bool:
         """Store one interim result (JSON text); False when the job is gone."""

@@ -45,8 +45,6 @@ spec = json.loads(os.environ["QRUNTIME_LAUNCH"])
 for procs in spec["procs"]:
     with open(procs, "w") as f:
         f.write(str(os.getpid()))
-for name, value in spec["rlimits"].items():
-    resource.setrlimit(getattr(resource, name), (value, value))
 fds = spec["fds"]
 moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1024) for fd in fds]  # above 3, 4, ... so none is overwritten
 for fd in fds:
@@ -55,6 +53,8 @@ for target, fd in enumerate(moved, start=3):
     os.dup2(fd, target)
     os.close(fd)
 os.closerange(3 + len(moved), os.sysconf("SC_OPEN_MAX"))
+for name, value in spec["rlimits"].items():  # last: RLIMIT_NOFILE would forbid the moves above
+    resource.setrlimit(getattr(resource, name), (value, value))
 if spec["cwd"]:
     os.chdir(spec["cwd"])
 argv = sys.argv[1:]

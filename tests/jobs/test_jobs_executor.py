@@ -1,94 +1,170 @@
-"""The executor and the runner on a real SQLite store: outcomes, reasons, logs, time limits, cancellation."""
+"""The executor and the runner on a real SQLite store, with programs in real host processes:
+outcomes, reasons, logs, time limits, cancellation, dead workers, attempts and output caps.
+
+Test programs are sources run like uploaded programs, by hosts without the sandbox (the sandbox's
+own tests are tests/kit/test_sandbox.py and tests/e2e/test_hostile_programs.py). Circuits run on
+LocalDevices, a test double of the devices service's two calls the runner makes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import threading
+import os
+import textwrap
 import time
 
 import pytest
 import structlog
-from qruntime.encoding import dumps, loads
+from qiskit import transpile
+from qiskit_aer import AerSimulator
+from qruntime.devices.v1 import backend_pb2, devices_service_pb2
+from qruntime.encoding import dumps, load_circuits_qpy, loads
 
 from qruntime_jobs import runner as runner_module
 from qruntime_jobs import store as store_module
 from qruntime_jobs.backend import BackendError, SuiteError
-from qruntime_jobs.builtin_programs import BUILTIN_PROGRAMS, program_logger
 from qruntime_jobs.executor import JobExecutor
-from qruntime_jobs.runner import ProgramRunner
+from qruntime_jobs.hosts import HostPool
+from qruntime_jobs.runner import OutputLimits, ProgramRunner
 from qruntime_jobs.store import FINAL_STATES, RUNNING, JobStore
 from qruntime_kit.errors import InvalidArgument, Unavailable
+from qruntime_kit.limits import Limits, create_cgroup
 
-log = program_logger("test")
-stopped = threading.Event()  # set by the sleepy program when it noticed it must stop
+PROGRAMS = {
+    "sleepy": """
+        import os, signal, time
+        def main(backend, user_messenger, seconds=30):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)  # only SIGKILL can stop it
+            user_messenger.publish({"pid": os.getpid()})
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                pass
+            return "woke up"
+    """,
+    "crash": """
+        def main(backend, user_messenger):
+            raise RuntimeError("boom")
+    """,
+    "refused": """
+        from qiskit import QuantumCircuit
+        def main(backend, user_messenger):
+            circuit = QuantumCircuit(1, 1)
+            circuit.measure(0, 0)
+            try:
+                backend.run(circuit, shots=10**6)
+            except Exception as err:
+                raise ValueError("could not run") from err  # the program wraps it; the reason survives
+    """,
+    "unreachable": """
+        from qiskit import QuantumCircuit
+        def main(backend, user_messenger):
+            circuit = QuantumCircuit(1, 1)
+            circuit.measure(0, 0)
+            backend.run(circuit, shots=7777)
+    """,
+    "chatty": """
+        import logging
+        log = logging.getLogger("chatty")
+        def main(backend, user_messenger):
+            log.debug("debug line")
+            log.info("info line")
+            log.warning("warning line")
+            return {1, 2}  # a set cannot be encoded
+    """,
+    "bulky": """
+        def main(backend, user_messenger, size):
+            return "x" * size
+    """,
+    "dies": """
+        import os, signal
+        def main(backend, user_messenger):
+            os.kill(os.getpid(), signal.SIGKILL)
+    """,
+    "greedy": """
+        def main(backend, user_messenger):
+            block = bytearray(1 << 30)
+            for i in range(0, len(block), 4096):
+                block[i] = 1
+    """,
+    "loud": """
+        import sys
+        def main(backend, user_messenger):
+            line = "x" * 1000 + "\\n"
+            for _ in range(1_000_000):  # 1 GB
+                sys.stdout.write(line)
+    """,
+    "eager": """
+        def main(backend, user_messenger):
+            for i in range(10_000):
+                user_messenger.publish(i)
+    """,
+    "printer": """
+        import sys
+        def main(backend, user_messenger):
+            print("to stdout")
+            print("to stderr", file=sys.stderr)
+            return 1
+    """,
+}
+MiB = 1 << 20
 
 
-def sleepy(backend, user_messenger, seconds=30):
-    """Publishes every 20 ms until told to stop (cooperative: publish raises JobCancelled)."""
-    stopped.clear()
-    deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            user_messenger.publish({"alive": True})
-            time.sleep(0.02)
-    finally:
-        stopped.set()
-    return "woke up"
+class LocalDevices:
+    """A TEST DOUBLE of the two devices calls the runner makes, running circuits on a local Aer
+    simulator. shots=10**6 is refused like the devices service refuses it; shots=7777 fails as if
+    the devices service could not be reached. The servicer and e2e tests use the real devices service."""
 
+    def __init__(self) -> None:
+        self.calls: list[devices_service_pb2.RunCircuitsRequest] = []
+        self._simulator = AerSimulator()
 
-def crash(backend, user_messenger):
-    raise RuntimeError("boom")
+    async def backend(self, name: str, *, timeout: float) -> backend_pb2.Backend:
+        return backend_pb2.Backend(name=name, configuration=backend_pb2.BackendConfiguration(
+            num_qubits=8, max_shots=100_000))
 
+    async def run_circuits(self, request, *, timeout: float):
+        self.calls.append(request)
+        if request.shots == 10**6:
+            raise BackendError(InvalidArgument("shots must be 1..100000", reason="INVALID_SHOTS"))
+        if request.shots == 7777:
+            raise SuiteError("the devices service could not be used")
+        return await asyncio.to_thread(self._run, request)
 
-def refused(backend, user_messenger):
-    try:
-        raise BackendError(InvalidArgument("shots must be 1..100", reason="INVALID_SHOTS"))
-    except BackendError as err:
-        raise ValueError("could not run") from err  # the program wraps it; the reason survives
-
-
-def unreachable(backend, user_messenger):
-    raise SuiteError("the devices service could not be used")
-
-
-def chatty(backend, user_messenger):
-    log.debug("debug line")
-    log.info("info line")
-    log.warning("warning line")
-    return {1, 2}  # a set cannot be encoded
-
-
-def bulky(backend, user_messenger, size):
-    return "x" * size
-
-
-PROGRAMS = {**BUILTIN_PROGRAMS, "sleepy": sleepy, "crash": crash, "refused": refused,
-            "unreachable": unreachable, "chatty": chatty, "bulky": bulky}
+    def _run(self, request):
+        circuits = load_circuits_qpy(request.circuits_qpy)
+        circuits = [transpile(c, self._simulator) for c in circuits]
+        seed = request.seed if request.HasField("seed") else None
+        result = self._simulator.run(circuits, shots=request.shots, seed_simulator=seed).result()
+        return devices_service_pb2.RunCircuitsResponse(results=[
+            backend_pb2.CircuitResult(counts=result.get_counts(i), register_names=[r.name for r in reversed(c.cregs)])
+            for i, c in enumerate(circuits)
+        ])
 
 
 class Harness:
-    """An executor with fast polling over the store, running PROGRAMS on local Aer backends."""
+    """An executor with fast polling over the store, its programs in host processes."""
 
-    def __init__(self, store: JobStore, local_backend_class) -> None:
+    def __init__(self, store: JobStore, *, sandboxed: bool = True, max_attempts: int = 2) -> None:
         self.store = store
+        self.devices = LocalDevices()
+        limits = Limits(memory_bytes=512 * MiB, max_processes=64)
+        self.pools = [HostPool(sandboxed=False, warm=1, limits=limits) for _ in range(2)]
 
-        def backend_for(job, control):
-            backend = local_backend_class()
-            run = backend.run
+        async def fetch_source(job):
+            return textwrap.dedent(PROGRAMS[job.program_id])
 
-            def checked_run(*args, **kwargs):
-                control.check()
-                return run(*args, **kwargs)
+        runner = ProgramRunner(
+            store, self.devices, trusted=self.pools[0], sandboxed=self.pools[1] if sandboxed else None,
+            sandbox_problem="bubblewrap is not installed", fetch_source=fetch_source,
+            limits=OutputLimits(log_bytes=MiB, interim_results=100, interim_bytes=MiB),
+        )
+        self.executor = JobExecutor(store, runner, workers=2, lease_seconds=1.0, poll_seconds=0.05,
+                                    heartbeat_seconds=0.1, max_attempts=max_attempts)
 
-            backend.run = checked_run
-            return backend
-
-        self.executor = JobExecutor(store, ProgramRunner(store, backend_for, PROGRAMS), workers=2,
-                                    lease_seconds=1.0, poll_seconds=0.05, heartbeat_seconds=0.1)
-
-    def submit(self, program_id: str, inputs=None, limit: float = 60, runtime: str = "BUILTIN",
-               log_level: str = "INFO"):
+    def submit(self, program_id: str, inputs=None, limit: float = 60, log_level: str = "INFO"):
+        runtime = "PYTHON" if program_id in PROGRAMS else "BUILTIN"
         job, _ = self.store.create(
             instance="crn:a", owner="u", program_id=program_id, runtime=runtime, backend="local_aer",
             inputs=inputs if isinstance(inputs, str) else dumps(inputs or {}), log_level=log_level,
@@ -97,43 +173,80 @@ class Harness:
         self.executor.wake()
         return job
 
-    async def until(self, job_id: str, states=FINAL_STATES, timeout: float = 30):
+    async def until(self, job_id: str, states=FINAL_STATES, timeout: float = 60):
         deadline = time.monotonic() + timeout
         while (job := await asyncio.to_thread(self.store.get, job_id)).state not in states:
             assert time.monotonic() < deadline, f"job still {job.state}"
             await asyncio.sleep(0.02)
         return job
 
+    async def warm(self) -> None:
+        """Wait until every pool has a host started, so a job's time counts no start-up."""
+        while any(pool._ready.empty() for pool in self.pools):
+            await asyncio.sleep(0.05)
 
-def run(store, local_backend_class, scenario):
+    async def pid_of(self, job_id: str) -> int:
+        """The pid a program published first (sleepy does)."""
+        for _ in range(1500):
+            results, _ = await asyncio.to_thread(self.store.list_interim_results, job_id, page_size=1)
+            if results:
+                return loads(results[0].data)["pid"]
+            await asyncio.sleep(0.02)
+        raise AssertionError("the program published nothing")
+
+
+def run(store, scenario, **harness):
     async def main():
-        harness = Harness(store, local_backend_class)
-        await harness.executor.start()
+        h = Harness(store, **harness)
+        for pool in h.pools:
+            pool.start()
+        await h.executor.start()
         try:
-            return await scenario(harness)
+            return await scenario(h)
         finally:
-            await harness.executor.stop()
+            await h.executor.stop()
+            for pool in h.pools:
+                await pool.stop()
 
     return asyncio.run(main())
 
 
-def test_a_sampler_job_ends_done_with_its_result(store, local_backend_class, bell):
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_sampler_job_ends_done_with_its_result(store, bell):
     async def scenario(h):
         job = h.submit("sampler", {"circuits": [bell], "shots": 500, "seed": 1})
         return await h.until(job.id)
 
-    job = run(store, local_backend_class, scenario)
-    assert (job.state, job.reason) == ("DONE", "")
+    job = run(store, scenario)
+    assert (job.state, job.reason, job.attempts) == ("DONE", "", 1)
     assert job.start_time <= job.end_time
     result = loads(store.get_result(job.id))
     assert set(result["counts"][0]) == {"00", "11"} and result["metadata"] == [{"shots": 500}]
 
 
-def test_hello_world_stores_interim_results_and_logs(store, local_backend_class):
+def test_device_calls_are_scoped_to_the_job(store, bell):
+    async def scenario(h):
+        job = h.submit("sampler", {"circuits": [bell], "shots": 100})
+        await h.until(job.id)
+        return job, h.devices.calls
+
+    job, calls = run(store, scenario)
+    [call] = calls
+    assert (call.backend, call.job_id, call.shots) == ("local_aer", job.id, 100)
+
+
+def test_hello_world_stores_interim_results_and_logs(store):
     async def scenario(h):
         return await h.until(h.submit("hello-world", {"iterations": 2}).id)
 
-    job = run(store, local_backend_class, scenario)
+    job = run(store, scenario)
     assert loads(store.get_result(job.id)) == "All done!"
     interim, _ = store.list_interim_results(job.id, page_size=10)
     assert [loads(r.data)["iteration"] for r in interim] == [0, 1]
@@ -155,120 +268,187 @@ def test_hello_world_stores_interim_results_and_logs(store, local_backend_class)
         ("no-such-builtin", {}, "RUNTIME_UNAVAILABLE", "no built-in program"),
     ],
 )
-def test_failures_end_in_error_with_a_typed_reason(store, local_backend_class, program_id, inputs, reason, words):
+def test_failures_end_in_error_with_a_typed_reason(store, program_id, inputs, reason, words):
     async def scenario(h):
         return await h.until(h.submit(program_id, inputs).id)
 
-    job = run(store, local_backend_class, scenario)
+    job = run(store, scenario)
     assert (job.state, job.reason) == ("ERROR", reason)
     assert words in job.reason_message
     assert store.get_result(job.id) is None
 
 
-def test_a_result_too_large_to_read_back_ends_the_job_in_error(store, local_backend_class, monkeypatch):
+def test_a_result_too_large_to_read_back_ends_the_job_in_error(store, monkeypatch):
     monkeypatch.setattr(runner_module, "MAX_RESULT_BYTES", 1000)
 
     async def scenario(h):
         return await h.until(h.submit("bulky", {"size": 998}).id), await h.until(h.submit("bulky", {"size": 999}).id)
 
-    fits, too_large = run(store, local_backend_class, scenario)
+    fits, too_large = run(store, scenario)
     assert fits.state == "DONE" and len(store.get_result(fits.id)) == 1000  # with its quotes
     assert (too_large.state, too_large.reason) == ("ERROR", "PROGRAM_ERROR")
     assert "1001 bytes" in too_large.reason_message and store.get_result(too_large.id) is None
 
 
-def test_uploaded_python_programs_need_the_sandboxed_runner(store, local_backend_class):
+def test_uploaded_programs_do_not_run_without_the_sandbox(store):
     async def scenario(h):
-        return await h.until(h.submit("doubler-abc123", {}, runtime="PYTHON").id)
+        return await h.until(h.submit("crash").id)
 
-    job = run(store, local_backend_class, scenario)
+    job = run(store, scenario, sandboxed=False)
     assert (job.state, job.reason) == ("ERROR", "RUNTIME_UNAVAILABLE")
-    assert "sandboxed runner" in job.reason_message
+    assert "cannot sandbox" in job.reason_message and "bubblewrap is not installed" in job.reason_message
 
 
-def test_only_lines_at_the_job_log_level_are_stored(store, local_backend_class):
+def test_only_lines_at_the_job_log_level_are_stored(store):
     async def scenario(h):
         quiet = h.submit("chatty", log_level="WARNING")
         loud = h.submit("chatty", log_level="DEBUG")
         return await h.until(quiet.id), await h.until(loud.id)
 
-    quiet, loud = run(store, local_backend_class, scenario)
+    quiet, loud = run(store, scenario)
     quiet_logs = [(e.level, e.message) for e in store.list_logs(quiet.id, page_size=50)[0]]
     assert quiet_logs[0] == ("WARNING", "warning line") and quiet_logs[1][0] == "ERROR"
-    loud_levels = [e.level for e in store.list_logs(loud.id, page_size=50)[0]]
-    assert loud_levels == ["DEBUG", "INFO", "WARNING", "ERROR"]
+    loud_lines = [(e.level, e.message) for e in store.list_logs(loud.id, page_size=50)[0]]
+    assert loud_lines[:3] == [("DEBUG", "debug line"), ("INFO", "info line"), ("WARNING", "warning line")]
 
 
-def test_a_job_past_its_time_limit_ends_and_its_program_is_told_to_stop(store, local_backend_class):
+def test_what_a_program_prints_becomes_its_logs(store):
     async def scenario(h):
-        job = h.submit("sleepy", {"seconds": 30}, limit=0.3)
+        return await h.until(h.submit("printer").id)
+
+    job = run(store, scenario)
+    lines = {(e.level, e.message) for e in store.list_logs(job.id, page_size=50)[0]}
+    assert {("INFO", "to stdout"), ("WARNING", "to stderr")} <= lines
+
+
+def test_a_job_past_its_time_limit_is_killed_within_a_second(store):
+    async def scenario(h):
+        await h.warm()
+        job = h.submit("sleepy", {"seconds": 60}, limit=1.5)
+        pid = await h.pid_of(job.id)
         ended = await h.until(job.id)
-        assert await asyncio.to_thread(stopped.wait, 5)
-        return ended
+        await asyncio.sleep(0.1)
+        return ended, pid
 
-    job = run(store, local_backend_class, scenario)
+    job, pid = run(store, scenario)
     assert (job.state, job.reason) == ("ERROR", "TIME_LIMIT_EXCEEDED")
-    assert "0.3 seconds" in job.reason_message
-    assert (job.end_time - job.start_time).total_seconds() < 5
+    assert "1.5 seconds" in job.reason_message
+    assert (job.end_time - job.start_time).total_seconds() < 2.5
+    assert not alive(pid)
 
 
-def test_cancelling_a_running_job_stops_its_program_and_it_stays_cancelled(store, local_backend_class):
+def test_cancelling_a_running_job_kills_its_program_at_once(store):
     async def scenario(h):
-        job = h.submit("sleepy", {"seconds": 30})
-        await h.until(job.id, states=(RUNNING,))
+        job = h.submit("sleepy", {"seconds": 60})
+        pid = await h.pid_of(job.id)
         await asyncio.to_thread(h.store.cancel, job.id)
         h.executor.cancel(job.id)
-        assert await asyncio.to_thread(stopped.wait, 5)
-        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        while alive(pid):
+            assert time.monotonic() - started < 1.0, "the program outlived its cancellation by a second"
+            await asyncio.sleep(0.01)
         return await h.until(job.id)
 
-    job = run(store, local_backend_class, scenario)
+    job = run(store, scenario)
     assert (job.state, job.reason) == ("CANCELLED", "CANCELLED_BY_USER")
 
 
-def test_a_job_cancelled_through_another_replica_is_stopped_at_the_next_claim_renewal(store, local_backend_class):
+def test_a_job_cancelled_through_another_replica_is_stopped_at_the_next_claim_renewal(store):
     async def scenario(h):
-        job = h.submit("sleepy", {"seconds": 30})
-        await h.until(job.id, states=(RUNNING,))
+        job = h.submit("sleepy", {"seconds": 60})
+        pid = await h.pid_of(job.id)
         await asyncio.to_thread(h.store.cancel, job.id)  # not telling this executor
-        assert await asyncio.to_thread(stopped.wait, 5)
+        for _ in range(100):
+            if not alive(pid):
+                return await h.until(job.id)
+            await asyncio.sleep(0.05)
+        raise AssertionError("the program was not stopped")
+
+    assert run(store, scenario).state == "CANCELLED"
+
+
+def test_a_worker_that_dies_is_retried_then_ends_with_its_reason(store):
+    async def scenario(h):
+        return await h.until(h.submit("dies").id)
+
+    job = run(store, scenario)
+    assert (job.state, job.reason, job.attempts) == ("ERROR", "WORKER_CRASHED", 2)
+    assert "killed by signal SIGKILL" in job.reason_message
+    lines = [e.message for e in store.list_logs(job.id, page_size=50)[0]]
+    assert sum("back to the queue for attempt 2" in line for line in lines) == 1
+
+
+@pytest.mark.skipif(create_cgroup("probe", Limits(memory_bytes=1 << 30)) is None, reason="no memory cgroup here")
+def test_a_program_past_its_memory_limit_ends_out_of_memory(store):
+    async def scenario(h):
+        return await h.until(h.submit("greedy").id)
+
+    job = run(store, scenario, max_attempts=1)
+    assert (job.state, job.reason) == ("ERROR", "OUT_OF_MEMORY")
+    assert "more memory than its limit" in job.reason_message
+
+
+@pytest.mark.parametrize(("program_id", "words"), [("loud", "logged or printed"), ("eager", "interim results")])
+def test_a_program_past_its_output_caps_is_stopped(store, program_id, words):
+    async def scenario(h):
+        return await h.until(h.submit(program_id).id, timeout=30)
+
+    job = run(store, scenario)
+    assert (job.state, job.reason) == ("ERROR", "OUTPUT_LIMIT_EXCEEDED")
+    assert words in job.reason_message
+    assert (job.end_time - job.start_time).total_seconds() < 10
+    interim, _ = store.list_interim_results(job.id, page_size=1000)
+    assert len(interim) <= 100
+
+
+def test_a_job_started_too_often_ends_without_running_again(store, bell):
+    job, _ = store.create(instance="crn:a", owner="u", program_id="sampler", runtime="BUILTIN",
+                          backend="local_aer", inputs=dumps({"circuits": bell}), log_level="INFO",
+                          max_execution_seconds=60)
+    for replica in ("one", "two"):  # two replicas claimed it and died
+        store.claim_next_queued(replica)
+        store.requeue_running(runner=replica)
+
+    async def scenario(h):
         return await h.until(job.id)
 
-    assert run(store, local_backend_class, scenario).state == "CANCELLED"
+    ended = run(store, scenario)
+    assert (ended.state, ended.reason, ended.attempts) == ("ERROR", "TOO_MANY_ATTEMPTS", 3)
+    assert "started 2 times" in ended.reason_message
 
 
-def test_stopping_requeues_running_jobs_and_starting_runs_them(store, local_backend_class):
+def test_stopping_requeues_running_jobs_and_starting_runs_them(store):
     async def first(h):
-        job = h.submit("sleepy", {"seconds": 30})
-        await h.until(job.id, states=(RUNNING,))
+        job = h.submit("sleepy", {"seconds": 60})
+        await h.pid_of(job.id)
         return job
 
-    job = run(store, local_backend_class, first)
+    job = run(store, first)
     assert store.get(job.id).state == "QUEUED"
 
     async def second(h):
         return await h.until(job.id, states=(RUNNING,))
 
-    assert run(store, local_backend_class, second).state == RUNNING
+    assert run(store, second).state == RUNNING
 
 
-def test_a_job_of_a_dead_replica_is_requeued_after_its_lease(store, local_backend_class, bell):
+def test_a_job_of_a_dead_replica_is_requeued_after_its_lease(store, bell):
     job, _ = store.create(instance="crn:a", owner="u", program_id="sampler", runtime="BUILTIN",
                           backend="local_aer", inputs=dumps({"circuits": bell}), log_level="INFO",
                           max_execution_seconds=60)
     store.claim_next_queued("a-replica-that-dies-now")
 
     async def scenario(h):
-        return await h.until(job.id, timeout=10)
+        return await h.until(job.id, timeout=20)
 
-    assert run(store, local_backend_class, scenario).state == "DONE"
+    assert run(store, scenario).state == "DONE"
 
 
 def lines_about(logs, event: str) -> list[dict]:
     return [line for line in logs if line["event"] == event]
 
 
-def test_requeued_jobs_are_logged_each_with_its_job_id_and_request_id(store, local_backend_class, bell):
+def test_requeued_jobs_are_logged_each_with_its_job_id_and_request_id(store, bell):
     job, _ = store.create(instance="crn:a", owner="u", program_id="sampler", runtime="BUILTIN",
                           backend="local_aer", inputs=dumps({"circuits": bell}), log_level="INFO",
                           max_execution_seconds=60, trace_id="trace-of-create")
@@ -281,12 +461,12 @@ def test_requeued_jobs_are_logged_each_with_its_job_id_and_request_id(store, loc
         return await h.until(job.id)
 
     with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as logs:
-        assert run(store, local_backend_class, scenario).state == "DONE"
+        assert run(store, scenario).state == "DONE"
     [requeued] = lines_about(logs, "requeued the job of a replica that stopped")
     assert (requeued["job_id"], requeued["request_id"]) == (job.id, "trace-of-create")
 
 
-def test_a_failure_to_store_the_outcome_is_logged_with_the_jobs_ids(store, local_backend_class, monkeypatch):
+def test_a_failure_to_store_the_outcome_is_logged_with_the_jobs_ids(store, monkeypatch):
     def broken_finish(*args, **kwargs):
         raise RuntimeError("the database went away")
 
@@ -295,17 +475,27 @@ def test_a_failure_to_store_the_outcome_is_logged_with_the_jobs_ids(store, local
     async def scenario(h):
         job = h.submit("hello-world", {"iterations": 0})
         job = store.get(job.id)
-        for _ in range(500):
+        for _ in range(1500):
             if lines_about(logs, "could not store how the job ended"):
                 return job
             await asyncio.sleep(0.01)
         raise AssertionError("the failure was not logged")
 
     with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as logs:
-        job = run(store, local_backend_class, scenario)
+        job = run(store, scenario)
     [failed] = lines_about(logs, "could not store how the job ended")
     assert (failed["job_id"], failed["request_id"]) == (job.id, job.trace_id) and failed["exc_info"]
     assert store.get(job.id).state == "QUEUED"  # requeued at stop, to run again
+
+
+def test_no_program_runs_in_the_service_process(store, bell):
+    async def scenario(h):
+        job = h.submit("sleepy", {"seconds": 60})
+        pid = await h.pid_of(job.id)
+        h.executor.cancel(job.id)
+        return pid
+
+    assert run(store, scenario) != os.getpid()
 
 
 def test_the_servicer_answers_unavailable_before_start():

@@ -77,6 +77,16 @@ class _JobReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobReason.V
     """The suite failed; the job did not get a fair run."""
     JOB_REASON_RUNTIME_UNAVAILABLE: _JobReason.ValueType  # 7
     """The program's runtime is not available on this deployment (uploaded Python programs need the sandbox runner)."""
+    JOB_REASON_OUT_OF_MEMORY: _JobReason.ValueType  # 8
+    """The program's worker process used more memory than its limit and the kernel ended it, on every attempt."""
+    JOB_REASON_WORKER_CRASHED: _JobReason.ValueType  # 9
+    """The program's worker process died (a crash, a signal) on every attempt the job was allowed."""
+    JOB_REASON_OUTPUT_LIMIT_EXCEEDED: _JobReason.ValueType  # 10
+    """The program wrote more logs or published more interim results than a job may."""
+    JOB_REASON_TOO_MANY_ATTEMPTS: _JobReason.ValueType  # 11
+    """The job was started as many times as a job may be and its runner stopped each time (the jobs service
+    itself was killed while running it); it is not started again.
+    """
 
 class JobReason(_JobReason, metaclass=_JobReasonEnumTypeWrapper):
     """Why a job ended other than DONE."""
@@ -97,6 +107,16 @@ JOB_REASON_INTERNAL_ERROR: JobReason.ValueType  # 6
 """The suite failed; the job did not get a fair run."""
 JOB_REASON_RUNTIME_UNAVAILABLE: JobReason.ValueType  # 7
 """The program's runtime is not available on this deployment (uploaded Python programs need the sandbox runner)."""
+JOB_REASON_OUT_OF_MEMORY: JobReason.ValueType  # 8
+"""The program's worker process used more memory than its limit and the kernel ended it, on every attempt."""
+JOB_REASON_WORKER_CRASHED: JobReason.ValueType  # 9
+"""The program's worker process died (a crash, a signal) on every attempt the job was allowed."""
+JOB_REASON_OUTPUT_LIMIT_EXCEEDED: JobReason.ValueType  # 10
+"""The program wrote more logs or published more interim results than a job may."""
+JOB_REASON_TOO_MANY_ATTEMPTS: JobReason.ValueType  # 11
+"""The job was started as many times as a job may be and its runner stopped each time (the jobs service
+itself was killed while running it); it is not started again.
+"""
 Global___JobReason: _TypeAlias = JobReason  # noqa: Y015
 
 class _LogLevel:
@@ -187,6 +207,8 @@ class Job(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PROGRAM_VERSION_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, assigned by the service."""
     program_id: _builtins.str
@@ -207,6 +229,12 @@ class Job(_message.Message):
     """The inputs, a JSON object."""
     request_id: _builtins.str
     """The idempotency key the job was created with, if any."""
+    program_version: _builtins.int
+    """The version of the program the job runs: the latest one when the job was created."""
+    attempts: _builtins.int
+    """How many times a runner has started the job: 1 once it runs; more when its worker died or its runner
+    was stopped and it went back to the queue. A job is started at most the deployment's max_attempts times.
+    """
     @_builtins.property
     def options(self) -> Global___JobOptions:
         """The options it was created with, the backend resolved."""
@@ -245,10 +273,12 @@ class Job(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         request_id: _builtins.str = ...,
+        program_version: _builtins.int = ...,
+        attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "max_execution_time", b"max_execution_time", "options", b"options", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "create_time", b"create_time", "end_time", b"end_time", "id", b"id", "inputs", b"inputs", "instance", b"instance", "max_execution_time", b"max_execution_time", "options", b"options", "owner", b"owner", "program_id", b"program_id", "reason", b"reason", "reason_message", b"reason_message", "request_id", b"request_id", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "end_time", b"end_time", "id", b"id", "inputs", b"inputs", "instance", b"instance", "max_execution_time", b"max_execution_time", "options", b"options", "owner", b"owner", "program_id", b"program_id", "program_version", b"program_version", "reason", b"reason", "reason_message", b"reason_message", "request_id", b"request_id", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

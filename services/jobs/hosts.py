@@ -1,0 +1,163 @@
+"""Program hosts started ahead of demand: a warm pool of worker processes, each used for one job.
+
+Starting a host costs about a second (the interpreter imports Qiskit), so the pool keeps `warm` of
+them started and waiting; a job takes one, and the pool starts its replacement at once. A host is
+never reused: after its job it is killed with everything it started, so no job sees another's
+leftovers. When the pool is empty a job starts its own host (a cold start) rather than wait.
+
+Two pools run side by side, and only the trust differs: built-in programs run in plain limited
+workers, uploaded programs in the same host inside the operating system's sandbox (kit/sandbox.py),
+with a private scratch folder that goes with the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from qruntime.jobs.v1 import program_host_pb2
+
+from qruntime_kit.limits import Limits
+from qruntime_kit.logging import get_logger
+from qruntime_kit.sandbox import sandbox_argv, seccomp_fd
+from qruntime_kit.workers import CHANNEL_FD, ChannelClosed, WorkerProcess, spawn
+
+log = get_logger("jobs.hosts")
+HOST_MODULE = "qruntime_jobs.host"
+START_TIMEOUT_SECONDS = 60.0
+# A host's frames: the largest is a program's result or a device call's circuits.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+
+class HostStartError(Exception):
+    """A host could not be started (the machine is out of processes or memory, or the sandbox failed)."""
+
+
+@dataclasses.dataclass
+class Host:
+    """A started host waiting for its task, and the scratch folder it alone may write."""
+
+    worker: WorkerProcess
+    scratch: Path | None = None
+
+    async def discard(self) -> None:
+        """Kill the host with everything it started and remove its scratch folder."""
+        await self.worker.kill()
+        if self.scratch is not None:
+            await asyncio.to_thread(shutil.rmtree, self.scratch, True)
+
+
+class HostPool:
+    """Hosts of one kind of trust, `warm` of them started ahead of demand."""
+
+    def __init__(self, *, sandboxed: bool, warm: int, limits: Limits, scratch_root: Path | None = None) -> None:
+        self.sandboxed = sandboxed
+        self._warm = warm
+        self._limits = limits
+        self._scratch_root = scratch_root
+        self._ready: asyncio.Queue[Host] = asyncio.Queue()
+        self._starting = 0
+        self._fillers: set[asyncio.Task] = set()
+        self._stopped = False
+
+    @property
+    def kind(self) -> str:
+        return "sandboxed" if self.sandboxed else "trusted"
+
+    def start(self) -> None:
+        """Start filling the pool in the background."""
+        self._refill()
+
+    async def acquire(self) -> Host:
+        """A started host for one job: a warm one when there is one, else a new one."""
+        while not self._ready.empty():
+            host = self._ready.get_nowait()
+            self._refill()
+            if host.worker.process.returncode is None:
+                return host
+            log.warning("a warm program host had died; discarding it", pool=self.kind,
+                        ended=(await host.worker.wait()).describe())
+            await host.discard()
+        self._refill()
+        return await self._start_host()
+
+    async def stop(self) -> None:
+        """Stop refilling and kill the hosts that wait."""
+        self._stopped = True
+        for task in list(self._fillers):
+            task.cancel()
+        await asyncio.gather(*self._fillers, return_exceptions=True)
+        while not self._ready.empty():
+            await self._ready.get_nowait().discard()
+
+    def _refill(self) -> None:
+        missing = self._warm - self._ready.qsize() - self._starting
+        for _ in range(max(0, missing)):
+            self._starting += 1
+            task = asyncio.create_task(self._fill_one(), name=f"host-pool-{self.kind}")
+            self._fillers.add(task)
+            task.add_done_callback(self._fillers.discard)
+
+    async def _fill_one(self) -> None:
+        try:
+            host = await self._start_host()
+        except HostStartError:
+            log.exception("could not start a warm program host", pool=self.kind)
+            return
+        finally:
+            self._starting -= 1
+        if self._stopped:
+            await host.discard()
+        else:
+            self._ready.put_nowait(host)
+
+    async def _start_host(self) -> Host:
+        scratch = None
+        try:
+            if self.sandboxed:
+                scratch = Path(tempfile.mkdtemp(prefix="job-", dir=self._scratch_root))
+                with seccomp_fd() as fd:
+                    argv = sandbox_argv([sys.executable, "-m", HOST_MODULE], scratch=scratch,
+                                        keep_fds=[CHANNEL_FD], seccomp_fd=CHANNEL_FD + 1)
+                    worker = await spawn(argv, limits=self._limits, label="host", extra_fds=[fd],
+                                         capture_output=True, max_frame=MAX_FRAME_BYTES)
+            else:
+                worker = await spawn([sys.executable, "-m", HOST_MODULE], limits=self._limits, label="host",
+                                     capture_output=True, max_frame=MAX_FRAME_BYTES)
+        except Exception as err:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+            raise HostStartError(f"could not start a {self.kind} program host: {err}") from err
+        host = Host(worker, scratch)
+        try:
+            async with asyncio.timeout(START_TIMEOUT_SECONDS):
+                frame = await worker.channel.recv()
+            ready = program_host_pb2.HostMessage.FromString(frame).HasField("ready")
+        except (TimeoutError, ChannelClosed, ValueError) as err:
+            ended = (await host.worker.kill()).describe()
+            stderr = await _drain(worker)
+            await host.discard()
+            raise HostStartError(f"a {self.kind} program host did not start ({ended}): {err} {stderr}") from None
+        except BaseException:  # cancelled (the pool stops): the half-started host goes too
+            await asyncio.shield(host.discard())
+            raise
+        if not ready:
+            await host.discard()
+            raise HostStartError(f"a {self.kind} program host spoke before it was ready")
+        return host
+
+
+async def _drain(worker: WorkerProcess) -> str:
+    """The last words of a host that failed to start, for the log."""
+    if worker.stderr is None:
+        return ""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1):
+            return (await worker.stderr.read(4096)).decode(errors="replace").strip()
+    return ""
+
