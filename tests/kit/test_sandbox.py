@@ -142,6 +142,20 @@ def test_the_program_is_nobody_on_the_host_too(tmp_path):
     assert owner == (SANDBOX_UID if os.geteuid() == 0 else os.geteuid())
 
 
+def test_concurrent_programs_get_their_own_host_uid_when_asked(tmp_path):
+    # One host uid per running program keeps per-user budgets (RLIMIT_NPROC, inotify, pipes) apart.
+    if os.geteuid() != 0:
+        pytest.skip("only a root service chooses the host uid")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with seccomp_fd() as fd:
+        argv = sandbox_argv([sys.executable, "-c", "open('/scratch/mine', 'w').close()"], scratch=scratch,
+                            seccomp_fd=fd, host_uid=100_001)
+        subprocess.run(argv, pass_fds=[fd], check=True, timeout=60)
+    assert (scratch / "mine").stat().st_uid == 100_001
+    assert scratch.stat().st_uid == 100_001 and scratch.stat().st_mode & 0o777 == 0o700
+
+
 def test_only_kept_descriptors_are_inherited(tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("not for the program")
