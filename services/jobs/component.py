@@ -71,10 +71,7 @@ class JobsComponent:
         problem = await asyncio.to_thread(sandbox_available) if settings.sandbox else "the sandbox is turned off"
         sandboxed = None
         if problem is None:
-            scratch = settings.data_path() / "scratch"
-            scratch.mkdir(mode=0o700, exist_ok=True)
-            sandboxed = HostPool(sandboxed=True, warm=settings.warm_sandboxed_hosts, limits=limits,
-                                 scratch_root=scratch)
+            sandboxed = HostPool(sandboxed=True, warm=settings.warm_sandboxed_hosts, limits=limits)
         else:
             log.warning("uploaded programs will not run", why=problem)
         self._pools = [p for p in (trusted, sandboxed) if p is not None]

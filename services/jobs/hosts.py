@@ -7,7 +7,9 @@ leftovers. When the pool is empty a job starts its own host (a cold start) rathe
 
 Two pools run side by side, and only the trust differs: built-in programs run in plain limited
 workers, uploaded programs in the same host inside the operating system's sandbox (kit/sandbox.py),
-with a private scratch folder that goes with the host.
+with a private scratch folder in memory (so it counts against the host's memory limit and cannot
+fill the disk) and a host uid of its own (per-user kernel budgets such as RLIMIT_NPROC are then
+its alone).
 """
 
 from __future__ import annotations
@@ -15,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import shutil
+import itertools
 import sys
-import tempfile
-from pathlib import Path
 
 from qruntime.jobs.v1 import program_host_pb2
 
@@ -32,6 +32,11 @@ HOST_MODULE = "qruntime_jobs.host"
 START_TIMEOUT_SECONDS = 60.0
 # A host's frames: the largest is a program's result or a device call's circuits.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+SCRATCH_BYTES = 256 * 1024 * 1024  # a sandboxed program's /scratch, in memory
+# Sandboxed hosts run as host uids 100000 + n, one each (recycled after 50,000 hosts); no account
+# on the machine uses them, so no file on it belongs to them.
+_FIRST_UID, _UIDS = 100_000, 50_000
+_next_uid = itertools.count()
 
 
 class HostStartError(Exception):
@@ -40,26 +45,23 @@ class HostStartError(Exception):
 
 @dataclasses.dataclass
 class Host:
-    """A started host waiting for its task, and the scratch folder it alone may write."""
+    """A started host waiting for its task."""
 
     worker: WorkerProcess
-    scratch: Path | None = None
+    sandboxed: bool = False
 
     async def discard(self) -> None:
-        """Kill the host with everything it started and remove its scratch folder."""
+        """Kill the host with everything it started (its scratch in memory goes with it)."""
         await self.worker.kill()
-        if self.scratch is not None:
-            await asyncio.to_thread(shutil.rmtree, self.scratch, True)
 
 
 class HostPool:
     """Hosts of one kind of trust, `warm` of them started ahead of demand."""
 
-    def __init__(self, *, sandboxed: bool, warm: int, limits: Limits, scratch_root: Path | None = None) -> None:
+    def __init__(self, *, sandboxed: bool, warm: int, limits: Limits) -> None:
         self.sandboxed = sandboxed
         self._warm = warm
         self._limits = limits
-        self._scratch_root = scratch_root
         self._ready: asyncio.Queue[Host] = asyncio.Queue()
         self._starting = 0
         self._fillers: set[asyncio.Task] = set()
@@ -117,23 +119,20 @@ class HostPool:
             self._ready.put_nowait(host)
 
     async def _start_host(self) -> Host:
-        scratch = None
         try:
             if self.sandboxed:
-                scratch = Path(tempfile.mkdtemp(prefix="job-", dir=self._scratch_root))
+                uid = _FIRST_UID + next(_next_uid) % _UIDS
                 with seccomp_fd() as fd:
-                    argv = sandbox_argv([sys.executable, "-m", HOST_MODULE], scratch=scratch,
-                                        keep_fds=[CHANNEL_FD], seccomp_fd=CHANNEL_FD + 1)
+                    argv = sandbox_argv([sys.executable, "-m", HOST_MODULE], scratch=None, scratch_bytes=SCRATCH_BYTES,
+                                        keep_fds=[CHANNEL_FD], seccomp_fd=CHANNEL_FD + 1, host_uid=uid)
                     worker = await spawn(argv, limits=self._limits, label="host", extra_fds=[fd],
                                          capture_output=True, max_frame=MAX_FRAME_BYTES)
             else:
                 worker = await spawn([sys.executable, "-m", HOST_MODULE], limits=self._limits, label="host",
                                      capture_output=True, max_frame=MAX_FRAME_BYTES)
         except Exception as err:
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
             raise HostStartError(f"could not start a {self.kind} program host: {err}") from err
-        host = Host(worker, scratch)
+        host = Host(worker, self.sandboxed)
         try:
             async with asyncio.timeout(START_TIMEOUT_SECONDS):
                 frame = await worker.channel.recv()

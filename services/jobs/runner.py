@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 
 from google.protobuf.message import DecodeError
@@ -154,7 +155,7 @@ class _Run:
     async def serve(self, task: program_host_pb2.ProgramTask) -> Outcome:
         worker = self._host.worker
         log.info("program started", program_id=self._job.program_id, backend=self._job.backend,
-                 host=worker.pid, sandboxed=self._host.scratch is not None)
+                 host=worker.pid, sandboxed=self._host.sandboxed)
         readers = [asyncio.create_task(self._read_output(stream, level))
                    for stream, level in ((worker.stdout, logging.INFO), (worker.stderr, logging.WARNING))
                    if stream is not None]
@@ -229,7 +230,10 @@ class _Run:
         if "frame of" in why:  # the host sent more than a frame may hold, most likely its result
             return Outcome(ERROR, "PROGRAM_ERROR", f"the program sent too much at once: {why}")
         reason = "OUT_OF_MEMORY" if ended.out_of_memory else "WORKER_CRASHED"
-        message = f"the program's worker process {ended.describe()}"
+        how = ended.describe()
+        if self._host.sandboxed and 128 < ended.returncode < 128 + 65:  # how the sandbox's pid 1 reports a kill
+            how = f"killed by signal {signal.Signals(ended.returncode - 128).name}"
+        message = f"the program's worker process {how}"
         log.warning("program host died", ended=ended.describe())
         await self._write_log(logging.ERROR, message, force=True)
         return Outcome(ERROR, reason, message, retry=True)

@@ -93,8 +93,9 @@ def _probe() -> str | None:
 def sandbox_argv(
     argv: Sequence[str],
     *,
-    scratch: Path,
+    scratch: Path | None,
     seccomp_fd: int | None,
+    scratch_bytes: int = 0,
     keep_fds: Sequence[int] = (),
     read_only: Sequence[Path] = (),
     env: Mapping[str, str] | None = None,
@@ -105,6 +106,8 @@ def sandbox_argv(
     scratch: a host folder, writable inside as /scratch (also the cwd and HOME); the only place the
       program's files outlive it. Give each program its own. When the caller is root it is handed to
       host_uid here (chown, mode 0700), so files put in it beforehand must be readable by that uid.
+      None: /scratch is memory instead (a tmpfs of scratch_bytes, counted in the worker's memory
+      cgroup), so a program cannot fill the host's disk, and nothing it writes outlives it.
     seccomp_fd: the number the fd from seccomp_fd() will have in the started process (passed with
       pass_fds); None runs without the filter (for measurements only).
     keep_fds: descriptors the program inherits besides 0-2 (e.g. its channel to the worker); the
@@ -118,20 +121,25 @@ def sandbox_argv(
     for fd in keep_fds:
         if fd < 3 or fd == seccomp_fd:
             raise ValueError(f"keep_fds holds {fd}: 0-2 are always inherited, and the seccomp fd never")
+    if scratch is None and scratch_bytes <= 0:
+        raise ValueError("give a scratch folder, or scratch_bytes for a scratch in memory")
     env_tool, bwrap, setpriv = _tools()
-    scratch = Path(scratch).resolve(strict=True)
-    binds = [(str(p), str(p), False) for p in _read_only_paths(read_only)] + [(str(scratch), SCRATCH, True)]
+    binds = [(str(p), str(p), False) for p in _read_only_paths(read_only)]
+    if scratch is not None:
+        scratch = Path(scratch).resolve(strict=True)
+        binds.append((str(scratch), SCRATCH, True))
     # bwrap's own process stays in the sandbox as its pid 1 (the reaper), and any program can read
     # /proc/1/environ: start it with an empty environment, whatever the caller's holds (keys, URLs).
     command = [env_tool, "-i"]
     if os.geteuid() == 0:
-        os.chown(scratch, host_uid, host_uid)
-        os.chmod(scratch, 0o700)
+        if scratch is not None:
+            os.chown(scratch, host_uid, host_uid)
+            os.chmod(scratch, 0o700)
         staged = [(f"{_STAGE}/{i}", dest, writable) for i, (_, dest, writable) in enumerate(binds)]
         command += _first_stage(bwrap, binds)
         command += [setpriv, "--reuid", str(host_uid), "--regid", str(host_uid), "--clear-groups", "--"]
         binds = staged
-    command += _sandbox(bwrap, binds, seccomp_fd, env)
+    command += _sandbox(bwrap, binds, seccomp_fd, env, scratch_bytes if scratch is None else 0)
     return [*command, "--", *argv]
 
 
@@ -154,7 +162,7 @@ def _first_stage(bwrap: str, binds: list[tuple[str, str, bool]]) -> list[str]:
 
 
 def _sandbox(bwrap: str, binds: list[tuple[str, str, bool]], seccomp_fd: int | None,
-             env: Mapping[str, str] | None) -> list[str]:
+             env: Mapping[str, str] | None, scratch_bytes: int) -> list[str]:
     # Every namespace; --disable-userns: no nested user namespace either (the way back to
     # capabilities over a namespace of its own, and much of the kernel's recent attack surface).
     args = [bwrap, "--unshare-all", "--unshare-user", "--unshare-cgroup", "--disable-userns"]
@@ -169,6 +177,8 @@ def _sandbox(bwrap: str, binds: list[tuple[str, str, bool]], seccomp_fd: int | N
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     for source, dest, writable in binds:
         args += ["--bind" if writable else "--ro-bind", source, dest]
+    if scratch_bytes:
+        args += ["--size", str(scratch_bytes), "--perms", "0700", "--tmpfs", SCRATCH]
     args += ["--chdir", SCRATCH]
     # The root bwrap builds is a tmpfs the program would own: make it read-only, so nothing can be
     # written outside /scratch, /tmp and /dev (the last two are memory, counted in its memory cgroup).
