@@ -250,7 +250,7 @@ def bench_vqe(tmp: Path) -> None:
         service = client(running)
         program_id = service.upload_program(textwrap.dedent(VQE_PROGRAM), {
             "name": "vqe", "max_execution_time": 600,
-            "parameters": [{"name": "ansatz", "type": "QuantumCircuit", "required": True},
+            "parameters": [{"name": "ansatz", "type": "circuits", "required": True},
                            {"name": "observable", "type": "array", "required": True},
                            {"name": "steps", "type": "integer", "required": True}],
         })
