@@ -1,12 +1,14 @@
 """Program hosts started ahead of demand: a warm pool of worker processes, each used for one job.
 
-Starting a host costs about a second (the interpreter imports Qiskit), so the pool keeps `warm` of
-them started and waiting; a job takes one, and the pool starts its replacement at once. A host is
+A job takes a started host from its pool, and the pool starts the replacement at once. A host is
 never reused: after its job it is killed with everything it started, so no job sees another's
 leftovers. When the pool is empty a job starts its own host (a cold start) rather than wait.
 
-Two pools run side by side, and only the trust differs: built-in programs run in plain limited
-workers, uploaded programs in the same host inside the operating system's sandbox (kit/sandbox.py),
+Two pools run side by side, and only the trust differs. Built-in programs run in limited workers
+forked from a zygote (kit/zygote.py) that has imported Qiskit once, so a host costs milliseconds,
+not the second of CPU a fresh interpreter spends importing. Uploaded programs run in the same host
+started afresh inside the operating system's sandbox (kit/sandbox.py), never forked from a process
+that ran anything else,
 with a private scratch folder in memory (so it counts against the host's memory limit and cannot
 fill the disk) and a host uid of its own (per-user kernel budgets such as RLIMIT_NPROC are then
 its alone).
@@ -25,7 +27,8 @@ from qruntime.jobs.v1 import program_host_pb2
 from qruntime_kit.limits import Limits
 from qruntime_kit.logging import get_logger
 from qruntime_kit.sandbox import sandbox_argv, seccomp_fd
-from qruntime_kit.workers import CHANNEL_FD, ChannelClosed, WorkerProcess, spawn
+from qruntime_kit.workers import CHANNEL_FD, ChannelClosed, Worker, spawn
+from qruntime_kit.zygote import Zygote, ZygoteDied
 
 log = get_logger("jobs.hosts")
 HOST_MODULE = "qruntime_jobs.host"
@@ -47,7 +50,7 @@ class HostStartError(Exception):
 class Host:
     """A started host waiting for its task."""
 
-    worker: WorkerProcess
+    worker: Worker
     sandboxed: bool = False
 
     async def discard(self) -> None:
@@ -66,6 +69,7 @@ class HostPool:
         self._starting = 0
         self._fillers: set[asyncio.Task] = set()
         self._stopped = False
+        self._zygote: asyncio.Task[Zygote] | None = None  # trusted pools: the zygote, once started
 
     @property
     def kind(self) -> str:
@@ -80,7 +84,7 @@ class HostPool:
         while not self._ready.empty():
             host = self._ready.get_nowait()
             self._refill()
-            if host.worker.process.returncode is None:
+            if host.worker.returncode is None:
                 return host
             log.warning("a warm program host had died; discarding it", pool=self.kind,
                         ended=(await host.worker.wait()).describe())
@@ -89,13 +93,33 @@ class HostPool:
         return await self._start_host()
 
     async def stop(self) -> None:
-        """Stop refilling and kill the hosts that wait."""
+        """Stop refilling and kill the hosts that wait (and the zygote)."""
         self._stopped = True
         for task in list(self._fillers):
             task.cancel()
         await asyncio.gather(*self._fillers, return_exceptions=True)
         while not self._ready.empty():
             await self._ready.get_nowait().discard()
+        if self._zygote is not None:
+            zygote, self._zygote = self._zygote, None
+            zygote.cancel()
+            with contextlib.suppress(BaseException):
+                await (await zygote).stop()
+
+    async def _forked(self) -> Worker:
+        """A trusted host forked from the zygote, started (again) if it is not running."""
+        for attempt in (1, 2):
+            if self._zygote is None or (self._zygote.done() and (
+                    self._zygote.cancelled() or self._zygote.exception() or not self._zygote.result().alive)):
+                self._zygote = asyncio.create_task(Zygote.start(HOST_MODULE, label="host-zygote"))
+            zygote = await asyncio.shield(self._zygote)
+            try:
+                return await zygote.fork(limits=self._limits, label="host", max_frame=MAX_FRAME_BYTES)
+            except ZygoteDied:
+                if attempt == 2:
+                    raise
+                log.warning("the program hosts' zygote died; starting another")
+        raise AssertionError("unreachable")
 
     def _refill(self) -> None:
         missing = self._warm - self._ready.qsize() - self._starting
@@ -128,8 +152,7 @@ class HostPool:
                     worker = await spawn(argv, limits=self._limits, label="host", extra_fds=[fd],
                                          capture_output=True, max_frame=MAX_FRAME_BYTES)
             else:
-                worker = await spawn([sys.executable, "-m", HOST_MODULE], limits=self._limits, label="host",
-                                     capture_output=True, max_frame=MAX_FRAME_BYTES)
+                worker = await self._forked()
         except Exception as err:
             raise HostStartError(f"could not start a {self.kind} program host: {err}") from err
         host = Host(worker, self.sandboxed)
@@ -151,7 +174,7 @@ class HostPool:
         return host
 
 
-async def _drain(worker: WorkerProcess) -> str:
+async def _drain(worker: Worker) -> str:
     """The last words of a host that failed to start, for the log."""
     if worker.stderr is None:
         return ""

@@ -145,30 +145,32 @@ class Exit:
         return f"exited with status {self.returncode}"
 
 
-class WorkerProcess:
-    """One running worker: its channel, its output pipes (when captured), kill() and wait()."""
+class Worker:
+    """One running worker: its channel, its output pipes (when captured), kill() and wait().
+
+    Subclasses say how its end is learnt: WorkerProcess from the child it is, ForkedWorker (zygote.py)
+    from the zygote that forked it."""
 
     def __init__(
-        self, process: asyncio.subprocess.Process, channel: AsyncChannel, cgroup: Cgroup | None, label: str
+        self, pid: int, channel: AsyncChannel, cgroup: Cgroup | None, label: str,
+        stdout: asyncio.StreamReader | None = None, stderr: asyncio.StreamReader | None = None,
     ) -> None:
-        self.process = process
+        self.pid = pid
         self.channel = channel
         self.label = label
+        self.stdout = stdout
+        self.stderr = stderr
         self._cgroup = cgroup
         self._killed = False
         self._exit: Exit | None = None
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def returncode(self) -> int | None:
+        """Its exit status once it has ended (negative: the signal that ended it), else None."""
+        raise NotImplementedError
 
-    @property
-    def stdout(self) -> asyncio.StreamReader | None:
-        return self.process.stdout
-
-    @property
-    def stderr(self) -> asyncio.StreamReader | None:
-        return self.process.stderr
+    async def _returncode(self) -> int:
+        raise NotImplementedError
 
     @property
     def killed(self) -> bool:
@@ -179,7 +181,7 @@ class WorkerProcess:
         """SIGKILL the worker's process group and everything in its cgroups; returns once it is gone."""
         self._killed = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)
         if self._cgroup is not None:
             await asyncio.to_thread(self._cgroup.kill_all)
         return await self.wait()
@@ -187,7 +189,7 @@ class WorkerProcess:
     async def wait(self) -> Exit:
         """Wait for the worker to end, release its cgroups, and say how it ended."""
         if self._exit is None:
-            returncode = await self.process.wait()
+            returncode = await self._returncode()
             oom = False
             if self._cgroup is not None:
                 oom = self._cgroup.oom_kills() > 0
@@ -195,6 +197,23 @@ class WorkerProcess:
             self.channel.close()
             self._exit = Exit(returncode, out_of_memory=oom)
         return self._exit
+
+
+class WorkerProcess(Worker):
+    """A worker this process started itself (spawn)."""
+
+    def __init__(
+        self, process: asyncio.subprocess.Process, channel: AsyncChannel, cgroup: Cgroup | None, label: str
+    ) -> None:
+        super().__init__(process.pid, channel, cgroup, label, process.stdout, process.stderr)
+        self.process = process
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    async def _returncode(self) -> int:
+        return await self.process.wait()
 
 
 def worker_environment() -> dict[str, str]:
