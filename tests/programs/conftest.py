@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from programs_support import World, make_world
 
 from qruntime_kit.store import create_engine
 from qruntime_programs.store import metadata
@@ -47,3 +48,11 @@ def store_url(request, tmp_path) -> Iterator[str]:
         for table in reversed(metadata.sorted_tables):
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table.name}"))
     engine.dispose()
+
+
+@pytest.fixture
+def world(start_suite) -> Iterator[World]:
+    """Callers of a fresh suite serving programs (SQLite)."""
+    world = make_world(start_suite("programs"))
+    yield world
+    world.close()
