@@ -134,7 +134,7 @@ class ProgramsServicer(programs_service_pb2_grpc.ProgramsServiceServicer):
                 if attempt == _CREATE_ATTEMPTS:
                     raise
         log.info("program created", program_id=program.id, instance=program.owner_instance,
-                 visibility=program.visibility.value, source_bytes=len(sent.data))
+                 visibility=program.visibility.value)
         return programs_service_pb2.CreateProgramResponse(program=program_message(program, with_data=True))
 
     async def UpdateProgram(self, request, context):

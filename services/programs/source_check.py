@@ -43,7 +43,7 @@ class CheckLimits:
     """What one check may use, and how many run at once."""
 
     seconds: float = 15.0  # wall clock from spawn to verdict; then the worker is killed
-    memory_bytes: int = 512 * MiB  # a dense 1 MiB source needs about 250 MiB to compile
+    memory_bytes: int = 512 * MiB  # a dense 1 MB of code needs about 220 MiB to compile
     workers: int = 2  # checks running at once in this replica
     waiting: int = 8  # checks waiting for a free worker at most; more are refused
 
