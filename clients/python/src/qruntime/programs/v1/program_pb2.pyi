@@ -183,7 +183,9 @@ class Program(_message.Message):
     description: _builtins.str
     """What the program does: at most 4 KiB (4096 bytes)."""
     visibility: Global___Visibility.ValueType
-    """Who may see and run it. Always the latest version's: it decides who may read every version."""
+    """Who may see and run it; on an older version, who could then. Who may read any version now is
+    decided by the latest version's visibility.
+    """
     runtime: Global___ProgramRuntime.ValueType
     """How the program is run."""
     owner_instance: _builtins.str
