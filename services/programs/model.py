@@ -56,7 +56,8 @@ class ProgramInput:
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """A program: code with declared inputs and a time limit, owned by an instance or built in."""
+    """A program at one of its versions: code with declared inputs and a time limit, owned by an
+    instance or built in."""
 
     id: str
     name: str
@@ -68,7 +69,8 @@ class Program:
     owner_instance: str = ""  # empty for built-ins
     data: str = ""  # Python source of PYTHON programs
     create_time: dt.datetime | None = None
-    update_time: dt.datetime | None = None
+    update_time: dt.datetime | None = None  # when this version was made
+    version: int = 1  # 1 at creation, one more per update that changes anything; built-ins stay at 1
 
     @property
     def is_builtin(self) -> bool:

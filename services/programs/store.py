@@ -3,6 +3,11 @@
 Runs on SQLite (one machine) and PostgreSQL (several replicas). Every write is one transaction.
 Methods are synchronous; the servicer calls them in a worker thread so the event loop never waits
 on the database.
+
+programs_program holds each program as it is now (its latest version); programs_version holds every
+version's full content, the latest included, because a job records the version it ran and fetches
+exactly that source when it runs. A version is written in the same transaction as the change that
+makes it, so the two tables never disagree.
 """
 
 from __future__ import annotations
@@ -41,8 +46,25 @@ programs_table = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default=sa.text("1")),
     sa.Index("programs_program_owner_instance_id", "owner_instance", "id"),
     sa.Index("programs_program_visibility_id", "visibility", "id"),
+)
+
+# One row per version of each program: what an update changes, as it was after that update. The id,
+# owner, runtime and creation time never change, so they stay in programs_program alone.
+versions_table = sa.Table(
+    "programs_version",
+    metadata,
+    sa.Column("program_id", _ID, sa.ForeignKey("programs_program.id"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("inputs", sa.JSON, nullable=False),
+    sa.Column("max_execution_seconds", sa.Integer, nullable=False),
+    sa.Column("visibility", sa.String(16), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),  # when this version was made
 )
 
 # The columns update() may change; the rest (the id above all) are fixed when a program is created.
@@ -50,6 +72,8 @@ UPDATABLE = frozenset({"name", "description", "visibility", "data", "inputs", "m
 # The columns a built-in's catalogue entry sets; seeding rewrites a stored built-in when one differs.
 _CONTENT = ("name", "description", "inputs", "max_execution_seconds", "visibility", "runtime",
             "owner_instance", "data")
+# The columns each version keeps (UPDATABLE, by another name where the table's order reads better).
+_VERSIONED = ("name", "description", "inputs", "max_execution_seconds", "visibility", "data")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +81,14 @@ class Page:
     """One page of a listing; more is True when programs follow the last one."""
 
     programs: list[Program]
+    more: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionPage:
+    """One page of a program's versions, newest first; more is True when older ones follow."""
+
+    versions: list[Program]
     more: bool
 
 
@@ -76,9 +108,10 @@ class ProgramStore:
         self._engine: sa.Engine | None = None
 
     def open(self, url: str) -> None:
-        """Connect to url and create the tables that are missing."""
+        """Connect to url, create the tables that are missing and bring older ones up to date."""
         engine = create_engine(url)
         metadata.create_all(engine)
+        _add_versions(engine)
         self._engine = engine
 
     def close(self) -> None:
@@ -98,6 +131,24 @@ class ProgramStore:
             row = conn.execute(sa.select(programs_table).where(programs_table.c.id == program_id)).first()
         return _program(row) if row is not None else None
 
+    def get_version(self, program_id: str, version: int) -> Program | None:
+        """The program as it was at version, source included; None when it has no such version."""
+        query = _versions_query().where(versions_table.c.program_id == program_id,
+                                        versions_table.c.version == version)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _program(row) if row is not None else None
+
+    def list_versions(self, program_id: str, *, limit: int, before: int | None = None) -> VersionPage:
+        """The program's versions, newest first, older than `before`; sources are left out."""
+        v = versions_table
+        query = _versions_query(with_data=False).where(v.c.program_id == program_id)
+        if before is not None:
+            query = query.where(v.c.version < before)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(v.c.version.desc()).limit(limit + 1)).all()
+        return VersionPage([_program(r) for r in rows[:limit]], more=len(rows) > limit)
+
     def list_visible(self, instance_crn: str | None, *, limit: int, after: str | None = None) -> Page:
         """Programs ordered by id after `after`: public ones and instance_crn's own, or all of them when
         instance_crn is None (service callers). Sources are left out."""
@@ -115,38 +166,50 @@ class ProgramStore:
         return Page([_program(r) for r in rows[:limit]], more=len(rows) > limit)
 
     def create(self, program: Program) -> Program:
-        """Insert the program, stamping its times; AlreadyExists when its id is taken."""
+        """Insert the program as version 1, stamping its times; AlreadyExists when its id is taken."""
         now = _now()
-        row = {**_row(program), "create_time": now, "update_time": now}
+        row = {**_row(program), "create_time": now, "update_time": now, "version": 1}
         try:
             with self.engine.begin() as conn:
                 conn.execute(sa.insert(programs_table).values(row))
+                conn.execute(sa.insert(versions_table).values(_version_row(row)))
         except sa.exc.IntegrityError:
             raise AlreadyExists(
                 f"a program with id {program.id!r} already exists",
                 reason="PROGRAM_ALREADY_EXISTS",
                 metadata={"program_id": program.id},
             ) from None
-        return dataclasses.replace(program, create_time=now, update_time=now)
+        return dataclasses.replace(program, create_time=now, update_time=now, version=1)
 
     def update(self, program_id: str, changes: Mapping[str, Any]) -> Program | None:
-        """Set the given fields (names from UPDATABLE, values as on Program) and update_time;
-        returns the program as stored after the change, or None when there is none."""
+        """Set the given fields (names from UPDATABLE, values as on Program) as a new version, stamping
+        update_time; returns the program as stored after the change (unchanged, at the same version,
+        when every value equals the stored one), or None when there is none."""
         unknown = set(changes) - UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         values = {k: _column_value(k, v) for k, v in changes.items()}
-        values["update_time"] = _now()
         t = programs_table
         with self.engine.begin() as conn:
-            if conn.execute(sa.update(t).where(t.c.id == program_id).values(values)).rowcount == 0:
+            # Lock the program's row first, with a write that changes nothing: the one lock both
+            # databases take alike (SQLite's write lock, PostgreSQL's row lock). The read below then
+            # sees the latest version, and concurrent updates of one program take turns, each
+            # making its own version, instead of failing.
+            if conn.execute(sa.update(t).where(t.c.id == program_id).values(version=t.c.version)).rowcount == 0:
                 return None
+            current = conn.execute(sa.select(t).where(t.c.id == program_id)).one()
+            if all(getattr(current, k) == v for k, v in values.items()):
+                return _program(current)
+            new = {**values, "update_time": _now(), "version": current.version + 1}
+            conn.execute(sa.update(t).where(t.c.id == program_id).values(new))
             row = conn.execute(sa.select(t).where(t.c.id == program_id)).one()
+            conn.execute(sa.insert(versions_table).values(_version_row(row._mapping)))
         return _program(row)
 
     def delete(self, program_id: str) -> bool:
-        """Delete the program; False when there was none."""
+        """Delete the program with all its versions; False when there was none."""
         with self.engine.begin() as conn:
+            conn.execute(sa.delete(versions_table).where(versions_table.c.program_id == program_id))
             result = conn.execute(sa.delete(programs_table).where(programs_table.c.id == program_id))
         return result.rowcount > 0
 
@@ -172,17 +235,25 @@ class ProgramStore:
             stored = {r.id: r for r in conn.execute(query)}
             for program_id, row in wanted.items():
                 current = stored.get(program_id)
+                # A built-in is always version 1: a release rewrites that version, as the jobs service's
+                # runner runs the release's code whatever a job recorded.
+                full = {**row, "create_time": now, "update_time": now, "version": 1}
                 if current is None:
-                    conn.execute(sa.insert(t).values({**row, "create_time": now, "update_time": now}))
+                    conn.execute(sa.insert(t).values(full))
+                    conn.execute(sa.insert(versions_table).values(_version_row(full)))
                     report.inserted.append(program_id)
                 elif current.runtime != Runtime.BUILTIN.value:
                     # Uploaded ids carry a suffix, so this cannot happen; never overwrite a user's program.
                     log.warning("builtin id taken by an uploaded program; not seeded", program_id=program_id)
                 elif any(getattr(current, k) != row[k] for k in _CONTENT):
                     conn.execute(sa.update(t).where(t.c.id == program_id).values({**row, "update_time": now}))
+                    v = versions_table
+                    conn.execute(sa.delete(v).where(v.c.program_id == program_id))
+                    conn.execute(sa.insert(v).values(_version_row({**full, "create_time": current.create_time})))
                     report.updated.append(program_id)
             retired = [i for i, r in stored.items() if i not in wanted and r.runtime == Runtime.BUILTIN.value]
             if retired:
+                conn.execute(sa.delete(versions_table).where(versions_table.c.program_id.in_(retired)))
                 conn.execute(sa.delete(t).where(t.c.id.in_(retired), t.c.runtime == Runtime.BUILTIN.value))
                 report.removed.extend(retired)
         return report
@@ -204,6 +275,40 @@ def _row(program: Program) -> dict[str, Any]:
         "owner_instance": program.owner_instance,
         "data": program.data,
     }
+
+
+def _version_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The programs_version row of a programs_program row: its versioned columns, as of update_time."""
+    return {"program_id": row["id"], "version": row["version"], "create_time": row["update_time"],
+            **{k: row[k] for k in _VERSIONED}}
+
+
+def _versions_query(*, with_data: bool = True) -> sa.Select:
+    """Versions joined to their program, in the columns _program() reads (a version's time is its
+    update_time)."""
+    p, v = programs_table, versions_table
+    columns = [p.c.id, p.c.runtime, p.c.owner_instance, p.c.create_time, v.c.version,
+               v.c.create_time.label("update_time"), *(v.c[k] for k in _VERSIONED if with_data or k != "data")]
+    return sa.select(*columns).join_from(v, p, v.c.program_id == p.c.id)
+
+
+def _add_versions(engine: sa.Engine) -> None:
+    """Bring a store made before programs had versions up to date: every program becomes version 1.
+    Idempotent; a replica that loses the race to do it finds it done."""
+    if "version" in {c["name"] for c in sa.inspect(engine).get_columns(programs_table.name)}:
+        return
+    p, v = programs_table, versions_table
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {p.name} ADD COLUMN version INTEGER NOT NULL DEFAULT 1"))
+            conn.execute(sa.insert(v).from_select(
+                ["program_id", "version", "create_time", *_VERSIONED],
+                sa.select(p.c.id, p.c.version, p.c.update_time, *(p.c[k] for k in _VERSIONED)),
+            ))
+    except sa.exc.DBAPIError:
+        if "version" not in {c["name"] for c in sa.inspect(engine).get_columns(p.name)}:
+            raise
+    log.info("programs store upgraded: every program is now version 1")
 
 
 def _column_value(name: str, value: Any) -> Any:
@@ -243,4 +348,5 @@ def _program(row: sa.Row) -> Program:
         data=m.get("data", ""),
         create_time=_utc(m["create_time"]),
         update_time=_utc(m["update_time"]),
+        version=m["version"],
     )

@@ -1,12 +1,14 @@
-"""Checks on a program as a caller sends it, before anything is stored.
+"""The cheap checks on a program as a caller sends it, run in the servicer before anything else.
 
-Each check returns field violations (path, what is wrong) instead of stopping at the first, so one
-InvalidArgument tells the caller everything to fix.
+Sizes first (size_violations): a field past its cap is refused before anything else looks at it, so a
+huge upload costs a length check and nothing more. Then the rest (program_violations) returns field
+violations (path, what is wrong) instead of stopping at the first, so one InvalidArgument tells the
+caller everything to fix. Compiling the source is not cheap and is not done here: source_check.py
+does it in a worker process.
 """
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Collection, Iterable, Sequence
 
@@ -24,28 +26,87 @@ RESERVED_INPUT_NAMES = frozenset({"backend", "user_messenger"})
 # ("<name>-<suffix>", fixed at creation) does not change with it.
 UPDATABLE_PATHS = ("name", "description", "visibility", "data", "inputs", "max_execution_time")
 # The fields CreateProgram checks.
-CREATE_FIELDS = ("name", "runtime", "visibility", "data", "inputs", "max_execution_time")
+CREATE_FIELDS = ("name", "description", "runtime", "visibility", "data", "inputs", "max_execution_time")
 
 _VISIBILITIES = frozenset(program_pb2.Visibility.values())
 _UPLOADABLE_RUNTIMES = (program_pb2.PROGRAM_RUNTIME_UNSPECIFIED, program_pb2.PROGRAM_RUNTIME_PYTHON)
 _NOT_IDENTIFIER = "must be a Python identifier: letters, digits and underscores, not starting with a digit"
 _INPUT_TYPES = frozenset(program_pb2.InputType.values())
 
+# Caps, in bytes of UTF-8 (documented in program.proto). A 1 MiB source is a very large program;
+# the caps keep one upload's check (and every later read of it) cheap.
+KiB, MiB = 1024, 1024 * 1024
+MAX_DATA_BYTES = 1 * MiB
+MAX_DESCRIPTION_BYTES = 4 * KiB
+MAX_INPUTS = 100
+MAX_INPUT_NAME_BYTES = 64
+MAX_INPUT_DESCRIPTION_BYTES = 1 * KiB
+MAX_ID_LENGTH = 80  # the store's id column; no longer id can exist
+
+
+def invalid_program(violations: Sequence[FieldViolation]) -> InvalidArgument:
+    """The one error for a program that is not valid: INVALID_PROGRAM with every violation."""
+    summary = "; ".join(f"{path}: {what}" for path, what in violations)
+    return InvalidArgument(f"the program is not valid: {summary}", reason="INVALID_PROGRAM",
+                           field_violations=violations)
+
+
+def check_sizes(program: program_pb2.Program, fields: Collection[str], prefix: str = "program") -> None:
+    """Raise InvalidArgument INVALID_PROGRAM naming every field of the named ones past its cap."""
+    violations = size_violations(program, fields, prefix)
+    if violations:
+        raise invalid_program(violations)
+
+
+def size_violations(
+    program: program_pb2.Program, fields: Collection[str], prefix: str = "program"
+) -> list[FieldViolation]:
+    """One violation per field past its cap, naming the cap."""
+    violations: list[FieldViolation] = []
+    if "data" in fields:
+        violations += _at(prefix + ".data", _over(program.data, MAX_DATA_BYTES, "1 MiB"))
+    if "description" in fields:
+        violations += _at(prefix + ".description", _over(program.description, MAX_DESCRIPTION_BYTES, "4 KiB"))
+    if "inputs" in fields:
+        if len(program.inputs) > MAX_INPUTS:
+            violations.append((prefix + ".inputs", f"at most {MAX_INPUTS} inputs; got {len(program.inputs)}"))
+        else:
+            for index, program_input in enumerate(program.inputs):
+                path = f"{prefix}.inputs[{index}]"
+                violations += _at(path + ".name", _over(program_input.name, MAX_INPUT_NAME_BYTES))
+                violations += _at(path + ".description",
+                                  _over(program_input.description, MAX_INPUT_DESCRIPTION_BYTES, "1 KiB"))
+    return violations
+
+
+def _over(text: str, limit: int, unit: str = "") -> list[str]:
+    """The problem of a text longer than limit bytes of UTF-8, if it is."""
+    # Measured without encoding where possible: ASCII text (Python knows, in constant time) is one
+    # byte a character, and other text is at least that; a 60 MB upload is refused on its length.
+    if len(text) * 4 <= limit:
+        return []
+    cap = f"{unit} ({limit} bytes of UTF-8)" if unit else f"{limit} bytes of UTF-8"
+    if text.isascii() or len(text) <= limit:
+        size = len(text) if text.isascii() else len(text.encode())
+        return [f"must be at most {cap}; it is {size} bytes"] if size > limit else []
+    return [f"must be at most {cap}; it is more than {len(text)} bytes"]
+
 
 def check_program(program: program_pb2.Program, fields: Collection[str], prefix: str = "program") -> None:
-    """Raise InvalidArgument INVALID_PROGRAM listing every problem of the named fields."""
+    """Raise InvalidArgument INVALID_PROGRAM listing every problem the cheap checks find in the named
+    fields: the caps first, alone when one is exceeded."""
+    check_sizes(program, fields, prefix)
     violations = program_violations(program, fields, prefix)
     if violations:
-        summary = "; ".join(f"{path}: {what}" for path, what in violations)
-        raise InvalidArgument(f"the program is not valid: {summary}", reason="INVALID_PROGRAM",
-                              field_violations=violations)
+        raise invalid_program(violations)
 
 
 def program_violations(
     program: program_pb2.Program, fields: Collection[str], prefix: str = "program"
 ) -> list[FieldViolation]:
-    """The problems of the named fields of program; field paths start with prefix."""
-    violations: list[FieldViolation] = []
+    """The problems of the named fields of program that the cheap checks find, caps included; field
+    paths start with prefix."""
+    violations: list[FieldViolation] = size_violations(program, fields, prefix)
     if "name" in fields:
         violations += _at(prefix + ".name", name_violations(program.name))
     if "runtime" in fields and program.runtime not in _UPLOADABLE_RUNTIMES:
@@ -71,25 +132,11 @@ def name_violations(name: str) -> list[str]:
 
 
 def data_violations(data: str) -> list[str]:
-    """The source must compile and define a top-level def main(backend, user_messenger, **inputs)."""
+    """What the servicer can tell of a source cheaply: whether there is one. Whether it compiles and
+    defines main is for the worker (source_worker.source_problems)."""
     if not data.strip():
         return ["required: the program's Python source"]
-    try:
-        compile(data, "<program>", "exec")
-        tree = ast.parse(data, "<program>")
-    except SyntaxError as err:
-        return [f"does not compile: {err.msg} (line {err.lineno})"]
-    except (ValueError, RecursionError, MemoryError) as err:
-        return [f"does not compile: {err}"]
-    kinds = {
-        type(node) for node in tree.body
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "main"
-    }
-    if ast.FunctionDef in kinds:
-        return []
-    if ast.AsyncFunctionDef in kinds:
-        return ["main must be a plain function (def main(backend, user_messenger, **inputs)), not async"]
-    return ["must define a top-level function main(backend, user_messenger, **inputs)"]
+    return []
 
 
 def max_execution_time_violations(duration) -> list[str]:
@@ -109,6 +156,8 @@ def inputs_violations(
     inputs: Sequence[program_pb2.ProgramInput], prefix: str = "program.inputs"
 ) -> list[FieldViolation]:
     violations: list[FieldViolation] = []
+    if len(inputs) > MAX_INPUTS:
+        return violations  # size_violations says so; a thousand more lines about each would not help
     first_index: dict[str, int] = {}
     for index, program_input in enumerate(inputs):
         path, name = f"{prefix}[{index}]", program_input.name

@@ -17,12 +17,13 @@ from qruntime_devices.component import DevicesSettings
 from qruntime_jobs.settings import JobsSettings
 from qruntime_kit.server import Component
 from qruntime_kit.settings import setting
+from qruntime_programs.component import ProgramsSettings
 
 SERVICES = ("auth", "programs", "devices", "jobs")
 
 
 @dataclasses.dataclass(frozen=True)
-class SuiteSettings(JobsSettings, DevicesSettings, AuthSettings):
+class SuiteSettings(JobsSettings, DevicesSettings, AuthSettings, ProgramsSettings):
     """Settings of the embedded suite: every setting of the services it composes, on one port."""
 
     port: int = setting(8443, "port to listen on; 0 picks a free one")

@@ -427,8 +427,9 @@ def test_builtin_program(service) -> None:
     assert (program.program_id, program.name, program.runtime, program.is_public) == (
         "hello-world", "hello-world", "BUILTIN", True)
     assert program.inputs[0] == ProgramParameter("iterations", "integer", True, "How many times to run the circuit.")
-    assert program.max_execution_time == 300 and program.owner_instance == ""
+    assert program.max_execution_time == 300 and program.owner_instance == "" and program.version == 1
     assert "hello-world:" in str(program) and repr(program) == "<RuntimeProgram('hello-world')>"
+    assert "  Version: 1" in str(program)
     with pytest.raises(NotFoundError):
         service.program("nope")
 
@@ -489,9 +490,10 @@ def test_upload_program_refused_by_the_service(service) -> None:
 
 def test_update_program(suite, service, recorder) -> None:
     program_id = service.upload_program(SOURCE, {"name": "my-prog", "max_execution_time": 60, "is_public": True})
+    assert service.program(program_id).version == 1
     program = service.update_program(program_id, metadata={"description": "new"}, is_public=False)
     assert list(recorder.calls("UpdateProgram")[-1].request.update_mask.paths) == ["description", "visibility"]
-    assert program.description == "new" and not program.is_public
+    assert program.description == "new" and not program.is_public and program.version == 2
     assert service.program(program_id).description == "new"
 
     program = service.update_program(program_id, metadata={"name": "renamed", "max_execution_time": 120})

@@ -2,85 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2
+from programs_support import BUILTIN_IDS, SOURCE, Caller, assert_error, update
 from qruntime.programs.v1 import program_pb2, programs_service_pb2_grpc
 from qruntime.programs.v1 import programs_service_pb2 as pb
 
-from qruntime_kit.errors import ServiceError, from_rpc_error
 from qruntime_kit.store import encode_page_token
-
-SOURCE = "def main(backend, user_messenger, **inputs):\n    return inputs['x'] * 2\n"
-BUILTIN_IDS = ["estimator", "hello-world", "sampler"]
-
-
-@dataclasses.dataclass
-class Caller:
-    """One caller's stub and credentials."""
-
-    stub: programs_service_pb2_grpc.ProgramsServiceStub
-    metadata: tuple[tuple[str, str], ...]
-    instance: str = ""
-
-    def __getattr__(self, method):
-        rpc = getattr(self.stub, method)
-        return lambda request: rpc(request, metadata=self.metadata, timeout=10)
-
-    def error(self, method: str, request) -> ServiceError:
-        with pytest.raises(grpc.RpcError) as caught:
-            getattr(self, method)(request)
-        return from_rpc_error(caught.value)
-
-    def create(self, name: str = "doubler", **fields) -> program_pb2.Program:
-        values = {
-            "name": name,
-            "data": SOURCE,
-            "max_execution_time": duration_pb2.Duration(seconds=120),
-            "inputs": [program_pb2.ProgramInput(name="x", type=program_pb2.INPUT_TYPE_INTEGER,
-                                                required=True)],
-            **fields,
-        }
-        return self.CreateProgram(pb.CreateProgramRequest(program=program_pb2.Program(**values))).program
-
-    def get(self, program_id: str) -> program_pb2.Program:
-        return self.GetProgram(pb.GetProgramRequest(program_id=program_id)).program
-
-    def list_ids(self) -> list[str]:
-        return [p.id for p in self.ListPrograms(pb.ListProgramsRequest(page_size=200)).programs]
-
-
-@dataclasses.dataclass
-class World:
-    me: Caller  # the bootstrap user: Manager on a Lite instance
-    other: Caller  # Manager on another account's instance
-    reader: Caller  # Reader on a third instance
-    service: Caller  # a service token, as the jobs service holds
-    anonymous: Caller  # no token at all
-
-
-@pytest.fixture
-def world(start_suite):
-    suite = start_suite("programs")
-    channel = suite.channel()
-    stub = programs_service_pb2_grpc.ProgramsServiceStub(channel)
-    other_key, other_instance = suite.make_user(instance_name="other")
-    reader_key, reader_instance = suite.make_user(role="reader", instance_name="readers")
-    yield World(
-        me=Caller(stub, suite.metadata(), suite.instance),
-        other=Caller(stub, suite.metadata(suite.token(other_key, other_instance)), other_instance),
-        reader=Caller(stub, suite.metadata(suite.token(reader_key, reader_instance)), reader_instance),
-        service=Caller(stub, suite.metadata(suite.token(suite.service_key))),
-        anonymous=Caller(stub, ()),
-    )
-    channel.close()
-
-
-def assert_error(err: ServiceError, code: grpc.StatusCode, reason: str) -> None:
-    assert (err.code, err.reason) == (code, reason), err.message
 
 
 def test_every_caller_sees_the_builtins(world):
@@ -209,10 +140,6 @@ def test_listing_pages_by_id_without_sources(world):
 )
 def test_bad_paging_is_invalid_argument(world, request_, reason):
     assert_error(world.me.error("ListPrograms", request_), grpc.StatusCode.INVALID_ARGUMENT, reason)
-
-
-def update(program: program_pb2.Program, *paths: str) -> pb.UpdateProgramRequest:
-    return pb.UpdateProgramRequest(program=program, update_mask=field_mask_pb2.FieldMask(paths=list(paths)))
 
 
 def test_owner_updates_the_fields_in_the_mask_only(world):

@@ -4,50 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 
 import pytest
 import sqlalchemy as sa
 
 from qruntime_kit.errors import AlreadyExists, Unavailable
-from qruntime_kit.store import create_engine
 from qruntime_programs.builtins import BUILTIN_PROGRAMS, HELLO_WORLD
 from qruntime_programs.model import InputType, Program, ProgramInput, Runtime, Visibility
 from qruntime_programs.store import ProgramStore, metadata
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 MINE, THEIRS = "crn:v1:test:a/acct:mine::", "crn:v1:test:a/acct:theirs::"
 
 
-@functools.cache
-def _postgres_problem() -> str:
-    """Why PostgreSQL cannot be used, or "" when it can; asked once per run."""
-    engine = create_engine(POSTGRES_URL)
-    try:
-        with engine.connect():
-            return ""
-    except sa.exc.OperationalError as err:
-        return f"PostgreSQL at {POSTGRES_URL} is unreachable: {err.orig}"
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request, tmp_path):
-    if request.param == "postgres":
-        if _postgres_problem():
-            pytest.skip(_postgres_problem())
-        url = POSTGRES_URL
-        engine = create_engine(url)
-        metadata.drop_all(engine)  # only the programs_* tables: a clean slate from earlier runs
-        engine.dispose()
-    else:
-        url = f"sqlite:///{tmp_path / 'programs.db'}"
+@pytest.fixture
+def store(store_url):
     opened = ProgramStore()
-    opened.open(url)
+    opened.open(store_url)
     yield opened
-    if request.param == "postgres":
-        metadata.drop_all(opened.engine)
     opened.close()
 
 
@@ -216,3 +189,114 @@ def test_a_store_that_is_not_open_is_unavailable():
         ProgramStore().get("hello-world")
     assert caught.value.reason == "STORE_NOT_OPEN"
 
+
+
+# Versions
+
+
+def test_a_new_program_is_version_1_and_that_version_is_kept(store):
+    created = store.create(user_program("calc-abc123"))
+    assert created.version == 1
+    assert store.get("calc-abc123") == created
+    assert store.get_version("calc-abc123", 1) == created
+    assert store.get_version("calc-abc123", 2) is None and store.get_version("nope", 1) is None
+
+
+def test_every_update_that_changes_something_is_a_new_version_and_the_old_ones_stay(store):
+    first = store.create(user_program("calc-abc123", data="def main(backend, user_messenger):\n    return 1\n"))
+    second = store.update("calc-abc123", {"data": "def main(backend, user_messenger):\n    return 2\n"})
+    third = store.update("calc-abc123", {"visibility": Visibility.PUBLIC, "description": "public now"})
+    assert (second.version, third.version) == (2, 3)
+    assert store.get("calc-abc123") == third
+    assert store.get_version("calc-abc123", 1) == first
+    assert store.get_version("calc-abc123", 2) == second
+    assert store.get_version("calc-abc123", 3) == third
+    assert "return 1" in store.get_version("calc-abc123", 1).data and "return 2" in third.data
+    assert store.get_version("calc-abc123", 1).visibility == Visibility.PRIVATE  # as it was then
+    assert second.update_time == store.get_version("calc-abc123", 2).update_time > first.update_time
+
+
+def test_an_update_that_changes_nothing_keeps_the_version_and_its_time(store):
+    created = store.create(user_program("calc-abc123"))
+    same = store.update("calc-abc123", {"description": created.description, "inputs": created.inputs,
+                                         "visibility": created.visibility})
+    assert same == created
+    assert [v.version for v in store.list_versions("calc-abc123", limit=10).versions] == [1]
+
+
+def test_versions_list_newest_first_in_pages_without_sources(store):
+    store.create(user_program("calc-abc123"))
+    for n in range(2, 6):
+        store.update("calc-abc123", {"description": f"take {n}"})
+    store.create(user_program("other-zzzzzz"))
+    seen, before = [], None
+    while True:
+        page = store.list_versions("calc-abc123", limit=2, before=before)
+        assert all(v.data == "" and v.id == "calc-abc123" for v in page.versions)
+        seen += [(v.version, v.description) for v in page.versions]
+        if not page.more:
+            break
+        before = page.versions[-1].version
+    assert [v for v, _ in seen] == [5, 4, 3, 2, 1]
+    assert seen[0][1] == "take 5" and seen[-1][1] == "calc-abc123 does things"
+    assert store.list_versions("nope", limit=10).versions == []
+
+
+def test_delete_removes_every_version(store):
+    store.create(user_program("calc-abc123"))
+    store.update("calc-abc123", {"description": "two"})
+    assert store.delete("calc-abc123")
+    assert store.get_version("calc-abc123", 1) is None and store.get_version("calc-abc123", 2) is None
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM programs_version")).scalar() == 0
+    store.create(user_program("calc-abc123"))  # the id may be used again, from version 1
+    assert store.get("calc-abc123").version == 1
+
+
+def test_concurrent_updates_each_make_their_own_version(store):
+    import concurrent.futures
+
+    store.create(user_program("calc-abc123"))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda n: store.update("calc-abc123", {"description": f"by {n}"}), range(8)))
+    assert sorted(r.version for r in results) == list(range(2, 10))
+    versions = store.list_versions("calc-abc123", limit=20).versions
+    assert [v.version for v in versions] == list(range(9, 0, -1))
+    assert {v.description for v in versions[:-1]} == {f"by {n}" for n in range(8)}
+
+
+def test_builtins_are_version_1_even_after_a_release_changes_them(store):
+    store.seed_builtins(BUILTIN_PROGRAMS)
+    assert store.get_version("hello-world", 1) == store.get("hello-world")
+    store.seed_builtins((dataclasses.replace(HELLO_WORLD, description="A newer sample."), *BUILTIN_PROGRAMS[1:]))
+    after = store.get("hello-world")
+    assert after.version == 1 and store.get_version("hello-world", 1) == after
+    assert after.description == "A newer sample."
+    store.seed_builtins(BUILTIN_PROGRAMS[:1])
+    assert store.get_version("sampler", 1) is None
+
+
+def test_a_store_from_before_versions_is_upgraded_in_place(store_url):
+    # The tables as the release before versions made them.
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
+    old = sa.MetaData()
+    sa.Table("programs_program", old, *(sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                                        for c in metadata.tables["programs_program"].c if c.name != "version"))
+    old.create_all(engine)
+    row = {"id": "calc-abc123", "name": "calc", "description": "d", "inputs": [], "max_execution_seconds": 60,
+           "visibility": "PRIVATE", "runtime": "PYTHON", "owner_instance": MINE, "data": "def main(b, u): pass\n",
+           "create_time": dt.datetime(2024, 1, 1, tzinfo=dt.UTC), "update_time": dt.datetime(2024, 2, 1, tzinfo=dt.UTC)}
+    with engine.begin() as conn:
+        conn.execute(sa.insert(old.tables["programs_program"]).values(row))
+    engine.dispose()
+
+    upgraded = ProgramStore()
+    upgraded.open(store_url)
+    upgraded.open(store_url)  # a second start finds it done
+    try:
+        program = upgraded.get("calc-abc123")
+        assert program.version == 1 and program.data == row["data"]
+        assert upgraded.get_version("calc-abc123", 1) == program
+        assert upgraded.update("calc-abc123", {"description": "new"}).version == 2
+    finally:
+        upgraded.close()

@@ -10,6 +10,7 @@ from qruntime.programs.v1 import program_pb2
 
 from qruntime_kit.errors import InvalidArgument
 from qruntime_programs.servicer import new_program_id
+from qruntime_programs.source_worker import source_problems
 from qruntime_programs.validation import (
     CREATE_FIELDS,
     check_program,
@@ -52,7 +53,12 @@ def test_missing_name_is_required():
 
 
 def test_good_source():
-    assert data_violations(GOOD_SOURCE) == []
+    assert data_violations(GOOD_SOURCE) == [] and source_problems(GOOD_SOURCE) == []
+
+
+@pytest.mark.parametrize("source", ["", "  \n\t"])
+def test_a_blank_source_is_refused_without_a_worker(source):
+    assert data_violations(source) == ["required: the program's Python source"]
 
 
 @pytest.mark.parametrize(
@@ -73,12 +79,55 @@ def test_good_source():
     ],
 )
 def test_bad_sources(source, expected):
-    problems = data_violations(source)
+    # What the worker decides (source_check runs this function in a process of its own).
+    problems = source_problems(source)
     assert len(problems) == 1 and expected in problems[0]
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "@decorate\ndef main(backend, user_messenger):\n    pass\n",
+        "def main(backend, user_messenger, **inputs): return 1\n",
+        "x = 1\r\n\r\ndef main(backend, user_messenger):\r\n    pass\r\n",
+        "s = '''\n    def main(): pass\n'''\n\x0cdef main(backend, user_messenger):\n    pass\n",
+        "async def main(backend, user_messenger):\n    pass\ndef main(backend, user_messenger):\n    pass\n",
+    ],
+)
+def test_a_top_level_main_is_found_however_it_is_written(source):
+    assert source_problems(source) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "x = '''\ndef main(backend, user_messenger):\n    pass\n'''\n",  # only text in a string
+        "try:\n    def main(backend, user_messenger):\n        pass\nexcept Exception:\n    pass\n",
+        "class main:\n    pass\n",
+        "main = lambda backend, user_messenger: None\n",
+    ],
+)
+def test_a_main_that_is_not_a_top_level_def_is_not_one(source):
+    (problem,) = source_problems(source)
+    assert "must define a top-level function main" in problem
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "x = " + "(" * 100_000 + ")" * 100_000,  # 100,000 nested parentheses
+        "x = " + "-" * 900_000 + "1",
+        "x = a" + ".b" * 100_000,
+        "x = " + "+".join(["1"] * 200_000),
+    ],
+)
+def test_deeply_nested_sources_are_refused_as_sources_not_as_crashes(source):
+    (problem,) = source_problems(source)
+    assert problem.startswith("does not compile")
+
+
 def test_syntax_error_names_its_line():
-    (problem,) = data_violations("x = 1\n\ndef main(:\n    pass\n")
+    (problem,) = source_problems("x = 1\n\ndef main(:\n    pass\n")
     assert "line 3" in problem
 
 
@@ -128,7 +177,7 @@ def test_a_good_program_passes_every_create_check():
 
 
 def test_every_problem_is_reported_at_once():
-    program = good_program(name="Bad Name", data="print('no main')\n", visibility=7,
+    program = good_program(name="Bad Name", data=" \n", visibility=7,
                            runtime=program_pb2.PROGRAM_RUNTIME_BUILTIN)
     program.ClearField("max_execution_time")
     with pytest.raises(InvalidArgument) as caught:

@@ -106,13 +106,19 @@ class RuntimeProgram:
         return self._program.owner_instance
 
     @property
+    def version(self) -> int:
+        """The version of the program's content: 1 when uploaded, one more after every change to it.
+        Built-in programs are always version 1."""
+        return self._program.version
+
+    @property
     def creation_date(self) -> datetime | None:
         """When the program was created."""
         return optional_datetime(self._program, "create_time")
 
     @property
     def update_date(self) -> datetime | None:
-        """When the program was last changed."""
+        """When the program was last changed (when this version was made)."""
         return optional_datetime(self._program, "update_time")
 
     @property
@@ -124,7 +130,8 @@ class RuntimeProgram:
         return f"<RuntimeProgram({self.program_id!r})>"
 
     def __str__(self) -> str:
-        lines = [f"{self.program_id}:", f"  Name: {self.name}", f"  Description: {self.description}"]
+        lines = [f"{self.program_id}:", f"  Name: {self.name}", f"  Version: {self.version}",
+                 f"  Description: {self.description}"]
         lines.append(f"  Max execution time: {self.max_execution_time} s")
         lines.append(f"  Public: {self.is_public}")
         lines.append("  Inputs:" if self.inputs else "  Inputs: none")

@@ -26,21 +26,21 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"qruntime/programs/v1/program.proto\x12\x14qruntime.programs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n\x0cProgramInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.qruntime.programs.v1.InputType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\x98\x03\n\x07Program\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x32\n\x06inputs\x18\x04 \x03(\x0b\x32\".qruntime.programs.v1.ProgramInput\x12\x35\n\x12max_execution_time\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\nvisibility\x18\x06 \x01(\x0e\x32 .qruntime.programs.v1.Visibility\x12\x35\n\x07runtime\x18\x07 \x01(\x0e\x32$.qruntime.programs.v1.ProgramRuntime\x12\x16\n\x0eowner_instance\x18\x08 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp*W\n\nVisibility\x12\x1a\n\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x16\n\x12VISIBILITY_PRIVATE\x10\x01\x12\x15\n\x11VISIBILITY_PUBLIC\x10\x02*j\n\x0eProgramRuntime\x12\x1f\n\x1bPROGRAM_RUNTIME_UNSPECIFIED\x10\x00\x12\x1b\n\x17PROGRAM_RUNTIME_BUILTIN\x10\x01\x12\x1a\n\x16PROGRAM_RUNTIME_PYTHON\x10\x02*\xcb\x01\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11INPUT_TYPE_STRING\x10\x01\x12\x16\n\x12INPUT_TYPE_INTEGER\x10\x02\x12\x15\n\x11INPUT_TYPE_NUMBER\x10\x03\x12\x16\n\x12INPUT_TYPE_BOOLEAN\x10\x04\x12\x14\n\x10INPUT_TYPE_ARRAY\x10\x05\x12\x15\n\x11INPUT_TYPE_OBJECT\x10\x06\x12\x17\n\x13INPUT_TYPE_CIRCUITS\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"qruntime/programs/v1/program.proto\x12\x14qruntime.programs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n\x0cProgramInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.qruntime.programs.v1.InputType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\xa9\x03\n\x07Program\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x32\n\x06inputs\x18\x04 \x03(\x0b\x32\".qruntime.programs.v1.ProgramInput\x12\x35\n\x12max_execution_time\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\nvisibility\x18\x06 \x01(\x0e\x32 .qruntime.programs.v1.Visibility\x12\x35\n\x07runtime\x18\x07 \x01(\x0e\x32$.qruntime.programs.v1.ProgramRuntime\x12\x16\n\x0eowner_instance\x18\x08 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x0c \x01(\x05*W\n\nVisibility\x12\x1a\n\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x16\n\x12VISIBILITY_PRIVATE\x10\x01\x12\x15\n\x11VISIBILITY_PUBLIC\x10\x02*j\n\x0eProgramRuntime\x12\x1f\n\x1bPROGRAM_RUNTIME_UNSPECIFIED\x10\x00\x12\x1b\n\x17PROGRAM_RUNTIME_BUILTIN\x10\x01\x12\x1a\n\x16PROGRAM_RUNTIME_PYTHON\x10\x02*\xcb\x01\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11INPUT_TYPE_STRING\x10\x01\x12\x16\n\x12INPUT_TYPE_INTEGER\x10\x02\x12\x15\n\x11INPUT_TYPE_NUMBER\x10\x03\x12\x16\n\x12INPUT_TYPE_BOOLEAN\x10\x04\x12\x14\n\x10INPUT_TYPE_ARRAY\x10\x05\x12\x15\n\x11INPUT_TYPE_OBJECT\x10\x06\x12\x17\n\x13INPUT_TYPE_CIRCUITS\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qruntime.programs.v1.program_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VISIBILITY']._serialized_start=652
-  _globals['_VISIBILITY']._serialized_end=739
-  _globals['_PROGRAMRUNTIME']._serialized_start=741
-  _globals['_PROGRAMRUNTIME']._serialized_end=847
-  _globals['_INPUTTYPE']._serialized_start=850
-  _globals['_INPUTTYPE']._serialized_end=1053
+  _globals['_VISIBILITY']._serialized_start=669
+  _globals['_VISIBILITY']._serialized_end=756
+  _globals['_PROGRAMRUNTIME']._serialized_start=758
+  _globals['_PROGRAMRUNTIME']._serialized_end=864
+  _globals['_INPUTTYPE']._serialized_start=867
+  _globals['_INPUTTYPE']._serialized_end=1070
   _globals['_PROGRAMINPUT']._serialized_start=125
   _globals['_PROGRAMINPUT']._serialized_end=239
   _globals['_PROGRAM']._serialized_start=242
-  _globals['_PROGRAM']._serialized_end=650
+  _globals['_PROGRAM']._serialized_end=667
 # @@protoc_insertion_point(module_scope)

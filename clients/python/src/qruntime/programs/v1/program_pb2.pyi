@@ -126,13 +126,15 @@ class ProgramInput(_message.Message):
     REQUIRED_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The input's name, a key of the job's inputs object."""
+    """The input's name, a key of the job's inputs object: a Python identifier of at most 64 bytes (UTF-8),
+    unique among the program's inputs, neither "backend" nor "user_messenger".
+    """
     type: Global___InputType.ValueType
     """The JSON type the value must have."""
     required: _builtins.bool
     """Whether a job must give it."""
     description: _builtins.str
-    """What the input means, for people."""
+    """What the input means, for people: at most 1 KiB (1024 bytes of UTF-8)."""
     def __init__(
         self,
         *,
@@ -151,7 +153,12 @@ Global___ProgramInput: _TypeAlias = ProgramInput  # noqa: Y015
 
 @_typing.final
 class Program(_message.Message):
-    """A program: code that runs as a job on a backend, with declared inputs and a time limit."""
+    """A program: code that runs as a job on a backend, with declared inputs and a time limit.
+
+    Uploads are capped so that checking one stays cheap: a request past a cap is refused with
+    INVALID_ARGUMENT, reason INVALID_PROGRAM, and one BadRequest field violation per field that names
+    the cap. Sizes are bytes of the field's UTF-8 text.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -166,27 +173,42 @@ class Program(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Unique id, e.g. "hello-world"; uploaded programs get "<name>-<random suffix>"."""
+    """Unique id, e.g. "hello-world"; uploaded programs get "<name>-<random suffix>" (at most 70 characters)."""
     name: _builtins.str
-    """Short name shown to people."""
+    """Short name shown to people: 1 to 63 lowercase letters, digits and hyphens, starting with a letter
+    or digit.
+    """
     description: _builtins.str
-    """What the program does."""
+    """What the program does: at most 4 KiB (4096 bytes)."""
     visibility: Global___Visibility.ValueType
-    """Who may see and run it."""
+    """Who may see and run it; on an older version, who could then. Who may read any version now is
+    decided by the latest version's visibility.
+    """
     runtime: Global___ProgramRuntime.ValueType
     """How the program is run."""
     owner_instance: _builtins.str
     """CRN of the instance that owns it; empty for the suite's built-in programs."""
     data: _builtins.str
-    """For PYTHON programs, the source code; left empty in list responses."""
+    """For PYTHON programs, the source code: at most 1 MiB (1048576 bytes), compiling as Python 3.11 and
+    defining a top-level function main(backend, user_messenger, **inputs). Given to the owner instance
+    and to services only; empty for everyone else and in list responses.
+    """
+    version: _builtins.int
+    """Output only. The version of the program's content this message shows: 1 when it is created, one
+    more after every update that changes anything stored. Every version is kept until the program is
+    deleted; a job records the version it ran. Built-in programs are always version 1.
+    """
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProgramInput]:
-        """The inputs the program takes."""
+        """The inputs the program takes: at most 100."""
 
     @_builtins.property
     def max_execution_time(self) -> _duration_pb2.Duration:
-        """The longest one job of this program may run; the system limit of the backend caps it further."""
+        """The longest one job of this program may run, in whole seconds, from 1 s to 8 hours; the system limit
+        of the backend caps it further.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -194,7 +216,7 @@ class Program(_message.Message):
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """When the program was last changed."""
+        """When this version was made: for the latest version, when the program was last changed."""
 
     def __init__(
         self,
@@ -210,10 +232,11 @@ class Program(_message.Message):
         data: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "max_execution_time", b"max_execution_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "data", b"data", "description", b"description", "id", b"id", "inputs", b"inputs", "max_execution_time", b"max_execution_time", "name", b"name", "owner_instance", b"owner_instance", "runtime", b"runtime", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "data", b"data", "description", b"description", "id", b"id", "inputs", b"inputs", "max_execution_time", b"max_execution_time", "name", b"name", "owner_instance", b"owner_instance", "runtime", b"runtime", "update_time", b"update_time", "version", b"version", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

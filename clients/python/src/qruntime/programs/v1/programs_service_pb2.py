@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from qruntime.programs.v1 import program_pb2 as qruntime_dot_programs_dot_v1_dot_program__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+qruntime/programs/v1/programs_service.proto\x12\x14qruntime.programs.v1\x1a google/protobuf/field_mask.proto\x1a\"qruntime/programs/v1/program.proto\"\'\n\x11GetProgramRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\"D\n\x12GetProgramResponse\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"<\n\x13ListProgramsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x14ListProgramsResponse\x12/\n\x08programs\x18\x01 \x03(\x0b\x32\x1d.qruntime.programs.v1.Program\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x14\x43reateProgramRequest\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"G\n\x15\x43reateProgramResponse\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"w\n\x14UpdateProgramRequest\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"G\n\x15UpdateProgramResponse\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"*\n\x14\x44\x65leteProgramRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteProgramResponse2\x97\x04\n\x0fProgramsService\x12_\n\nGetProgram\x12\'.qruntime.programs.v1.GetProgramRequest\x1a(.qruntime.programs.v1.GetProgramResponse\x12\x65\n\x0cListPrograms\x12).qruntime.programs.v1.ListProgramsRequest\x1a*.qruntime.programs.v1.ListProgramsResponse\x12h\n\rCreateProgram\x12*.qruntime.programs.v1.CreateProgramRequest\x1a+.qruntime.programs.v1.CreateProgramResponse\x12h\n\rUpdateProgram\x12*.qruntime.programs.v1.UpdateProgramRequest\x1a+.qruntime.programs.v1.UpdateProgramResponse\x12h\n\rDeleteProgram\x12*.qruntime.programs.v1.DeleteProgramRequest\x1a+.qruntime.programs.v1.DeleteProgramResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+qruntime/programs/v1/programs_service.proto\x12\x14qruntime.programs.v1\x1a google/protobuf/field_mask.proto\x1a\"qruntime/programs/v1/program.proto\"8\n\x11GetProgramRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"D\n\x12GetProgramResponse\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"<\n\x13ListProgramsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x14ListProgramsResponse\x12/\n\x08programs\x18\x01 \x03(\x0b\x32\x1d.qruntime.programs.v1.Program\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"W\n\x1aListProgramVersionsRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x1bListProgramVersionsResponse\x12/\n\x08programs\x18\x01 \x03(\x0b\x32\x1d.qruntime.programs.v1.Program\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x14\x43reateProgramRequest\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"G\n\x15\x43reateProgramResponse\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"w\n\x14UpdateProgramRequest\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"G\n\x15UpdateProgramResponse\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"*\n\x14\x44\x65leteProgramRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteProgramResponse2\x93\x05\n\x0fProgramsService\x12_\n\nGetProgram\x12\'.qruntime.programs.v1.GetProgramRequest\x1a(.qruntime.programs.v1.GetProgramResponse\x12\x65\n\x0cListPrograms\x12).qruntime.programs.v1.ListProgramsRequest\x1a*.qruntime.programs.v1.ListProgramsResponse\x12z\n\x13ListProgramVersions\x12\x30.qruntime.programs.v1.ListProgramVersionsRequest\x1a\x31.qruntime.programs.v1.ListProgramVersionsResponse\x12h\n\rCreateProgram\x12*.qruntime.programs.v1.CreateProgramRequest\x1a+.qruntime.programs.v1.CreateProgramResponse\x12h\n\rUpdateProgram\x12*.qruntime.programs.v1.UpdateProgramRequest\x1a+.qruntime.programs.v1.UpdateProgramResponse\x12h\n\rDeleteProgram\x12*.qruntime.programs.v1.DeleteProgramRequest\x1a+.qruntime.programs.v1.DeleteProgramResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qruntime.programs.v1.progra
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETPROGRAMREQUEST']._serialized_start=139
-  _globals['_GETPROGRAMREQUEST']._serialized_end=178
-  _globals['_GETPROGRAMRESPONSE']._serialized_start=180
-  _globals['_GETPROGRAMRESPONSE']._serialized_end=248
-  _globals['_LISTPROGRAMSREQUEST']._serialized_start=250
-  _globals['_LISTPROGRAMSREQUEST']._serialized_end=310
-  _globals['_LISTPROGRAMSRESPONSE']._serialized_start=312
-  _globals['_LISTPROGRAMSRESPONSE']._serialized_end=408
-  _globals['_CREATEPROGRAMREQUEST']._serialized_start=410
-  _globals['_CREATEPROGRAMREQUEST']._serialized_end=480
-  _globals['_CREATEPROGRAMRESPONSE']._serialized_start=482
-  _globals['_CREATEPROGRAMRESPONSE']._serialized_end=553
-  _globals['_UPDATEPROGRAMREQUEST']._serialized_start=555
-  _globals['_UPDATEPROGRAMREQUEST']._serialized_end=674
-  _globals['_UPDATEPROGRAMRESPONSE']._serialized_start=676
-  _globals['_UPDATEPROGRAMRESPONSE']._serialized_end=747
-  _globals['_DELETEPROGRAMREQUEST']._serialized_start=749
-  _globals['_DELETEPROGRAMREQUEST']._serialized_end=791
-  _globals['_DELETEPROGRAMRESPONSE']._serialized_start=793
-  _globals['_DELETEPROGRAMRESPONSE']._serialized_end=816
-  _globals['_PROGRAMSSERVICE']._serialized_start=819
-  _globals['_PROGRAMSSERVICE']._serialized_end=1354
+  _globals['_GETPROGRAMREQUEST']._serialized_end=195
+  _globals['_GETPROGRAMRESPONSE']._serialized_start=197
+  _globals['_GETPROGRAMRESPONSE']._serialized_end=265
+  _globals['_LISTPROGRAMSREQUEST']._serialized_start=267
+  _globals['_LISTPROGRAMSREQUEST']._serialized_end=327
+  _globals['_LISTPROGRAMSRESPONSE']._serialized_start=329
+  _globals['_LISTPROGRAMSRESPONSE']._serialized_end=425
+  _globals['_LISTPROGRAMVERSIONSREQUEST']._serialized_start=427
+  _globals['_LISTPROGRAMVERSIONSREQUEST']._serialized_end=514
+  _globals['_LISTPROGRAMVERSIONSRESPONSE']._serialized_start=516
+  _globals['_LISTPROGRAMVERSIONSRESPONSE']._serialized_end=619
+  _globals['_CREATEPROGRAMREQUEST']._serialized_start=621
+  _globals['_CREATEPROGRAMREQUEST']._serialized_end=691
+  _globals['_CREATEPROGRAMRESPONSE']._serialized_start=693
+  _globals['_CREATEPROGRAMRESPONSE']._serialized_end=764
+  _globals['_UPDATEPROGRAMREQUEST']._serialized_start=766
+  _globals['_UPDATEPROGRAMREQUEST']._serialized_end=885
+  _globals['_UPDATEPROGRAMRESPONSE']._serialized_start=887
+  _globals['_UPDATEPROGRAMRESPONSE']._serialized_end=958
+  _globals['_DELETEPROGRAMREQUEST']._serialized_start=960
+  _globals['_DELETEPROGRAMREQUEST']._serialized_end=1002
+  _globals['_DELETEPROGRAMRESPONSE']._serialized_start=1004
+  _globals['_DELETEPROGRAMRESPONSE']._serialized_end=1027
+  _globals['_PROGRAMSSERVICE']._serialized_start=1030
+  _globals['_PROGRAMSSERVICE']._serialized_end=1689
 # @@protoc_insertion_point(module_scope)

@@ -27,16 +27,22 @@ class GetProgramRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROGRAM_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     program_id: _builtins.str
     """The program's id."""
+    version: _builtins.int
+    """The version to return, from 1; 0 (or unset) returns the latest. A version the program never had
+    (or no longer has) is NOT_FOUND with reason PROGRAM_VERSION_NOT_FOUND.
+    """
     def __init__(
         self,
         *,
         program_id: _builtins.str = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["program_id", b"program_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["program_id", b"program_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -51,7 +57,9 @@ class GetProgramResponse(_message.Message):
     PROGRAM_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def program(self) -> _program_pb2.Program:
-        """The program, with its source when the caller's instance owns it."""
+        """The program as it was at that version, with its source when the caller's instance owns it or the
+        caller is a service.
+        """
 
     def __init__(
         self,
@@ -121,6 +129,66 @@ class ListProgramsResponse(_message.Message):
 Global___ListProgramsResponse: _TypeAlias = ListProgramsResponse  # noqa: Y015
 
 @_typing.final
+class ListProgramVersionsRequest(_message.Message):
+    """Request of ProgramsService.ListProgramVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRAM_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    program_id: _builtins.str
+    """The program's id."""
+    page_size: _builtins.int
+    """At most this many versions; 0 means the default (50), more than 200 is capped at 200."""
+    page_token: _builtins.str
+    """The next_page_token of a previous response for the same program, to continue from there."""
+    def __init__(
+        self,
+        *,
+        program_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "program_id", b"program_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProgramVersionsRequest: _TypeAlias = ListProgramVersionsRequest  # noqa: Y015
+
+@_typing.final
+class ListProgramVersionsResponse(_message.Message):
+    """Response of ProgramsService.ListProgramVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRAMS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token to get the next page; empty on the last page."""
+    @_builtins.property
+    def programs(self) -> _containers.RepeatedCompositeFieldContainer[_program_pb2.Program]:
+        """The program at each of its versions, newest first, without their sources (GetProgram with a
+        version returns one).
+        """
+
+    def __init__(
+        self,
+        *,
+        programs: _abc.Iterable[_program_pb2.Program] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "programs", b"programs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProgramVersionsResponse: _TypeAlias = ListProgramVersionsResponse  # noqa: Y015
+
+@_typing.final
 class CreateProgramRequest(_message.Message):
     """Request of ProgramsService.CreateProgram."""
 
@@ -129,7 +197,7 @@ class CreateProgramRequest(_message.Message):
     PROGRAM_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def program(self) -> _program_pb2.Program:
-        """The program to upload; id, owner_instance and the times are set by the service."""
+        """The program to upload; id, owner_instance, version and the times are set by the service."""
 
     def __init__(
         self,
@@ -209,7 +277,7 @@ class UpdateProgramResponse(_message.Message):
     PROGRAM_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def program(self) -> _program_pb2.Program:
-        """The program after the change."""
+        """The program after the change, at its new version (or as it was when nothing changed)."""
 
     def __init__(
         self,

@@ -45,6 +45,11 @@ class ProgramsServiceStub:
                 request_serializer=qruntime_dot_programs_dot_v1_dot_programs__service__pb2.ListProgramsRequest.SerializeToString,
                 response_deserializer=qruntime_dot_programs_dot_v1_dot_programs__service__pb2.ListProgramsResponse.FromString,
                 _registered_method=True)
+        self.ListProgramVersions = channel.unary_unary(
+                '/qruntime.programs.v1.ProgramsService/ListProgramVersions',
+                request_serializer=qruntime_dot_programs_dot_v1_dot_programs__service__pb2.ListProgramVersionsRequest.SerializeToString,
+                response_deserializer=qruntime_dot_programs_dot_v1_dot_programs__service__pb2.ListProgramVersionsResponse.FromString,
+                _registered_method=True)
         self.CreateProgram = channel.unary_unary(
                 '/qruntime.programs.v1.ProgramsService/CreateProgram',
                 request_serializer=qruntime_dot_programs_dot_v1_dot_programs__service__pb2.CreateProgramRequest.SerializeToString,
@@ -67,7 +72,8 @@ class ProgramsServiceServicer:
     """
 
     def GetProgram(self, request, context):
-        """Returns one program the caller may see. Needs program.read.
+        """Returns one program the caller may see, at its latest version or at the version asked for.
+        Needs program.read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -80,22 +86,32 @@ class ProgramsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProgramVersions(self, request, context):
+        """Lists the versions of one program the caller may see, newest first. Needs program.read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateProgram(self, request, context):
-        """Uploads a program owned by the caller's instance. Needs program.create.
+        """Uploads a program owned by the caller's instance, as version 1. Needs program.create.
+        The source is compiled in a separate, limited process; one whose check runs past its time or
+        memory limit is refused as INVALID_PROGRAM, like one that does not compile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateProgram(self, request, context):
-        """Changes the fields named by update_mask of a program the caller's instance owns. Needs program.update.
+        """Changes the fields named by update_mask of a program the caller's instance owns; a change makes a
+        new version. Needs program.update.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteProgram(self, request, context):
-        """Deletes a program the caller's instance owns. Needs program.delete.
+        """Deletes a program the caller's instance owns, with all its versions. Needs program.delete.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +129,11 @@ def add_ProgramsServiceServicer_to_server(servicer, server):
                     servicer.ListPrograms,
                     request_deserializer=qruntime_dot_programs_dot_v1_dot_programs__service__pb2.ListProgramsRequest.FromString,
                     response_serializer=qruntime_dot_programs_dot_v1_dot_programs__service__pb2.ListProgramsResponse.SerializeToString,
+            ),
+            'ListProgramVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProgramVersions,
+                    request_deserializer=qruntime_dot_programs_dot_v1_dot_programs__service__pb2.ListProgramVersionsRequest.FromString,
+                    response_serializer=qruntime_dot_programs_dot_v1_dot_programs__service__pb2.ListProgramVersionsResponse.SerializeToString,
             ),
             'CreateProgram': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateProgram,
@@ -185,6 +206,33 @@ class ProgramsService:
             '/qruntime.programs.v1.ProgramsService/ListPrograms',
             qruntime_dot_programs_dot_v1_dot_programs__service__pb2.ListProgramsRequest.SerializeToString,
             qruntime_dot_programs_dot_v1_dot_programs__service__pb2.ListProgramsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProgramVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.programs.v1.ProgramsService/ListProgramVersions',
+            qruntime_dot_programs_dot_v1_dot_programs__service__pb2.ListProgramVersionsRequest.SerializeToString,
+            qruntime_dot_programs_dot_v1_dot_programs__service__pb2.ListProgramVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,15 +34,24 @@ class ProgramsServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ProgramsServiceAsyncStub: ...
     GetProgram: _grpc.UnaryUnaryMultiCallable[_programs_service_pb2.GetProgramRequest, _programs_service_pb2.GetProgramResponse]
-    """Returns one program the caller may see. Needs program.read."""
+    """Returns one program the caller may see, at its latest version or at the version asked for.
+    Needs program.read.
+    """
     ListPrograms: _grpc.UnaryUnaryMultiCallable[_programs_service_pb2.ListProgramsRequest, _programs_service_pb2.ListProgramsResponse]
     """Lists the programs the caller may see: public ones and their instance's own. Needs program.read."""
+    ListProgramVersions: _grpc.UnaryUnaryMultiCallable[_programs_service_pb2.ListProgramVersionsRequest, _programs_service_pb2.ListProgramVersionsResponse]
+    """Lists the versions of one program the caller may see, newest first. Needs program.read."""
     CreateProgram: _grpc.UnaryUnaryMultiCallable[_programs_service_pb2.CreateProgramRequest, _programs_service_pb2.CreateProgramResponse]
-    """Uploads a program owned by the caller's instance. Needs program.create."""
+    """Uploads a program owned by the caller's instance, as version 1. Needs program.create.
+    The source is compiled in a separate, limited process; one whose check runs past its time or
+    memory limit is refused as INVALID_PROGRAM, like one that does not compile.
+    """
     UpdateProgram: _grpc.UnaryUnaryMultiCallable[_programs_service_pb2.UpdateProgramRequest, _programs_service_pb2.UpdateProgramResponse]
-    """Changes the fields named by update_mask of a program the caller's instance owns. Needs program.update."""
+    """Changes the fields named by update_mask of a program the caller's instance owns; a change makes a
+    new version. Needs program.update.
+    """
     DeleteProgram: _grpc.UnaryUnaryMultiCallable[_programs_service_pb2.DeleteProgramRequest, _programs_service_pb2.DeleteProgramResponse]
-    """Deletes a program the caller's instance owns. Needs program.delete."""
+    """Deletes a program the caller's instance owns, with all its versions. Needs program.delete."""
 
 @_typing.type_check_only
 class ProgramsServiceAsyncStub(ProgramsServiceStub):
@@ -50,15 +59,24 @@ class ProgramsServiceAsyncStub(ProgramsServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetProgram: _aio.UnaryUnaryMultiCallable[_programs_service_pb2.GetProgramRequest, _programs_service_pb2.GetProgramResponse]  # type: ignore[assignment]
-    """Returns one program the caller may see. Needs program.read."""
+    """Returns one program the caller may see, at its latest version or at the version asked for.
+    Needs program.read.
+    """
     ListPrograms: _aio.UnaryUnaryMultiCallable[_programs_service_pb2.ListProgramsRequest, _programs_service_pb2.ListProgramsResponse]  # type: ignore[assignment]
     """Lists the programs the caller may see: public ones and their instance's own. Needs program.read."""
+    ListProgramVersions: _aio.UnaryUnaryMultiCallable[_programs_service_pb2.ListProgramVersionsRequest, _programs_service_pb2.ListProgramVersionsResponse]  # type: ignore[assignment]
+    """Lists the versions of one program the caller may see, newest first. Needs program.read."""
     CreateProgram: _aio.UnaryUnaryMultiCallable[_programs_service_pb2.CreateProgramRequest, _programs_service_pb2.CreateProgramResponse]  # type: ignore[assignment]
-    """Uploads a program owned by the caller's instance. Needs program.create."""
+    """Uploads a program owned by the caller's instance, as version 1. Needs program.create.
+    The source is compiled in a separate, limited process; one whose check runs past its time or
+    memory limit is refused as INVALID_PROGRAM, like one that does not compile.
+    """
     UpdateProgram: _aio.UnaryUnaryMultiCallable[_programs_service_pb2.UpdateProgramRequest, _programs_service_pb2.UpdateProgramResponse]  # type: ignore[assignment]
-    """Changes the fields named by update_mask of a program the caller's instance owns. Needs program.update."""
+    """Changes the fields named by update_mask of a program the caller's instance owns; a change makes a
+    new version. Needs program.update.
+    """
     DeleteProgram: _aio.UnaryUnaryMultiCallable[_programs_service_pb2.DeleteProgramRequest, _programs_service_pb2.DeleteProgramResponse]  # type: ignore[assignment]
-    """Deletes a program the caller's instance owns. Needs program.delete."""
+    """Deletes a program the caller's instance owns, with all its versions. Needs program.delete."""
 
 class ProgramsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Keeps the catalogue of programs: the public built-ins and the ones users upload."""
@@ -69,7 +87,9 @@ class ProgramsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _programs_service_pb2.GetProgramRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_programs_service_pb2.GetProgramResponse, _abc.Awaitable[_programs_service_pb2.GetProgramResponse]]:
-        """Returns one program the caller may see. Needs program.read."""
+        """Returns one program the caller may see, at its latest version or at the version asked for.
+        Needs program.read.
+        """
 
     @_abc_1.abstractmethod
     def ListPrograms(
@@ -80,12 +100,23 @@ class ProgramsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists the programs the caller may see: public ones and their instance's own. Needs program.read."""
 
     @_abc_1.abstractmethod
+    def ListProgramVersions(
+        self,
+        request: _programs_service_pb2.ListProgramVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_programs_service_pb2.ListProgramVersionsResponse, _abc.Awaitable[_programs_service_pb2.ListProgramVersionsResponse]]:
+        """Lists the versions of one program the caller may see, newest first. Needs program.read."""
+
+    @_abc_1.abstractmethod
     def CreateProgram(
         self,
         request: _programs_service_pb2.CreateProgramRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_programs_service_pb2.CreateProgramResponse, _abc.Awaitable[_programs_service_pb2.CreateProgramResponse]]:
-        """Uploads a program owned by the caller's instance. Needs program.create."""
+        """Uploads a program owned by the caller's instance, as version 1. Needs program.create.
+        The source is compiled in a separate, limited process; one whose check runs past its time or
+        memory limit is refused as INVALID_PROGRAM, like one that does not compile.
+        """
 
     @_abc_1.abstractmethod
     def UpdateProgram(
@@ -93,7 +124,9 @@ class ProgramsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _programs_service_pb2.UpdateProgramRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_programs_service_pb2.UpdateProgramResponse, _abc.Awaitable[_programs_service_pb2.UpdateProgramResponse]]:
-        """Changes the fields named by update_mask of a program the caller's instance owns. Needs program.update."""
+        """Changes the fields named by update_mask of a program the caller's instance owns; a change makes a
+        new version. Needs program.update.
+        """
 
     @_abc_1.abstractmethod
     def DeleteProgram(
@@ -101,6 +134,6 @@ class ProgramsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _programs_service_pb2.DeleteProgramRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_programs_service_pb2.DeleteProgramResponse, _abc.Awaitable[_programs_service_pb2.DeleteProgramResponse]]:
-        """Deletes a program the caller's instance owns. Needs program.delete."""
+        """Deletes a program the caller's instance owns, with all its versions. Needs program.delete."""
 
 def add_ProgramsServiceServicer_to_server(servicer: ProgramsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,58 @@
+"""Fixtures of the programs tests: an empty programs database, on SQLite or on PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from programs_support import World, make_world
+
+from qruntime_kit.store import create_engine
+from qruntime_programs.store import metadata
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="module")
+def postgres_module_database() -> Iterator[str]:
+    """A new PostgreSQL database for the tests of one module, dropped after them; skips if the server
+    is down. Never a shared database: other branches' tests may hold programs_* tables in another shape."""
+    import psycopg
+
+    name = f"qruntime_programs_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as err:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {err}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request, tmp_path) -> Iterator[str]:
+    """The URL of an empty programs database: a new SQLite file, or the module's PostgreSQL database
+    with no programs_* tables (dropped after each test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'programs.db'}"
+        return
+    url = request.getfixturevalue("postgres_module_database")
+    yield url
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table.name}"))
+    engine.dispose()
+
+
+@pytest.fixture
+def world(start_suite) -> Iterator[World]:
+    """Callers of a fresh suite serving programs (SQLite)."""
+    world = make_world(start_suite("programs"))
+    yield world
+    world.close()
