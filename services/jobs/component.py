@@ -79,7 +79,8 @@ class JobsComponent:
             pool.start()
 
         async def fetch_source(job: JobRecord) -> str:
-            request = programs_service_pb2.GetProgramRequest(program_id=job.program_id)
+            # The version the job was created for, with the service's token: the user's may have expired.
+            request = programs_service_pb2.GetProgramRequest(program_id=job.program_id, version=job.program_version)
             response = await call(programs.GetProgram, request, metadata=await credentials.metadata())
             return response.program.data
 

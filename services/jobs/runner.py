@@ -21,10 +21,12 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+import grpc
 from google.protobuf.message import DecodeError
 from qruntime.devices.v1 import devices_service_pb2
 from qruntime.jobs.v1 import job_pb2, program_host_pb2
 
+from qruntime_kit.errors import ServiceError
 from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import MAX_MESSAGE_BYTES
 from qruntime_kit.workers import ChannelClosed
@@ -105,6 +107,11 @@ class ProgramRunner:
             return Outcome(ERROR, "BACKEND_ERROR", f"the job's backend cannot be used: {err.error.message}")
         except SuiteError as err:
             return Outcome(ERROR, "INTERNAL_ERROR", str(err))
+        except ServiceError as err:  # from the programs service
+            if err.code == grpc.StatusCode.NOT_FOUND:
+                return Outcome(ERROR, "PROGRAM_DELETED", f"program {job.program_id!r} version "
+                               f"{job.program_version} was deleted before the job ran")
+            return Outcome(ERROR, "INTERNAL_ERROR", f"the program's source could not be fetched: {err}")
         task = program_host_pb2.ProgramTask(
             job_id=job.id, program_id=job.program_id, source=source, inputs=job.inputs or "{}",
             log_level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{job.log_level}"),

@@ -92,6 +92,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             max_execution_seconds=time_limit(backend, program),
             request_id=request.request_id,
             trace_id=current_request_id(),
+            program_version=program.version,
         )
         if created:
             deps.executor.wake()

@@ -28,7 +28,7 @@ from qruntime_jobs.executor import JobExecutor
 from qruntime_jobs.hosts import HostPool
 from qruntime_jobs.runner import OutputLimits, ProgramRunner
 from qruntime_jobs.store import FINAL_STATES, RUNNING, JobStore
-from qruntime_kit.errors import InvalidArgument, Unavailable
+from qruntime_kit.errors import InvalidArgument, NotFound, Unavailable
 from qruntime_kit.limits import Limits, create_cgroup
 
 PROGRAMS = {
@@ -153,6 +153,8 @@ class Harness:
         self.pools = [HostPool(sandboxed=False, warm=1, limits=limits) for _ in range(2)]
 
         async def fetch_source(job):
+            if job.program_id == "deleted":
+                raise NotFound("program 'deleted' not found", reason="PROGRAM_NOT_FOUND")
             return textwrap.dedent(PROGRAMS[job.program_id])
 
         runner = ProgramRunner(
@@ -164,7 +166,7 @@ class Harness:
                                     heartbeat_seconds=0.1, max_attempts=max_attempts)
 
     def submit(self, program_id: str, inputs=None, limit: float = 60, log_level: str = "INFO"):
-        runtime = "PYTHON" if program_id in PROGRAMS else "BUILTIN"
+        runtime = "PYTHON" if program_id in PROGRAMS or program_id == "deleted" else "BUILTIN"
         job, _ = self.store.create(
             instance="crn:a", owner="u", program_id=program_id, runtime=runtime, backend="local_aer",
             inputs=inputs if isinstance(inputs, str) else dumps(inputs or {}), log_level=log_level,
@@ -266,6 +268,7 @@ def test_hello_world_stores_interim_results_and_logs(store):
         ("sampler", {"circuits": [], "colour": "blue"}, "INVALID_INPUT", "colour"),
         ("sampler", {"circuits": []}, "INVALID_INPUT", "empty"),
         ("no-such-builtin", {}, "RUNTIME_UNAVAILABLE", "no built-in program"),
+        ("deleted", {}, "PROGRAM_DELETED", "was deleted before the job ran"),
     ],
 )
 def test_failures_end_in_error_with_a_typed_reason(store, program_id, inputs, reason, words):

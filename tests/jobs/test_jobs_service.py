@@ -10,7 +10,7 @@ import time
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from qruntime.devices.v1 import backend_pb2
 from qruntime.encoding import dumps, loads
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2_grpc
@@ -268,6 +268,12 @@ def test_uploaded_python_programs_run_in_their_sandbox(world):
     ended = world.me.wait(job.id)
     assert (ended.state, ended.reason) == (job_pb2.JOB_STATE_DONE, job_pb2.JOB_REASON_UNSPECIFIED)
     assert world.me.result(job.id) == 42
+    assert (ended.program_version, ended.attempts) == (1, 1)
+    world.me.programs.UpdateProgram(programs_service_pb2.UpdateProgramRequest(
+        program=program_pb2.Program(id=program.id, data="def main(backend, user_messenger, x):\n    return 3 * x\n"),
+        update_mask=field_mask_pb2.FieldMask(paths=["data"])), metadata=world.me.metadata)
+    second = world.me.wait(world.me.create(program.id, {"x": 21}).id)
+    assert (second.program_version, world.me.result(second.id)) == (2, 63)  # the job runs the version it was made for
     err = world.other.error("CreateJob", pb.CreateJobRequest(program_id=program.id, inputs='{"x": 1}'))
     assert err.reason == "PROGRAM_NOT_FOUND"  # a private program of another instance
 

@@ -87,6 +87,8 @@ class _JobReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobReason.V
     """The job was started as many times as a job may be and its runner stopped each time (the jobs service
     itself was killed while running it); it is not started again.
     """
+    JOB_REASON_PROGRAM_DELETED: _JobReason.ValueType  # 12
+    """The uploaded program (with the version the job was created for) was deleted before the job ran."""
 
 class JobReason(_JobReason, metaclass=_JobReasonEnumTypeWrapper):
     """Why a job ended other than DONE."""
@@ -117,6 +119,8 @@ JOB_REASON_TOO_MANY_ATTEMPTS: JobReason.ValueType  # 11
 """The job was started as many times as a job may be and its runner stopped each time (the jobs service
 itself was killed while running it); it is not started again.
 """
+JOB_REASON_PROGRAM_DELETED: JobReason.ValueType  # 12
+"""The uploaded program (with the version the job was created for) was deleted before the job ran."""
 Global___JobReason: _TypeAlias = JobReason  # noqa: Y015
 
 class _LogLevel:
