@@ -29,6 +29,7 @@ from qruntime.exceptions import (
 from qruntime.jobs.v1 import job_pb2
 
 SOURCE = "def main(backend, user_messenger, **inputs):\n    return 1\n"
+FAILING_SOURCE = "def main(backend, user_messenger, **inputs):\n    raise ValueError(f\"phase {inputs['phase']}\")\n"
 LOG_LINE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 "
 
 
@@ -165,19 +166,19 @@ def test_failed_jobs(service) -> None:
     assert "circuit_indices" in job.error_message()
     assert job.status() is JobStatus.ERROR and job.in_final_state() and not job.done()
 
-    # An uploaded program is stored and its job accepted, but this runtime cannot run it (yet).
+    # An uploaded program that raises: its job ends PROGRAM_ERROR with the exception, its inputs kept.
     program_id = service.upload_program(
-        SOURCE,
+        FAILING_SOURCE,
         {"name": "echo", "max_execution_time": 60,
          "parameters": [{"name": "circuits", "type": "circuits"}, {"name": "weights", "type": "array"},
                         {"name": "phase"}]},
     )
     inputs = {"circuits": ReferenceCircuits.bell(), "weights": np.array([0.5, 0.5]), "phase": 1j}
     job = service.run(program_id, inputs)
-    assert job.wait_for_final_state(timeout=30) is JobStatus.ERROR
+    assert job.wait_for_final_state(timeout=60) is JobStatus.ERROR
     with pytest.raises(RuntimeJobFailureError) as info:
         job.result()
-    assert info.value.reason == "RUNTIME_UNAVAILABLE" and "sandboxed runner" in job.error_message()
+    assert info.value.reason == "PROGRAM_ERROR" and "ValueError: phase 1j" in job.error_message()
     stored = service.job(job.job_id).inputs
     assert stored["circuits"] == inputs["circuits"] and stored["phase"] == 1j
     assert np.array_equal(stored["weights"], inputs["weights"])
