@@ -74,11 +74,14 @@ def suite_starter(base: Path) -> Iterator:
     thread.start()
     started: list[RunningSuite] = []
 
-    def start(*services: str, **overrides) -> RunningSuite:
+    def start(*services: str, backends=None, **overrides) -> RunningSuite:
+        """backends: the devices service's adapters by name, in place of the default ones."""
         service_key = new_api_key()
+        # One simulation worker, started on first use: each is a process that imports qiskit and Aer.
         settings = SuiteSettings(**{"port": 0, "data_dir": str(base / f"data{len(started)}"),
-                                    "service_key": service_key, "grace_seconds": 0.5, **overrides})
-        components = build_components(settings, ("auth", *services))
+                                    "service_key": service_key, "grace_seconds": 0.5,
+                                    "simulation_workers": 1, "warm_up": False, **overrides})
+        components = build_components(settings, ("auth", *services), devices_backends=backends)
         suite = asyncio.run_coroutine_threadsafe(start_server(components, settings), loop).result(timeout=60)
         bootstrap = json.loads((Path(settings.data_dir) / "bootstrap.json").read_text())
         running = RunningSuite(f"127.0.0.1:{suite.port}", Path(settings.data_dir), bootstrap["api_key"],

@@ -1,0 +1,139 @@
+"""A simulation worker: `python -m qruntime_devices.worker`, started by the pool (pool.py) under limits.
+
+It decodes a request's circuits, checks them as the backend's adapter says (the memory guard too),
+and simulates them, one request at a time, answering over its channel (fd 3) as protocol.py says. It
+keeps the adapters the service sent it, with what they build (noise models, transpilers), for the
+next request. Whatever the input does to it (run it out of memory, crash it, hang it), the service
+sees only that this process ended, and answers that one call with an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+
+import structlog
+from qruntime.devices.v1 import backend_pb2, devices_service_pb2
+
+from qruntime_kit.errors import Internal, ResourceExhausted, ServiceError
+from qruntime_kit.logging import configure_logging, get_logger
+from qruntime_kit.workers import BlockingChannel, ChannelClosed
+
+from . import protocol
+from .adapters import BackendAdapter  # qiskit and Aer: the seconds a worker takes to start
+from .circuits import decode_circuits
+
+log = get_logger("devices.worker")
+_INT64_MAX = (1 << 63) - 1
+_NICENESS = 10  # below the service: it must keep answering health checks while its workers compute
+
+
+class Worker:
+    def __init__(self, channel: BlockingChannel, max_reply: int) -> None:
+        self._channel = channel
+        self._max_reply = max_reply
+        self._adapters: dict[str, BackendAdapter] = {}
+
+    def serve(self) -> None:
+        """Answer frames until the service closes the channel."""
+        while True:
+            try:
+                tag, body = protocol.split(self._channel.recv())
+            except ChannelClosed:
+                return
+            if tag == protocol.ADAPTER:
+                name, adapter = pickle.loads(body)  # from the service, which trusts its own adapters
+                self._adapters[name] = adapter
+                continue
+            try:
+                reply = self._answer(tag, body)
+            except ServiceError as err:
+                reply = protocol.error_frame(err)
+            except MemoryError:  # where no memory cgroup caps us, the address-space limit lands here
+                self._channel.send(protocol.error_frame(_out_of_memory()))
+                raise SystemExit(3) from None  # what is left of this process is not worth trusting
+            except Exception as err:
+                log.exception("the simulation worker failed")
+                reply = protocol.error_frame(Internal(
+                    f"the simulator failed: {type(err).__name__}: {err}", reason="SIMULATOR_FAILED"
+                ))
+            self._channel.send(reply)
+
+    def _answer(self, tag: bytes, body: bytes) -> bytes:
+        pb = devices_service_pb2
+        if tag == protocol.WARM:
+            self._adapter(body.decode()).warm_up()
+            return protocol.READY
+        if tag == protocol.CHECK:
+            request = pb.CheckCircuitsRequest.FromString(body)
+            return protocol.CHECKED + self._check(request).SerializeToString()
+        if tag == protocol.RUN:
+            request = pb.RunCircuitsRequest.FromString(body)
+            job = {"job_id": request.job_id} if request.job_id else {}
+            with structlog.contextvars.bound_contextvars(**job, backend=request.backend):
+                return protocol.RAN + self._run(request)
+        raise Internal(f"the worker got a frame it does not know ({tag!r})", reason="WORKER_PROTOCOL_ERROR")
+
+    def _check(self, request: devices_service_pb2.CheckCircuitsRequest) -> devices_service_pb2.CheckCircuitsResponse:
+        adapter = self._adapter(request.backend)
+        circuits = decode_circuits(request.circuits_qpy)
+        estimates = adapter.check(circuits, request.shots)
+        return devices_service_pb2.CheckCircuitsResponse(circuits=[
+            backend_pb2.CircuitSummary(
+                name=circuit.name, num_qubits=circuit.num_qubits, num_clbits=circuit.num_clbits,
+                simulated_qubits=found.qubits, simulation_method=found.method,
+                estimated_memory_bytes=min(found.bytes, _INT64_MAX),
+            )
+            for circuit, found in zip(circuits, estimates, strict=True)
+        ])
+
+    def _run(self, request: devices_service_pb2.RunCircuitsRequest) -> bytes:
+        adapter = self._adapter(request.backend)
+        circuits = decode_circuits(request.circuits_qpy)
+        adapter.check(circuits, request.shots)
+        # From here on a death is the simulation's, not the input's: the service tells them apart.
+        self._channel.send(protocol.SIMULATING)
+        seed = request.seed if request.HasField("seed") else None
+        results = adapter.execute(circuits, request.shots, seed, request.memory)
+        reply = devices_service_pb2.RunCircuitsResponse(results=results).SerializeToString()
+        if len(reply) > self._max_reply:
+            raise ResourceExhausted(
+                f"the results take {len(reply)} bytes, more than the {self._max_reply} one answer may; "
+                "run fewer circuits or shots at once, or without per-shot memory",
+                reason="RESULTS_TOO_LARGE",
+                metadata={"result_bytes": len(reply), "max_bytes": self._max_reply},
+            )
+        return reply
+
+    def _adapter(self, name: str) -> BackendAdapter:
+        try:
+            return self._adapters[name]
+        except KeyError:
+            raise Internal(f"the worker has no backend {name!r}", reason="WORKER_PROTOCOL_ERROR") from None
+
+
+def _out_of_memory() -> ResourceExhausted:
+    return ResourceExhausted(
+        "the simulation needed more memory than its worker may use", reason="SIMULATION_OUT_OF_MEMORY"
+    )
+
+
+def main() -> None:
+    channel = BlockingChannel(max_frame=1 << 31)  # what the service sends is bounded by its own limits
+    tag, body = protocol.split(channel.recv())
+    if tag != protocol.HELLO:
+        raise SystemExit(f"expected HELLO first, got {tag!r}")
+    hello = json.loads(body)
+    # The service's import path, so that adapters it imported from anywhere unpickle here too.
+    sys.path[:] = hello["sys_path"]
+    configure_logging(hello["log_format"], hello["log_level"])
+    os.nice(_NICENESS)
+    worker = Worker(channel, max_reply=hello["max_reply_bytes"])  # imports qiskit and Aer: seconds
+    channel.send(protocol.READY)
+    worker.serve()
+
+
+if __name__ == "__main__":
+    main()
