@@ -104,7 +104,7 @@ class WorkerPool:
         )
         self._env = {**worker_environment(), "PYTHONDONTWRITEBYTECODE": "1"}
         self._hello = protocol.HELLO + json.dumps({
-            "sys_path": sys.path, "log_format": log_format, "log_level": log_level,
+            "sys_path": sys.path, "service_pid": os.getpid(), "log_format": log_format, "log_level": log_level,
             "max_reply_bytes": MAX_MESSAGE_BYTES,
         }).encode()
         self._pickled: dict[str, bytes] = {}
@@ -122,6 +122,10 @@ class WorkerPool:
     def pids(self, *, busy: bool | None = None) -> list[int]:
         """The workers' process ids (only the busy, or only the idle ones, if asked)."""
         return sorted(w.process.pid for w in self._workers if busy is None or w.busy == busy)
+
+    def loaded(self) -> dict[int, frozenset[str]]:
+        """The backends each worker (by pid) has loaded."""
+        return {w.process.pid: frozenset(w.loaded) for w in self._workers}
 
     async def start(self) -> None:
         """Start the warm workers in the background; lazy pools start them on first use."""
@@ -206,7 +210,7 @@ class WorkerPool:
 
     def _pickle(self, backend: str) -> bytes:
         if backend not in self._pickled:
-            self._pickled[backend] = pickle.dumps((backend, self._adapters[backend]))
+            self._pickled[backend] = backend.encode() + b"\0" + pickle.dumps(self._adapters[backend])
         return self._pickled[backend]
 
     # -- taking and giving back workers

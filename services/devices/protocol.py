@@ -7,7 +7,7 @@ sends is treated as hostile.
 
     service -> worker                                 worker -> service
     HELLO   JSON settings                             READY   (empty), once started
-    ADAPTER pickle of (name, adapter), no answer
+    ADAPTER name, NUL, pickled adapter; no answer
     WARM    backend name                              READY, or ERROR
     CHECK   CheckCircuitsRequest                      CHECKED CheckCircuitsResponse, or ERROR
     RUN     RunCircuitsRequest                        SIMULATING (checks passed), then

@@ -9,9 +9,12 @@ sees only that this process ended, and answers that one call with an error.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import pickle
+import signal
 import sys
 
 import structlog
@@ -28,6 +31,7 @@ from .circuits import decode_circuits
 log = get_logger("devices.worker")
 _INT64_MAX = (1 << 63) - 1
 _NICENESS = 10  # below the service: it must keep answering health checks while its workers compute
+_PR_SET_PDEATHSIG = 1
 
 
 class Worker:
@@ -35,6 +39,7 @@ class Worker:
         self._channel = channel
         self._max_reply = max_reply
         self._adapters: dict[str, BackendAdapter] = {}
+        self._unloadable: dict[str, str] = {}  # backend -> why its adapter did not unpickle
 
     def serve(self) -> None:
         """Answer frames until the service closes the channel."""
@@ -44,8 +49,7 @@ class Worker:
             except ChannelClosed:
                 return
             if tag == protocol.ADAPTER:
-                name, adapter = pickle.loads(body)  # from the service, which trusts its own adapters
-                self._adapters[name] = adapter
+                self._load(body)
                 continue
             try:
                 reply = self._answer(tag, body)
@@ -60,6 +64,14 @@ class Worker:
                     f"the simulator failed: {type(err).__name__}: {err}", reason="SIMULATOR_FAILED"
                 ))
             self._channel.send(reply)
+
+    def _load(self, body: bytes) -> None:
+        name, _, pickled = body.partition(b"\0")
+        try:
+            self._adapters[name.decode()] = pickle.loads(pickled)  # from the service, which trusts its own adapters
+        except Exception as err:  # e.g. its class cannot be imported here: said on each request for it
+            log.exception("a backend could not be loaded into the worker", backend=name.decode())
+            self._unloadable[name.decode()] = f"{type(err).__name__}: {err}"
 
     def _answer(self, tag: bytes, body: bytes) -> bytes:
         pb = devices_service_pb2
@@ -108,6 +120,9 @@ class Worker:
         return reply
 
     def _adapter(self, name: str) -> BackendAdapter:
+        if name in self._unloadable:
+            raise Internal(f"backend {name} could not be loaded into a simulation worker: {self._unloadable[name]}",
+                           reason="BACKEND_NOT_LOADABLE", metadata={"backend": name})
         try:
             return self._adapters[name]
         except KeyError:
@@ -120,17 +135,26 @@ def _out_of_memory() -> ResourceExhausted:
     )
 
 
+def _die_with(service_pid: int) -> None:
+    """Be killed when the service dies (say, kill -9), rather than simulate on for nobody."""
+    with contextlib.suppress(OSError, AttributeError):  # Linux only
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != service_pid:  # it died before we asked
+        raise SystemExit("the service is gone")
+
+
 def main() -> None:
     channel = BlockingChannel(max_frame=1 << 31)  # what the service sends is bounded by its own limits
     tag, body = protocol.split(channel.recv())
     if tag != protocol.HELLO:
         raise SystemExit(f"expected HELLO first, got {tag!r}")
     hello = json.loads(body)
+    _die_with(hello["service_pid"])
     # The service's import path, so that adapters it imported from anywhere unpickle here too.
     sys.path[:] = hello["sys_path"]
     configure_logging(hello["log_format"], hello["log_level"])
     os.nice(_NICENESS)
-    worker = Worker(channel, max_reply=hello["max_reply_bytes"])  # imports qiskit and Aer: seconds
+    worker = Worker(channel, max_reply=hello["max_reply_bytes"])
     channel.send(protocol.READY)
     worker.serve()
 
