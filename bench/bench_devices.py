@@ -9,7 +9,7 @@ signs in with the suite's service key, then:
    simulator_statevector) and, while they run, calls the gRPC health check and GetBackend every
    50 ms: p50/p99/max latency of each, and how many took longer than one second.
 
-    .venv/bin/python -W ignore bench/bench_devices.py [--rounds 200] [--qubits 22] [--depth 40]
+    .venv/bin/python -W ignore bench/bench_devices.py [--rounds 200] [--qubits 22] [--depth 40] [--settle 20]
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--qubits", type=int, default=22)
     parser.add_argument("--depth", type=int, default=40)
+    parser.add_argument("--settle", type=float, default=20, help="seconds to let start-up work (warm-up) finish")
     parser.add_argument("--extra", nargs="*", default=[], help="more flags for `qruntime up`")
     args = parser.parse_args()
 
@@ -88,6 +89,7 @@ def main() -> None:
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             wait_serving(channel)
+            time.sleep(args.settle)
             service_key = (data_dir / "service.key").read_text().strip()
             auth = auth_service_pb2_grpc.AuthServiceStub(channel)
             token = auth.CreateToken(auth_service_pb2.CreateTokenRequest(api_key=service_key)).token

@@ -28,7 +28,7 @@ import os
 import pickle
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError
@@ -154,30 +154,34 @@ class WorkerPool:
             except _Lost as lost:
                 raise self._not_checked(lost) from None
 
-    async def run(self, request: pb.RunCircuitsRequest) -> pb.RunCircuitsResponse:
-        """Decode, check and simulate the circuits in a worker; cancelling the call kills the worker."""
+    async def run(
+        self, request: pb.RunCircuitsRequest, admit: Callable[[pb.CheckCircuitsResponse], Awaitable[None]] | None = None
+    ) -> pb.RunCircuitsResponse:
+        """Decode and check the circuits in a worker (within the check time limit), await
+        admit(their summaries) (say, for the run's share of memory), then simulate them; cancelling
+        the call kills the worker."""
         try:
             return await self._call(
                 request.backend, protocol.RUN + request.SerializeToString(),
-                time_limit=None, answer=protocol.RAN, parse=pb.RunCircuitsResponse.FromString,
+                time_limit=self._check_seconds, answer=protocol.RAN, parse=pb.RunCircuitsResponse.FromString,
+                admit=admit,
             )
         except _Lost as lost:
             raise (self._simulation_failed(lost) if lost.simulating else self._not_checked(lost)) from None
 
     # -- one request on one worker
 
-    async def _call(
-        self, backend: str, frame: bytes, *, time_limit: float | None, answer: bytes, parse: Callable[[bytes], T]
-    ) -> T:
+    async def _call(self, backend: str, frame: bytes, **exchange) -> T:
         worker = await self._acquire(backend)
-        return await self._exchange(worker, backend, frame, time_limit=time_limit, answer=answer, parse=parse)
+        return await self._exchange(worker, backend, frame, **exchange)
 
     async def _exchange(
         self, worker: _Worker, backend: str, frame: bytes, *, time_limit: float | None, answer: bytes,
-        parse: Callable[[bytes], T],
+        parse: Callable[[bytes], T], admit: Callable[[pb.CheckCircuitsResponse], Awaitable[None]] | None = None,
     ) -> T:
-        """Send frame to the (busy) worker and wait for its answer; the worker goes back to the pool
-        after an answer, and is killed after anything else."""
+        """Send frame to the (busy) worker and wait for its answer, within time_limit; for a run the
+        worker's CHECKED comes first, the time limit ends there, and GO follows admit. The worker goes
+        back to the pool after an answer, and is killed after anything else."""
         simulating = False
         try:
             if backend not in worker.loaded:
@@ -186,9 +190,12 @@ class WorkerPool:
             await worker.process.channel.send(frame)
             async with asyncio.timeout(time_limit):
                 tag, body = protocol.split(await worker.process.channel.recv())
-                if tag == protocol.SIMULATING:
-                    simulating = True
-                    tag, body = protocol.split(await worker.process.channel.recv())
+            if answer == protocol.RAN and tag == protocol.CHECKED:
+                if admit is not None:
+                    await admit(pb.CheckCircuitsResponse.FromString(body))
+                await worker.process.channel.send(protocol.GO)
+                simulating = True
+                tag, body = protocol.split(await worker.process.channel.recv())
             if tag == protocol.ERROR:
                 error = protocol.error_from_worker(body)
             elif tag == answer:

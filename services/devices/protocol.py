@@ -10,9 +10,10 @@ sends is treated as hostile.
     ADAPTER name, NUL, pickled adapter; no answer
     WARM    backend name                              READY, or ERROR
     CHECK   CheckCircuitsRequest                      CHECKED CheckCircuitsResponse, or ERROR
-    RUN     RunCircuitsRequest                        SIMULATING (checks passed), then
-                                                      RAN RunCircuitsResponse, or ERROR
+    RUN     RunCircuitsRequest                        CHECKED CheckCircuitsResponse, or ERROR;
+    GO      (empty), once the run may have its memory  then RAN RunCircuitsResponse, or ERROR
     ERROR is a google.rpc.Status with an ErrorInfo and, where a field is at fault, a BadRequest.
+A worker that dies before CHECKED died of the input (decoding, checking); after GO, of the simulation.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from qruntime_kit.errors import FailedPrecondition, Internal, InvalidArgument, ResourceExhausted, ServiceError
 
-HELLO, ADAPTER, WARM, CHECK, RUN = b"H", b"A", b"W", b"C", b"R"
-READY, CHECKED, SIMULATING, RAN, ERROR = b"O", b"K", b"S", b"D", b"E"
+HELLO, ADAPTER, WARM, CHECK, RUN, GO = b"H", b"A", b"W", b"C", b"R", b"G"
+READY, CHECKED, RAN, ERROR = b"O", b"K", b"D", b"E"
 # The codes a worker may answer with; anything else becomes INTERNAL, so that a worker cannot pass
 # itself off as, say, an authentication failure of the suite.
 _WORKER_CODES = {cls.code.value[0]: cls for cls in (InvalidArgument, ResourceExhausted, FailedPrecondition, Internal)}

@@ -1,9 +1,10 @@
 """Per-backend execution queues: at most `adapter.concurrency` runs at once, the rest wait their turn.
 
-A run is checked first, in a worker and not behind the backend's queue, so bad input fails at
-once; the check also says how much memory the run's simulations need. It then waits for a slot on
-its backend and for its share of the simulation memory (all runs together hold at most
-`simulation_memory_bytes`, by their estimates), and runs in a worker (pool.py). A caller that gives
+A run that finds every slot of its backend taken is checked first, in a worker and not behind the
+queue, so bad input fails at once rather than after the runs ahead of it. With a slot, its worker
+decodes and checks the circuits (again), says how much memory their simulation needs, and waits
+until the run may have that share of the simulation memory (all runs together hold at most
+`simulation_memory_bytes`, by their estimates) before it simulates (pool.py). A caller that gives
 up frees its slot at once: waiting, it leaves the queue; running, its worker is killed.
 """
 
@@ -113,24 +114,27 @@ class ExecutionQueues:
         queued = time.perf_counter()
         queue.waiting += 1
         try:
-            checked = await self._pool.check(
-                pb.CheckCircuitsRequest(backend=name, circuits_qpy=request.circuits_qpy, shots=request.shots)
-            )
-            needs = max((c.estimated_memory_bytes for c in checked.circuits), default=0)  # Aer runs them in turn
+            if queue.slots.locked():
+                await self._pool.check(
+                    pb.CheckCircuitsRequest(backend=name, circuits_qpy=request.circuits_qpy, shots=request.shots)
+                )
             await queue.slots.acquire()
-            try:
-                held = await self.memory.take(needs)
-            except BaseException:
-                queue.slots.release()
-                raise
         finally:
             queue.waiting -= 1
         queue.running += 1
-        try:
-            log.info("run started", circuits=len(checked.circuits), shots=request.shots, memory=describe_bytes(needs),
-                     waited_ms=round((time.perf_counter() - queued) * 1000, 1))
+        held = 0
+
+        async def admit(checked: pb.CheckCircuitsResponse) -> None:
+            nonlocal held, started
+            needs = max((c.estimated_memory_bytes for c in checked.circuits), default=0)  # Aer runs them in turn
+            held = await self.memory.take(needs)
             started = time.perf_counter()
-            response = await self._pool.run(request)
+            log.info("run started", circuits=len(checked.circuits), shots=request.shots, memory=describe_bytes(needs),
+                     waited_ms=round((started - queued) * 1000, 1))
+
+        started = queued
+        try:
+            response = await self._pool.run(request, admit)
             log.info("run finished", ms=round((time.perf_counter() - started) * 1000, 1))
             return response
         finally:

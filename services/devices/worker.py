@@ -80,7 +80,8 @@ class Worker:
             return protocol.READY
         if tag == protocol.CHECK:
             request = pb.CheckCircuitsRequest.FromString(body)
-            return protocol.CHECKED + self._check(request).SerializeToString()
+            _, checked = self._check(request.backend, request.circuits_qpy, request.shots)
+            return protocol.CHECKED + checked.SerializeToString()
         if tag == protocol.RUN:
             request = pb.RunCircuitsRequest.FromString(body)
             job = {"job_id": request.job_id} if request.job_id else {}
@@ -88,11 +89,11 @@ class Worker:
                 return protocol.RAN + self._run(request)
         raise Internal(f"the worker got a frame it does not know ({tag!r})", reason="WORKER_PROTOCOL_ERROR")
 
-    def _check(self, request: devices_service_pb2.CheckCircuitsRequest) -> devices_service_pb2.CheckCircuitsResponse:
-        adapter = self._adapter(request.backend)
-        circuits = decode_circuits(request.circuits_qpy)
-        estimates = adapter.check(circuits, request.shots)
-        return devices_service_pb2.CheckCircuitsResponse(circuits=[
+    def _check(self, backend: str, circuits_qpy: bytes, shots: int):
+        """The decoded circuits and their summaries, once every check passed."""
+        circuits = decode_circuits(circuits_qpy)
+        estimates = self._adapter(backend).check(circuits, shots)
+        return circuits, devices_service_pb2.CheckCircuitsResponse(circuits=[
             backend_pb2.CircuitSummary(
                 name=circuit.name, num_qubits=circuit.num_qubits, num_clbits=circuit.num_clbits,
                 simulated_qubits=found.qubits, simulation_method=found.method,
@@ -102,13 +103,15 @@ class Worker:
         ])
 
     def _run(self, request: devices_service_pb2.RunCircuitsRequest) -> bytes:
-        adapter = self._adapter(request.backend)
-        circuits = decode_circuits(request.circuits_qpy)
-        adapter.check(circuits, request.shots)
-        # From here on a death is the simulation's, not the input's: the service tells them apart.
-        self._channel.send(protocol.SIMULATING)
+        circuits, checked = self._check(request.backend, request.circuits_qpy, request.shots)
+        # The service waits until the simulation may have the memory it needs; from GO on, a death is
+        # the simulation's, not the input's.
+        self._channel.send(protocol.CHECKED + checked.SerializeToString())
+        go = self._channel.recv()
+        if go != protocol.GO:
+            raise SystemExit(f"expected GO, got {go[:1]!r}")
         seed = request.seed if request.HasField("seed") else None
-        results = adapter.execute(circuits, request.shots, seed, request.memory)
+        results = self._adapter(request.backend).execute(circuits, request.shots, seed, request.memory)
         reply = devices_service_pb2.RunCircuitsResponse(results=results).SerializeToString()
         if len(reply) > self._max_reply:
             raise ResourceExhausted(
