@@ -49,7 +49,7 @@ T = TypeVar("T")
 
 WORKER_ARGV = (sys.executable, "-m", "qruntime_devices.worker")
 # A worker with qiskit, Aer, qiskit-ibm-runtime's calibration snapshots and every default backend
-# loaded holds about 300 MB before it simulates (measured here); the rest is headroom for decoding
+# loaded holds about 210 MB before it simulates (measured here); the rest is headroom for decoding
 # a request of up to 64 MiB and encoding its results.
 BASELINE_BYTES = 768 << 20
 START_SECONDS = 120.0  # starting takes seconds (imports); past this the start failed
@@ -66,12 +66,31 @@ class _Worker:
     retire: asyncio.TimerHandle | None = None
 
 
+class _Answered(Exception):
+    """The worker answered a step of a request with an error (and is fine)."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 class _Lost(Exception):
     """A worker ended (or was ended) before it answered."""
 
     def __init__(self, ended: Exit | None, *, simulating: bool, timed_out: bool = False, garbled: str = "") -> None:
         super().__init__(ended.describe() if ended else "")
         self.ended, self.simulating, self.timed_out, self.garbled = ended, simulating, timed_out, garbled
+
+
+def _pickled(name: str, adapter: BackendAdapter) -> bytes:
+    """What an ADAPTER frame carries; checked when the service starts, as every worker needs it."""
+    try:
+        return name.encode() + b"\0" + pickle.dumps(adapter)
+    except Exception as err:
+        raise ValueError(
+            f"backend {name} cannot be sent to the simulation workers: its adapter does not pickle ({err}); "
+            "define its class in an importable module, and leave out what does not pickle (see adapters.py)"
+        ) from err
 
 
 class WorkerPool:
@@ -107,7 +126,7 @@ class WorkerPool:
             "sys_path": sys.path, "service_pid": os.getpid(), "log_format": log_format, "log_level": log_level,
             "max_reply_bytes": MAX_MESSAGE_BYTES,
         }).encode()
-        self._pickled: dict[str, bytes] = {}
+        self._pickled = {name: _pickled(name, adapter) for name, adapter in self._adapters.items()}
         self._workers: set[_Worker] = set()
         self._starting = 0
         self._waiting = 0
@@ -185,23 +204,22 @@ class WorkerPool:
         simulating = False
         try:
             if backend not in worker.loaded:
-                await worker.process.channel.send(protocol.ADAPTER + self._pickle(backend))
+                # Loading a backend may import for seconds (qiskit-ibm-runtime): it has a time limit of
+                # its own, so that the request's limit measures its input alone.
+                await worker.process.channel.send(protocol.ADAPTER + self._pickled[backend])
+                await self._answer(worker, protocol.READY, START_SECONDS)
                 worker.loaded.add(backend)
             await worker.process.channel.send(frame)
-            async with asyncio.timeout(time_limit):
-                tag, body = protocol.split(await worker.process.channel.recv())
-            if answer == protocol.RAN and tag == protocol.CHECKED:
+            if answer == protocol.RAN:
+                checked = pb.CheckCircuitsResponse.FromString(await self._answer(worker, protocol.CHECKED, time_limit))
                 if admit is not None:
-                    await admit(pb.CheckCircuitsResponse.FromString(body))
+                    await admit(checked)
                 await worker.process.channel.send(protocol.GO)
-                simulating = True
-                tag, body = protocol.split(await worker.process.channel.recv())
-            if tag == protocol.ERROR:
-                error = protocol.error_from_worker(body)
-            elif tag == answer:
-                result = parse(body)
-            else:
-                raise protocol.ProtocolError(f"an answer tagged {tag!r} where {answer!r} was due")
+                simulating, time_limit = True, None
+            result = parse(await self._answer(worker, answer, time_limit))
+        except _Answered as answered:  # the worker refused the request, and is fine
+            self._release(worker)
+            raise answered.error from None
         except (ChannelClosed, TimeoutError, protocol.ProtocolError, DecodeError) as err:
             ended = await self._discard(worker)
             garbled = str(err) if isinstance(err, protocol.ProtocolError | DecodeError) else ""
@@ -211,14 +229,19 @@ class WorkerPool:
             self._kill_soon(worker, "its call was cancelled")
             raise
         self._release(worker)
-        if tag == protocol.ERROR:
-            raise error
         return result
 
-    def _pickle(self, backend: str) -> bytes:
-        if backend not in self._pickled:
-            self._pickled[backend] = backend.encode() + b"\0" + pickle.dumps(self._adapters[backend])
-        return self._pickled[backend]
+    @staticmethod
+    async def _answer(worker: _Worker, expected: bytes, time_limit: float | None) -> bytes:
+        """The body of the worker's next frame, tagged expected; _Answered when it sent an ERROR,
+        ProtocolError when anything else."""
+        async with asyncio.timeout(time_limit):
+            tag, body = protocol.split(await worker.process.channel.recv())
+        if tag == protocol.ERROR:
+            raise _Answered(protocol.error_from_worker(body))
+        if tag != expected:
+            raise protocol.ProtocolError(f"an answer tagged {tag!r} where {expected!r} was due")
+        return body
 
     # -- taking and giving back workers
 
@@ -342,7 +365,7 @@ class WorkerPool:
             started = time.perf_counter()
             try:
                 await self._exchange(worker, name, protocol.WARM + name.encode(), time_limit=START_SECONDS,
-                                     answer=protocol.READY, parse=lambda body: body)
+                                     answer=protocol.READY, parse=bytes)
             except ServiceError as err:  # the backend's first run builds what it needs, or fails typed
                 log.error("backend warm-up failed", backend=name, error=err.message)
                 continue

@@ -7,7 +7,7 @@ sends is treated as hostile.
 
     service -> worker                                 worker -> service
     HELLO   JSON settings                             READY   (empty), once started
-    ADAPTER name, NUL, pickled adapter; no answer
+    ADAPTER name, NUL, pickled adapter              READY, or ERROR
     WARM    backend name                              READY, or ERROR
     CHECK   CheckCircuitsRequest                      CHECKED CheckCircuitsResponse, or ERROR
     RUN     RunCircuitsRequest                        CHECKED CheckCircuitsResponse, or ERROR;

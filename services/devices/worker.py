@@ -39,7 +39,6 @@ class Worker:
         self._channel = channel
         self._max_reply = max_reply
         self._adapters: dict[str, BackendAdapter] = {}
-        self._unloadable: dict[str, str] = {}  # backend -> why its adapter did not unpickle
 
     def serve(self) -> None:
         """Answer frames until the service closes the channel."""
@@ -48,9 +47,6 @@ class Worker:
                 tag, body = protocol.split(self._channel.recv())
             except ChannelClosed:
                 return
-            if tag == protocol.ADAPTER:
-                self._load(body)
-                continue
             try:
                 reply = self._answer(tag, body)
             except ServiceError as err:
@@ -65,16 +61,20 @@ class Worker:
                 ))
             self._channel.send(reply)
 
-    def _load(self, body: bytes) -> None:
-        name, _, pickled = body.partition(b"\0")
+    def _load(self, body: bytes) -> bytes:
+        name = body.partition(b"\0")[0].decode()
         try:
-            self._adapters[name.decode()] = pickle.loads(pickled)  # from the service, which trusts its own adapters
-        except Exception as err:  # e.g. its class cannot be imported here: said on each request for it
-            log.exception("a backend could not be loaded into the worker", backend=name.decode())
-            self._unloadable[name.decode()] = f"{type(err).__name__}: {err}"
+            self._adapters[name] = pickle.loads(body.partition(b"\0")[2])  # the service trusts its own adapters
+        except Exception as err:  # e.g. its class cannot be imported here
+            log.exception("a backend could not be loaded into the worker", backend=name)
+            raise Internal(f"backend {name} could not be loaded into a simulation worker: {type(err).__name__}: "
+                           f"{err}", reason="BACKEND_NOT_LOADABLE", metadata={"backend": name}) from None
+        return protocol.READY
 
     def _answer(self, tag: bytes, body: bytes) -> bytes:
         pb = devices_service_pb2
+        if tag == protocol.ADAPTER:
+            return self._load(body)
         if tag == protocol.WARM:
             self._adapter(body.decode()).warm_up()
             return protocol.READY
@@ -123,9 +123,6 @@ class Worker:
         return reply
 
     def _adapter(self, name: str) -> BackendAdapter:
-        if name in self._unloadable:
-            raise Internal(f"backend {name} could not be loaded into a simulation worker: {self._unloadable[name]}",
-                           reason="BACKEND_NOT_LOADABLE", metadata={"backend": name})
         try:
             return self._adapters[name]
         except KeyError:

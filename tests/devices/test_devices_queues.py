@@ -236,3 +236,11 @@ def test_a_warm_pool_loads_every_backend_and_logs_a_failed_warm_up(bell_qpy):
         await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_an_adapter_the_workers_cannot_get_stops_the_service_at_start():
+    class Local(PluggedAdapter):  # defined in a function: pickle cannot name its class
+        pass
+
+    with pytest.raises(ValueError, match="backend local cannot be sent to the simulation workers"):
+        WorkerPool({"local": Local("local")}, size=1, simulation_memory=GiB, check_seconds=20, warm=False)

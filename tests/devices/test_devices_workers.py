@@ -134,7 +134,7 @@ def ten_million_qubits(bell: QuantumCircuit) -> bytes:
 
 
 def test_a_qpy_file_claiming_ten_million_qubits_costs_a_worker_not_the_service(start_suite, bell):
-    suite = start_suite("devices", circuit_check_seconds=2, simulation_memory_bytes=256 * MiB)
+    suite = start_suite("devices", circuit_check_seconds=1, simulation_memory_bytes=256 * MiB)
     service = Devices(suite, suite.service_key)
     hostile = ten_million_qubits(bell)
     assert len(hostile) < 1000
