@@ -35,7 +35,7 @@ from google.protobuf.message import DecodeError
 from qruntime.devices.v1 import devices_service_pb2 as pb
 
 from qruntime_kit.errors import Internal, InvalidArgument, ResourceExhausted, ServiceError, Unavailable
-from qruntime_kit.limits import Limits
+from qruntime_kit.limits import Limits, create_cgroup
 from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import MAX_MESSAGE_BYTES
 from qruntime_kit.workers import ChannelClosed, Exit, WorkerProcess, spawn, worker_environment
@@ -52,6 +52,9 @@ WORKER_ARGV = (sys.executable, "-m", "qruntime_devices.worker")
 # loaded holds about 210 MB before it simulates (measured here); the rest is headroom for decoding
 # a request of up to 64 MiB and encoding its results.
 BASELINE_BYTES = 768 << 20
+# Where no memory cgroup can be made the kit caps address space instead (RLIMIT_AS), and an idle
+# worker maps about 1.8 GB of it (thread stacks, malloc arenas, libraries; measured here).
+ADDRESS_SPACE_BASELINE_BYTES = 3 << 30
 START_SECONDS = 120.0  # starting takes seconds (imports); past this the start failed
 LINGER_SECONDS = 60.0
 CHECK_CONCURRENCY = 2
@@ -80,6 +83,15 @@ class _Lost(Exception):
     def __init__(self, ended: Exit | None, *, simulating: bool, timed_out: bool = False, garbled: str = "") -> None:
         super().__init__(ended.describe() if ended else "")
         self.ended, self.simulating, self.timed_out, self.garbled = ended, simulating, timed_out, garbled
+
+
+def _memory_cgroups() -> bool:
+    """Whether workers get a memory cgroup here (else the kit falls back to RLIMIT_AS)."""
+    probe = create_cgroup("probe", Limits(memory_bytes=1 << 30))
+    if probe is None:
+        return False
+    probe.destroy()
+    return probe.limits_memory
 
 
 def _pickled(name: str, adapter: BackendAdapter) -> bytes:
@@ -112,7 +124,8 @@ class WorkerPool:
         self._simulation_memory = simulation_memory
         self._check_seconds = check_seconds
         self._warm = warm
-        self.worker_memory = simulation_memory + BASELINE_BYTES
+        baseline = BASELINE_BYTES if _memory_cgroups() else ADDRESS_SPACE_BASELINE_BYTES
+        self.worker_memory = simulation_memory + baseline
         self._limits = Limits(
             memory_bytes=self.worker_memory,
             # The pids cgroup caps threads too (Aer starts one per core). Not for other users: there the
