@@ -34,7 +34,7 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError
 from qruntime.devices.v1 import devices_service_pb2 as pb
 
-from qruntime_kit.errors import Internal, InvalidArgument, ResourceExhausted, ServiceError, Unavailable
+from qruntime_kit.errors import ServiceError, Unavailable
 from qruntime_kit.limits import Limits, create_cgroup
 from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import MAX_MESSAGE_BYTES
@@ -42,7 +42,7 @@ from qruntime_kit.workers import ChannelClosed, Exit, WorkerProcess, spawn, work
 
 from . import protocol
 from .adapters import SIMULATOR, BackendAdapter
-from .memory import describe_bytes
+from .failures import Lost, WorkerLimits
 
 log = get_logger("devices")
 T = TypeVar("T")
@@ -75,14 +75,6 @@ class _Answered(Exception):
     def __init__(self, error: ServiceError) -> None:
         super().__init__(error.message)
         self.error = error
-
-
-class _Lost(Exception):
-    """A worker ended (or was ended) before it answered."""
-
-    def __init__(self, ended: Exit | None, *, simulating: bool, timed_out: bool = False, garbled: str = "") -> None:
-        super().__init__(ended.describe() if ended else "")
-        self.ended, self.simulating, self.timed_out, self.garbled = ended, simulating, timed_out, garbled
 
 
 def _memory_cgroups() -> bool:
@@ -121,11 +113,11 @@ class WorkerPool:
     ) -> None:
         self._adapters = dict(adapters)
         self._size = size
-        self._simulation_memory = simulation_memory
         self._check_seconds = check_seconds
         self._warm = warm
         baseline = BASELINE_BYTES if _memory_cgroups() else ADDRESS_SPACE_BASELINE_BYTES
         self.worker_memory = simulation_memory + baseline
+        self._failures = WorkerLimits(self.worker_memory, simulation_memory, check_seconds)
         self._limits = Limits(
             memory_bytes=self.worker_memory,
             # The pids cgroup caps threads too (Aer starts one per core). Not for other users: there the
@@ -183,8 +175,8 @@ class WorkerPool:
                     request.backend, protocol.CHECK + request.SerializeToString(),
                     time_limit=self._check_seconds, answer=protocol.CHECKED, parse=pb.CheckCircuitsResponse.FromString,
                 )
-            except _Lost as lost:
-                raise self._not_checked(lost) from None
+            except Lost as lost:
+                raise self._failures.not_checked(lost) from None
 
     async def run(
         self, request: pb.RunCircuitsRequest, admit: Callable[[pb.CheckCircuitsResponse], Awaitable[None]] | None = None
@@ -198,8 +190,8 @@ class WorkerPool:
                 time_limit=self._check_seconds, answer=protocol.RAN, parse=pb.RunCircuitsResponse.FromString,
                 admit=admit,
             )
-        except _Lost as lost:
-            raise (self._simulation_failed(lost) if lost.simulating else self._not_checked(lost)) from None
+        except Lost as lost:
+            raise self._failures.failed(lost) from None
 
     # -- one request on one worker
 
@@ -237,7 +229,7 @@ class WorkerPool:
             ended = await self._discard(worker)
             garbled = str(err) if isinstance(err, protocol.ProtocolError | DecodeError) else ""
             timed_out = isinstance(err, TimeoutError)
-            raise _Lost(ended, simulating=simulating, timed_out=timed_out, garbled=garbled) from None
+            raise Lost(ended, simulating=simulating, timed_out=timed_out, garbled=garbled) from None
         except BaseException:  # cancelled: the caller gave up, and the machine is freed at once
             self._kill_soon(worker, "its call was cancelled")
             raise
@@ -382,43 +374,8 @@ class WorkerPool:
             except ServiceError as err:  # the backend's first run builds what it needs, or fails typed
                 log.error("backend warm-up failed", backend=name, error=err.message)
                 continue
-            except _Lost as lost:
+            except Lost as lost:
                 log.error("backend warm-up failed", backend=name, error=f"the worker {lost}")
                 return
             log.debug("backend warmed up", backend=name, pid=worker.process.pid,
                       ms=round((time.perf_counter() - started) * 1000, 1))
-
-    # -- errors a caller understands
-
-    def _not_checked(self, lost: _Lost) -> ServiceError:
-        if lost.garbled:
-            return Internal(f"a simulation worker answered out of turn ({lost.garbled}); it was replaced",
-                            reason="WORKER_PROTOCOL_ERROR")
-        how = f"took longer than {self._check_seconds:g} s" if lost.timed_out else lost.ended.describe()
-        return InvalidArgument(
-            f"the circuits could not be decoded and checked within the limits ({describe_bytes(self.worker_memory)}"
-            f" of memory, {self._check_seconds:g} s): the worker checking them {how}",
-            reason="CIRCUITS_EXCEED_CHECK_LIMITS",
-            metadata={"memory_limit_bytes": self.worker_memory, "time_limit_seconds": f"{self._check_seconds:g}",
-                      "worker_end": how},
-            field_violations=[("circuits_qpy", "must decode and check within the worker's memory and time limits")],
-        )
-
-    def _simulation_failed(self, lost: _Lost) -> ServiceError:
-        if lost.garbled:
-            return self._not_checked(lost)
-        if lost.ended is not None and lost.ended.out_of_memory:
-            return ResourceExhausted(
-                f"the simulation needed more memory than its worker's limit of {describe_bytes(self.worker_memory)}"
-                f" ({describe_bytes(self._simulation_memory)} for simulations, plus the worker itself); the "
-                "estimate for these circuits was too low (matrix product state circuits that entangle many "
-                "qubits can do this); run smaller circuits",
-                reason="SIMULATION_OUT_OF_MEMORY",
-                metadata={"memory_limit_bytes": self.worker_memory, "simulation_memory_bytes": self._simulation_memory},
-            )
-        how = lost.ended.describe() if lost.ended is not None else "ended"
-        return Internal(
-            f"the simulator process ended during the simulation: it {how}",
-            reason="SIMULATOR_CRASHED",
-            metadata={"worker_end": how},
-        )
