@@ -14,6 +14,7 @@ from qruntime_kit.errors import Internal, InvalidArgument, ResourceExhausted, Se
 from qruntime_kit.workers import Exit
 
 from .memory import describe_bytes
+from .protocol import EXIT_OUT_OF_MEMORY
 
 
 class Lost(Exception):
@@ -42,7 +43,7 @@ class WorkerLimits:
                             reason="WORKER_PROTOCOL_ERROR")
         if not lost.simulating:
             return self.not_checked(lost)
-        if lost.ended.out_of_memory:
+        if lost.ended.out_of_memory or lost.ended.returncode == EXIT_OUT_OF_MEMORY:
             return ResourceExhausted(
                 f"the simulation needed more memory than its worker's limit of {describe_bytes(self.memory)} "
                 f"({describe_bytes(self.simulation_memory)} for simulations, plus the worker itself): the estimate "

@@ -25,6 +25,7 @@ from google.rpc import error_details_pb2, status_pb2
 from qruntime_kit.errors import FailedPrecondition, Internal, InvalidArgument, ResourceExhausted, ServiceError
 
 HELLO, ADAPTER, WARM, CHECK, RUN, GO = b"H", b"A", b"W", b"C", b"R", b"G"
+EXIT_OUT_OF_MEMORY = 3  # a worker's exit status after a MemoryError (address-space limit, no cgroup)
 READY, CHECKED, RAN, ERROR = b"O", b"K", b"D", b"E"
 # The codes a worker may answer with; anything else becomes INTERNAL, so that a worker cannot pass
 # itself off as, say, an authentication failure of the suite.

@@ -52,8 +52,8 @@ class Worker:
             except ServiceError as err:
                 reply = protocol.error_frame(err)
             except MemoryError:  # where no memory cgroup caps us, the address-space limit lands here
-                self._channel.send(protocol.error_frame(_out_of_memory()))
-                raise SystemExit(3) from None  # what is left of this process is not worth trusting
+                # What is left of this process is not worth trusting: end, saying why by the exit status.
+                raise SystemExit(protocol.EXIT_OUT_OF_MEMORY) from None
             except Exception as err:
                 log.exception("the simulation worker failed")
                 reply = protocol.error_frame(Internal(
@@ -127,12 +127,6 @@ class Worker:
             return self._adapters[name]
         except KeyError:
             raise Internal(f"the worker has no backend {name!r}", reason="WORKER_PROTOCOL_ERROR") from None
-
-
-def _out_of_memory() -> ResourceExhausted:
-    return ResourceExhausted(
-        "the simulation needed more memory than its worker may use", reason="SIMULATION_OUT_OF_MEMORY"
-    )
 
 
 def _die_with(service_pid: int) -> None:
