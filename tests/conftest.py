@@ -74,13 +74,16 @@ def suite_starter(base: Path) -> Iterator:
     thread.start()
     started: list[RunningSuite] = []
 
-    def start(*services: str, **overrides) -> RunningSuite:
+    def start(*services: str, backends=None, **overrides) -> RunningSuite:
+        """backends: the devices service's adapters by name, in place of the default ones."""
         service_key = new_api_key()
         settings = SuiteSettings(**{"port": 0, "data_dir": str(base / f"data{len(started)}"),
                                     "service_key": service_key, "grace_seconds": 0.5,
-                                    # one warm host each: every suite a test starts pays for its pools
-                                    "warm_hosts": 1, "warm_sandboxed_hosts": 0, **overrides})
-        components = build_components(settings, ("auth", *services))
+                                    # one warm host each and one simulation worker, started on first use:
+                                    # every suite a test starts pays for its processes
+                                    "warm_hosts": 1, "warm_sandboxed_hosts": 0, "simulation_workers": 1,
+                                    "warm_up": False, **overrides})
+        components = build_components(settings, ("auth", *services), devices_backends=backends)
         suite = asyncio.run_coroutine_threadsafe(start_server(components, settings), loop).result(timeout=60)
         bootstrap = json.loads((Path(settings.data_dir) / "bootstrap.json").read_text())
         running = RunningSuite(f"127.0.0.1:{suite.port}", Path(settings.data_dir), bootstrap["api_key"],

@@ -12,9 +12,14 @@ real hardware means writing one class:
         def execute(self, circuits, shots, seed, memory): ...  # blocking; transpile, submit, wait
 
 and registering it by name: `default_backends(extra=[AcmeSystemAdapter(...)])`, or the component's
-`backends=` argument. `run` checks the circuits against the configuration before calling `execute`,
-so every backend rejects bad input with the same typed errors. `execute` runs in a worker thread of
-the backend's queue (see queues.py), at most `concurrency` at once, so it may block.
+`backends=` argument. `check` (validate, then the memory guard) runs before `execute`, so every
+backend rejects bad input with the same typed errors.
+
+The service keeps its adapters for their configuration and calibration data; circuits are checked
+and run by copies in worker processes (see pool.py), sent there pickled. So an adapter must pickle,
+and its class must live in a module the workers can import (not in `__main__`); `execute` runs in a
+worker, one run at a time per worker, so it may block and may keep what it builds (noise models) for
+the next run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from qruntime.devices.v1 import backend_pb2
 
 from qruntime_kit.errors import InvalidArgument
 
+from . import memory
 from .circuits import DIRECTIVES, check_circuits, circuit_results, iter_operation_names
 
 SIMULATOR, PHYSICAL = "simulator", "physical"
@@ -55,6 +61,8 @@ class BackendAdapter(abc.ABC):
     name: str
     kind: Literal["simulator", "physical"]
     description: str = ""
+    # What one simulation may use, in bytes; 0: no limit. Set by the devices service (limit_memory).
+    memory_limit: int = 0
 
     @property
     def concurrency(self) -> int:
@@ -86,6 +94,23 @@ class BackendAdapter(abc.ABC):
         """Pay start-up costs (loading models, first runs) before the first caller does; optional."""
         return None
 
+    def limit_memory(self, limit: int) -> None:
+        """Let one simulation use at most limit bytes; a simulator reports the qubits that fit."""
+        self.memory_limit = limit
+
+    def memory_estimates(self, circuits: Sequence[QuantumCircuit], shots: int) -> list[memory.Estimate]:
+        """What simulating each circuit takes; real hardware takes none of this machine's memory."""
+        return [memory.Estimate("", circuit.num_qubits, 0) for circuit in circuits]
+
+    def check(self, circuits: Sequence[QuantumCircuit], shots: int) -> list[memory.Estimate]:
+        """Everything a run checks before it executes: validate, then the memory guard. Returns the
+        estimates."""
+        self.validate(circuits, shots)
+        estimates = self.memory_estimates(circuits, shots)
+        if self.memory_limit:
+            memory.check_fits(circuits, estimates, limit=self.memory_limit, backend=self.name)
+        return estimates
+
     def validate(self, circuits: Sequence[QuantumCircuit], shots: int) -> None:
         """Raise InvalidArgument unless the circuits can run here with this many shots."""
         config = self.configuration()
@@ -101,7 +126,7 @@ class BackendAdapter(abc.ABC):
         self, circuits: list[QuantumCircuit], shots: int, seed: int | None = None, memory: bool = False
     ) -> list[backend_pb2.CircuitResult]:
         """Check the circuits, then run them; one result per circuit, in order."""
-        self.validate(circuits, shots)
+        self.check(circuits, shots)
         return self.execute(circuits, shots, seed, memory)
 
     def __repr__(self) -> str:
@@ -109,7 +134,13 @@ class BackendAdapter(abc.ABC):
 
 
 class AerSimulatorAdapter(BackendAdapter):
-    """An ideal (noiseless) qiskit-aer simulator with one simulation method."""
+    """An ideal (noiseless) qiskit-aer simulator with one simulation method.
+
+    Its configuration's num_qubits is the most qubits any circuit may use and still fit in the memory
+    limit (for `automatic`: as a state vector), capped by Aer's own maximum. Circuits may declare more
+    qubits than that: Aer simulates only those that affect a result, and the memory guard counts those;
+    a Clifford circuit on `automatic` runs with the stabilizer method, far wider.
+    """
 
     kind = SIMULATOR
 
@@ -119,6 +150,11 @@ class AerSimulatorAdapter(BackendAdapter):
         self.description = description or f"Ideal qiskit-aer simulator, {method.replace('_', ' ')} method"
         self._simulator = AerSimulator(method=method)
         self._supported = frozenset(self._simulator.operation_names) | DIRECTIVES
+        self._aer_qubits = self._simulator.num_qubits  # Aer's own maximum, from this machine's memory
+        # The widest circuit the method can address at all (the stabilizer method, which `automatic`
+        # picks for Clifford circuits, goes far wider than the others); below that, memory decides.
+        clifford = method in (memory.STABILIZER, memory.AUTOMATIC)
+        self._widest = AerSimulator(method=memory.STABILIZER).num_qubits if clifford else memory.WIDEST
         self._configuration = backend_pb2.BackendConfiguration(
             num_qubits=self._simulator.num_qubits,
             basis_gates=gate_names(self._simulator.operation_names),
@@ -130,6 +166,23 @@ class AerSimulatorAdapter(BackendAdapter):
 
     def configuration(self) -> backend_pb2.BackendConfiguration:
         return self._configuration
+
+    def limit_memory(self, limit: int) -> None:
+        super().limit_memory(limit)
+        # Aer checks its own estimate against max_memory_mb when it picks a method for `automatic`
+        # (density matrix or not, with noise) and before it runs: the same limit keeps it in step.
+        self._simulator.set_options(max_memory_mb=max(1, limit >> 20))
+        self._configuration.num_qubits = memory.most_qubits(self.method, limit, self._aer_qubits)
+
+    def validate(self, circuits: Sequence[QuantumCircuit], shots: int) -> None:
+        config = self.configuration()
+        check_circuits(
+            circuits, shots=shots, max_shots=config.max_shots, max_experiments=config.max_experiments,
+            num_qubits=self._widest,
+        )
+
+    def memory_estimates(self, circuits: Sequence[QuantumCircuit], shots: int) -> list[memory.Estimate]:
+        return [memory.estimate(c, self.method, shots=shots, limit=self.memory_limit) for c in circuits]
 
     def properties(self) -> backend_pb2.BackendProperties:
         return backend_pb2.BackendProperties()
@@ -162,8 +215,9 @@ class AerSimulatorAdapter(BackendAdapter):
 class EmulatedSystemAdapter(BackendAdapter):
     """A physical system emulated by qiskit-aer from a real system's calibration snapshot.
 
-    The noisy simulator is built on first use (or in warm_up), once; circuits are transpiled to the
-    system's qubits and native gates exactly as for the real system.
+    The noisy simulator and the transpiler are built on first use (or in warm_up), once per process
+    (they do not travel when the adapter is pickled); circuits are transpiled to the system's qubits
+    and native gates exactly as for the real system.
     """
 
     kind = PHYSICAL
@@ -175,14 +229,25 @@ class EmulatedSystemAdapter(BackendAdapter):
             f"{system.num_qubits}-qubit IBM Quantum system {self.name}, emulated by qiskit-aer "
             f"with the noise of its calibration snapshot {_snapshot_date(system)}"
         )
-        self._simulator: AerSimulator | None = None
-        self._lock = threading.Lock()
         self._configuration = configuration_from_backend(system, max_execution_time=self.max_execution_time)
         self._properties = properties_from_backend(system)
-        # A fixed transpiler seed keeps layout and routing, and so a seeded run, reproducible.
-        self._pass_manager = generate_preset_pass_manager(
-            optimization_level=1, backend=system, seed_transpiler=0
-        )
+        self._built()
+
+    def _built(self) -> None:
+        self._lock = threading.Lock()
+        self._simulator: AerSimulator | None = None
+        self._pass_manager = None
+        self._last: tuple[list[QuantumCircuit], list[QuantumCircuit]] = ([], [])  # (circuits, transpiled)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for built in ("_lock", "_simulator", "_pass_manager", "_last"):
+            state.pop(built)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._built()
 
     def configuration(self) -> backend_pb2.BackendConfiguration:
         return self._configuration
@@ -193,21 +258,50 @@ class EmulatedSystemAdapter(BackendAdapter):
     def execute(
         self, circuits: list[QuantumCircuit], shots: int, seed: int | None, memory: bool
     ) -> list[backend_pb2.CircuitResult]:
+        transpiled = self._transpiled(circuits)
+        return run_on_aer(self._noisy_simulator(), self.name, transpiled, circuits, shots, seed, memory)
+
+    def memory_estimates(self, circuits: Sequence[QuantumCircuit], shots: int) -> list[memory.Estimate]:
+        # On the transpiled circuits: routing may bring in qubits, and Aer simulates the physical ones.
+        return [
+            memory.estimate(c, memory.AUTOMATIC, shots=shots, limit=self.memory_limit, noisy=True)
+            for c in self._transpiled(list(circuits))
+        ]
+
+    def warm_up(self) -> None:
+        self._noisy_simulator()
+        self._transpiler()
+
+    def _transpiled(self, circuits: list[QuantumCircuit]) -> list[QuantumCircuit]:
+        """The circuits transpiled for the system; the last call's answer is kept, since a run checks
+        (memory_estimates) and then executes the same circuits."""
+        last, transpiled = self._last
+        if len(last) == len(circuits) and all(a is b for a, b in zip(last, circuits, strict=True)):
+            return transpiled
         try:
-            transpiled = self._pass_manager.run(circuits, num_processes=1)
+            transpiled = self._transpiler().run(circuits, num_processes=1)
         except TranspilerError as err:
             raise _not_runnable(circuits[0] if len(circuits) == 1 else None, self.name, err) from None
         if isinstance(transpiled, QuantumCircuit):
             transpiled = [transpiled]
-        return run_on_aer(self._noisy_simulator(), self.name, transpiled, circuits, shots, seed, memory)
+        self._last = (list(circuits), transpiled)
+        return transpiled
 
-    def warm_up(self) -> None:
-        self._noisy_simulator()
+    def _transpiler(self):
+        with self._lock:
+            if self._pass_manager is None:
+                # A fixed transpiler seed keeps layout and routing, and so a seeded run, reproducible.
+                self._pass_manager = generate_preset_pass_manager(
+                    optimization_level=1, backend=self.system, seed_transpiler=0
+                )
+            return self._pass_manager
 
     def _noisy_simulator(self) -> AerSimulator:
         with self._lock:
             if self._simulator is None:
                 self._simulator = AerSimulator.from_backend(self.system)
+                if self.memory_limit:  # see AerSimulatorAdapter.limit_memory
+                    self._simulator.set_options(max_memory_mb=max(1, self.memory_limit >> 20))
             return self._simulator
 
 

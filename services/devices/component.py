@@ -8,7 +8,6 @@ service, which owns the jobs, retries or fails runs that were in flight.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Mapping
 
@@ -20,6 +19,8 @@ from qruntime_kit.server import Runtime
 from qruntime_kit.settings import ServerSettings, setting
 
 from .adapters import BackendAdapter, default_backends
+from .memory import default_simulation_memory, describe_bytes
+from .pool import WorkerPool
 from .queues import ExecutionQueues
 from .servicer import DevicesServicer
 
@@ -32,7 +33,33 @@ class DevicesSettings(ServerSettings):
     """Settings of the devices service."""
 
     backends: str = setting("", "comma-separated names of the backends to serve; empty: all of them")
-    warm_up: bool = setting(True, "build noise models and run a first circuit at start-up, in the background")
+    warm_up: bool = setting(
+        True, "start the simulation workers at start-up and load every backend into them (noise models, a "
+        "first run), in the background; off: workers start on first use"
+    )
+    simulation_workers: int = setting(
+        2, "worker processes kept started to decode, check and simulate circuits (about 200 MB each when "
+        "idle); more start while all are busy"
+    )
+    simulation_memory_bytes: int = setting(
+        0, "memory all simulations together may use, in bytes; circuits that cannot fit are refused, and each "
+        "worker's hard limit is this plus its interpreter; 0: half the memory available at start"
+    )
+    circuit_check_seconds: float = setting(
+        20.0, "longest a worker may take to decode and check one request's circuits; past it they are refused"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        problems = []
+        if self.simulation_workers < 1:
+            problems.append(f"simulation_workers must be at least 1, got {self.simulation_workers}")
+        if self.simulation_memory_bytes < 0:
+            problems.append(f"simulation_memory_bytes must be 0 or more, got {self.simulation_memory_bytes}")
+        if not self.circuit_check_seconds > 0:
+            problems.append(f"circuit_check_seconds must be positive, got {self.circuit_check_seconds}")
+        if problems:
+            raise ValueError("invalid settings: " + "; ".join(problems))
 
 
 class DevicesComponent:
@@ -47,8 +74,15 @@ class DevicesComponent:
         if backends is None:
             backends = _selected(default_backends(), settings.backends)
         self.backends = dict(backends)
-        self.queues = ExecutionQueues(self.backends)
-        self._warm_up: asyncio.Task | None = None
+        self.simulation_memory = settings.simulation_memory_bytes or default_simulation_memory()
+        for adapter in self.backends.values():
+            adapter.limit_memory(self.simulation_memory)
+        self.pool = WorkerPool(
+            self.backends, size=settings.simulation_workers, simulation_memory=self.simulation_memory,
+            check_seconds=settings.circuit_check_seconds, warm=settings.warm_up,
+            log_format=settings.log_format, log_level=settings.log_level,
+        )
+        self.queues = ExecutionQueues(self.backends, self.pool, self.simulation_memory)
 
     def register(self, server: grpc.aio.Server) -> None:
         devices_service_pb2_grpc.add_DevicesServiceServicer_to_server(
@@ -56,17 +90,15 @@ class DevicesComponent:
         )
 
     async def start(self, runtime: Runtime) -> None:
-        log.info("backends", backends=list(self.backends))
-        if self._settings.warm_up:
-            # In the background: the service answers at once, and a run that comes first builds what
-            # it needs itself (the adapters build lazily, under a lock).
-            warm_up = asyncio.to_thread(self.queues.warm_up)
-            self._warm_up = asyncio.create_task(warm_up, name="devices-warm-up")
+        log.info("backends", backends=list(self.backends), simulation_memory=describe_bytes(self.simulation_memory),
+                 worker_memory_limit=describe_bytes(self.pool.worker_memory),
+                 simulation_workers=self._settings.simulation_workers)
+        # In the background: the service answers at once, and a request that comes first waits for a
+        # worker (or starts one), which loads what it needs itself.
+        await self.pool.start()
 
     async def stop(self) -> None:
-        if self._warm_up is not None and not self._warm_up.done():
-            self._warm_up.cancel()
-        self.queues.close()
+        await self.pool.close()
 
 
 def _selected(backends: dict[str, BackendAdapter], names: str) -> dict[str, BackendAdapter]:

@@ -1,27 +1,29 @@
 """Per-backend execution queues: at most `adapter.concurrency` runs at once, the rest wait their turn.
 
-Runs execute in worker threads so the event loop keeps serving calls while a simulation takes
-seconds. A run that was started keeps its slot until its thread finishes, even when the caller
-gives up (a cancelled job, a deadline): the machine is busy until then, and pending counts say so.
+A run that finds every slot of its backend taken is checked first, in a worker and not behind the
+queue, so bad input fails at once rather than after the runs ahead of it. With a slot, its worker
+decodes and checks the circuits (again), says how much memory their simulation needs, and waits
+until the run may have that share of the simulation memory (all runs together hold at most
+`simulation_memory_bytes`, by their estimates) before it simulates (pool.py). A caller that gives
+up frees its slot at once: waiting, it leaves the queue; running, its worker is killed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
-import functools
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 
-from qiskit import QuantumCircuit
 from qruntime.devices.v1 import backend_pb2
+from qruntime.devices.v1 import devices_service_pb2 as pb
 
 from qruntime_kit.errors import NotFound, Unavailable
 from qruntime_kit.logging import get_logger
 
 from .adapters import BackendAdapter
+from .memory import describe_bytes
+from .pool import WorkerPool
 
 log = get_logger("devices")
 
@@ -36,16 +38,38 @@ class _Queue:
     status_message: str = "active"
 
 
-class ExecutionQueues:
-    """One queue per backend, sharing a thread pool just big enough for every backend's slots."""
+class MemoryShares:
+    """The simulation memory the running simulations hold, by their estimates; a run waits until its
+    share is free. One run may hold all of it (the memory guard refused anything larger)."""
 
-    def __init__(self, adapters: Mapping[str, BackendAdapter]) -> None:
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.held = 0
+        self._freed = asyncio.Event()
+
+    async def take(self, size: int) -> int:
+        size = min(size, self.total)
+        while self.held + size > self.total:
+            freed = self._freed
+            await freed.wait()
+        self.held += size
+        return size
+
+    def give(self, size: int) -> None:
+        self.held -= size
+        self._freed.set()
+        self._freed = asyncio.Event()
+
+
+class ExecutionQueues:
+    """One queue per backend; the runs execute in the pool's workers."""
+
+    def __init__(self, adapters: Mapping[str, BackendAdapter], pool: WorkerPool, simulation_memory: int) -> None:
         self._queues = {
-            name: _Queue(adapter, asyncio.Semaphore(adapter.concurrency))
-            for name, adapter in adapters.items()
+            name: _Queue(adapter, asyncio.Semaphore(adapter.concurrency)) for name, adapter in adapters.items()
         }
-        workers = sum(adapter.concurrency for adapter in adapters.values()) or 1
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backend-run")
+        self._pool = pool
+        self.memory = MemoryShares(simulation_memory)
 
     def pending(self, name: str) -> int:
         """Runs waiting for or in execution on the backend."""
@@ -71,16 +95,15 @@ class ExecutionQueues:
             status_message=queue.status_message,
         )
 
-    async def run(
-        self,
-        name: str,
-        circuits: list[QuantumCircuit],
-        shots: int,
-        seed: int | None = None,
-        memory: bool = False,
-    ) -> list[backend_pb2.CircuitResult]:
-        """Check the circuits (adapter.validate), wait for a free slot on the backend, and run them
-        (adapter.execute) in a worker thread."""
+    async def check(self, request: pb.CheckCircuitsRequest) -> pb.CheckCircuitsResponse:
+        """Decode and check circuits as a run would, in a worker, without queueing."""
+        self._queue(request.backend)
+        return await self._pool.check(request)
+
+    async def run(self, request: pb.RunCircuitsRequest) -> pb.RunCircuitsResponse:
+        """Check the circuits, wait for a slot on the backend and for the memory their simulation
+        needs, and run them in a worker."""
+        name = request.backend
         queue = self._queue(name)
         if not queue.operational:
             raise Unavailable(
@@ -88,53 +111,36 @@ class ExecutionQueues:
                 reason="BACKEND_NOT_OPERATIONAL",
                 metadata={"backend": name, "status": queue.status_message},
             )
-        # Bad input fails now, not after waiting behind other jobs; in a thread, as checking hundreds
-        # of large circuits takes long enough to hold up every other call.
-        await asyncio.to_thread(queue.adapter.validate, circuits, shots)
-        queue.waiting += 1
         queued = time.perf_counter()
+        queue.waiting += 1
         try:
+            if queue.slots.locked():
+                await self._pool.check(
+                    pb.CheckCircuitsRequest(backend=name, circuits_qpy=request.circuits_qpy, shots=request.shots)
+                )
             await queue.slots.acquire()
         finally:
             queue.waiting -= 1
         queue.running += 1
+        held = 0
 
-        def release(_future: object) -> None:
-            queue.running -= 1
-            queue.slots.release()
-
-        log.info("run started", backend=name, circuits=len(circuits), shots=shots,
-                 waited_ms=round((time.perf_counter() - queued) * 1000, 1))
-        started = time.perf_counter()
-        call = functools.partial(queue.adapter.execute, circuits, shots, seed, memory)  # checked above
-        # Copy the context so log lines from the worker thread carry the caller's job_id.
-        context = contextvars.copy_context()
-        try:
-            future = asyncio.get_running_loop().run_in_executor(self._executor, context.run, call)
-        except RuntimeError:  # closed: shutting down
-            release(None)
-            raise Unavailable(
-                "the devices service is shutting down", reason="SHUTTING_DOWN", metadata={"backend": name}
-            ) from None
-        future.add_done_callback(release)  # added first: the slot is free before the caller resumes
-        results = await asyncio.shield(future)
-        log.info("run finished", backend=name, ms=round((time.perf_counter() - started) * 1000, 1))
-        return results
-
-    def warm_up(self) -> None:
-        """Warm every backend up (blocking); meant for a thread at start-up."""
-        for name, queue in self._queues.items():
+        async def admit(checked: pb.CheckCircuitsResponse) -> None:
+            nonlocal held, started
+            needs = max((c.estimated_memory_bytes for c in checked.circuits), default=0)  # Aer runs them in turn
+            held = await self.memory.take(needs)
             started = time.perf_counter()
-            try:
-                queue.adapter.warm_up()
-            except Exception:  # the backend's first run builds what it needs, or fails with a typed error
-                log.exception("backend warm-up failed", backend=name)
-                continue
-            log.debug("backend warmed up", backend=name, ms=round((time.perf_counter() - started) * 1000, 1))
+            log.info("run started", circuits=len(checked.circuits), shots=request.shots, memory=describe_bytes(needs),
+                     waited_ms=round((started - queued) * 1000, 1))
 
-    def close(self) -> None:
-        """Stop taking runs; runs in progress finish in their threads."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        started = queued
+        try:
+            response = await self._pool.run(request, admit)
+            log.info("run finished", ms=round((time.perf_counter() - started) * 1000, 1))
+            return response
+        finally:
+            queue.running -= 1
+            self.memory.give(held)
+            queue.slots.release()
 
     def _queue(self, name: str) -> _Queue:
         try:

@@ -1,7 +1,8 @@
 """DevicesService over gRPC: translates requests into calls on the backend adapters and their queues.
 
-Users see the backends their instance's plan allows (Lite: simulators, Standard: physical systems);
-the suite's services see every backend and are the only callers that may run circuits.
+Users see (and may check circuits on) the backends their instance's plan allows (Lite: simulators,
+Standard: physical systems); the suite's services see every backend and are the only callers that
+may run circuits. Circuits are never decoded here: the workers do it (pool.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from qruntime_kit.logging import get_logger
 from qruntime_kit.store import decode_page_token, encode_page_token, page_size
 
 from .adapters import PHYSICAL, SIMULATOR, BackendAdapter
-from .circuits import decode_circuits
 from .queues import ExecutionQueues
 
 log = get_logger("devices")
@@ -73,13 +73,16 @@ class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
         job = {"job_id": request.job_id} if request.job_id else {}
         with structlog.contextvars.bound_contextvars(**job, backend=request.backend):
             self._allowed_backend(principal, request.backend, field="backend")
-            circuits = await asyncio.to_thread(decode_circuits, request.circuits_qpy)
-            shots = request.shots or DEFAULT_SHOTS
+            request.shots = request.shots or DEFAULT_SHOTS
             seed = request.seed if request.HasField("seed") else None
-            log.info("run circuits", circuits=len(circuits), shots=shots, seed=seed, memory=request.memory,
-                     pending=self._queues.pending(request.backend))
-            results = await self._queues.run(request.backend, circuits, shots, seed, request.memory)
-            return devices_service_pb2.RunCircuitsResponse(results=results)
+            log.info("run circuits", qpy_bytes=len(request.circuits_qpy), shots=request.shots, seed=seed,
+                     memory=request.memory, pending=self._queues.pending(request.backend))
+            return await self._queues.run(request)
+
+    async def CheckCircuits(self, request, context):
+        self._allowed_backend(current_principal(), request.backend, field="backend")
+        request.shots = request.shots or DEFAULT_SHOTS
+        return await self._queues.check(request)
 
     def _allowed_backend(self, principal: Principal, name: str, field: str = "name") -> BackendAdapter:
         if not name:

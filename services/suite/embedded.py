@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qruntime_auth.component import AuthSettings
@@ -35,13 +35,17 @@ def _settings_for(cls: type, settings: Any) -> Any:
     return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name in names})
 
 
-def build_components(settings: SuiteSettings, services: Sequence[str] = SERVICES) -> list[Component]:
+def build_components(
+    settings: SuiteSettings, services: Sequence[str] = SERVICES, *, devices_backends: Mapping | None = None
+) -> list[Component]:
     """Build the named services' components from one settings object, auth first.
 
     Each service's component module names its settings class SETTINGS and builds with build_component.
+    devices_backends replaces the devices service's default backends (e.g. to add real hardware).
     """
     components = []
     for name in (n for n in SERVICES if n in services):
         module = importlib.import_module(f"qruntime_{name}.component")
-        components.append(module.build_component(_settings_for(module.SETTINGS, settings)))
+        extra = {"backends": devices_backends} if name == "devices" and devices_backends is not None else {}
+        components.append(module.build_component(_settings_for(module.SETTINGS, settings), **extra))
     return components

@@ -23,6 +23,8 @@ from qruntime_kit.tokens import issue_token
 
 SERVICES = ("programs", "devices", "jobs")
 WORKERS = 4  # jobs the module suites run at once
+# What the module suites' simulations may use: 28 qubits of state vector, whatever this machine has.
+SIMULATION_MEMORY = 4 << 30
 INSTANCE_NAME = "my-instance"
 LITE_SIMULATORS = ["ibmq_qasm_simulator", "simulator_mps", "simulator_statevector"]
 BUILTIN_PROGRAMS = ["estimator", "hello-world", "sampler"]

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from client_support import INSTANCE_NAME, SERVICES, WORKERS, Recorder
+from client_support import INSTANCE_NAME, SERVICES, SIMULATION_MEMORY, WORKERS, Recorder
 from qruntime import IBMRuntimeService, _channel
 
 
@@ -30,7 +30,8 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
 @pytest.fixture(scope="module")
 def suite(start_module_suite):
-    return start_module_suite(*SERVICES, workers=WORKERS)
+    # A fixed simulation memory, so that the simulators' qubit counts do not depend on this machine's.
+    return start_module_suite(*SERVICES, workers=WORKERS, simulation_memory_bytes=SIMULATION_MEMORY)
 
 
 @pytest.fixture

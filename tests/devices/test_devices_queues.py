@@ -1,197 +1,246 @@
-"""Per-backend execution queues: concurrency limits, pending counts, cancellation, operational flag."""
+"""Per-backend execution queues over real worker processes: concurrency limits, pending counts,
+cancellation, the operational flag, memory shares and warm-up.
+
+The tests of this module share one pool (its workers take seconds to start) on one event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import threading
+import time
+from pathlib import Path
 
 import pytest
 import structlog
+from plugged import BrokenWarmUpAdapter, GatedAdapter, PluggedAdapter
+from qiskit_ibm_runtime.fake_provider import FakeLimaV2
 from qruntime.devices.v1 import backend_pb2
+from qruntime.devices.v1 import devices_service_pb2 as pb
+from qruntime.encoding import dump_circuits_qpy
 
-from qruntime_devices.adapters import BackendAdapter
-from qruntime_devices.queues import ExecutionQueues
+from qruntime_devices.adapters import AerSimulatorAdapter, EmulatedSystemAdapter
+from qruntime_devices.pool import WorkerPool
+from qruntime_devices.queues import ExecutionQueues, MemoryShares
 from qruntime_kit.errors import InvalidArgument, NotFound, Unavailable
 
-
-class GatedAdapter(BackendAdapter):
-    """A backend plugged in as hardware would be, whose runs block until the test opens the gate."""
-
-    def __init__(self, name: str, kind: str) -> None:
-        self.name, self.kind = name, kind
-        self.gate = threading.Event()
-        self.running = 0
-        self.most_at_once = 0
-        self._lock = threading.Lock()
-
-    def configuration(self):
-        return backend_pb2.BackendConfiguration(num_qubits=5, max_shots=1000, max_experiments=10)
-
-    def properties(self):
-        return backend_pb2.BackendProperties()
-
-    def execute(self, circuits, shots, seed, memory):
-        with self._lock:
-            self.running += 1
-            self.most_at_once = max(self.most_at_once, self.running)
-        try:
-            assert self.gate.wait(10)
-            return [backend_pb2.CircuitResult(counts={"0": shots}) for _ in circuits]
-        finally:
-            with self._lock:
-                self.running -= 1
+GiB = 1 << 30
+_seeds = itertools.count(1)
 
 
-async def _until(condition, timeout=5.0):
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
+@pytest.fixture(scope="module")
+def loop():
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="queues-loop", daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gates(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("gates")
+
+
+@pytest.fixture(scope="module")
+def queues(loop, gates):
+    adapters = {
+        "gated-physical": GatedAdapter("gated-physical", "physical", gates),
+        "gated-simulator": GatedAdapter("gated-simulator", "simulator", gates),
+        "ibmq_qasm_simulator": AerSimulatorAdapter("ibmq_qasm_simulator"),
+        "ibm_lima": EmulatedSystemAdapter(FakeLimaV2(), name="ibm_lima"),
+    }
+    for adapter in adapters.values():
+        adapter.limit_memory(GiB)
+    pool = WorkerPool(adapters, size=2, simulation_memory=GiB, check_seconds=20, warm=False)
+    yield ExecutionQueues(adapters, pool, GiB)
+    asyncio.run_coroutine_threadsafe(pool.close(), loop).result(timeout=30)
+
+
+@pytest.fixture
+def call(loop):
+    """call(coroutine) runs it on the module's loop and returns a concurrent future."""
+    return lambda coroutine: asyncio.run_coroutine_threadsafe(coroutine, loop)
+
+
+@pytest.fixture(scope="module")
+def bell_qpy(bell_module) -> bytes:
+    return dump_circuits_qpy(bell_module)
+
+
+@pytest.fixture(scope="module")
+def bell_module():
+    from qruntime import ReferenceCircuits
+
+    return ReferenceCircuits.bell()
+
+
+def request(bell_qpy: bytes, backend: str, seed: int, shots: int = 10) -> pb.RunCircuitsRequest:
+    return pb.RunCircuitsRequest(backend=backend, circuits_qpy=bell_qpy, shots=shots, seed=seed)
+
+
+def until(condition, timeout: float = 30.0, unfinished=()) -> None:
+    """Wait for condition; the futures in unfinished must not end meanwhile (their error says why)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for future in unfinished:
+            if future.done():
+                future.result()
+                raise AssertionError("a run ended early")
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def running(gates: Path, seeds) -> list[int]:
+    return [seed for seed in seeds if (gates / f"{seed}.running").exists()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.mark.parametrize(("kind", "slots"), [("physical", 1), ("simulator", 2)])
-def test_at_most_concurrency_runs_at_once_and_pending_counts_the_rest(bell, kind, slots):
-    async def scenario():
-        adapter = GatedAdapter("gated", kind)
-        queues = ExecutionQueues({"gated": adapter})
-        runs = [asyncio.create_task(queues.run("gated", [bell], 10)) for _ in range(4)]
-        await _until(lambda: adapter.running == slots)
-        await asyncio.sleep(0.05)  # nobody else sneaks in
-        assert adapter.running == slots
-        assert queues.pending("gated") == 4
-        assert queues.running("gated") == slots
-        assert queues.status("gated").pending_jobs == 4
-        adapter.gate.set()
-        results = await asyncio.gather(*runs)
-        assert [dict(r[0].counts) for r in results] == [{"0": 10}] * 4
-        assert adapter.most_at_once == slots
-        assert queues.pending("gated") == 0
-        queues.close()
-
-    asyncio.run(scenario())
+def test_at_most_concurrency_runs_at_once_and_pending_counts_the_rest(queues, call, gates, bell_qpy, kind, slots):
+    name = f"gated-{kind}"
+    seeds = [next(_seeds) for _ in range(4)]
+    runs = [call(queues.run(request(bell_qpy, name, seed))) for seed in seeds]
+    until(lambda: len(running(gates, seeds)) == slots, unfinished=runs)
+    time.sleep(0.2)  # nobody else sneaks in
+    assert len(running(gates, seeds)) == slots
+    assert queues.pending(name) == 4 and queues.running(name) == slots
+    assert queues.status(name).pending_jobs == 4
+    for opened, seed in enumerate(seeds):  # one at a time: never more than `slots` at once
+        left = min(slots, 4 - opened)
+        until(lambda left=left: len(running(gates, seeds)) == left)
+        (gates / f"{seed}.open").touch()
+    results = [run.result(timeout=30) for run in runs]
+    assert [dict(r.results[0].counts) for r in results] == [{"0": 10}] * 4
+    assert queues.pending(name) == 0
 
 
-def test_a_cancelled_waiter_leaves_the_queue_and_a_cancelled_run_keeps_its_slot(bell):
-    async def scenario():
-        adapter = GatedAdapter("gated", "physical")
-        queues = ExecutionQueues({"gated": adapter})
-        running = asyncio.create_task(queues.run("gated", [bell], 10))
-        waiting = asyncio.create_task(queues.run("gated", [bell], 10))
-        await _until(lambda: queues.pending("gated") == 2 and adapter.running == 1)
-        waiting.cancel()
-        await asyncio.gather(waiting, return_exceptions=True)
-        assert queues.pending("gated") == 1
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        assert queues.pending("gated") == 1  # the thread still runs: the backend is busy
-        adapter.gate.set()
-        await _until(lambda: queues.pending("gated") == 0)
-        assert (await queues.run("gated", [bell], 5))[0].counts["0"] == 5
-        queues.close()
-
-    asyncio.run(scenario())
-
-
-def test_bad_input_fails_at_once_without_queueing(bell):
-    async def scenario():
-        adapter = GatedAdapter("gated", "physical")
-        queues = ExecutionQueues({"gated": adapter})
-        busy = asyncio.create_task(queues.run("gated", [bell], 10))
-        await _until(lambda: adapter.running == 1)
-        with pytest.raises(InvalidArgument):
-            await asyncio.wait_for(queues.run("gated", [bell], 5000), 1)
-        assert queues.pending("gated") == 1
-        adapter.gate.set()
-        await busy
-        queues.close()
-
-    asyncio.run(scenario())
+def test_a_cancelled_waiter_leaves_the_queue_and_a_cancelled_run_frees_its_slot_at_once(
+    queues, call, gates, bell_qpy
+):
+    seeds = [next(_seeds), next(_seeds)]
+    runs = {seed: call(queues.run(request(bell_qpy, "gated-physical", seed))) for seed in seeds}
+    until(lambda: queues.pending("gated-physical") == 2 and running(gates, seeds), unfinished=runs.values())
+    [first] = running(gates, seeds)  # whichever passed its check first holds the one slot
+    [second] = set(seeds) - {first}
+    runs[second].cancel()
+    until(lambda: queues.pending("gated-physical") == 1)
+    pid = int((gates / f"{first}.running").read_text())
+    assert alive(pid)
+    runs[first].cancel()
+    cancelled = time.monotonic()
+    until(lambda: not alive(pid), timeout=1.0)  # its worker is killed: the machine is free again
+    until(lambda: queues.pending("gated-physical") == 0, timeout=1.0)
+    assert time.monotonic() - cancelled < 1.0
+    third = next(_seeds)
+    (gates / f"{third}.open").touch()
+    assert call(queues.run(request(bell_qpy, "gated-physical", third, shots=5))).result(30).results[0].counts["0"] == 5
 
 
-def test_unknown_and_out_of_service_backends(bell):
-    async def scenario():
-        queues = ExecutionQueues({"gated": GatedAdapter("gated", "simulator")})
-        with pytest.raises(NotFound) as caught:
-            await queues.run("nope", [bell], 10)
-        assert caught.value.reason == "BACKEND_NOT_FOUND"
-        queues.set_operational("gated", False)
+def test_bad_input_fails_at_once_without_queueing(queues, call, gates, bell_qpy):
+    busy_seed = next(_seeds)
+    busy = call(queues.run(request(bell_qpy, "gated-physical", busy_seed)))
+    until(lambda: running(gates, [busy_seed]), unfinished=[busy])
+    with pytest.raises(InvalidArgument) as caught:
+        call(queues.run(request(bell_qpy, "gated-physical", next(_seeds), shots=5000))).result(timeout=30)
+    assert caught.value.reason == "INVALID_SHOTS"
+    assert queues.pending("gated-physical") == 1
+    (gates / f"{busy_seed}.open").touch()
+    busy.result(timeout=30)
+
+
+def test_unknown_and_out_of_service_backends(queues, call, bell_qpy):
+    with pytest.raises(NotFound) as caught:
+        call(queues.run(request(bell_qpy, "nope", 1))).result(timeout=5)
+    assert caught.value.reason == "BACKEND_NOT_FOUND"
+    queues.set_operational("gated-simulator", False)
+    try:
         expected = backend_pb2.BackendStatus(operational=False, status_message="maintenance")
-        assert queues.status("gated") == expected
+        assert queues.status("gated-simulator") == expected
         with pytest.raises(Unavailable) as caught:
-            await queues.run("gated", [bell], 10)
+            call(queues.run(request(bell_qpy, "gated-simulator", 1))).result(timeout=5)
         assert caught.value.reason == "BACKEND_NOT_OPERATIONAL"
-        queues.set_operational("gated", True)
-        assert queues.status("gated").operational and queues.status("gated").status_message == "active"
-        queues.close()
+    finally:
+        queues.set_operational("gated-simulator", True)
+    assert queues.status("gated-simulator").operational and queues.status("gated-simulator").status_message == "active"
+
+
+def test_real_simulators_run_through_their_queues(queues, call, bell_qpy):
+    names = ["ibmq_qasm_simulator", "ibm_lima"] * 3
+    runs = [call(queues.run(request(bell_qpy, name, 1, shots=256))) for name in names]
+    for run in runs:
+        (result,) = run.result(timeout=60).results
+        assert sum(result.counts.values()) == 256
+    assert all(queues.pending(name) == 0 for name in set(names))
+
+
+def test_runs_share_the_simulation_memory_by_their_estimates():
+    async def scenario():
+        shares = MemoryShares(1000)
+        assert await shares.take(600) == 600
+        second = asyncio.create_task(shares.take(600))
+        await asyncio.sleep(0.05)
+        assert not second.done()  # waits for its share
+        shares.give(600)
+        assert await asyncio.wait_for(second, 1) == 600
+        shares.give(600)
+        assert await asyncio.wait_for(shares.take(5000), 1) == 1000  # one run may hold it all
+        shares.give(1000)
+        assert shares.held == 0
 
     asyncio.run(scenario())
 
 
-def test_real_simulators_run_through_their_queues(backends, bell):
+def test_a_closed_pool_refuses_runs_and_holds_no_slot(bell_qpy):
     async def scenario():
-        queues = ExecutionQueues(backends)
-        names = ["ibmq_qasm_simulator", "ibm_lima"] * 3
-        results = await asyncio.gather(*(queues.run(name, [bell], 256, seed=1) for name in names))
-        for (result,) in results:
-            assert sum(result.counts.values()) == 256
-        assert all(queues.pending(name) == 0 for name in backends)
-        queues.close()
-
-    asyncio.run(scenario())
-
-
-def test_a_closed_queue_refuses_runs_and_frees_the_slot(bell):
-    async def scenario():
-        adapter = GatedAdapter("gated", "physical")
-        queues = ExecutionQueues({"gated": adapter})
-        queues.close()
+        adapters = {"plugged": PluggedAdapter("plugged")}
+        pool = WorkerPool(adapters, size=1, simulation_memory=GiB, check_seconds=20, warm=False)
+        queues = ExecutionQueues(adapters, pool, GiB)
+        await pool.close()
         with pytest.raises(Unavailable) as caught:
-            await queues.run("gated", [bell], 10)
+            await queues.run(request(bell_qpy, "plugged", 1))
         assert caught.value.reason == "SHUTTING_DOWN"
-        assert queues.pending("gated") == 0
+        assert queues.pending("plugged") == 0
 
     asyncio.run(scenario())
 
 
-class CountingAdapter(GatedAdapter):
-    """Records the threads its checks run in; its warm-up fails when told to."""
-
-    def __init__(self, name: str, failing_warm_up: bool = False) -> None:
-        super().__init__(name, "simulator")
-        self.gate.set()
-        self.checked_in: list[threading.Thread] = []
-        self.failing_warm_up = failing_warm_up
-        self.warmed_up = False
-
-    def validate(self, circuits, shots):
-        self.checked_in.append(threading.current_thread())
-        super().validate(circuits, shots)
-
-    def warm_up(self):
-        if self.failing_warm_up:
-            raise RuntimeError("no calibration data")
-        self.warmed_up = True
-
-
-def test_circuits_are_checked_once_and_off_the_event_loop(bell):
+def test_a_warm_pool_loads_every_backend_and_logs_a_failed_warm_up(bell_qpy):
     async def scenario():
-        adapter = CountingAdapter("counting")
-        queues = ExecutionQueues({"counting": adapter})
-        assert (await queues.run("counting", [bell], 10))[0].counts["0"] == 10
-        assert len(adapter.checked_in) == 1 and adapter.checked_in[0] is not threading.current_thread()
-        queues.close()
+        adapters = {"a-broken": BrokenWarmUpAdapter("a-broken"), "b-fine": PluggedAdapter("b-fine")}
+        pool = WorkerPool(adapters, size=1, simulation_memory=GiB, check_seconds=20, warm=True)
+        with structlog.testing.capture_logs() as logs:
+            await pool.start()
+            for _ in range(3000):
+                if any(line["event"] == "backend warm-up failed" for line in logs) and pool.pids(busy=False):
+                    break
+                await asyncio.sleep(0.01)
+        [failed] = [line for line in logs if line["event"] == "backend warm-up failed"]
+        assert failed["backend"] == "a-broken" and "no calibration data" in failed["error"]
+        [pid] = pool.pids()
+        # The worker survived the failed warm-up and runs both backends.
+        for name in adapters:
+            response = await pool.run(request(bell_qpy, name, 1))
+            assert response.results[0].counts["0"] == 10
+        assert pool.pids() == [pid] and os.path.exists(f"/proc/{pid}")
+        await pool.close()
 
     asyncio.run(scenario())
 
 
-def test_a_failed_warm_up_is_logged_and_the_other_backends_still_warm_up():
-    broken, fine = CountingAdapter("a-broken", failing_warm_up=True), CountingAdapter("b-fine")
-    queues = ExecutionQueues({"a-broken": broken, "b-fine": fine})
-    with structlog.testing.capture_logs() as logs:
-        queues.warm_up()
-    assert fine.warmed_up
-    [failed] = [line for line in logs if line["event"] == "backend warm-up failed"]
-    assert failed["backend"] == "a-broken" and failed["log_level"] == "error" and failed["exc_info"]
-    queues.close()
+def test_an_adapter_the_workers_cannot_get_stops_the_service_at_start():
+    class Local(PluggedAdapter):  # defined in a function: pickle cannot name its class
+        pass
 
+    with pytest.raises(ValueError, match="backend local cannot be sent to the simulation workers"):
+        WorkerPool({"local": Local("local")}, size=1, simulation_memory=GiB, check_seconds=20, warm=False)

@@ -150,7 +150,9 @@ def test_a_service_runs_bell_with_default_shots_seed_and_memory(devices, bell_qp
         ({"circuits_qpy": "silent"}, grpc.StatusCode.INVALID_ARGUMENT, "NO_MEASUREMENTS", "circuits_qpy"),
     ],
 )
-def test_bad_runs_are_refused_with_typed_errors(devices, bell_qpy, request_fields, code, reason, field):
+def test_bad_runs_are_refused_with_typed_errors_and_checks_say_the_same(
+    devices, bell_qpy, request_fields, code, reason, field
+):
     wide = QuantumCircuit(6)
     wide.measure_all()
     silent = QuantumCircuit(1)
@@ -163,6 +165,8 @@ def test_bad_runs_are_refused_with_typed_errors(devices, bell_qpy, request_field
     assert (err.code, err.reason) == (code, reason)
     if field:
         assert [f for f, _ in err.field_violations] == [field]
+    checked = devices["service"].error("CheckCircuits", pb.CheckCircuitsRequest(**fields))  # the same answer
+    assert (checked.code, checked.reason, checked.field_violations) == (code, reason, err.field_violations)
 
 
 def test_a_backend_reports_its_system_time_limit_even_when_its_configuration_leaves_it_out():

@@ -364,3 +364,49 @@ class CircuitResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CircuitResult: _TypeAlias = CircuitResult  # noqa: Y015
+
+@_typing.final
+class CircuitSummary(_message.Message):
+    """What running one circuit on a backend takes, as the backend's checks found it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NUM_QUBITS_FIELD_NUMBER: _builtins.int
+    NUM_CLBITS_FIELD_NUMBER: _builtins.int
+    SIMULATED_QUBITS_FIELD_NUMBER: _builtins.int
+    SIMULATION_METHOD_FIELD_NUMBER: _builtins.int
+    ESTIMATED_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The circuit's name."""
+    num_qubits: _builtins.int
+    """Qubits the circuit declares."""
+    num_clbits: _builtins.int
+    """Classical bits the circuit declares."""
+    simulated_qubits: _builtins.int
+    """Qubits the simulation holds: those whose state can affect a measurement (a simulator drops the
+    others). Equal to num_qubits on physical systems.
+    """
+    simulation_method: _builtins.str
+    """The simulation method that would run it, e.g. "statevector", "stabilizer", "density_matrix";
+    empty on real hardware.
+    """
+    estimated_memory_bytes: _builtins.int
+    """Estimated memory the simulation needs, in bytes; 0 on real hardware."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        num_qubits: _builtins.int = ...,
+        num_clbits: _builtins.int = ...,
+        simulated_qubits: _builtins.int = ...,
+        simulation_method: _builtins.str = ...,
+        estimated_memory_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_memory_bytes", b"estimated_memory_bytes", "name", b"name", "num_clbits", b"num_clbits", "num_qubits", b"num_qubits", "simulated_qubits", b"simulated_qubits", "simulation_method", b"simulation_method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CircuitSummary: _TypeAlias = CircuitSummary  # noqa: Y015

@@ -232,3 +232,57 @@ class RunCircuitsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunCircuitsResponse: _TypeAlias = RunCircuitsResponse  # noqa: Y015
+
+@_typing.final
+class CheckCircuitsRequest(_message.Message):
+    """Request of DevicesService.CheckCircuits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKEND_FIELD_NUMBER: _builtins.int
+    CIRCUITS_QPY_FIELD_NUMBER: _builtins.int
+    SHOTS_FIELD_NUMBER: _builtins.int
+    backend: _builtins.str
+    """The backend the circuits would run on."""
+    circuits_qpy: _builtins.bytes
+    """The circuits, serialized together as one QPY file, as for RunCircuits."""
+    shots: _builtins.int
+    """Shots per circuit they would run with; 0 means 1024. Some simulation methods depend on it."""
+    def __init__(
+        self,
+        *,
+        backend: _builtins.str = ...,
+        circuits_qpy: _builtins.bytes = ...,
+        shots: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "circuits_qpy", b"circuits_qpy", "shots", b"shots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckCircuitsRequest: _TypeAlias = CheckCircuitsRequest  # noqa: Y015
+
+@_typing.final
+class CheckCircuitsResponse(_message.Message):
+    """Response of DevicesService.CheckCircuits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CIRCUITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def circuits(self) -> _containers.RepeatedCompositeFieldContainer[_backend_pb2.CircuitSummary]:
+        """One summary per circuit, in the order given."""
+
+    def __init__(
+        self,
+        *,
+        circuits: _abc.Iterable[_backend_pb2.CircuitSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuits", b"circuits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckCircuitsResponse: _TypeAlias = CheckCircuitsResponse  # noqa: Y015

@@ -56,6 +56,11 @@ class DevicesServiceStub:
                 request_serializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.RunCircuitsRequest.SerializeToString,
                 response_deserializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.RunCircuitsResponse.FromString,
                 _registered_method=True)
+        self.CheckCircuits = channel.unary_unary(
+                '/qruntime.devices.v1.DevicesService/CheckCircuits',
+                request_serializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.CheckCircuitsRequest.SerializeToString,
+                response_deserializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.CheckCircuitsResponse.FromString,
+                _registered_method=True)
 
 
 class DevicesServiceServicer:
@@ -91,6 +96,17 @@ class DevicesServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckCircuits(self, request, context):
+        """Checks circuits as RunCircuits would before running them, without running them: decodes them, checks
+        them against the backend (shots, width, measurements, parameters) and estimates the memory their
+        simulation needs. Answers OK with one summary per circuit, or INVALID_ARGUMENT with the reason
+        RunCircuits would give (e.g. INVALID_QPY, CIRCUIT_TOO_WIDE, CIRCUIT_NEEDS_TOO_MUCH_MEMORY).
+        Users may check circuits on the backends their plan allows; services on all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DevicesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +129,11 @@ def add_DevicesServiceServicer_to_server(servicer, server):
                     servicer.RunCircuits,
                     request_deserializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.RunCircuitsRequest.FromString,
                     response_serializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.RunCircuitsResponse.SerializeToString,
+            ),
+            'CheckCircuits': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckCircuits,
+                    request_deserializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.CheckCircuitsRequest.FromString,
+                    response_serializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.CheckCircuitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +246,33 @@ class DevicesService:
             '/qruntime.devices.v1.DevicesService/RunCircuits',
             qruntime_dot_devices_dot_v1_dot_devices__service__pb2.RunCircuitsRequest.SerializeToString,
             qruntime_dot_devices_dot_v1_dot_devices__service__pb2.RunCircuitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckCircuits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.devices.v1.DevicesService/CheckCircuits',
+            qruntime_dot_devices_dot_v1_dot_devices__service__pb2.CheckCircuitsRequest.SerializeToString,
+            qruntime_dot_devices_dot_v1_dot_devices__service__pb2.CheckCircuitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

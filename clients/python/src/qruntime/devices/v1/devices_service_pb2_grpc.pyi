@@ -43,6 +43,13 @@ class DevicesServiceStub:
     """Returns a backend's calibration data."""
     RunCircuits: _grpc.UnaryUnaryMultiCallable[_devices_service_pb2.RunCircuitsRequest, _devices_service_pb2.RunCircuitsResponse]
     """Runs circuits on a backend and returns their outcomes. Only the suite's services may call it."""
+    CheckCircuits: _grpc.UnaryUnaryMultiCallable[_devices_service_pb2.CheckCircuitsRequest, _devices_service_pb2.CheckCircuitsResponse]
+    """Checks circuits as RunCircuits would before running them, without running them: decodes them, checks
+    them against the backend (shots, width, measurements, parameters) and estimates the memory their
+    simulation needs. Answers OK with one summary per circuit, or INVALID_ARGUMENT with the reason
+    RunCircuits would give (e.g. INVALID_QPY, CIRCUIT_TOO_WIDE, CIRCUIT_NEEDS_TOO_MUCH_MEMORY).
+    Users may check circuits on the backends their plan allows; services on all.
+    """
 
 @_typing.type_check_only
 class DevicesServiceAsyncStub(DevicesServiceStub):
@@ -59,6 +66,13 @@ class DevicesServiceAsyncStub(DevicesServiceStub):
     """Returns a backend's calibration data."""
     RunCircuits: _aio.UnaryUnaryMultiCallable[_devices_service_pb2.RunCircuitsRequest, _devices_service_pb2.RunCircuitsResponse]  # type: ignore[assignment]
     """Runs circuits on a backend and returns their outcomes. Only the suite's services may call it."""
+    CheckCircuits: _aio.UnaryUnaryMultiCallable[_devices_service_pb2.CheckCircuitsRequest, _devices_service_pb2.CheckCircuitsResponse]  # type: ignore[assignment]
+    """Checks circuits as RunCircuits would before running them, without running them: decodes them, checks
+    them against the backend (shots, width, measurements, parameters) and estimates the memory their
+    simulation needs. Answers OK with one summary per circuit, or INVALID_ARGUMENT with the reason
+    RunCircuits would give (e.g. INVALID_QPY, CIRCUIT_TOO_WIDE, CIRCUIT_NEEDS_TOO_MUCH_MEMORY).
+    Users may check circuits on the backends their plan allows; services on all.
+    """
 
 class DevicesServiceServicer(metaclass=_abc_1.ABCMeta):
     """Serves the backends: what they are, how they are calibrated, how busy they are, and runs circuits on them.
@@ -96,5 +110,18 @@ class DevicesServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_devices_service_pb2.RunCircuitsResponse, _abc.Awaitable[_devices_service_pb2.RunCircuitsResponse]]:
         """Runs circuits on a backend and returns their outcomes. Only the suite's services may call it."""
+
+    @_abc_1.abstractmethod
+    def CheckCircuits(
+        self,
+        request: _devices_service_pb2.CheckCircuitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_devices_service_pb2.CheckCircuitsResponse, _abc.Awaitable[_devices_service_pb2.CheckCircuitsResponse]]:
+        """Checks circuits as RunCircuits would before running them, without running them: decodes them, checks
+        them against the backend (shots, width, measurements, parameters) and estimates the memory their
+        simulation needs. Answers OK with one summary per circuit, or INVALID_ARGUMENT with the reason
+        RunCircuits would give (e.g. INVALID_QPY, CIRCUIT_TOO_WIDE, CIRCUIT_NEEDS_TOO_MUCH_MEMORY).
+        Users may check circuits on the backends their plan allows; services on all.
+        """
 
 def add_DevicesServiceServicer_to_server(servicer: DevicesServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

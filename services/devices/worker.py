@@ -1,0 +1,157 @@
+"""A simulation worker: `python -m qruntime_devices.worker`, started by the pool (pool.py) under limits.
+
+It decodes a request's circuits, checks them as the backend's adapter says (the memory guard too),
+and simulates them, one request at a time, answering over its channel (fd 3) as protocol.py says. It
+keeps the adapters the service sent it, with what they build (noise models, transpilers), for the
+next request. Whatever the input does to it (run it out of memory, crash it, hang it), the service
+sees only that this process ended, and answers that one call with an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import pickle
+import signal
+import sys
+
+import structlog
+from qruntime.devices.v1 import backend_pb2, devices_service_pb2
+
+from qruntime_kit.errors import Internal, ResourceExhausted, ServiceError
+from qruntime_kit.logging import configure_logging, get_logger
+from qruntime_kit.workers import BlockingChannel, ChannelClosed
+
+from . import protocol
+from .adapters import BackendAdapter  # qiskit and Aer: the seconds a worker takes to start
+from .circuits import decode_circuits
+
+log = get_logger("devices.worker")
+_INT64_MAX = (1 << 63) - 1
+_NICENESS = 10  # below the service: it must keep answering health checks while its workers compute
+_PR_SET_PDEATHSIG = 1
+
+
+class Worker:
+    def __init__(self, channel: BlockingChannel, max_reply: int) -> None:
+        self._channel = channel
+        self._max_reply = max_reply
+        self._adapters: dict[str, BackendAdapter] = {}
+
+    def serve(self) -> None:
+        """Answer frames until the service closes the channel."""
+        while True:
+            try:
+                tag, body = protocol.split(self._channel.recv())
+            except ChannelClosed:
+                return
+            try:
+                reply = self._answer(tag, body)
+            except ServiceError as err:
+                reply = protocol.error_frame(err)
+            except MemoryError:  # where no memory cgroup caps us, the address-space limit lands here
+                # What is left of this process is not worth trusting: end, saying why by the exit status.
+                raise SystemExit(protocol.EXIT_OUT_OF_MEMORY) from None
+            except Exception as err:
+                log.exception("the simulation worker failed")
+                reply = protocol.error_frame(Internal(
+                    f"the simulator failed: {type(err).__name__}: {err}", reason="SIMULATOR_FAILED"
+                ))
+            self._channel.send(reply)
+
+    def _load(self, body: bytes) -> bytes:
+        name = body.partition(b"\0")[0].decode()
+        try:
+            self._adapters[name] = pickle.loads(body.partition(b"\0")[2])  # the service trusts its own adapters
+        except Exception as err:  # e.g. its class cannot be imported here
+            log.exception("a backend could not be loaded into the worker", backend=name)
+            raise Internal(f"backend {name} could not be loaded into a simulation worker: {type(err).__name__}: "
+                           f"{err}", reason="BACKEND_NOT_LOADABLE", metadata={"backend": name}) from None
+        return protocol.READY
+
+    def _answer(self, tag: bytes, body: bytes) -> bytes:
+        pb = devices_service_pb2
+        if tag == protocol.ADAPTER:
+            return self._load(body)
+        if tag == protocol.WARM:
+            self._adapter(body.decode()).warm_up()
+            return protocol.READY
+        if tag == protocol.CHECK:
+            request = pb.CheckCircuitsRequest.FromString(body)
+            _, checked = self._check(request.backend, request.circuits_qpy, request.shots)
+            return protocol.CHECKED + checked.SerializeToString()
+        if tag == protocol.RUN:
+            request = pb.RunCircuitsRequest.FromString(body)
+            job = {"job_id": request.job_id} if request.job_id else {}
+            with structlog.contextvars.bound_contextvars(**job, backend=request.backend):
+                return protocol.RAN + self._run(request)
+        raise Internal(f"the worker got a frame it does not know ({tag!r})", reason="WORKER_PROTOCOL_ERROR")
+
+    def _check(self, backend: str, circuits_qpy: bytes, shots: int):
+        """The decoded circuits and their summaries, once every check passed."""
+        circuits = decode_circuits(circuits_qpy)
+        estimates = self._adapter(backend).check(circuits, shots)
+        return circuits, devices_service_pb2.CheckCircuitsResponse(circuits=[
+            backend_pb2.CircuitSummary(
+                name=circuit.name, num_qubits=circuit.num_qubits, num_clbits=circuit.num_clbits,
+                simulated_qubits=found.qubits, simulation_method=found.method,
+                estimated_memory_bytes=min(found.bytes, _INT64_MAX),
+            )
+            for circuit, found in zip(circuits, estimates, strict=True)
+        ])
+
+    def _run(self, request: devices_service_pb2.RunCircuitsRequest) -> bytes:
+        circuits, checked = self._check(request.backend, request.circuits_qpy, request.shots)
+        # The service waits until the simulation may have the memory it needs; from GO on, a death is
+        # the simulation's, not the input's.
+        self._channel.send(protocol.CHECKED + checked.SerializeToString())
+        go = self._channel.recv()
+        if go != protocol.GO:
+            raise SystemExit(f"expected GO, got {go[:1]!r}")
+        seed = request.seed if request.HasField("seed") else None
+        results = self._adapter(request.backend).execute(circuits, request.shots, seed, request.memory)
+        reply = devices_service_pb2.RunCircuitsResponse(results=results).SerializeToString()
+        if len(reply) > self._max_reply:
+            raise ResourceExhausted(
+                f"the results take {len(reply)} bytes, more than the {self._max_reply} one answer may; "
+                "run fewer circuits or shots at once, or without per-shot memory",
+                reason="RESULTS_TOO_LARGE",
+                metadata={"result_bytes": len(reply), "max_bytes": self._max_reply},
+            )
+        return reply
+
+    def _adapter(self, name: str) -> BackendAdapter:
+        try:
+            return self._adapters[name]
+        except KeyError:
+            raise Internal(f"the worker has no backend {name!r}", reason="WORKER_PROTOCOL_ERROR") from None
+
+
+def _die_with(service_pid: int) -> None:
+    """Be killed when the service dies (say, kill -9), rather than simulate on for nobody."""
+    with contextlib.suppress(OSError, AttributeError):  # Linux only
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != service_pid:  # it died before we asked
+        raise SystemExit("the service is gone")
+
+
+def main() -> None:
+    channel = BlockingChannel(max_frame=1 << 31)  # what the service sends is bounded by its own limits
+    tag, body = protocol.split(channel.recv())
+    if tag != protocol.HELLO:
+        raise SystemExit(f"expected HELLO first, got {tag!r}")
+    hello = json.loads(body)
+    _die_with(hello["service_pid"])
+    # The service's import path, so that adapters it imported from anywhere unpickle here too.
+    sys.path[:] = hello["sys_path"]
+    configure_logging(hello["log_format"], hello["log_level"])
+    os.nice(_NICENESS)
+    worker = Worker(channel, max_reply=hello["max_reply_bytes"])
+    channel.send(protocol.READY)
+    worker.serve()
+
+
+if __name__ == "__main__":
+    main()
