@@ -5,8 +5,9 @@ gigabytes and minutes to decode, so none of that happens in the service process:
 to a worker (worker.py), started with the kit's `spawn` in its own process group and memory cgroup.
 
 - `size` workers are kept started (warm: at start-up, each then loading every backend in the
-  background; lazy: from the first request on). When all are busy another one starts; workers past
-  `size` end after LINGER_SECONDS idle. Simulations are bounded by the backends' slots (queues.py),
+  background; lazy: from the first request on). When a request takes the last idle one, a spare
+  starts, so that the next request finds a worker at once; workers past `size` end after
+  LINGER_SECONDS idle. Simulations are bounded by the backends' slots (queues.py),
   checks by CHECK_CONCURRENCY, so the pool stays within those.
 - A worker keeps the adapters it was sent (pickled: the service trusts its own adapters), with
   what they build (noise models), and a request goes to an idle worker that has its backend loaded
@@ -264,6 +265,10 @@ class WorkerPool:
                     worker.busy = True
                     if worker.retire is not None:
                         worker.retire.cancel()
+                    if len(idle) == 1 and not self._starting and not self._closed:
+                        # Keep one spare: the next request (a CreateJob's check, say) must not wait
+                        # seconds for a start behind simulations that hold every worker.
+                        self._start_worker()
                     return worker
                 if self._start_failures != failures:
                     raise Unavailable(

@@ -18,6 +18,7 @@ import signal
 import sys
 
 import structlog
+from qiskit import QuantumCircuit
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2
 
 from qruntime_kit.errors import Internal, ResourceExhausted, ServiceError
@@ -80,7 +81,8 @@ class Worker:
             return protocol.READY
         if tag == protocol.CHECK:
             request = pb.CheckCircuitsRequest.FromString(body)
-            _, checked = self._check(request.backend, request.circuits_qpy, request.shots)
+            _, checked = self._check(request.backend, request.circuits_qpy, request.shots,
+                                     as_program_input=request.as_program_input)
             return protocol.CHECKED + checked.SerializeToString()
         if tag == protocol.RUN:
             request = pb.RunCircuitsRequest.FromString(body)
@@ -89,10 +91,11 @@ class Worker:
                 return protocol.RAN + self._run(request)
         raise Internal(f"the worker got a frame it does not know ({tag!r})", reason="WORKER_PROTOCOL_ERROR")
 
-    def _check(self, backend: str, circuits_qpy: bytes, shots: int):
+    def _check(self, backend: str, circuits_qpy: bytes, shots: int, *, as_program_input: bool = False):
         """The decoded circuits and their summaries, once every check passed."""
         circuits = decode_circuits(circuits_qpy)
-        estimates = self._adapter(backend).check(circuits, shots)
+        checked = [completed(c) for c in circuits] if as_program_input else circuits
+        estimates = self._adapter(backend).check(checked, shots)
         return circuits, devices_service_pb2.CheckCircuitsResponse(circuits=[
             backend_pb2.CircuitSummary(
                 name=circuit.name, num_qubits=circuit.num_qubits, num_clbits=circuit.num_clbits,
@@ -127,6 +130,14 @@ class Worker:
             return self._adapters[name]
         except KeyError:
             raise Internal(f"the worker has no backend {name!r}", reason="WORKER_PROTOCOL_ERROR") from None
+
+
+def completed(circuit: QuantumCircuit) -> QuantumCircuit:
+    """A program input as its program may run it at worst: every qubit measured (so every qubit is
+    simulated) and its parameters bound to a value that keeps it out of the cheap Clifford methods."""
+    if circuit.num_parameters:
+        circuit = circuit.assign_parameters([0.1234] * circuit.num_parameters)
+    return circuit.measure_all(inplace=False)
 
 
 def _die_with(service_pid: int) -> None:

@@ -24,6 +24,7 @@ from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import Credentials, call
 from qruntime_kit.store import page_size
 
+from .circuit_checks import check_input_circuits
 from .executor import JobExecutor
 from .messages import interim_result_message, job_message, log_entry_message, log_level_name, state_name
 from .store import DONE, JobStore
@@ -80,6 +81,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         )).program
         check_inputs(program.id, program.inputs, inputs)
         backend = await self._backend(request.options.backend_name, metadata)
+        await check_input_circuits(deps.devices, metadata, backend.name, inputs)
         job, created = await asyncio.to_thread(
             deps.store.create,
             instance=instance,

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import struct
 import time
 
@@ -70,7 +72,11 @@ def test_the_suite_answers_at_once_while_two_heavy_simulations_run(start_suite, 
     jobs = [user.create("sampler", sampler_inputs(heavy, shots=1000), "simulator_statevector") for _ in range(2)]
     for job in jobs:
         user.wait(job.id, states=(job_pb2.JOB_STATE_RUNNING, *FINAL))
-    time.sleep(0.5)  # their circuits are in the simulators now
+    pool = next(c for c in suite.suite.components if c.name == "devices").pool
+    deadline = time.monotonic() + 60
+    while len(pool.pids(busy=True)) < 2 or not pool.pids(busy=False):  # both simulating, a spare started
+        assert time.monotonic() < deadline, "the simulations did not start"
+        time.sleep(0.1)
     slowest = 0.0
     for _ in range(10):
         for call in (lambda: user.health.Check(health_pb2.HealthCheckRequest(), timeout=1),
@@ -115,14 +121,11 @@ def ten_million_qubits(circuit: QuantumCircuit) -> bytes:
 
 
 def test_a_qpy_header_claiming_ten_million_qubits_is_refused_at_creation(start_suite, bell):
-    import base64
-
     suite = start_suite("programs", "devices", "jobs")
     user = User(suite)
     hostile = ten_million_qubits(bell)
     assert len(hostile) < 1000
-    inputs = dumps({"circuits": [bell]}).replace(
-        dumps({"circuits": [bell]}).split('"__value__": "')[1].split('"')[0], base64.b64encode(hostile).decode())
+    inputs = json.dumps({"circuits": [{"__type__": "QuantumCircuit", "__value__": base64.b64encode(hostile).decode()}]})
     error = user.refused("sampler", inputs, "ibmq_qasm_simulator")
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert user.listed() == []

@@ -242,22 +242,30 @@ class CheckCircuitsRequest(_message.Message):
     BACKEND_FIELD_NUMBER: _builtins.int
     CIRCUITS_QPY_FIELD_NUMBER: _builtins.int
     SHOTS_FIELD_NUMBER: _builtins.int
+    AS_PROGRAM_INPUT_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """The backend the circuits would run on."""
     circuits_qpy: _builtins.bytes
     """The circuits, serialized together as one QPY file, as for RunCircuits."""
     shots: _builtins.int
     """Shots per circuit they would run with; 0 means 1024. Some simulation methods depend on it."""
+    as_program_input: _builtins.bool
+    """The circuits are a program's inputs, which the program completes before it runs them (it binds their
+    parameters, adds measurements): only what completing them cannot change is checked — that they decode,
+    fit the backend and the memory limit, measured on every qubit — not that they measure something or have
+    their parameters bound.
+    """
     def __init__(
         self,
         *,
         backend: _builtins.str = ...,
         circuits_qpy: _builtins.bytes = ...,
         shots: _builtins.int = ...,
+        as_program_input: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "circuits_qpy", b"circuits_qpy", "shots", b"shots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_program_input", b"as_program_input", "backend", b"backend", "circuits_qpy", b"circuits_qpy", "shots", b"shots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
