@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from postgres_support import new_postgres_database
 from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 from qruntime_auth.store import new_api_key
@@ -122,24 +123,8 @@ def bell():
     return ReferenceCircuits.bell()
 
 
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test (dropped after it); skips if the server is down."""
-    import uuid
-
-    import psycopg
-
-    name = f"qruntime_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as err:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {err}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_postgres_database() as url:
+        yield url

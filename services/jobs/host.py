@@ -251,9 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not message.HasField("task"):
         return 2
     end = run_task(link, message.task)
-    link.send(program_host_pb2.HostMessage(end=end))
-    sys.stdout.flush()
+    sys.stdout.flush()  # before the end: the runner kills the host once it has it
     sys.stderr.flush()
+    link.send(program_host_pb2.HostMessage(end=end))
     return 0
 
 

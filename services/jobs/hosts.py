@@ -68,6 +68,7 @@ class HostPool:
         self._ready: asyncio.Queue[Host] = asyncio.Queue()
         self._starting = 0
         self._fillers: set[asyncio.Task] = set()
+        self._discards: set[asyncio.Task] = set()  # hosts killed, being reaped
         self._stopped = False
         self._zygote: asyncio.Task[Zygote] | None = None  # trusted pools: the zygote, once started
 
@@ -92,12 +93,20 @@ class HostPool:
         self._refill()
         return await self._start_host()
 
+    def release(self, host: Host) -> None:
+        """Kill a host whose job is over at once; reap it and free its cgroups in the background, off
+        the path of the job's outcome."""
+        host.worker.kill_now()
+        task = asyncio.create_task(host.discard(), name=f"host-discard-{host.worker.pid}")
+        self._discards.add(task)
+        task.add_done_callback(self._discards.discard)
+
     async def stop(self) -> None:
         """Stop refilling and kill the hosts that wait (and the zygote)."""
         self._stopped = True
         for task in list(self._fillers):
             task.cancel()
-        await asyncio.gather(*self._fillers, return_exceptions=True)
+        await asyncio.gather(*self._fillers, *self._discards, return_exceptions=True)
         while not self._ready.empty():
             await self._ready.get_nowait().discard()
         if self._zygote is not None:

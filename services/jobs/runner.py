@@ -137,7 +137,7 @@ class ProgramRunner:
             return Outcome(ERROR, "TIME_LIMIT_EXCEEDED",
                            f"the job ran longer than its time limit of {limit:g} seconds and was ended")
         finally:
-            await host.discard()
+            pool.release(host)
 
 
 class _Run:
@@ -173,7 +173,12 @@ class _Run:
         finally:
             for pending in (frames, stopped, *self._calls):
                 pending.cancel()
-            await self._host.worker.kill()  # its pipes close, so the readers end
+            # Killed now, reaped later (the pool discards it): its pipes close, so the readers get what
+            # it printed and end; a process it let escape its group keeps them open for a second at most.
+            self._host.worker.kill_now()
+            await asyncio.wait(readers, timeout=1)
+            for reader in readers:
+                reader.cancel()
             await asyncio.gather(*readers, frames, stopped, *self._calls, return_exceptions=True)
             if self._flusher is not None:  # every line is stored before the job's end is
                 await asyncio.shield(self._flusher)

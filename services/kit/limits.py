@@ -101,7 +101,8 @@ class Cgroup:
             time.sleep(0.01)
 
     def destroy(self) -> None:
-        """Kill what is left and remove the folders (a cgroup can only be removed once empty)."""
+        """Kill what is left (processes that escaped their group) and remove the folders (a cgroup
+        can only be removed once empty)."""
         self.kill_all()
         for folder in self.folders.values():
             for _ in range(50):

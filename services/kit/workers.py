@@ -177,13 +177,16 @@ class Worker:
         """Whether kill() was called (so its end was ours, not its own)."""
         return self._killed
 
-    async def kill(self) -> Exit:
-        """SIGKILL the worker's process group and everything in its cgroups; returns once it is gone."""
+    def kill_now(self) -> None:
+        """SIGKILL the worker's process group at once, without waiting; kill() finishes the job."""
         self._killed = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        if self._cgroup is not None:
-            await asyncio.to_thread(self._cgroup.kill_all)
+
+    async def kill(self) -> Exit:
+        """SIGKILL the worker's process group and everything in its cgroups; returns once it is gone.
+        (wait() then kills what is left in the cgroups: processes that left the group.)"""
+        self.kill_now()
         return await self.wait()
 
     async def wait(self) -> Exit:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import structlog
 from plugged import BrokenWarmUpAdapter, GatedAdapter, PluggedAdapter
+from process_support import alive
 from qiskit_ibm_runtime.fake_provider import FakeLimaV2
 from qruntime.devices.v1 import backend_pb2
 from qruntime.devices.v1 import devices_service_pb2 as pb
@@ -96,14 +97,6 @@ def until(condition, timeout: float = 30.0, unfinished=()) -> None:
 
 def running(gates: Path, seeds) -> list[int]:
     return [seed for seed in seeds if (gates / f"{seed}.running").exists()]
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize(("kind", "slots"), [("physical", 1), ("simulator", 2)])

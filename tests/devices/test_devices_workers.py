@@ -13,6 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from plugged import CrashingAdapter, HungryAdapter, PluggedAdapter
+from process_support import alive
 from qiskit import QuantumCircuit
 from qiskit.circuit.random import random_circuit
 from qruntime.devices.v1 import devices_service_pb2 as pb
@@ -66,14 +67,6 @@ def bellish(qubits: int) -> QuantumCircuit:
         circuit.cx(qubit, qubit + 1)
     circuit.measure_all()
     return circuit
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def until(condition, timeout: float) -> float:

@@ -16,6 +16,7 @@ import time
 
 import pytest
 import structlog
+from process_support import alive
 from qiskit import transpile
 from qiskit_aer import AerSimulator
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2
@@ -211,14 +212,6 @@ def run(store, scenario, **harness):
                 await pool.stop()
 
     return asyncio.run(main())
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_sampler_job_ends_done_with_its_result(store, bell):

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from process_support import alive
 
 from qruntime_kit.limits import Limits, create_cgroup
 from qruntime_kit.workers import ChannelClosed, spawn
@@ -22,15 +23,6 @@ MiB = 1024 * 1024
 needs_cgroups = pytest.mark.skipif(
     create_cgroup("probe", Limits(max_processes=10)) is None, reason="no usable cgroup controllers here"
 )
-
-
-def _alive(pid: int) -> bool:
-    """Whether pid runs (a zombie waiting to be reaped by init counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def run(coro):
@@ -68,7 +60,7 @@ while True: pass
         await worker.kill()
         assert time.monotonic() - started < 1.0
         await asyncio.sleep(0.05)
-        assert not _alive(grandchild)
+        assert not alive(grandchild)
 
     run(scenario())
 

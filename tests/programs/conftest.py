@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from postgres_support import new_postgres_database
 from programs_support import World, make_world
 
 from qruntime_kit.store import create_engine
 from qruntime_programs.store import metadata
-
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(scope="module")
 def postgres_module_database() -> Iterator[str]:
     """A new PostgreSQL database for the tests of one module, dropped after them; skips if the server
     is down. Never a shared database: other branches' tests may hold programs_* tables in another shape."""
-    import psycopg
-
-    name = f"qruntime_programs_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as err:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {err}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_postgres_database("qruntime_programs") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
