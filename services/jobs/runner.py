@@ -19,11 +19,12 @@ import dataclasses
 import datetime as dt
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
-from qruntime.devices.v1 import devices_service_pb2
+from qruntime.devices.v1 import backend_pb2, devices_service_pb2
 from qruntime.jobs.v1 import job_pb2, program_host_pb2
 
 from qruntime_kit.errors import ServiceError
@@ -46,6 +47,7 @@ _PROGRAM_REASONS = {job_pb2.JOB_REASON_PROGRAM_ERROR, job_pb2.JOB_REASON_INVALID
                     job_pb2.JOB_REASON_BACKEND_ERROR}
 _OUTPUT_CHUNK = 64 * 1024
 _MAX_LINE = 16 * 1024  # a longer printed line is stored in pieces
+BACKEND_CACHE_SECONDS = 60.0  # a backend's size and shot limit change with a new release, not by the minute
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +87,7 @@ class ProgramRunner:
         self._sandbox_problem = sandbox_problem
         self._fetch_source = fetch_source
         self._limits = limits or OutputLimits()
+        self._backends: dict[str, tuple[float, backend_pb2.Backend]] = {}
 
     async def run(self, job: JobRecord, control: JobControl) -> Outcome:
         """Run the job's program under its time limit; returns when it ends, when the limit passes
@@ -101,7 +104,7 @@ class ProgramRunner:
                            f"program {job.program_id!r} is an uploaded Python program, and this deployment "
                            f"cannot sandbox uploaded programs: {self._sandbox_problem}")
         try:
-            backend = await self._devices.backend(job.backend, timeout=60)
+            backend = await self._backend(job.backend)
             source = await self._fetch_source(job) if job.runtime == "PYTHON" and self._fetch_source else ""
         except BackendError as err:
             return Outcome(ERROR, "BACKEND_ERROR", f"the job's backend cannot be used: {err.error.message}")
@@ -138,6 +141,16 @@ class ProgramRunner:
                            f"the job ran longer than its time limit of {limit:g} seconds and was ended")
         finally:
             pool.release(host)
+
+
+    async def _backend(self, name: str) -> backend_pb2.Backend:
+        """The backend's description, asked of the devices service at most once a minute."""
+        cached = self._backends.get(name)
+        if cached is not None and time.monotonic() - cached[0] < BACKEND_CACHE_SECONDS:
+            return cached[1]
+        backend = await self._devices.backend(name, timeout=60)
+        self._backends[name] = (time.monotonic(), backend)
+        return backend
 
 
 class _Run:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import itertools
 import json
@@ -200,6 +201,9 @@ async def _release(cgroup, parent_end: socket.socket, pipes) -> None:
 
 def _serve(module_name: str) -> None:
     module = importlib.import_module(module_name)  # the expensive part, paid once
+    # Everything imported so far is shared with the children until written; the collector would
+    # write to it (and so copy it, page by page) the first time it runs in each child.
+    gc.freeze()
     events = BlockingChannel()
     requests = socket.socket(fileno=_REQUEST_FD)
     wake_read, wake_write = os.pipe()
