@@ -251,9 +251,12 @@ def _child(module, spec: dict, fds: list[int]) -> None:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()  # its own session and process group: killpg(pid) ends it and what it starts
-        for procs in spec["procs"]:
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
+        try:
+            for procs in spec["procs"]:
+                with open(procs, "w") as f:
+                    f.write(str(os.getpid()))
+        except OSError:  # its cgroup is gone: the service gave up on this fork; never run uncapped
+            os._exit(1)
         channel, *output = fds
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
