@@ -28,6 +28,10 @@ from qruntime.exceptions import (
 )
 from qruntime.jobs.v1 import job_pb2
 
+# They start worker processes (program hosts, simulation workers): seconds each, so not in the fast set.
+pytestmark = pytest.mark.slow
+
+
 SOURCE = "def main(backend, user_messenger, **inputs):\n    return 1\n"
 FAILING_SOURCE = "def main(backend, user_messenger, **inputs):\n    raise ValueError(f\"phase {inputs['phase']}\")\n"
 LOG_LINE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 "

@@ -21,6 +21,10 @@ from qruntime.programs.v1 import programs_service_pb2
 import qruntime_auth.tokens
 from qruntime_kit.tokens import new_private_key_pem
 
+# They start worker processes (program hosts, simulation workers): seconds each, so not in the fast set.
+pytestmark = pytest.mark.slow
+
+
 HEX_ID = r"[0-9a-f]{32}"
 
 

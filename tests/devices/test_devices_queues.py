@@ -27,6 +27,10 @@ from qruntime_devices.pool import WorkerPool
 from qruntime_devices.queues import ExecutionQueues, MemoryShares
 from qruntime_kit.errors import InvalidArgument, NotFound, Unavailable
 
+# They start worker processes (program hosts, simulation workers): seconds each, so not in the fast set.
+pytestmark = pytest.mark.slow
+
+
 GiB = 1 << 30
 _seeds = itertools.count(1)
 

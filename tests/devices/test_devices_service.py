@@ -14,6 +14,10 @@ from qruntime_devices.adapters import BackendAdapter
 from qruntime_devices.servicer import backend_message
 from qruntime_kit.errors import from_rpc_error
 
+# They start worker processes (program hosts, simulation workers): seconds each, so not in the fast set.
+pytestmark = pytest.mark.slow
+
+
 SIMULATORS = ["ibmq_qasm_simulator", "simulator_mps", "simulator_statevector"]
 SYSTEMS = ["ibm_lima", "ibm_manila"]
 

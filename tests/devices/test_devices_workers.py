@@ -23,6 +23,10 @@ from qruntime.encoding import dump_circuits_qpy
 from qruntime_kit.errors import from_rpc_error
 from qruntime_kit.limits import Limits, create_cgroup
 
+# They start worker processes (program hosts, simulation workers): seconds each, so not in the fast set.
+pytestmark = pytest.mark.slow
+
+
 GiB, MiB = 1 << 30, 1 << 20
 needs_cgroups = pytest.mark.skipif(
     create_cgroup("probe", Limits(memory_bytes=GiB)) is None, reason="no usable memory cgroup here"

@@ -6,7 +6,8 @@ import pytest
 import sqlalchemy as sa
 from qruntime import IBMRuntimeService, ReferenceCircuits
 
-pytestmark = pytest.mark.postgres
+# They start worker processes (program hosts, simulation workers): seconds each, so not in the fast set.
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def test_quick_start_with_every_store_on_postgres(start_suite, postgres_database):

@@ -13,6 +13,10 @@ from qruntime.exceptions import (
     NotFoundError,
 )
 
+# They start worker processes (program hosts, simulation workers): seconds each, so not in the fast set.
+pytestmark = pytest.mark.slow
+
+
 SIMULATOR = {"backend_name": "ibmq_qasm_simulator"}
 
 

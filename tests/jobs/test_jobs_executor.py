@@ -32,6 +32,10 @@ from qruntime_jobs.store import FINAL_STATES, RUNNING, JobStore
 from qruntime_kit.errors import InvalidArgument, NotFound, Unavailable
 from qruntime_kit.limits import Limits, create_cgroup
 
+# They start worker processes (program hosts, simulation workers): seconds each, so not in the fast set.
+pytestmark = pytest.mark.slow
+
+
 PROGRAMS = {
     "sleepy": """
         import os, signal, time

@@ -21,6 +21,10 @@ from qruntime_jobs import servicer as servicer_module
 from qruntime_jobs.servicer import DEFAULT_LIMIT_SECONDS, time_limit
 from qruntime_kit.errors import ServiceError, from_rpc_error
 
+# They start worker processes (program hosts, simulation workers): seconds each, so not in the fast set.
+pytestmark = pytest.mark.slow
+
+
 FINAL = (job_pb2.JOB_STATE_DONE, job_pb2.JOB_STATE_ERROR, job_pb2.JOB_STATE_CANCELLED)
 LITE_SIMULATORS = ("ibmq_qasm_simulator", "simulator_mps", "simulator_statevector")
 
