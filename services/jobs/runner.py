@@ -142,7 +142,6 @@ class ProgramRunner:
         finally:
             pool.release(host)
 
-
     async def _backend(self, name: str) -> backend_pb2.Backend:
         """The backend's description, asked of the devices service at most once a minute."""
         cached = self._backends.get(name)
