@@ -223,6 +223,8 @@ VQE_PROGRAM = SPSA + '''
 from qruntime_jobs.builtin_programs.primitives import Estimator
 
 def main(backend, user_messenger, ansatz, observable, steps, shots=1024):
+    import time
+    started = time.perf_counter()
     estimator = Estimator(backend)
     energies = []
 
@@ -232,7 +234,7 @@ def main(backend, user_messenger, ansatz, observable, steps, shots=1024):
         return value
 
     theta = spsa(energy, [0.1] * ansatz.num_parameters, steps)
-    return {"theta": theta.tolist(), "energies": energies}
+    return {"theta": theta.tolist(), "energies": energies, "seconds": time.perf_counter() - started}
 '''
 
 
@@ -285,8 +287,10 @@ def bench_vqe(tmp: Path) -> None:
     print(f"\n## vqe: {VQE_EVALUATIONS} estimator evaluations (SPSA, 2 qubits, 3 Pauli terms, {SHOTS} shots)")
     print(f"{'variant':<34}{'seconds':>10}{'final energy':>14}")
     print(f"{'one uploaded program':<34}{in_service:>10.2f}{uploaded['energies'][-1]:>14.3f}")
+    print(f"{'  of which its loop, inside':<34}{uploaded['seconds']:>10.2f}")
     print(f"{'50 estimator jobs from the client':<34}{from_client:>10.2f}{energies[-1]:>14.3f}")
-    print(f"speed-up of the uploaded program: {from_client / in_service:.1f}x")
+    print(f"speed-up of the uploaded program: {from_client / in_service:.1f}x end to end "
+          f"(the client polls for its end), {from_client / uploaded['seconds']:.1f}x its loop alone")
 
 
 def main() -> None:
