@@ -2,6 +2,11 @@
 # one generated package. docker-compose.yml picks the service by its command.
 FROM python:3.11-slim
 
+# bubblewrap and libseccomp: the sandbox of uploaded programs (qruntime_kit.sandbox). It also needs the
+# container to allow unprivileged user namespaces; where it does not, those jobs end RUNTIME_UNAVAILABLE
+# saying why, and everything else works.
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap libseccomp2 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY constraints.txt pyproject.toml ./
 COPY clients/python clients/python
