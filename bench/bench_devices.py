@@ -27,21 +27,14 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from qiskit import QuantumCircuit
 from qiskit.circuit.random import random_circuit
+from qruntime import ReferenceCircuits
 from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from qruntime.devices.v1 import devices_service_pb2, devices_service_pb2_grpc
 from qruntime.encoding import dump_circuits_qpy
 
 SHOTS = 1024
 
-
-def bell() -> QuantumCircuit:
-    circuit = QuantumCircuit(2, 2)
-    circuit.h(0)
-    circuit.cx(0, 1)
-    circuit.measure([0, 1], [0, 1])
-    return circuit
 
 
 def free_port() -> int:
@@ -98,7 +91,7 @@ def main() -> None:
             health = health_pb2_grpc.HealthStub(channel)
 
             request = devices_service_pb2.RunCircuitsRequest(
-                backend="ibmq_qasm_simulator", circuits_qpy=dump_circuits_qpy(bell()), shots=SHOTS
+                backend="ibmq_qasm_simulator", circuits_qpy=dump_circuits_qpy(ReferenceCircuits.bell()), shots=SHOTS
             )
             for _ in range(5):  # warm-up: first runs, connections
                 devices.RunCircuits(request, metadata=metadata, timeout=120)

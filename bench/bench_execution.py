@@ -32,6 +32,7 @@ import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 from qiskit.circuit.random import random_circuit
+from qruntime import ReferenceCircuits
 
 SHOTS = 1024
 SETTLE_SECONDS = 5  # after the warm-up rounds: workers started meanwhile (a spare, a refill) finish starting
@@ -43,13 +44,6 @@ def percentiles(latencies_ms: list[float]) -> tuple[float, float]:
     ordered = sorted(latencies_ms)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
-
-def bell() -> QuantumCircuit:
-    circuit = QuantumCircuit(2, 2)
-    circuit.h(0)
-    circuit.cx(0, 1)
-    circuit.measure([0, 1], [0, 1])
-    return circuit
 
 
 @contextlib.contextmanager
@@ -91,7 +85,7 @@ def bench_bell(tmp: Path, rounds: int) -> None:
     from qiskit_aer import AerSimulator
     from qiskit_ibm_runtime import SamplerV2
 
-    local_sampler, circuit = SamplerV2(mode=AerSimulator()), bell()
+    local_sampler, circuit = SamplerV2(mode=AerSimulator()), ReferenceCircuits.bell()
     rows = {"ibm-runtime-local": timed(lambda: local_sampler.run([circuit], shots=SHOTS).result(), rounds)}
     for name, warm in (("qruntime warm pool", "2"), ("qruntime no pool", "0")):
         with suite(tmp, f"bell-{warm}", warm_hosts=warm) as running:

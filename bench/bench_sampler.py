@@ -25,18 +25,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from qiskit import QuantumCircuit
+from qruntime import ReferenceCircuits
 
 SHOTS = 1024
 THREADS = 8
 
-
-def bell() -> QuantumCircuit:
-    circuit = QuantumCircuit(2, 2)
-    circuit.h(0)
-    circuit.cx(0, 1)
-    circuit.measure([0, 1], [0, 1])
-    return circuit
 
 
 def measure(run_one: Callable[[], object], rounds: int, concurrent: int) -> dict[str, float]:
@@ -62,7 +55,7 @@ def measure(run_one: Callable[[], object], rounds: int, concurrent: int) -> dict
 def aer_sampler() -> Callable[[], object]:
     from qiskit_aer.primitives import SamplerV2
 
-    sampler, circuit = SamplerV2(), bell()
+    sampler, circuit = SamplerV2(), ReferenceCircuits.bell()
     return lambda: sampler.run([circuit], shots=SHOTS).result()[0].data.c.get_counts()
 
 
@@ -70,7 +63,7 @@ def ibm_runtime_local() -> Callable[[], object]:
     from qiskit_aer import AerSimulator
     from qiskit_ibm_runtime import SamplerV2
 
-    sampler, circuit = SamplerV2(mode=AerSimulator()), bell()
+    sampler, circuit = SamplerV2(mode=AerSimulator()), ReferenceCircuits.bell()
     return lambda: sampler.run([circuit], shots=SHOTS).result()[0].data.c.get_counts()
 
 
@@ -78,7 +71,7 @@ def qruntime_client(url: str, bootstrap: dict) -> Callable[[], object]:
     from qruntime import IBMRuntimeService
 
     service = IBMRuntimeService(auth="cloud", token=bootstrap["api_key"], instance=bootstrap["instance"], url=url)
-    circuit = bell()
+    circuit = ReferenceCircuits.bell()
 
     def run_one():
         job = service.run(program_id="sampler", inputs={"circuits": circuit, "shots": SHOTS},

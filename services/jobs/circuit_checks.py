@@ -43,21 +43,26 @@ def encoded_circuits(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from encoded_circuits(item, f"{path}[{index}]")
 
 
+def _qpy(text: Any) -> bytes:
+    """The bytes of a base64 value; empty when it is not one."""
+    try:
+        return base64.b64decode(text, validate=True) if isinstance(text, str) else b""
+    except binascii.Error:
+        return b""
+
+
 async def check_input_circuits(
     devices: devices_service_pb2_grpc.DevicesServiceStub, metadata, backend: str, inputs: dict[str, Any]
 ) -> None:
     """Raise InvalidArgument unless every circuit in inputs can run on backend (the devices service's
     reason kept, the input named); its other errors (NOT_FOUND, UNAVAILABLE, ...) pass through."""
-    found = list(encoded_circuits(inputs, "inputs"))
+    # Up to 32 MiB of base64 to walk and decode: off the event loop.
+    found = await asyncio.to_thread(lambda: [(path, _qpy(text)) for path, text in encoded_circuits(inputs, "inputs")])
     if not found:
         return
     slots = asyncio.Semaphore(_CONCURRENT_CHECKS)
 
-    async def check(path: str, text: Any) -> None:
-        try:
-            qpy = base64.b64decode(text, validate=True) if isinstance(text, str) else b""
-        except binascii.Error:
-            qpy = b""
+    async def check(path: str, qpy: bytes) -> None:
         if not qpy:
             raise InvalidArgument(f"{path} is not a circuit: its value is not base64 QPY", reason="INVALID_QPY",
                                   field_violations=[(path, "must be a circuit serialized with qiskit.qpy, in base64")])
@@ -74,7 +79,7 @@ async def check_input_circuits(
                     field_violations=[(path, err.message)],
                 ) from None
 
-    checks = [asyncio.create_task(check(path, text)) for path, text in found]
+    checks = [asyncio.create_task(check(path, qpy)) for path, qpy in found]
     try:
         for done in asyncio.as_completed(checks):
             await done  # the first refusal ends the request; the others are cancelled below

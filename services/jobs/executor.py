@@ -143,9 +143,9 @@ class JobExecutor:
             log.info("job stopped")
             return
         if outcome.retry and job.attempts < self._max_attempts:
-            message = f"{outcome.message}; the job goes back to the queue for attempt {job.attempts + 1}"
-            await asyncio.to_thread(self._store.append_log, job.id, "WARNING", message)
-            if await asyncio.to_thread(self._store.requeue, job.id, runner=self.runner_id):
+            if await asyncio.to_thread(self._store.requeue, job.id, runner=self.runner_id):  # still ours
+                message = f"{outcome.message}; the job goes back to the queue for attempt {job.attempts + 1}"
+                await asyncio.to_thread(self._store.append_log, job.id, "WARNING", message)
                 log.warning("job requeued", why=outcome.message, attempt=job.attempts)
                 self.wake()
             return

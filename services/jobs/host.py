@@ -248,14 +248,10 @@ def _warm_up() -> None:
     """Do once, before the job comes, what every job does first (build, encode and decode a circuit):
     a host forked from the zygote then copies the memory that touches while it waits, not while its
     job runs."""
-    from qiskit import QuantumCircuit
+    from qruntime import ReferenceCircuits
     from qruntime.encoding import dumps, loads
 
-    circuit = QuantumCircuit(2, 2)
-    circuit.h(0)
-    circuit.cx(0, 1)
-    circuit.measure([0, 1], [0, 1])
-    loads(dumps({"circuits": [circuit]}))
+    loads(dumps({"circuits": [ReferenceCircuits.bell()]}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from qruntime.jobs.v1 import job_pb2, program_host_pb2
 from qruntime_kit.errors import ServiceError
 from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import MAX_MESSAGE_BYTES
-from qruntime_kit.workers import ChannelClosed
+from qruntime_kit.workers import ChannelClosed, FrameTooLarge
 
 from .backend import BackendError, DevicesClient, SuiteError
 from .builtin_programs import BUILTIN_PROGRAMS
@@ -206,7 +206,7 @@ class _Run:
             try:
                 frame = await channel.recv()
             except ChannelClosed as err:
-                return await self._ended_without_end(str(err))
+                return await self._ended_without_end(err)
             try:
                 message = program_host_pb2.HostMessage.FromString(frame)
             except DecodeError:
@@ -245,13 +245,13 @@ class _Run:
         log.info("program returned", program_id=self._job.program_id, result_bytes=size)
         return Outcome(DONE, result=end.result)
 
-    async def _ended_without_end(self, why: str) -> Outcome:
+    async def _ended_without_end(self, why: ChannelClosed) -> Outcome:
         ended = await self._host.worker.wait()
         if self._stop is not None:
             return self._stop
         if self._control.cancelled:
             return Outcome(CANCELLED, "CANCELLED_BY_USER", "cancelled by a user")
-        if "frame of" in why:  # the host sent more than a frame may hold, most likely its result
+        if isinstance(why, FrameTooLarge):  # most likely its result
             return Outcome(ERROR, "PROGRAM_ERROR", f"the program sent too much at once: {why}")
         reason = "OUT_OF_MEMORY" if ended.out_of_memory else "WORKER_CRASHED"
         how = ended.describe()

@@ -18,7 +18,7 @@ import secrets
 import sqlalchemy as sa
 
 from qruntime_kit.errors import FailedPrecondition, NotFound
-from qruntime_kit.store import create_engine, decode_page_token, encode_page_token, invalid_page_token
+from qruntime_kit.store import add_columns, create_engine, decode_page_token, encode_page_token, invalid_page_token
 
 QUEUED, RUNNING, DONE, ERROR, CANCELLED = "QUEUED", "RUNNING", "DONE", "ERROR", "CANCELLED"
 FINAL_STATES = (DONE, ERROR, CANCELLED)
@@ -164,16 +164,6 @@ def _job(row: sa.Row) -> JobRecord:
     )
 
 
-def _add_missing_columns(engine: sa.Engine) -> None:
-    """Add the columns this release added to a store made by the previous one (create_all makes only
-    missing tables). A stopgap until the store has real schema migrations."""
-    present = {column["name"] for column in sa.inspect(engine).get_columns(job_table.name)}
-    with engine.begin() as conn:
-        for name in ("attempts", "program_version"):
-            if name not in present:
-                conn.execute(sa.text(f"ALTER TABLE {job_table.name} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"))
-
-
 def job_not_found(job_id: str) -> NotFound:
     # The same words whether the job is absent or another instance's.
     return NotFound(f"job {job_id!r} not found", reason="JOB_NOT_FOUND", metadata={"job_id": job_id})
@@ -185,7 +175,9 @@ class JobStore:
     def __init__(self, url: str) -> None:
         self._engine = create_engine(url)
         metadata.create_all(self._engine)
-        _add_missing_columns(self._engine)
+        # Columns added since the first release.
+        add_columns(self._engine, job_table, {"attempts": "INTEGER NOT NULL DEFAULT 0",
+                                              "program_version": "INTEGER NOT NULL DEFAULT 0"})
 
     def close(self) -> None:
         self._engine.dispose()

@@ -66,6 +66,10 @@ class ChannelClosed(Exception):
     """The other end closed the channel, or sent a frame past the size limit."""
 
 
+class FrameTooLarge(ChannelClosed):
+    """The other end sent a frame past the size limit; the channel is no longer usable."""
+
+
 class AsyncChannel:
     """The parent's end of a worker's channel."""
 
@@ -89,7 +93,7 @@ class AsyncChannel:
             header = await self._reader.readexactly(_HEADER.size)
             (size,) = _HEADER.unpack(header)
             if size > self._max_frame:
-                raise ChannelClosed(f"the worker sent a frame of {size} bytes; the limit is {self._max_frame}")
+                raise FrameTooLarge(f"the worker sent a frame of {size} bytes; the limit is {self._max_frame}")
             return await self._reader.readexactly(size)
         except (asyncio.IncompleteReadError, ConnectionError) as err:
             raise ChannelClosed("the worker closed its channel") from err
@@ -112,7 +116,7 @@ class BlockingChannel:
     def recv(self) -> bytes:
         (size,) = _HEADER.unpack(self._read(_HEADER.size))
         if size > self._max_frame:
-            raise ChannelClosed(f"a frame of {size} bytes is past the limit of {self._max_frame}")
+            raise FrameTooLarge(f"a frame of {size} bytes is past the limit of {self._max_frame}")
         return self._read(size)
 
     def _read(self, size: int) -> bytes:

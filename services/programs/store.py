@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from qruntime_kit.errors import AlreadyExists, Unavailable
 from qruntime_kit.logging import get_logger
-from qruntime_kit.store import create_engine
+from qruntime_kit.store import add_columns, create_engine
 
 from .model import InputType, Program, ProgramInput, Runtime, Visibility
 
@@ -293,22 +293,17 @@ def _versions_query(*, with_data: bool = True) -> sa.Select:
 
 
 def _add_versions(engine: sa.Engine) -> None:
-    """Bring a store made before programs had versions up to date: every program becomes version 1.
-    Idempotent; a replica that loses the race to do it finds it done."""
-    if "version" in {c["name"] for c in sa.inspect(engine).get_columns(programs_table.name)}:
-        return
+    """Bring a store made before programs had versions up to date: every program becomes version 1."""
     p, v = programs_table, versions_table
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"ALTER TABLE {p.name} ADD COLUMN version INTEGER NOT NULL DEFAULT 1"))
-            conn.execute(sa.insert(v).from_select(
-                ["program_id", "version", "create_time", *_VERSIONED],
-                sa.select(p.c.id, p.c.version, p.c.update_time, *(p.c[k] for k in _VERSIONED)),
-            ))
-    except sa.exc.DBAPIError:
-        if "version" not in {c["name"] for c in sa.inspect(engine).get_columns(p.name)}:
-            raise
-    log.info("programs store upgraded: every program is now version 1")
+
+    def copy_as_version_1(conn: sa.Connection) -> None:
+        conn.execute(sa.insert(v).from_select(
+            ["program_id", "version", "create_time", *_VERSIONED],
+            sa.select(p.c.id, p.c.version, p.c.update_time, *(p.c[k] for k in _VERSIONED)),
+        ))
+
+    if add_columns(engine, p, {"version": "INTEGER NOT NULL DEFAULT 1"}, then=copy_as_version_1):
+        log.info("programs store upgraded: every program is now version 1")
 
 
 def _column_value(name: str, value: Any) -> Any:
