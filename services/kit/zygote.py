@@ -69,6 +69,15 @@ class ForkedWorker(Worker):
     async def _returncode(self) -> int:
         return await asyncio.shield(self._ended)
 
+    def kill_now(self) -> None:
+        super().kill_now()
+        # A child forked a moment ago may not have made its own process group yet, and then killpg
+        # misses it: kill it by pid too. Its end not yet reported, the pid is still the zygote's
+        # unreaped child, so it cannot name another process.
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signal.SIGKILL)
+
     def _exited(self, returncode: int) -> None:
         if not self._ended.done():
             self._ended.set_result(returncode)
@@ -134,13 +143,13 @@ class Zygote:
         except BaseException:
             await _release(cgroup, parent_end, pipes)
             raise
-        loop = asyncio.get_running_loop()
-        readers = []
-        for read_end, _ in pipes:
-            reader = asyncio.StreamReader(limit=1 << 20)
-            await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), os.fdopen(read_end, "rb"))
-            readers.append(reader)
-        reader, writer = await asyncio.open_unix_connection(sock=parent_end, limit=1 << 20)
+        try:
+            readers, (reader, writer) = await _connect(parent_end, pipes)
+        except BaseException:  # cancelled with the child forked: it must not live on unseen
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            await asyncio.shield(_release(cgroup, parent_end, []))
+            raise
         worker = ForkedWorker(pid, AsyncChannel(reader, writer, max_frame), cgroup, label, *(readers or [None, None]))
         self._children[pid] = worker
         if pid in self._early_exits:  # it ended before we got here
@@ -186,6 +195,17 @@ class Zygote:
                     await asyncio.to_thread(child._cgroup.kill_all)
                 child._exited(-signal.SIGKILL)
             self._children.clear()
+
+
+async def _connect(parent_end: socket.socket, pipes):
+    """Streams over a forked child's channel and output pipes."""
+    loop = asyncio.get_running_loop()
+    readers = []
+    for read_end, _ in pipes:
+        reader = asyncio.StreamReader(limit=1 << 20)
+        await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), os.fdopen(read_end, "rb"))
+        readers.append(reader)
+    return readers, await asyncio.open_unix_connection(sock=parent_end, limit=1 << 20)
 
 
 async def _release(cgroup, parent_end: socket.socket, pipes) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from process_support import alive
@@ -130,3 +132,45 @@ def test_when_the_zygote_dies_its_workers_are_ended_and_reported(module):
     assert ended.signal == signal.SIGKILL
     time.sleep(0.05)
     assert not alive(pid)
+
+
+def test_a_worker_killed_the_moment_it_is_forked_ends(module):
+    """The kill may come before the child has its own process group (killpg then misses it)."""
+    async def scenario():
+        zygote = await Zygote.start("zygote_child", env=module)
+        try:
+            await ask(await zygote.fork(), "who")  # the zygote has imported the module
+            ends = []
+            for _ in range(30):
+                worker = await zygote.fork(limits=Limits(max_processes=16))
+                worker.kill_now()
+                ends.append(await asyncio.wait_for(worker.wait(), 10))
+            return ends
+        finally:
+            await zygote.stop()
+
+    assert {end.signal for end in run(scenario())} == {signal.SIGKILL}
+
+
+def test_a_fork_cancelled_midway_leaves_no_worker_behind(module):
+    def children(pid: int) -> set[int]:
+        return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+    async def scenario():
+        zygote = await Zygote.start("zygote_child", env=module)
+        try:
+            first = await zygote.fork()
+            await ask(first, "who")
+            for delay in (0, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01):
+                task = asyncio.create_task(zygote.fork())
+                await asyncio.sleep(delay)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await (await task).kill()  # it was done before the cancel came
+            await asyncio.sleep(0.5)
+            return first.pid, children(zygote._process.pid)
+        finally:
+            await zygote.stop()
+
+    first, left = run(scenario())
+    assert left == {first}
