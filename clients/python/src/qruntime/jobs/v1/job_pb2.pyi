@@ -293,7 +293,7 @@ class Job(_message.Message):
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Labels the creator chose, to find jobs by (ListJobs filter `tags:NAME`); at most 20, each 1 to 64
-        printable characters without spaces, kept sorted and without repeats.
+        printable ASCII characters without spaces, kept sorted and without repeats.
         """
 
     @_builtins.property
@@ -343,9 +343,9 @@ class JobMetrics(_message.Message):
     TIME_RUNNING_FIELD_NUMBER: _builtins.int
     USAGE_SECONDS_FIELD_NUMBER: _builtins.int
     usage_seconds: _builtins.float
-    """What the instance is charged for the job, in seconds: the running time of its last attempt once it
-    has ended DONE or ERROR; 0 while it runs, and for a job cancelled before it started. Attempts the
-    service restarted (its own fault) are not charged.
+    """What the instance is charged for the job, in seconds: the running time of its last attempt, once the
+    job has ended; 0 while it runs and for a job that never started. Attempts the service restarted (its
+    own fault) are not charged.
     """
     @_builtins.property
     def time_queued(self) -> _duration_pb2.Duration:
