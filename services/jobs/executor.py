@@ -141,7 +141,6 @@ class JobExecutor:
             log.exception("the runner failed")
             outcome = Outcome(ERROR, "INTERNAL_ERROR", "the runner failed; the jobs service logged the details")
         if outcome.state == CANCELLED:  # the store already says why: cancelled by a user, or requeued
-            await asyncio.to_thread(self._store.append_logs, job.id, list(outcome.logs))
             log.info("job stopped")
             return
         if outcome.retry and job.attempts < self._max_attempts:
