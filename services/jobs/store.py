@@ -17,8 +17,9 @@ import secrets
 
 import sqlalchemy as sa
 
+from qruntime_kit import migrations
 from qruntime_kit.errors import FailedPrecondition, NotFound
-from qruntime_kit.store import add_columns, create_engine, decode_page_token, encode_page_token, invalid_page_token
+from qruntime_kit.store import create_engine, decode_page_token, encode_page_token, invalid_page_token
 
 QUEUED, RUNNING, DONE, ERROR, CANCELLED = "QUEUED", "RUNNING", "DONE", "ERROR", "CANCELLED"
 FINAL_STATES = (DONE, ERROR, CANCELLED)
@@ -28,7 +29,9 @@ TRACE_ID_LENGTH = 256
 # ListJobs response stays well inside the 64 MiB gRPC message limit whatever the jobs hold.
 LIST_PAGE_BYTES = 32 * 1024 * 1024
 
+# The tables below are what the revisions in qruntime_jobs.migrations build; change both together.
 metadata = sa.MetaData()
+MIGRATIONS, VERSION_TABLE = "qruntime_jobs.migrations", "jobs_alembic_version"
 _TIME = sa.DateTime(timezone=True)
 _SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
 
@@ -174,10 +177,7 @@ class JobStore:
 
     def __init__(self, url: str) -> None:
         self._engine = create_engine(url)
-        metadata.create_all(self._engine)
-        # Columns added since the first release.
-        add_columns(self._engine, job_table, {"attempts": "INTEGER NOT NULL DEFAULT 0",
-                                              "program_version": "INTEGER NOT NULL DEFAULT 0"})
+        migrations.upgrade(self._engine, MIGRATIONS, version_table=VERSION_TABLE)
 
     def close(self) -> None:
         self._engine.dispose()
