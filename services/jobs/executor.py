@@ -10,10 +10,15 @@ claimed once more than max_attempts (its replica kept dying while it ran) ends T
 without running: a poison job ends instead of looping. Workers wake at once when this replica
 accepts a job and poll every second besides, to pick up jobs other replicas accepted.
 
-Each replica renews its claim on its running jobs every few seconds. A RUNNING job whose claim was
-not renewed for lease_seconds belongs to a replica that died; any replica puts it back in the queue,
-at start-up and periodically. Renewing also tells a replica which of its jobs were cancelled
-through another replica, so it stops them.
+Each replica renews its lease on its running jobs every few seconds, on the database's clock. A
+RUNNING job whose lease was not renewed for lease_seconds belongs to a replica that died (or was
+paused, or cut off); any replica puts it back in the queue, at start-up and periodically. Renewing
+also tells a replica which of its jobs were cancelled through another replica, so it stops them.
+
+The claim's attempt number is a fencing token: every write for the job (logs, interim results, the
+requeue, the end and its result) names it, and the store refuses it once the job has moved on, so
+a replica that comes back after losing its lease, or a program abandoned at a cancel or a time
+limit, cannot touch the job again.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ class JobExecutor:
         self._heartbeat = min(heartbeat_seconds, lease_seconds / 3)
         self._max_attempts = max_attempts
         self._wake = asyncio.Event()
-        self._running: dict[str, JobControl] = {}
+        self._running: dict[str, tuple[int, JobControl]] = {}  # job id -> (attempt, its stop signal)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -89,9 +94,9 @@ class JobExecutor:
 
     def cancel(self, job_id: str) -> None:
         """Tell the job's program to stop, if this replica runs it (its state is already CANCELLED)."""
-        control = self._running.get(job_id)
-        if control is not None:
-            control.cancel()
+        running = self._running.get(job_id)
+        if running is not None:
+            running[1].cancel()
 
     @property
     def running_jobs(self) -> list[str]:
@@ -115,7 +120,7 @@ class JobExecutor:
     async def _execute(self, job: JobRecord) -> None:
         tokens = structlog.contextvars.bind_contextvars(job_id=job.id, request_id=job.trace_id)
         control = JobControl()
-        self._running[job.id] = control
+        self._running[job.id] = (job.attempts, control)
         try:
             await self._run(job, control)
         except Exception:  # its claim lapses and another run picks the job up
@@ -143,7 +148,7 @@ class JobExecutor:
             log.info("job stopped")
             return
         if outcome.retry and job.attempts < self._max_attempts:
-            if await asyncio.to_thread(self._store.requeue, job.id, runner=self.runner_id):  # still ours
+            if await asyncio.to_thread(self._store.requeue_attempt, job.id, job.attempts):  # still ours
                 message = f"{outcome.message}; the job goes back to the queue for attempt {job.attempts + 1}"
                 await asyncio.to_thread(self._store.append_log, job.id, "WARNING", message)
                 log.warning("job requeued", why=outcome.message, attempt=job.attempts)
@@ -153,8 +158,8 @@ class JobExecutor:
 
     async def _store_outcome(self, job: JobRecord, outcome: Outcome) -> None:
         ended = await asyncio.to_thread(
-            self._store.finish, job.id, outcome.state, outcome.reason, outcome.message, outcome.result,
-            runner=self.runner_id,
+            self._store.end_attempt, job.id, job.attempts, outcome.state, outcome.reason, outcome.message,
+            outcome.result,
         )
         if ended:
             log.info("job ended", state=outcome.state, reason=outcome.reason or None)
@@ -165,7 +170,8 @@ class JobExecutor:
         while not self._stopping:
             await asyncio.sleep(self._heartbeat)
             try:
-                lost = await asyncio.to_thread(self._store.renew_claims, self.runner_id, self.running_jobs)
+                attempts = {job_id: attempt for job_id, (attempt, _) in self._running.items()}
+                lost = await asyncio.to_thread(self._store.renew_leases, self.runner_id, attempts)
                 for job_id in lost:
                     self.cancel(job_id)
                 requeued = await asyncio.to_thread(self._store.requeue_running, stale_after=self._lease)

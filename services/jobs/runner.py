@@ -298,7 +298,8 @@ class _Run:
                 f"the program published more interim results than a job may ({limits.interim_results} results, "
                 f"{limits.interim_bytes} bytes)")))
             return
-        await asyncio.to_thread(self._store.add_interim_result, self._job.id, data)
+        if not await asyncio.to_thread(self._store.add_attempt_interim_result, self._job.id, self._job.attempts, data):
+            self._moved_on()
 
     async def _read_output(self, stream: asyncio.StreamReader, level: int) -> None:
         """Store what the program prints as log lines, within the job's log cap."""
@@ -339,7 +340,15 @@ class _Run:
         # prints fast costs a few commits, not one per line. One flusher at a time keeps their order.
         while self._pending_logs:
             lines, self._pending_logs = self._pending_logs, []
-            await asyncio.to_thread(self._store.append_logs, self._job.id, lines)
+            if not await asyncio.to_thread(self._store.append_attempt_logs, self._job.id, self._job.attempts, lines):
+                self._moved_on()
+
+    def _moved_on(self) -> None:
+        """The store refused a write: the job is no longer this attempt's (cancelled, timed out,
+        requeued or claimed again). Stop the program now rather than at the next lease renewal."""
+        if not self._control.cancelled:
+            log.info("the job has moved on; stopping its program", attempt=self._job.attempts)
+        self._control.cancel()
 
     async def _kill(self, outcome: Outcome) -> None:
         """End the job with outcome: kill the host, so its channel closes and serve() returns it."""

@@ -281,7 +281,7 @@ class JobStore:
             sa.select(c.id).where(c.state == QUEUED).order_by(c.create_time, c.id).limit(1)
             .with_for_update(skip_locked=True).scalar_subquery()
         )
-        now = utcnow()
+        now = self._now()  # the lease runs on the database's clock, the one all replicas share
         claim = (
             job_table.update().where(c.id == oldest, c.state == QUEUED)
             .values(state=RUNNING, start_time=now, claimed_by=runner or None, heartbeat_time=now,
@@ -294,18 +294,13 @@ class JobStore:
 
     def finish(
         self, job_id: str, state: str, reason: str = "", message: str = "", result_json: str | None = None,
-        *, runner: str | None = None,
     ) -> bool:
-        """End the job in state, storing its result in the same transaction, so a job is never seen
-        DONE without its result. Does nothing (False) when the job already ended, e.g. a user
-        cancelled it, or, with runner given, when that runner no longer holds it: the job was
-        requeued (it stays QUEUED, to run again) or another runner has claimed it since."""
+        """End a queued or running job in state, whoever runs it (a runner ends its own attempt with
+        end_attempt), storing its result in the same transaction, so a job is never seen DONE
+        without its result. Does nothing (False) when the job already ended."""
         assert state in FINAL_STATES, state
         c = job_table.c
-        if runner is None:
-            query = job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
-        else:
-            query = job_table.update().where(c.id == job_id, c.state == RUNNING, c.claimed_by == runner)
+        query = job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
         with self._engine.begin() as conn:
             ended = conn.execute(
                 query.values(state=state, reason=reason, reason_message=message, end_time=utcnow())
@@ -361,41 +356,22 @@ class JobStore:
                 sa.select(result_table.c.result).where(result_table.c.job_id == job_id)
             ).scalar()
 
-    # -- claims of running jobs -------------------------------------------------------------
-
-    def renew_claims(self, runner: str, job_ids: list[str]) -> set[str]:
-        """Renew the runner's claim on its running jobs; returns those it no longer holds (a user
-        cancelled them, or they were requeued), which the runner should stop."""
-        if not job_ids:
-            return set()
-        c = job_table.c
-        mine = sa.and_(c.id.in_(job_ids), c.state == RUNNING, c.claimed_by == runner)
-        with self._engine.begin() as conn:
-            conn.execute(job_table.update().where(mine).values(heartbeat_time=utcnow()))
-            held = set(conn.execute(sa.select(c.id).where(mine)).scalars())
-        return set(job_ids) - held
+    # -- leases of running jobs -------------------------------------------------------------
 
     def requeue_running(self, *, stale_after: float = 0.0, runner: str | None = None) -> list[JobRecord]:
         """Put RUNNING jobs back in the queue: those whose claim was last renewed more than
-        stale_after seconds ago (their replica died), or with runner given, that runner's own
-        (it is shutting down). Returns them. stale_after=0 requeues every running job."""
+        stale_after seconds ago by the database's clock (their replica died or was cut off), or with
+        runner given, that runner's own (it is shutting down). Returns them. stale_after=0 requeues
+        every running job. Each ends its attempt: the runner that held it can write nothing more."""
         c = job_table.c
         query = job_table.update().where(c.state == RUNNING)
         if runner is not None:
             query = query.where(c.claimed_by == runner)
         if stale_after > 0:
-            cutoff = utcnow() - dt.timedelta(seconds=stale_after)
+            cutoff = self._now(minus=dt.timedelta(seconds=stale_after))
             query = query.where(sa.or_(c.heartbeat_time.is_(None), c.heartbeat_time < cutoff))
         with self._engine.begin() as conn:
             return [_job(row) for row in conn.execute(query.values(state=QUEUED, start_time=None).returning(*c))]
-
-    def requeue(self, job_id: str, *, runner: str) -> bool:
-        """Put the runner's running job back in the queue (its worker died and it may try again);
-        False when the runner no longer holds it."""
-        c = job_table.c
-        query = job_table.update().where(c.id == job_id, c.state == RUNNING, c.claimed_by == runner)
-        with self._engine.begin() as conn:
-            return bool(conn.execute(query.values(state=QUEUED, start_time=None)).rowcount)
 
     # -- logs and interim results -----------------------------------------------------------
 
@@ -449,3 +425,75 @@ class JobStore:
         if len(rows) <= page_size:
             return rows, ""
         return rows[:page_size], encode_page_token({"after": rows[page_size - 1].seq})
+
+    # -- a runner's writes, fenced by the attempt it runs ------------------------------------
+    # A job's attempts counter is its fencing token: every claim adds one, and every write a runner
+    # makes for a job names the attempt it runs. A write for an attempt that is no longer the job's
+    # running one (the job was cancelled, timed out, ended, requeued or claimed again) changes
+    # nothing and returns False: a zombie (a replica paused or cut off past its lease) or an
+    # abandoned program can never touch the job's next attempt or its final state.
+
+    def end_attempt(
+        self, job_id: str, attempt: int, state: str, reason: str = "", message: str = "",
+        result_json: str | None = None,
+    ) -> bool:
+        """End the job in state with its result (in one transaction, so a job is never seen DONE
+        without it), if attempt is still the job's running one."""
+        assert state in FINAL_STATES, state
+        with self._engine.begin() as conn:
+            ended = conn.execute(self._attempt_update(job_id, attempt).values(
+                state=state, reason=reason, reason_message=message, end_time=self._now())).rowcount
+            if ended and result_json is not None:
+                conn.execute(result_table.insert().values(job_id=job_id, result=result_json))
+        return bool(ended)
+
+    def requeue_attempt(self, job_id: str, attempt: int) -> bool:
+        """Put the job back in the queue for another attempt (its program host died), if attempt is
+        still the job's running one."""
+        with self._engine.begin() as conn:
+            return bool(conn.execute(self._attempt_update(job_id, attempt).values(
+                state=QUEUED, start_time=None)).rowcount)
+
+    def append_attempt_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str, dt.datetime]]) -> bool:
+        """Store (level, message, time) lines of the attempt in one transaction."""
+        rows = [{"job_id": job_id, "level": level, "message": message, "time": time} for level, message, time in lines]
+        return self._fenced_insert(job_id, attempt, log_table, rows)
+
+    def add_attempt_interim_result(self, job_id: str, attempt: int, data: str) -> bool:
+        """Store one interim result (JSON text) of the attempt."""
+        return self._fenced_insert(job_id, attempt, interim_table, [{"job_id": job_id, "time": utcnow(), "data": data}])
+
+    def renew_leases(self, runner: str, attempts: dict[str, int]) -> set[str]:
+        """Renew the runner's leases on its running attempts (job id -> attempt), on the database's
+        clock; returns the jobs whose attempt is no longer running, which the runner should stop."""
+        if not attempts:
+            return set()
+        c = job_table.c
+        held = sa.and_(c.state == RUNNING, c.claimed_by == runner, sa.or_(
+            *(sa.and_(c.id == job_id, c.attempts == attempt) for job_id, attempt in attempts.items())))
+        with self._engine.begin() as conn:
+            renewed = conn.execute(job_table.update().where(held).values(heartbeat_time=self._now())
+                                   .returning(c.id)).scalars()
+            return set(attempts) - set(renewed)
+
+    def _attempt_update(self, job_id: str, attempt: int) -> sa.Update:
+        c = job_table.c
+        return job_table.update().where(c.id == job_id, c.state == RUNNING, c.attempts == attempt)
+
+    def _fenced_insert(self, job_id: str, attempt: int, table: sa.Table, rows: list[dict]) -> bool:
+        # The fence is an UPDATE that comes first: it takes the job's row lock (PostgreSQL) or the
+        # write lock (SQLite) until the rows commit, so a cancel or a re-claim cannot slip in between
+        # the check and the insert. Renewing the lease on the way is right: the attempt is alive.
+        with self._engine.begin() as conn:
+            if not conn.execute(self._attempt_update(job_id, attempt).values(heartbeat_time=self._now())).rowcount:
+                return False
+            if rows:
+                conn.execute(table.insert(), rows)
+        return True
+
+    def _now(self, minus: dt.timedelta = dt.timedelta(0)):
+        """Now (less minus) on the database's clock, which every replica shares: PostgreSQL's own,
+        as SQL; SQLite is a file on this machine, so its clock is this machine's."""
+        if self._engine.dialect.name == "postgresql":
+            return sa.func.clock_timestamp(type_=_TIME) - sa.bindparam("minus", minus, type_=sa.Interval(), unique=True)
+        return utcnow() - minus

@@ -105,6 +105,14 @@ PROGRAMS = {
             for i in range(10_000):
                 user_messenger.publish(i)
     """,
+    "chatter": """
+        import os, time
+        def main(backend, user_messenger):
+            user_messenger.publish({"pid": os.getpid()})
+            while True:
+                print("still here", flush=True)
+                time.sleep(0.005)
+    """,
     "printer": """
         import sys
         def main(backend, user_messenger):
@@ -151,7 +159,10 @@ class LocalDevices:
 class Harness:
     """An executor with fast polling over the store, its programs in host processes."""
 
-    def __init__(self, store: JobStore, *, sandboxed: bool = True, max_attempts: int = 2) -> None:
+    def __init__(
+        self, store: JobStore, *, sandboxed: bool = True, max_attempts: int = 2, lease_seconds: float = 1.0,
+        heartbeat_seconds: float = 0.1,
+    ) -> None:
         self.store = store
         self.devices = LocalDevices()
         limits = Limits(memory_bytes=512 * MiB, max_processes=64)
@@ -167,8 +178,8 @@ class Harness:
             sandbox_problem="bubblewrap is not installed", fetch_source=fetch_source,
             limits=OutputLimits(log_bytes=MiB, interim_results=100, interim_bytes=MiB),
         )
-        self.executor = JobExecutor(store, runner, workers=2, lease_seconds=1.0, poll_seconds=0.05,
-                                    heartbeat_seconds=0.1, max_attempts=max_attempts)
+        self.executor = JobExecutor(store, runner, workers=2, lease_seconds=lease_seconds, poll_seconds=0.05,
+                                    heartbeat_seconds=heartbeat_seconds, max_attempts=max_attempts)
 
     def submit(self, program_id: str, inputs=None, limit: float = 60, log_level: str = "INFO"):
         runtime = "PYTHON" if program_id in PROGRAMS or program_id == "deleted" else "BUILTIN"
@@ -367,6 +378,25 @@ def test_a_job_cancelled_through_another_replica_is_stopped_at_the_next_claim_re
     assert run(store, scenario).state == "CANCELLED"
 
 
+def test_a_job_cancelled_elsewhere_takes_no_more_logs_and_its_program_stops_at_its_next_write(store):
+    async def scenario(h):
+        job = h.submit("chatter")
+        pid = await h.pid_of(job.id)
+        await asyncio.to_thread(h.store.cancel, job.id)  # through another replica: this one is not told
+        logged = len((await asyncio.to_thread(h.store.list_logs, job.id, page_size=10_000))[0])
+        started = time.monotonic()
+        while alive(pid):  # the lease is renewed every 30 s: only the refused write can stop it this soon
+            assert time.monotonic() - started < 2.0, "the program was not stopped by its refused write"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        after = len((await asyncio.to_thread(h.store.list_logs, job.id, page_size=10_000))[0])
+        return logged, after, await h.until(job.id)
+
+    logged, after, job = run(store, scenario, lease_seconds=90, heartbeat_seconds=30)
+    assert logged > 0 and after == logged, "lines the program printed after its cancel were stored"
+    assert job.state == "CANCELLED"
+
+
 def test_a_worker_that_dies_is_retried_then_ends_with_its_reason(store):
     async def scenario(h):
         return await h.until(h.submit("dies").id)
@@ -470,7 +500,7 @@ def test_a_failure_to_store_the_outcome_is_logged_with_the_jobs_ids(store, monke
     def broken_finish(*args, **kwargs):
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(store, "finish", broken_finish)
+    monkeypatch.setattr(store, "end_attempt", broken_finish)
 
     async def scenario(h):
         job = h.submit("hello-world", {"iterations": 0})

