@@ -10,6 +10,11 @@ claimed once more than max_attempts (its replica kept dying while it ran) ends T
 without running: a poison job ends instead of looping. Workers wake at once when this replica
 accepts a job and poll every second besides, to pick up jobs other replicas accepted.
 
+A service a job needs (devices, programs, auth) that is down makes jobs wait, never fail: the run
+that found it down puts its job back in the queue, with a line in the job's logs saying why, and
+does not count against its attempts; the replica then stops claiming for a backoff (1 s, doubling to
+30 s while the outage lasts), so the other queued jobs stay queued until a probe run gets through.
+
 Each replica renews its lease on its running jobs every few seconds, on the database's clock. A
 RUNNING job whose lease was not renewed for lease_seconds belongs to a replica that died (or was
 paused, or cut off); any replica puts it back in the queue, at start-up and periodically. Renewing
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import uuid
 
@@ -40,6 +46,7 @@ from .store import CANCELLED, ERROR, JobRecord, JobStore
 log = get_logger("jobs.executor")
 POLL_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
+BACKOFF_SECONDS = (1.0, 30.0)  # the first pause after a dependency was found down, and the longest
 
 
 class JobExecutor:
@@ -60,6 +67,8 @@ class JobExecutor:
         self._running: dict[str, tuple[int, JobControl]] = {}  # job id -> (attempt, its stop signal)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        self._backoff = 0.0  # the current pause while a dependency is down; 0 when all answer
+        self._paused_until = 0.0  # the event loop's time before which no worker claims
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def start(self) -> None:
@@ -104,6 +113,10 @@ class JobExecutor:
 
     async def _work(self) -> None:
         while not self._stopping:
+            pause = self._paused_until - asyncio.get_running_loop().time()
+            if pause > 0:  # a dependency is down: leave the queue alone until the backoff passes
+                await asyncio.sleep(pause)
+                continue
             self._wake.clear()
             try:
                 job = await asyncio.to_thread(self._store.claim_next_queued, self.runner_id)
@@ -131,8 +144,8 @@ class JobExecutor:
 
     async def _run(self, job: JobRecord, control: JobControl) -> None:
         """Run the job's program and store how it ended."""
-        if job.attempts > self._max_attempts:
-            message = (f"the job was started {job.attempts - 1} times and its runner stopped each time "
+        if job.failed_attempts > self._max_attempts:
+            message = (f"the job was started {job.failed_attempts - 1} times and its runner stopped each time "
                        "(the jobs service was stopped or killed while running it); it is not started again")
             await self._store_outcome(job, Outcome(ERROR, "TOO_MANY_ATTEMPTS", message))
             return
@@ -147,7 +160,11 @@ class JobExecutor:
         if outcome.state == CANCELLED:  # the store already says why: cancelled by a user, or requeued
             log.info("job stopped")
             return
-        if outcome.retry and job.attempts < self._max_attempts:
+        if outcome.dependency_down:
+            await self._wait_for_dependency(job, outcome)
+            return
+        self._backoff = 0.0  # the job's dependencies answered
+        if outcome.retry and job.failed_attempts < self._max_attempts:
             if await asyncio.to_thread(self._store.requeue_attempt, job.id, job.attempts):  # still ours
                 message = f"{outcome.message}; the job goes back to the queue for attempt {job.attempts + 1}"
                 await asyncio.to_thread(self._store.append_log, job.id, "WARNING", message)
@@ -155,6 +172,20 @@ class JobExecutor:
                 self.wake()
             return
         await self._store_outcome(job, outcome)
+
+    async def _wait_for_dependency(self, job: JobRecord, outcome: Outcome) -> None:
+        """Put the job back in the queue, not counting the attempt, and pause claiming for a backoff."""
+        now = asyncio.get_running_loop().time()
+        if now >= self._paused_until:  # runs that failed together, during one pause, lengthen the next once
+            first, longest = BACKOFF_SECONDS
+            self._backoff = min(longest, self._backoff * 2 or first)
+            self._paused_until = now + self._backoff * random.uniform(0.8, 1.2)  # replicas do not probe at once
+        pause = self._paused_until - now
+        if await asyncio.to_thread(self._store.requeue_attempt, job.id, job.attempts, dependency_down=True):
+            message = f"{outcome.message}; the job goes back to the queue and is tried again in {pause:.0f} s or later"
+            await asyncio.to_thread(self._store.append_log, job.id, "WARNING", message)
+            log.warning("job waits for a service that is down", why=outcome.message, retry_in_seconds=round(pause, 1),
+                        attempt=job.attempts)
 
     async def _store_outcome(self, job: JobRecord, outcome: Outcome) -> None:
         ended = await asyncio.to_thread(

@@ -8,7 +8,10 @@ time limit or breaks a cap, the runner kills the host's whole process group at o
 killed after its job in any case.
 
 A host that dies on its own (the kernel's memory cap, a crash) ends the run with `retry=True`: the
-executor puts the job back in the queue until its attempts are used up.
+executor puts the job back in the queue until its attempts are used up. A service the job needs
+that is down or unreachable (devices, programs, or auth for the service's token) is never the job's
+fault: the run ends with `dependency_down=True`, and the executor puts the job back in the queue to
+wait, without counting the attempt against it.
 """
 
 from __future__ import annotations
@@ -53,13 +56,26 @@ BACKEND_CACHE_SECONDS = 60.0  # a backend's size and shot limit change with a ne
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """How a run ended: a final state, the reason (JobReason name without its prefix), the result.
-    retry: the host died on its own; the job may run again if it has attempts left."""
+    retry: the host died on its own; the job may run again if it has attempts left.
+    dependency_down: a service the job needs was down (message says which and why); the job waits
+    in the queue and runs again, whatever its attempts."""
 
     state: str
     reason: str = ""
     message: str = ""
     result: str | None = None
     retry: bool = False
+    dependency_down: bool = False
+
+
+def dependency_down(message: str) -> Outcome:
+    """The outcome of a run that a down or unreachable service ended, through no fault of the job."""
+    return Outcome(ERROR, "INTERNAL_ERROR", message, dependency_down=True)
+
+
+def _is_down(error: ServiceError) -> bool:
+    """Whether a peer's error means it (or one it needs) is down or unreachable, not that it refused."""
+    return error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,13 +123,17 @@ class ProgramRunner:
             backend = await self._backend(job.backend)
             source = await self._fetch_source(job) if job.runtime == "PYTHON" and self._fetch_source else ""
         except BackendError as err:
+            if _is_down(err.error):
+                return dependency_down(f"the devices service is unavailable: {err.error.message}")
             return Outcome(ERROR, "BACKEND_ERROR", f"the job's backend cannot be used: {err.error.message}")
         except SuiteError as err:
-            return Outcome(ERROR, "INTERNAL_ERROR", str(err))
-        except ServiceError as err:  # from the programs service
+            return dependency_down(str(err))
+        except ServiceError as err:  # from the programs service, or auth for the service's token
             if err.code == grpc.StatusCode.NOT_FOUND:
                 return Outcome(ERROR, "PROGRAM_DELETED", f"program {job.program_id!r} version "
                                f"{job.program_version} was deleted before the job ran")
+            if _is_down(err):
+                return dependency_down(f"the program's source could not be fetched: {err.message}")
             return Outcome(ERROR, "INTERNAL_ERROR", f"the program's source could not be fetched: {err}")
         task = program_host_pb2.ProgramTask(
             job_id=job.id, program_id=job.program_id, source=source, inputs=job.inputs or "{}",
@@ -275,11 +295,14 @@ class _Run:
             reply.response.CopyFrom(await self._runner._devices.run_circuits(
                 request, timeout=self._job.max_execution_seconds or 3 * 3600))
         except BackendError as err:
+            if err.error.code == grpc.StatusCode.UNAVAILABLE:  # not the program's to handle: run it again later
+                await self._kill(dependency_down(f"the devices service is unavailable: {err.error.message}"))
+                return
             reply.error.CopyFrom(program_host_pb2.DeviceError(
                 code=err.error.code.name, reason=err.error.reason, message=err.error.message))
         except SuiteError as err:
-            log.error("device call failed", error=str(err))
-            await self._kill(Outcome(ERROR, "INTERNAL_ERROR", str(err)))
+            log.warning("device call failed", error=str(err))
+            await self._kill(dependency_down(str(err)))
             return
         except Exception:  # the program must not wait for an answer that never comes
             log.exception("device call failed")

@@ -59,6 +59,8 @@ job_table = sa.Table(
     sa.Column("heartbeat_time", _TIME),  # when that replica last renewed its claim
     sa.Column("attempts", sa.Integer, nullable=False, default=0, server_default="0"),  # claims so far
     sa.Column("program_version", sa.Integer, nullable=False, default=0, server_default="0"),
+    # Requeues because a service the job needs was down: not its fault, so not counted against its attempts.
+    sa.Column("dependency_waits", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.UniqueConstraint("instance", "request_id", name="jobs_job_instance_request_id"),
     sa.Index("jobs_job_instance_created", "instance", "create_time", "id"),
     sa.Index("jobs_job_state_created", "state", "create_time", "id"),
@@ -116,6 +118,12 @@ class JobRecord:
     trace_id: str = ""  # the x-request-id of the CreateJob call, bound to every log line about the job
     attempts: int = 0  # how many times a runner has claimed it
     program_version: int = 0  # the version of the program it runs; 0 for a built-in program
+    dependency_waits: int = 0  # requeues because a service it needs was down (counted in attempts too)
+
+    @property
+    def failed_attempts(self) -> int:
+        """The claims that count against max_attempts: all but those a dependency outage ended."""
+        return self.attempts - self.dependency_waits
 
     @property
     def is_final(self) -> bool:
@@ -164,6 +172,7 @@ def _job(row: sa.Row) -> JobRecord:
         max_execution_seconds=m["max_execution_seconds"], create_time=_utc(m["create_time"]),
         start_time=_utc(m["start_time"]), end_time=_utc(m["end_time"]), request_id=m["request_id"] or "",
         trace_id=m["trace_id"], attempts=m["attempts"], program_version=m["program_version"],
+        dependency_waits=m["dependency_waits"],
     )
 
 
@@ -447,12 +456,14 @@ class JobStore:
                 conn.execute(result_table.insert().values(job_id=job_id, result=result_json))
         return bool(ended)
 
-    def requeue_attempt(self, job_id: str, attempt: int) -> bool:
-        """Put the job back in the queue for another attempt (its program host died), if attempt is
-        still the job's running one."""
+    def requeue_attempt(self, job_id: str, attempt: int, *, dependency_down: bool = False) -> bool:
+        """Put the job back in the queue for another attempt, if attempt is still the job's running
+        one: its program host died, or (dependency_down) a service it needs was down, which does not
+        count against its attempts."""
+        waits = job_table.c.dependency_waits + (1 if dependency_down else 0)
         with self._engine.begin() as conn:
             return bool(conn.execute(self._attempt_update(job_id, attempt).values(
-                state=QUEUED, start_time=None)).rowcount)
+                state=QUEUED, start_time=None, dependency_waits=waits)).rowcount)
 
     def append_attempt_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str, dt.datetime]]) -> bool:
         """Store (level, message, time) lines of the attempt in one transaction."""

@@ -39,9 +39,10 @@ def schema_differences(url: str, metadata: sa.MetaData) -> list:
 def test_a_new_store_gets_exactly_the_declared_schema(database_url, module):
     engine = create_engine(database_url)
     try:
-        assert migrations.upgrade(engine, module.MIGRATIONS, version_table=module.VERSION_TABLE) == ["0001"]
-        assert migrations.upgrade(engine, module.MIGRATIONS, version_table=module.VERSION_TABLE) == []
         head = migrations.head_revision(module.MIGRATIONS)
+        applied = migrations.upgrade(engine, module.MIGRATIONS, version_table=module.VERSION_TABLE)
+        assert applied[0] == "0001" and applied[-1] == head  # every revision, oldest first
+        assert migrations.upgrade(engine, module.MIGRATIONS, version_table=module.VERSION_TABLE) == []
         assert migrations.current_revision(engine, version_table=module.VERSION_TABLE) == head
     finally:
         engine.dispose()
@@ -111,7 +112,7 @@ def test_replicas_starting_together_migrate_once(database_url):
     try:
         with engine.connect() as conn:
             versions = conn.execute(sa.text(f"SELECT version_num FROM {jobs_store.VERSION_TABLE}")).scalars().all()
-        assert versions == ["0001"]
+        assert versions == [migrations.head_revision(jobs_store.MIGRATIONS)]
     finally:
         engine.dispose()
     assert schema_differences(database_url, jobs_store.metadata) == []
