@@ -38,6 +38,7 @@ class Launched:
     url: str
     data_dir: Path
     processes: dict[str, subprocess.Popen]
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # what the processes were started with
 
     @property
     def bootstrap(self) -> dict:
@@ -56,6 +57,25 @@ class Launched:
                 process.kill()
                 codes[name] = process.wait()
         return codes
+
+    def kill(self, name: str) -> None:
+        """kill -9 the named process and its process group (fault tests)."""
+        os.killpg(self.processes[name].pid, signal.SIGKILL)
+        self.processes[name].wait()
+
+    def restart(self, name: str, timeout: float = 60) -> None:
+        """Start the named process again as it was started (its port, data and settings), and wait
+        until it serves; the process must have ended."""
+        old = self.processes[name]
+        assert old.poll() is not None, f"{name} still runs"
+        log = self.data_dir / (f"{name}.log" if len(self.processes) > 1 else "suite.log")
+        process = self.processes[name] = _spawn(list(old.args), log, self.env)
+        address = f"127.0.0.1:{old.args[old.args.index('--port') + 1]}"
+        deadline = time.monotonic() + timeout
+        while not is_serving(address, timeout=1):  # the others may be down on purpose: only this one counts
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not serve again (exit {process.poll()}); see {log}")
+            time.sleep(0.1)
 
 
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -86,7 +106,7 @@ def embedded(data_dir: Path, port: int | None = None, timeout: float = 60, extra
     env = {**os.environ, **(extra_env or {})}
     process = _spawn([str(BIN / "qruntime"), "up", "--data-dir", str(data_dir), "--port", str(port)],
                      data_dir / "suite.log", env)
-    launched = Launched(f"127.0.0.1:{port}", data_dir, {"suite": process})
+    launched = Launched(f"127.0.0.1:{port}", data_dir, {"suite": process}, env)
     _wait(launched, {"suite": launched.url}, timeout)
     return launched
 
@@ -110,7 +130,7 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None) -> Launched:
     for name, (program, *args) in commands.items():
         processes[name] = _spawn([str(BIN / program), *args, "--port", str(ports[name])],
                                  data_dir / f"{name}.log", env)
-    launched = Launched(url["gateway"], data_dir, processes)
+    launched = Launched(url["gateway"], data_dir, processes, env)
     _wait(launched, url, timeout)
     if not (data_dir / "bootstrap.json").exists():  # auth serves only once it has written it
         launched.stop()
