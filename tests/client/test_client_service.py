@@ -7,7 +7,9 @@ import re
 import numpy as np
 import pytest
 import qruntime._jobs
-from client_support import BUILTIN_PROGRAMS, LITE_SIMULATORS, WORKERS, busy, component, wait_until
+from client_support import (
+    BUILTIN_PROGRAMS, LITE_SIMULATORS, STANDARD_SYSTEMS, WORKERS, busy, component, wait_until,
+)
 from qiskit.circuit import Parameter, QuantumCircuit
 from qruntime import (
     IBMRuntimeService,
@@ -343,7 +345,9 @@ def test_backends(service) -> None:
     assert service.backends(simulator=False) == []
     assert [b.name for b in service.backends(operational=True)] == LITE_SIMULATORS
     assert service.backends(operational=False) == []
-    assert [b.name for b in service.backends(min_num_qubits=31)] == ["simulator_mps"]
+    assert [b.name for b in service.backends(min_num_qubits=31)] == [
+        "simulator_extended_stabilizer", "simulator_mps", "simulator_stabilizer"
+    ]
     assert [b.name for b in service.backends(name="simulator_mps")] == ["simulator_mps"]
     assert service.backends(name="ibm_manila") == []
     with pytest.raises(NotFoundError):
@@ -367,8 +371,8 @@ def test_backend_details(suite, service) -> None:
     assert info.value.reason == "BACKEND_NOT_FOUND"
 
     with other_service(suite, plan="standard") as standard:  # a Standard plan sees the systems
-        assert [b.name for b in standard.backends()] == ["ibm_lima", "ibm_manila"]
-        assert [b.name for b in standard.backends(simulator=False)] == ["ibm_lima", "ibm_manila"]
+        assert [b.name for b in standard.backends()] == STANDARD_SYSTEMS
+        assert [b.name for b in standard.backends(simulator=False)] == STANDARD_SYSTEMS
         manila = standard.backend("ibm_manila")
         assert (manila.simulator, manila.num_qubits) == (False, 5)
         assert [0, 1] in manila.coupling_map and [0, 4] not in manila.coupling_map

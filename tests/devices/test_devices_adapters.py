@@ -13,17 +13,24 @@ from qruntime_devices.adapters import AerSimulatorAdapter
 from qruntime_devices.circuits import decode_circuits
 from qruntime_kit.errors import InvalidArgument
 
-SIMULATORS = ("ibmq_qasm_simulator", "simulator_statevector", "simulator_mps")
+SIMULATORS = (
+    "ibmq_qasm_simulator", "simulator_statevector", "simulator_mps", "simulator_stabilizer",
+    "simulator_extended_stabilizer",
+)
 
 
-def test_default_backends_are_three_simulators_and_two_systems(backends):
+def test_default_backends_are_five_simulators_and_four_systems(backends):
     assert list(backends) == sorted(backends)
     kinds = {name: adapter.kind for name, adapter in backends.items()}
     assert kinds == {
         "ibm_lima": "physical",
         "ibm_manila": "physical",
+        "ibm_sherbrooke": "physical",
+        "ibm_torino": "physical",
         "ibmq_qasm_simulator": "simulator",
+        "simulator_extended_stabilizer": "simulator",
         "simulator_mps": "simulator",
+        "simulator_stabilizer": "simulator",
         "simulator_statevector": "simulator",
     }
     for adapter in backends.values():

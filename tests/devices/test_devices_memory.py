@@ -10,7 +10,8 @@ from qiskit_aer import AerSimulator
 from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
 from qruntime_devices import memory
-from qruntime_devices.adapters import AerSimulatorAdapter, EmulatedSystemAdapter
+from qruntime_devices.adapters import AerSimulatorAdapter
+from qruntime_devices.emulated import EmulatedSystemAdapter
 from qruntime_kit.errors import InvalidArgument
 
 GiB = 1 << 30

@@ -22,7 +22,8 @@ from qruntime.devices.v1 import backend_pb2
 from qruntime.devices.v1 import devices_service_pb2 as pb
 from qruntime.encoding import dump_circuits_qpy
 
-from qruntime_devices.adapters import AerSimulatorAdapter, EmulatedSystemAdapter
+from qruntime_devices.adapters import AerSimulatorAdapter
+from qruntime_devices.emulated import EmulatedSystemAdapter
 from qruntime_devices.pool import WorkerPool
 from qruntime_devices.queues import ExecutionQueues, MemoryShares
 from qruntime_kit.errors import InvalidArgument, NotFound, Unavailable

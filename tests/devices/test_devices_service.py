@@ -18,8 +18,11 @@ from qruntime_kit.errors import from_rpc_error
 pytestmark = pytest.mark.slow
 
 
-SIMULATORS = ["ibmq_qasm_simulator", "simulator_mps", "simulator_statevector"]
-SYSTEMS = ["ibm_lima", "ibm_manila"]
+SIMULATORS = [
+    "ibmq_qasm_simulator", "simulator_extended_stabilizer", "simulator_mps", "simulator_stabilizer",
+    "simulator_statevector",
+]
+SYSTEMS = ["ibm_lima", "ibm_manila", "ibm_sherbrooke", "ibm_torino"]
 
 
 class Caller:
