@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import qruntime._jobs
 from client_support import (
-    BUILTIN_PROGRAMS, LITE_SIMULATORS, STANDARD_SYSTEMS, WORKERS, busy, component, wait_until,
+    BUILTIN_PROGRAMS,
+    LITE_SIMULATORS,
+    STANDARD_SYSTEMS,
+    WORKERS,
+    busy,
+    component,
+    wait_until,
 )
 from qiskit.circuit import Parameter, QuantumCircuit
 from qruntime import (
