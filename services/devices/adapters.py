@@ -61,8 +61,11 @@ class BackendAdapter(abc.ABC):
     description: str = ""
     # What one simulation may use, in bytes; 0: no limit. Set by the devices service (limit_memory).
     memory_limit: int = 0
-    # For a system emulated from a calibration snapshot: the snapshot's date (YYYY-MM-DD); else empty.
-    snapshot_date: str = ""
+    # Whether it runs any circuit that fits it; False for a simulator of Clifford circuits only, which a
+    # least-busy choice (that knows nothing of the job's circuits) must not pick.
+    universal: bool = True
+    # For a physical system emulated by a simulator: where its calibration data come from; else None.
+    emulation: backend_pb2.Emulation | None = None
 
     @property
     def concurrency(self) -> int:
@@ -147,6 +150,7 @@ class AerSimulatorAdapter(BackendAdapter):
     def __init__(self, name: str, method: str = "automatic", description: str = "") -> None:
         self.name = name
         self.method = method
+        self.universal = method != memory.STABILIZER
         self.description = description or f"Ideal qiskit-aer simulator, {method.replace('_', ' ')} method"
         self._simulator = AerSimulator(method=method)
         self._supported = frozenset(self._simulator.operation_names) | DIRECTIVES

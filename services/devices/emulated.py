@@ -48,10 +48,13 @@ class EmulatedSystemAdapter(BackendAdapter):
     def __init__(self, system: BackendV2, name: str = "", description: str = "") -> None:
         self.system = system
         self.name = name or system.name
-        self.snapshot_date = _snapshot_date(system)
+        self.emulation = backend_pb2.Emulation(source=f"{type(system).__module__}.{type(system).__name__}")
+        updated = _last_update(system)
+        if updated is not None:
+            self.emulation.snapshot_time.CopyFrom(updated)
         self.description = description or (
             f"{system.num_qubits}-qubit IBM Quantum system {self.name}, emulated by qiskit-aer "
-            f"with the noise of its calibration snapshot of {self.snapshot_date}"
+            f"with the noise of its calibration snapshot of {_snapshot_date(system)}"
         )
         self._configuration = configuration_from_backend(system, max_execution_time=self.max_execution_time)
         self._properties = properties_from_backend(system)

@@ -36,7 +36,6 @@ JOBS_PAGE = {"default": 50, "maximum": 200}
 LOGS_PAGE = {"default": 500, "maximum": 5000}
 INTERIM_PAGE = {"default": 100, "maximum": 1000}
 DEFAULT_LIMIT_SECONDS = 3 * 60 * 60  # when neither the backend nor the program sets one
-_LIST_BACKENDS_PAGE = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +79,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             metadata=metadata,
         )).program
         check_inputs(program.id, program.inputs, inputs)
-        backend = await self._backend(request.options.backend_name, metadata)
+        backend, chosen = await self._backend(request.options.backend_name, metadata)
         await check_input_circuits(deps.devices, metadata, backend.name, inputs)
         job, created = await asyncio.to_thread(
             deps.store.create,
@@ -97,9 +96,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             program_version=program.version,
         )
         if created:
+            if not request.options.backend_name:  # the job records the backend chosen for it and why
+                await asyncio.to_thread(deps.store.append_log, job.id, "INFO", f"backend {job.backend}: {chosen}")
             deps.executor.wake()
             log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,
-                     instance=instance, limit_seconds=job.max_execution_seconds)
+                     backend_chosen=chosen, instance=instance, limit_seconds=job.max_execution_seconds)
         return jobs_service_pb2.CreateJobResponse(job=job_message(job))
 
     async def GetJob(self, request, context):
@@ -173,28 +174,17 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             interim_results=[interim_result_message(r) for r in results], next_page_token=token
         )
 
-    async def _backend(self, name: str, metadata) -> backend_pb2.Backend:
-        """The named backend, or the least busy operational one the user's plan allows."""
+    async def _backend(self, name: str, metadata) -> tuple[backend_pb2.Backend, str]:
+        """The named backend, or the least busy one the user's plan allows (chosen by devices, from the
+        jobs queued here and the runs pending there); and why it was chosen."""
         devices = self.deps.devices
         if name:
             request = devices_service_pb2.GetBackendRequest(name=name)
-            return (await call(devices.GetBackend, request, metadata=metadata)).backend
-        backends, token = [], ""
-        while True:
-            request = devices_service_pb2.ListBackendsRequest(page_size=_LIST_BACKENDS_PAGE, page_token=token)
-            response = await call(devices.ListBackends, request, metadata=metadata)
-            backends.extend(response.backends)
-            token = response.next_page_token
-            if not token:
-                break
-        operational = [b for b in backends if b.status.operational]
-        if not operational:
-            raise FailedPrecondition(
-                "no backend your instance's plan allows is operational now; name one in "
-                "options.backend_name to queue the job on it anyway, or retry later",
-                reason="NO_BACKEND_AVAILABLE",
-            )
-        return min(operational, key=lambda b: (b.status.pending_jobs, b.name))
+            return (await call(devices.GetBackend, request, metadata=metadata)).backend, "named"
+        queued = await asyncio.to_thread(self.deps.store.queued_by_backend)
+        request = devices_service_pb2.SelectBackendRequest(queued_jobs=queued)
+        chosen = await call(devices.SelectBackend, request, metadata=metadata)
+        return chosen.backend, chosen.reason
 
 
 def time_limit(backend: backend_pb2.Backend, program: program_pb2.Program) -> float:

@@ -268,6 +268,13 @@ class JobStore:
             return jobs, ""
         return jobs, encode_page_token({"t": jobs[-1].create_time.isoformat(), "id": jobs[-1].id})
 
+    def queued_by_backend(self) -> dict[str, int]:
+        """How many jobs wait in the queue for each backend (backends with none left out)."""
+        c = job_table.c
+        query = sa.select(c.backend, sa.func.count()).where(c.state == QUEUED).group_by(c.backend)
+        with self._engine.connect() as conn:
+            return {backend: count for backend, count in conn.execute(query)}
+
     def claim_next_queued(self, runner: str = "") -> JobRecord | None:
         """Move the oldest QUEUED job to RUNNING for this runner, counting the attempt, and return it;
         None when none waits.

@@ -54,7 +54,8 @@ def test_the_description_says_emulated_and_from_which_snapshot(backends, name):
     date = adapter.properties().last_update_time.ToDatetime().date().isoformat()
     assert adapter.kind == "physical"
     assert "emulated" in adapter.description and date in adapter.description
-    assert adapter.snapshot_date == date
+    assert adapter.emulation.snapshot_time == adapter.properties().last_update_time
+    assert adapter.emulation.source.startswith("qiskit_ibm_runtime.fake_provider.")
 
 
 # Building a large system's noise model takes seconds: those are slow tests.

@@ -26,7 +26,10 @@ pytestmark = pytest.mark.slow
 
 
 FINAL = (job_pb2.JOB_STATE_DONE, job_pb2.JOB_STATE_ERROR, job_pb2.JOB_STATE_CANCELLED)
-LITE_SIMULATORS = ("ibmq_qasm_simulator", "simulator_mps", "simulator_statevector")
+LITE_SIMULATORS = (
+    "ibmq_qasm_simulator", "simulator_extended_stabilizer", "simulator_mps", "simulator_stabilizer",
+    "simulator_statevector",
+)
 
 
 class Caller:
@@ -89,7 +92,8 @@ def test_a_sampler_job_is_queued_at_once_then_done_with_its_result(world, bell):
     job = world.me.create("sampler", {"circuits": [bell], "shots": 1000, "seed": 7})
     assert job.state in (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING)
     assert job.id and job.program_id == "sampler" and job.instance == world.instance and job.owner
-    assert job.backend == job.options.backend_name == "ibmq_qasm_simulator"  # least busy, then by name
+    assert job.backend == job.options.backend_name
+    assert job.backend in LITE_SIMULATORS and job.backend != "simulator_stabilizer"  # all idle: any that runs all
     assert job.options.log_level == job_pb2.LOG_LEVEL_INFO
     assert job.max_execution_time.seconds == 3 * 60 * 60
     assert job.HasField("create_time") and not job.HasField("end_time")
