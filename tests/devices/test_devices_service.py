@@ -253,7 +253,7 @@ def test_select_backend_counts_the_runs_a_backend_has_under_real_load(devices):
     heavy = random_circuit(22, 12, measure=True, seed=4)
     qpy = dump_circuits_qpy([heavy])
     runs = [
-        pb.RunCircuitsRequest(backend="simulator_statevector", circuits_qpy=qpy, shots=10, seed=seed) for seed in (1, 2, 3)
+        pb.RunCircuitsRequest(backend="simulator_statevector", circuits_qpy=qpy, shots=10, seed=s) for s in (1, 2, 3)
     ]
     threads = [threading.Thread(target=devices["service"].RunCircuits, args=(run,)) for run in runs]
     for thread in threads:
