@@ -16,6 +16,7 @@ from client_support import (
     component,
     wait_until,
 )
+from qiskit import transpile
 from qiskit.circuit import Parameter, QuantumCircuit
 from qruntime import (
     IBMRuntimeService,
@@ -357,7 +358,7 @@ def test_backends(service) -> None:
     assert [b.name for b in service.backends(name="simulator_mps")] == ["simulator_mps"]
     assert service.backends(name="ibm_manila") == []
     with pytest.raises(NotFoundError):
-        service.least_busy(min_num_qubits=1000)
+        service.least_busy(min_num_qubits=100_000)
     with pytest.raises(NotFoundError):
         service.least_busy(simulator=False)
 
@@ -381,7 +382,14 @@ def test_backend_details(suite, service) -> None:
         assert [b.name for b in standard.backends(simulator=False)] == STANDARD_SYSTEMS
         manila = standard.backend("ibm_manila")
         assert (manila.simulator, manila.num_qubits) == (False, 5)
-        assert [0, 1] in manila.coupling_map and [0, 4] not in manila.coupling_map
+        edges = manila.coupling_map.get_edges()
+        assert (0, 1) in edges and (0, 4) not in edges
+        assert manila.target["cx"][(0, 1)].error == pytest.approx(manila.properties().gate_error("cx", [0, 1]))
+        assert manila.target.qubit_properties[0].t1 == pytest.approx(manila.properties().t1(0))
+        sherbrooke = standard.backend("ibm_sherbrooke")
+        assert "emulated" in sherbrooke.description and sherbrooke.num_qubits == 127
+        assert transpile(ReferenceCircuits.bell(), backend=sherbrooke).count_ops().keys() <= {"ecr", "rz", "sx", "x",
+                                                                                                "measure", "barrier"}
         config = manila.configuration()
         assert config.max_execution_time == 8 * 3600 and config.basis_gates == ["cx", "id", "rz", "sx", "x"]
         props = manila.properties()
@@ -401,17 +409,17 @@ def test_least_busy(start_suite) -> None:
             busy(suite, "ibmq_qasm_simulator"), busy(suite, "simulator_mps"):
         waiting = [service.run("hello-world", {"iterations": 1}, {"backend_name": name})
                    for name in ("ibmq_qasm_simulator", "ibmq_qasm_simulator", "simulator_mps")]
-        wait_until(lambda: [b.status().pending_jobs for b in service.backends()] == [2, 1, 0],
+        wait_until(lambda: [b.status().pending_jobs for b in service.backends()] == [2, 0, 1, 0, 0],
                    what="runs waiting")
-        assert service.least_busy().name == "simulator_statevector"
-        assert service.least_busy(min_num_qubits=31).name == "simulator_mps"
+        assert service.least_busy().name == "simulator_extended_stabilizer"
+        assert service.least_busy(min_num_qubits=64).name == "simulator_stabilizer"
 
-        # An operator takes the free one out of service.
-        suite.loop.call_soon_threadsafe(devices.queues.set_operational, "simulator_statevector", False)
-        wait_until(lambda: not service.backend("simulator_statevector").status().operational)
-        assert [b.name for b in service.backends(operational=False)] == ["simulator_statevector"]
-        assert service.backend("simulator_statevector").status().status_msg == "maintenance"
-        assert service.least_busy().name == "simulator_mps"
+        # An operator takes a free one out of service.
+        suite.loop.call_soon_threadsafe(devices.queues.set_operational, "simulator_extended_stabilizer", False)
+        wait_until(lambda: not service.backend("simulator_extended_stabilizer").status().operational)
+        assert [b.name for b in service.backends(operational=False)] == ["simulator_extended_stabilizer"]
+        assert service.backend("simulator_extended_stabilizer").status().status_msg == "maintenance"
+        assert service.least_busy().name == "simulator_stabilizer"
         for job in waiting:
             job.cancel()
 
