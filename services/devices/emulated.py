@@ -2,9 +2,9 @@
 
 qiskit-ibm-runtime's `fake_provider` ships each system's configuration and calibration (coupling map,
 native gates, T1/T2, gate and readout errors, durations) as of a snapshot date. An emulated system
-transpiles circuits for that system exactly as for the real one, then simulates them with the noise
-the snapshot implies. What is costly is built once per worker process and kept: the transpiler, the
-system's noise model (2-5 s for 127-156 qubits) and the restricted models of the qubit sets that
+takes the circuits the real one takes (its ISA: circuits transpiled for its target) and simulates
+them with the noise the snapshot implies. What is costly is built once per worker process and kept:
+the system's noise model (2-5 s for 127-156 qubits) and the restricted models of the qubit sets that
 circuits use (reduction.py), so a Bell circuit costs milliseconds, not the system's size.
 """
 
@@ -16,31 +16,24 @@ from collections.abc import Sequence
 from google.protobuf import duration_pb2, timestamp_pb2
 from qiskit import QuantumCircuit
 from qiskit.providers import BackendV2
-from qiskit.transpiler import generate_preset_pass_manager
-from qiskit.transpiler.exceptions import TranspilerError
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel
 from qruntime.devices.v1 import backend_pb2
 
 from . import memory
-from .adapters import (
-    PHYSICAL,
-    SIMULATOR_MAX_EXPERIMENTS,
-    SIMULATOR_MAX_SHOTS,
-    BackendAdapter,
-    gate_names,
-    not_runnable,
-    run_on_aer,
-)
+from .adapters import PHYSICAL, SIMULATOR_MAX_EXPERIMENTS, SIMULATOR_MAX_SHOTS, BackendAdapter, gate_names, run_on_aer
+from .circuits import check_isa
 from .reduction import SubModels, active_qubits, reduce, reducible
 
 
 class EmulatedSystemAdapter(BackendAdapter):
     """A physical system emulated by qiskit-aer from a real system's calibration snapshot.
 
-    The noisy simulator and the transpiler are built on first use (or in warm_up), once per process
-    (they do not travel when the adapter is pickled); circuits are transpiled to the system's qubits
-    and native gates exactly as for the real system.
+    Like the real system (and IBM's service since 2024) it runs circuits in its instruction set
+    architecture only: native gates on qubits and couplings it has, as Qiskit's transpiler makes them
+    for its target (the client's `RuntimeBackend.target`); anything else is refused with
+    CIRCUIT_NOT_IN_ISA. The noise models are built on first use (or in warm_up), once per process:
+    they do not travel when the adapter is pickled.
     """
 
     kind = PHYSICAL
@@ -64,12 +57,10 @@ class EmulatedSystemAdapter(BackendAdapter):
         self._lock = threading.Lock()
         self._simulator: AerSimulator | None = None
         self._noise: SubModels | None = None
-        self._pass_manager = None
-        self._last: tuple[list[QuantumCircuit], list[QuantumCircuit]] = ([], [])  # (circuits, transpiled)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for built in ("_lock", "_simulator", "_noise", "_pass_manager", "_last"):
+        for built in ("_lock", "_simulator", "_noise"):
             state.pop(built)
         return state
 
@@ -83,55 +74,30 @@ class EmulatedSystemAdapter(BackendAdapter):
     def properties(self) -> backend_pb2.BackendProperties:
         return self._properties
 
+    def validate(self, circuits: Sequence[QuantumCircuit], shots: int) -> None:
+        super().validate(circuits, shots)
+        for index, circuit in enumerate(circuits):
+            check_isa(index, circuit, self.system.target, self.name)
+
     def execute(
         self, circuits: list[QuantumCircuit], shots: int, seed: int | None, memory: bool
     ) -> list[backend_pb2.CircuitResult]:
-        transpiled = self._transpiled(circuits)
         simulator, noise = self._emulator()
-        if not all(reducible(c) for c in transpiled):  # control flow: at full size, with the full model
-            return run_on_aer(simulator, self.name, transpiled, circuits, shots, seed, memory,
-                              noise_model=noise.full)
-        # One batch for all the circuits: reduced to the qubits any of them touches (usually the same
-        # few, as the transpiler lays small circuits out alike); Aer drops the rest of each circuit's idle ones.
-        active = tuple(sorted(set().union(*(active_qubits(c) for c in transpiled))))
-        reduced = [reduce(c, active) for c in transpiled]
+        if not all(reducible(c) for c in circuits):  # control flow: at full size, with the full model
+            return run_on_aer(simulator, self.name, circuits, circuits, shots, seed, memory, noise_model=noise.full)
+        # One batch for all the circuits, reduced to the qubits any of them touches (usually the same
+        # few: the transpiler lays small circuits out alike); Aer drops each circuit's idle ones itself.
+        active = tuple(sorted(set().union(*(active_qubits(c) for c in circuits))))
+        reduced = [reduce(c, active) for c in circuits]
         return run_on_aer(simulator, self.name, reduced, circuits, shots, seed, memory,
                           noise_model=noise.for_qubits(active))
 
     def memory_estimates(self, circuits: Sequence[QuantumCircuit], shots: int) -> list[memory.Estimate]:
-        # On the transpiled circuits: routing may bring in qubits, and Aer simulates the physical ones.
-        return [
-            memory.estimate(c, memory.AUTOMATIC, shots=shots, limit=self.memory_limit, noisy=True)
-            for c in self._transpiled(list(circuits))
-        ]
+        limit = self.memory_limit
+        return [memory.estimate(c, memory.AUTOMATIC, shots=shots, limit=limit, noisy=True) for c in circuits]
 
     def warm_up(self) -> None:
         self._emulator()
-        self._transpiler()
-
-    def _transpiled(self, circuits: list[QuantumCircuit]) -> list[QuantumCircuit]:
-        """The circuits transpiled for the system; the last call's answer is kept, since a run checks
-        (memory_estimates) and then executes the same circuits."""
-        last, transpiled = self._last
-        if len(last) == len(circuits) and all(a is b for a, b in zip(last, circuits, strict=True)):
-            return transpiled
-        try:
-            transpiled = self._transpiler().run(circuits, num_processes=1)
-        except TranspilerError as err:
-            raise not_runnable(circuits[0] if len(circuits) == 1 else None, self.name, err) from None
-        if isinstance(transpiled, QuantumCircuit):
-            transpiled = [transpiled]
-        self._last = (list(circuits), transpiled)
-        return transpiled
-
-    def _transpiler(self):
-        with self._lock:
-            if self._pass_manager is None:
-                # A fixed transpiler seed keeps layout and routing, and so a seeded run, reproducible.
-                self._pass_manager = generate_preset_pass_manager(
-                    optimization_level=1, backend=self.system, seed_transpiler=0
-                )
-            return self._pass_manager
 
     def _emulator(self) -> tuple[AerSimulator, SubModels]:
         """An ideal simulator (noise comes with each run) and the system's noise models."""

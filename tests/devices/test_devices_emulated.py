@@ -7,9 +7,11 @@ import pytest
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+from systems import isa
 
 from qruntime_devices.emulated import EmulatedSystemAdapter
 from qruntime_devices.reduction import active_qubits, reduce
+from qruntime_kit.errors import InvalidArgument
 
 # name: (qubits, two-qubit gate)
 SYSTEMS = {
@@ -63,7 +65,7 @@ def test_the_description_says_emulated_and_from_which_snapshot(backends, name):
     name if size < 100 else pytest.param(name, marks=pytest.mark.slow) for name, (size, _) in SYSTEMS.items()
 ])
 def test_bell_gives_mostly_00_and_11_with_some_noise(backends, bell, name):
-    (result,) = backends[name].run([bell], shots=1024, seed=3)
+    (result,) = backends[name].run([isa(bell, name)], shots=1024, seed=3)
     correlated = result.counts.get("00", 0) + result.counts.get("11", 0)
     assert sum(result.counts.values()) == 1024
     assert correlated >= 0.80 * 1024
@@ -72,8 +74,30 @@ def test_bell_gives_mostly_00_and_11_with_some_noise(backends, bell, name):
 
 
 def test_a_seeded_run_on_a_system_reproduces(backends, bell):
-    system = backends["ibm_lima"]
-    assert system.run([bell], 300, seed=9, memory=True) == system.run([bell], 300, seed=9, memory=True)
+    system, circuit = backends["ibm_lima"], isa(bell, "ibm_lima")
+    assert system.run([circuit], 300, seed=9, memory=True) == system.run([circuit], 300, seed=9, memory=True)
+
+
+def test_a_circuit_not_in_the_systems_isa_is_refused_naming_what_is_not(backends, bell):
+    system = backends["ibm_sherbrooke"]
+    with pytest.raises(InvalidArgument) as caught:
+        system.check([isa(bell, "ibm_sherbrooke"), bell], 100)  # h and cx are no native gates of an Eagle
+    assert caught.value.reason == "CIRCUIT_NOT_IN_ISA"
+    assert caught.value.metadata["circuit_index"] == "1" and caught.value.metadata["instruction"] == "h"
+    assert "generate_preset_pass_manager" in caught.value.message
+    uncoupled = QuantumCircuit(127, 2)
+    uncoupled.ecr(0, 50)  # native, but those qubits are far apart
+    uncoupled.measure([0, 50], [0, 1])
+    with pytest.raises(InvalidArgument) as caught:
+        system.check([uncoupled], 100)
+    assert caught.value.metadata["qubits"] == "0,50" and "not coupled" in caught.value.message
+    inside = QuantumCircuit(127, 1)
+    inside.measure(0, 0)
+    with inside.if_test((inside.clbits[0], 1)):
+        inside.h(0)  # not native, inside control flow
+    with pytest.raises(InvalidArgument) as caught:
+        system.check([inside], 100)
+    assert caught.value.metadata["instruction"] == "h"
 
 
 def test_a_reduced_circuit_gives_what_the_whole_system_gives():
@@ -87,8 +111,9 @@ def test_a_reduced_circuit_gives_what_the_whole_system_gives():
     circuit.x(4)
     circuit.measure([3, 4], [0, 1])
     adapter = EmulatedSystemAdapter(system, name="manila")
+    circuit = isa(circuit, "ibm_manila")
     (reduced,) = adapter.run([circuit], shots=4000, seed=5)
-    whole = AerSimulator.from_backend(system).run(adapter._transpiled([circuit]), shots=4000, seed_simulator=5)
+    whole = AerSimulator.from_backend(system).run(circuit, shots=4000, seed_simulator=5)
     assert dict(reduced.counts) == whole.result().get_counts()
     assert len(reduced.counts) == 4  # noisy: every outcome shows
 

@@ -21,6 +21,7 @@ from qiskit_ibm_runtime.fake_provider import FakeLimaV2
 from qruntime.devices.v1 import backend_pb2
 from qruntime.devices.v1 import devices_service_pb2 as pb
 from qruntime.encoding import dump_circuits_qpy
+from systems import isa
 
 from qruntime_devices.adapters import AerSimulatorAdapter
 from qruntime_devices.emulated import EmulatedSystemAdapter
@@ -240,9 +241,10 @@ def test_a_failed_or_abandoned_keyed_run_is_forgotten_so_its_retry_runs(queues, 
     assert call(recent.run(keyed, lambda: queues.run(keyed))).result(timeout=30).results[0].counts["0"] == 10
 
 
-def test_real_simulators_run_through_their_queues(queues, call, bell_qpy):
+def test_real_simulators_run_through_their_queues(queues, call, bell_qpy, bell_module):
     names = ["ibmq_qasm_simulator", "ibm_lima"] * 3
-    runs = [call(queues.run(request(bell_qpy, name, 1, shots=256))) for name in names]
+    qpy = {"ibmq_qasm_simulator": bell_qpy, "ibm_lima": dump_circuits_qpy(isa(bell_module, "ibm_lima"))}
+    runs = [call(queues.run(request(qpy[name], name, 1, shots=256))) for name in names]
     for run in runs:
         (result,) = run.result(timeout=60).results
         assert sum(result.counts.values()) == 256

@@ -14,6 +14,7 @@ from qiskit.circuit.random import random_circuit
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2_grpc
 from qruntime.devices.v1 import devices_service_pb2 as pb
 from qruntime.encoding import dump_circuits_qpy
+from systems import isa
 
 from qruntime_devices.adapters import BackendAdapter
 from qruntime_devices.servicer import backend_message
@@ -131,7 +132,7 @@ def test_only_services_run_circuits(devices, bell_qpy):
         assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, "SERVICE_ONLY")
 
 
-def test_a_service_runs_bell_with_default_shots_seed_and_memory(devices, bell_qpy):
+def test_a_service_runs_bell_with_default_shots_seed_and_memory(devices, bell, bell_qpy):
     service = devices["service"]
     request = pb.RunCircuitsRequest(backend="ibmq_qasm_simulator", circuits_qpy=bell_qpy, seed=5, memory=True,
                                     job_id="job-1")
@@ -143,7 +144,8 @@ def test_a_service_runs_bell_with_default_shots_seed_and_memory(devices, bell_qp
     about_the_run = [line for line in logs if line["event"].startswith("run ")]
     assert len(about_the_run) == 3 and all(line["job_id"] == "job-1" for line in about_the_run)
 
-    request = pb.RunCircuitsRequest(backend="ibm_manila", circuits_qpy=bell_qpy, shots=500)
+    request = pb.RunCircuitsRequest(backend="ibm_manila", circuits_qpy=dump_circuits_qpy(isa(bell, "ibm_manila")),
+                                    shots=500)
     emulated = service.RunCircuits(request)
     counts = emulated.results[0].counts
     assert sum(counts.values()) == 500 and counts.get("00", 0) + counts.get("11", 0) > 400

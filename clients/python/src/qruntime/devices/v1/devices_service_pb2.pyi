@@ -181,7 +181,12 @@ class RunCircuitsRequest(_message.Message):
     backend: _builtins.str
     """The backend to run on."""
     circuits_qpy: _builtins.bytes
-    """The circuits, serialized together as one QPY file; they are transpiled for the backend by the service."""
+    """The circuits, serialized together as one QPY file. A physical system (emulated or not) runs circuits
+    in its instruction set architecture only, as Qiskit's transpiler makes them for its target: native
+    gates on qubits and couplings it has (else INVALID_ARGUMENT CIRCUIT_NOT_IN_ISA, naming the circuit and
+    the instruction). A simulator runs any circuit, decomposing instructions it lacks itself. All circuits
+    of a call run as one batch.
+    """
     shots: _builtins.int
     """Shots per circuit; 0 means 1024."""
     seed: _builtins.int
