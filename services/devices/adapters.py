@@ -9,11 +9,14 @@ real hardware means writing one class:
         def __init__(self, client): ...       # the vendor's SDK or a qiskit BackendV2
         def configuration(self): ...          # emulated.configuration_from_backend(...) for a BackendV2
         def properties(self): ...             # emulated.properties_from_backend(backend) for a BackendV2
-        def execute(self, circuits, shots, seed, memory): ...  # blocking; transpile, submit, wait
+        def target(self): ...                 # the system's qiskit Target: circuits must be in its ISA
+        def execute(self, circuits, shots, seed, memory): ...  # blocking; submit, wait
 
 and registering it by name: `default_backends(extra=[AcmeSystemAdapter(...)])`, or the component's
 `backends=` argument. `check` (validate, then the memory guard) runs before `execute`, so every
-backend rejects bad input with the same typed errors.
+backend rejects bad input with the same typed errors. Every adapter must pass the contract suite,
+tests/devices/adapter_contract.py: subclass its AdapterContract with an `adapter` fixture (see
+test_devices_adapter_contract.py, where the simulators and the emulated systems pass it).
 
 The service keeps its adapters for their configuration and calibration data; circuits are checked
 and run by copies in worker processes (see pool.py), sent there pickled. So an adapter must pickle,
@@ -31,6 +34,7 @@ from typing import Literal
 from google.protobuf import duration_pb2
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit import CONTROL_FLOW_OP_NAMES
+from qiskit.transpiler import Target
 from qiskit.transpiler.exceptions import TranspilerError
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel
@@ -39,7 +43,7 @@ from qruntime.devices.v1 import backend_pb2
 from qruntime_kit.errors import Internal, InvalidArgument
 
 from . import memory
-from .circuits import DIRECTIVES, check_circuits, circuit_results, iter_operation_names
+from .circuits import DIRECTIVES, check_circuits, check_isa, circuit_results, iter_operation_names
 
 SIMULATOR, PHYSICAL = "simulator", "physical"
 HOUR = 3600
@@ -114,8 +118,14 @@ class BackendAdapter(abc.ABC):
             memory.check_fits(circuits, estimates, limit=self.memory_limit, backend=self.name)
         return estimates
 
+    def target(self) -> Target | None:
+        """A physical system's Qiskit Target (native gates on their qubits and couplings): the circuits it
+        runs must be in this instruction set architecture. None: no ISA to check (simulators)."""
+        return None
+
     def validate(self, circuits: Sequence[QuantumCircuit], shots: int) -> None:
-        """Raise InvalidArgument unless the circuits can run here with this many shots."""
+        """Raise InvalidArgument unless the circuits can run here with this many shots: shots, circuit
+        count, width, measurements, bound parameters, and for a physical system its ISA."""
         config = self.configuration()
         check_circuits(
             circuits,
@@ -124,6 +134,10 @@ class BackendAdapter(abc.ABC):
             max_experiments=config.max_experiments,
             num_qubits=config.num_qubits,
         )
+        target = self.target()
+        if target is not None:
+            for index, circuit in enumerate(circuits):
+                check_isa(index, circuit, target, self.name)
 
     def run(
         self, circuits: list[QuantumCircuit], shots: int, seed: int | None = None, memory: bool = False

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from google.protobuf import duration_pb2, timestamp_pb2
 from qiskit import QuantumCircuit
 from qiskit.providers import BackendV2
+from qiskit.transpiler import Target
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel
 from qruntime.devices.v1 import backend_pb2
 
 from . import memory
 from .adapters import PHYSICAL, SIMULATOR_MAX_EXPERIMENTS, SIMULATOR_MAX_SHOTS, BackendAdapter, gate_names, run_on_aer
-from .circuits import check_isa
 from .reduction import SubModels, active_qubits, reduce, reducible
 
 
@@ -74,10 +74,8 @@ class EmulatedSystemAdapter(BackendAdapter):
     def properties(self) -> backend_pb2.BackendProperties:
         return self._properties
 
-    def validate(self, circuits: Sequence[QuantumCircuit], shots: int) -> None:
-        super().validate(circuits, shots)
-        for index, circuit in enumerate(circuits):
-            check_isa(index, circuit, self.system.target, self.name)
+    def target(self) -> Target:
+        return self.system.target
 
     def execute(
         self, circuits: list[QuantumCircuit], shots: int, seed: int | None, memory: bool
