@@ -101,11 +101,22 @@ class EmulatedSystemAdapter(BackendAdapter):
         """An ideal simulator (noise comes with each run) and the system's noise models."""
         with self._lock:
             if self._simulator is None:
-                self._noise = SubModels(NoiseModel.from_backend(self.system))
+                self._noise = SubModels(system_noise_model(self.system))
                 self._simulator = AerSimulator()
                 if self.memory_limit:  # see AerSimulatorAdapter.limit_memory
                     self._simulator.set_options(max_memory_mb=max(1, self.memory_limit >> 20))
             return self._simulator, self._noise
+
+
+def system_noise_model(system: BackendV2) -> NoiseModel:
+    """The noise model a system's own simulation uses. qiskit-ibm-runtime's fake backends build theirs
+    from the full calibration record (readout errors asymmetric as measured: P(0|1) ≠ P(1|0)), and
+    their local testing mode samples from it; qiskit-aer's NoiseModel.from_backend reads the Target,
+    which keeps one symmetric readout error, and samples a measurably different distribution. So a
+    fake backend's own model is used when it has one (a private method, checked by the distribution
+    test against local testing mode), Aer's otherwise."""
+    own = getattr(system, "_get_noise_model_from_backend_v2", None)
+    return own() if own is not None else NoiseModel.from_backend(system)
 
 
 def configuration_from_backend(
