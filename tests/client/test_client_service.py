@@ -18,6 +18,7 @@ from client_support import (
 )
 from qiskit import transpile
 from qiskit.circuit import Parameter, QuantumCircuit
+from qiskit.transpiler import generate_preset_pass_manager
 from qruntime import (
     IBMRuntimeService,
     JobStatus,
@@ -105,6 +106,19 @@ def test_inputs_travel_encoded_and_results_decode(service, recorder) -> None:
     assert job.result(decoder=Decoder) == "decoded"
     assert len(recorder.calls("GetJobResult")) == 1  # the raw result is fetched once
     assert service.run("sampler", {"circuits": circuits[1]}, result_decoder=Decoder).result() == "decoded"
+
+
+def test_a_circuit_compiled_with_the_backends_target_runs_on_the_emulated_127_qubit_system(suite) -> None:
+    with other_service(suite, plan="standard", name="eagle") as standard:
+        backend = standard.backend("ibm_sherbrooke")
+        isa = generate_preset_pass_manager(optimization_level=1, backend=backend, seed_transpiler=0).run(
+            ReferenceCircuits.bell())
+        job = standard.run("sampler", {"circuits": isa, "shots": 2000, "seed": 4}, {"backend_name": backend.name})
+        quasi = job.result(timeout=120)["quasi_dists"][0]
+        assert 0.85 < quasi.get("00", 0) + quasi.get("11", 0) < 1.0  # correlated, with the system's noise
+        with pytest.raises(IBMInputValueError) as info:  # as on IBM's service: ISA circuits only
+            standard.run("sampler", {"circuits": ReferenceCircuits.bell()}, {"backend_name": backend.name})
+        assert info.value.reason == "CIRCUIT_NOT_IN_ISA" and "generate_preset_pass_manager" in info.value.message
 
 
 @pytest.mark.parametrize("inputs", [None, [1, 2], "x", {1: "a"}, {"s": {1, 2}}])
