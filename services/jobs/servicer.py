@@ -48,7 +48,6 @@ JOBS_PAGE = {"default": 50, "maximum": 200}
 LOGS_PAGE = {"default": 500, "maximum": 5000}
 INTERIM_PAGE = {"default": 100, "maximum": 1000}
 DEFAULT_LIMIT_SECONDS = 3 * 60 * 60  # when neither the backend nor the program sets one
-_LIST_BACKENDS_PAGE = 200
 MAX_BATCH_GET = 100
 RESULT_CHUNK_BYTES = 16 * 1024 * 1024  # a result larger than this comes in chunks of at most this size
 WATCH_MESSAGE_BYTES = 4 * 1024 * 1024  # a WatchJob message holds events up to about this size
@@ -96,7 +95,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             metadata=metadata,
         )).program
         check_inputs(program.id, program.inputs, inputs)
-        backend = await self._backend(request.options.backend_name, metadata)
+        backend, chosen = await self._backend(request.options.backend_name, metadata)
         await check_input_circuits(deps.devices, metadata, backend.name, inputs)
         job, created = await asyncio.to_thread(
             deps.store.create,
@@ -112,11 +111,13 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             trace_id=current_request_id(),
             program_version=program.version,
             tags=sorted(set(request.tags)),
+            # The job records the backend chosen for it and why.
+            first_log="" if request.options.backend_name else f"backend {backend.name}: {chosen}",
         )
         if created:
             deps.executor.wake()
             log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,
-                     instance=instance, limit_seconds=job.max_execution_seconds)
+                     backend_chosen=chosen, instance=instance, limit_seconds=job.max_execution_seconds)
         return jobs_service_pb2.CreateJobResponse(job=job_message(job, job_pb2.JOB_VIEW_BASIC))
 
     async def GetJob(self, request, context):
@@ -255,28 +256,17 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             interim_results=[interim_result_message(r) for r in results], next_page_token=token
         )
 
-    async def _backend(self, name: str, metadata) -> backend_pb2.Backend:
-        """The named backend, or the least busy operational one the user's plan allows."""
+    async def _backend(self, name: str, metadata) -> tuple[backend_pb2.Backend, str]:
+        """The named backend, or the least busy one the user's plan allows (chosen by devices, from the
+        jobs queued here and the runs pending there); and why it was chosen."""
         devices = self.deps.devices
         if name:
             request = devices_service_pb2.GetBackendRequest(name=name)
-            return (await call(devices.GetBackend, request, metadata=metadata)).backend
-        backends, token = [], ""
-        while True:
-            request = devices_service_pb2.ListBackendsRequest(page_size=_LIST_BACKENDS_PAGE, page_token=token)
-            response = await call(devices.ListBackends, request, metadata=metadata)
-            backends.extend(response.backends)
-            token = response.next_page_token
-            if not token:
-                break
-        operational = [b for b in backends if b.status.operational]
-        if not operational:
-            raise FailedPrecondition(
-                "no backend your instance's plan allows is operational now; name one in "
-                "options.backend_name to queue the job on it anyway, or retry later",
-                reason="NO_BACKEND_AVAILABLE",
-            )
-        return min(operational, key=lambda b: (b.status.pending_jobs, b.name))
+            return (await call(devices.GetBackend, request, metadata=metadata)).backend, "named"
+        queued = await asyncio.to_thread(self.deps.store.queued_by_backend)
+        request = devices_service_pb2.SelectBackendRequest(queued_jobs=queued)
+        chosen = await call(devices.SelectBackend, request, metadata=metadata)
+        return chosen.backend, chosen.reason
 
 
 def time_limit(backend: backend_pb2.Backend, program: program_pb2.Program) -> float:
