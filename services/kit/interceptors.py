@@ -17,8 +17,8 @@ import grpc
 import structlog
 from google.protobuf.message import Message
 
-from .auth import reset_principal, set_principal
-from .errors import FieldViolation, Internal, InvalidArgument, ServiceError, Unauthenticated
+from .auth import SERVICE_CALLS, audience_of, reset_principal, set_principal
+from .errors import FieldViolation, Internal, InvalidArgument, PermissionDenied, ServiceError, Unauthenticated
 from .tokens import TokenVerifier
 
 REQUEST_ID_KEY = "x-request-id"
@@ -141,15 +141,25 @@ class ErrorInterceptor(_Around):
 
 
 class AuthInterceptor(_Around):
-    """Verifies the bearer token of every call but the open ones and sets the current principal."""
+    """Verifies the bearer token of every call but the open ones and sets the current principal.
 
-    def __init__(self, verifier: TokenVerifier, public_methods: Collection[str]) -> None:
+    A token must name the called service as its audience; a service's token allows only that
+    service's documented calls (SERVICE_CALLS). `refused_methods` are not served on this port at
+    all: the internal ones, where this server is the front door."""
+
+    def __init__(
+        self, verifier: TokenVerifier, public_methods: Collection[str], refused_methods: Collection[str] = ()
+    ) -> None:
         self._verifier = verifier
         self._public = frozenset(public_methods)
+        self._refused = frozenset(refused_methods)
 
     @contextlib.asynccontextmanager
     async def around(self, details, context, request) -> AsyncIterator[None]:
         principal = None
+        if details.method in self._refused:
+            raise PermissionDenied("this method is internal to the suite and not served here",
+                                   reason="INTERNAL_METHOD", metadata={"method": details.method})
         if not (details.method in self._public or details.method.startswith(OPEN_PREFIXES)):
             header = _metadata(details).get("authorization", "")
             scheme, _, token = header.partition(" ")
@@ -161,8 +171,13 @@ class AuthInterceptor(_Around):
                 )
             if scheme.lower() != "bearer" or not token:
                 raise Unauthenticated("the authorization metadata must be 'Bearer <token>'", reason="TOKEN_INVALID")
-            principal = await self._verifier.verify(token.strip())
+            principal = await self._verifier.verify(token.strip(), audience_of(details.method))
             structlog.contextvars.bind_contextvars(subject=principal.subject)
+            if principal.is_service and details.method not in SERVICE_CALLS.get(principal.subject, ()):
+                raise PermissionDenied(
+                    f"the {principal.subject} service may not call {details.method}",
+                    reason="SERVICE_CALL_NOT_ALLOWED", metadata={"service": principal.subject},
+                )
         reset = set_principal(principal)
         try:
             yield

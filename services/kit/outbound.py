@@ -44,11 +44,28 @@ class Channels:
         await asyncio.gather(*(c.close() for c in channels))
 
 
+# Exchanges a service API key for (token, expiry as Unix seconds).
+KeyExchange = Callable[[str], Awaitable[tuple[str, int]]]
+
+
+def exchange_over_grpc(auth_channel: Callable[[], grpc.aio.Channel]) -> KeyExchange:
+    """The exchange of a separate service: AuthService.CreateServiceToken, on the auth service's
+    own (internal) address."""
+
+    async def exchange(service_key: str) -> tuple[str, int]:
+        stub = auth_service_pb2_grpc.AuthServiceStub(auth_channel())
+        request = auth_service_pb2.CreateServiceTokenRequest(service_key=service_key)
+        response = await call(stub.CreateServiceToken, request)
+        return response.token, response.expire_time.seconds
+
+    return exchange
+
+
 class Credentials:
     """Builds the metadata of an outgoing call: a bearer token and the current request id."""
 
-    def __init__(self, auth_channel: Callable[[], grpc.aio.Channel], service_key: str) -> None:
-        self._auth_channel = auth_channel
+    def __init__(self, exchange: KeyExchange, service_key: str) -> None:
+        self._exchange = exchange
         self._service_key = service_key
         self._token = ""
         self._expires = 0.0
@@ -62,14 +79,13 @@ class Credentials:
     async def service_token(self) -> str:
         if not self._service_key:
             raise FailedPrecondition(
-                "this service has no service API key to call other services with (set QRUNTIME_SERVICE_KEY)",
+                "this service has no service API key to call other services with "
+                "(set QRUNTIME_SERVICE_KEY or --service-key-file)",
                 reason="SERVICE_KEY_MISSING",
             )
         async with self._lock:
             if time.time() > self._expires - RENEW_BEFORE_SECONDS:
-                stub = auth_service_pb2_grpc.AuthServiceStub(self._auth_channel())
-                response = await call(stub.CreateToken, auth_service_pb2.CreateTokenRequest(api_key=self._service_key))
-                self._token, self._expires = response.token, response.expire_time.seconds
+                self._token, self._expires = await self._exchange(self._service_key)
         return self._token
 
 

@@ -3,7 +3,8 @@
 Used when the services run as separate processes or containers. It forwards the raw bytes of
 requests and responses (nothing is decoded or re-checked here: every service checks its own
 calls) with the caller's metadata, deadline and the callee's full status, rich details included.
-Its own health service answers for the front door itself.
+Its own health service answers for the front door itself. The suite's internal methods
+(INTERNAL_METHODS: exchanging a service key for a token, revocations) are never forwarded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from qruntime.devices.v1 import devices_service_pb2  # noqa: F401
 from qruntime.jobs.v1 import jobs_service_pb2  # noqa: F401
 from qruntime.programs.v1 import programs_service_pb2  # noqa: F401
 
+from qruntime_kit.auth import INTERNAL_METHODS
 from qruntime_kit.logging import configure_logging, get_logger
 from qruntime_kit.outbound import CHANNEL_OPTIONS
 from qruntime_kit.server import until_signalled
@@ -60,8 +62,8 @@ class Router(grpc.GenericRpcHandler):
         path = handler_call_details.method  # "/qruntime.jobs.v1.JobsService/CreateJob"
         service_name, _, method_name = path.lstrip("/").partition("/")
         url = self._routes.get(service_name.rpartition(".")[0])
-        if url is None:
-            return None  # UNIMPLEMENTED: not a qruntime service
+        if url is None or path in INTERNAL_METHODS:
+            return None  # UNIMPLEMENTED: not a qruntime service, or one only the services call
         try:
             method = self._pool.FindServiceByName(service_name).FindMethodByName(method_name)
         except KeyError:

@@ -1,7 +1,7 @@
 """Start the suite as real OS processes and wait until it serves: used by tests and benchmarks.
 
 embedded(): `qruntime up` as one process. separate(): the four services as four processes behind
-`qruntime gateway`, each with its own SQLite file, all sharing one service key.
+`qruntime gateway`, each with its own SQLite file; the jobs service signs in with a service key of its own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from qruntime_auth.store import new_api_key
+from qruntime_auth.keys import new_api_key
 
 from .probe import is_serving
 
@@ -96,8 +96,9 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None) -> Launched:
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("gateway", "auth", "programs", "devices", "jobs")}
     url = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    env = {**os.environ, "QRUNTIME_SERVICE_KEY": new_api_key(), "QRUNTIME_DATA_DIR": str(data_dir),
-           "QRUNTIME_AUTH_URL": url["auth"], **(extra_env or {})}
+    jobs_key = new_api_key()  # the jobs service's identity: only it and auth know it
+    env = {**os.environ, "QRUNTIME_DATA_DIR": str(data_dir), "QRUNTIME_AUTH_URL": url["auth"], **(extra_env or {})}
+    own_env = {"auth": {"QRUNTIME_SERVICE_KEYS": f"jobs={jobs_key}"}, "jobs": {"QRUNTIME_SERVICE_KEY": jobs_key}}
     commands = {
         "auth": ["qruntime-auth", "--public-url", url["gateway"]],
         "programs": ["qruntime-programs"],
@@ -109,7 +110,7 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None) -> Launched:
     processes = {}
     for name, (program, *args) in commands.items():
         processes[name] = _spawn([str(BIN / program), *args, "--port", str(ports[name])],
-                                 data_dir / f"{name}.log", env)
+                                 data_dir / f"{name}.log", {**env, **own_env.get(name, {})})
     launched = Launched(url["gateway"], data_dir, processes)
     _wait(launched, url, timeout)
     if not (data_dir / "bootstrap.json").exists():  # auth serves only once it has written it
