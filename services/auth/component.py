@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+from qruntime.admin.v1 import admin_service_pb2_grpc
 from qruntime.auth.v1 import auth_service_pb2_grpc
 
 from qruntime_kit.logging import get_logger
@@ -18,6 +19,7 @@ from qruntime_kit.secrets import private_secret, read_private
 from qruntime_kit.server import Runtime
 from qruntime_kit.settings import ServerSettings, setting
 
+from .admin import AdminServicer
 from .bootstrap import bootstrap_if_empty
 from .ratelimit import RateLimiter
 from .servicer import AuthServicer
@@ -26,6 +28,7 @@ from .tokens import TokenIssuer
 
 log = get_logger("auth")
 SERVICE = "qruntime.auth.v1.AuthService"
+ADMIN_SERVICE = "qruntime.admin.v1.AdminService"
 KEY_HASH_SECRET_FILE = "key-hash.secret"
 SERVICE_KEYS_DIR = "service-keys"
 
@@ -62,7 +65,7 @@ def service_keys_of(settings: AuthSettings) -> dict[str, str]:
 
 class AuthComponent:
     name = "auth"
-    service_names = (SERVICE,)
+    service_names = (SERVICE, ADMIN_SERVICE)
     public_methods = frozenset({f"/{SERVICE}/CreateToken", f"/{SERVICE}/ListSigningKeys",
                                 f"/{SERVICE}/CreateServiceToken", f"/{SERVICE}/ListRevocations"})
 
@@ -79,6 +82,7 @@ class AuthComponent:
     def register(self, server) -> None:
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
             AuthServicer(self.store, self.issuer, *self._limits), server)
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.store), server)
 
     async def exchange_service_key(self, service_key: str) -> tuple[str, int]:
         """CreateServiceToken in process, for the services served with this component."""

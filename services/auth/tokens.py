@@ -78,6 +78,10 @@ class TokenIssuer:
         return (*self._sign(principal, USER_AUDIENCES, owner.key_id), row, roles)
 
     def _account_token(self, user: dict, key_id: str, accounts: list[str], account: str) -> tuple[str, int]:
+        if account == "-" and not accounts:
+            # A user no account has taken in yet: enough to see and answer invitations, manage own keys.
+            return self._sign(Principal(subject=user["id"], kind=USER, operator=bool(user["operator"])),
+                              USER_AUDIENCES, key_id)
         if account == "-":
             if len(accounts) != 1:
                 raise InvalidArgument(

@@ -26,7 +26,7 @@ from .errors import Unauthenticated, Unavailable
 ISSUER = "qruntime-auth"
 ALGORITHM = "EdDSA"
 # The services a user's token is for by default: every one a client calls through the front door.
-USER_AUDIENCES = ("auth", "programs", "jobs", "devices")
+USER_AUDIENCES = ("auth", "admin", "programs", "jobs", "devices")
 MAX_LIFETIME_SECONDS = 3600
 LEEWAY_SECONDS = 30
 REFETCH_INTERVAL_SECONDS = 5.0

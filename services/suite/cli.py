@@ -2,6 +2,7 @@
 
     qruntime up --data-dir DIR      all four services on one port, SQLite under DIR (foreground)
     qruntime gateway ...            the front door for services running as separate processes
+    qruntime admin ...              manage users, instances, groups, policies, keys; read the audit trail
     qruntime service-key            print a new service API key (for QRUNTIME_SERVICE_KEY and QRUNTIME_SERVICE_KEYS)
 """
 
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> None:
         up(rest)
     elif command == "gateway":
         run_gateway(load_settings(GatewaySettings, rest, prog="qruntime gateway"))
+    elif command == "admin":
+        from .admin_cli import main as admin
+
+        admin(rest)
     elif command == "service-key":
         print(new_api_key())
     else:

@@ -18,6 +18,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2_grpc
 
 # Importing the generated modules registers every qruntime service in the descriptor pool.
+from qruntime.admin.v1 import admin_service_pb2  # noqa: F401
 from qruntime.auth.v1 import auth_service_pb2  # noqa: F401
 from qruntime.devices.v1 import devices_service_pb2  # noqa: F401
 from qruntime.jobs.v1 import jobs_service_pb2  # noqa: F401
@@ -44,6 +45,7 @@ class GatewaySettings(ServerSettings):
     def routes(self) -> dict[str, str]:
         return {
             "qruntime.auth.v1": self.auth_url or "127.0.0.1:8444",
+            "qruntime.admin.v1": self.auth_url or "127.0.0.1:8444",  # served by the auth service
             "qruntime.programs.v1": self.programs_url,
             "qruntime.jobs.v1": self.jobs_url,
             "qruntime.devices.v1": self.devices_url,
