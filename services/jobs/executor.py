@@ -143,8 +143,8 @@ class JobExecutor:
             log.info("job stopped")
             return
         if outcome.retry and job.attempts < self._max_attempts:
-            if await asyncio.to_thread(self._store.requeue, job.id, runner=self.runner_id):  # still ours
-                message = f"{outcome.message}; the job goes back to the queue for attempt {job.attempts + 1}"
+            message = f"{outcome.message}; the job goes back to the queue for attempt {job.attempts + 1}"
+            if await asyncio.to_thread(self._store.requeue, job.id, runner=self.runner_id, why=message):  # still ours
                 await asyncio.to_thread(self._store.append_log, job.id, "WARNING", message)
                 log.warning("job requeued", why=outcome.message, attempt=job.attempts)
                 self.wake()
