@@ -47,7 +47,8 @@ class Caller:
         self.metadata = suite.metadata(token)
 
     def call(self, service: str, method: str, request):
-        return getattr(self.stubs[service], method)(request, metadata=self.metadata, timeout=60)
+        response = getattr(self.stubs[service], method)(request, metadata=self.metadata, timeout=60)
+        return list(response) if method == "WatchJob" else response  # the stream's responses, read to the end
 
     def error(self, service: str, method: str, request) -> ServiceError:
         with pytest.raises(grpc.RpcError) as caught:
@@ -152,6 +153,9 @@ def test_every_jobs_and_programs_rpc_is_scoped_to_the_caller_s_instance(suite):
         ("jobs", "ListJobLogs"): jobs_service_pb2.ListJobLogsRequest(job_id=job.id),
         ("jobs", "ListJobInterimResults"): jobs_service_pb2.ListJobInterimResultsRequest(job_id=job.id),
         ("jobs", "CreateJob"): jobs_service_pb2.CreateJobRequest(program_id=private.id, inputs="{}"),
+        ("jobs", "WatchJob"): jobs_service_pb2.WatchJobRequest(job_id=job.id),
+        ("jobs", "BatchGetJobs"): jobs_service_pb2.BatchGetJobsRequest(job_ids=[job.id]),
+        ("jobs", "UpdateJobTags"): jobs_service_pb2.UpdateJobTagsRequest(job_id=job.id, tags=["taken"]),
         ("programs", "GetProgram"): programs_service_pb2.GetProgramRequest(program_id=private.id),
         ("programs", "ListProgramVersions"): programs_service_pb2.ListProgramVersionsRequest(program_id=private.id),
         ("programs", "UpdateProgram"): programs_service_pb2.UpdateProgramRequest(
@@ -166,7 +170,8 @@ def test_every_jobs_and_programs_rpc_is_scoped_to_the_caller_s_instance(suite):
         ("jobs", jobs_service_pb2.DESCRIPTOR.services_by_name["JobsService"]),
         ("programs", programs_service_pb2.DESCRIPTOR.services_by_name["ProgramsService"]),
     ) for m in descriptor.methods}
-    assert every_rpc == set(not_found) | set(listed) | {("programs", "CreateProgram")}
+    # GetUsage counts the caller's own instance's jobs only (checked below).
+    assert every_rpc == set(not_found) | set(listed) | {("programs", "CreateProgram"), ("jobs", "GetUsage")}
     for who, caller in _other_instances(suite).items():
         for (service, method), request in not_found.items():
             err = caller.error(service, method, request)
@@ -174,11 +179,14 @@ def test_every_jobs_and_programs_rpc_is_scoped_to_the_caller_s_instance(suite):
             assert job.id not in err.message or method != "CreateJob"
         for (service, method), (request, field, own_id) in listed.items():
             assert own_id not in [x.id for x in getattr(caller.call(service, method, request), field)], (who, method)
+        usage = caller.call("jobs", "GetUsage", jobs_service_pb2.GetUsageRequest())
+        assert (usage.jobs_done, list(usage.backends)) == (0, []), who
         theirs = caller.program(f"theirs-{who.replace(' ', '-')}")
         assert theirs.owner_instance != suite.instance
         assert owner.error("programs", "GetProgram", programs_service_pb2.GetProgramRequest(
             program_id=theirs.id)).code == grpc.StatusCode.NOT_FOUND
-    assert owner.wait(job.id).id == job.id  # nothing the others tried touched it
+    assert list(owner.wait(job.id).tags) == []  # nothing the others tried touched it
+    assert owner.call("jobs", "GetUsage", jobs_service_pb2.GetUsageRequest()).jobs_done >= 1
     assert owner.call("programs", "GetProgram", programs_service_pb2.GetProgramRequest(
         program_id=private.id)).program.description == private.description
 
