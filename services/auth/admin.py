@@ -8,6 +8,8 @@ invitations are the caller's own. Another account's things are NOT_FOUND, as if 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import re
 
 from qruntime.admin.v1 import admin_pb2, admin_service_pb2, admin_service_pb2_grpc
 
@@ -18,6 +20,10 @@ from qruntime_kit.store import decode_page_token, encode_page_token, page_size
 from .servicer import PLANS, ROLES, instance_message, timestamp
 from .store import AuthStore
 
+OUTCOMES = {"success": admin_pb2.AUDIT_OUTCOME_SUCCESS, "denied": admin_pb2.AUDIT_OUTCOME_DENIED,
+            "failure": admin_pb2.AUDIT_OUTCOME_FAILURE}
+_OUTCOME_NAMES = {v: k for k, v in OUTCOMES.items()}
+_AUDIT_FILTER_KEYS = {"subject", "instance", "action", "outcome", "request_id", "since"}
 ACCOUNT_ROLES = {"owner": admin_pb2.ACCOUNT_ROLE_OWNER, "administrator": admin_pb2.ACCOUNT_ROLE_ADMINISTRATOR,
                  "member": admin_pb2.ACCOUNT_ROLE_MEMBER}
 STATES = {"invited": admin_pb2.MEMBERSHIP_STATE_INVITED, "active": admin_pb2.MEMBERSHIP_STATE_ACTIVE}
@@ -62,6 +68,47 @@ def _name(value: str, field: str) -> str:
         raise InvalidArgument(f"{field} must be 1 to {MAX_NAME} characters", reason="INVALID_NAME",
                               field_violations=[(field, f"1 to {MAX_NAME} characters")])
     return value
+
+
+def audit_message(row: dict) -> admin_pb2.AuditEvent:
+    return admin_pb2.AuditEvent(
+        id=row["id"], time=timestamp(row["time"]), account_id=row["account_id"], subject=row["subject"],
+        instance=row["instance"], action=row["action"], method=row["method"], outcome=OUTCOMES[row["outcome"]],
+        code=row["code"], reason=row["reason"], request_id=row["request_id"], target=row["target"])
+
+
+def audit_row(event: admin_pb2.AuditEvent) -> dict:
+    return {"time": event.time.ToNanoseconds() / 1e9, "account_id": event.account_id, "subject": event.subject,
+            "instance": event.instance, "action": event.action, "method": event.method,
+            "outcome": _OUTCOME_NAMES.get(event.outcome, "failure"), "code": event.code, "reason": event.reason,
+            "request_id": event.request_id, "target": event.target}
+
+
+def parse_audit_filter(text: str) -> dict:
+    """"subject=u action=quantum-computing.job.* since=2026-12-01T00:00:00Z" -> column -> value."""
+    where = {}
+    for term in text.split():
+        key, sep, value = term.partition("=")
+        if not sep or key not in _AUDIT_FILTER_KEYS or not value or key in where:
+            raise InvalidArgument(
+                f"filter term {term[:100]!r} is not one of {sorted(_AUDIT_FILTER_KEYS)} as key=value, each once",
+                reason="INVALID_FILTER", field_violations=[("filter", "key=value terms: " + ", ".join(
+                    sorted(_AUDIT_FILTER_KEYS)))])
+        if key == "since":
+            try:
+                value = dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                raise InvalidArgument(f"since={value[:40]!r} is not an RFC 3339 time", reason="INVALID_FILTER",
+                                      field_violations=[("filter", "since=2026-12-01T00:00:00Z")]) from None
+        elif key == "outcome" and value not in OUTCOMES:
+            raise InvalidArgument(f"outcome must be one of {sorted(OUTCOMES)}", reason="INVALID_FILTER",
+                                  field_violations=[("filter", "outcome=success|denied|failure")])
+        elif key == "action" and not re.fullmatch(r"[a-z0-9.-]+\*?", value):
+            raise InvalidArgument("action must be a full action name, or a prefix ending in *",
+                                  reason="INVALID_FILTER",
+                                  field_violations=[("filter", "action=quantum-computing.job.*")])
+        where[key] = value
+    return where
 
 
 def _admin(principal: Principal) -> str:
@@ -370,6 +417,26 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
         await self._run(delete)
         return admin_service_pb2.DeletePolicyResponse()
+
+    # Audit trail ------------------------------------------------------------------------------
+    async def ListAuditEvents(self, request, context):
+        account_id = _admin(current_principal())
+        where = parse_audit_filter(request.filter)
+        size = page_size(request.page_size, default=100, maximum=1000)
+        position = decode_page_token(request.page_token, before=int, filter=str)
+        if position is not None and position["filter"] != request.filter:
+            raise InvalidArgument("page_token was made for another filter", reason="INVALID_PAGE_TOKEN",
+                                  field_violations=[("page_token", "use it with the filter that made it")])
+        rows = await self._run(lambda: self._store.audit_events(
+            account_id, where=where, before_id=position["before"] if position else None, limit=size + 1))
+        response = admin_service_pb2.ListAuditEventsResponse(events=[audit_message(r) for r in rows[:size]])
+        if len(rows) > size:
+            response.next_page_token = encode_page_token({"before": rows[size - 1]["id"], "filter": request.filter})
+        return response
+
+    async def RecordAuditEvents(self, request, context):
+        await self._run(self._store.append_audit_events, [audit_row(e) for e in request.events])
+        return admin_service_pb2.RecordAuditEventsResponse()
 
     # API keys ----------------------------------------------------------------------------------
     async def CreateApiKey(self, request, context):

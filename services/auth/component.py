@@ -14,6 +14,7 @@ from pathlib import Path
 from qruntime.admin.v1 import admin_service_pb2_grpc
 from qruntime.auth.v1 import auth_service_pb2_grpc
 
+from qruntime_kit.audit import AuditEvent
 from qruntime_kit.logging import get_logger
 from qruntime_kit.secrets import private_secret, read_private
 from qruntime_kit.server import Runtime
@@ -67,7 +68,8 @@ class AuthComponent:
     name = "auth"
     service_names = (SERVICE, ADMIN_SERVICE)
     public_methods = frozenset({f"/{SERVICE}/CreateToken", f"/{SERVICE}/ListSigningKeys",
-                                f"/{SERVICE}/CreateServiceToken", f"/{SERVICE}/ListRevocations"})
+                                f"/{SERVICE}/CreateServiceToken", f"/{SERVICE}/ListRevocations",
+                                f"/{ADMIN_SERVICE}/RecordAuditEvents"})
 
     def __init__(self, settings: AuthSettings) -> None:
         self._settings = settings
@@ -92,6 +94,10 @@ class AuthComponent:
         """ListRevocations in process, for the services served with this component."""
         rows = await asyncio.to_thread(self.store.revocations_since, since)
         return [(r["subject"], r["revoke_time"]) for r in rows]
+
+    async def record_audit_events(self, events: list[AuditEvent]) -> None:
+        """RecordAuditEvents in process, for the services served with this component."""
+        await asyncio.to_thread(self.store.append_audit_events, [dataclasses.asdict(e) for e in events])
 
     async def start(self, runtime: Runtime) -> None:
         if self._settings.bootstrap:

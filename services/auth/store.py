@@ -107,6 +107,22 @@ revocations = sa.Table(
     sa.Column("subject", sa.String(64), primary_key=True),
     sa.Column("revoke_time", sa.Float, nullable=False),  # Unix seconds
 )
+# Append-only: the store has no method that changes or deletes an event.
+audit_events = sa.Table(
+    "auth_audit_event", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("time", sa.Float, nullable=False),  # Unix seconds
+    sa.Column("account_id", sa.String(64), nullable=False, index=True),
+    sa.Column("subject", sa.String(100), nullable=False),
+    sa.Column("instance", sa.String(300), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("method", sa.String(200), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("code", sa.String(40), nullable=False),
+    sa.Column("reason", sa.String(100), nullable=False),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("target", sa.String(300), nullable=False),
+)
 
 
 def new_id() -> str:
@@ -396,6 +412,28 @@ class AuthStore:
     def revocations_since(self, since: float) -> list[dict]:
         """Revocations made at or after since (Unix seconds)."""
         return self._rows(sa.select(revocations).where(revocations.c.revoke_time >= since))
+
+    # Audit trail ------------------------------------------------------------------------------
+    def append_audit_events(self, events: list[dict]) -> None:
+        if events:
+            with self.engine.begin() as conn:
+                conn.execute(audit_events.insert(), events)
+
+    def audit_events(self, account_id: str, *, where: dict, before_id: int | None, limit: int) -> list[dict]:
+        """The account's events, newest first, matching where (column -> value; "action" may end in
+        "*" for a prefix, "since" is Unix seconds)."""
+        t = audit_events
+        query = sa.select(t).where(t.c.account_id == account_id)
+        for column, value in where.items():
+            if column == "since":
+                query = query.where(t.c.time >= value)
+            elif column == "action" and value.endswith("*"):
+                query = query.where(t.c.action.startswith(value[:-1], autoescape=True))
+            else:
+                query = query.where(t.c[column] == value)
+        if before_id is not None:
+            query = query.where(t.c.id < before_id)
+        return self._rows(query.order_by(t.c.id.desc()).limit(limit))
 
     # Signing keys -----------------------------------------------------------------------------
     def signing_keys(self) -> list[dict]:

@@ -56,6 +56,7 @@ SERVICE_CALLS: dict[str, frozenset[str]] = {
 INTERNAL_METHODS = frozenset({
     "/qruntime.auth.v1.AuthService/CreateServiceToken",
     "/qruntime.auth.v1.AuthService/ListRevocations",
+    "/qruntime.admin.v1.AdminService/RecordAuditEvents",
 })
 
 

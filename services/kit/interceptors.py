@@ -1,7 +1,7 @@
 """Server interceptors: request ids, the one error mapping, bearer-token auth and storable text.
 
 Each wraps the method handler's behaviour in an async context that runs around every call, unary
-or streaming. Order (outermost first): RequestContext, Errors, Auth, Text.
+or streaming. Order (outermost first): RequestContext, Errors, Audit, Auth, Text.
 """
 
 from __future__ import annotations
@@ -17,6 +17,17 @@ import grpc
 import structlog
 from google.protobuf.message import Message
 
+from .audit import (
+    AUDITED_ACTIONS,
+    DENIED,
+    DENIED_CODES,
+    FAILURE,
+    SUCCESS,
+    AuditSink,
+    audited_call,
+    event_of,
+    note_principal,
+)
 from .auth import SERVICE_CALLS, audience_of, reset_principal, set_principal
 from .errors import FieldViolation, Internal, InvalidArgument, PermissionDenied, ServiceError, Unauthenticated
 from .tokens import TokenVerifier
@@ -173,6 +184,7 @@ class AuthInterceptor(_Around):
                 raise Unauthenticated("the authorization metadata must be 'Bearer <token>'", reason="TOKEN_INVALID")
             principal = await self._verifier.verify(token.strip(), audience_of(details.method))
             structlog.contextvars.bind_contextvars(subject=principal.subject)
+            note_principal(principal)
             if principal.is_service and details.method not in SERVICE_CALLS.get(principal.subject, ()):
                 raise PermissionDenied(
                     f"the {principal.subject} service may not call {details.method}",
@@ -183,6 +195,37 @@ class AuthInterceptor(_Around):
             yield
         finally:
             reset_principal(reset)
+
+
+class AuditInterceptor(_Around):
+    """Records every call that creates, changes or deletes something (AUDITED_ACTIONS) and every
+    refused one as an audit event. It sits outside the auth interceptor, so that calls refused for
+    a missing or bad token are recorded too."""
+
+    def __init__(self, sink: AuditSink) -> None:
+        self._sink = sink
+
+    @contextlib.asynccontextmanager
+    async def around(self, details, context, request) -> AsyncIterator[None]:
+        method = details.method
+        if method.startswith(OPEN_PREFIXES):
+            yield
+            return
+        outcome, code, reason = SUCCESS, "OK", ""
+        with audited_call() as call:
+            try:
+                yield
+            except ServiceError as err:
+                outcome = DENIED if err.code in DENIED_CODES else FAILURE
+                code, reason = err.code.name, err.reason
+                raise
+            except BaseException as err:
+                if not isinstance(err, grpc.aio.AbortError):
+                    outcome, code, reason = FAILURE, type(err).__name__, ""
+                raise
+            finally:
+                if outcome == DENIED or method in AUDITED_ACTIONS:
+                    self._sink.add(event_of(method, call, request, outcome, code, reason))
 
 
 class TextInterceptor(_Around):

@@ -173,6 +173,11 @@ class AdminServiceStub:
                 request_serializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.RecordAuditEvents = channel.unary_unary(
+                '/qruntime.admin.v1.AdminService/RecordAuditEvents',
+                request_serializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.RecordAuditEventsRequest.SerializeToString,
+                response_deserializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.RecordAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -371,6 +376,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordAuditEvents(self, request, context):
+        """Appends audit events the suite's services recorded. Internal: the front door never serves it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -508,6 +520,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'RecordAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordAuditEvents,
+                    request_deserializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.RecordAuditEventsRequest.FromString,
+                    response_serializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.RecordAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1243,6 +1260,33 @@ class AdminService:
             '/qruntime.admin.v1.AdminService/ListAuditEvents',
             qruntime_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
             qruntime_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.admin.v1.AdminService/RecordAuditEvents',
+            qruntime_dot_admin_dot_v1_dot_admin__service__pb2.RecordAuditEventsRequest.SerializeToString,
+            qruntime_dot_admin_dot_v1_dot_admin__service__pb2.RecordAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -91,6 +91,8 @@ class AdminServiceStub:
     """Deletes one of the caller's API keys: it and its tokens are refused within 5 s."""
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditEventsRequest, _admin_service_pb2.ListAuditEventsResponse]
     """Lists the audit trail of the caller's account, newest first. Account administrators."""
+    RecordAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RecordAuditEventsRequest, _admin_service_pb2.RecordAuditEventsResponse]
+    """Appends audit events the suite's services recorded. Internal: the front door never serves it."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -155,6 +157,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Deletes one of the caller's API keys: it and its tokens are refused within 5 s."""
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditEventsRequest, _admin_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """Lists the audit trail of the caller's account, newest first. Account administrators."""
+    RecordAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RecordAuditEventsRequest, _admin_service_pb2.RecordAuditEventsResponse]  # type: ignore[assignment]
+    """Appends audit events the suite's services recorded. Internal: the front door never serves it."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages identity and access: users, invitations, accounts, instances, access groups, policies,
@@ -378,5 +382,13 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListAuditEventsResponse, _abc.Awaitable[_admin_service_pb2.ListAuditEventsResponse]]:
         """Lists the audit trail of the caller's account, newest first. Account administrators."""
+
+    @_abc_1.abstractmethod
+    def RecordAuditEvents(
+        self,
+        request: _admin_service_pb2.RecordAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.RecordAuditEventsResponse, _abc.Awaitable[_admin_service_pb2.RecordAuditEventsResponse]]:
+        """Appends audit events the suite's services recorded. Internal: the front door never serves it."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
