@@ -226,3 +226,14 @@ def test_the_admin_command_is_an_installed_entry_point(suite):
     help_ = subprocess.run([str(qruntime), "admin", "policy", "create", "--help"], capture_output=True, text=True,
                            timeout=60)
     assert help_.returncode == 0 and "--instance" in help_.stdout
+
+
+def test_the_client_names_its_account_and_lists_its_account_s_instances(suite):
+    from qruntime import IBMRuntimeService
+
+    with IBMRuntimeService(token=suite.api_key, instance="lite", url=suite.address) as service:
+        account = service.active_account()
+        assert (account["instance"], account["url"], account["channel"]) == (suite.instance, suite.address,
+                                                                                "ibm_cloud")
+        bootstrap = json.loads((suite.data_dir / "bootstrap.json").read_text())
+        assert set(bootstrap["instances"].values()) <= set(service.instances())

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from .admin.v1 import admin_service_pb2_grpc
 from .auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from .devices.v1 import devices_service_pb2_grpc
 from .exceptions import RuntimeServiceError, from_grpc_error
@@ -27,6 +28,8 @@ DEFAULT_TIMEOUT = 30.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The largest message the channel sends or receives: circuits and results can be big."""
 TOKEN_EXPIRED_REASON = "TOKEN_EXPIRED"
+# A token revoked because a role changed is renewed like an expired one: the key decides anew.
+_RENEWABLE_REASONS = (TOKEN_EXPIRED_REASON, "TOKEN_REVOKED")
 """The ErrorInfo reason of an UNAUTHENTICATED status that a new token cures."""
 REFRESH_MARGIN_S = 60.0
 """A cached token is replaced this many seconds before it expires."""
@@ -125,6 +128,7 @@ class Transport:
         self.programs = programs_service_pb2_grpc.ProgramsServiceStub(self.channel)
         self.jobs = jobs_service_pb2_grpc.JobsServiceStub(self.channel)
         self.devices = devices_service_pb2_grpc.DevicesServiceStub(self.channel)
+        self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
         self.tokens = _TokenSource(self.auth, api_key, instance, timeout=timeout)
 
     def call(
@@ -175,4 +179,4 @@ class Transport:
 
 
 def _is_token_expired(error: RuntimeServiceError) -> bool:
-    return error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason == TOKEN_EXPIRED_REASON
+    return error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason in _RENEWABLE_REASONS

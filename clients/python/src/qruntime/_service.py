@@ -17,6 +17,7 @@ from ._channel import DEFAULT_TIMEOUT, Transport
 from ._jobs import ResultDecoder, RuntimeJob
 from ._options import RuntimeOptions, to_job_options
 from ._programs import RuntimeProgram, program_for_upload, program_update
+from .admin.v1 import admin_service_pb2
 from .devices.v1 import devices_service_pb2
 from .exceptions import NotFoundError, _invalid_argument
 from .jobs.v1 import job_pb2, jobs_service_pb2
@@ -90,13 +91,24 @@ class IBMRuntimeService:
 
     @staticmethod
     def saved_accounts() -> dict[str, dict[str, Any]]:
-        """Every saved account by name, as stored (tokens included)."""
+        """Every account this client saved, by name, as stored (tokens included); other libraries'
+        entries in the shared file are left out."""
         return _accounts.saved_accounts()
 
     @staticmethod
     def delete_account(name: str | None = None) -> bool:
         """Delete a saved account (by default the default one); whether one was deleted."""
         return _accounts.delete_account(name)
+
+    def active_account(self) -> dict[str, str]:
+        """The account this service object uses: ``auth``, ``channel``, ``token``, ``instance`` (its
+        CRN) and ``url``, as saved accounts hold them."""
+        return {**self._account.to_saved_format(), "instance": self._instance}
+
+    def instances(self) -> list[str]:
+        """The CRNs of the instances of this instance's account."""
+        request = admin_service_pb2.ListInstancesRequest(page_size=_MAX_PAGE_SIZE)
+        return [i.crn for i in self._transport.paginate(self._transport.admin.ListInstances, request, "instances")]
 
     @property
     def instance(self) -> str:
