@@ -18,6 +18,7 @@ from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from .auth import Principal
 from .errors import FailedPrecondition, from_rpc_error
 from .interceptors import REQUEST_ID_KEY, current_request_id
+from .tls import aio_channel
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHANNEL_OPTIONS = (
@@ -29,14 +30,16 @@ T = TypeVar("T")
 
 
 class Channels:
-    """Async channels to other services, one per address, closed together."""
+    """Async channels to other services, one per address, closed together; over TLS when given
+    credentials (see qruntime_kit.tls)."""
 
-    def __init__(self) -> None:
+    def __init__(self, credentials: grpc.ChannelCredentials | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._credentials = credentials
 
     def get(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
-            self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = aio_channel(address, self._credentials, CHANNEL_OPTIONS)
         return self._channels[address]
 
     async def close(self) -> None:

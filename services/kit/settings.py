@@ -43,6 +43,9 @@ class ServerSettings:
     log_format: str = setting("console", "console or json")
     log_level: str = setting("info", "debug, info, warning or error")
     grace_seconds: float = setting(5.0, "how long in-flight calls may finish on SIGTERM")
+    tls_cert_file: str = setting("", "PEM certificate (chain) to serve TLS with; empty: plaintext")
+    tls_key_file: str = setting("", "PEM private key of tls_cert_file (an owner-only file)")
+    tls_ca_file: str = setting("", "PEM CA bundle: call the other services over TLS, trusting only it")
 
     def __post_init__(self) -> None:
         problems = []

@@ -18,6 +18,7 @@ from google.protobuf.json_format import MessageToDict
 from qruntime.admin.v1 import admin_pb2, admin_service_pb2, admin_service_pb2_grpc
 from qruntime.auth.v1 import auth_pb2, auth_service_pb2, auth_service_pb2_grpc
 
+from qruntime_kit import tls
 from qruntime_kit.errors import from_rpc_error
 
 PLANS = {"lite": auth_pb2.PLAN_LITE, "standard": auth_pb2.PLAN_STANDARD}
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key-file", default=None,
                         help="file holding your API key (default: env QRUNTIME_API_KEY, then the saved account's)")
     parser.add_argument("--account", default=None, help="name of the saved account to use")
+    parser.add_argument("--ca-file", default=os.environ.get("QRUNTIME_CA_FILE", ""),
+                        help="PEM CA bundle of a suite that serves TLS (env QRUNTIME_CA_FILE)")
     parser.add_argument("--account-id", dest="acting_account", default="-",
                         help="the account to act in, if you belong to several")
     parser.add_argument("--json", action="store_true", help="print the response as JSON, for scripts")
@@ -175,7 +178,7 @@ def run(args: argparse.Namespace) -> dict:
     if (args.noun, args.verb) == ("policy", "create") and bool(args.user) == bool(args.group):
         raise AdminError("give exactly one of --user and --group")
     request = build(args)
-    with grpc.insecure_channel(url) as channel:
+    with tls.channel(url, tls.channel_credentials(args.ca_file)) as channel:
         try:
             token = auth_service_pb2_grpc.AuthServiceStub(channel).CreateToken(
                 auth_service_pb2.CreateTokenRequest(api_key=api_key, account=args.acting_account), timeout=30).token

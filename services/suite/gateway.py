@@ -29,6 +29,7 @@ from qruntime_kit.logging import configure_logging, get_logger
 from qruntime_kit.outbound import CHANNEL_OPTIONS
 from qruntime_kit.server import until_signalled
 from qruntime_kit.settings import ServerSettings, setting
+from qruntime_kit.tls import add_port, aio_channel, channel_credentials, server_credentials
 
 log = get_logger("gateway")
 _HOP_BY_HOP = {"te", "content-type", "grpc-timeout", "user-agent", "grpc-accept-encoding", "grpc-encoding"}
@@ -55,9 +56,9 @@ class GatewaySettings(ServerSettings):
 class Router(grpc.GenericRpcHandler):
     """Finds the service of a method path and forwards the call there, bytes unchanged."""
 
-    def __init__(self, routes: Mapping[str, str]) -> None:
+    def __init__(self, routes: Mapping[str, str], credentials: grpc.ChannelCredentials | None = None) -> None:
         self._routes = dict(routes)
-        self._channels = {url: grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS) for url in set(routes.values())}
+        self._channels = {url: aio_channel(url, credentials, CHANNEL_OPTIONS) for url in set(routes.values())}
         self._pool = descriptor_pool.Default()
 
     def service(self, handler_call_details):
@@ -116,12 +117,13 @@ class Gateway:
 
 async def start_gateway(settings: GatewaySettings) -> Gateway:
     """Start the front door and return it once it serves."""
-    router = Router(settings.routes())
+    router = Router(settings.routes(), channel_credentials(settings.tls_ca_file))
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     server.add_generic_rpc_handlers([router])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = add_port(server, f"{settings.host}:{settings.port}",
+                    server_credentials(settings.tls_cert_file, settings.tls_key_file))
     await server.start()
     log.info("gateway serving", address=f"{settings.host}:{port}", routes=settings.routes())
     return Gateway(server, port, router, health_servicer)

@@ -38,6 +38,7 @@ class Launched:
     url: str
     data_dir: Path
     processes: dict[str, subprocess.Popen]
+    ca_file: str = ""  # the CA bundle of a suite serving TLS
 
     @property
     def bootstrap(self) -> dict:
@@ -71,7 +72,7 @@ def _wait(launched: Launched, addresses: dict[str, str], timeout: float) -> None
             if process.poll() is not None:
                 launched.stop()
                 raise RuntimeError(f"{name} exited with {process.returncode}; see logs in {launched.data_dir}")
-        pending = {n: a for n, a in pending.items() if not is_serving(a, timeout=1)}
+        pending = {n: a for n, a in pending.items() if not is_serving(a, timeout=1, ca_file=launched.ca_file)}
         if pending and time.monotonic() > deadline:
             launched.stop()
             raise TimeoutError(f"not serving after {timeout} s: {sorted(pending)}")
@@ -86,7 +87,7 @@ def embedded(data_dir: Path, port: int | None = None, timeout: float = 60, extra
     env = {**os.environ, **(extra_env or {})}
     process = _spawn([str(BIN / "qruntime"), "up", "--data-dir", str(data_dir), "--port", str(port)],
                      data_dir / "suite.log", env)
-    launched = Launched(f"127.0.0.1:{port}", data_dir, {"suite": process})
+    launched = Launched(f"127.0.0.1:{port}", data_dir, {"suite": process}, env.get("QRUNTIME_TLS_CA_FILE", ""))
     _wait(launched, {"suite": launched.url}, timeout)
     return launched
 
@@ -111,7 +112,7 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None) -> Launched:
     for name, (program, *args) in commands.items():
         processes[name] = _spawn([str(BIN / program), *args, "--port", str(ports[name])],
                                  data_dir / f"{name}.log", {**env, **own_env.get(name, {})})
-    launched = Launched(url["gateway"], data_dir, processes)
+    launched = Launched(url["gateway"], data_dir, processes, env.get("QRUNTIME_TLS_CA_FILE", ""))
     _wait(launched, url, timeout)
     if not (data_dir / "bootstrap.json").exists():  # auth serves only once it has written it
         launched.stop()

@@ -45,12 +45,17 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def create_channel(url: str) -> grpc.Channel:
-    """An insecure channel to ``url`` ("host:port") that allows messages of up to 64 MiB."""
+def create_channel(url: str, ca_file: str | None = None) -> grpc.Channel:
+    """A channel to ``url`` ("host:port") that allows messages of up to 64 MiB: over TLS trusting the
+    PEM CA bundle ``ca_file`` when one is given, plaintext otherwise."""
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ]
+    if ca_file:
+        with open(ca_file, "rb") as file:
+            credentials = grpc.ssl_channel_credentials(file.read())
+        return grpc.secure_channel(url, credentials, options=options)
     return grpc.insecure_channel(url, options=options)
 
 
@@ -121,9 +126,11 @@ class _TokenSource:
 class Transport:
     """The channel, stubs and token of one service object."""
 
-    def __init__(self, url: str, api_key: str, instance: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, url: str, api_key: str, instance: str, *, timeout: float = DEFAULT_TIMEOUT, ca_file: str | None = None
+    ) -> None:
         self.timeout = timeout
-        self.channel = create_channel(url)
+        self.channel = create_channel(url, ca_file)
         self.auth = auth_service_pb2_grpc.AuthServiceStub(self.channel)
         self.programs = programs_service_pb2_grpc.ProgramsServiceStub(self.channel)
         self.jobs = jobs_service_pb2_grpc.JobsServiceStub(self.channel)

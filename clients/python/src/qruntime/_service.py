@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import os
 from collections.abc import Iterator, Mapping
 from itertools import islice
 from types import TracebackType
@@ -36,7 +37,8 @@ class IBMRuntimeService:
     The account is the token and instance given, else the saved account ``name`` (else the default
     one) with any of ``token``, ``instance`` and ``url`` given replacing its own. The API key is
     checked at once: a refused key raises ``IBMNotAuthorizedError`` here rather than on first use.
-    ``timeout`` is the seconds each call to the service may take.
+    ``timeout`` is the seconds each call to the service may take. ``ca_file`` (or the
+    ``QRUNTIME_CA_FILE`` environment variable) names the PEM CA bundle of a service that serves TLS.
 
     Raises:
         AccountNotFoundError: no account given and none saved.
@@ -56,10 +58,12 @@ class IBMRuntimeService:
         channel: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        ca_file: str | None = None,
     ) -> None:
         account = _accounts.resolve_account(auth, token, instance, url, name, channel)
         self._account = account
-        self._transport = Transport(account.url, account.token, account.instance, timeout=timeout)
+        self._transport = Transport(account.url, account.token, account.instance, timeout=timeout,
+                                    ca_file=ca_file or os.environ.get("QRUNTIME_CA_FILE") or None)
         try:
             response = self._transport.tokens.response
         except BaseException:
