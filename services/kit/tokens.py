@@ -11,6 +11,7 @@ past the key's rotation.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -79,7 +80,8 @@ KeyFetcher = Callable[[], Awaitable[Iterable[tuple[str, str]]]]
 # Revocations made since a time (Unix seconds): (subject, revoke time) pairs, the subject a user id
 # or an API key id; tokens of that subject issued up to that time no longer count.
 RevocationFetcher = Callable[[float], Awaitable[Iterable[tuple[str, float]]]]
-REVOCATION_POLL_SECONDS = 2.0  # with the poll's own time, a revocation takes effect within 5 s
+REVOCATION_POLL_SECONDS = 2.0
+VERIFIED_CACHE_SIZE = 10_000  # with the poll's own time, a revocation takes effect within 5 s
 
 
 class TokenVerifier:
@@ -92,12 +94,28 @@ class TokenVerifier:
         self._last_fetch = float("-inf")
         self._lock = asyncio.Lock()
         self._fetch_revocations = fetch_revocations
+        # Tokens whose signature and fixed claims were verified, by their exact text: a client sends
+        # the same token for an hour, so its Ed25519 check and JSON parse are done once. Expiry,
+        # audience and revocation are still checked on every call.
+        self._verified: collections.OrderedDict[str, tuple[dict, Principal]] = collections.OrderedDict()
         self._revoked: dict[str, float] = {}
         self._polled_at = float("-inf")  # time.time() of the last successful poll
         self._poll_lock = asyncio.Lock()
 
     async def verify(self, token: str, audience: str) -> Principal:
         """The principal of a token that names audience (the called service's short name)."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            claims, principal = cached
+            if time.time() > claims["exp"] + LEEWAY_SECONDS:
+                del self._verified[token]
+                raise Unauthenticated(
+                    "the bearer token has expired; get a new one with your API key", reason="TOKEN_EXPIRED")
+            if audience not in claims["aud"]:
+                raise Unauthenticated(f"the bearer token is not for the {audience} service",
+                                      reason="TOKEN_WRONG_AUDIENCE", metadata={"audience": audience})
+            await self._check_not_revoked(claims)
+            return principal
         try:
             key_id = jwt.get_unverified_header(token).get("kid", "")
         except jwt.PyJWTError:
@@ -129,7 +147,7 @@ class TokenVerifier:
                 reason="TOKEN_LIFETIME_TOO_LONG",
             )
         await self._check_not_revoked(claims)
-        return Principal(
+        principal = Principal(
             subject=claims["sub"],
             kind=claims["kind"],
             account_id=claims.get("acct", ""),
@@ -140,6 +158,11 @@ class TokenVerifier:
             operator=claims.get("op") is True,
             token=token,
         )
+        claims["aud"] = [claims["aud"]] if isinstance(claims["aud"], str) else list(claims["aud"])
+        self._verified[token] = (claims, principal)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
 
     async def _check_not_revoked(self, claims: dict) -> None:
         if self._fetch_revocations is None:

@@ -157,3 +157,12 @@ def test_an_unreachable_auth_service_is_unavailable_not_a_bad_token():
         verify(TokenVerifier(keys), signed())
     assert not isinstance(caught.value, Unauthenticated)
     assert caught.value.reason == "AUTH_UNAVAILABLE"
+
+
+def test_a_token_verified_before_is_still_refused_once_it_expires(monkeypatch):
+    verifier = TokenVerifier(Keys(("k1", KEY)))
+    now = time.time()
+    token = signed(claims(iat=int(now), exp=int(now) + 60))
+    assert verify(verifier, token).subject == "user-1"  # verified, and remembered
+    monkeypatch.setattr(qruntime_kit.tokens.time, "time", lambda: now + 60 + 31)
+    assert reason_of(verifier, token) == "TOKEN_EXPIRED"
