@@ -35,7 +35,8 @@ MAX_NAME = 200
 
 def user_message(row: dict) -> admin_pb2.User:
     return admin_pb2.User(id=row["id"], email=row["email"], name=row["name"], disabled=row["disabled"],
-                          operator=row["operator"], create_time=timestamp(row["create_time"]))
+                          operator=row["operator"], create_time=timestamp(row["create_time"]),
+                          service_id_account_id=row["service_id_account_id"] or "")
 
 
 def membership_message(row: dict, user: dict) -> admin_pb2.Membership:
@@ -158,9 +159,25 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return admin_pb2.AccessGroup(id=row["id"], name=row["name"], member_ids=self._store.group_member_ids(row["id"]),
                                      create_time=timestamp(row["create_time"]))
 
+    def _key_holder(self, principal: Principal, user_ref: str) -> str:
+        """Whose keys a call is about: the caller's own, or (for account administrators) a service
+        ID of their account."""
+        if not user_ref:
+            return principal.subject
+        account_id = _admin(principal)
+        row = self._store.user(user_ref)
+        if row is None or row["service_id_account_id"] != account_id:
+            raise NotFound(f"service ID {user_ref!r} not found in this account", reason="SERVICE_ID_NOT_FOUND",
+                           metadata={"user": user_ref})
+        return row["id"]
+
     def _own_key(self, principal: Principal, key_id: str) -> dict:
+        """A key of the caller's, or of a service ID of the account the caller administers."""
         row = self._store.api_key(key_id) if key_id else None
-        if row is None or row["user_id"] != principal.subject:
+        holder = self._store.user(row["user_id"]) if row and row["user_id"] else None
+        managed = (holder is not None and principal.is_account_admin
+                   and holder["service_id_account_id"] == principal.account_id)
+        if row is None or not (row["user_id"] == principal.subject or managed):
             raise NotFound(f"API key {key_id!r} not found among yours", reason="API_KEY_NOT_FOUND",
                            metadata={"key_id": key_id})
         return row
@@ -439,14 +456,36 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return admin_service_pb2.RecordAuditEventsResponse()
 
     # API keys ----------------------------------------------------------------------------------
+    async def CreateServiceId(self, request, context):
+        account_id = _admin(current_principal())
+        name = _name(request.name, "name")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
+            raise InvalidArgument("a service ID's name is 1 to 64 letters, digits, '.', '_' or '-'",
+                                  reason="INVALID_NAME", field_violations=[("name", "[A-Za-z0-9._-]{1,64}")])
+
+        def create():
+            if self._store.user(f"{name}@service-id.{account_id}") is not None:
+                raise AlreadyExists(f"the account has a service ID named {name!r}", reason="SERVICE_ID_EXISTS")
+            user_id = self._store.create_service_id(account_id, name)
+            api_key, _ = self._store.create_user_key(user_id, name="first")
+            return self._store.user(user_id), api_key
+
+        user, api_key = await self._run(create)
+        return admin_service_pb2.CreateServiceIdResponse(user=user_message(user), api_key=api_key)
+
     async def CreateApiKey(self, request, context):
         principal = current_principal()
         name = request.name.strip()[:MAX_NAME]
-        api_key, row = await self._run(self._store.create_user_key, principal.subject, name)
+
+        def create():
+            return self._store.create_user_key(self._key_holder(principal, request.user), name)
+
+        api_key, row = await self._run(create)
         return admin_service_pb2.CreateApiKeyResponse(key=key_message(row), api_key=api_key)
 
     async def ListApiKeys(self, request, context):
-        rows = await self._run(self._store.user_keys, current_principal().subject)
+        principal = current_principal()
+        rows = await self._run(lambda: self._store.user_keys(self._key_holder(principal, request.user)))
         page, token = paged(rows, request, "keys")
         return admin_service_pb2.ListApiKeysResponse(keys=[key_message(r) for r in page], next_page_token=token)
 

@@ -40,6 +40,8 @@ users = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("disabled", sa.Boolean, nullable=False, default=False),
     sa.Column("operator", sa.Boolean, nullable=False, default=False),
+    # For a service ID (automation, not a person): the account that owns it and manages its keys.
+    sa.Column("service_id_account_id", sa.String(64), nullable=True),
     _time("create_time", nullable=False, default=_now),
 )
 memberships = sa.Table(
@@ -185,6 +187,16 @@ class AuthStore:
             conn.execute(users.insert().values(id=user_id, email=email, name=name or email, operator=operator))
         return user_id
 
+    def create_service_id(self, account_id: str, name: str) -> str:
+        """A service ID of the account: a member (active at once) whose keys its administrators manage."""
+        user_id = "serviceid-" + new_id()
+        with self.engine.begin() as conn:
+            conn.execute(users.insert().values(id=user_id, email=f"{name}@service-id.{account_id}", name=name,
+                                               service_id_account_id=account_id))
+            conn.execute(memberships.insert().values(account_id=account_id, user_id=user_id, role="member",
+                                                     state="active"))
+        return user_id
+
     def user(self, user_id_or_email: str) -> dict | None:
         return self._row(sa.select(users).where(
             (users.c.id == user_id_or_email) | (users.c.email == user_id_or_email)))
@@ -235,6 +247,10 @@ class AuthStore:
                                                       & group_members.c.group_id.in_(account_groups)))
             done = conn.execute(memberships.delete().where((memberships.c.account_id == account_id)
                                                            & (memberships.c.user_id == user_id))).rowcount
+            # A service ID lives only in its account: out of it, its keys go and it is disabled.
+            owned = (users.c.id == user_id) & (users.c.service_id_account_id == account_id)
+            if conn.execute(users.update().where(owned).values(disabled=True)).rowcount:
+                conn.execute(api_keys.delete().where(api_keys.c.user_id == user_id))
         self.revoke(user_id)
         return bool(done)
 

@@ -35,6 +35,7 @@ _USER = ("user", {"help": "user id or e-mail address"})
 _KEY = ("key_id", {"help": "the key's id (the 16 hex digits after qrk_)"})
 _GROUP = ("group", {"help": "access group id or name"})
 _ALL = {"page_size": 1000}
+_SERVICE_ID = ("--service-id", {"default": "", "help": "a service ID of your account (administrators)"})
 
 
 def _choice(table: dict, what: str) -> dict:
@@ -108,10 +109,13 @@ COMMANDS = {
     ("policy", "list"): ("list the account's policies", "ListPolicies", lambda a: pb.ListPoliciesRequest(**_ALL), ()),
     ("policy", "delete"): ("delete a policy", "DeletePolicy",
                            lambda a: pb.DeletePolicyRequest(policy_id=a.policy_id), (("policy_id", {}),)),
-    ("key", "create"): ("create an API key for yourself (its secret is shown once)", "CreateApiKey",
-                        lambda a: pb.CreateApiKeyRequest(name=a.name), (("--name", {"default": ""}),)),
-    ("key", "list"): ("list your API keys (without secrets)", "ListApiKeys",
-                      lambda a: pb.ListApiKeysRequest(**_ALL), ()),
+    ("service-id", "create"): ("create a service ID (automation) with a first API key, shown once",
+                               "CreateServiceId", lambda a: pb.CreateServiceIdRequest(name=a.name), (("name", {}),)),
+    ("key", "create"): ("create an API key for yourself or a service ID (its secret is shown once)", "CreateApiKey",
+                        lambda a: pb.CreateApiKeyRequest(name=a.name, user=a.service_id),
+                        (("--name", {"default": ""}), _SERVICE_ID)),
+    ("key", "list"): ("list your (or a service ID's) API keys, without secrets", "ListApiKeys",
+                      lambda a: pb.ListApiKeysRequest(user=a.service_id, **_ALL), (_SERVICE_ID,)),
     ("key", "disable"): ("disable one of your API keys", "DisableApiKey",
                          lambda a: pb.DisableApiKeyRequest(key_id=a.key_id), (_KEY,)),
     ("key", "enable"): ("enable one of your API keys", "EnableApiKey",

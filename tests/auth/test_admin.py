@@ -237,3 +237,28 @@ def test_the_client_names_its_account_and_lists_its_account_s_instances(suite):
                                                                                 "ibm_cloud")
         bootstrap = json.loads((suite.data_dir / "bootstrap.json").read_text())
         assert set(bootstrap["instances"].values()) <= set(service.instances())
+
+
+def test_a_service_id_automates_with_keys_its_account_s_administrators_manage(suite):
+    owner = Admin(suite, suite.api_key)
+    made = owner.CreateServiceId(pb.CreateServiceIdRequest(name="nightly-ci"))
+    robot = made.user
+    assert robot.service_id_account_id and robot.id.startswith("serviceid-") and made.api_key.startswith("qrk_")
+    assert owner.error("CreateServiceId", pb.CreateServiceIdRequest(name="nightly-ci")).reason == "SERVICE_ID_EXISTS"
+    owner.CreatePolicy(pb.CreatePolicyRequest(policy=admin_pb2.Policy(
+        user_id=robot.id, instance="lite", role=auth_pb2.ROLE_WRITER)))
+    assert list(instance_token(suite, made.api_key, "lite").roles) == [auth_pb2.ROLE_WRITER]
+    second = owner.CreateApiKey(pb.CreateApiKeyRequest(name="rotated", user=robot.id))
+    keys = owner.ListApiKeys(pb.ListApiKeysRequest(user=robot.id)).keys
+    assert {k.name for k in keys} == {"first", "rotated"} and {k.user_id for k in keys} == {robot.id}
+    owner.DeleteApiKey(pb.DeleteApiKeyRequest(key_id=key_id_of(made.api_key)))
+    assert instance_token(suite, second.api_key, "lite").token
+    # Another account's administrator cannot touch it; removing it from the account ends it.
+    stranger_key, _ = suite.make_user(instance_name="robots-neighbours")
+    stranger = Admin(suite, stranger_key)
+    assert stranger.error("ListApiKeys", pb.ListApiKeysRequest(user=robot.id)).reason == "SERVICE_ID_NOT_FOUND"
+    assert stranger.error("DeleteApiKey", pb.DeleteApiKeyRequest(
+        key_id=key_id_of(second.api_key))).reason == "API_KEY_NOT_FOUND"
+    owner.RemoveMember(pb.RemoveMemberRequest(user=robot.id))
+    err = pytest.raises(grpc.RpcError, instance_token, suite, second.api_key, "lite").value
+    assert from_rpc_error(err).reason == "API_KEY_INVALID"

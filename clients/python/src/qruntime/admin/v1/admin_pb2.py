@@ -26,29 +26,29 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from qruntime.auth.v1 import auth_pb2 as qruntime_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dqruntime/admin/v1/admin.proto\x12\x11qruntime.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bqruntime/auth/v1/auth.proto\"\x84\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12\x10\n\x08operator\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xef\x01\n\nMembership\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x02 \x01(\t\x12%\n\x04user\x18\x03 \x01(\x0b\x32\x17.qruntime.admin.v1.User\x12,\n\x04role\x18\x04 \x01(\x0e\x32\x1e.qruntime.admin.v1.AccountRole\x12\x31\n\x05state\x18\x05 \x01(\x0e\x32\".qruntime.admin.v1.MembershipState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"l\n\x0b\x41\x63\x63\x65ssGroup\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nmember_ids\x18\x03 \x03(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x06Policy\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x12\x19\n\x0f\x61\x63\x63\x65ss_group_id\x18\x03 \x01(\tH\x00\x12\x10\n\x08instance\x18\x04 \x01(\t\x12$\n\x04role\x18\x05 \x01(\x0e\x32\x16.qruntime.auth.v1.Role\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07subject\"v\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x02\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x10\n\x08instance\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\x30\n\x07outcome\x18\x08 \x01(\x0e\x32\x1f.qruntime.admin.v1.AuditOutcome\x12\x0c\n\x04\x63ode\x18\t \x01(\t\x12\x0e\n\x06reason\x18\n \x01(\t\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\x0e\n\x06target\x18\x0c \x01(\t*|\n\x0b\x41\x63\x63ountRole\x12\x1c\n\x18\x41\x43\x43OUNT_ROLE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41\x43\x43OUNT_ROLE_OWNER\x10\x01\x12\x1e\n\x1a\x41\x43\x43OUNT_ROLE_ADMINISTRATOR\x10\x02\x12\x17\n\x13\x41\x43\x43OUNT_ROLE_MEMBER\x10\x03*n\n\x0fMembershipState\x12 \n\x1cMEMBERSHIP_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18MEMBERSHIP_STATE_INVITED\x10\x01\x12\x1b\n\x17MEMBERSHIP_STATE_ACTIVE\x10\x02*}\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_SUCCESS\x10\x01\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x02\x12\x19\n\x15\x41UDIT_OUTCOME_FAILURE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dqruntime/admin/v1/admin.proto\x12\x11qruntime.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bqruntime/auth/v1/auth.proto\"\xa3\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12\x10\n\x08operator\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15service_id_account_id\x18\x07 \x01(\t\"\xef\x01\n\nMembership\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x02 \x01(\t\x12%\n\x04user\x18\x03 \x01(\x0b\x32\x17.qruntime.admin.v1.User\x12,\n\x04role\x18\x04 \x01(\x0e\x32\x1e.qruntime.admin.v1.AccountRole\x12\x31\n\x05state\x18\x05 \x01(\x0e\x32\".qruntime.admin.v1.MembershipState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"l\n\x0b\x41\x63\x63\x65ssGroup\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nmember_ids\x18\x03 \x03(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x06Policy\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x12\x19\n\x0f\x61\x63\x63\x65ss_group_id\x18\x03 \x01(\tH\x00\x12\x10\n\x08instance\x18\x04 \x01(\t\x12$\n\x04role\x18\x05 \x01(\x0e\x32\x16.qruntime.auth.v1.Role\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07subject\"v\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x02\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x10\n\x08instance\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\x30\n\x07outcome\x18\x08 \x01(\x0e\x32\x1f.qruntime.admin.v1.AuditOutcome\x12\x0c\n\x04\x63ode\x18\t \x01(\t\x12\x0e\n\x06reason\x18\n \x01(\t\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\x0e\n\x06target\x18\x0c \x01(\t*|\n\x0b\x41\x63\x63ountRole\x12\x1c\n\x18\x41\x43\x43OUNT_ROLE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41\x43\x43OUNT_ROLE_OWNER\x10\x01\x12\x1e\n\x1a\x41\x43\x43OUNT_ROLE_ADMINISTRATOR\x10\x02\x12\x17\n\x13\x41\x43\x43OUNT_ROLE_MEMBER\x10\x03*n\n\x0fMembershipState\x12 \n\x1cMEMBERSHIP_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18MEMBERSHIP_STATE_INVITED\x10\x01\x12\x1b\n\x17MEMBERSHIP_STATE_ACTIVE\x10\x02*}\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_SUCCESS\x10\x01\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x02\x12\x19\n\x15\x41UDIT_OUTCOME_FAILURE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qruntime.admin.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCOUNTROLE']._serialized_start=1178
-  _globals['_ACCOUNTROLE']._serialized_end=1302
-  _globals['_MEMBERSHIPSTATE']._serialized_start=1304
-  _globals['_MEMBERSHIPSTATE']._serialized_end=1414
-  _globals['_AUDITOUTCOME']._serialized_start=1416
-  _globals['_AUDITOUTCOME']._serialized_end=1541
+  _globals['_ACCOUNTROLE']._serialized_start=1209
+  _globals['_ACCOUNTROLE']._serialized_end=1333
+  _globals['_MEMBERSHIPSTATE']._serialized_start=1335
+  _globals['_MEMBERSHIPSTATE']._serialized_end=1445
+  _globals['_AUDITOUTCOME']._serialized_start=1447
+  _globals['_AUDITOUTCOME']._serialized_end=1572
   _globals['_USER']._serialized_start=115
-  _globals['_USER']._serialized_end=247
-  _globals['_MEMBERSHIP']._serialized_start=250
-  _globals['_MEMBERSHIP']._serialized_end=489
-  _globals['_ACCESSGROUP']._serialized_start=491
-  _globals['_ACCESSGROUP']._serialized_end=599
-  _globals['_POLICY']._serialized_start=602
-  _globals['_POLICY']._serialized_end=784
-  _globals['_APIKEY']._serialized_start=786
-  _globals['_APIKEY']._serialized_end=904
-  _globals['_AUDITEVENT']._serialized_start=907
-  _globals['_AUDITEVENT']._serialized_end=1176
+  _globals['_USER']._serialized_end=278
+  _globals['_MEMBERSHIP']._serialized_start=281
+  _globals['_MEMBERSHIP']._serialized_end=520
+  _globals['_ACCESSGROUP']._serialized_start=522
+  _globals['_ACCESSGROUP']._serialized_end=630
+  _globals['_POLICY']._serialized_start=633
+  _globals['_POLICY']._serialized_end=815
+  _globals['_APIKEY']._serialized_start=817
+  _globals['_APIKEY']._serialized_end=935
+  _globals['_AUDITEVENT']._serialized_start=938
+  _globals['_AUDITEVENT']._serialized_end=1207
 # @@protoc_insertion_point(module_scope)

@@ -113,6 +113,7 @@ class User(_message.Message):
     DISABLED_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id, "user-<16 hex digits>"."""
     email: _builtins.str
@@ -123,6 +124,10 @@ class User(_message.Message):
     """A disabled user's keys and tokens are refused."""
     operator: _builtins.bool
     """Operators manage the deployment: users, accounts, backends."""
+    service_id_account_id: _builtins.str
+    """For a service ID (an identity for automation, not a person): the account that owns it. Its API
+    keys are managed by that account's administrators; empty for people.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the user was created."""
@@ -136,10 +141,11 @@ class User(_message.Message):
         disabled: _builtins.bool = ...,
         operator: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        service_id_account_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "disabled", b"disabled", "email", b"email", "id", b"id", "name", b"name", "operator", b"operator"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "disabled", b"disabled", "email", b"email", "id", b"id", "name", b"name", "operator", b"operator", "service_id_account_id", b"service_id_account_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

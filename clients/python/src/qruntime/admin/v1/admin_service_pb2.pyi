@@ -1024,14 +1024,14 @@ class DeletePolicyResponse(_message.Message):
 Global___DeletePolicyResponse: _TypeAlias = DeletePolicyResponse  # noqa: Y015
 
 @_typing.final
-class CreateApiKeyRequest(_message.Message):
-    """Request of AdminService.CreateApiKey."""
+class CreateServiceIdRequest(_message.Message):
+    """Request of AdminService.CreateServiceId."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """A name to tell keys apart."""
+    """Name, unique among the account's service IDs."""
     def __init__(
         self,
         *,
@@ -1040,6 +1040,60 @@ class CreateApiKeyRequest(_message.Message):
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateServiceIdRequest: _TypeAlias = CreateServiceIdRequest  # noqa: Y015
+
+@_typing.final
+class CreateServiceIdResponse(_message.Message):
+    """Response of AdminService.CreateServiceId."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    api_key: _builtins.str
+    """Its first API key: the only time its secret is shown."""
+    @_builtins.property
+    def user(self) -> _admin_pb2.User:
+        """The service ID, a user whose service_id_account_id is the account."""
+
+    def __init__(
+        self,
+        *,
+        user: _admin_pb2.User | None = ...,
+        api_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateServiceIdResponse: _TypeAlias = CreateServiceIdResponse  # noqa: Y015
+
+@_typing.final
+class CreateApiKeyRequest(_message.Message):
+    """Request of AdminService.CreateApiKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A name to tell keys apart."""
+    user: _builtins.str
+    """A service ID of the caller's account to create the key for (account administrators); empty: the caller."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        user: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1079,8 +1133,11 @@ class ListApiKeysRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    USER_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    """A service ID of the caller's account whose keys to list (account administrators); empty: the caller's."""
     page_size: _builtins.int
     """At most this many (default 100, at most 1,000)."""
     page_token: _builtins.str
@@ -1088,12 +1145,13 @@ class ListApiKeysRequest(_message.Message):
     def __init__(
         self,
         *,
+        user: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -143,6 +143,11 @@ class AdminServiceStub:
                 request_serializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.DeletePolicyRequest.SerializeToString,
                 response_deserializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.DeletePolicyResponse.FromString,
                 _registered_method=True)
+        self.CreateServiceId = channel.unary_unary(
+                '/qruntime.admin.v1.AdminService/CreateServiceId',
+                request_serializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.CreateServiceIdRequest.SerializeToString,
+                response_deserializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.CreateServiceIdResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/qruntime.admin.v1.AdminService/CreateApiKey',
                 request_serializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.CreateApiKeyRequest.SerializeToString,
@@ -334,36 +339,47 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateServiceId(self, request, context):
+        """Creates a service ID in the caller's account, a member that policies can grant roles to, with a
+        first API key (shown once): an identity for automation. Account administrators.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateApiKey(self, request, context):
-        """Creates an API key for the caller (shown once).
+        """Creates an API key for the caller, or for a service ID of the caller's account (shown once).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListApiKeys(self, request, context):
-        """Lists the caller's API keys, without their secrets.
+        """Lists the caller's API keys (or a service ID's), without their secrets.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DisableApiKey(self, request, context):
-        """Disables one of the caller's API keys: it and its tokens are refused within 5 s.
+        """Disables one of the caller's API keys (or of a service ID the caller administers): it and its
+        tokens are refused within 5 s.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EnableApiKey(self, request, context):
-        """Enables a disabled API key of the caller's again (earlier tokens stay revoked).
+        """Enables a disabled API key of the caller's (or of a service ID the caller administers) again;
+        earlier tokens stay revoked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteApiKey(self, request, context):
-        """Deletes one of the caller's API keys: it and its tokens are refused within 5 s.
+        """Deletes one of the caller's API keys (or of a service ID the caller administers): it and its
+        tokens are refused within 5 s.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -490,6 +506,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DeletePolicy,
                     request_deserializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.DeletePolicyRequest.FromString,
                     response_serializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.DeletePolicyResponse.SerializeToString,
+            ),
+            'CreateServiceId': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateServiceId,
+                    request_deserializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.CreateServiceIdRequest.FromString,
+                    response_serializer=qruntime_dot_admin_dot_v1_dot_admin__service__pb2.CreateServiceIdResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -1098,6 +1119,33 @@ class AdminService:
             '/qruntime.admin.v1.AdminService/DeletePolicy',
             qruntime_dot_admin_dot_v1_dot_admin__service__pb2.DeletePolicyRequest.SerializeToString,
             qruntime_dot_admin_dot_v1_dot_admin__service__pb2.DeletePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateServiceId(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.admin.v1.AdminService/CreateServiceId',
+            qruntime_dot_admin_dot_v1_dot_admin__service__pb2.CreateServiceIdRequest.SerializeToString,
+            qruntime_dot_admin_dot_v1_dot_admin__service__pb2.CreateServiceIdResponse.FromString,
             options,
             channel_credentials,
             insecure,

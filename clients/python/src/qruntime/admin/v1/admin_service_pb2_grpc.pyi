@@ -79,16 +79,26 @@ class AdminServiceStub:
     """Lists the policies of the caller's account. Account administrators."""
     DeletePolicy: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeletePolicyRequest, _admin_service_pb2.DeletePolicyResponse]
     """Deletes a policy: the roles it granted go within 5 s. Account administrators."""
+    CreateServiceId: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateServiceIdRequest, _admin_service_pb2.CreateServiceIdResponse]
+    """Creates a service ID in the caller's account, a member that policies can grant roles to, with a
+    first API key (shown once): an identity for automation. Account administrators.
+    """
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateApiKeyRequest, _admin_service_pb2.CreateApiKeyResponse]
-    """Creates an API key for the caller (shown once)."""
+    """Creates an API key for the caller, or for a service ID of the caller's account (shown once)."""
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListApiKeysRequest, _admin_service_pb2.ListApiKeysResponse]
-    """Lists the caller's API keys, without their secrets."""
+    """Lists the caller's API keys (or a service ID's), without their secrets."""
     DisableApiKey: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DisableApiKeyRequest, _admin_service_pb2.DisableApiKeyResponse]
-    """Disables one of the caller's API keys: it and its tokens are refused within 5 s."""
+    """Disables one of the caller's API keys (or of a service ID the caller administers): it and its
+    tokens are refused within 5 s.
+    """
     EnableApiKey: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.EnableApiKeyRequest, _admin_service_pb2.EnableApiKeyResponse]
-    """Enables a disabled API key of the caller's again (earlier tokens stay revoked)."""
+    """Enables a disabled API key of the caller's (or of a service ID the caller administers) again;
+    earlier tokens stay revoked.
+    """
     DeleteApiKey: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteApiKeyRequest, _admin_service_pb2.DeleteApiKeyResponse]
-    """Deletes one of the caller's API keys: it and its tokens are refused within 5 s."""
+    """Deletes one of the caller's API keys (or of a service ID the caller administers): it and its
+    tokens are refused within 5 s.
+    """
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditEventsRequest, _admin_service_pb2.ListAuditEventsResponse]
     """Lists the audit trail of the caller's account, newest first. Account administrators."""
     RecordAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RecordAuditEventsRequest, _admin_service_pb2.RecordAuditEventsResponse]
@@ -145,16 +155,26 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Lists the policies of the caller's account. Account administrators."""
     DeletePolicy: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeletePolicyRequest, _admin_service_pb2.DeletePolicyResponse]  # type: ignore[assignment]
     """Deletes a policy: the roles it granted go within 5 s. Account administrators."""
+    CreateServiceId: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateServiceIdRequest, _admin_service_pb2.CreateServiceIdResponse]  # type: ignore[assignment]
+    """Creates a service ID in the caller's account, a member that policies can grant roles to, with a
+    first API key (shown once): an identity for automation. Account administrators.
+    """
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateApiKeyRequest, _admin_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
-    """Creates an API key for the caller (shown once)."""
+    """Creates an API key for the caller, or for a service ID of the caller's account (shown once)."""
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListApiKeysRequest, _admin_service_pb2.ListApiKeysResponse]  # type: ignore[assignment]
-    """Lists the caller's API keys, without their secrets."""
+    """Lists the caller's API keys (or a service ID's), without their secrets."""
     DisableApiKey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DisableApiKeyRequest, _admin_service_pb2.DisableApiKeyResponse]  # type: ignore[assignment]
-    """Disables one of the caller's API keys: it and its tokens are refused within 5 s."""
+    """Disables one of the caller's API keys (or of a service ID the caller administers): it and its
+    tokens are refused within 5 s.
+    """
     EnableApiKey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.EnableApiKeyRequest, _admin_service_pb2.EnableApiKeyResponse]  # type: ignore[assignment]
-    """Enables a disabled API key of the caller's again (earlier tokens stay revoked)."""
+    """Enables a disabled API key of the caller's (or of a service ID the caller administers) again;
+    earlier tokens stay revoked.
+    """
     DeleteApiKey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteApiKeyRequest, _admin_service_pb2.DeleteApiKeyResponse]  # type: ignore[assignment]
-    """Deletes one of the caller's API keys: it and its tokens are refused within 5 s."""
+    """Deletes one of the caller's API keys (or of a service ID the caller administers): it and its
+    tokens are refused within 5 s.
+    """
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditEventsRequest, _admin_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """Lists the audit trail of the caller's account, newest first. Account administrators."""
     RecordAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RecordAuditEventsRequest, _admin_service_pb2.RecordAuditEventsResponse]  # type: ignore[assignment]
@@ -336,12 +356,22 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes a policy: the roles it granted go within 5 s. Account administrators."""
 
     @_abc_1.abstractmethod
+    def CreateServiceId(
+        self,
+        request: _admin_service_pb2.CreateServiceIdRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.CreateServiceIdResponse, _abc.Awaitable[_admin_service_pb2.CreateServiceIdResponse]]:
+        """Creates a service ID in the caller's account, a member that policies can grant roles to, with a
+        first API key (shown once): an identity for automation. Account administrators.
+        """
+
+    @_abc_1.abstractmethod
     def CreateApiKey(
         self,
         request: _admin_service_pb2.CreateApiKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.CreateApiKeyResponse, _abc.Awaitable[_admin_service_pb2.CreateApiKeyResponse]]:
-        """Creates an API key for the caller (shown once)."""
+        """Creates an API key for the caller, or for a service ID of the caller's account (shown once)."""
 
     @_abc_1.abstractmethod
     def ListApiKeys(
@@ -349,7 +379,7 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.ListApiKeysRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListApiKeysResponse, _abc.Awaitable[_admin_service_pb2.ListApiKeysResponse]]:
-        """Lists the caller's API keys, without their secrets."""
+        """Lists the caller's API keys (or a service ID's), without their secrets."""
 
     @_abc_1.abstractmethod
     def DisableApiKey(
@@ -357,7 +387,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.DisableApiKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.DisableApiKeyResponse, _abc.Awaitable[_admin_service_pb2.DisableApiKeyResponse]]:
-        """Disables one of the caller's API keys: it and its tokens are refused within 5 s."""
+        """Disables one of the caller's API keys (or of a service ID the caller administers): it and its
+        tokens are refused within 5 s.
+        """
 
     @_abc_1.abstractmethod
     def EnableApiKey(
@@ -365,7 +397,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.EnableApiKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.EnableApiKeyResponse, _abc.Awaitable[_admin_service_pb2.EnableApiKeyResponse]]:
-        """Enables a disabled API key of the caller's again (earlier tokens stay revoked)."""
+        """Enables a disabled API key of the caller's (or of a service ID the caller administers) again;
+        earlier tokens stay revoked.
+        """
 
     @_abc_1.abstractmethod
     def DeleteApiKey(
@@ -373,7 +407,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.DeleteApiKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.DeleteApiKeyResponse, _abc.Awaitable[_admin_service_pb2.DeleteApiKeyResponse]]:
-        """Deletes one of the caller's API keys: it and its tokens are refused within 5 s."""
+        """Deletes one of the caller's API keys (or of a service ID the caller administers): it and its
+        tokens are refused within 5 s.
+        """
 
     @_abc_1.abstractmethod
     def ListAuditEvents(
