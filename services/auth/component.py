@@ -48,6 +48,8 @@ class AuthSettings(ServerSettings):
             f"calls. Also read: every <name>.key file in data_dir/{SERVICE_KEYS_DIR}", secret=True)
     token_requests_per_key: float = setting(5.0, "CreateToken attempts a second per API key id (bursts of 20)")
     token_requests_per_peer: float = setting(50.0, "CreateToken attempts a second per peer address (bursts of 100)")
+    trusted_proxies: str = setting(
+        "", "peers (e.g. ipv4:10.0.0.5) whose x-forwarded-for is believed: the gateway's address(es), comma-separated")
 
 
 def service_keys_of(settings: AuthSettings) -> dict[str, str]:
@@ -83,7 +85,8 @@ class AuthComponent:
 
     def register(self, server) -> None:
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
-            AuthServicer(self.store, self.issuer, *self._limits), server)
+            AuthServicer(self.store, self.issuer, *self._limits, trusted_proxies=frozenset(
+                p.strip() for p in self._settings.trusted_proxies.split(",") if p.strip())), server)
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.store), server)
 
     async def exchange_service_key(self, service_key: str) -> tuple[str, int]:

@@ -7,7 +7,7 @@ import asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
 from qruntime.auth.v1 import auth_pb2, auth_service_pb2, auth_service_pb2_grpc
 
-from qruntime_kit.auth import current_principal
+from qruntime_kit.auth import FORWARDED_FOR_KEY, current_principal, peer_host
 from qruntime_kit.errors import NotFound
 
 from .keys import key_id_of
@@ -33,20 +33,25 @@ def instance_message(row: dict) -> auth_pb2.Instance:
                              plan=PLANS[row["plan"]], create_time=timestamp(row["create_time"]))
 
 
-def peer_host(peer: str) -> str:
-    """"ipv4:127.0.0.1:5000" -> "ipv4:127.0.0.1" (a client's ports change; its address does not)."""
-    return peer.rpartition(":")[0] or peer
-
-
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
-    def __init__(self, store: AuthStore, issuer: TokenIssuer, per_key: RateLimiter, per_peer: RateLimiter) -> None:
+    def __init__(self, store: AuthStore, issuer: TokenIssuer, per_key: RateLimiter, per_peer: RateLimiter,
+                 trusted_proxies: frozenset[str] = frozenset()) -> None:
         self._store = store
         self._issuer = issuer
         self._per_key = per_key
         self._per_peer = per_peer
+        self._trusted_proxies = trusted_proxies
+
+    def _peer(self, context) -> str:
+        """The caller's address: the one the gateway saw, when the call came through a trusted one."""
+        peer = peer_host(context.peer() or "")
+        if peer in self._trusted_proxies:
+            forwarded = dict(context.invocation_metadata() or ()).get(FORWARDED_FOR_KEY, "")
+            return forwarded[:100] or peer
+        return peer
 
     async def CreateToken(self, request, context):
-        self._per_peer.take(peer_host(context.peer() or ""), "peer")
+        self._per_peer.take(self._peer(context), "peer")
         key_id = key_id_of(request.api_key)
         if key_id:
             self._per_key.take(key_id, "API key")
@@ -61,7 +66,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         return response
 
     async def CreateServiceToken(self, request, context):
-        self._per_peer.take(peer_host(context.peer() or ""), "peer")
+        self._per_peer.take(self._peer(context), "peer")
         token, expiry = await asyncio.to_thread(self._issuer.create_service_token, request.service_key)
         return auth_service_pb2.CreateServiceTokenResponse(token=token, expire_time=Timestamp(seconds=expiry))
 

@@ -60,6 +60,15 @@ INTERNAL_METHODS = frozenset({
 })
 
 
+# The caller's address, as the front door (the gateway) saw it; believed only from trusted proxies.
+FORWARDED_FOR_KEY = "x-forwarded-for"
+
+
+def peer_host(peer: str) -> str:
+    """"ipv4:127.0.0.1:5000" -> "ipv4:127.0.0.1" (a client's ports change; its address does not)."""
+    return peer.rpartition(":")[0] or peer
+
+
 def audience_of(method: str) -> str:
     """The audience a token must name to call method: its service's short name ("jobs" for
     "/qruntime.jobs.v1.JobsService/GetJob"); "" for methods outside qruntime's packages."""

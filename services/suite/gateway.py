@@ -24,7 +24,7 @@ from qruntime.devices.v1 import devices_service_pb2  # noqa: F401
 from qruntime.jobs.v1 import jobs_service_pb2  # noqa: F401
 from qruntime.programs.v1 import programs_service_pb2  # noqa: F401
 
-from qruntime_kit.auth import INTERNAL_METHODS
+from qruntime_kit.auth import FORWARDED_FOR_KEY, INTERNAL_METHODS, peer_host
 from qruntime_kit.logging import configure_logging, get_logger
 from qruntime_kit.outbound import CHANNEL_OPTIONS
 from qruntime_kit.server import until_signalled
@@ -95,8 +95,12 @@ class Router(grpc.GenericRpcHandler):
 
 
 def _forwarded(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
+    """The caller's metadata, and its address as x-forwarded-for (for the auth service's per-peer
+    limits), replacing whatever the caller said it was."""
     metadata = context.invocation_metadata() or ()
-    return tuple((k, v) for k, v in metadata if k not in _HOP_BY_HOP and not k.startswith(":"))
+    kept = tuple((k, v) for k, v in metadata
+                 if k not in _HOP_BY_HOP and k != FORWARDED_FOR_KEY and not k.startswith(":"))
+    return (*kept, (FORWARDED_FOR_KEY, peer_host(context.peer() or "")))
 
 
 @dataclasses.dataclass

@@ -260,3 +260,23 @@ def test_a_private_file_is_owner_only_even_over_a_stale_temporary_file(tmp_path)
     write_private(path, "secret\n")
     assert path.read_text() == "secret\n"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_behind_the_gateway_the_per_peer_limit_counts_the_caller_not_what_it_claims(start_suite):
+    from qruntime_suite.gateway import GatewaySettings, start_gateway
+
+    suite = start_suite(trusted_proxies="ipv4:127.0.0.1", token_requests_per_peer=0.01)
+    gateway = suite.run(start_gateway(GatewaySettings(port=0, auth_url=suite.address, grace_seconds=0)))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            codes = []
+            for attempt in range(101):  # each claiming another address: the gateway says the real one
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.CreateToken(auth_service_pb2.CreateTokenRequest(api_key="not-a-key", instance="lite"),
+                                     metadata=(("x-forwarded-for", f"ipv4:10.0.0.{attempt}"),))
+                codes.append(caught.value.code())
+    finally:
+        suite.run(gateway.stop(0))
+    assert codes[:100] == [grpc.StatusCode.UNAUTHENTICATED] * 100  # the burst of 100
+    assert codes[100] == grpc.StatusCode.RESOURCE_EXHAUSTED
