@@ -193,10 +193,11 @@ def test_qiskit_ibm_runtime_reads_the_file_we_write_and_keeps_its_own_default(ho
     IBMRuntimeService.save_account(token="qrk_mine", instance="crn:v1:qruntime:x::", name="lab", set_as_default=True)
     IBMRuntimeService.save_account(token="qrk_other", instance="i2", name="home")
     assert read_file(home)["theirs"] == theirs  # its default flag kept
-    read_by_them = QiskitRuntimeService.saved_accounts()
+    shared = str(folder / "qiskit-ibm.json")  # its default path was fixed when it was first imported
+    read_by_them = QiskitRuntimeService.saved_accounts(filename=shared)
     assert set(read_by_them) == {"theirs", "lab", "home"}
     assert read_by_them["lab"]["channel"] == "ibm_cloud" and read_by_them["lab"]["token"] == "qrk_mine"
-    assert AccountManager.get().token == "their-token"  # its default is still its own
+    assert AccountManager.get(filename=shared).token == "their-token"  # its default is still its own
     # Ours: only ours listed, loaded by default, deleted; theirs never.
     assert set(IBMRuntimeService.saved_accounts()) == {"lab", "home"}
     assert resolve_account().token == "qrk_mine" and resolve_account(name="home").token == "qrk_other"
@@ -206,7 +207,7 @@ def test_qiskit_ibm_runtime_reads_the_file_we_write_and_keeps_its_own_default(ho
     with pytest.raises(AccountAlreadyExistsError, match="another library"):
         IBMRuntimeService.save_account(token="k", instance="i", name="theirs", overwrite=True)
     assert IBMRuntimeService.delete_account() is True  # the default: ours
-    assert set(QiskitRuntimeService.saved_accounts()) == {"theirs", "home"}
+    assert set(QiskitRuntimeService.saved_accounts(filename=shared)) == {"theirs", "home"}
 
 
 def test_a_key_passed_where_another_field_goes_is_never_printed() -> None:
