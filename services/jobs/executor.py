@@ -29,7 +29,8 @@ import structlog
 from qruntime_kit.logging import get_logger
 
 from .control import JobControl
-from .runner import Outcome, ProgramRunner
+from .outcome import Outcome
+from .runner import ProgramRunner
 from .store import CANCELLED, ERROR, JobRecord, JobStore
 
 log = get_logger("jobs.executor")
@@ -143,6 +144,7 @@ class JobExecutor:
             log.info("job stopped")
             return
         if outcome.retry and job.attempts < self._max_attempts:
+            await asyncio.to_thread(self._store.append_logs, job.id, list(outcome.logs))
             message = f"{outcome.message}; the job goes back to the queue for attempt {job.attempts + 1}"
             if await asyncio.to_thread(self._store.requeue, job.id, runner=self.runner_id, why=message):  # still ours
                 await asyncio.to_thread(self._store.append_log, job.id, "WARNING", message)
@@ -154,7 +156,7 @@ class JobExecutor:
     async def _store_outcome(self, job: JobRecord, outcome: Outcome) -> None:
         ended = await asyncio.to_thread(
             self._store.finish, job.id, outcome.state, outcome.reason, outcome.message, outcome.result,
-            runner=self.runner_id,
+            runner=self.runner_id, logs=list(outcome.logs),
         )
         if ended:
             log.info("job ended", state=outcome.state, reason=outcome.reason or None)

@@ -557,15 +557,16 @@ class JobStore:
     # -- events: logs and interim results ----------------------------------------------------
 
     def append_log(self, job_id: str, level: str, message: str, time: dt.datetime | None = None) -> bool:
-        """Store one log line of the job; False when the job is gone (deleted while its program ran)."""
+        """Store one log line of the job; False when the job has ended (a late line of a program that
+        was cancelled or timed out) or is gone."""
         return self.append_logs(job_id, [(level, message, time or utcnow())])
 
     def append_logs(self, job_id: str, lines: list[tuple[str, str, dt.datetime]]) -> bool:
-        """Store (level, message, time) lines of the job in one transaction; False when the job is gone."""
+        """Store (level, message, time) lines of the job in one transaction; False when it has ended or is gone."""
         return self._add_events(job_id, [_log_event(level, message, time) for level, message, time in lines])
 
     def add_interim_result(self, job_id: str, data: str) -> bool:
-        """Store one interim result (JSON text); False when the job is gone."""
+        """Store one interim result (JSON text); False when the job has ended or is gone."""
         return self._add_events(job_id, [{"kind": INTERIM, "time": utcnow(), "text": data}])
 
     def _add_events(self, job_id: str, events: list[dict]) -> bool:
@@ -573,8 +574,9 @@ class JobStore:
             return True
         c = job_table.c
         with self._engine.begin() as conn:
-            last = conn.execute(
-                job_table.update().where(c.id == job_id).values(events=c.events + len(events)).returning(c.events)
+            last = conn.execute(  # a job's history ends with its final state
+                job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
+                .values(events=c.events + len(events)).returning(c.events)
             ).scalar()
             if last is None:
                 return False

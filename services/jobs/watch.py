@@ -113,6 +113,9 @@ class JobWatch:
             while True:
                 changed = topic.changed()
                 events = await self._read(job_id, topic, after)
+                ends = next((i for i, e in enumerate(events) if e.is_final), None)
+                if ends is not None:
+                    events = events[:ends + 1]  # nothing follows a job's end
                 batch: list[EventRecord | Position] = list(events)
                 if events:
                     after = events[-1].number

@@ -360,3 +360,12 @@ def test_usage_sums_the_running_time_of_ended_jobs(store):
     assert by_state[DONE].jobs == 1 and by_state[DONE].usage_seconds == store.get(done.id).usage_seconds > 0
     assert by_state[CANCELLED].usage_seconds == 0
     assert store.usage(B, now - dt.timedelta(hours=1), now) == []
+
+
+def test_nothing_is_added_to_a_job_after_its_end(store):
+    job, _ = new_job(store)
+    store.claim_next_queued("r")
+    store.cancel(job.id)
+    assert not store.append_log(job.id, "INFO", "a late line of the cancelled program")
+    assert not store.add_interim_result(job.id, "{}")
+    assert [e.kind for e in store.events_after(job.id, 0)] == ["STATE"] * 3
