@@ -16,12 +16,12 @@ from qruntime.auth.v1 import auth_service_pb2_grpc
 
 from qruntime_kit.audit import AuditEvent
 from qruntime_kit.logging import get_logger
-from qruntime_kit.secrets import private_secret, read_private
+from qruntime_kit.secrets import check_private, private_secret, read_private
 from qruntime_kit.server import Runtime
 from qruntime_kit.settings import ServerSettings, setting
 
 from .admin import AdminServicer
-from .bootstrap import bootstrap_if_empty
+from .bootstrap import BOOTSTRAP_FILE, bootstrap_if_empty
 from .ratelimit import RateLimiter
 from .servicer import AuthServicer
 from .store import AuthStore
@@ -75,6 +75,9 @@ class AuthComponent:
 
     def __init__(self, settings: AuthSettings) -> None:
         self._settings = settings
+        bootstrap_file = settings.data_path() / BOOTSTRAP_FILE  # holds the first API key
+        if bootstrap_file.exists():
+            check_private(bootstrap_file)
         secret_file = Path(settings.key_hash_secret_file or settings.data_path() / KEY_HASH_SECRET_FILE)
         self.store = AuthStore(settings.database_url_for("auth"), private_secret(secret_file))
         self.issuer = TokenIssuer(self.store)

@@ -67,13 +67,14 @@ def test_every_file_of_the_data_folder_is_owner_only_even_in_a_folder_open_to_al
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {p.name: "0o600" for p in files}
 
 
-def test_a_secret_file_others_can_read_stops_the_start_with_a_clear_message(start_suite, tmp_path):
+@pytest.mark.parametrize("name", ["auth.db", "bootstrap.json", "key-hash.secret"])
+def test_a_secret_file_others_can_read_stops_the_start_with_a_clear_message(start_suite, tmp_path, name):
     data = tmp_path / "data"
     start_suite(data_dir=str(data))
-    (data / "auth.db").chmod(0o644)
+    (data / name).chmod(0o644)
     with pytest.raises(SystemExit) as caught:
         start_suite(data_dir=str(data))
-    assert "auth.db" in str(caught.value) and "0644" in str(caught.value) and "chmod 600" in str(caught.value)
+    assert name in str(caught.value) and "0644" in str(caught.value) and "chmod 600" in str(caught.value)
 
 
 def test_instance_can_be_named_by_name(start_suite):
