@@ -118,3 +118,23 @@ def test_the_audit_trail_is_for_account_administrators_with_a_checked_filter(sta
             with pytest.raises(grpc.RpcError) as caught:
                 events(suite, bad)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+
+
+@pytest.mark.postgres
+def test_the_audit_trail_and_the_admin_model_work_on_postgresql(start_suite, postgres_database):
+    suite = start_suite(database_url=postgres_database)
+    with suite.channel() as channel:
+        stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+        owner = suite.metadata(account_token(suite, suite.api_key))
+        stub.CreateInstance(admin.CreateInstanceRequest(name="pg", plan=auth_pb2.PLAN_STANDARD),
+                            metadata=(*owner, ("x-request-id", "pg-1")))
+        group = stub.CreateAccessGroup(admin.CreateAccessGroupRequest(name="g"), metadata=owner).access_group
+        stub.CreatePolicy(admin.CreatePolicyRequest(policy=admin_pb2.Policy(
+            access_group_id=group.id, role=auth_pb2.ROLE_READER)), metadata=owner)
+    deadline = time.monotonic() + 5
+    while len(recorded := events(suite, "action=qruntime.admin.*").events) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert recorded[-1].request_id == "pg-1"
+    assert [e.action for e in recorded] == [
+        "qruntime.admin.policy.create", "qruntime.admin.access-group.create", "qruntime.admin.instance.create"]
