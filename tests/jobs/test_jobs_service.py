@@ -12,6 +12,7 @@ import time
 import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
+from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from qruntime.devices.v1 import backend_pb2
 from qruntime.encoding import dumps, loads
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2_grpc
@@ -289,10 +290,18 @@ def test_uploaded_python_programs_run_in_their_sandbox(world):
 
 def test_a_token_without_an_instance_cannot_create_jobs(start_suite, bell):
     suite = start_suite("programs", "devices", "jobs")
-    service = Caller(suite, suite.token(suite.service_key))
-    err = service.error("CreateJob", pb.CreateJobRequest(program_id="sampler", inputs=dumps({"circuits": bell})))
-    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSTANCE_REQUIRED")
+    request = pb.CreateJobRequest(program_id="sampler", inputs=dumps({"circuits": bell}))
+    service = Caller(suite, suite.token(suite.service_key))  # not for the jobs service at all
+    err = service.error("CreateJob", request)
+    assert (err.code, err.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_WRONG_AUDIENCE")
     service.channel.close()
+    with suite.channel() as channel:  # a user's token for the account (the admin API's), no instance
+        token = auth_service_pb2_grpc.AuthServiceStub(channel).CreateToken(
+            auth_service_pb2.CreateTokenRequest(api_key=suite.api_key, account="-")).token
+    account = Caller(suite, token)
+    err = account.error("CreateJob", request)
+    assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ACTION_NOT_ALLOWED")
+    account.channel.close()
 
 
 def watch(caller: Caller, job_id: str, after: int = 0) -> list[job_pb2.JobEvent]:
