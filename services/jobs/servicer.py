@@ -90,13 +90,21 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             if existing is not None:
                 return jobs_service_pb2.CreateJobResponse(job=job_message(existing, job_pb2.JOB_VIEW_BASIC))
         metadata = await deps.credentials.metadata(on_behalf_of=principal)
-        program = (await call(
-            deps.programs.GetProgram, programs_service_pb2.GetProgramRequest(program_id=request.program_id),
-            metadata=metadata,
-        )).program
-        check_inputs(program.id, program.inputs, inputs)
-        backend, chosen = await self._backend(request.options.backend_name, metadata)
-        await check_input_circuits(deps.devices, metadata, backend.name, inputs)
+        # The program and the backend are asked for at once (the backend does not depend on the
+        # program); the circuits are checked once the backend is known.
+        checked = asyncio.create_task(self._backend_and_circuits(request.options.backend_name, metadata, inputs))
+        try:
+            program = (await call(
+                deps.programs.GetProgram, programs_service_pb2.GetProgramRequest(program_id=request.program_id),
+                metadata=metadata,
+            )).program
+            check_inputs(program.id, program.inputs, inputs)
+            backend, chosen = await checked
+        finally:
+            if not checked.done():
+                checked.cancel()
+            elif not checked.cancelled():
+                checked.exception()  # seen: the program's own error, found first, is the one to report
         job, created = await asyncio.to_thread(
             deps.store.create,
             instance=instance,
@@ -219,20 +227,23 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
 
     async def GetJobResult(self, request, context):
         principal = _reader(current_principal())
-        store = self.deps.store
-        job = await asyncio.to_thread(store.get, request.job_id, instance=_scope(principal))
-        if job.state != DONE:
-            raise FailedPrecondition(
-                f"job {job.id!r} is {job.state}; only a DONE job has a result"
-                + (f" ({job.reason}: {job.reason_message})" if job.reason else ""),
-                reason="JOB_NOT_DONE",
-                metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
-            )
         if request.offset < 0:
             raise InvalidArgument("offset must not be negative", reason="INVALID_OFFSET",
                                   field_violations=[("offset", "0, or the previous response's next_offset")])
-        result = (await asyncio.to_thread(store.get_result, job.id) or "").encode()
-        return await asyncio.to_thread(_result_chunk, result, request.offset)
+        store, instance = self.deps.store, _scope(principal)
+
+        def read() -> jobs_service_pb2.GetJobResultResponse:  # one trip off the event loop for it all
+            job = store.get(request.job_id, instance=instance)
+            if job.state != DONE:
+                raise FailedPrecondition(
+                    f"job {job.id!r} is {job.state}; only a DONE job has a result"
+                    + (f" ({job.reason}: {job.reason_message})" if job.reason else ""),
+                    reason="JOB_NOT_DONE",
+                    metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
+                )
+            return _result_chunk((store.get_result(job.id) or "").encode(), request.offset)
+
+        return await asyncio.to_thread(read)
 
     async def ListJobLogs(self, request, context):
         principal = _reader(current_principal())
@@ -255,6 +266,12 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         return jobs_service_pb2.ListJobInterimResultsResponse(
             interim_results=[interim_result_message(r) for r in results], next_page_token=token
         )
+
+    async def _backend_and_circuits(self, name: str, metadata, inputs) -> tuple[backend_pb2.Backend, str]:
+        """The job's backend and why (see _backend), once the input circuits are checked for it."""
+        backend, chosen = await self._backend(name, metadata)
+        await check_input_circuits(self.deps.devices, metadata, backend.name, inputs)
+        return backend, chosen
 
     async def _backend(self, name: str, metadata) -> tuple[backend_pb2.Backend, str]:
         """The named backend, or the least busy one the user's plan allows (chosen by devices, from the

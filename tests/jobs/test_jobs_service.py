@@ -396,3 +396,25 @@ def test_tags_batch_get_filters_and_usage(world, bell):
         sum(world.me.get(j).metrics.usage_seconds for j in (tagged.id, plain.id)))
     assert {b.backend for b in usage.backends} == {tagged.backend, plain.backend}
     assert world.other.GetUsage(pb.GetUsageRequest()).jobs_done == 0
+
+
+def test_a_result_larger_than_a_message_arrives_intact_in_chunks(world):
+    source = ("def main(backend, user_messenger):\n"
+              "    import random\n"
+              "    rng = random.Random(7)\n"
+              "    return [format(rng.getrandbits(100), '0100b') for _ in range(400_000)]\n")  # ~42 MB of JSON
+    program = world.me.programs.CreateProgram(programs_service_pb2.CreateProgramRequest(program=program_pb2.Program(
+        name="bitstrings", data=source, max_execution_time=duration_pb2.Duration(seconds=120))),
+        metadata=world.me.metadata).program
+    job = world.me.wait(world.me.create(program.id).id, timeout=120)
+    assert job.state == job_pb2.JOB_STATE_DONE, job.reason_message
+    chunks, offset = [], 0
+    while True:
+        response = world.me.GetJobResult(pb.GetJobResultRequest(job_id=job.id, offset=offset))
+        chunks.append(response.result)
+        if not (offset := response.next_offset):
+            break
+    whole = "".join(chunks)
+    assert len(chunks) == 3 and hashlib.sha256(whole.encode()).digest() == response.sha256
+    shots = loads(whole)
+    assert len(shots) == 400_000 and all(len(s) == 100 for s in shots[:10])
