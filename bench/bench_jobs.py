@@ -177,9 +177,9 @@ def listing(tmp: Path, rounds: int = 300) -> None:
             assert len(jobs) == 100, len(jobs)
             return (time.perf_counter() - started) * 1000
 
-        filters = {"no filter (baseline)": "", "state = DONE AND program = sampler": "state = DONE AND program = sampler",
-                   "tags:exp-40": "tags:exp-40", "state IN (ERROR, CANCELLED) AND create_time < \"2099-01-01T00:00:00Z\"":
-                   "state IN (ERROR, CANCELLED) AND create_time < \"2099-01-01T00:00:00Z\""}
+        filters = {"no filter (baseline)": ""} | {text: text for text in (
+            "state = DONE AND program = sampler", "tags:exp-40",
+            'state IN (ERROR, CANCELLED) AND create_time < "2099-01-01T00:00:00Z"')}
         timings = {}
         for name, text in filters.items():
             for _ in range(10):

@@ -21,8 +21,8 @@ from qruntime.devices.v1 import devices_service_pb2
 from qruntime.encoding import TYPE_KEY, VALUE_KEY, dumps, is_encoded_circuit
 
 from .backend import BackendError
-from .outcome import Outcome
 from .builtin_programs.sampler import DEFAULT_SHOTS
+from .outcome import Outcome
 from .store import DONE, ERROR, JobRecord
 
 _INPUTS = {"circuits", "shots", "seed"}

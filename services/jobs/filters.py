@@ -24,7 +24,12 @@ from .store import FINAL_STATES, QUEUED, RUNNING
 
 MAX_FILTER_CHARS = 1024
 STATES = frozenset((QUEUED, RUNNING, *FINAL_STATES))
-_TOKEN = re.compile(r"""\s*(?:(?P<op>>=|<=|=|>|<|\(|\)|,)|(?P<tag>tags:)|"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<word>[A-Za-z0-9_.:-]+))""")
+_TOKEN = re.compile(r"""\s*(?:
+    (?P<op>>=|<=|=|>|<|\(|\)|,)
+  | (?P<tag>tags:)
+  | "(?P<quoted>(?:[^"\\]|\\.)*)"
+  | (?P<word>[A-Za-z0-9_.:-]+)
+)""", re.VERBOSE)
 _SETS = {"state": "states", "program": "programs", "backend": "backends", "owner": "owners"}
 
 

@@ -378,7 +378,8 @@ class JobStore:
             .group_by(c.backend, c.state)
         )
         with self._engine.connect() as conn:
-            return [UsageRecord(backend, state, jobs, float(seconds)) for backend, state, jobs, seconds in conn.execute(query)]
+            rows = conn.execute(query).all()
+        return [UsageRecord(backend, state, jobs, float(seconds)) for backend, state, jobs, seconds in rows]
 
     def watch_state(self, job_id: str) -> tuple[bool, int, int | None]:
         """What a watcher polls: whether the job exists, the number of its last event, and while it is
@@ -452,7 +453,8 @@ class JobStore:
         with self._engine.begin() as conn:
             row = conn.execute(
                 query.values(state=state, reason=reason, reason_message=message, end_time=self._now(),
-                             events=c.events + len(events) + 1).returning(c.events, c.attempts, c.start_time, c.end_time)
+                             events=c.events + len(events) + 1)
+                .returning(c.events, c.attempts, c.start_time, c.end_time)
             ).first()
             if row is None:
                 return False
@@ -537,7 +539,8 @@ class JobStore:
         with self._engine.begin() as conn:
             rows = list(conn.execute(query.values(state=QUEUED, start_time=None, events=c.events + 1).returning(*c)))
             for row in rows:
-                _insert_events(conn, row.id, row.events, [_state_event(QUEUED, utcnow(), text=why, attempt=row.attempts)])
+                event = _state_event(QUEUED, utcnow(), text=why, attempt=row.attempts)
+                _insert_events(conn, row.id, row.events, [event])
             jobs = self._with_tags(conn, rows)
         self._notify([job.id for job in jobs])
         return jobs
@@ -595,7 +598,8 @@ class JobStore:
         waits = c.dependency_waits + (1 if dependency_down else 0)
         with self._engine.begin() as conn:
             last = conn.execute(self._attempt_update(job_id, attempt).values(
-                state=QUEUED, start_time=None, dependency_waits=waits, events=c.events + 1).returning(c.events)).scalar()
+                state=QUEUED, start_time=None, dependency_waits=waits, events=c.events + 1,
+            ).returning(c.events)).scalar()
             if last is None:
                 return False
             _insert_events(conn, job_id, last, [_state_event(QUEUED, utcnow(), text=why, attempt=attempt)])

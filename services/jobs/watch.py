@@ -24,7 +24,8 @@ from qruntime_kit.logging import get_logger
 from .store import QUEUED, STATE, EventRecord, JobStore, job_not_found
 
 log = get_logger("jobs.watch")
-CACHED_EVENTS = 2000  # per topic: the latest events kept for watchers that are up to date
+CACHED_EVENTS = 2000  # per topic: the latest events kept for watchers that are up to date ...
+CACHED_BYTES = 8 * 1024 * 1024  # ... and at most about this much of their text
 READ_BATCH = 500  # events read from the store at a time
 
 
@@ -43,6 +44,7 @@ class _Topic:
     def __init__(self) -> None:
         self.watchers = 0
         self.cache: list[EventRecord] = []  # consecutive events, the latest ones known
+        self.cached_bytes = 0
         self.known = 0  # the number of the last event read from the store
         self.stored = 1  # the number of the last event the store is known to hold (every job has one)
         self.position: int | None = None  # queued jobs ahead, while queued
@@ -162,6 +164,7 @@ class JobWatch:
                     topic.stored = topic.known  # a commit that added nothing we can see (a deletion)
                     break
                 topic.cache.extend(new)
+                topic.cached_bytes += sum(len(e.text) for e in new)
                 topic.known = new[-1].number
                 topic.stored = max(topic.stored, topic.known + (len(new) == READ_BATCH))
                 for event in new:
@@ -169,7 +172,8 @@ class JobWatch:
                         topic.ended = event.is_final
                         if event.state != QUEUED:
                             topic.position = None
-                del topic.cache[:-CACHED_EVENTS]
+                while len(topic.cache) > CACHED_EVENTS or topic.cached_bytes > CACHED_BYTES and len(topic.cache) > 1:
+                    topic.cached_bytes -= len(topic.cache.pop(0).text)
         start = bisect.bisect_right(topic.cache, after, key=lambda e: e.number)
         return topic.cache[start:start + READ_BATCH]
 

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import pytest
-import qruntime._jobs
 from client_support import (
     BUILTIN_PROGRAMS,
     LITE_SIMULATORS,

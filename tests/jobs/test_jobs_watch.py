@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-import pytest
-
 from qruntime_jobs.store import DONE, QUEUED, RUNNING, JobStore
 from qruntime_jobs.watch import JobWatch, Position
 
@@ -100,7 +98,7 @@ def test_watching_an_ended_job_replays_it_and_closes(store):
 
 
 def test_a_queued_job_hears_its_place_in_the_queue(store):
-    first, second, mine = new_job(store), new_job(store), new_job(store)
+    _, second, mine = new_job(store), new_job(store), new_job(store)
 
     async def scenario(watch):
         follower = asyncio.create_task(collect(watch, mine.id))

@@ -194,7 +194,8 @@ class RuntimeJob:
         while True:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise RuntimeJobTimeoutError(f"job {self._job.id!r} was still {self._cached_status()} after {timeout} s")
+                status = self._cached_status()
+                raise RuntimeJobTimeoutError(f"job {self._job.id!r} was still {status} after {timeout} s")
             request = jobs_service_pb2.WatchJobRequest(job_id=self._job.id, after_sequence=after)
             try:
                 for response in self._transport.stream(self._transport.jobs.WatchJob, request, timeout=left,
