@@ -32,7 +32,7 @@ from .interceptors import (
 from .logging import configure_logging, get_logger
 from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call, exchange_over_grpc
 from .settings import ServerSettings
-from .tls import add_port, channel_credentials, server_credentials
+from .tls import add_port
 from .tokens import TokenVerifier
 
 log = get_logger("server")
@@ -131,7 +131,7 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
 
     A front door (the embedded suite's port, which clients call) never serves the suite's internal
     methods (INTERNAL_METHODS, such as exchanging a service key for a token)."""
-    channels = Channels(channel_credentials(settings.tls_ca_file))
+    channels = Channels(settings.tls_channel_credentials())
     auth_channel = lambda: channels.get(settings.auth_url or address)  # noqa: E731 - address bound below
 
     async def fetch_keys():
@@ -173,8 +173,7 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     for component in components:
         component.register(server)
-    port = add_port(server, f"{settings.host}:{settings.port}",
-                    server_credentials(settings.tls_cert_file, settings.tls_key_file))
+    port = add_port(server, f"{settings.host}:{settings.port}", settings.tls_server_credentials())
     address = f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::', '[::]') else settings.host}:{port}"
     await server.start()
     exchange = local_auth.exchange_service_key if local_auth else exchange_over_grpc(auth_channel)
