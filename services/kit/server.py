@@ -30,7 +30,7 @@ from .interceptors import (
     TextInterceptor,
 )
 from .logging import configure_logging, get_logger
-from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call, exchange_over_grpc
+from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call, delegate_over_grpc, exchange_over_grpc
 from .settings import ServerSettings
 from .tls import add_port
 from .tokens import TokenVerifier
@@ -69,6 +69,7 @@ class Component(Protocol):
 
     # Optional, the auth component's, used in process by the components served with it (on a front
     # door the internal RPCs are not served): `async def exchange_service_key(key) -> (token, expiry)`,
+    # `async def delegate(key, user token) -> (token, expiry)`,
     # `async def revocations_since(since) -> [(subject, revoke time)]` and
     # `async def record_audit_events(events)`.
     # Optional: `async def drain(self) -> None`, called at shutdown while the server still answers
@@ -177,7 +178,9 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
     address = f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::', '[::]') else settings.host}:{port}"
     await server.start()
     exchange = local_auth.exchange_service_key if local_auth else exchange_over_grpc(auth_channel)
-    runtime = Runtime(settings, address, channels, Credentials(exchange, settings.resolved_service_key()), audit)
+    delegate = local_auth.delegate if local_auth else delegate_over_grpc(auth_channel)
+    credentials = Credentials(exchange, settings.resolved_service_key(), delegate)
+    runtime = Runtime(settings, address, channels, credentials, audit)
     started: list[Component] = []
     try:
         for component in components:
