@@ -20,6 +20,8 @@ from qruntime_kit.auth import (
 )
 from qruntime_kit.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from qruntime_kit.tokens import (
+    ACCOUNT_AUDIENCES,
+    INSTANCE_AUDIENCES,
     MAX_LIFETIME_SECONDS,
     USER_AUDIENCES,
     decode_claims,
@@ -70,7 +72,7 @@ class TokenIssuer:
         if unknown:
             raise InvalidArgument(f"unknown audiences {unknown}; known: {list(USER_AUDIENCES)}",
                                   reason="INVALID_AUDIENCE", field_violations=[("audiences", "service short names")])
-        wanted = tuple(audiences) or USER_AUDIENCES
+        wanted = tuple(audiences) or (INSTANCE_AUDIENCES if instance else ACCOUNT_AUDIENCES)
         if owner.kind == SERVICE:
             raise PermissionDenied(
                 "a service key cannot be exchanged here; the suite's services use CreateServiceToken on "

@@ -26,8 +26,12 @@ from .errors import Unauthenticated, Unavailable
 
 ISSUER = "qruntime-auth"
 ALGORITHM = "EdDSA"
-# The services a user's token is for by default: every one a client calls through the front door.
+# The services a user's token may be for: every one a client calls through the front door. By
+# default an instance's token is for the services that run its work, and an account's token for
+# the admin API: a token jobs receives cannot manage the user's account.
 USER_AUDIENCES = ("auth", "admin", "programs", "jobs", "devices")
+INSTANCE_AUDIENCES = ("auth", "programs", "jobs", "devices")
+ACCOUNT_AUDIENCES = ("auth", "admin")
 MAX_LIFETIME_SECONDS = 3600
 LEEWAY_SECONDS = 30
 REFETCH_INTERVAL_SECONDS = 5.0

@@ -310,3 +310,21 @@ def test_what_jobs_sends_for_a_user_is_a_delegated_token_no_other_service_takes(
     assert error_of(lambda: get_instance(suite, narrow)).reason == "TOKEN_WRONG_AUDIENCE"
     assert error_of(lambda: create_token(suite, suite.api_key, suite.instance, audiences=["everything"])).reason \
         == "INVALID_AUDIENCE"
+
+
+def test_an_instance_token_cannot_manage_the_account_and_an_account_token_runs_nothing(start_suite):
+    from qruntime.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
+
+    suite = start_suite("programs")
+    with suite.channel() as channel:
+        admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+        programs = programs_service_pb2_grpc.ProgramsServiceStub(channel)
+        request = admin_service_pb2.ListInstancesRequest()
+        with pytest.raises(grpc.RpcError) as caught:  # what jobs sees of a user is no use to the admin API
+            admin.ListInstances(request, metadata=suite.metadata(suite.token()))
+        assert from_rpc_error(caught.value).reason == "TOKEN_WRONG_AUDIENCE"
+        account = create_token(suite, suite.api_key, account="-").token
+        assert len(admin.ListInstances(request, metadata=suite.metadata(account)).instances) == 2
+        with pytest.raises(grpc.RpcError) as caught:
+            programs.ListPrograms(programs_service_pb2.ListProgramsRequest(), metadata=suite.metadata(account))
+        assert from_rpc_error(caught.value).reason == "TOKEN_WRONG_AUDIENCE"

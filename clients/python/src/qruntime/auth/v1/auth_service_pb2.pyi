@@ -41,7 +41,8 @@ class CreateTokenRequest(_message.Message):
     @_builtins.property
     def audiences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The services the token is for, by short name ("auth", "admin", "programs", "jobs", "devices");
-        empty: all of them. A token each service sees is one no other service accepts.
+        empty: auth, programs, jobs and devices for an instance's token, auth and admin for an
+        account's (so a token the jobs service sees cannot manage the account).
         """
 
     def __init__(
