@@ -161,9 +161,10 @@ class TokenIssuer:
         return self._sign(principal_of(claims), allowed, claims.get("akid", ""), expires_by=int(claims["exp"]),
                           ttl_seconds=DELEGATED_TTL_SECONDS, actor=owner.service_name)
 
-    def _sign(self, principal: Principal, audiences, api_key_id: str, *, ttl_seconds: int = TOKEN_TTL_SECONDS,
+    def _sign(self, principal: Principal, audiences, api_key_id: str, *, ttl_seconds: int | None = None,
               expires_by: int | None = None, actor: str = "") -> tuple[str, int]:
         key = self._signing_key()
+        ttl_seconds = TOKEN_TTL_SECONDS if ttl_seconds is None else ttl_seconds  # read now: tests change it
         return issue_token(principal, key_id=key["key_id"], private_key_pem=key["private_key_pem"],
                            ttl_seconds=min(ttl_seconds, MAX_LIFETIME_SECONDS), audiences=audiences,
                            api_key_id=api_key_id, expires_by=expires_by, actor=actor)
