@@ -10,10 +10,20 @@ claimed once more than max_attempts (its replica kept dying while it ran) ends T
 without running: a poison job ends instead of looping. Workers wake at once when this replica
 accepts a job and poll every second besides, to pick up jobs other replicas accepted.
 
-Each replica renews its claim on its running jobs every few seconds. A RUNNING job whose claim was
-not renewed for lease_seconds belongs to a replica that died; any replica puts it back in the queue,
-at start-up and periodically. Renewing also tells a replica which of its jobs were cancelled
-through another replica, so it stops them.
+A service a job needs (devices, programs, auth) that is down makes jobs wait, never fail: the run
+that found it down puts its job back in the queue, with a line in the job's logs saying why, and
+does not count against its attempts; the replica then stops claiming for a backoff (1 s, doubling to
+30 s while the outage lasts), so the other queued jobs stay queued until a probe run gets through.
+
+Each replica renews its lease on its running jobs every few seconds, on the database's clock. A
+RUNNING job whose lease was not renewed for lease_seconds belongs to a replica that died (or was
+paused, or cut off); any replica puts it back in the queue, at start-up and periodically. Renewing
+also tells a replica which of its jobs were cancelled through another replica, so it stops them.
+
+The claim's attempt number is a fencing token: every write for the job (logs, interim results, the
+requeue, the end and its result) names it, and the store refuses it once the job has moved on, so
+a replica that comes back after losing its lease, or a program abandoned at a cancel or a time
+limit, cannot touch the job again.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import uuid
 
@@ -36,6 +47,7 @@ from .store import CANCELLED, ERROR, JobRecord, JobStore
 log = get_logger("jobs.executor")
 POLL_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
+BACKOFF_SECONDS = (1.0, 30.0)  # the first pause after a dependency was found down, and the longest
 
 
 class JobExecutor:
@@ -53,9 +65,11 @@ class JobExecutor:
         self._heartbeat = min(heartbeat_seconds, lease_seconds / 3)
         self._max_attempts = max_attempts
         self._wake = asyncio.Event()
-        self._running: dict[str, JobControl] = {}
+        self._running: dict[str, tuple[int, JobControl]] = {}  # job id -> (attempt, its stop signal)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        self._backoff = 0.0  # the current pause while a dependency is down; 0 when all answer
+        self._paused_until = 0.0  # the event loop's time before which no worker claims
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def start(self) -> None:
@@ -90,9 +104,9 @@ class JobExecutor:
 
     def cancel(self, job_id: str) -> None:
         """Tell the job's program to stop, if this replica runs it (its state is already CANCELLED)."""
-        control = self._running.get(job_id)
-        if control is not None:
-            control.cancel()
+        running = self._running.get(job_id)
+        if running is not None:
+            running[1].cancel()
 
     @property
     def running_jobs(self) -> list[str]:
@@ -100,6 +114,10 @@ class JobExecutor:
 
     async def _work(self) -> None:
         while not self._stopping:
+            pause = self._paused_until - asyncio.get_running_loop().time()
+            if pause > 0:  # a dependency is down: leave the queue alone until the backoff passes
+                await asyncio.sleep(pause)
+                continue
             self._wake.clear()
             try:
                 job = await asyncio.to_thread(self._store.claim_next_queued, self.runner_id)
@@ -116,7 +134,7 @@ class JobExecutor:
     async def _execute(self, job: JobRecord) -> None:
         tokens = structlog.contextvars.bind_contextvars(job_id=job.id, request_id=job.trace_id)
         control = JobControl()
-        self._running[job.id] = control
+        self._running[job.id] = (job.attempts, control)
         try:
             await self._run(job, control)
         except Exception:  # its claim lapses and another run picks the job up
@@ -127,8 +145,8 @@ class JobExecutor:
 
     async def _run(self, job: JobRecord, control: JobControl) -> None:
         """Run the job's program and store how it ended."""
-        if job.attempts > self._max_attempts:
-            message = (f"the job was started {job.attempts - 1} times and its runner stopped each time "
+        if job.failed_attempts > self._max_attempts:
+            message = (f"the job was started {job.failed_attempts - 1} times and its runner stopped each time "
                        "(the jobs service was stopped or killed while running it); it is not started again")
             await self._store_outcome(job, Outcome(ERROR, "TOO_MANY_ATTEMPTS", message))
             return
@@ -143,20 +161,40 @@ class JobExecutor:
         if outcome.state == CANCELLED:  # the store already says why: cancelled by a user, or requeued
             log.info("job stopped")
             return
-        if outcome.retry and job.attempts < self._max_attempts:
-            await asyncio.to_thread(self._store.append_logs, job.id, list(outcome.logs))
+        if outcome.logs and (outcome.dependency_down or outcome.retry):  # before the attempt stops running
+            await asyncio.to_thread(self._store.append_attempt_logs, job.id, job.attempts, list(outcome.logs))
+        if outcome.dependency_down:
+            await self._wait_for_dependency(job, outcome)
+            return
+        self._backoff = 0.0  # the job's dependencies answered
+        if outcome.retry and job.failed_attempts < self._max_attempts:
             message = f"{outcome.message}; the job goes back to the queue for attempt {job.attempts + 1}"
-            if await asyncio.to_thread(self._store.requeue, job.id, runner=self.runner_id, why=message):  # still ours
+            if await asyncio.to_thread(self._store.requeue_attempt, job.id, job.attempts, why=message):  # still ours
                 await asyncio.to_thread(self._store.append_log, job.id, "WARNING", message)
                 log.warning("job requeued", why=outcome.message, attempt=job.attempts)
                 self.wake()
             return
         await self._store_outcome(job, outcome)
 
+    async def _wait_for_dependency(self, job: JobRecord, outcome: Outcome) -> None:
+        """Put the job back in the queue, not counting the attempt, and pause claiming for a backoff."""
+        now = asyncio.get_running_loop().time()
+        if now >= self._paused_until:  # runs that failed together, during one pause, lengthen the next once
+            first, longest = BACKOFF_SECONDS
+            self._backoff = min(longest, self._backoff * 2 or first)
+            self._paused_until = now + self._backoff * random.uniform(0.8, 1.2)  # replicas do not probe at once
+        pause = self._paused_until - now
+        message = f"{outcome.message}; the job goes back to the queue and is tried again in {pause:.0f} s or later"
+        if await asyncio.to_thread(self._store.requeue_attempt, job.id, job.attempts, dependency_down=True,
+                                   why=message):
+            await asyncio.to_thread(self._store.append_log, job.id, "WARNING", message)
+            log.warning("job waits for a service that is down", why=outcome.message, retry_in_seconds=round(pause, 1),
+                        attempt=job.attempts)
+
     async def _store_outcome(self, job: JobRecord, outcome: Outcome) -> None:
         ended = await asyncio.to_thread(
-            self._store.finish, job.id, outcome.state, outcome.reason, outcome.message, outcome.result,
-            runner=self.runner_id, logs=list(outcome.logs),
+            self._store.end_attempt, job.id, job.attempts, outcome.state, outcome.reason, outcome.message,
+            outcome.result, logs=list(outcome.logs),
         )
         if ended:
             log.info("job ended", state=outcome.state, reason=outcome.reason or None)
@@ -167,7 +205,8 @@ class JobExecutor:
         while not self._stopping:
             await asyncio.sleep(self._heartbeat)
             try:
-                lost = await asyncio.to_thread(self._store.renew_claims, self.runner_id, self.running_jobs)
+                attempts = {job_id: attempt for job_id, (attempt, _) in self._running.items()}
+                lost = await asyncio.to_thread(self._store.renew_leases, self.runner_id, attempts)
                 for job_id in lost:
                     self.cancel(job_id)
                 requeued = await asyncio.to_thread(self._store.requeue_running, stale_after=self._lease)

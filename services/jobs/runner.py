@@ -8,7 +8,10 @@ time limit or breaks a cap, the runner kills the host's whole process group at o
 killed after its job in any case.
 
 A host that dies on its own (the kernel's memory cap, a crash) ends the run with `retry=True`: the
-executor puts the job back in the queue until its attempts are used up.
+executor puts the job back in the queue until its attempts are used up. A service the job needs
+that is down or unreachable (devices, programs, or auth for the service's token) is never the job's
+fault: the run ends with `dependency_down=True`, and the executor puts the job back in the queue to
+wait, without counting the attempt against it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,16 @@ _PROGRAM_REASONS = {job_pb2.JOB_REASON_PROGRAM_ERROR, job_pb2.JOB_REASON_INVALID
 _OUTPUT_CHUNK = 64 * 1024
 _MAX_LINE = 16 * 1024  # a longer printed line is stored in pieces
 BACKEND_CACHE_SECONDS = 60.0  # a backend's size and shot limit change with a new release, not by the minute
+
+
+def dependency_down(message: str) -> Outcome:
+    """The outcome of a run that a down or unreachable service ended, through no fault of the job."""
+    return Outcome(ERROR, "INTERNAL_ERROR", message, dependency_down=True)
+
+
+def _is_down(error: ServiceError) -> bool:
+    """Whether a peer's error means it (or one it needs) is down or unreachable, not that it refused."""
+    return error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,13 +113,17 @@ class ProgramRunner:
             backend = await self._backend(job.backend)
             source = await self._fetch_source(job) if job.runtime == "PYTHON" and self._fetch_source else ""
         except BackendError as err:
+            if _is_down(err.error):
+                return dependency_down(f"the devices service is unavailable: {err.error.message}")
             return Outcome(ERROR, "BACKEND_ERROR", f"the job's backend cannot be used: {err.error.message}")
         except SuiteError as err:
-            return Outcome(ERROR, "INTERNAL_ERROR", str(err))
-        except ServiceError as err:  # from the programs service
+            return dependency_down(str(err))
+        except ServiceError as err:  # from the programs service, or auth for the service's token
             if err.code == grpc.StatusCode.NOT_FOUND:
                 return Outcome(ERROR, "PROGRAM_DELETED", f"program {job.program_id!r} version "
                                f"{job.program_version} was deleted before the job ran")
+            if _is_down(err):
+                return dependency_down(f"the program's source could not be fetched: {err.message}")
             return Outcome(ERROR, "INTERNAL_ERROR", f"the program's source could not be fetched: {err}")
         task = program_host_pb2.ProgramTask(
             job_id=job.id, program_id=job.program_id, source=source, inputs=job.inputs or "{}",
@@ -154,10 +171,11 @@ class ProgramRunner:
         try:
             response = run.result()
         except BackendError as err:
+            if _is_down(err.error):
+                return dependency_down(f"the devices service is unavailable: {err.error.message}")
             return refused_outcome(err)
         except SuiteError as err:
-            log.error("device call failed", error=str(err))
-            return Outcome(ERROR, "INTERNAL_ERROR", str(err))
+            return dependency_down(str(err))
         return await asyncio.to_thread(sampler_outcome, job, sample, response, started)
 
     async def _backend(self, name: str) -> backend_pb2.Backend:
@@ -289,6 +307,8 @@ class _Run:
         request = devices_service_pb2.RunCircuitsRequest(
             backend=self._job.backend, circuits_qpy=call.circuits_qpy, shots=call.shots, memory=call.memory,
             job_id=self._job.id,
+            # A retry of this call (DevicesClient retries UNAVAILABLE) gets the first run's result.
+            idempotency_key=f"{self._job.id}/{self._job.attempts}/{call.call_id}",
         )
         if call.HasField("seed"):
             request.seed = call.seed
@@ -297,11 +317,14 @@ class _Run:
             reply.response.CopyFrom(await self._runner._devices.run_circuits(
                 request, timeout=self._job.max_execution_seconds or 3 * 3600))
         except BackendError as err:
+            if err.error.code == grpc.StatusCode.UNAVAILABLE:  # not the program's to handle: run it again later
+                await self._kill(dependency_down(f"the devices service is unavailable: {err.error.message}"))
+                return
             reply.error.CopyFrom(program_host_pb2.DeviceError(
                 code=err.error.code.name, reason=err.error.reason, message=err.error.message))
         except SuiteError as err:
-            log.error("device call failed", error=str(err))
-            await self._kill(Outcome(ERROR, "INTERNAL_ERROR", str(err)))
+            log.warning("device call failed", error=str(err))
+            await self._kill(dependency_down(str(err)))
             return
         except Exception:  # the program must not wait for an answer that never comes
             log.exception("device call failed")
@@ -320,7 +343,8 @@ class _Run:
                 f"the program published more interim results than a job may ({limits.interim_results} results, "
                 f"{limits.interim_bytes} bytes)")))
             return
-        await asyncio.to_thread(self._store.add_interim_result, self._job.id, data)
+        if not await asyncio.to_thread(self._store.add_attempt_interim_result, self._job.id, self._job.attempts, data):
+            self._moved_on()
 
     async def _read_output(self, stream: asyncio.StreamReader, level: int) -> None:
         """Store what the program prints as log lines, within the job's log cap."""
@@ -361,7 +385,15 @@ class _Run:
         # prints fast costs a few commits, not one per line. One flusher at a time keeps their order.
         while self._pending_logs and not self._ending:
             lines, self._pending_logs = self._pending_logs, []
-            await asyncio.to_thread(self._store.append_logs, self._job.id, lines)
+            if not await asyncio.to_thread(self._store.append_attempt_logs, self._job.id, self._job.attempts, lines):
+                self._moved_on()
+
+    def _moved_on(self) -> None:
+        """The store refused a write: the job is no longer this attempt's (cancelled, timed out,
+        requeued or claimed again). Stop the program now rather than at the next lease renewal."""
+        if not self._control.cancelled:
+            log.info("the job has moved on; stopping its program", attempt=self._job.attempts)
+        self._control.cancel()
 
     async def _kill(self, outcome: Outcome) -> None:
         """End the job with outcome: kill the host, so its channel closes and serve() returns it."""

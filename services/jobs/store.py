@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from qruntime_kit import migrations
 from qruntime_kit.errors import FailedPrecondition, NotFound
-from qruntime_kit.store import add_columns, create_engine, decode_page_token, encode_page_token, invalid_page_token
+from qruntime_kit.store import create_engine, decode_page_token, encode_page_token, invalid_page_token
 
 if TYPE_CHECKING:
     from .filters import JobFilter
@@ -43,7 +44,9 @@ TRACE_ID_LENGTH = 256
 # ListJobs response stays well inside the 64 MiB gRPC message limit whatever the jobs hold.
 LIST_PAGE_BYTES = 32 * 1024 * 1024
 
+# The tables below are what the revisions in qruntime_jobs.migrations build; change both together.
 metadata = sa.MetaData()
+MIGRATIONS, VERSION_TABLE = "qruntime_jobs.migrations", "jobs_alembic_version"
 _TIME = sa.DateTime(timezone=True)
 _SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
 
@@ -71,6 +74,8 @@ job_table = sa.Table(
     sa.Column("heartbeat_time", _TIME),  # when that replica last renewed its claim
     sa.Column("attempts", sa.Integer, nullable=False, default=0, server_default="0"),  # claims so far
     sa.Column("program_version", sa.Integer, nullable=False, default=0, server_default="0"),
+    # Requeues because a service the job needs was down: not its fault, so not counted against its attempts.
+    sa.Column("dependency_waits", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("events", sa.Integer, nullable=False, default=0, server_default="0"),  # its last event's number
     sa.Column("usage_seconds", sa.Float, nullable=False, default=0.0, server_default="0"),  # see JobMetrics
     sa.UniqueConstraint("instance", "request_id", name="jobs_job_instance_request_id"),
@@ -138,9 +143,15 @@ class JobRecord:
     trace_id: str = ""  # the x-request-id of the CreateJob call, bound to every log line about the job
     attempts: int = 0  # how many times a runner has claimed it
     program_version: int = 0  # the version of the program it runs; 0 for a built-in program
+    dependency_waits: int = 0  # requeues because a service it needs was down (counted in attempts too)
     tags: tuple[str, ...] = ()
     events: int = 0  # the number of its last event
     usage_seconds: float = 0.0  # see JobMetrics.usage_seconds
+
+    @property
+    def failed_attempts(self) -> int:
+        """The claims that count against max_attempts: all but those a dependency outage ended."""
+        return self.attempts - self.dependency_waits
 
     @property
     def is_final(self) -> bool:
@@ -217,7 +228,8 @@ def _job(row: sa.Row, tags: Iterable[str] = ()) -> JobRecord:
         max_execution_seconds=m["max_execution_seconds"], create_time=_utc(m["create_time"]),
         start_time=_utc(m["start_time"]), end_time=_utc(m["end_time"]), request_id=m["request_id"] or "",
         trace_id=m["trace_id"], attempts=m["attempts"], program_version=m["program_version"],
-        tags=tuple(sorted(tags)), events=m["events"], usage_seconds=m["usage_seconds"],
+        dependency_waits=m["dependency_waits"], tags=tuple(sorted(tags)), events=m["events"],
+        usage_seconds=m["usage_seconds"],
     )
 
 
@@ -236,12 +248,7 @@ class JobStore:
 
     def __init__(self, url: str) -> None:
         self._engine = create_engine(url)
-        metadata.create_all(self._engine)
-        # Columns added since the first release.
-        add_columns(self._engine, job_table, {"attempts": "INTEGER NOT NULL DEFAULT 0",
-                                              "program_version": "INTEGER NOT NULL DEFAULT 0",
-                                              "events": "INTEGER NOT NULL DEFAULT 0",
-                                              "usage_seconds": "FLOAT NOT NULL DEFAULT 0"})
+        migrations.upgrade(self._engine, MIGRATIONS, version_table=VERSION_TABLE)
         self._page_key = self._secret("page_token_key").encode()
         self._listeners: list[Callable[[str], None]] = []
 
@@ -257,10 +264,11 @@ class JobStore:
     def create(
         self, *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str,
         log_level: str, max_execution_seconds: float, request_id: str = "", trace_id: str = "",
-        program_version: int = 0, tags: Iterable[str] = (),
+        program_version: int = 0, tags: Iterable[str] = (), first_log: str = "",
     ) -> tuple[JobRecord, bool]:
-        """Store a new QUEUED job; (job, True). With a request_id the instance used before, that
-        earlier job instead: (job, False), so a retried CreateJob never makes a second job."""
+        """Store a new QUEUED job, with first_log as its first log line if given; (job, True). With a
+        request_id the instance used before, that earlier job instead: (job, False), so a retried
+        CreateJob never makes a second job."""
         if request_id:
             existing = self.find_by_request_id(instance, request_id)
             if existing is not None:
@@ -272,13 +280,13 @@ class JobStore:
             "inputs": inputs, "log_level": log_level, "max_execution_seconds": max_execution_seconds,
             "create_time": now, "request_id": request_id or None,
             "trace_id": trace_id[:TRACE_ID_LENGTH],  # the caller's x-request-id, of any length
-            "program_version": program_version, "events": 1,
+            "program_version": program_version, "events": 2 if first_log else 1,
         }
         try:
             with self._engine.begin() as conn:
                 conn.execute(job_table.insert().values(**values))
-                conn.execute(event_table.insert().values(job_id=values["id"], number=1, time=now, kind=STATE,
-                                                         state=QUEUED))
+                events = [_state_event(QUEUED, now)] + ([_log_event("INFO", first_log, now)] if first_log else [])
+                _insert_events(conn, values["id"], values["events"], events)
                 if tags:
                     conn.execute(tag_table.insert(), [{"job_id": values["id"], "tag": tag} for tag in set(tags)])
         except sa.exc.IntegrityError:
@@ -388,6 +396,13 @@ class JobStore:
             )).scalar_one()
         return True, row.events, ahead
 
+    def queued_by_backend(self) -> dict[str, int]:
+        """How many jobs wait in the queue for each backend (backends with none left out)."""
+        c = job_table.c
+        query = sa.select(c.backend, sa.func.count()).where(c.state == QUEUED).group_by(c.backend)
+        with self._engine.connect() as conn:
+            return {backend: count for backend, count in conn.execute(query)}
+
     def claim_next_queued(self, runner: str = "") -> JobRecord | None:
         """Move the oldest QUEUED job to RUNNING for this runner, counting the attempt, and return it;
         None when none waits.
@@ -401,7 +416,7 @@ class JobStore:
             sa.select(c.id).where(c.state == QUEUED).order_by(c.create_time, c.id).limit(1)
             .with_for_update(skip_locked=True).scalar_subquery()
         )
-        now = utcnow()
+        now = self._now()  # the lease runs on the database's clock, the one all replicas share
         claim = (
             job_table.update().where(c.id == oldest, c.state == QUEUED)
             .values(state=RUNNING, start_time=now, claimed_by=runner or None, heartbeat_time=now,
@@ -412,36 +427,37 @@ class JobStore:
             row = conn.execute(claim).first()
             if row is None:
                 return None
-            _insert_events(conn, row.id, row.events, [_state_event(RUNNING, now, attempt=row.attempts)])
+            _insert_events(conn, row.id, row.events, [_state_event(RUNNING, utcnow(), attempt=row.attempts)])
             job = self._with_tags(conn, [row])[0]
         self._notify([job.id])
         return job
 
     def finish(
         self, job_id: str, state: str, reason: str = "", message: str = "", result_json: str | None = None,
-        *, runner: str | None = None, logs: list[tuple[str, str, dt.datetime]] = (),
     ) -> bool:
-        """End the job in state, storing its result (and its program's last log lines) in the same
-        transaction, so a job is never seen DONE without its result. Does nothing (False) when the job
-        already ended, e.g. a user cancelled it, or, with runner given, when that runner no longer holds
-        it: the job was requeued (it stays QUEUED, to run again) or another runner has claimed it since."""
+        """End a queued or running job in state, whoever runs it (a runner ends its own attempt with
+        end_attempt), storing its result in the same transaction, so a job is never seen DONE
+        without its result. Does nothing (False) when the job already ended."""
+        c = job_table.c
+        return self._end(job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES)), job_id, state,
+                         reason, message, result_json)
+
+    def _end(self, query: sa.Update, job_id: str, state: str, reason: str, message: str, result_json: str | None,
+             logs: list[tuple[str, str, dt.datetime]] = ()) -> bool:
+        """Run query, the UPDATE that ends the job if it may, with the job's last log lines, its
+        final state event, its usage and its result, in one transaction."""
         assert state in FINAL_STATES, state
         c = job_table.c
-        if runner is None:
-            query = job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
-        else:
-            query = job_table.update().where(c.id == job_id, c.state == RUNNING, c.claimed_by == runner)
-        now = utcnow()
         events = [_log_event(level, text, time) for level, text, time in logs]
         with self._engine.begin() as conn:
             row = conn.execute(
-                query.values(state=state, reason=reason, reason_message=message, end_time=now,
-                             events=c.events + len(events) + 1).returning(c.events, c.attempts, c.start_time)
+                query.values(state=state, reason=reason, reason_message=message, end_time=self._now(),
+                             events=c.events + len(events) + 1).returning(c.events, c.attempts, c.start_time, c.end_time)
             ).first()
             if row is None:
                 return False
-            _charge(conn, job_id, row.start_time, now)
-            events.append(_state_event(state, now, reason=reason, text=message, attempt=row.attempts))
+            _charge(conn, job_id, row.start_time, row.end_time)
+            events.append(_state_event(state, utcnow(), reason=reason, text=message, attempt=row.attempts))
             _insert_events(conn, job_id, row.events, events)
             if result_json is not None:
                 conn.execute(result_table.insert().values(job_id=job_id, result=result_json))
@@ -454,16 +470,16 @@ class JobStore:
         query = job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
         if instance is not None:
             query = query.where(c.instance == instance)
-        now, message = utcnow(), "cancelled by a user"
+        message = "cancelled by a user"
         with self._engine.begin() as conn:
             row = conn.execute(query.values(
-                state=CANCELLED, reason="CANCELLED_BY_USER", reason_message=message, end_time=now,
+                state=CANCELLED, reason="CANCELLED_BY_USER", reason_message=message, end_time=self._now(),
                 events=c.events + 1,
-            ).returning(c.events, c.attempts, c.start_time)).first()
+            ).returning(c.events, c.attempts, c.start_time, c.end_time)).first()
             if row is not None:
-                _charge(conn, job_id, row.start_time, now)
+                _charge(conn, job_id, row.start_time, row.end_time)
                 _insert_events(conn, job_id, row.events, [
-                    _state_event(CANCELLED, now, reason="CANCELLED_BY_USER", text=message, attempt=row.attempts)])
+                    _state_event(CANCELLED, utcnow(), reason="CANCELLED_BY_USER", text=message, attempt=row.attempts)])
         if row is not None:
             self._notify([job_id])
         job = self.get(job_id, instance=instance)
@@ -503,56 +519,28 @@ class JobStore:
                 sa.select(result_table.c.result).where(result_table.c.job_id == job_id)
             ).scalar()
 
-    # -- claims of running jobs -------------------------------------------------------------
-
-    def renew_claims(self, runner: str, job_ids: list[str]) -> set[str]:
-        """Renew the runner's claim on its running jobs; returns those it no longer holds (a user
-        cancelled them, or they were requeued), which the runner should stop."""
-        if not job_ids:
-            return set()
-        c = job_table.c
-        mine = sa.and_(c.id.in_(job_ids), c.state == RUNNING, c.claimed_by == runner)
-        with self._engine.begin() as conn:
-            conn.execute(job_table.update().where(mine).values(heartbeat_time=utcnow()))
-            held = set(conn.execute(sa.select(c.id).where(mine)).scalars())
-        return set(job_ids) - held
+    # -- leases of running jobs -------------------------------------------------------------
 
     def requeue_running(self, *, stale_after: float = 0.0, runner: str | None = None, why: str = "") -> list[JobRecord]:
         """Put RUNNING jobs back in the queue: those whose claim was last renewed more than
-        stale_after seconds ago (their replica died), or with runner given, that runner's own
-        (it is shutting down). Returns them. stale_after=0 requeues every running job."""
+        stale_after seconds ago by the database's clock (their replica died or was cut off), or with
+        runner given, that runner's own (it is shutting down). Returns them. stale_after=0 requeues
+        every running job. Each ends its attempt: the runner that held it can write nothing more."""
         c = job_table.c
         query = job_table.update().where(c.state == RUNNING)
         if runner is not None:
             query = query.where(c.claimed_by == runner)
         if stale_after > 0:
-            cutoff = utcnow() - dt.timedelta(seconds=stale_after)
+            cutoff = self._now(minus=dt.timedelta(seconds=stale_after))
             query = query.where(sa.or_(c.heartbeat_time.is_(None), c.heartbeat_time < cutoff))
-        why = why or ("its runner stopped" if runner is not None else "its runner stopped renewing its claim")
-        now = utcnow()
+        why = why or ("its runner stopped" if runner is not None else "its runner stopped renewing its lease")
         with self._engine.begin() as conn:
             rows = list(conn.execute(query.values(state=QUEUED, start_time=None, events=c.events + 1).returning(*c)))
             for row in rows:
-                _insert_events(conn, row.id, row.events, [_state_event(QUEUED, now, text=why, attempt=row.attempts)])
+                _insert_events(conn, row.id, row.events, [_state_event(QUEUED, utcnow(), text=why, attempt=row.attempts)])
             jobs = self._with_tags(conn, rows)
         self._notify([job.id for job in jobs])
         return jobs
-
-    def requeue(self, job_id: str, *, runner: str, why: str = "") -> bool:
-        """Put the runner's running job back in the queue (its worker died and it may try again),
-        saying why; False when the runner no longer holds it."""
-        c = job_table.c
-        query = job_table.update().where(c.id == job_id, c.state == RUNNING, c.claimed_by == runner)
-        now = utcnow()
-        with self._engine.begin() as conn:
-            row = conn.execute(
-                query.values(state=QUEUED, start_time=None, events=c.events + 1).returning(c.events, c.attempts)
-            ).first()
-            if row is not None:
-                _insert_events(conn, job_id, row.events, [_state_event(QUEUED, now, text=why, attempt=row.attempts)])
-        if row is not None:
-            self._notify([job_id])
-        return row is not None
 
     # -- events: logs and interim results ----------------------------------------------------
 
@@ -583,6 +571,86 @@ class JobStore:
             _insert_events(conn, job_id, last, events)
         self._notify([job_id])
         return True
+
+    # -- a runner's writes, fenced by the attempt it runs ------------------------------------
+    # A job's attempts counter is its fencing token: every claim adds one, and every write a runner
+    # makes for a job names the attempt it runs. A write for an attempt that is no longer the job's
+    # running one (the job was cancelled, timed out, ended, requeued or claimed again) changes
+    # nothing and returns False: a zombie (a replica paused or cut off past its lease) or an
+    # abandoned program can never touch the job's next attempt or its final state.
+
+    def end_attempt(
+        self, job_id: str, attempt: int, state: str, reason: str = "", message: str = "",
+        result_json: str | None = None, *, logs: list[tuple[str, str, dt.datetime]] = (),
+    ) -> bool:
+        """End the job in state with its result and the program's last log lines (in one
+        transaction, so a job is never seen DONE without them), if attempt is still the job's running one."""
+        return self._end(self._attempt_update(job_id, attempt), job_id, state, reason, message, result_json, logs)
+
+    def requeue_attempt(self, job_id: str, attempt: int, *, dependency_down: bool = False, why: str = "") -> bool:
+        """Put the job back in the queue for another attempt, saying why, if attempt is still the job's
+        running one: its program host died, or (dependency_down) a service it needs was down, which
+        does not count against its attempts."""
+        c = job_table.c
+        waits = c.dependency_waits + (1 if dependency_down else 0)
+        with self._engine.begin() as conn:
+            last = conn.execute(self._attempt_update(job_id, attempt).values(
+                state=QUEUED, start_time=None, dependency_waits=waits, events=c.events + 1).returning(c.events)).scalar()
+            if last is None:
+                return False
+            _insert_events(conn, job_id, last, [_state_event(QUEUED, utcnow(), text=why, attempt=attempt)])
+        self._notify([job_id])
+        return True
+
+    def append_attempt_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str, dt.datetime]]) -> bool:
+        """Store (level, message, time) lines of the attempt in one transaction."""
+        return self._fenced_events(job_id, attempt, [_log_event(level, text, time) for level, text, time in lines])
+
+    def add_attempt_interim_result(self, job_id: str, attempt: int, data: str) -> bool:
+        """Store one interim result (JSON text) of the attempt."""
+        return self._fenced_events(job_id, attempt, [{"kind": INTERIM, "time": utcnow(), "text": data}])
+
+    def renew_leases(self, runner: str, attempts: dict[str, int]) -> set[str]:
+        """Renew the runner's leases on its running attempts (job id -> attempt), on the database's
+        clock; returns the jobs whose attempt is no longer running, which the runner should stop."""
+        if not attempts:
+            return set()
+        c = job_table.c
+        held = sa.and_(c.state == RUNNING, c.claimed_by == runner, sa.or_(
+            *(sa.and_(c.id == job_id, c.attempts == attempt) for job_id, attempt in attempts.items())))
+        with self._engine.begin() as conn:
+            renewed = conn.execute(job_table.update().where(held).values(heartbeat_time=self._now())
+                                   .returning(c.id)).scalars()
+            return set(attempts) - set(renewed)
+
+    def _attempt_update(self, job_id: str, attempt: int) -> sa.Update:
+        c = job_table.c
+        return job_table.update().where(c.id == job_id, c.state == RUNNING, c.attempts == attempt)
+
+    def _fenced_events(self, job_id: str, attempt: int, events: list[dict]) -> bool:
+        # The fence is an UPDATE that comes first: it takes the job's row lock (PostgreSQL) or the
+        # write lock (SQLite) until the events commit, so a cancel or a re-claim cannot slip in between
+        # the check and the insert. Renewing the lease on the way is right: the attempt is alive.
+        c = job_table.c
+        with self._engine.begin() as conn:
+            last = conn.execute(self._attempt_update(job_id, attempt).values(
+                heartbeat_time=self._now(), events=c.events + len(events)).returning(c.events)).scalar()
+            if last is None:
+                return False
+            if events:
+                _insert_events(conn, job_id, last, events)
+        if events:
+            self._notify([job_id])
+        return True
+
+    def _now(self, minus: dt.timedelta = dt.timedelta(0)):
+        """Now (less minus) on the database's clock, which every replica shares: PostgreSQL's own,
+        as SQL; SQLite is a file on this machine, so its clock is this machine's."""
+        if self._engine.dialect.name == "postgresql":
+            return sa.func.clock_timestamp(type_=_TIME) - sa.bindparam("minus", minus, type_=sa.Interval(), unique=True)
+        return utcnow() - minus
+
+    # -- reading events ---------------------------------------------------------------------
 
     def events_after(self, job_id: str, after: int, *, limit: int = 1000) -> list[EventRecord]:
         """The job's events numbered after `after`, oldest first, at most limit of them."""
@@ -681,7 +749,7 @@ def _filtered(query: sa.Select, where: JobFilter) -> sa.Select:
 def _charge(conn: sa.Connection, job_id: str, start_time: dt.datetime | None, end_time: dt.datetime) -> None:
     """Record the job's usage: the running time of its last attempt (none if it never started)."""
     if start_time is not None:
-        seconds = max(0.0, (end_time - _utc(start_time)).total_seconds())
+        seconds = max(0.0, (_utc(end_time) - _utc(start_time)).total_seconds())
         conn.execute(job_table.update().where(job_table.c.id == job_id).values(usage_seconds=seconds))
 
 

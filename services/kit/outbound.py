@@ -26,6 +26,9 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # A peer that was down (restarted, killed) is tried again within 2 s of its return, not after
+    # gRPC's default backoff of up to two minutes: until then every call through it fails at once.
+    ("grpc.max_reconnect_backoff_ms", 2000),
 )
 RENEW_BEFORE_SECONDS = 60
 T = TypeVar("T")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,31 +32,6 @@ def create_engine(url: str) -> sa.Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return sa.create_engine(url, pool_pre_ping=True)
-
-
-def add_columns(
-    engine: sa.Engine, table: sa.Table, columns: Mapping[str, str],
-    then: Callable[[sa.Connection], None] | None = None,
-) -> bool:
-    """Bring a table made by an earlier release up to date: add the named columns it lacks (name ->
-    SQL type with its default), and run then(conn) in the same transaction. create_all makes only
-    missing tables, and the store has no schema migrations yet: this is the stopgap. Idempotent; a
-    replica that loses the race to do it finds it done. Returns whether it added anything."""
-    present = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
-    missing = [name for name in columns if name not in present]
-    if not missing:
-        return False
-    try:
-        with engine.begin() as conn:
-            for name in missing:
-                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {columns[name]}"))
-            if then is not None:
-                then(conn)
-    except sa.exc.DBAPIError:
-        if not set(missing) <= {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
-            raise
-        return False
-    return True
 
 
 def page_size(requested: int, *, default: int, maximum: int) -> int:

@@ -19,15 +19,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from qruntime_kit import migrations
 from qruntime_kit.errors import AlreadyExists, Unavailable
 from qruntime_kit.logging import get_logger
-from qruntime_kit.store import add_columns, create_engine
+from qruntime_kit.store import create_engine
 
 from .model import InputType, Program, ProgramInput, Runtime, Visibility
 
 log = get_logger("programs")
 
+# The tables below are what the revisions in qruntime_programs.migrations build; change both together.
 metadata = sa.MetaData()
+MIGRATIONS, VERSION_TABLE = "qruntime_programs.migrations", "programs_alembic_version"
 
 # Ids sort bytewise on every database ("C" collation on PostgreSQL), so pages and their order agree.
 _ID = sa.String(80).with_variant(sa.String(80, collation="C"), "postgresql")
@@ -108,10 +111,9 @@ class ProgramStore:
         self._engine: sa.Engine | None = None
 
     def open(self, url: str) -> None:
-        """Connect to url, create the tables that are missing and bring older ones up to date."""
+        """Connect to url and bring its tables up to date (made, or migrated from an earlier release)."""
         engine = create_engine(url)
-        metadata.create_all(engine)
-        _add_versions(engine)
+        migrations.upgrade(engine, MIGRATIONS, version_table=VERSION_TABLE)
         self._engine = engine
 
     def close(self) -> None:
@@ -290,20 +292,6 @@ def _versions_query(*, with_data: bool = True) -> sa.Select:
     columns = [p.c.id, p.c.runtime, p.c.owner_instance, p.c.create_time, v.c.version,
                v.c.create_time.label("update_time"), *(v.c[k] for k in _VERSIONED if with_data or k != "data")]
     return sa.select(*columns).join_from(v, p, v.c.program_id == p.c.id)
-
-
-def _add_versions(engine: sa.Engine) -> None:
-    """Bring a store made before programs had versions up to date: every program becomes version 1."""
-    p, v = programs_table, versions_table
-
-    def copy_as_version_1(conn: sa.Connection) -> None:
-        conn.execute(sa.insert(v).from_select(
-            ["program_id", "version", "create_time", *_VERSIONED],
-            sa.select(p.c.id, p.c.version, p.c.update_time, *(p.c[k] for k in _VERSIONED)),
-        ))
-
-    if add_columns(engine, p, {"version": "INTEGER NOT NULL DEFAULT 1"}, then=copy_as_version_1):
-        log.info("programs store upgraded: every program is now version 1")
 
 
 def _column_value(name: str, value: Any) -> Any:

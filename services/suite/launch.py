@@ -38,6 +38,7 @@ class Launched:
     url: str
     data_dir: Path
     processes: dict[str, subprocess.Popen]
+    envs: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # each process's environment
     tls_files: dict[str, str] = dataclasses.field(default_factory=dict)  # ca_file, cert_file, key_file
 
     @property
@@ -57,6 +58,25 @@ class Launched:
                 process.kill()
                 codes[name] = process.wait()
         return codes
+
+    def kill(self, name: str) -> None:
+        """kill -9 the named process and its process group (fault tests)."""
+        os.killpg(self.processes[name].pid, signal.SIGKILL)
+        self.processes[name].wait()
+
+    def restart(self, name: str, timeout: float = 60) -> None:
+        """Start the named process again as it was started (its port, data and settings), and wait
+        until it serves; the process must have ended."""
+        old = self.processes[name]
+        assert old.poll() is not None, f"{name} still runs"
+        log = self.data_dir / (f"{name}.log" if len(self.processes) > 1 else "suite.log")
+        process = self.processes[name] = _spawn(list(old.args), log, self.envs[name])
+        address = f"127.0.0.1:{old.args[old.args.index('--port') + 1]}"
+        deadline = time.monotonic() + timeout
+        while not is_serving(address, timeout=1, **self.tls_files):  # the others may be down on purpose
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not serve again (exit {process.poll()}); see {log}")
+            time.sleep(0.1)
 
 
 def _tls_files(env: dict[str, str]) -> dict[str, str]:
@@ -92,7 +112,7 @@ def embedded(data_dir: Path, port: int | None = None, timeout: float = 60, extra
     env = {**os.environ, **(extra_env or {})}
     process = _spawn([str(BIN / "qruntime"), "up", "--data-dir", str(data_dir), "--port", str(port)],
                      data_dir / "suite.log", env)
-    launched = Launched(f"127.0.0.1:{port}", data_dir, {"suite": process}, _tls_files(env))
+    launched = Launched(f"127.0.0.1:{port}", data_dir, {"suite": process}, {"suite": env}, _tls_files(env))
     _wait(launched, {"suite": launched.url}, timeout)
     return launched
 
@@ -114,12 +134,12 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None, service_env=No
         "gateway": ["qruntime", "gateway", "--programs-url", url["programs"], "--jobs-url", url["jobs"],
                     "--devices-url", url["devices"]],
     }
-    processes = {}
-    for name, (program, *args) in commands.items():
-        processes[name] = _spawn([str(BIN / program), *args, "--port", str(ports[name])],
-                                 data_dir / f"{name}.log",
-                                 {**env, **(service_env or {} if name != "gateway" else {}), **own_env.get(name, {})})
-    launched = Launched(url["gateway"], data_dir, processes, _tls_files(env))
+    envs = {name: {**env, **((service_env or {}) if name != "gateway" else {}), **own_env.get(name, {})}
+            for name in commands}
+    processes = {name: _spawn([str(BIN / program), *args, "--port", str(ports[name])], data_dir / f"{name}.log",
+                              envs[name])
+                 for name, (program, *args) in commands.items()}
+    launched = Launched(url["gateway"], data_dir, processes, envs, _tls_files(env))
     _wait(launched, url, timeout)
     if not (data_dir / "bootstrap.json").exists():  # auth serves only once it has written it
         launched.stop()

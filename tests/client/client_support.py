@@ -26,7 +26,11 @@ WORKERS = 4  # jobs the module suites run at once
 # What the module suites' simulations may use: 28 qubits of state vector, whatever this machine has.
 SIMULATION_MEMORY = 4 << 30
 INSTANCE_NAME = "my-instance"
-LITE_SIMULATORS = ["ibmq_qasm_simulator", "simulator_mps", "simulator_statevector"]
+LITE_SIMULATORS = [
+    "ibmq_qasm_simulator", "simulator_extended_stabilizer", "simulator_mps", "simulator_stabilizer",
+    "simulator_statevector",
+]
+STANDARD_SYSTEMS = ["ibm_lima", "ibm_manila", "ibm_sherbrooke", "ibm_torino"]
 BUILTIN_PROGRAMS = ["estimator", "hello-world", "sampler"]
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from postgres_support import new_postgres_database
 from qiskit import QuantumCircuit, transpile
 from qiskit_aer import AerSimulator
 
@@ -57,6 +59,16 @@ def store(tmp_path: Path) -> JobStore:
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     yield store
     store.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a new SQLite file, or a new PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    with new_postgres_database("qruntime_jobs") as url:
+        yield url
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from qiskit_aer import AerSimulator
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2
 from qruntime.encoding import dumps, load_circuits_qpy, loads
 
+from qruntime_jobs import executor as executor_module
 from qruntime_jobs import runner as runner_module
 from qruntime_jobs import store as store_module
 from qruntime_jobs.backend import BackendError, SuiteError
@@ -62,12 +63,12 @@ PROGRAMS = {
             except Exception as err:
                 raise ValueError("could not run") from err  # the program wraps it; the reason survives
     """,
-    "unreachable": """
+    "one-circuit": """
         from qiskit import QuantumCircuit
         def main(backend, user_messenger):
             circuit = QuantumCircuit(1, 1)
             circuit.measure(0, 0)
-            backend.run(circuit, shots=7777)
+            return backend.run(circuit, shots=10)[0]["counts"]
     """,
     "chatty": """
         import logging
@@ -105,6 +106,14 @@ PROGRAMS = {
             for i in range(10_000):
                 user_messenger.publish(i)
     """,
+    "chatter": """
+        import os, time
+        def main(backend, user_messenger):
+            user_messenger.publish({"pid": os.getpid()})
+            while True:
+                print("still here", flush=True)
+                time.sleep(0.005)
+    """,
     "printer": """
         import sys
         def main(backend, user_messenger):
@@ -118,11 +127,12 @@ MiB = 1 << 20
 
 class LocalDevices:
     """A TEST DOUBLE of the two devices calls the runner makes, running circuits on a local Aer
-    simulator. shots=10**6 is refused like the devices service refuses it; shots=7777 fails as if
-    the devices service could not be reached. The servicer and e2e tests use the real devices service."""
+    simulator. shots=10**6 is refused like the devices service refuses it; while `down`, every call
+    fails as if the devices service could not be reached. The servicer and e2e tests use the real devices service."""
 
     def __init__(self) -> None:
         self.calls: list[devices_service_pb2.RunCircuitsRequest] = []
+        self.down = False
         self._simulator = AerSimulator()
 
     async def backend(self, name: str, *, timeout: float) -> backend_pb2.Backend:
@@ -133,8 +143,8 @@ class LocalDevices:
         self.calls.append(request)
         if request.shots == 10**6:
             raise BackendError(InvalidArgument("shots must be 1..100000", reason="INVALID_SHOTS"))
-        if request.shots == 7777:
-            raise SuiteError("the devices service could not be used")
+        if self.down:
+            raise SuiteError("the devices service could not be used (UPSTREAM_UNAVAILABLE): connection refused")
         return await asyncio.to_thread(self._run, request)
 
     def _run(self, request):
@@ -154,15 +164,22 @@ class LocalDevices:
 class Harness:
     """An executor with fast polling over the store, its programs in host processes."""
 
-    def __init__(self, store: JobStore, *, sandboxed: bool = True, max_attempts: int = 2) -> None:
+    def __init__(
+        self, store: JobStore, *, sandboxed: bool = True, max_attempts: int = 2, lease_seconds: float = 1.0,
+        heartbeat_seconds: float = 0.1,
+    ) -> None:
         self.store = store
         self.devices = LocalDevices()
         limits = Limits(memory_bytes=512 * MiB, max_processes=64)
         self.pools = [HostPool(sandboxed=False, warm=1, limits=limits) for _ in range(2)]
 
+        self.programs_down = False
+
         async def fetch_source(job):
             if job.program_id == "deleted":
                 raise NotFound("program 'deleted' not found", reason="PROGRAM_NOT_FOUND")
+            if self.programs_down:
+                raise Unavailable("connection refused", reason="UPSTREAM_UNAVAILABLE")
             return textwrap.dedent(PROGRAMS[job.program_id])
 
         runner = ProgramRunner(
@@ -170,8 +187,8 @@ class Harness:
             sandbox_problem="bubblewrap is not installed", fetch_source=fetch_source,
             limits=OutputLimits(log_bytes=MiB, interim_results=100, interim_bytes=MiB),
         )
-        self.executor = JobExecutor(store, runner, workers=2, lease_seconds=1.0, poll_seconds=0.05,
-                                    heartbeat_seconds=0.1, max_attempts=max_attempts)
+        self.executor = JobExecutor(store, runner, workers=2, lease_seconds=lease_seconds, poll_seconds=0.05,
+                                    heartbeat_seconds=heartbeat_seconds, max_attempts=max_attempts)
 
     def submit(self, program_id: str, inputs=None, limit: float = 60, log_level: str = "INFO"):
         runtime = "PYTHON" if program_id in PROGRAMS or program_id == "deleted" else "BUILTIN"
@@ -282,7 +299,6 @@ def test_hello_world_stores_interim_results_and_logs(store):
     [
         ("crash", {}, "PROGRAM_ERROR", "RuntimeError: boom"),
         ("refused", {}, "BACKEND_ERROR", "INVALID_SHOTS"),
-        ("unreachable", {}, "INTERNAL_ERROR", "could not be used"),
         ("chatty", {}, "PROGRAM_ERROR", "cannot be encoded"),
         ("sampler", '{"circuits": {"__type__": "QuantumCircuit", "__value__": "bm90IHFweQ=="}, "circuit_indices": [0]}',
          "INVALID_INPUT", "could not be decoded"),
@@ -391,6 +407,65 @@ def test_a_job_cancelled_through_another_replica_is_stopped_at_the_next_claim_re
     assert run(store, scenario).state == "CANCELLED"
 
 
+def test_a_job_cancelled_elsewhere_takes_no_more_logs_and_its_program_stops_at_its_next_write(store):
+    async def scenario(h):
+        job = h.submit("chatter")
+        pid = await h.pid_of(job.id)
+        while not (await asyncio.to_thread(h.store.list_logs, job.id, page_size=1))[0]:  # it is chattering
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(h.store.cancel, job.id)  # through another replica: this one is not told
+        logged = len((await asyncio.to_thread(h.store.list_logs, job.id, page_size=10_000))[0])
+        started = time.monotonic()
+        while alive(pid):  # the lease is renewed every 30 s: only the refused write can stop it this soon
+            assert time.monotonic() - started < 2.0, "the program was not stopped by its refused write"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        after = len((await asyncio.to_thread(h.store.list_logs, job.id, page_size=10_000))[0])
+        return logged, after, await h.until(job.id)
+
+    logged, after, job = run(store, scenario, lease_seconds=90, heartbeat_seconds=30)
+    assert logged > 0 and after == logged, "lines the program printed after its cancel were stored"
+    assert job.state == "CANCELLED"
+
+
+def test_a_job_whose_devices_are_down_waits_without_using_its_attempts_and_runs_when_they_are_back(
+        store, monkeypatch):
+    monkeypatch.setattr(executor_module, "BACKOFF_SECONDS", (0.05, 0.2))
+
+    async def scenario(h):
+        h.devices.down = True
+        job = h.submit("one-circuit")
+        while (await asyncio.to_thread(h.store.get, job.id)).dependency_waits < 4:  # twice max_attempts
+            await asyncio.sleep(0.02)
+        assert (await asyncio.to_thread(h.store.get, job.id)).state in ("QUEUED", "RUNNING")
+        h.devices.down = False
+        return await h.until(job.id)
+
+    job = run(store, scenario)
+    assert (job.state, job.failed_attempts) == ("DONE", 1) and job.attempts >= 5
+    assert loads(store.get_result(job.id)) == {"0": 10}
+    logs, _ = store.list_logs(job.id, page_size=100)
+    waits = [line.message for line in logs if "goes back to the queue" in line.message]
+    assert len(waits) >= 4 and all("the devices service could not be used" in m for m in waits)
+
+
+def test_a_job_whose_program_source_cannot_be_fetched_waits_in_the_queue(store, monkeypatch):
+    monkeypatch.setattr(executor_module, "BACKOFF_SECONDS", (0.05, 0.2))
+
+    async def scenario(h):
+        h.programs_down = True
+        job = h.submit("printer")
+        while (await asyncio.to_thread(h.store.get, job.id)).dependency_waits < 3:
+            await asyncio.sleep(0.02)
+        h.programs_down = False
+        return await h.until(job.id)
+
+    job = run(store, scenario)
+    assert job.state == "DONE"
+    logs, _ = store.list_logs(job.id, page_size=100)
+    assert "the program's source could not be fetched: connection refused" in logs[0].message
+
+
 def test_a_worker_that_dies_is_retried_then_ends_with_its_reason(store):
     async def scenario(h):
         return await h.until(h.submit("dies").id)
@@ -494,7 +569,7 @@ def test_a_failure_to_store_the_outcome_is_logged_with_the_jobs_ids(store, monke
     def broken_finish(*args, **kwargs):
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(store, "finish", broken_finish)
+    monkeypatch.setattr(store, "end_attempt", broken_finish)
 
     async def scenario(h):
         job = h.submit("hello-world", {"iterations": 0})

@@ -83,7 +83,7 @@ def test_claim_is_exclusive_across_two_stores_on_one_file(tmp_path):
 def test_finish_stores_the_result_with_the_final_state(store):
     job, _ = new_job(store)
     store.claim_next_queued("r1")
-    assert store.finish(job.id, DONE, result_json='{"x": 1}', runner="r1")
+    assert store.end_attempt(job.id, 1, DONE, result_json='{"x": 1}')
     done = store.get(job.id)
     assert done.state == DONE and done.end_time is not None
     assert store.get_result(job.id) == '{"x": 1}'
@@ -96,28 +96,9 @@ def test_finish_does_not_overwrite_a_cancelled_job(store):
     store.claim_next_queued("r1")
     cancelled = store.cancel(job.id, instance=A)
     assert cancelled.state == CANCELLED and cancelled.reason == "CANCELLED_BY_USER"
-    assert not store.finish(job.id, DONE, result_json='"late"', runner="r1")
+    assert not store.end_attempt(job.id, 1, DONE, result_json='"late"')
     assert store.get(job.id).state == CANCELLED
     assert store.get_result(job.id) is None
-
-
-def test_finish_by_a_runner_that_lost_the_claim_is_ignored(store):
-    job, _ = new_job(store)
-    store.claim_next_queued("r1")
-    store.requeue_running()
-    store.claim_next_queued("r2")
-    assert not store.finish(job.id, DONE, result_json="1", runner="r1")
-    assert store.finish(job.id, DONE, result_json="2", runner="r2")
-    assert store.get_result(job.id) == "2"
-
-
-def test_finish_by_a_runner_whose_job_was_requeued_is_ignored(store):
-    job, _ = new_job(store)
-    store.claim_next_queued("r1")
-    store.requeue_running()  # r1 looked dead; nobody has claimed the job again yet
-    assert not store.finish(job.id, DONE, result_json="1", runner="r1")
-    assert store.get(job.id).state == QUEUED and store.get_result(job.id) is None
-    assert store.claim_next_queued("r2").id == job.id
 
 
 def test_cancel_an_ended_job_is_a_failed_precondition(store):
@@ -222,12 +203,12 @@ def test_requeue_running_puts_back_stale_or_own_jobs(store):
     with store._engine.begin() as conn:  # the dead replica stopped renewing its claim a minute ago
         conn.execute(store_module.job_table.update().where(store_module.job_table.c.id == stale.id)
                      .values(heartbeat_time=store_module.utcnow() - dt.timedelta(seconds=60)))
-    assert store.renew_claims("live-replica", [fresh.id]) == set()
+    assert store.renew_leases("live-replica", {fresh.id: 1}) == set()
     assert [j.id for j in store.requeue_running(stale_after=30)] == [stale.id]
     assert store.get(stale.id).state == QUEUED and store.get(stale.id).start_time is None
     assert store.get(fresh.id).state == RUNNING
     store.cancel(fresh.id)
-    assert store.renew_claims("live-replica", [fresh.id]) == {fresh.id}  # cancelled elsewhere: stop it
+    assert store.renew_leases("live-replica", {fresh.id: 1}) == {fresh.id}  # cancelled elsewhere: stop it
     again, _ = new_job(store)
     store.claim_next_queued("me")  # takes the requeued stale job first
     store.claim_next_queued("me")
@@ -332,10 +313,10 @@ def test_every_change_is_a_numbered_event(store):
     job, _ = new_job(store)
     store.claim_next_queued("r1")
     store.append_logs(job.id, [("INFO", "one", dt.datetime.now(dt.UTC)), ("INFO", "two", dt.datetime.now(dt.UTC))])
-    store.requeue(job.id, runner="r1", why="its worker died")
+    store.requeue_attempt(job.id, 1, why="its worker died")
     store.claim_next_queued("r2")
-    store.add_interim_result(job.id, '{"i": 1}')
-    store.finish(job.id, DONE, result_json="{}", runner="r2", logs=[("INFO", "last", dt.datetime.now(dt.UTC))])
+    store.add_attempt_interim_result(job.id, 2, '{"i": 1}')
+    store.end_attempt(job.id, 2, DONE, result_json="{}", logs=[("INFO", "last", dt.datetime.now(dt.UTC))])
     events = store.events_after(job.id, 0)
     assert [e.number for e in events] == list(range(1, 10))
     assert [(e.kind, e.state or e.text, e.attempt) for e in events] == [
@@ -352,7 +333,7 @@ def test_usage_sums_the_running_time_of_ended_jobs(store):
     done, _ = new_job(store)
     cancelled, _ = new_job(store)
     store.claim_next_queued("r")
-    store.finish(done.id, DONE, result_json="{}", runner="r")
+    store.end_attempt(done.id, 1, DONE, result_json="{}")
     store.cancel(cancelled.id)  # never started: not charged
     now = dt.datetime.now(dt.UTC)
     rows = store.usage(A, now - dt.timedelta(hours=1), now + dt.timedelta(seconds=1))

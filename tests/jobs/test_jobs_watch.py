@@ -57,7 +57,7 @@ def test_a_watch_follows_a_job_live_and_ends_with_its_final_state(store):
             await asyncio.to_thread(store.append_log, job.id, "INFO", f"line {i}")
             await asyncio.sleep(0.01)
         await asyncio.to_thread(store.add_interim_result, job.id, '{"step": 1}')
-        await asyncio.to_thread(store.finish, job.id, DONE, result_json="{}", runner="r")
+        await asyncio.to_thread(store.end_attempt, job.id, 1, DONE, result_json="{}")
         return await follower
 
     items = run(store, scenario, poll=10)  # no polling to lean on: the store's commits wake the watch
@@ -82,7 +82,7 @@ def test_a_resumed_watch_misses_nothing_and_repeats_nothing(store):
         last = seen[4].number
         resumed = asyncio.create_task(collect(watch, job.id, after=last))
         await asyncio.to_thread(store.append_log, job.id, "INFO", "more")
-        await asyncio.to_thread(store.finish, job.id, DONE, result_json="{}", runner="r")
+        await asyncio.to_thread(store.end_attempt, job.id, 1, DONE, result_json="{}")
         return seen[:5], await resumed
 
     first, rest = run(store, scenario)
@@ -93,7 +93,7 @@ def test_watching_an_ended_job_replays_it_and_closes(store):
     job = new_job(store)
     store.claim_next_queued("r")
     store.append_logs(job.id, [("INFO", f"line {i}", now()) for i in range(1200)])  # more than one read
-    store.finish(job.id, DONE, result_json="{}", runner="r")
+    store.end_attempt(job.id, 1, DONE, result_json="{}")
     items = run(store, lambda watch: collect(watch, job.id))
     assert numbers(items) == list(range(1, 1204))
     assert run(store, lambda watch: collect(watch, job.id, after=1203)) == []  # nothing after its end
@@ -130,7 +130,7 @@ def test_a_thousand_watchers_share_one_read_per_change(store, monkeypatch):
         for i in range(5):
             await asyncio.to_thread(store.append_log, job.id, "INFO", f"line {i}")
             await asyncio.sleep(0.05)
-        await asyncio.to_thread(store.finish, job.id, DONE, result_json="{}", runner="r")
+        await asyncio.to_thread(store.end_attempt, job.id, 1, DONE, result_json="{}")
         return await asyncio.gather(*followers)
 
     results = run(store, scenario, poll=10)

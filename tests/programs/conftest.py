@@ -10,7 +10,7 @@ from postgres_support import new_postgres_database
 from programs_support import World, make_world
 
 from qruntime_kit.store import create_engine
-from qruntime_programs.store import metadata
+from qruntime_programs.store import VERSION_TABLE, metadata
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,7 @@ def store_url(request, tmp_path) -> Iterator[str]:
     with engine.begin() as conn:
         for table in reversed(metadata.sorted_tables):
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table.name}"))
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
     engine.dispose()
 
 

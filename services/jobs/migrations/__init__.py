@@ -1,0 +1,1 @@
+"""The jobs store's schema revisions (Alembic), run at start by qruntime_kit.migrations; one module each."""

@@ -1,0 +1,136 @@
+"""The jobs and programs stores' schema migrations (Alembic), on SQLite and PostgreSQL: a new store
+gets exactly the schema the store code declares, a store the previous release made is upgraded in
+place with its jobs, and replicas starting together migrate once."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+
+import previous_release
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from qruntime_jobs import store as jobs_store
+from qruntime_jobs.store import DONE, QUEUED, RUNNING, JobStore
+from qruntime_kit import migrations
+from qruntime_kit.store import create_engine
+from qruntime_programs import store as programs_store
+from qruntime_programs.store import ProgramStore
+
+T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+
+
+def schema_differences(url: str, metadata: sa.MetaData) -> list:
+    """What autogenerate would change to make the database match metadata ([] when they agree)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={
+                "include_name": lambda name, kind, _parent: kind != "table" or name in metadata.tables})
+            return compare_metadata(context, metadata)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("module", [jobs_store, programs_store], ids=["jobs", "programs"])
+def test_a_new_store_gets_exactly_the_declared_schema(database_url, module):
+    engine = create_engine(database_url)
+    try:
+        head = migrations.head_revision(module.MIGRATIONS)
+        applied = migrations.upgrade(engine, module.MIGRATIONS, version_table=module.VERSION_TABLE)
+        assert applied[0] == "0001" and applied[-1] == head  # every revision, oldest first
+        assert migrations.upgrade(engine, module.MIGRATIONS, version_table=module.VERSION_TABLE) == []
+        assert migrations.current_revision(engine, version_table=module.VERSION_TABLE) == head
+    finally:
+        engine.dispose()
+    # A schema change in the store's tables without a revision (or the reverse) fails here.
+    assert schema_differences(database_url, module.metadata) == []
+
+
+def make_previous_release_store(url: str, *, without_attempts: bool = False) -> None:
+    """A store as the release at b47d180 left it: its tables, a finished job with its result and
+    logs, a queued job and a running one (its replica was killed)."""
+    metadata = previous_release.tables(without_attempts=without_attempts)
+    engine = create_engine(url)
+    job = {"instance": "crn:a", "owner": "user-1", "program_id": "sampler", "runtime": "BUILTIN",
+           "backend": "ibmq_qasm_simulator", "reason": "", "reason_message": "", "inputs": '{"shots": 10}',
+           "log_level": "INFO", "max_execution_seconds": 600.0, "trace_id": "req-1", "start_time": None,
+           "end_time": None, "request_id": None, "claimed_by": None, "heartbeat_time": None}
+    if not without_attempts:
+        job["attempts"] = 1
+    t = metadata.tables
+    try:
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(t["jobs_job"].insert(), [
+                {**job, "id": "done0000000000000000", "state": DONE, "create_time": T0, "start_time": T0,
+                 "end_time": T0 + dt.timedelta(seconds=2), "request_id": "key-1"},
+                {**job, "id": "queued00000000000000", "state": QUEUED, "create_time": T0 + dt.timedelta(seconds=1)},
+                {**job, "id": "running0000000000000", "state": RUNNING, "create_time": T0 + dt.timedelta(seconds=2),
+                 "start_time": T0, "claimed_by": "gone:1", "heartbeat_time": T0},
+            ])
+            conn.execute(t["jobs_job_result"].insert().values(job_id="done0000000000000000", result='{"ok": 1}'))
+            conn.execute(t["jobs_job_log"].insert(), [
+                {"job_id": "done0000000000000000", "time": T0, "level": "INFO", "message": f"line {i}"}
+                for i in range(3)])
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("without_attempts", [False, True], ids=["b47d180", "first-release"])
+def test_a_store_of_the_previous_release_is_upgraded_and_keeps_its_jobs(database_url, without_attempts):
+    make_previous_release_store(database_url, without_attempts=without_attempts)
+    store = JobStore(database_url)
+    try:
+        done = store.get("done0000000000000000")
+        assert (done.state, done.request_id, done.trace_id, done.end_time) == (
+            DONE, "key-1", "req-1", T0 + dt.timedelta(seconds=2))
+        assert done.attempts == (0 if without_attempts else 1) and done.program_version == 0
+        assert store.get_result(done.id) == '{"ok": 1}'
+        assert [line.message for line in store.list_logs(done.id, page_size=10)[0]] == ["line 0", "line 1", "line 2"]
+        jobs, _ = store.list("crn:a", page_size=10)
+        assert [job.id for job in jobs] == ["running0000000000000", "queued00000000000000", "done0000000000000000"]
+        # The upgraded store works as a new one: the dead replica's job is requeued, and runs.
+        assert [job.id for job in store.requeue_running(stale_after=60)] == ["running0000000000000"]
+        assert store.claim_next_queued("runner-1").id == "queued00000000000000"
+        assert store.find_by_request_id("crn:a", "key-1").id == done.id
+    finally:
+        store.close()
+    assert schema_differences(database_url, jobs_store.metadata) == []
+    JobStore(database_url).close()  # a second start finds nothing to do
+
+
+def test_replicas_starting_together_migrate_once(database_url):
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: JobStore(database_url), range(4)))
+    for store in stores:
+        store.close()
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(sa.text(f"SELECT version_num FROM {jobs_store.VERSION_TABLE}")).scalars().all()
+        assert versions == [migrations.head_revision(jobs_store.MIGRATIONS)]
+    finally:
+        engine.dispose()
+    assert schema_differences(database_url, jobs_store.metadata) == []
+
+
+def test_programs_store_of_the_previous_release_keeps_its_programs(database_url):
+    ProgramStore().open(database_url)  # the release before: the same tables, made by create_all
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {programs_store.VERSION_TABLE}"))
+        conn.execute(programs_store.programs_table.insert().values(
+            id="calc-abc123", name="calc", description="d", inputs=[], max_execution_seconds=60,
+            visibility="PRIVATE", runtime="PYTHON", owner_instance="crn:a", data="def main(b, u): pass\n",
+            create_time=T0, update_time=T0, version=3))
+    engine.dispose()
+    store = ProgramStore()
+    store.open(database_url)
+    try:
+        assert store.get("calc-abc123").version == 3
+    finally:
+        store.close()
