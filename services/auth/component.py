@@ -71,6 +71,7 @@ class AuthComponent:
     service_names = (SERVICE, ADMIN_SERVICE)
     public_methods = frozenset({f"/{SERVICE}/CreateToken", f"/{SERVICE}/ListSigningKeys",
                                 f"/{SERVICE}/CreateServiceToken", f"/{SERVICE}/ListRevocations",
+                                f"/{SERVICE}/CreateDelegatedToken",
                                 f"/{ADMIN_SERVICE}/RecordAuditEvents"})
 
     def __init__(self, settings: AuthSettings) -> None:
@@ -95,6 +96,10 @@ class AuthComponent:
     async def exchange_service_key(self, service_key: str) -> tuple[str, int]:
         """CreateServiceToken in process, for the services served with this component."""
         return await asyncio.to_thread(self.issuer.create_service_token, service_key)
+
+    async def delegate(self, service_key: str, subject_token: str) -> tuple[str, int]:
+        """CreateDelegatedToken in process, for the services served with this component."""
+        return await asyncio.to_thread(self.issuer.create_delegated_token, service_key, subject_token)
 
     async def revocations_since(self, since: float) -> list[tuple[str, float]]:
         """ListRevocations in process, for the services served with this component."""

@@ -56,7 +56,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         if key_id:
             self._per_key.take(key_id, "API key")
         token, expiry, row, roles = await asyncio.to_thread(
-            self._issuer.create_token, request.api_key, request.instance, request.account)
+            self._issuer.create_token, request.api_key, request.instance, request.account, tuple(request.audiences))
         response = auth_service_pb2.CreateTokenResponse(token=token, expire_time=Timestamp(seconds=expiry))
         if row is not None:
             response.instance.CopyFrom(instance_message(row))
@@ -69,6 +69,11 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         self._per_peer.take(self._peer(context), "peer")
         token, expiry = await asyncio.to_thread(self._issuer.create_service_token, request.service_key)
         return auth_service_pb2.CreateServiceTokenResponse(token=token, expire_time=Timestamp(seconds=expiry))
+
+    async def CreateDelegatedToken(self, request, context):
+        token, expiry = await asyncio.to_thread(
+            self._issuer.create_delegated_token, request.service_key, request.subject_token)
+        return auth_service_pb2.CreateDelegatedTokenResponse(token=token, expire_time=Timestamp(seconds=expiry))
 
     async def ListRevocations(self, request, context):
         rows = await asyncio.to_thread(self._store.revocations_since, request.since.ToNanoseconds() / 1e9)

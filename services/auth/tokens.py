@@ -6,13 +6,36 @@ import datetime as dt
 import threading
 import time
 
-from qruntime_kit.auth import ACCOUNT_ADMINS, SERVICE, SERVICE_CALLS, USER, Principal, actions_of, audience_of
+import jwt
+
+from qruntime_kit.auth import (
+    ACCOUNT_ADMINS,
+    SERVICE,
+    SERVICE_CALLS,
+    SERVICE_DELEGATIONS,
+    USER,
+    Principal,
+    actions_of,
+    audience_of,
+)
 from qruntime_kit.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from qruntime_kit.tokens import MAX_LIFETIME_SECONDS, USER_AUDIENCES, issue_token, new_private_key_pem, public_key_pem
+from qruntime_kit.tokens import (
+    ACCOUNT_AUDIENCES,
+    INSTANCE_AUDIENCES,
+    MAX_LIFETIME_SECONDS,
+    USER_AUDIENCES,
+    decode_claims,
+    issue_token,
+    new_private_key_pem,
+    principal_of,
+    public_key,
+    public_key_pem,
+)
 
 from .store import AuthStore
 
 TOKEN_TTL_SECONDS = 3600  # like IBM Cloud IAM tokens: an hour, renewed by the client with its key
+DELEGATED_TTL_SECONDS = 300  # a service acting for a user needs the token for one request's calls
 SIGNING_KEY_ROTATION_SECONDS = 30 * 24 * 3600
 
 
@@ -32,7 +55,7 @@ class TokenIssuer:
         self._key: dict | None = None
 
     def create_token(
-        self, api_key: str, instance: str, account: str = ""
+        self, api_key: str, instance: str, account: str = "", audiences: tuple[str, ...] = ()
     ) -> tuple[str, int, dict | None, frozenset[str]]:
         """(token, expiry, instance row, roles) for a valid user key with roles on the instance; with
         no instance but an account ("-": the user's only one), (token, expiry, None, no roles) for
@@ -45,6 +68,11 @@ class TokenIssuer:
         owner = self._store.owner_of_key(api_key)
         if owner is None:
             raise _invalid_key()
+        unknown = sorted(set(audiences) - set(USER_AUDIENCES))
+        if unknown:
+            raise InvalidArgument(f"unknown audiences {unknown}; known: {list(USER_AUDIENCES)}",
+                                  reason="INVALID_AUDIENCE", field_violations=[("audiences", "service short names")])
+        wanted = tuple(audiences) or (INSTANCE_AUDIENCES if instance else ACCOUNT_AUDIENCES)
         if owner.kind == SERVICE:
             raise PermissionDenied(
                 "a service key cannot be exchanged here; the suite's services use CreateServiceToken on "
@@ -55,7 +83,7 @@ class TokenIssuer:
             raise PermissionDenied("this user is disabled", reason="USER_DISABLED")
         accounts = [m["account_id"] for m in self._store.memberships_of(user["id"]) if m["state"] == "active"]
         if not instance and account:
-            return (*self._account_token(user, owner.key_id, accounts, account), None, frozenset())
+            return (*self._account_token(user, owner.key_id, accounts, account, wanted), None, frozenset())
         if not instance:
             raise InvalidArgument(
                 "instance is required: give the CRN or the name of your service instance",
@@ -75,13 +103,14 @@ class TokenIssuer:
             plan=row["plan"], actions=actions_of(roles), account_role=membership["role"],
             operator=bool(user["operator"]),
         )
-        return (*self._sign(principal, USER_AUDIENCES, owner.key_id), row, roles)
+        return (*self._sign(principal, wanted, owner.key_id), row, roles)
 
-    def _account_token(self, user: dict, key_id: str, accounts: list[str], account: str) -> tuple[str, int]:
+    def _account_token(self, user: dict, key_id: str, accounts: list[str], account: str,
+                       audiences: tuple[str, ...]) -> tuple[str, int]:
         if account == "-" and not accounts:
             # A user no account has taken in yet: enough to see and answer invitations, manage own keys.
             return self._sign(Principal(subject=user["id"], kind=USER, operator=bool(user["operator"])),
-                              USER_AUDIENCES, key_id)
+                              audiences, key_id)
         if account == "-":
             if len(accounts) != 1:
                 raise InvalidArgument(
@@ -94,7 +123,7 @@ class TokenIssuer:
         role = self._store.membership(account, user["id"])["role"]
         principal = Principal(subject=user["id"], kind=USER, account_id=account, account_role=role,
                               operator=bool(user["operator"]))
-        return self._sign(principal, USER_AUDIENCES, key_id)
+        return self._sign(principal, audiences, key_id)
 
     def create_service_token(self, service_key: str) -> tuple[str, int]:
         """(token, expiry) for one of the suite's services, for exactly the services it may call."""
@@ -105,11 +134,40 @@ class TokenIssuer:
         audiences = {audience_of(m) for m in SERVICE_CALLS.get(owner.service_name, ())}
         return self._sign(principal, audiences, owner.key_id)
 
-    def _sign(self, principal: Principal, audiences, api_key_id: str) -> tuple[str, int]:
+    def create_delegated_token(self, service_key: str, subject_token: str) -> tuple[str, int]:
+        """(token, expiry) for a service to send on the subject token's user's behalf: same claims,
+        audiences only the services it may call for users, at most DELEGATED_TTL_SECONDS."""
+        owner = self._store.owner_of_key(service_key)
+        if owner is None or owner.kind != SERVICE:
+            raise _invalid_key()
+        allowed = SERVICE_DELEGATIONS.get(owner.service_name)
+        if not allowed:
+            raise PermissionDenied(f"the {owner.service_name} service acts for no user", reason="NO_DELEGATION")
+        try:
+            key_id = jwt.get_unverified_header(subject_token).get("kid", "")
+        except jwt.PyJWTError:
+            raise Unauthenticated("the subject token is not a token this service issued",
+                                  reason="TOKEN_INVALID") from None
+        pem = next((k["public_key_pem"] for k in self._store.signing_keys() if k["key_id"] == key_id), None)
+        if pem is None:
+            raise Unauthenticated("the subject token was signed by an unknown key", reason="TOKEN_INVALID")
+        claims = decode_claims(subject_token, public_key(pem), owner.service_name)
+        if claims["kind"] != USER:
+            raise PermissionDenied("only a user's token can be delegated", reason="NOT_A_USER_TOKEN")
+        revoked = {r["subject"]: r["revoke_time"]
+                   for r in self._store.revocations_since(claims["iat"])}
+        if claims["sub"] in revoked or claims.get("akid", "") in revoked:
+            raise Unauthenticated("the subject token was revoked", reason="TOKEN_REVOKED")
+        return self._sign(principal_of(claims), allowed, claims.get("akid", ""), expires_by=int(claims["exp"]),
+                          ttl_seconds=DELEGATED_TTL_SECONDS, actor=owner.service_name)
+
+    def _sign(self, principal: Principal, audiences, api_key_id: str, *, ttl_seconds: int | None = None,
+              expires_by: int | None = None, actor: str = "") -> tuple[str, int]:
         key = self._signing_key()
+        ttl_seconds = TOKEN_TTL_SECONDS if ttl_seconds is None else ttl_seconds  # read now: tests change it
         return issue_token(principal, key_id=key["key_id"], private_key_pem=key["private_key_pem"],
-                           ttl_seconds=min(TOKEN_TTL_SECONDS, MAX_LIFETIME_SECONDS), audiences=audiences,
-                           api_key_id=api_key_id)
+                           ttl_seconds=min(ttl_seconds, MAX_LIFETIME_SECONDS), audiences=audiences,
+                           api_key_id=api_key_id, expires_by=expires_by, actor=actor)
 
     def _signing_key(self) -> dict:
         with self._lock:

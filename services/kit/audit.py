@@ -30,6 +30,7 @@ AUDITED_ACTIONS: dict[str, str] = {
     "/qruntime.programs.v1.ProgramsService/CreateProgram": "quantum-computing.program.create",
     "/qruntime.programs.v1.ProgramsService/UpdateProgram": "quantum-computing.program.update",
     "/qruntime.programs.v1.ProgramsService/DeleteProgram": "quantum-computing.program.delete",
+    "/qruntime.devices.v1.DevicesService/UpdateBackendStatus": "quantum-computing.backend.update",
     **{f"/qruntime.admin.v1.AdminService/{method}": f"qruntime.admin.{noun}.{verb}" for method, noun, verb in (
         ("CreateUser", "user", _CREATE), ("DisableUser", "user", "disable"), ("EnableUser", "user", "enable"),
         ("CreateAccount", "account", _CREATE), ("InviteUser", "invitation", _CREATE),

@@ -51,11 +51,16 @@ SERVICE_CALLS: dict[str, frozenset[str]] = {
     }),
 }
 
+# The services each of the suite's services may call on a user's behalf, with a delegated token
+# (AuthService.CreateDelegatedToken) that names only them.
+SERVICE_DELEGATIONS: dict[str, frozenset[str]] = {"jobs": frozenset({"programs", "devices"})}
+
 # Methods that only the suite's services call on one another and that the front door (the gateway,
 # or `qruntime up`'s own port) never serves to the outside.
 INTERNAL_METHODS = frozenset({
     "/qruntime.auth.v1.AuthService/CreateServiceToken",
     "/qruntime.auth.v1.AuthService/ListRevocations",
+    "/qruntime.auth.v1.AuthService/CreateDelegatedToken",
     "/qruntime.admin.v1.AdminService/RecordAuditEvents",
 })
 

@@ -1,6 +1,7 @@
 """Calls from one service to another: one channel per address, and the credentials to send.
 
-A call on behalf of a user forwards the user's own token, so the callee applies the user's rights.
+A call on behalf of a user carries a token delegated from the user's own (AuthService.CreateDelegatedToken):
+the callee applies the user's rights, and the user's token, good at this service only, goes no further.
 A call the service makes for itself (running a job long after the user's token expired) uses a
 service token, got from the auth service with the service API key and renewed before it expires.
 """
@@ -8,6 +9,7 @@ service token, got from the auth service with the service API key and renewed be
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -52,6 +54,9 @@ class Channels:
 
 # Exchanges a service API key for (token, expiry as Unix seconds).
 KeyExchange = Callable[[str], Awaitable[tuple[str, int]]]
+# Exchanges (service API key, a user's token) for a delegated (token, expiry).
+Delegation = Callable[[str, str], Awaitable[tuple[str, int]]]
+_DELEGATED_CACHE = 10_000
 
 
 def exchange_over_grpc(auth_channel: Callable[[], grpc.aio.Channel]) -> KeyExchange:
@@ -67,20 +72,53 @@ def exchange_over_grpc(auth_channel: Callable[[], grpc.aio.Channel]) -> KeyExcha
     return exchange
 
 
+def delegate_over_grpc(auth_channel: Callable[[], grpc.aio.Channel]) -> Delegation:
+    """The delegation of a separate service: AuthService.CreateDelegatedToken, internal."""
+
+    async def delegate(service_key: str, subject_token: str) -> tuple[str, int]:
+        stub = auth_service_pb2_grpc.AuthServiceStub(auth_channel())
+        request = auth_service_pb2.CreateDelegatedTokenRequest(service_key=service_key, subject_token=subject_token)
+        response = await call(stub.CreateDelegatedToken, request)
+        return response.token, response.expire_time.seconds
+
+    return delegate
+
+
 class Credentials:
     """Builds the metadata of an outgoing call: a bearer token and the current request id."""
 
-    def __init__(self, exchange: KeyExchange, service_key: str) -> None:
+    def __init__(self, exchange: KeyExchange, service_key: str, delegate: Delegation | None = None) -> None:
         self._exchange = exchange
+        self._delegate = delegate
         self._service_key = service_key
         self._token = ""
         self._expires = 0.0
         self._lock = asyncio.Lock()
+        self._delegated: collections.OrderedDict[str, tuple[str, int]] = collections.OrderedDict()
 
     async def metadata(self, on_behalf_of: Principal | None = None) -> tuple[tuple[str, str], ...]:
-        token = on_behalf_of.token if on_behalf_of is not None else await self.service_token()
+        token = await self.delegated_token(on_behalf_of) if on_behalf_of is not None else await self.service_token()
         request_id = current_request_id()
         return (("authorization", f"Bearer {token}"), *([(REQUEST_ID_KEY, request_id)] if request_id else []))
+
+    async def delegated_token(self, user: Principal) -> str:
+        """A token for the services this one calls on the user's behalf, delegated from the user's
+        own; kept while it has a minute to live."""
+        cached = self._delegated.get(user.token)
+        if cached is not None and time.time() < cached[1] - RENEW_BEFORE_SECONDS:
+            return cached[0]
+        if self._delegate is None:
+            raise FailedPrecondition("this service cannot act for users", reason="NO_DELEGATION")
+        if not self._service_key:
+            raise FailedPrecondition(
+                "this service has no service API key to act for users with (set QRUNTIME_SERVICE_KEY)",
+                reason="SERVICE_KEY_MISSING",
+            )
+        token, expires = await self._delegate(self._service_key, user.token)
+        self._delegated[user.token] = (token, expires)
+        if len(self._delegated) > _DELEGATED_CACHE:
+            self._delegated.popitem(last=False)
+        return token
 
     async def service_token(self) -> str:
         if not self._service_key:

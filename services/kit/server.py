@@ -30,9 +30,9 @@ from .interceptors import (
     TextInterceptor,
 )
 from .logging import configure_logging, get_logger
-from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call, exchange_over_grpc
+from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call, delegate_over_grpc, exchange_over_grpc
 from .settings import ServerSettings
-from .tls import add_port, channel_credentials, server_credentials
+from .tls import add_port
 from .tokens import TokenVerifier
 
 log = get_logger("server")
@@ -69,6 +69,7 @@ class Component(Protocol):
 
     # Optional, the auth component's, used in process by the components served with it (on a front
     # door the internal RPCs are not served): `async def exchange_service_key(key) -> (token, expiry)`,
+    # `async def delegate(key, user token) -> (token, expiry)`,
     # `async def revocations_since(since) -> [(subject, revoke time)]` and
     # `async def record_audit_events(events)`.
     # Optional: `async def drain(self) -> None`, called at shutdown while the server still answers
@@ -131,7 +132,7 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
 
     A front door (the embedded suite's port, which clients call) never serves the suite's internal
     methods (INTERNAL_METHODS, such as exchanging a service key for a token)."""
-    channels = Channels(channel_credentials(settings.tls_ca_file))
+    channels = Channels(settings.tls_channel_credentials())
     auth_channel = lambda: channels.get(settings.auth_url or address)  # noqa: E731 - address bound below
 
     async def fetch_keys():
@@ -173,12 +174,13 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     for component in components:
         component.register(server)
-    port = add_port(server, f"{settings.host}:{settings.port}",
-                    server_credentials(settings.tls_cert_file, settings.tls_key_file))
+    port = add_port(server, f"{settings.host}:{settings.port}", settings.tls_server_credentials())
     address = f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::', '[::]') else settings.host}:{port}"
     await server.start()
     exchange = local_auth.exchange_service_key if local_auth else exchange_over_grpc(auth_channel)
-    runtime = Runtime(settings, address, channels, Credentials(exchange, settings.resolved_service_key()), audit)
+    delegate = local_auth.delegate if local_auth else delegate_over_grpc(auth_channel)
+    credentials = Credentials(exchange, settings.resolved_service_key(), delegate)
+    runtime = Runtime(settings, address, channels, credentials, audit)
     started: list[Component] = []
     try:
         for component in components:

@@ -46,6 +46,19 @@ class ServerSettings:
     tls_cert_file: str = setting("", "PEM certificate (chain) to serve TLS with; empty: plaintext")
     tls_key_file: str = setting("", "PEM private key of tls_cert_file (an owner-only file)")
     tls_ca_file: str = setting("", "PEM CA bundle: call the other services over TLS, trusting only it")
+    tls_verify_clients: bool = setting(
+        False, "serve only callers with a certificate tls_ca_file signed (services behind the gateway)")
+
+    def tls_server_credentials(self):
+        from .tls import server_credentials
+
+        return server_credentials(self.tls_cert_file, self.tls_key_file,
+                                  self.tls_ca_file if self.tls_verify_clients else "")
+
+    def tls_channel_credentials(self):
+        from .tls import channel_credentials
+
+        return channel_credentials(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
 
     def __post_init__(self) -> None:
         problems = []

@@ -26,8 +26,12 @@ from .errors import Unauthenticated, Unavailable
 
 ISSUER = "qruntime-auth"
 ALGORITHM = "EdDSA"
-# The services a user's token is for by default: every one a client calls through the front door.
+# The services a user's token may be for: every one a client calls through the front door. By
+# default an instance's token is for the services that run its work, and an account's token for
+# the admin API: a token jobs receives cannot manage the user's account.
 USER_AUDIENCES = ("auth", "admin", "programs", "jobs", "devices")
+INSTANCE_AUDIENCES = ("auth", "programs", "jobs", "devices")
+ACCOUNT_AUDIENCES = ("auth", "admin")
 MAX_LIFETIME_SECONDS = 3600
 LEEWAY_SECONDS = 30
 REFETCH_INTERVAL_SECONDS = 5.0
@@ -51,7 +55,7 @@ def public_key_pem(private_key_pem: str) -> str:
 
 def issue_token(
     principal: Principal, *, key_id: str, private_key_pem: str, ttl_seconds: int, audiences: Iterable[str],
-    api_key_id: str = "",
+    api_key_id: str = "", expires_by: int | None = None, actor: str = "",
 ) -> tuple[str, int]:
     """Sign a token for the principal, for the named services; returns (token, expiry as Unix seconds).
     api_key_id names the API key it was exchanged for, so deleting the key revokes the token."""
@@ -69,11 +73,62 @@ def issue_token(
         "op": principal.operator,
         "akid": api_key_id,
         "iat": round(now, 3),  # ms: a token got right after a revocation is not caught by it
-        "exp": int(now) + ttl_seconds,
+        "exp": min(int(now) + ttl_seconds, expires_by or int(now) + ttl_seconds),
         "jti": uuid.uuid4().hex,
     }
+    if actor:
+        claims["actor"] = actor  # the service that acts for the subject (a delegated token)
     token = jwt.encode(claims, private_key_pem, algorithm=ALGORITHM, headers={"kid": key_id})
     return token, claims["exp"]
+
+
+def decode_claims(token: str, key: object, audience: str) -> dict:
+    """The claims of a token signed with key (a public key object), for audience; Unauthenticated
+    for a bad signature or algorithm, another issuer or audience, an expired token, one issued in
+    the future or one living past MAX_LIFETIME_SECONDS. "aud" comes back as a list."""
+    try:
+        claims = jwt.decode(
+            token, key, algorithms=[ALGORITHM], audience=audience, issuer=ISSUER, leeway=LEEWAY_SECONDS,
+            options={"require": ["exp", "iat", "sub", "kind", "aud"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthenticated(
+            "the bearer token has expired; get a new one with your API key", reason="TOKEN_EXPIRED"
+        ) from None
+    except jwt.InvalidAudienceError:
+        raise Unauthenticated(
+            f"the bearer token is not for the {audience} service", reason="TOKEN_WRONG_AUDIENCE",
+            metadata={"audience": audience},
+        ) from None
+    except jwt.PyJWTError as err:
+        raise Unauthenticated(f"the bearer token is not valid: {err}", reason="TOKEN_INVALID") from None
+    if not isinstance(claims["iat"], int | float) or claims["iat"] > time.time() + LEEWAY_SECONDS:
+        raise Unauthenticated("the bearer token was issued in the future", reason="TOKEN_INVALID")
+    if claims["exp"] - claims["iat"] > MAX_LIFETIME_SECONDS:
+        raise Unauthenticated(
+            f"the bearer token lives longer than the {MAX_LIFETIME_SECONDS} s any token may",
+            reason="TOKEN_LIFETIME_TOO_LONG",
+        )
+    claims["aud"] = [claims["aud"]] if isinstance(claims["aud"], str) else list(claims["aud"])
+    return claims
+
+
+def principal_of(claims: dict, token: str = "") -> Principal:
+    return Principal(
+        subject=claims["sub"],
+        kind=claims["kind"],
+        account_id=claims.get("acct", ""),
+        instance_crn=claims.get("ins", ""),
+        plan=claims.get("plan", ""),
+        actions=frozenset(claims.get("act", ())),
+        account_role=claims.get("arole", ""),
+        operator=claims.get("op") is True,
+        token=token,
+    )
+
+
+def public_key(pem: str) -> object:
+    return serialization.load_pem_public_key(pem.encode())
 
 
 KeyFetcher = Callable[[], Awaitable[Iterable[tuple[str, str]]]]
@@ -122,43 +177,9 @@ class TokenVerifier:
             raise Unauthenticated(
                 "the bearer token is not a token this service issued", reason="TOKEN_INVALID"
             ) from None
-        key = await self._key(key_id)
-        try:
-            claims = jwt.decode(
-                token, key, algorithms=[ALGORITHM], audience=audience, issuer=ISSUER, leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iat", "sub", "kind", "aud"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated(
-                "the bearer token has expired; get a new one with your API key", reason="TOKEN_EXPIRED"
-            ) from None
-        except jwt.InvalidAudienceError:
-            raise Unauthenticated(
-                f"the bearer token is not for the {audience} service", reason="TOKEN_WRONG_AUDIENCE",
-                metadata={"audience": audience},
-            ) from None
-        except jwt.PyJWTError as err:
-            raise Unauthenticated(f"the bearer token is not valid: {err}", reason="TOKEN_INVALID") from None
-        if not isinstance(claims["iat"], int | float) or claims["iat"] > time.time() + LEEWAY_SECONDS:
-            raise Unauthenticated("the bearer token was issued in the future", reason="TOKEN_INVALID")
-        if claims["exp"] - claims["iat"] > MAX_LIFETIME_SECONDS:
-            raise Unauthenticated(
-                f"the bearer token lives longer than the {MAX_LIFETIME_SECONDS} s any token may",
-                reason="TOKEN_LIFETIME_TOO_LONG",
-            )
+        claims = decode_claims(token, await self._key(key_id), audience)
         await self._check_not_revoked(claims)
-        principal = Principal(
-            subject=claims["sub"],
-            kind=claims["kind"],
-            account_id=claims.get("acct", ""),
-            instance_crn=claims.get("ins", ""),
-            plan=claims.get("plan", ""),
-            actions=frozenset(claims.get("act", ())),
-            account_role=claims.get("arole", ""),
-            operator=claims.get("op") is True,
-            token=token,
-        )
-        claims["aud"] = [claims["aud"]] if isinstance(claims["aud"], str) else list(claims["aud"])
+        principal = principal_of(claims, token)
         self._verified[token] = (claims, principal)
         if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
@@ -200,7 +221,7 @@ class TokenVerifier:
                 except Exception as err:  # the auth service is down or unreachable
                     raise Unavailable(f"cannot fetch token signing keys: {err}", reason="AUTH_UNAVAILABLE") from None
                 self._last_fetch = time.monotonic()
-                self._keys = {kid: serialization.load_pem_public_key(pem.encode()) for kid, pem in fetched}
+                self._keys = {kid: public_key(pem) for kid, pem in fetched}
         if key_id not in self._keys:
             raise Unauthenticated("the bearer token was signed by an unknown key", reason="TOKEN_INVALID")
         return self._keys[key_id]

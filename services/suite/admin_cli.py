@@ -1,5 +1,6 @@
 """`qruntime admin ...`: manage users, invitations, accounts, instances, access groups, policies,
-API keys and read the audit trail, through the AdminService of a running suite.
+API keys, read the audit trail (AdminService), and take backends out of service and back
+(DevicesService.UpdateBackendStatus, operators).
 
 The caller's API key comes from QRUNTIME_API_KEY, --api-key-file, or the saved account
 (~/.qiskit/qiskit-ibm.json, --account NAME); the url from --url, QRUNTIME_URL or that account.
@@ -17,6 +18,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from qruntime.admin.v1 import admin_pb2, admin_service_pb2, admin_service_pb2_grpc
 from qruntime.auth.v1 import auth_pb2, auth_service_pb2, auth_service_pb2_grpc
+from qruntime.devices.v1 import devices_service_pb2, devices_service_pb2_grpc
 
 from qruntime_kit import tls
 from qruntime_kit.errors import from_rpc_error
@@ -122,6 +124,14 @@ COMMANDS = {
                         lambda a: pb.EnableApiKeyRequest(key_id=a.key_id), (_KEY,)),
     ("key", "delete"): ("delete one of your API keys", "DeleteApiKey",
                         lambda a: pb.DeleteApiKeyRequest(key_id=a.key_id), (_KEY,)),
+    ("backend", "down"): ("take a backend out of service, with the reason users see (operators)",
+                          "UpdateBackendStatus",
+                          lambda a: devices_service_pb2.UpdateBackendStatusRequest(name=a.name, operational=False,
+                                                                                   reason=a.reason),
+                          (("name", {}), ("--reason", {"required": True, "help": "shown in its status"}))),
+    ("backend", "up"): ("put a backend back in service (operators)", "UpdateBackendStatus",
+                        lambda a: devices_service_pb2.UpdateBackendStatusRequest(name=a.name, operational=True),
+                        (("name", {}),)),
     ("audit", "list"): ("list the account's audit trail, newest first", "ListAuditEvents",
                         lambda a: pb.ListAuditEventsRequest(filter=a.filter, page_size=a.limit),
                         (("--filter", {"default": "", "help": "e.g. 'action=quantum-computing.job.* outcome=denied'"}),
@@ -184,9 +194,12 @@ def run(args: argparse.Namespace) -> dict:
     request = build(args)
     with tls.channel(url, tls.channel_credentials(args.ca_file)) as channel:
         try:
+            on_devices = args.noun == "backend"  # backend maintenance is the devices service's
             token = auth_service_pb2_grpc.AuthServiceStub(channel).CreateToken(
-                auth_service_pb2.CreateTokenRequest(api_key=api_key, account=args.acting_account), timeout=30).token
-            stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+                auth_service_pb2.CreateTokenRequest(api_key=api_key, account=args.acting_account,
+                                                    audiences=["devices"] if on_devices else []), timeout=30).token
+            stub = (devices_service_pb2_grpc.DevicesServiceStub if on_devices
+                    else admin_service_pb2_grpc.AdminServiceStub)(channel)
             response = getattr(stub, rpc)(request, metadata=(("authorization", f"Bearer {token}"),), timeout=30)
         except grpc.RpcError as err:
             error = from_rpc_error(err)

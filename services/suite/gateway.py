@@ -29,7 +29,7 @@ from qruntime_kit.logging import configure_logging, get_logger
 from qruntime_kit.outbound import CHANNEL_OPTIONS
 from qruntime_kit.server import until_signalled
 from qruntime_kit.settings import ServerSettings, setting
-from qruntime_kit.tls import add_port, aio_channel, channel_credentials, server_credentials
+from qruntime_kit.tls import add_port, aio_channel, server_credentials
 
 log = get_logger("gateway")
 _HOP_BY_HOP = {"te", "content-type", "grpc-timeout", "user-agent", "grpc-accept-encoding", "grpc-encoding"}
@@ -141,11 +141,12 @@ class Gateway:
 
 async def start_gateway(settings: GatewaySettings) -> Gateway:
     """Start the front door and return it once it serves."""
-    router = Router(settings.routes(), channel_credentials(settings.tls_ca_file))
+    router = Router(settings.routes(), settings.tls_channel_credentials())
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     server.add_generic_rpc_handlers([router])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    # Users call the front door: it never asks them for certificates, whatever tls_verify_clients says.
     port = add_port(server, f"{settings.host}:{settings.port}",
                     server_credentials(settings.tls_cert_file, settings.tls_key_file))
     await server.start()

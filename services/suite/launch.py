@@ -39,7 +39,7 @@ class Launched:
     data_dir: Path
     processes: dict[str, subprocess.Popen]
     envs: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # each process's environment
-    ca_file: str = ""  # the CA bundle of a suite serving TLS
+    tls_files: dict[str, str] = dataclasses.field(default_factory=dict)  # ca_file, cert_file, key_file
 
     @property
     def bootstrap(self) -> dict:
@@ -73,10 +73,15 @@ class Launched:
         process = self.processes[name] = _spawn(list(old.args), log, self.envs[name])
         address = f"127.0.0.1:{old.args[old.args.index('--port') + 1]}"
         deadline = time.monotonic() + timeout
-        while not is_serving(address, timeout=1):  # the others may be down on purpose: only this one counts
+        while not is_serving(address, timeout=1, **self.tls_files):  # the others may be down on purpose
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not serve again (exit {process.poll()}); see {log}")
             time.sleep(0.1)
+
+
+def _tls_files(env: dict[str, str]) -> dict[str, str]:
+    """The TLS files the launched processes were given, for probing them as one of them."""
+    return {f"{name}_file": env.get(f"QRUNTIME_TLS_{name.upper()}_FILE", "") for name in ("ca", "cert", "key")}
 
 
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -92,7 +97,7 @@ def _wait(launched: Launched, addresses: dict[str, str], timeout: float) -> None
             if process.poll() is not None:
                 launched.stop()
                 raise RuntimeError(f"{name} exited with {process.returncode}; see logs in {launched.data_dir}")
-        pending = {n: a for n, a in pending.items() if not is_serving(a, timeout=1, ca_file=launched.ca_file)}
+        pending = {n: a for n, a in pending.items() if not is_serving(a, timeout=1, **launched.tls_files)}
         if pending and time.monotonic() > deadline:
             launched.stop()
             raise TimeoutError(f"not serving after {timeout} s: {sorted(pending)}")
@@ -107,14 +112,14 @@ def embedded(data_dir: Path, port: int | None = None, timeout: float = 60, extra
     env = {**os.environ, **(extra_env or {})}
     process = _spawn([str(BIN / "qruntime"), "up", "--data-dir", str(data_dir), "--port", str(port)],
                      data_dir / "suite.log", env)
-    launched = Launched(f"127.0.0.1:{port}", data_dir, {"suite": process}, {"suite": env},
-                        env.get("QRUNTIME_TLS_CA_FILE", ""))
+    launched = Launched(f"127.0.0.1:{port}", data_dir, {"suite": process}, {"suite": env}, _tls_files(env))
     _wait(launched, {"suite": launched.url}, timeout)
     return launched
 
 
-def separate(data_dir: Path, timeout: float = 60, extra_env=None) -> Launched:
-    """auth, programs, devices and jobs as four processes, and the gateway in front of them."""
+def separate(data_dir: Path, timeout: float = 60, extra_env=None, service_env=None) -> Launched:
+    """auth, programs, devices and jobs as four processes, and the gateway in front of them;
+    service_env: more environment for the four services, not the gateway."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("gateway", "auth", "programs", "devices", "jobs")}
     url = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
@@ -129,11 +134,12 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None) -> Launched:
         "gateway": ["qruntime", "gateway", "--programs-url", url["programs"], "--jobs-url", url["jobs"],
                     "--devices-url", url["devices"]],
     }
-    envs = {name: {**env, **own_env.get(name, {})} for name in commands}
+    envs = {name: {**env, **((service_env or {}) if name != "gateway" else {}), **own_env.get(name, {})}
+            for name in commands}
     processes = {name: _spawn([str(BIN / program), *args, "--port", str(ports[name])], data_dir / f"{name}.log",
                               envs[name])
                  for name, (program, *args) in commands.items()}
-    launched = Launched(url["gateway"], data_dir, processes, envs, env.get("QRUNTIME_TLS_CA_FILE", ""))
+    launched = Launched(url["gateway"], data_dir, processes, envs, _tls_files(env))
     _wait(launched, url, timeout)
     if not (data_dir / "bootstrap.json").exists():  # auth serves only once it has written it
         launched.stop()

@@ -2,7 +2,8 @@
 
     python -m qruntime_suite.probe 127.0.0.1:8443 [service]
 
-Over TLS when QRUNTIME_TLS_CA_FILE names a CA bundle (as the services themselves call each other).
+Over TLS when QRUNTIME_TLS_CA_FILE names a CA bundle, presenting QRUNTIME_TLS_CERT_FILE (and its
+key) when given: as the services themselves call each other.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from qruntime_kit import tls
 
 
-def is_serving(address: str, service: str = "", timeout: float = 2.0, ca_file: str = "") -> bool:
-    with tls.channel(address, tls.channel_credentials(ca_file)) as channel:
+def is_serving(address: str, service: str = "", timeout: float = 2.0, ca_file: str = "", cert_file: str = "",
+               key_file: str = "") -> bool:
+    with tls.channel(address, tls.channel_credentials(ca_file, cert_file, key_file)) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout)
@@ -27,4 +29,5 @@ def is_serving(address: str, service: str = "", timeout: float = 2.0, ca_file: s
 
 
 if __name__ == "__main__":
-    sys.exit(0 if is_serving(*sys.argv[1:3], ca_file=os.environ.get("QRUNTIME_TLS_CA_FILE", "")) else 1)
+    files = {f"{name}_file": os.environ.get(f"QRUNTIME_TLS_{name.upper()}_FILE", "") for name in ("ca", "cert", "key")}
+    sys.exit(0 if is_serving(*sys.argv[1:3], **files) else 1)

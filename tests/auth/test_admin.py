@@ -262,3 +262,23 @@ def test_a_service_id_automates_with_keys_its_account_s_administrators_manage(su
     owner.RemoveMember(pb.RemoveMemberRequest(user=robot.id))
     err = pytest.raises(grpc.RpcError, instance_token, suite, second.api_key, "lite").value
     assert from_rpc_error(err).reason == "API_KEY_INVALID"
+
+
+@pytest.mark.slow
+def test_operators_take_a_backend_out_of_service_with_the_admin_command(start_suite):
+    from qruntime.devices.v1 import devices_service_pb2, devices_service_pb2_grpc
+
+    devices_suite = start_suite("devices")
+    code, out, _ = admin_command(devices_suite, "--json", "backend", "down", "simulator_mps",
+                                 "--reason", "new cryostat")
+    status = json.loads(out)["backend"]["status"]
+    assert code == 0 and "operational" not in status  # false: JSON leaves it out
+    assert status["status_message"] == "maintenance: new cryostat"
+    with devices_suite.channel() as channel:
+        seen = devices_service_pb2_grpc.DevicesServiceStub(channel).GetBackend(
+            devices_service_pb2.GetBackendRequest(name="simulator_mps"), metadata=devices_suite.metadata())
+    assert seen.backend.status.status_message == "maintenance: new cryostat"
+    assert admin_command(devices_suite, "backend", "up", "simulator_mps")[0] == 0
+    member_key, _ = devices_suite.make_user(instance_name="not-operators")
+    code, _, err = admin_command(devices_suite, "backend", "down", "simulator_mps", "--reason", "x", api_key=member_key)
+    assert code == 1 and "OPERATOR_ONLY" in err

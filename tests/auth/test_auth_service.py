@@ -20,11 +20,11 @@ from qruntime_kit.errors import from_rpc_error
 from qruntime_kit.secrets import write_private
 
 
-def create_token(suite, api_key: str, instance: str = "", account: str = ""):
+def create_token(suite, api_key: str, instance: str = "", account: str = "", audiences=()):
     with suite.channel() as channel:
         stub = auth_service_pb2_grpc.AuthServiceStub(channel)
         return stub.CreateToken(auth_service_pb2.CreateTokenRequest(api_key=api_key, instance=instance,
-                                                                    account=account))
+                                                                    account=account, audiences=audiences))
 
 
 def error_of(call):
@@ -281,3 +281,50 @@ def test_behind_the_gateway_the_per_peer_limit_counts_the_caller_not_what_it_cla
         suite.run(gateway.stop(0))
     assert codes[:100] == [grpc.StatusCode.UNAUTHENTICATED] * 100  # the burst of 100
     assert codes[100] == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_what_jobs_sends_for_a_user_is_a_delegated_token_no_other_service_takes(start_suite):
+    import jwt as pyjwt
+
+    suite = start_suite("programs")
+    auth = suite.suite.components[0]
+    user_token = suite.token()
+    delegated, expiry = suite.run(auth.delegate(suite.service_key, user_token))
+    claims = pyjwt.decode(delegated, options={"verify_signature": False})
+    assert sorted(claims["aud"]) == ["devices", "programs"] and claims["actor"] == "jobs"
+    assert expiry - time.time() <= 300 and claims["sub"] == pyjwt.decode(
+        user_token, options={"verify_signature": False})["sub"]
+    with suite.channel() as channel:
+        programs = programs_service_pb2_grpc.ProgramsServiceStub(channel)
+        listed = programs.ListPrograms(programs_service_pb2.ListProgramsRequest(), metadata=suite.metadata(delegated))
+        assert {"sampler", "hello-world"} <= {p.id for p in listed.programs}  # the user's rights
+    assert error_of(lambda: get_instance(suite, delegated)).reason == "TOKEN_WRONG_AUDIENCE"  # auth: not its audience
+    # Only a token meant for jobs can be delegated by jobs, only with jobs' own key.
+    narrow = create_token(suite, suite.api_key, suite.instance, audiences=["programs"]).token
+    with pytest.raises(Exception) as caught:
+        suite.run(auth.delegate(suite.service_key, narrow))
+    assert getattr(caught.value, "reason", "") == "TOKEN_WRONG_AUDIENCE"
+    with pytest.raises(Exception) as caught:
+        suite.run(auth.delegate(suite.api_key, user_token))
+    assert getattr(caught.value, "reason", "") == "API_KEY_INVALID"
+    assert error_of(lambda: get_instance(suite, narrow)).reason == "TOKEN_WRONG_AUDIENCE"
+    assert error_of(lambda: create_token(suite, suite.api_key, suite.instance, audiences=["everything"])).reason \
+        == "INVALID_AUDIENCE"
+
+
+def test_an_instance_token_cannot_manage_the_account_and_an_account_token_runs_nothing(start_suite):
+    from qruntime.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
+
+    suite = start_suite("programs")
+    with suite.channel() as channel:
+        admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+        programs = programs_service_pb2_grpc.ProgramsServiceStub(channel)
+        request = admin_service_pb2.ListInstancesRequest()
+        with pytest.raises(grpc.RpcError) as caught:  # what jobs sees of a user is no use to the admin API
+            admin.ListInstances(request, metadata=suite.metadata(suite.token()))
+        assert from_rpc_error(caught.value).reason == "TOKEN_WRONG_AUDIENCE"
+        account = create_token(suite, suite.api_key, account="-").token
+        assert len(admin.ListInstances(request, metadata=suite.metadata(account)).instances) == 2
+        with pytest.raises(grpc.RpcError) as caught:
+            programs.ListPrograms(programs_service_pb2.ListProgramsRequest(), metadata=suite.metadata(account))
+        assert from_rpc_error(caught.value).reason == "TOKEN_WRONG_AUDIENCE"

@@ -213,23 +213,30 @@ def test_emulated_systems_say_from_which_snapshot(devices):
 
 
 def test_only_operators_take_a_backend_out_of_service_and_back(devices):
+    # "lite" is the bootstrap owner, one of the deployment's operators; "standard" is not one, and the
+    # jobs service ("service") may not make this call at all.
     down = pb.UpdateBackendStatusRequest(name="simulator_mps", operational=False, reason="recalibrating\n  today")
-    for user in ("lite", "standard"):
-        err = devices[user].error("UpdateBackendStatus", down)
-        assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, "OPERATOR_ONLY")
+    err = devices["standard"].error("UpdateBackendStatus", down)
+    assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, "OPERATOR_ONLY")
+    err = devices["service"].error("UpdateBackendStatus", down)
+    assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, "SERVICE_CALL_NOT_ALLOWED")
+    operator = devices["lite"]
     too_long = pb.UpdateBackendStatusRequest(name="simulator_mps", reason="x" * 201)
-    assert devices["service"].error("UpdateBackendStatus", too_long).reason == "REASON_TOO_LONG"
+    assert operator.error("UpdateBackendStatus", too_long).reason == "REASON_TOO_LONG"
     unknown = pb.UpdateBackendStatusRequest(name="nope")
-    assert devices["service"].error("UpdateBackendStatus", unknown).reason == "BACKEND_NOT_FOUND"
+    assert operator.error("UpdateBackendStatus", unknown).reason == "BACKEND_NOT_FOUND"
 
-    status = devices["service"].UpdateBackendStatus(down).backend.status
+    status = operator.UpdateBackendStatus(down).backend.status
     assert (status.operational, status.status_message) == (False, "maintenance: recalibrating today")
     seen = devices["lite"].GetBackend(pb.GetBackendRequest(name="simulator_mps")).backend.status
     assert seen == status  # users see why
     chosen = {devices["lite"].SelectBackend(pb.SelectBackendRequest()).backend.name for _ in range(40)}
     assert "simulator_mps" not in chosen
     up = pb.UpdateBackendStatusRequest(name="simulator_mps", operational=True)
-    assert devices["service"].UpdateBackendStatus(up).backend.status.status_message == "active"
+    assert operator.UpdateBackendStatus(up).backend.status.status_message == "active"
+    # An operator tends backends outside their own instance's plan too.
+    sherbrooke = pb.UpdateBackendStatusRequest(name="ibm_sherbrooke", operational=True)
+    assert operator.UpdateBackendStatus(sherbrooke).backend.name == "ibm_sherbrooke"
 
 
 def test_select_backend_picks_fairly_among_the_least_busy_that_fit_the_plan_and_the_job(devices):

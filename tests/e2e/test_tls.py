@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from qruntime import IBMRuntimeService
 from qruntime.exceptions import RuntimeServiceError
 
@@ -59,7 +60,8 @@ def test_separate_processes_speak_tls_and_the_client_takes_a_ca_bundle(tmp_path)
     pki = make_ca_and_certificate(tmp_path / "pki")
     env = {"QRUNTIME_TLS_CERT_FILE": str(pki["cert"]), "QRUNTIME_TLS_KEY_FILE": str(pki["key"]),
            "QRUNTIME_TLS_CA_FILE": str(pki["ca"])}
-    launched = launch.separate(tmp_path / "data", extra_env=env)
+    # Behind the gateway, the services serve only the suite's own processes (client certificates).
+    launched = launch.separate(tmp_path / "data", extra_env=env, service_env={"QRUNTIME_TLS_VERIFY_CLIENTS": "1"})
     try:
         boot = launched.bootstrap
         with IBMRuntimeService(token=boot["api_key"], instance=boot["instance"], url=launched.url,
@@ -80,11 +82,21 @@ def test_separate_processes_speak_tls_and_the_client_takes_a_ca_bundle(tmp_path)
             env={**os.environ, "QRUNTIME_URL": launched.url, "QRUNTIME_API_KEY": boot["api_key"]},
             capture_output=True, text=True, timeout=60)
         assert admin.returncode == 0 and '"standard"' in admin.stdout, admin.stderr
-        for name in ("auth", "jobs"):  # the services' own ports serve TLS too
+        for name in ("auth", "jobs"):  # the services' own ports: TLS, and only for the suite's processes
             address = f"127.0.0.1:{_port_of(launched, name)}"
             with grpc.insecure_channel(address) as plain:
                 with pytest.raises(grpc.FutureTimeoutError):
                     grpc.channel_ready_future(plain).result(timeout=2)
+            trusting = grpc.ssl_channel_credentials(pki["ca"].read_bytes())  # trusts them, but has no certificate
+            with grpc.secure_channel(address, trusting) as anonymous:
+                with pytest.raises(grpc.RpcError) as caught:
+                    health_pb2_grpc.HealthStub(anonymous).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            suite_process = grpc.ssl_channel_credentials(pki["ca"].read_bytes(), pki["key"].read_bytes(),
+                                                         pki["cert"].read_bytes())
+            with grpc.secure_channel(address, suite_process) as member:
+                assert health_pb2_grpc.HealthStub(member).Check(health_pb2.HealthCheckRequest(), timeout=5).status \
+                    == health_pb2.HealthCheckResponse.SERVING
     finally:
         codes = launched.stop()
     assert set(codes.values()) == {0}

@@ -297,7 +297,7 @@ def test_a_token_without_an_instance_cannot_create_jobs(start_suite, bell):
     service.channel.close()
     with suite.channel() as channel:  # a user's token for the account (the admin API's), no instance
         token = auth_service_pb2_grpc.AuthServiceStub(channel).CreateToken(
-            auth_service_pb2.CreateTokenRequest(api_key=suite.api_key, account="-")).token
+            auth_service_pb2.CreateTokenRequest(api_key=suite.api_key, account="-", audiences=["jobs"])).token
     account = Caller(suite, token)
     err = account.error("CreateJob", request)
     assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ACTION_NOT_ALLOWED")

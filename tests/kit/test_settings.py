@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 
@@ -110,12 +111,15 @@ def test_outgoing_metadata_carries_the_bound_request_id_and_no_empty_one():
     from qruntime_kit.auth import USER, Principal
     from qruntime_kit.outbound import Credentials
 
-    credentials = Credentials(exchange=None, service_key="")
+    async def delegate(service_key, subject_token):  # what auth's CreateDelegatedToken answers
+        return f"delegated-{subject_token}", int(time.time()) + 300
+
+    credentials = Credentials(exchange=None, service_key="qrk_jobs", delegate=delegate)
     user = Principal(subject="u", kind=USER, token="tok")
 
     async def metadata(request_id: str | None):
         with structlog.contextvars.bound_contextvars(**({"request_id": request_id} if request_id else {})):
             return dict(await credentials.metadata(on_behalf_of=user))
 
-    assert asyncio.run(metadata("req-1")) == {"authorization": "Bearer tok", "x-request-id": "req-1"}
-    assert asyncio.run(metadata(None)) == {"authorization": "Bearer tok"}
+    assert asyncio.run(metadata("req-1")) == {"authorization": "Bearer delegated-tok", "x-request-id": "req-1"}
+    assert asyncio.run(metadata(None)) == {"authorization": "Bearer delegated-tok"}

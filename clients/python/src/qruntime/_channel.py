@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from .admin.v1 import admin_service_pb2_grpc
+from .admin.v1 import admin_service_pb2, admin_service_pb2_grpc
 from .auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from .devices.v1 import devices_service_pb2_grpc
 from .exceptions import RuntimeServiceError, from_grpc_error
@@ -137,6 +137,7 @@ class Transport:
         self.devices = devices_service_pb2_grpc.DevicesServiceStub(self.channel)
         self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
         self.tokens = _TokenSource(self.auth, api_key, instance, timeout=timeout)
+        self._api_key, self._instance = api_key, instance
 
     def call(
         self,
@@ -210,6 +211,22 @@ class Transport:
             if not next_token:
                 return
             request.page_token = next_token  # type: ignore[attr-defined]
+
+    def account_instances(self) -> list[str]:
+        """The CRNs of the account's instances, with a token of its own for the admin API (the
+        instance's token is not for it)."""
+        request_id = new_request_id()
+        try:
+            token = self.auth.CreateToken(
+                auth_service_pb2.CreateTokenRequest(api_key=self._api_key, instance=self._instance,
+                                                    audiences=["admin"]),
+                timeout=self.timeout, metadata=((REQUEST_ID_METADATA_KEY, request_id),)).token
+            response = self.admin.ListInstances(
+                admin_service_pb2.ListInstancesRequest(page_size=1000), timeout=self.timeout,
+                metadata=(("authorization", f"Bearer {token}"), (REQUEST_ID_METADATA_KEY, request_id)))
+        except grpc.RpcError as err:
+            raise from_grpc_error(err, request_id=request_id) from err
+        return [i.crn for i in response.instances]
 
     def close(self) -> None:
         """Close the channel; calls made after this fail."""

@@ -18,7 +18,6 @@ from ._channel import DEFAULT_TIMEOUT, Transport
 from ._jobs import ResultDecoder, RuntimeJob
 from ._options import RuntimeOptions, to_job_options
 from ._programs import RuntimeProgram, program_for_upload, program_update
-from .admin.v1 import admin_service_pb2
 from .devices.v1 import devices_service_pb2
 from .exceptions import NotFoundError, _invalid_argument
 from .jobs.v1 import job_pb2, jobs_service_pb2
@@ -111,8 +110,7 @@ class IBMRuntimeService:
 
     def instances(self) -> list[str]:
         """The CRNs of the instances of this instance's account."""
-        request = admin_service_pb2.ListInstancesRequest(page_size=_MAX_PAGE_SIZE)
-        return [i.crn for i in self._transport.paginate(self._transport.admin.ListInstances, request, "instances")]
+        return self._transport.account_instances()
 
     @property
     def instance(self) -> str:

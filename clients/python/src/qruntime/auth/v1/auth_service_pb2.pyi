@@ -29,6 +29,7 @@ class CreateTokenRequest(_message.Message):
     API_KEY_FIELD_NUMBER: _builtins.int
     INSTANCE_FIELD_NUMBER: _builtins.int
     ACCOUNT_FIELD_NUMBER: _builtins.int
+    AUDIENCES_FIELD_NUMBER: _builtins.int
     api_key: _builtins.str
     """The secret API key, as issued once at its creation."""
     instance: _builtins.str
@@ -37,16 +38,24 @@ class CreateTokenRequest(_message.Message):
     """For a token scoped to an account instead (the admin API): the account id, or "-" for the
     caller's only account. Such a token takes no action on any instance's jobs or programs.
     """
+    @_builtins.property
+    def audiences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The services the token is for, by short name ("auth", "admin", "programs", "jobs", "devices");
+        empty: auth, programs, jobs and devices for an instance's token, auth and admin for an
+        account's (so a token the jobs service sees cannot manage the account).
+        """
+
     def __init__(
         self,
         *,
         api_key: _builtins.str = ...,
         instance: _builtins.str = ...,
         account: _builtins.str = ...,
+        audiences: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "api_key", b"api_key", "instance", b"instance"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "api_key", b"api_key", "audiences", b"audiences", "instance", b"instance"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,6 +154,60 @@ class CreateServiceTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateServiceTokenResponse: _TypeAlias = CreateServiceTokenResponse  # noqa: Y015
+
+@_typing.final
+class CreateDelegatedTokenRequest(_message.Message):
+    """Request of AuthService.CreateDelegatedToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_KEY_FIELD_NUMBER: _builtins.int
+    SUBJECT_TOKEN_FIELD_NUMBER: _builtins.int
+    service_key: _builtins.str
+    """The calling service's own API key."""
+    subject_token: _builtins.str
+    """The user's token the service received; it must name the service as an audience."""
+    def __init__(
+        self,
+        *,
+        service_key: _builtins.str = ...,
+        subject_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_key", b"service_key", "subject_token", b"subject_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateDelegatedTokenRequest: _TypeAlias = CreateDelegatedTokenRequest  # noqa: Y015
+
+@_typing.final
+class CreateDelegatedTokenResponse(_message.Message):
+    """Response of AuthService.CreateDelegatedToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The delegated token: the user's principal, for the services the caller may call on users' behalf."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it stops being accepted: the subject token's expiry or 5 minutes, whichever is first."""
+
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateDelegatedTokenResponse: _TypeAlias = CreateDelegatedTokenResponse  # noqa: Y015
 
 @_typing.final
 class ListRevocationsRequest(_message.Message):

@@ -46,6 +46,11 @@ class AuthServiceStub:
                 request_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenRequest.SerializeToString,
                 response_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenResponse.FromString,
                 _registered_method=True)
+        self.CreateDelegatedToken = channel.unary_unary(
+                '/qruntime.auth.v1.AuthService/CreateDelegatedToken',
+                request_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateDelegatedTokenRequest.SerializeToString,
+                response_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateDelegatedTokenResponse.FromString,
+                _registered_method=True)
         self.ListRevocations = channel.unary_unary(
                 '/qruntime.auth.v1.AuthService/ListRevocations',
                 request_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ListRevocationsRequest.SerializeToString,
@@ -86,6 +91,16 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateDelegatedToken(self, request, context):
+        """Exchanges a user's token that one of the suite's services received for a token that service may
+        send on the user's behalf: the same user, instance and rights, but only for the services it may
+        call for users (jobs: programs, devices) and for at most 5 minutes. The user's own token never
+        leaves the service it was sent to. Internal, like CreateServiceToken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListRevocations(self, request, context):
         """Lists recent revocations (deleted or disabled API keys, disabled users, removed roles), which
         every service polls to refuse revoked tokens within seconds. Internal, like CreateServiceToken.
@@ -120,6 +135,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.CreateServiceToken,
                     request_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenRequest.FromString,
                     response_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenResponse.SerializeToString,
+            ),
+            'CreateDelegatedToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDelegatedToken,
+                    request_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateDelegatedTokenRequest.FromString,
+                    response_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateDelegatedTokenResponse.SerializeToString,
             ),
             'ListRevocations': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRevocations,
@@ -193,6 +213,33 @@ class AuthService:
             '/qruntime.auth.v1.AuthService/CreateServiceToken',
             qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenRequest.SerializeToString,
             qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDelegatedToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.auth.v1.AuthService/CreateDelegatedToken',
+            qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateDelegatedTokenRequest.SerializeToString,
+            qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateDelegatedTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,12 @@ class AuthServiceStub:
     """Exchanges one of the suite's service keys for a service token, valid only for that service's
     documented calls. Internal: the front door (the gateway, `qruntime up`'s port) never serves it.
     """
+    CreateDelegatedToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.CreateDelegatedTokenRequest, _auth_service_pb2.CreateDelegatedTokenResponse]
+    """Exchanges a user's token that one of the suite's services received for a token that service may
+    send on the user's behalf: the same user, instance and rights, but only for the services it may
+    call for users (jobs: programs, devices) and for at most 5 minutes. The user's own token never
+    leaves the service it was sent to. Internal, like CreateServiceToken.
+    """
     ListRevocations: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListRevocationsRequest, _auth_service_pb2.ListRevocationsResponse]
     """Lists recent revocations (deleted or disabled API keys, disabled users, removed roles), which
     every service polls to refuse revoked tokens within seconds. Internal, like CreateServiceToken.
@@ -70,6 +76,12 @@ class AuthServiceAsyncStub(AuthServiceStub):
     CreateServiceToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.CreateServiceTokenRequest, _auth_service_pb2.CreateServiceTokenResponse]  # type: ignore[assignment]
     """Exchanges one of the suite's service keys for a service token, valid only for that service's
     documented calls. Internal: the front door (the gateway, `qruntime up`'s port) never serves it.
+    """
+    CreateDelegatedToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.CreateDelegatedTokenRequest, _auth_service_pb2.CreateDelegatedTokenResponse]  # type: ignore[assignment]
+    """Exchanges a user's token that one of the suite's services received for a token that service may
+    send on the user's behalf: the same user, instance and rights, but only for the services it may
+    call for users (jobs: programs, devices) and for at most 5 minutes. The user's own token never
+    leaves the service it was sent to. Internal, like CreateServiceToken.
     """
     ListRevocations: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListRevocationsRequest, _auth_service_pb2.ListRevocationsResponse]  # type: ignore[assignment]
     """Lists recent revocations (deleted or disabled API keys, disabled users, removed roles), which
@@ -105,6 +117,18 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_auth_service_pb2.CreateServiceTokenResponse, _abc.Awaitable[_auth_service_pb2.CreateServiceTokenResponse]]:
         """Exchanges one of the suite's service keys for a service token, valid only for that service's
         documented calls. Internal: the front door (the gateway, `qruntime up`'s port) never serves it.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateDelegatedToken(
+        self,
+        request: _auth_service_pb2.CreateDelegatedTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.CreateDelegatedTokenResponse, _abc.Awaitable[_auth_service_pb2.CreateDelegatedTokenResponse]]:
+        """Exchanges a user's token that one of the suite's services received for a token that service may
+        send on the user's behalf: the same user, instance and rights, but only for the services it may
+        call for users (jobs: programs, devices) and for at most 5 minutes. The user's own token never
+        leaves the service it was sent to. Internal, like CreateServiceToken.
         """
 
     @_abc_1.abstractmethod
