@@ -78,6 +78,15 @@ class Launched:
             time.sleep(0.1)
 
 
+    def add_replica(self, name: str, replica: str, timeout: float = 60) -> None:
+        """Start another process like the named one (same settings, another port) as `replica`,
+        and wait until it serves: a second jobs replica sharing the first one's database."""
+        args, port = list(self.processes[name].args), free_port()
+        args[args.index("--port") + 1] = str(port)
+        self.processes[replica] = _spawn(args, self.data_dir / f"{replica}.log", self.env)
+        _wait(self, {replica: f"127.0.0.1:{port}"}, timeout)
+
+
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
