@@ -59,6 +59,7 @@ class JobsComponent:
         self.executor = JobExecutor(
             store, await self._runner(store, programs, devices, runtime.credentials),
             workers=settings.workers, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
+            max_running_per_instance=settings.max_running_per_instance,
         )
         self._servicer.attach(JobsDependencies(store, self.executor, programs, devices, runtime.credentials))
         await self.executor.start()

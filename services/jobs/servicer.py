@@ -26,6 +26,7 @@ from qruntime_kit.store import page_size
 
 from .circuit_checks import check_input_circuits
 from .executor import JobExecutor
+from .idempotency import check_same_request, request_fingerprint
 from .messages import interim_result_message, job_message, log_entry_message, log_level_name, state_name
 from .store import DONE, JobStore
 from .validation import check_create_request, check_inputs
@@ -70,9 +71,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         instance = principal.require_instance("jobs")
         inputs = await asyncio.to_thread(check_create_request, request)  # up to 32 MiB of JSON to parse
         deps = self.deps
-        if request.request_id:  # a retry: answer with the job the first call created
+        fingerprint = request_fingerprint(request)
+        if request.request_id:  # a retry: answer with the job the first call created, if it asked the same
             existing = await asyncio.to_thread(deps.store.find_by_request_id, instance, request.request_id)
             if existing is not None:
+                check_same_request(existing, fingerprint, request.program_id, request.inputs)
                 return jobs_service_pb2.CreateJobResponse(job=job_message(existing))
         metadata = await deps.credentials.metadata(on_behalf_of=principal)
         program = (await call(
@@ -95,7 +98,10 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             request_id=request.request_id,
             trace_id=current_request_id(),
             program_version=program.version,
+            request_fingerprint=fingerprint,
         )
+        if not created:  # a concurrent call with the same request_id stored its job first
+            check_same_request(job, fingerprint, request.program_id, request.inputs)
         if created:
             deps.executor.wake()
             log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,

@@ -24,6 +24,9 @@ class JobsSettings(ServerSettings):
     program_memory_bytes: int = setting(2 << 30, "hard memory limit of one program's host, in bytes")
     program_processes: int = setting(256, "the most processes and threads one program's host may have at once")
     sandbox: bool = setting(True, "run uploaded programs in the bubblewrap sandbox; off: refuse to run them")
+    max_running_per_instance: int = setting(
+        0, "the most jobs of one instance running at once across all replicas (more wait queued); 0: no limit"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -38,6 +41,8 @@ class JobsSettings(ServerSettings):
             problems.append(f"program_memory_bytes must be at least 256 MiB, got {self.program_memory_bytes}")
         if self.program_processes < 16:
             problems.append(f"program_processes must be at least 16, got {self.program_processes}")
+        if self.max_running_per_instance < 0:
+            problems.append(f"max_running_per_instance must be 0 or more, got {self.max_running_per_instance}")
         if self.lease_seconds <= 0:
             problems.append(f"lease_seconds must be positive, got {self.lease_seconds}")
         if problems:

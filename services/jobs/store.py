@@ -61,9 +61,12 @@ job_table = sa.Table(
     sa.Column("program_version", sa.Integer, nullable=False, default=0, server_default="0"),
     # Requeues because a service the job needs was down: not its fault, so not counted against its attempts.
     sa.Column("dependency_waits", sa.Integer, nullable=False, default=0, server_default="0"),
+    # SHA-256 of the CreateJob request that made it, request_id aside ("": made before they were kept).
+    sa.Column("request_fingerprint", sa.String(64), nullable=False, default="", server_default=""),
     sa.UniqueConstraint("instance", "request_id", name="jobs_job_instance_request_id"),
     sa.Index("jobs_job_instance_created", "instance", "create_time", "id"),
     sa.Index("jobs_job_state_created", "state", "create_time", "id"),
+    sa.Index("jobs_job_state_instance_created", "state", "instance", "create_time", "id"),  # fair claims
 )
 
 result_table = sa.Table(
@@ -119,6 +122,7 @@ class JobRecord:
     attempts: int = 0  # how many times a runner has claimed it
     program_version: int = 0  # the version of the program it runs; 0 for a built-in program
     dependency_waits: int = 0  # requeues because a service it needs was down (counted in attempts too)
+    request_fingerprint: str = ""  # digest of the CreateJob request that made it (idempotency.py)
 
     @property
     def failed_attempts(self) -> int:
@@ -172,7 +176,7 @@ def _job(row: sa.Row) -> JobRecord:
         max_execution_seconds=m["max_execution_seconds"], create_time=_utc(m["create_time"]),
         start_time=_utc(m["start_time"]), end_time=_utc(m["end_time"]), request_id=m["request_id"] or "",
         trace_id=m["trace_id"], attempts=m["attempts"], program_version=m["program_version"],
-        dependency_waits=m["dependency_waits"],
+        dependency_waits=m["dependency_waits"], request_fingerprint=m["request_fingerprint"],
     )
 
 
@@ -196,10 +200,11 @@ class JobStore:
     def create(
         self, *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str,
         log_level: str, max_execution_seconds: float, request_id: str = "", trace_id: str = "",
-        program_version: int = 0,
+        program_version: int = 0, request_fingerprint: str = "",
     ) -> tuple[JobRecord, bool]:
         """Store a new QUEUED job; (job, True). With a request_id the instance used before, that
-        earlier job instead: (job, False), so a retried CreateJob never makes a second job."""
+        earlier job instead: (job, False), so a retried CreateJob never makes a second job (the
+        caller checks it was the same request: idempotency.check_same_request)."""
         if request_id:
             existing = self.find_by_request_id(instance, request_id)
             if existing is not None:
@@ -210,7 +215,7 @@ class JobStore:
             "inputs": inputs, "log_level": log_level, "max_execution_seconds": max_execution_seconds,
             "create_time": utcnow(), "request_id": request_id or None,
             "trace_id": trace_id[:TRACE_ID_LENGTH],  # the caller's x-request-id, of any length
-            "program_version": program_version,
+            "program_version": program_version, "request_fingerprint": request_fingerprint,
         }
         try:
             with self._engine.begin() as conn:
@@ -277,17 +282,30 @@ class JobStore:
             return jobs, ""
         return jobs, encode_page_token({"t": jobs[-1].create_time.isoformat(), "id": jobs[-1].id})
 
-    def claim_next_queued(self, runner: str = "") -> JobRecord | None:
-        """Move the oldest QUEUED job to RUNNING for this runner, counting the attempt, and return it;
-        None when none waits.
+    def claim_next_queued(self, runner: str = "", *, max_running_per_instance: int = 0) -> JobRecord | None:
+        """Move the next QUEUED job to RUNNING for this runner, counting the attempt, and return it;
+        None when none waits (or every instance with queued jobs is at max_running_per_instance).
 
-        One UPDATE ... WHERE id = (oldest queued) AND state = 'QUEUED' RETURNING: PostgreSQL picks the
+        Fair across instances: the next job is the oldest queued job of the instance that has the
+        fewest jobs running (the oldest waiting job breaks ties), so an instance that floods the
+        queue runs beside the others, never ahead of them.
+
+        One UPDATE ... WHERE id = (that job) AND state = 'QUEUED' RETURNING: PostgreSQL picks the
         candidate FOR UPDATE SKIP LOCKED, so replicas pass each other by; SQLite (which has no row
         locks and ignores FOR UPDATE) runs the statement under its one write lock. Either way a job
         is claimed exactly once."""
         c = job_table.c
+        queued, running = job_table.alias("queued"), job_table.alias("running")
+        running_count = (
+            sa.select(sa.func.count()).select_from(running)
+            .where(running.c.instance == queued.c.instance, running.c.state == RUNNING).scalar_subquery()
+        )
+        instances = sa.select(queued.c.instance).where(queued.c.state == QUEUED).group_by(queued.c.instance)
+        if max_running_per_instance > 0:
+            instances = instances.having(running_count < max_running_per_instance)
+        neediest = instances.order_by(running_count, sa.func.min(queued.c.create_time)).limit(1).scalar_subquery()
         oldest = (
-            sa.select(c.id).where(c.state == QUEUED).order_by(c.create_time, c.id).limit(1)
+            sa.select(c.id).where(c.state == QUEUED, c.instance == neediest).order_by(c.create_time, c.id).limit(1)
             .with_for_update(skip_locked=True).scalar_subquery()
         )
         now = self._now()  # the lease runs on the database's clock, the one all replicas share

@@ -157,6 +157,20 @@ def test_a_retried_create_with_the_same_request_id_returns_the_first_job(world, 
     assert world.other.create("sampler", {"circuits": bell}, request_id="retry-1").id != first.id
 
 
+def test_a_request_id_reused_for_a_different_request_is_refused(world, bell):
+    first = world.me.create("sampler", {"circuits": bell}, request_id="once")
+    for program_id, inputs, backend in (("sampler", {"circuits": bell, "shots": 7}, ""),
+                                        ("hello-world", {}, ""),
+                                        ("sampler", {"circuits": bell}, "ibmq_qasm_simulator")):
+        err = world.me.error("CreateJob", pb.CreateJobRequest(
+            program_id=program_id, inputs=dumps(inputs), options=job_pb2.JobOptions(backend_name=backend),
+            request_id="once"))
+        assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
+        assert first.id in err.message and err.metadata["job_id"] == first.id
+        assert [v[0] for v in err.field_violations] == ["request_id"]
+    assert [j.id for j in world.me.ListJobs(pb.ListJobsRequest()).jobs] == [first.id]  # never another job
+
+
 def test_unknown_program_and_backends_come_back_as_the_peers_said(world, bell):
     err = world.me.error("CreateJob", pb.CreateJobRequest(program_id="nope"))
     assert (err.code, err.reason) == (grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND")

@@ -39,7 +39,23 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     """Cancelled by a user before it finished."""
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
-    """Where a job is in its life. QUEUED -> RUNNING -> DONE | ERROR | CANCELLED; a queued job may be cancelled at once."""
+    """Where a job is in its life. Every edge of its state machine, and nothing else:
+
+      QUEUED  -> RUNNING    a runner claims it (each claim is one attempt; the oldest queued job of the
+                            instance with the fewest running goes first)
+      RUNNING -> QUEUED     requeue: its runner's lease lapsed (the replica died), its replica is
+                            stopping, its program host died with attempts left, or a service it needs
+                            (devices, programs, auth) was down; a line in its logs says why
+      RUNNING -> DONE       the program returned; the result is stored in the same transaction
+      RUNNING -> ERROR      the program failed, passed its time limit or output caps, or its host died
+                            on its last attempt (reason says which)
+      QUEUED  -> ERROR      claimed more than max_attempts times: TOO_MANY_ATTEMPTS, without running
+      QUEUED  -> CANCELLED  CancelJob
+      RUNNING -> CANCELLED  CancelJob; the program is killed
+
+    DONE, ERROR and CANCELLED are final: nothing changes an ended job, and writes of the attempt that
+    ran it (logs, interim results, its end) are refused once it has moved on.
+    """
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
 """Not set; never reported."""

@@ -34,7 +34,10 @@ class CreateJobRequest(_message.Message):
     inputs: _builtins.str
     """The program's inputs: a JSON object (see Job for the encoding of circuits and arrays); empty means {}."""
     request_id: _builtins.str
-    """Optional idempotency key: a retry with the same key returns the job the first call created."""
+    """Optional idempotency key: a retry with the same key returns the job the first call created; the
+    same key with a different request (program, inputs or options) is refused with INVALID_ARGUMENT
+    REQUEST_ID_REUSED, never answered with that job. Keys are per instance.
+    """
     @_builtins.property
     def options(self) -> _job_pb2.JobOptions:
         """Backend and log level."""
