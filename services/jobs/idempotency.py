@@ -13,10 +13,11 @@ from .store import JobRecord
 
 
 def request_fingerprint(request: jobs_service_pb2.CreateJobRequest) -> str:
-    """A digest of everything the request asks for, its request_id aside (hex SHA-256)."""
+    """A digest of everything the request asks for, its request_id and validate_only aside (hex SHA-256)."""
     asked = jobs_service_pb2.CreateJobRequest()
     asked.CopyFrom(request)
     asked.ClearField("request_id")
+    asked.ClearField("validate_only")
     return hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
 
 

@@ -24,11 +24,12 @@ from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import Credentials, call
 from qruntime_kit.store import page_size
 
+from .admission import AdmissionLimits, check_admission
 from .circuit_checks import check_input_circuits
 from .executor import JobExecutor
 from .idempotency import check_same_request, request_fingerprint
 from .messages import interim_result_message, job_message, log_entry_message, log_level_name, state_name
-from .store import DONE, JobStore
+from .store import DONE, JobStore, would_create
 from .validation import check_create_request, check_inputs
 
 log = get_logger("jobs")
@@ -49,6 +50,7 @@ class JobsDependencies:
     programs: programs_service_pb2_grpc.ProgramsServiceStub
     devices: devices_service_pb2_grpc.DevicesServiceStub
     credentials: Credentials
+    limits: AdmissionLimits = AdmissionLimits()
 
 
 class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
@@ -77,6 +79,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             if existing is not None:
                 check_same_request(existing, fingerprint, request.program_id, request.inputs)
                 return jobs_service_pb2.CreateJobResponse(job=job_message(existing))
+        await asyncio.to_thread(check_admission, deps.store, instance, deps.limits)
         metadata = await deps.credentials.metadata(on_behalf_of=principal)
         program = (await call(
             deps.programs.GetProgram, programs_service_pb2.GetProgramRequest(program_id=request.program_id),
@@ -85,8 +88,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         check_inputs(program.id, program.inputs, inputs)
         backend = await self._backend(request.options.backend_name, metadata)
         await check_input_circuits(deps.devices, metadata, backend.name, inputs)
-        job, created = await asyncio.to_thread(
-            deps.store.create,
+        values = dict(
             instance=instance,
             owner=principal.subject,
             program_id=program.id,
@@ -100,6 +102,9 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             program_version=program.version,
             request_fingerprint=fingerprint,
         )
+        if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
+            return jobs_service_pb2.CreateJobResponse(job=job_message(would_create(**values)))
+        job, created = await asyncio.to_thread(deps.store.create, **values)
         if not created:  # a concurrent call with the same request_id stored its job first
             check_same_request(job, fingerprint, request.program_id, request.inputs)
         if created:

@@ -27,6 +27,12 @@ class JobsSettings(ServerSettings):
     max_running_per_instance: int = setting(
         0, "the most jobs of one instance running at once across all replicas (more wait queued); 0: no limit"
     )
+    max_queued_per_instance: int = setting(
+        0, "the most jobs one instance may have queued; CreateJob past it is RESOURCE_EXHAUSTED; 0: no limit"
+    )
+    max_submissions_per_minute: int = setting(
+        0, "the most jobs one instance may create in a minute; past it RESOURCE_EXHAUSTED; 0: no limit"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,8 +47,9 @@ class JobsSettings(ServerSettings):
             problems.append(f"program_memory_bytes must be at least 256 MiB, got {self.program_memory_bytes}")
         if self.program_processes < 16:
             problems.append(f"program_processes must be at least 16, got {self.program_processes}")
-        if self.max_running_per_instance < 0:
-            problems.append(f"max_running_per_instance must be 0 or more, got {self.max_running_per_instance}")
+        for name in ("max_running_per_instance", "max_queued_per_instance", "max_submissions_per_minute"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be 0 (no limit) or more, got {getattr(self, name)}")
         if self.lease_seconds <= 0:
             problems.append(f"lease_seconds must be positive, got {self.lease_seconds}")
         if problems:

@@ -180,6 +180,21 @@ def _job(row: sa.Row) -> JobRecord:
     )
 
 
+def would_create(
+    *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str, log_level: str,
+    max_execution_seconds: float, request_id: str = "", trace_id: str = "", program_version: int = 0,
+    request_fingerprint: str = "",
+) -> JobRecord:
+    """The job JobStore.create would store from these arguments, without an id: a dry run's answer."""
+    return JobRecord(
+        id="", instance=instance, owner=owner, program_id=program_id, runtime=runtime, backend=backend,
+        state=QUEUED, reason="", reason_message="", inputs=inputs, log_level=log_level,
+        max_execution_seconds=max_execution_seconds, create_time=utcnow(), start_time=None, end_time=None,
+        request_id=request_id, trace_id=trace_id[:TRACE_ID_LENGTH], program_version=program_version,
+        request_fingerprint=request_fingerprint,
+    )
+
+
 def job_not_found(job_id: str) -> NotFound:
     # The same words whether the job is absent or another instance's.
     return NotFound(f"job {job_id!r} not found", reason="JOB_NOT_FOUND", metadata={"job_id": job_id})
@@ -526,3 +541,15 @@ class JobStore:
         if self._engine.dialect.name == "postgresql":
             return sa.func.clock_timestamp(type_=_TIME) - sa.bindparam("minus", minus, type_=sa.Interval(), unique=True)
         return utcnow() - minus
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def admission_counts(self, instance: str, *, since: dt.datetime) -> tuple[int, int, dt.datetime | None]:
+        """The instance's queued jobs, its jobs created since `since`, and the oldest of those."""
+        c = job_table.c
+        queued = sa.select(sa.func.count()).where(c.instance == instance, c.state == QUEUED).scalar_subquery()
+        recent = sa.select(sa.func.count(), sa.func.min(c.create_time)).where(
+            c.instance == instance, c.create_time >= since)
+        with self._engine.connect() as conn:
+            count, oldest = conn.execute(recent).one()
+            return conn.execute(sa.select(queued)).scalar(), count, _utc(oldest)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import grpc
+from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -30,6 +31,7 @@ class ServiceError(Exception):
         metadata: Mapping[str, str] | None = None,
         field_violations: Sequence[FieldViolation] = (),
         domain: str = "",
+        retry_delay: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -37,6 +39,7 @@ class ServiceError(Exception):
         self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
         self.field_violations = list(field_violations)
         self.domain = domain
+        self.retry_delay = retry_delay  # seconds after which a retry may succeed: a RetryInfo detail
 
     def to_status(self, default_domain: str) -> grpc.Status:
         # The status travels in trailers, which gRPC caps at 8 KiB: messages and metadata often quote
@@ -57,6 +60,10 @@ class ServiceError(Exception):
                     ]
                 )
             )
+        if self.retry_delay is not None:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(int(max(self.retry_delay, 0.0) * 1e9))
+            details.append(error_details_pb2.RetryInfo(retry_delay=delay))
         status = status_pb2.Status(code=self.code.value[0], message=_clip(self.message, _MAX_MESSAGE))
         for detail in details:
             status.details.add().Pack(detail)
@@ -113,21 +120,24 @@ def from_rpc_error(err: grpc.RpcError) -> ServiceError:
     """Rebuild the ServiceError a downstream service sent, keeping code, reason and details."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     message = (err.details() if hasattr(err, "details") else None) or str(err)
-    reason, domain, metadata, violations = code.name, "", {}, []
+    reason, domain, metadata, violations, retry_delay = code.name, "", {}, [], None
     try:
         status = rpc_status.from_call(err) if hasattr(err, "trailing_metadata") else None
     except ValueError:  # details that contradict the call's own status: keep what the call says
         status = None
     for detail in status.details if status else ():
-        info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+        info, bad, retry = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest(), error_details_pb2.RetryInfo()
         if detail.Unpack(info):
             reason, domain, metadata = info.reason, info.domain, dict(info.metadata)
         elif detail.Unpack(bad):
             violations = [(v.field, v.description) for v in bad.field_violations]
+        elif detail.Unpack(retry):
+            retry_delay = retry.retry_delay.ToNanoseconds() / 1e9
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and reason == code.name:
         reason = "UPSTREAM_UNAVAILABLE"
     error = _BY_CODE.get(code, ServiceError)(
-        message, reason=reason, metadata=metadata, field_violations=violations, domain=domain
+        message, reason=reason, metadata=metadata, field_violations=violations, domain=domain,
+        retry_delay=retry_delay,
     )
     error.code = code  # also the codes with no class of their own (DEADLINE_EXCEEDED, UNIMPLEMENTED...)
     return error

@@ -25,45 +25,45 @@ _sym_db = _symbol_database.Default()
 from qruntime.jobs.v1 import job_pb2 as qruntime_dot_jobs_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/jobs/v1/jobs_service.proto\x12\x10qruntime.jobs.v1\x1a\x1aqruntime/jobs/v1/job.proto\"y\n\x10\x43reateJobRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.qruntime.jobs.v1.JobOptions\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"7\n\x11\x43reateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"w\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nprogram_id\x18\x03 \x01(\t\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.qruntime.jobs.v1.JobState\"P\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.qruntime.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteJobResponse\"%\n\x13GetJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"&\n\x14GetJobResultResponse\x12\x0e\n\x06result\x18\x01 \x01(\t\"K\n\x12ListJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x13ListJobLogsResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.qruntime.jobs.v1.LogEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x1cListJobInterimResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"r\n\x1dListJobInterimResultsResponse\x12\x38\n\x0finterim_results\x18\x01 \x03(\x0b\x32\x1f.qruntime.jobs.v1.InterimResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe4\x05\n\x0bJobsService\x12T\n\tCreateJob\x12\".qruntime.jobs.v1.CreateJobRequest\x1a#.qruntime.jobs.v1.CreateJobResponse\x12K\n\x06GetJob\x12\x1f.qruntime.jobs.v1.GetJobRequest\x1a .qruntime.jobs.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.qruntime.jobs.v1.ListJobsRequest\x1a\".qruntime.jobs.v1.ListJobsResponse\x12T\n\tCancelJob\x12\".qruntime.jobs.v1.CancelJobRequest\x1a#.qruntime.jobs.v1.CancelJobResponse\x12T\n\tDeleteJob\x12\".qruntime.jobs.v1.DeleteJobRequest\x1a#.qruntime.jobs.v1.DeleteJobResponse\x12]\n\x0cGetJobResult\x12%.qruntime.jobs.v1.GetJobResultRequest\x1a&.qruntime.jobs.v1.GetJobResultResponse\x12Z\n\x0bListJobLogs\x12$.qruntime.jobs.v1.ListJobLogsRequest\x1a%.qruntime.jobs.v1.ListJobLogsResponse\x12x\n\x15ListJobInterimResults\x12..qruntime.jobs.v1.ListJobInterimResultsRequest\x1a/.qruntime.jobs.v1.ListJobInterimResultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/jobs/v1/jobs_service.proto\x12\x10qruntime.jobs.v1\x1a\x1aqruntime/jobs/v1/job.proto\"\x90\x01\n\x10\x43reateJobRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.qruntime.jobs.v1.JobOptions\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x15\n\rvalidate_only\x18\x05 \x01(\x08\"7\n\x11\x43reateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"w\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nprogram_id\x18\x03 \x01(\t\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.qruntime.jobs.v1.JobState\"P\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.qruntime.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteJobResponse\"%\n\x13GetJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"&\n\x14GetJobResultResponse\x12\x0e\n\x06result\x18\x01 \x01(\t\"K\n\x12ListJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x13ListJobLogsResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.qruntime.jobs.v1.LogEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x1cListJobInterimResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"r\n\x1dListJobInterimResultsResponse\x12\x38\n\x0finterim_results\x18\x01 \x03(\x0b\x32\x1f.qruntime.jobs.v1.InterimResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe4\x05\n\x0bJobsService\x12T\n\tCreateJob\x12\".qruntime.jobs.v1.CreateJobRequest\x1a#.qruntime.jobs.v1.CreateJobResponse\x12K\n\x06GetJob\x12\x1f.qruntime.jobs.v1.GetJobRequest\x1a .qruntime.jobs.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.qruntime.jobs.v1.ListJobsRequest\x1a\".qruntime.jobs.v1.ListJobsResponse\x12T\n\tCancelJob\x12\".qruntime.jobs.v1.CancelJobRequest\x1a#.qruntime.jobs.v1.CancelJobResponse\x12T\n\tDeleteJob\x12\".qruntime.jobs.v1.DeleteJobRequest\x1a#.qruntime.jobs.v1.DeleteJobResponse\x12]\n\x0cGetJobResult\x12%.qruntime.jobs.v1.GetJobResultRequest\x1a&.qruntime.jobs.v1.GetJobResultResponse\x12Z\n\x0bListJobLogs\x12$.qruntime.jobs.v1.ListJobLogsRequest\x1a%.qruntime.jobs.v1.ListJobLogsResponse\x12x\n\x15ListJobInterimResults\x12..qruntime.jobs.v1.ListJobInterimResultsRequest\x1a/.qruntime.jobs.v1.ListJobInterimResultsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qruntime.jobs.v1.jobs_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEJOBREQUEST']._serialized_start=85
-  _globals['_CREATEJOBREQUEST']._serialized_end=206
-  _globals['_CREATEJOBRESPONSE']._serialized_start=208
-  _globals['_CREATEJOBRESPONSE']._serialized_end=263
-  _globals['_GETJOBREQUEST']._serialized_start=265
-  _globals['_GETJOBREQUEST']._serialized_end=296
-  _globals['_GETJOBRESPONSE']._serialized_start=298
-  _globals['_GETJOBRESPONSE']._serialized_end=350
-  _globals['_LISTJOBSREQUEST']._serialized_start=352
-  _globals['_LISTJOBSREQUEST']._serialized_end=471
-  _globals['_LISTJOBSRESPONSE']._serialized_start=473
-  _globals['_LISTJOBSRESPONSE']._serialized_end=553
-  _globals['_CANCELJOBREQUEST']._serialized_start=555
-  _globals['_CANCELJOBREQUEST']._serialized_end=589
-  _globals['_CANCELJOBRESPONSE']._serialized_start=591
-  _globals['_CANCELJOBRESPONSE']._serialized_end=646
-  _globals['_DELETEJOBREQUEST']._serialized_start=648
-  _globals['_DELETEJOBREQUEST']._serialized_end=682
-  _globals['_DELETEJOBRESPONSE']._serialized_start=684
-  _globals['_DELETEJOBRESPONSE']._serialized_end=703
-  _globals['_GETJOBRESULTREQUEST']._serialized_start=705
-  _globals['_GETJOBRESULTREQUEST']._serialized_end=742
-  _globals['_GETJOBRESULTRESPONSE']._serialized_start=744
-  _globals['_GETJOBRESULTRESPONSE']._serialized_end=782
-  _globals['_LISTJOBLOGSREQUEST']._serialized_start=784
-  _globals['_LISTJOBLOGSREQUEST']._serialized_end=859
-  _globals['_LISTJOBLOGSRESPONSE']._serialized_start=861
-  _globals['_LISTJOBLOGSRESPONSE']._serialized_end=952
-  _globals['_LISTJOBINTERIMRESULTSREQUEST']._serialized_start=954
-  _globals['_LISTJOBINTERIMRESULTSREQUEST']._serialized_end=1039
-  _globals['_LISTJOBINTERIMRESULTSRESPONSE']._serialized_start=1041
-  _globals['_LISTJOBINTERIMRESULTSRESPONSE']._serialized_end=1155
-  _globals['_JOBSSERVICE']._serialized_start=1158
-  _globals['_JOBSSERVICE']._serialized_end=1898
+  _globals['_CREATEJOBREQUEST']._serialized_start=86
+  _globals['_CREATEJOBREQUEST']._serialized_end=230
+  _globals['_CREATEJOBRESPONSE']._serialized_start=232
+  _globals['_CREATEJOBRESPONSE']._serialized_end=287
+  _globals['_GETJOBREQUEST']._serialized_start=289
+  _globals['_GETJOBREQUEST']._serialized_end=320
+  _globals['_GETJOBRESPONSE']._serialized_start=322
+  _globals['_GETJOBRESPONSE']._serialized_end=374
+  _globals['_LISTJOBSREQUEST']._serialized_start=376
+  _globals['_LISTJOBSREQUEST']._serialized_end=495
+  _globals['_LISTJOBSRESPONSE']._serialized_start=497
+  _globals['_LISTJOBSRESPONSE']._serialized_end=577
+  _globals['_CANCELJOBREQUEST']._serialized_start=579
+  _globals['_CANCELJOBREQUEST']._serialized_end=613
+  _globals['_CANCELJOBRESPONSE']._serialized_start=615
+  _globals['_CANCELJOBRESPONSE']._serialized_end=670
+  _globals['_DELETEJOBREQUEST']._serialized_start=672
+  _globals['_DELETEJOBREQUEST']._serialized_end=706
+  _globals['_DELETEJOBRESPONSE']._serialized_start=708
+  _globals['_DELETEJOBRESPONSE']._serialized_end=727
+  _globals['_GETJOBRESULTREQUEST']._serialized_start=729
+  _globals['_GETJOBRESULTREQUEST']._serialized_end=766
+  _globals['_GETJOBRESULTRESPONSE']._serialized_start=768
+  _globals['_GETJOBRESULTRESPONSE']._serialized_end=806
+  _globals['_LISTJOBLOGSREQUEST']._serialized_start=808
+  _globals['_LISTJOBLOGSREQUEST']._serialized_end=883
+  _globals['_LISTJOBLOGSRESPONSE']._serialized_start=885
+  _globals['_LISTJOBLOGSRESPONSE']._serialized_end=976
+  _globals['_LISTJOBINTERIMRESULTSREQUEST']._serialized_start=978
+  _globals['_LISTJOBINTERIMRESULTSREQUEST']._serialized_end=1063
+  _globals['_LISTJOBINTERIMRESULTSRESPONSE']._serialized_start=1065
+  _globals['_LISTJOBINTERIMRESULTSRESPONSE']._serialized_end=1179
+  _globals['_JOBSSERVICE']._serialized_start=1182
+  _globals['_JOBSSERVICE']._serialized_end=1922
 # @@protoc_insertion_point(module_scope)
