@@ -30,7 +30,10 @@ def job_message(job: JobRecord) -> job_pb2.Job:
         request_id=job.request_id,
         program_version=job.program_version,
         attempts=job.attempts,
+        time_limit_source=job_pb2.TimeLimitSource.Value(f"TIME_LIMIT_SOURCE_{job.time_limit_source or 'UNSPECIFIED'}"),
     )
+    if job.deadline is not None:
+        message.deadline.CopyFrom(timestamp(job.deadline))
     if job.start_time is not None:
         message.start_time.CopyFrom(timestamp(job.start_time))
     if job.end_time is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+from google.protobuf import duration_pb2
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_service_pb2_grpc
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2, jobs_service_pb2_grpc
 from qruntime.programs.v1 import program_pb2, programs_service_pb2, programs_service_pb2_grpc
@@ -88,6 +89,8 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         check_inputs(program.id, program.inputs, inputs)
         backend = await self._backend(request.options.backend_name, metadata)
         await check_input_circuits(deps.devices, metadata, backend.name, inputs)
+        requested = request.options.max_execution_time if request.options.HasField("max_execution_time") else None
+        limit_seconds, limit_source = time_limit(backend, program, requested)
         values = dict(
             instance=instance,
             owner=principal.subject,
@@ -96,7 +99,8 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             backend=backend.name,
             inputs=request.inputs or "{}",
             log_level=log_level_name(request.options.log_level),
-            max_execution_seconds=time_limit(backend, program),
+            max_execution_seconds=limit_seconds,
+            time_limit_source=limit_source,
             request_id=request.request_id,
             trace_id=current_request_id(),
             program_version=program.version,
@@ -208,14 +212,21 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         return min(operational, key=lambda b: (b.status.pending_jobs, b.name))
 
 
-def time_limit(backend: backend_pb2.Backend, program: program_pb2.Program) -> float:
-    """min(the backend's system limit, the program's max_execution_time), in seconds; unset ones ignored."""
-    limits = [
-        d.ToTimedelta().total_seconds()
-        for d in (backend.configuration.max_execution_time, program.max_execution_time)
-        if d.seconds > 0 or d.nanos > 0
-    ]
-    return min(limits) if limits else DEFAULT_LIMIT_SECONDS
+def time_limit(
+    backend: backend_pb2.Backend, program: program_pb2.Program, requested: duration_pb2.Duration | None = None,
+) -> tuple[float, str]:
+    """The job's time limit in seconds and which it is (SYSTEM, PROGRAM, USER): the smallest of the
+    backend's system limit, the program's max_execution_time and the limit the job asked for; unset
+    ones ignored (none set: the system limit of a simulator)."""
+    if requested is not None and (requested.seconds < 0 or requested.nanos < 0):
+        raise InvalidArgument(
+            "options.max_execution_time must not be negative", reason="INVALID_TIME_LIMIT",
+            field_violations=[("options.max_execution_time", "a positive duration, or unset for none")],
+        )
+    candidates = [(backend.configuration.max_execution_time, "SYSTEM"), (program.max_execution_time, "PROGRAM"),
+                  (requested or duration_pb2.Duration(), "USER")]
+    limits = [(d.ToTimedelta().total_seconds(), source) for d, source in candidates if d.seconds > 0 or d.nanos > 0]
+    return min(limits, key=lambda limit: limit[0]) if limits else (DEFAULT_LIMIT_SECONDS, "SYSTEM")
 
 
 def _reader(principal: Principal) -> Principal:

@@ -63,6 +63,8 @@ job_table = sa.Table(
     sa.Column("dependency_waits", sa.Integer, nullable=False, default=0, server_default="0"),
     # SHA-256 of the CreateJob request that made it, request_id aside ("": made before they were kept).
     sa.Column("request_fingerprint", sa.String(64), nullable=False, default="", server_default=""),
+    # Which limit max_execution_seconds is: SYSTEM, PROGRAM or USER ("": created before it was kept).
+    sa.Column("time_limit_source", sa.String(16), nullable=False, default="", server_default=""),
     sa.UniqueConstraint("instance", "request_id", name="jobs_job_instance_request_id"),
     sa.Index("jobs_job_instance_created", "instance", "create_time", "id"),
     sa.Index("jobs_job_state_created", "state", "create_time", "id"),
@@ -123,6 +125,14 @@ class JobRecord:
     program_version: int = 0  # the version of the program it runs; 0 for a built-in program
     dependency_waits: int = 0  # requeues because a service it needs was down (counted in attempts too)
     request_fingerprint: str = ""  # digest of the CreateJob request that made it (idempotency.py)
+    time_limit_source: str = ""  # which limit max_execution_seconds is: SYSTEM, PROGRAM or USER
+
+    @property
+    def deadline(self) -> dt.datetime | None:
+        """When the running program is killed: its start plus its limit; None while queued or ended."""
+        if self.state != RUNNING or self.start_time is None or self.max_execution_seconds <= 0:
+            return None
+        return self.start_time + dt.timedelta(seconds=self.max_execution_seconds)
 
     @property
     def failed_attempts(self) -> int:
@@ -177,13 +187,14 @@ def _job(row: sa.Row) -> JobRecord:
         start_time=_utc(m["start_time"]), end_time=_utc(m["end_time"]), request_id=m["request_id"] or "",
         trace_id=m["trace_id"], attempts=m["attempts"], program_version=m["program_version"],
         dependency_waits=m["dependency_waits"], request_fingerprint=m["request_fingerprint"],
+        time_limit_source=m["time_limit_source"],
     )
 
 
 def would_create(
     *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str, log_level: str,
     max_execution_seconds: float, request_id: str = "", trace_id: str = "", program_version: int = 0,
-    request_fingerprint: str = "",
+    request_fingerprint: str = "", time_limit_source: str = "",
 ) -> JobRecord:
     """The job JobStore.create would store from these arguments, without an id: a dry run's answer."""
     return JobRecord(
@@ -191,7 +202,7 @@ def would_create(
         state=QUEUED, reason="", reason_message="", inputs=inputs, log_level=log_level,
         max_execution_seconds=max_execution_seconds, create_time=utcnow(), start_time=None, end_time=None,
         request_id=request_id, trace_id=trace_id[:TRACE_ID_LENGTH], program_version=program_version,
-        request_fingerprint=request_fingerprint,
+        request_fingerprint=request_fingerprint, time_limit_source=time_limit_source,
     )
 
 
@@ -215,7 +226,7 @@ class JobStore:
     def create(
         self, *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str,
         log_level: str, max_execution_seconds: float, request_id: str = "", trace_id: str = "",
-        program_version: int = 0, request_fingerprint: str = "",
+        program_version: int = 0, request_fingerprint: str = "", time_limit_source: str = "",
     ) -> tuple[JobRecord, bool]:
         """Store a new QUEUED job; (job, True). With a request_id the instance used before, that
         earlier job instead: (job, False), so a retried CreateJob never makes a second job (the
@@ -231,6 +242,7 @@ class JobStore:
             "create_time": utcnow(), "request_id": request_id or None,
             "trace_id": trace_id[:TRACE_ID_LENGTH],  # the caller's x-request-id, of any length
             "program_version": program_version, "request_fingerprint": request_fingerprint,
+            "time_limit_source": time_limit_source,
         }
         try:
             with self._engine.begin() as conn:

@@ -139,15 +139,32 @@ def test_inputs_are_checked_off_the_event_loop(world, bell, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("system", "program", "limit"),
-    [(3 * 3600, 8 * 3600, 3 * 3600), (8 * 3600, 300, 300), (0, 0, DEFAULT_LIMIT_SECONDS), (0, 1.5, 1.5)],
+    ("system", "program", "user", "limit"),
+    [(3 * 3600, 8 * 3600, None, (3 * 3600, "SYSTEM")), (8 * 3600, 300, None, (300, "PROGRAM")),
+     (0, 0, None, (DEFAULT_LIMIT_SECONDS, "SYSTEM")), (0, 1.5, None, (1.5, "PROGRAM")),
+     (3 * 3600, 300, 60, (60, "USER")), (3 * 3600, 300, 600, (300, "PROGRAM")), (3 * 3600, 0, 0, (3 * 3600, "SYSTEM"))],
 )
-def test_the_time_limit_is_the_smaller_of_the_backends_and_the_programs(system, program, limit):
+def test_the_time_limit_is_the_smallest_of_the_backends_the_programs_and_the_jobs(system, program, user, limit):
     backend = backend_pb2.Backend()
     backend.configuration.max_execution_time.FromTimedelta(dt.timedelta(seconds=system))
     program_message = program_pb2.Program()
     program_message.max_execution_time.FromTimedelta(dt.timedelta(seconds=program))
-    assert time_limit(backend, program_message) == limit
+    requested = None if user is None else duration_pb2.Duration(seconds=user)
+    assert time_limit(backend, program_message, requested) == limit
+
+
+def test_a_job_carries_the_limit_it_asked_for_and_which_limit_applies(world, bell):
+    job = world.me.CreateJob(pb.CreateJobRequest(
+        program_id="sampler", inputs=dumps({"circuits": bell}),
+        options=job_pb2.JobOptions(max_execution_time=duration_pb2.Duration(seconds=90)))).job
+    assert (job.max_execution_time.seconds, job.time_limit_source) == (90, job_pb2.TIME_LIMIT_SOURCE_USER)
+    job = world.me.create("hello-world", {"iterations": 1}, backend="simulator_statevector")
+    assert (job.max_execution_time.seconds, job.time_limit_source) == (300, job_pb2.TIME_LIMIT_SOURCE_PROGRAM)
+    assert world.me.wait(job.id).state == job_pb2.JOB_STATE_DONE and not world.me.get(job.id).HasField("deadline")
+    err = world.me.error("CreateJob", pb.CreateJobRequest(
+        program_id="sampler", inputs=dumps({"circuits": bell}),
+        options=job_pb2.JobOptions(max_execution_time=duration_pb2.Duration(seconds=-1))))
+    assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_TIME_LIMIT")
 
 
 def test_a_retried_create_with_the_same_request_id_returns_the_first_job(world, bell):
