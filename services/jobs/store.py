@@ -206,6 +206,12 @@ def would_create(
     )
 
 
+def storable(text: str) -> str:
+    """text as a column may hold it: PostgreSQL's text cannot hold NUL, and a NUL stored raw in SQLite
+    cuts the text short for many readers, so it is kept visible, escaped (a circuit's name in an error)."""
+    return text.replace("\x00", "\\x00")
+
+
 def job_not_found(job_id: str) -> NotFound:
     # The same words whether the job is absent or another instance's.
     return NotFound(f"job {job_id!r} not found", reason="JOB_NOT_FOUND", metadata={"job_id": job_id})
@@ -357,7 +363,7 @@ class JobStore:
         query = job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
         with self._engine.begin() as conn:
             ended = conn.execute(
-                query.values(state=state, reason=reason, reason_message=message, end_time=utcnow())
+                query.values(state=state, reason=reason, reason_message=storable(message), end_time=utcnow())
             ).rowcount
             if ended and result_json is not None:
                 conn.execute(result_table.insert().values(job_id=job_id, result=result_json))
@@ -496,7 +502,7 @@ class JobStore:
         assert state in FINAL_STATES, state
         with self._engine.begin() as conn:
             ended = conn.execute(self._attempt_update(job_id, attempt).values(
-                state=state, reason=reason, reason_message=message, end_time=self._now())).rowcount
+                state=state, reason=reason, reason_message=storable(message), end_time=self._now())).rowcount
             if ended and result_json is not None:
                 conn.execute(result_table.insert().values(job_id=job_id, result=result_json))
         return bool(ended)
