@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
+from .decoding import DecodeInterceptor
 from .interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor, TextInterceptor
 from .logging import configure_logging, get_logger
 from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call
@@ -111,6 +112,7 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
         interceptors=[
             RequestContextInterceptor(),
             ErrorInterceptor(domains),
+            DecodeInterceptor(),  # before anything reads the request
             AuthInterceptor(TokenVerifier(fetch_keys), public),
             TextInterceptor(),
         ],
