@@ -187,10 +187,11 @@ class Harness:
         self.executor = JobExecutor(store, runner, workers=2, lease_seconds=lease_seconds, poll_seconds=0.05,
                                     heartbeat_seconds=heartbeat_seconds, max_attempts=max_attempts)
 
-    def submit(self, program_id: str, inputs=None, limit: float = 60, log_level: str = "INFO", limit_source=""):
+    def submit(self, program_id: str, inputs=None, limit: float = 60, log_level: str = "INFO", limit_source="",
+               instance: str = "crn:a"):
         runtime = "PYTHON" if program_id in PROGRAMS or program_id == "deleted" else "BUILTIN"
         job, _ = self.store.create(
-            instance="crn:a", owner="u", program_id=program_id, runtime=runtime, backend="local_aer",
+            instance=instance, owner="u", program_id=program_id, runtime=runtime, backend="local_aer",
             inputs=inputs if isinstance(inputs, str) else dumps(inputs or {}), log_level=log_level,
             max_execution_seconds=limit, request_id="", trace_id=f"trace-{program_id}", time_limit_source=limit_source,
         )
@@ -442,6 +443,21 @@ def test_a_job_whose_program_source_cannot_be_fetched_waits_in_the_queue(store, 
     assert job.state == "DONE"
     logs, _ = store.list_logs(job.id, page_size=100)
     assert "the program's source could not be fetched: connection refused" in logs[0].message
+
+
+def test_one_instance_flooding_the_queue_does_not_starve_another(store):
+    async def scenario(h):
+        flood = [h.submit("one-circuit", instance="crn:flood") for _ in range(16)]
+        await h.until(flood[0].id, states=("RUNNING", "DONE"))
+        mine = h.submit("one-circuit", instance="crn:quiet")
+        await h.until(mine.id)
+        waiting = [j for j in flood if (await asyncio.to_thread(h.store.get, j.id)).state == "QUEUED"]
+        for job in flood:
+            await h.until(job.id)
+        return waiting
+
+    waiting = run(store, scenario)
+    assert len(waiting) >= 10, "the quiet instance's job waited behind the flood"
 
 
 def test_a_worker_that_dies_is_retried_then_ends_with_its_reason(store):
