@@ -29,6 +29,7 @@ from .runner import ProgramRunner
 from .servicer import JobsDependencies, JobsServicer
 from .settings import JobsSettings
 from .store import JobRecord, JobStore
+from .watch import JobWatch
 
 log = get_logger("jobs")
 SERVICE = "qruntime.jobs.v1.JobsService"
@@ -47,6 +48,7 @@ class JobsComponent:
         self._servicer = JobsServicer()  # answers UNAVAILABLE until start() attaches its dependencies
         self.store: JobStore | None = None
         self.executor: JobExecutor | None = None
+        self.watch: JobWatch | None = None
         self._pools: list[HostPool] = []
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -62,8 +64,11 @@ class JobsComponent:
             workers=settings.workers, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
             max_running_per_instance=settings.max_running_per_instance,
         )
+        self.watch = JobWatch(store, poll_seconds=settings.watch_poll_seconds)
+        self.watch.start()
         limits = AdmissionLimits(settings.max_queued_per_instance, settings.max_submissions_per_minute)
-        self._servicer.attach(JobsDependencies(store, self.executor, programs, devices, runtime.credentials, limits))
+        self._servicer.attach(JobsDependencies(store, self.executor, self.watch, programs, devices,
+                                               runtime.credentials, limits))
         await self.executor.start()
 
     async def _runner(self, store: JobStore, programs, devices, credentials: Credentials) -> ProgramRunner:
@@ -101,6 +106,8 @@ class JobsComponent:
 
     async def stop(self) -> None:
         await self.drain()
+        if self.watch is not None:
+            await self.watch.stop()
         if self.store is not None:
             self.store.close()
 

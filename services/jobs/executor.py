@@ -41,7 +41,8 @@ import structlog
 from qruntime_kit.logging import get_logger
 
 from .control import JobControl
-from .runner import Outcome, ProgramRunner
+from .outcome import Outcome
+from .runner import ProgramRunner
 from .store import CANCELLED, ERROR, JobRecord, JobStore
 
 log = get_logger("jobs.executor")
@@ -69,6 +70,7 @@ class JobExecutor:
         self._wake = asyncio.Event()
         self._running: dict[str, tuple[int, JobControl]] = {}  # job id -> (attempt, its stop signal)
         self._tasks: list[asyncio.Task] = []
+        self._claims: set[asyncio.Future] = set()  # claims under way in threads
         self._stopping = False
         self._backoff = 0.0  # the current pause while a dependency is down; 0 when all answer
         self._paused_until = 0.0  # the event loop's time before which no worker claims
@@ -92,6 +94,8 @@ class JobExecutor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        # A claim cancelled while its thread ran still commits: wait for it, so its job is requeued below.
+        await asyncio.gather(*self._claims, return_exceptions=True)
         try:
             requeued = await asyncio.to_thread(self._store.requeue_running, runner=self.runner_id)
         except Exception:  # their claims lapse and another start requeues them
@@ -122,8 +126,12 @@ class JobExecutor:
                 continue
             self._wake.clear()
             try:
-                job = await asyncio.to_thread(self._store.claim_next_queued, self.runner_id,
-                                              max_running_per_instance=self._max_running_per_instance)
+                claim = asyncio.ensure_future(asyncio.to_thread(
+                    self._store.claim_next_queued, self.runner_id,
+                    max_running_per_instance=self._max_running_per_instance))
+                self._claims.add(claim)
+                claim.add_done_callback(self._claims.discard)
+                job = await asyncio.shield(claim)  # cancelling this worker must not lose sight of the claim
             except Exception:  # the database may be back at the next poll
                 log.exception("could not claim a job")
                 job = None
@@ -164,13 +172,15 @@ class JobExecutor:
         if outcome.state == CANCELLED:  # the store already says why: cancelled by a user, or requeued
             log.info("job stopped")
             return
+        if outcome.logs and (outcome.dependency_down or outcome.retry):  # before the attempt stops running
+            await asyncio.to_thread(self._store.append_attempt_logs, job.id, job.attempts, list(outcome.logs))
         if outcome.dependency_down:
             await self._wait_for_dependency(job, outcome)
             return
         self._backoff = 0.0  # the job's dependencies answered
         if outcome.retry and job.failed_attempts < self._max_attempts:
-            if await asyncio.to_thread(self._store.requeue_attempt, job.id, job.attempts):  # still ours
-                message = f"{outcome.message}; the job goes back to the queue for attempt {job.attempts + 1}"
+            message = f"{outcome.message}; the job goes back to the queue for attempt {job.attempts + 1}"
+            if await asyncio.to_thread(self._store.requeue_attempt, job.id, job.attempts, why=message):  # still ours
                 await asyncio.to_thread(self._store.append_log, job.id, "WARNING", message)
                 log.warning("job requeued", why=outcome.message, attempt=job.attempts)
                 self.wake()
@@ -185,8 +195,9 @@ class JobExecutor:
             self._backoff = min(longest, self._backoff * 2 or first)
             self._paused_until = now + self._backoff * random.uniform(0.8, 1.2)  # replicas do not probe at once
         pause = self._paused_until - now
-        if await asyncio.to_thread(self._store.requeue_attempt, job.id, job.attempts, dependency_down=True):
-            message = f"{outcome.message}; the job goes back to the queue and is tried again in {pause:.0f} s or later"
+        message = f"{outcome.message}; the job goes back to the queue and is tried again in {pause:.0f} s or later"
+        if await asyncio.to_thread(self._store.requeue_attempt, job.id, job.attempts, dependency_down=True,
+                                   why=message):
             await asyncio.to_thread(self._store.append_log, job.id, "WARNING", message)
             log.warning("job waits for a service that is down", why=outcome.message, retry_in_seconds=round(pause, 1),
                         attempt=job.attempts)
@@ -194,7 +205,7 @@ class JobExecutor:
     async def _store_outcome(self, job: JobRecord, outcome: Outcome) -> None:
         ended = await asyncio.to_thread(
             self._store.end_attempt, job.id, job.attempts, outcome.state, outcome.reason, outcome.message,
-            outcome.result,
+            outcome.result, logs=list(outcome.logs),
         )
         if ended:
             log.info("job ended", state=outcome.state, reason=outcome.reason or None)

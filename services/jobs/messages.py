@@ -7,11 +7,12 @@ import datetime as dt
 from google.protobuf import duration_pb2, timestamp_pb2
 from qruntime.jobs.v1 import job_pb2
 
-from .store import InterimRecord, JobRecord, LogRecord
+from .store import INTERIM, LOG, EventRecord, InterimRecord, JobRecord, LogRecord, utcnow
+from .watch import Position
 
 
-def job_message(job: JobRecord) -> job_pb2.Job:
-    """The Job message of a stored job."""
+def job_message(job: JobRecord, view: int = job_pb2.JOB_VIEW_FULL) -> job_pb2.Job:
+    """The Job message of a stored job; its inputs only in the FULL view."""
     message = job_pb2.Job(
         id=job.id,
         program_id=job.program_id,
@@ -21,7 +22,7 @@ def job_message(job: JobRecord) -> job_pb2.Job:
         reason_message=job.reason_message,
         instance=job.instance,
         owner=job.owner,
-        inputs=job.inputs,
+        inputs=job.inputs if view == job_pb2.JOB_VIEW_FULL else "",
         options=job_pb2.JobOptions(
             backend_name=job.backend, log_level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{job.log_level}")
         ),
@@ -30,6 +31,8 @@ def job_message(job: JobRecord) -> job_pb2.Job:
         request_id=job.request_id,
         program_version=job.program_version,
         attempts=job.attempts,
+        tags=job.tags,
+        metrics=metrics_message(job),
         time_limit_source=job_pb2.TimeLimitSource.Value(f"TIME_LIMIT_SOURCE_{job.time_limit_source or 'UNSPECIFIED'}"),
     )
     if job.deadline is not None:
@@ -38,6 +41,35 @@ def job_message(job: JobRecord) -> job_pb2.Job:
         message.start_time.CopyFrom(timestamp(job.start_time))
     if job.end_time is not None:
         message.end_time.CopyFrom(timestamp(job.end_time))
+    return message
+
+
+def metrics_message(job: JobRecord) -> job_pb2.JobMetrics:
+    """How long the job waited and ran (up to now, while it does)."""
+    now = utcnow()
+    started = job.start_time or (None if job.is_final else now)
+    queued = ((started or job.end_time or now) - job.create_time).total_seconds()
+    running = ((job.end_time or now) - job.start_time).total_seconds() if job.start_time else 0.0
+    return job_pb2.JobMetrics(time_queued=duration(max(queued, 0.0)), time_running=duration(max(running, 0.0)),
+                              usage_seconds=job.usage_seconds)
+
+
+def event_message(event: EventRecord | Position) -> job_pb2.JobEvent:
+    """The JobEvent of a stored event or a queue position snapshot."""
+    if isinstance(event, Position):
+        return job_pb2.JobEvent(sequence=event.after, time=timestamp(utcnow()),
+                                queue_position=job_pb2.QueuePosition(jobs_ahead=event.jobs_ahead))
+    message = job_pb2.JobEvent(sequence=event.number, time=timestamp(event.time))
+    if event.kind == LOG:
+        message.log.CopyFrom(log_entry_message(LogRecord(event.time, event.level, event.text)))
+    elif event.kind == INTERIM:
+        message.interim_result.CopyFrom(interim_result_message(InterimRecord(event.time, event.text)))
+    else:
+        message.state_change.CopyFrom(job_pb2.JobStateChange(
+            state=job_pb2.JobState.Value(f"JOB_STATE_{event.state}"),
+            reason=job_pb2.JobReason.Value(f"JOB_REASON_{event.reason or 'UNSPECIFIED'}"),
+            reason_message=event.text, attempt=event.attempt,
+        ))
     return message
 
 

@@ -38,7 +38,9 @@ from qruntime_kit.workers import ChannelClosed, FrameTooLarge
 from .backend import BackendError, DevicesClient, SuiteError
 from .builtin_programs import BUILTIN_PROGRAMS
 from .control import JobControl
+from .direct import direct_sample, refused_outcome, sampler_outcome, sampling_request
 from .hosts import Host, HostPool, HostStartError
+from .outcome import Outcome
 from .store import CANCELLED, DONE, ERROR, JobRecord, JobStore
 
 log = get_logger("jobs.runner")
@@ -54,21 +56,6 @@ _MAX_LINE = 16 * 1024  # a longer printed line is stored in pieces
 LIMIT_SOURCES = {"SYSTEM": "the system limit of its backend's kind", "PROGRAM": "its program's max_execution_time",
                  "USER": "the limit the job asked for"}
 BACKEND_CACHE_SECONDS = 60.0  # a backend's size and shot limit change with a new release, not by the minute
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """How a run ended: a final state, the reason (JobReason name without its prefix), the result.
-    retry: the host died on its own; the job may run again if it has attempts left.
-    dependency_down: a service the job needs was down (message says which and why); the job waits
-    in the queue and runs again, whatever its attempts."""
-
-    state: str
-    reason: str = ""
-    message: str = ""
-    result: str | None = None
-    retry: bool = False
-    dependency_down: bool = False
 
 
 def dependency_down(message: str) -> Outcome:
@@ -122,6 +109,9 @@ class ProgramRunner:
             return Outcome(ERROR, "RUNTIME_UNAVAILABLE",
                            f"program {job.program_id!r} is an uploaded Python program, and this deployment "
                            f"cannot sandbox uploaded programs: {self._sandbox_problem}")
+        sample = await asyncio.to_thread(direct_sample, job)
+        if sample is not None:
+            return await self._sample(job, sample, control)
         try:
             backend = await self._backend(job.backend)
             source = await self._fetch_source(job) if job.runtime == "PYTHON" and self._fetch_source else ""
@@ -166,6 +156,32 @@ class ProgramRunner:
         finally:
             pool.release(host)
 
+    async def _sample(self, job: JobRecord, sample, control: JobControl) -> Outcome:
+        """The sampler's common case, without a host (direct.py): its circuit straight to the devices service."""
+        limit = job.max_execution_seconds if job.max_execution_seconds > 0 else None
+        started = dt.datetime.now(dt.UTC)
+        run = asyncio.create_task(self._devices.run_circuits(sampling_request(job, sample), timeout=limit or 3 * 3600))
+        stopped = asyncio.create_task(control.wait())
+        try:
+            done, _ = await asyncio.wait({run, stopped}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            run.cancel()
+            stopped.cancel()
+        if run not in done:
+            if stopped in done:
+                return Outcome(CANCELLED, "CANCELLED_BY_USER", "cancelled by a user")
+            return Outcome(ERROR, "TIME_LIMIT_EXCEEDED",
+                           f"the job ran longer than its time limit of {limit:g} seconds and was ended")
+        try:
+            response = run.result()
+        except BackendError as err:
+            if _is_down(err.error):
+                return dependency_down(f"the devices service is unavailable: {err.error.message}")
+            return refused_outcome(err)
+        except SuiteError as err:
+            return dependency_down(str(err))
+        return await asyncio.to_thread(sampler_outcome, job, sample, response, started)
+
     async def _backend(self, name: str) -> backend_pb2.Backend:
         """The backend's description, asked of the devices service at most once a minute."""
         cached = self._backends.get(name)
@@ -194,6 +210,7 @@ class _Run:
         self._calls: set[asyncio.Task] = set()
         self._pending_logs: list[tuple[str, str, dt.datetime]] = []
         self._flusher: asyncio.Task | None = None
+        self._ending = False  # the program has ended: lines still pending go with its outcome
 
     async def serve(self, task: program_host_pb2.ProgramTask) -> Outcome:
         worker = self._host.worker
@@ -216,11 +233,14 @@ class _Run:
             for reader in readers:
                 reader.cancel()
             await asyncio.gather(*readers, frames, stopped, *self._calls, return_exceptions=True)
-            if self._flusher is not None:  # every line is stored before the job's end is
+            self._ending = True
+            if self._flusher is not None:  # the lines being written are stored before the job's end is
                 await asyncio.shield(self._flusher)
         if frames.done() and not frames.cancelled():
-            return frames.result()
-        return Outcome(CANCELLED, "CANCELLED_BY_USER", "cancelled by a user")
+            outcome = frames.result()
+        else:
+            outcome = Outcome(CANCELLED, "CANCELLED_BY_USER", "cancelled by a user")
+        return dataclasses.replace(outcome, logs=tuple(self._pending_logs))
 
     async def _frames(self, task: program_host_pb2.ProgramTask) -> Outcome:
         channel = self._host.worker.channel
@@ -365,7 +385,7 @@ class _Run:
     async def _flush_logs(self) -> None:
         # One transaction for all the lines that came while the last one was written: a program that
         # prints fast costs a few commits, not one per line. One flusher at a time keeps their order.
-        while self._pending_logs:
+        while self._pending_logs and not self._ending:
             lines, self._pending_logs = self._pending_logs, []
             if not await asyncio.to_thread(self._store.append_attempt_logs, self._job.id, self._job.attempts, lines):
                 self._moved_on()

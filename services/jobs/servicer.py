@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
+import hashlib
 
 from google.protobuf import duration_pb2
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_service_pb2_grpc
@@ -28,10 +30,20 @@ from qruntime_kit.store import page_size
 from .admission import AdmissionLimits, check_admission
 from .circuit_checks import check_input_circuits
 from .executor import JobExecutor
+from .filters import parse_filter
 from .idempotency import check_same_request, request_fingerprint
-from .messages import interim_result_message, job_message, log_entry_message, log_level_name, state_name
-from .store import DONE, JobStore, would_create
-from .validation import check_create_request, check_inputs
+from .messages import (
+    event_message,
+    interim_result_message,
+    job_message,
+    log_entry_message,
+    log_level_name,
+    state_name,
+    timestamp,
+)
+from .store import DONE, JobStore, utcnow, would_create
+from .validation import check_create_request, check_inputs, check_tags
+from .watch import JobWatch
 
 log = get_logger("jobs")
 
@@ -40,6 +52,9 @@ LOGS_PAGE = {"default": 500, "maximum": 5000}
 INTERIM_PAGE = {"default": 100, "maximum": 1000}
 DEFAULT_LIMIT_SECONDS = 3 * 60 * 60  # when neither the backend nor the program sets one
 _LIST_BACKENDS_PAGE = 200
+MAX_BATCH_GET = 100
+RESULT_CHUNK_BYTES = 16 * 1024 * 1024  # a result larger than this comes in chunks of at most this size
+WATCH_MESSAGE_BYTES = 4 * 1024 * 1024  # a WatchJob message holds events up to about this size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +63,7 @@ class JobsDependencies:
 
     store: JobStore
     executor: JobExecutor
+    watch: JobWatch
     programs: programs_service_pb2_grpc.ProgramsServiceStub
     devices: devices_service_pb2_grpc.DevicesServiceStub
     credentials: Credentials
@@ -79,7 +95,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             existing = await asyncio.to_thread(deps.store.find_by_request_id, instance, request.request_id)
             if existing is not None:
                 check_same_request(existing, fingerprint, request.program_id, request.inputs)
-                return jobs_service_pb2.CreateJobResponse(job=job_message(existing))
+                return jobs_service_pb2.CreateJobResponse(job=job_message(existing, job_pb2.JOB_VIEW_BASIC))
         await asyncio.to_thread(check_admission, deps.store, instance, deps.limits)
         metadata = await deps.credentials.metadata(on_behalf_of=principal)
         program = (await call(
@@ -105,9 +121,10 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             trace_id=current_request_id(),
             program_version=program.version,
             request_fingerprint=fingerprint,
+            tags=sorted(set(request.tags)),
         )
         if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
-            return jobs_service_pb2.CreateJobResponse(job=job_message(would_create(**values)))
+            return jobs_service_pb2.CreateJobResponse(job=job_message(would_create(**values), job_pb2.JOB_VIEW_BASIC))
         job, created = await asyncio.to_thread(deps.store.create, **values)
         if not created:  # a concurrent call with the same request_id stored its job first
             check_same_request(job, fingerprint, request.program_id, request.inputs)
@@ -115,26 +132,88 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             deps.executor.wake()
             log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,
                      instance=instance, limit_seconds=job.max_execution_seconds)
-        return jobs_service_pb2.CreateJobResponse(job=job_message(job))
+        return jobs_service_pb2.CreateJobResponse(job=job_message(job, job_pb2.JOB_VIEW_BASIC))
 
     async def GetJob(self, request, context):
         principal = _reader(current_principal())
+        view = _view(request.view)
         job = await asyncio.to_thread(self.deps.store.get, request.job_id, instance=_scope(principal))
-        return jobs_service_pb2.GetJobResponse(job=job_message(job))
+        return jobs_service_pb2.GetJobResponse(job=job_message(job, view))
+
+    async def BatchGetJobs(self, request, context):
+        principal = _reader(current_principal())
+        view = _view(request.view)
+        if not 1 <= len(request.job_ids) <= MAX_BATCH_GET:
+            raise InvalidArgument(
+                f"job_ids holds {len(request.job_ids)} ids; ask for 1 to {MAX_BATCH_GET} jobs at a time",
+                reason="INVALID_BATCH_SIZE", field_violations=[("job_ids", f"1 to {MAX_BATCH_GET} ids")],
+            )
+        jobs = await asyncio.to_thread(self.deps.store.get_many, list(request.job_ids), instance=_scope(principal))
+        return jobs_service_pb2.BatchGetJobsResponse(jobs=[job_message(j, view) for j in jobs])
 
     async def ListJobs(self, request, context):
         principal = _reader(current_principal())
         size = page_size(request.page_size, **JOBS_PAGE)
+        view = _view(request.view)
         if request.state not in job_pb2.JobState.values():
             raise InvalidArgument(
                 f"state {request.state} is not a JobState", reason="INVALID_STATE",
                 field_violations=[("state", "must be a JobState value")],
             )
+        where = parse_filter(request.filter, caller=principal.subject, program_id=request.program_id,
+                             state=state_name(request.state) if request.state else "")
         jobs, token = await asyncio.to_thread(
-            self.deps.store.list, _scope(principal), page_size=size, page_token=request.page_token,
-            program_id=request.program_id, state=state_name(request.state) if request.state else "",
+            self.deps.store.list, _scope(principal), page_size=size, page_token=request.page_token, where=where,
         )
-        return jobs_service_pb2.ListJobsResponse(jobs=[job_message(j) for j in jobs], next_page_token=token)
+        return jobs_service_pb2.ListJobsResponse(jobs=[job_message(j, view) for j in jobs], next_page_token=token)
+
+    async def UpdateJobTags(self, request, context):
+        principal = current_principal()
+        principal.require("job.create")
+        tags = check_tags(request.tags)
+        job = await asyncio.to_thread(self.deps.store.set_tags, request.job_id, tags, instance=_scope(principal))
+        log.info("job tags updated", job_id=job.id, tags=tags)
+        return jobs_service_pb2.UpdateJobTagsResponse(job=job_message(job, job_pb2.JOB_VIEW_BASIC))
+
+    async def GetUsage(self, request, context):
+        principal = _reader(current_principal())
+        instance = principal.require_instance("jobs")
+        now = utcnow()
+        start = (request.start_time.ToDatetime(dt.UTC) if request.HasField("start_time")
+                 else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
+        end = request.end_time.ToDatetime(dt.UTC) if request.HasField("end_time") else now
+        if end <= start:
+            raise InvalidArgument("end_time must be after start_time", reason="INVALID_PERIOD",
+                                  field_violations=[("end_time", "must be after start_time")])
+        rows = await asyncio.to_thread(self.deps.store.usage, instance, start, end)
+        response = jobs_service_pb2.GetUsageResponse(start_time=timestamp(start), end_time=timestamp(end))
+        backends: dict[str, jobs_service_pb2.BackendUsage] = {}
+        for row in rows:
+            counter = {"DONE": "jobs_done", "ERROR": "jobs_error", "CANCELLED": "jobs_cancelled"}[row.state]
+            setattr(response, counter, getattr(response, counter) + row.jobs)
+            response.usage_seconds += row.usage_seconds
+            usage = backends.setdefault(row.backend, jobs_service_pb2.BackendUsage(backend=row.backend))
+            usage.jobs += row.jobs
+            usage.usage_seconds += row.usage_seconds
+        response.backends.extend(backends[name] for name in sorted(backends))
+        return response
+
+    async def WatchJob(self, request, context):
+        principal = _reader(current_principal())
+        if request.after_sequence < 0:
+            raise InvalidArgument("after_sequence must not be negative", reason="INVALID_SEQUENCE",
+                                  field_violations=[("after_sequence", "0, or the last sequence received")])
+        job = await asyncio.to_thread(self.deps.store.get, request.job_id, instance=_scope(principal))
+        async for batch in self.deps.watch.follow(job.id, request.after_sequence):
+            response, size = jobs_service_pb2.WatchJobResponse(), 0
+            for event in batch:
+                message = event_message(event)
+                size += message.ByteSize()
+                if response.events and size > WATCH_MESSAGE_BYTES:
+                    yield response
+                    response, size = jobs_service_pb2.WatchJobResponse(), message.ByteSize()
+                response.events.append(message)
+            yield response
 
     async def CancelJob(self, request, context):
         principal = current_principal()
@@ -163,8 +242,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                 reason="JOB_NOT_DONE",
                 metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
             )
-        result = await asyncio.to_thread(store.get_result, job.id)
-        return jobs_service_pb2.GetJobResultResponse(result=result or "")
+        if request.offset < 0:
+            raise InvalidArgument("offset must not be negative", reason="INVALID_OFFSET",
+                                  field_violations=[("offset", "0, or the previous response's next_offset")])
+        result = (await asyncio.to_thread(store.get_result, job.id) or "").encode()
+        return await asyncio.to_thread(_result_chunk, result, request.offset)
 
     async def ListJobLogs(self, request, context):
         principal = _reader(current_principal())
@@ -227,6 +309,30 @@ def time_limit(
                   (requested or duration_pb2.Duration(), "USER")]
     limits = [(d.ToTimedelta().total_seconds(), source) for d, source in candidates if d.seconds > 0 or d.nanos > 0]
     return min(limits, key=lambda limit: limit[0]) if limits else (DEFAULT_LIMIT_SECONDS, "SYSTEM")
+
+
+def _result_chunk(result: bytes, offset: int) -> jobs_service_pb2.GetJobResultResponse:
+    """The chunk of the result's UTF-8 bytes from offset: at most RESULT_CHUNK_BYTES, ending on a
+    character's boundary (a UTF-8 continuation byte is 0b10xxxxxx)."""
+    if offset > len(result) or 0 < offset < len(result) and result[offset] & 0xC0 == 0x80:
+        raise InvalidArgument(f"offset {offset} is not the start of a chunk of this {len(result)}-byte result",
+                              reason="INVALID_OFFSET",
+                              field_violations=[("offset", "0, or the previous response's next_offset")])
+    end = min(offset + RESULT_CHUNK_BYTES, len(result))
+    while end < len(result) and result[end] & 0xC0 == 0x80:
+        end -= 1
+    return jobs_service_pb2.GetJobResultResponse(
+        result=result[offset:end].decode(), total_bytes=len(result), sha256=hashlib.sha256(result).digest(),
+        next_offset=end if end < len(result) else 0,
+    )
+
+
+def _view(view: int) -> int:
+    """The view asked for; unset means BASIC."""
+    if view not in job_pb2.JobView.values():
+        raise InvalidArgument(f"view {view} is not a JobView", reason="INVALID_VIEW",
+                              field_violations=[("view", "must be a JobView value")])
+    return view or job_pb2.JOB_VIEW_BASIC
 
 
 def _reader(principal: Principal) -> Principal:

@@ -23,6 +23,9 @@ class JobsSettings(ServerSettings):
     warm_sandboxed_hosts: int = setting(1, "sandboxed program hosts for uploaded programs kept started ahead of demand")
     program_memory_bytes: int = setting(2 << 30, "hard memory limit of one program's host, in bytes")
     program_processes: int = setting(256, "the most processes and threads one program's host may have at once")
+    watch_poll_seconds: float = setting(
+        0.5, "how often a watched job is checked for what other replicas wrote and for its queue position"
+    )
     sandbox: bool = setting(True, "run uploaded programs in the bubblewrap sandbox; off: refuse to run them")
     max_running_per_instance: int = setting(
         0, "the most jobs of one instance running at once across all replicas (more wait queued); 0: no limit"
@@ -50,6 +53,8 @@ class JobsSettings(ServerSettings):
         for name in ("max_running_per_instance", "max_queued_per_instance", "max_submissions_per_minute"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be 0 (no limit) or more, got {getattr(self, name)}")
+        if self.watch_poll_seconds <= 0:
+            problems.append(f"watch_poll_seconds must be positive, got {self.watch_poll_seconds}")
         if self.lease_seconds <= 0:
             problems.append(f"lease_seconds must be positive, got {self.lease_seconds}")
         if problems:

@@ -1,4 +1,10 @@
-"""The jobs service's own tables (jobs_*): jobs, their results, logs and interim results.
+"""The jobs service's own tables (jobs_*): jobs, their results, tags and events.
+
+A job's events are its history, numbered 1, 2, 3, ... per job: its state changes, the lines its
+program logged and the interim results it published, in one table (WatchJob streams them; the logs
+and interim results are the events of those kinds). The job row keeps the number of its last event,
+and every write that adds events raises it in the same transaction: the row lock orders a job's
+events as they commit, so a watcher that has seen number n has seen every event up to n.
 
 SQLAlchemy Core over SQLite (one machine) or PostgreSQL (several replicas sharing the work). Every
 state change is one conditional UPDATE, so two replicas never both claim a job and an ended job never
@@ -11,9 +17,14 @@ States, reasons, runtimes and log levels are stored as the proto enum names with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
+import hmac
 import secrets
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -21,8 +32,12 @@ from qruntime_kit import migrations
 from qruntime_kit.errors import FailedPrecondition, NotFound
 from qruntime_kit.store import create_engine, decode_page_token, encode_page_token, invalid_page_token
 
+if TYPE_CHECKING:
+    from .filters import JobFilter
+
 QUEUED, RUNNING, DONE, ERROR, CANCELLED = "QUEUED", "RUNNING", "DONE", "ERROR", "CANCELLED"
 FINAL_STATES = (DONE, ERROR, CANCELLED)
+STATE, LOG, INTERIM = "STATE", "LOG", "INTERIM"  # the kinds of events
 ACTIVE_STATES = (QUEUED, RUNNING)
 TRACE_ID_LENGTH = 256
 # A page of jobs stops early once their inputs and messages pass this many bytes, so that a
@@ -61,6 +76,8 @@ job_table = sa.Table(
     sa.Column("program_version", sa.Integer, nullable=False, default=0, server_default="0"),
     # Requeues because a service the job needs was down: not its fault, so not counted against its attempts.
     sa.Column("dependency_waits", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("events", sa.Integer, nullable=False, default=0, server_default="0"),  # its last event's number
+    sa.Column("usage_seconds", sa.Float, nullable=False, default=0.0, server_default="0"),  # see JobMetrics
     # SHA-256 of the CreateJob request that made it, request_id aside ("": made before they were kept).
     sa.Column("request_fingerprint", sa.String(64), nullable=False, default="", server_default=""),
     # Which limit max_execution_seconds is: SYSTEM, PROGRAM or USER ("": created before it was kept).
@@ -78,25 +95,33 @@ result_table = sa.Table(
     sa.Column("result", sa.Text, nullable=False),
 )
 
-log_table = sa.Table(
-    "jobs_job_log",
+event_table = sa.Table(
+    "jobs_job_event",
     metadata,
-    sa.Column("seq", _SEQ, primary_key=True, autoincrement=True),
-    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs_job.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs_job.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),  # 1, 2, 3, ... within the job
     sa.Column("time", _TIME, nullable=False),
-    sa.Column("level", sa.String(16), nullable=False),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Index("jobs_job_log_job", "job_id", "seq"),
+    sa.Column("kind", sa.String(8), nullable=False),  # STATE, LOG or INTERIM
+    sa.Column("state", sa.String(16), nullable=False, default=""),  # STATE: the state entered
+    sa.Column("reason", sa.String(32), nullable=False, default=""),  # STATE: why
+    sa.Column("attempt", sa.Integer, nullable=False, default=0),  # STATE: the attempt it belongs to
+    sa.Column("level", sa.String(16), nullable=False, default=""),  # LOG: its level
+    sa.Column("text", sa.Text, nullable=False, default=""),  # STATE: reason message, LOG: line, INTERIM: JSON
 )
 
-interim_table = sa.Table(
-    "jobs_job_interim_result",
+tag_table = sa.Table(
+    "jobs_job_tag",
     metadata,
-    sa.Column("seq", _SEQ, primary_key=True, autoincrement=True),
-    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs_job.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("time", _TIME, nullable=False),
-    sa.Column("data", sa.Text, nullable=False),
-    sa.Index("jobs_job_interim_result_job", "job_id", "seq"),
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs_job.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("tag", sa.String(64), primary_key=True),
+    sa.Index("jobs_job_tag_tag", "tag", "job_id"),
+)
+
+secret_table = sa.Table(  # keys this store's replicas share, e.g. the one that signs page tokens
+    "jobs_secret",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
 )
 
 
@@ -124,6 +149,9 @@ class JobRecord:
     attempts: int = 0  # how many times a runner has claimed it
     program_version: int = 0  # the version of the program it runs; 0 for a built-in program
     dependency_waits: int = 0  # requeues because a service it needs was down (counted in attempts too)
+    tags: tuple[str, ...] = ()
+    events: int = 0  # the number of its last event
+    usage_seconds: float = 0.0  # see JobMetrics.usage_seconds
     request_fingerprint: str = ""  # digest of the CreateJob request that made it (idempotency.py)
     time_limit_source: str = ""  # which limit max_execution_seconds is: SYSTEM, PROGRAM or USER
 
@@ -145,6 +173,24 @@ class JobRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class EventRecord:
+    """One event of a job's history (see event_table for what each field holds per kind)."""
+
+    number: int
+    time: dt.datetime
+    kind: str
+    state: str = ""
+    reason: str = ""
+    attempt: int = 0
+    level: str = ""
+    text: str = ""
+
+    @property
+    def is_final(self) -> bool:
+        return self.kind == STATE and self.state in FINAL_STATES
+
+
+@dataclasses.dataclass(frozen=True)
 class LogRecord:
     """One line a program logged."""
 
@@ -159,6 +205,16 @@ class InterimRecord:
 
     time: dt.datetime
     data: str
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageRecord:
+    """What one backend ran for an instance over a period."""
+
+    backend: str
+    state: str
+    jobs: int
+    usage_seconds: float
 
 
 def utcnow() -> dt.datetime:
@@ -177,7 +233,7 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
-def _job(row: sa.Row) -> JobRecord:
+def _job(row: sa.Row, tags: Iterable[str] = ()) -> JobRecord:
     m = row._mapping
     return JobRecord(
         id=m["id"], instance=m["instance"], owner=m["owner"], program_id=m["program_id"],
@@ -186,15 +242,21 @@ def _job(row: sa.Row) -> JobRecord:
         max_execution_seconds=m["max_execution_seconds"], create_time=_utc(m["create_time"]),
         start_time=_utc(m["start_time"]), end_time=_utc(m["end_time"]), request_id=m["request_id"] or "",
         trace_id=m["trace_id"], attempts=m["attempts"], program_version=m["program_version"],
-        dependency_waits=m["dependency_waits"], request_fingerprint=m["request_fingerprint"],
+        dependency_waits=m["dependency_waits"], tags=tuple(sorted(tags)), events=m["events"],
+        usage_seconds=m["usage_seconds"], request_fingerprint=m["request_fingerprint"],
         time_limit_source=m["time_limit_source"],
     )
+
+
+def _event(row: sa.Row) -> EventRecord:
+    return EventRecord(number=row.number, time=_utc(row.time), kind=row.kind, state=row.state, reason=row.reason,
+                       attempt=row.attempt, level=row.level, text=row.text)
 
 
 def would_create(
     *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str, log_level: str,
     max_execution_seconds: float, request_id: str = "", trace_id: str = "", program_version: int = 0,
-    request_fingerprint: str = "", time_limit_source: str = "",
+    tags: Iterable[str] = (), request_fingerprint: str = "", time_limit_source: str = "",
 ) -> JobRecord:
     """The job JobStore.create would store from these arguments, without an id: a dry run's answer."""
     return JobRecord(
@@ -202,7 +264,7 @@ def would_create(
         state=QUEUED, reason="", reason_message="", inputs=inputs, log_level=log_level,
         max_execution_seconds=max_execution_seconds, create_time=utcnow(), start_time=None, end_time=None,
         request_id=request_id, trace_id=trace_id[:TRACE_ID_LENGTH], program_version=program_version,
-        request_fingerprint=request_fingerprint, time_limit_source=time_limit_source,
+        tags=tuple(sorted(set(tags))), request_fingerprint=request_fingerprint, time_limit_source=time_limit_source,
     )
 
 
@@ -223,16 +285,23 @@ class JobStore:
     def __init__(self, url: str) -> None:
         self._engine = create_engine(url)
         migrations.upgrade(self._engine, MIGRATIONS, version_table=VERSION_TABLE)
+        self._page_key = self._secret("page_token_key").encode()
+        self._listeners: list[Callable[[str], None]] = []
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        """Call listener(job_id), from the writing thread, after each commit that adds events to a job."""
+        self._listeners.append(listener)
 
     # -- jobs -------------------------------------------------------------------------------
 
     def create(
         self, *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str,
         log_level: str, max_execution_seconds: float, request_id: str = "", trace_id: str = "",
-        program_version: int = 0, request_fingerprint: str = "", time_limit_source: str = "",
+        program_version: int = 0, tags: Iterable[str] = (), request_fingerprint: str = "",
+        time_limit_source: str = "",
     ) -> tuple[JobRecord, bool]:
         """Store a new QUEUED job; (job, True). With a request_id the instance used before, that
         earlier job instead: (job, False), so a retried CreateJob never makes a second job (the
@@ -241,23 +310,29 @@ class JobStore:
             existing = self.find_by_request_id(instance, request_id)
             if existing is not None:
                 return existing, False
+        now = utcnow()
         values = {
             "id": new_job_id(), "instance": instance, "owner": owner, "program_id": program_id,
             "runtime": runtime, "backend": backend, "state": QUEUED, "reason": "", "reason_message": "",
             "inputs": inputs, "log_level": log_level, "max_execution_seconds": max_execution_seconds,
-            "create_time": utcnow(), "request_id": request_id or None,
+            "create_time": now, "request_id": request_id or None,
             "trace_id": trace_id[:TRACE_ID_LENGTH],  # the caller's x-request-id, of any length
-            "program_version": program_version, "request_fingerprint": request_fingerprint,
+            "program_version": program_version, "events": 1, "request_fingerprint": request_fingerprint,
             "time_limit_source": time_limit_source,
         }
         try:
             with self._engine.begin() as conn:
                 conn.execute(job_table.insert().values(**values))
+                conn.execute(event_table.insert().values(job_id=values["id"], number=1, time=now, kind=STATE,
+                                                         state=QUEUED))
+                if tags:
+                    conn.execute(tag_table.insert(), [{"job_id": values["id"], "tag": tag} for tag in set(tags)])
         except sa.exc.IntegrityError:
             existing = self.find_by_request_id(instance, request_id) if request_id else None
             if existing is None:
                 raise
             return existing, False  # a concurrent retry with the same key won the race
+        self._notify([values["id"]])
         return self.get(values["id"]), True
 
     def find_by_request_id(self, instance: str, request_id: str) -> JobRecord | None:
@@ -265,34 +340,50 @@ class JobStore:
         query = job_table.select().where(job_table.c.instance == instance, job_table.c.request_id == request_id)
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
-        return _job(row) if row else None
+            return self._with_tags(conn, [row])[0] if row else None
 
     def get(self, job_id: str, *, instance: str | None = None) -> JobRecord:
         """The job; NotFound JOB_NOT_FOUND when absent or, with instance given, another instance's."""
-        query = job_table.select().where(job_table.c.id == job_id)
+        return self.get_many([job_id], instance=instance)[0]
+
+    def get_many(self, job_ids: list[str], *, instance: str | None = None) -> list[JobRecord]:
+        """The jobs, in the order asked; NotFound JOB_NOT_FOUND naming the first that is absent (or,
+        with instance given, another instance's)."""
+        query = job_table.select().where(job_table.c.id.in_(set(job_ids)))
         if instance is not None:
             query = query.where(job_table.c.instance == instance)
         with self._engine.connect() as conn:
-            row = conn.execute(query).first()
-        if row is None:
-            raise job_not_found(job_id)
-        return _job(row)
+            found = {job.id: job for job in self._with_tags(conn, list(conn.execute(query)))}
+        for job_id in job_ids:
+            if job_id not in found:
+                raise job_not_found(job_id)
+        return [found[job_id] for job_id in job_ids]
+
+    def set_tags(self, job_id: str, tags: Iterable[str], *, instance: str | None = None) -> JobRecord:
+        """Replace the job's tags; NotFound when it is absent (or another instance's)."""
+        job = self.get(job_id, instance=instance)
+        with self._engine.begin() as conn:
+            conn.execute(tag_table.delete().where(tag_table.c.job_id == job.id))
+            if tags:
+                conn.execute(tag_table.insert(), [{"job_id": job.id, "tag": tag} for tag in set(tags)])
+        return self.get(job_id, instance=instance)
 
     def list(
-        self, instance: str | None, *, page_size: int, page_token: str = "", program_id: str = "", state: str = "",
+        self, instance: str | None, *, page_size: int, page_token: str = "", where: JobFilter | None = None,
     ) -> tuple[list[JobRecord], str]:
-        """The instance's jobs (every job for None), newest first, and the next page's token ('' on the last).
+        """The instance's jobs (every job for None) that match where, newest first, and the next page's
+        token ('' on the last), bound to that filter: a token made for another filter, or altered, is
+        InvalidArgument.
 
         A page holds fewer than page_size jobs when they would pass LIST_PAGE_BYTES (always one at least)."""
         c = job_table.c
         query = job_table.select()
         if instance is not None:
             query = query.where(c.instance == instance)
-        if program_id:
-            query = query.where(c.program_id == program_id)
-        if state:
-            query = query.where(c.state == state)
-        position = decode_page_token(page_token, t=str, id=str)
+        if where is not None:
+            query = _filtered(query, where)
+        bound_to = where.fingerprint() if where is not None else ""
+        position = self._decode_page_token(page_token, bound_to)
         if position is not None:
             try:
                 after_time, after_id = dt.datetime.fromisoformat(position["t"]), position["id"]
@@ -302,18 +393,47 @@ class JobStore:
                 sa.or_(c.create_time < after_time, sa.and_(c.create_time == after_time, c.id < after_id))
             )
         query = query.order_by(c.create_time.desc(), c.id.desc()).limit(page_size + 1)
-        jobs, size, more = [], 0, False
+        rows, size, more = [], 0, False
         with self._engine.connect() as conn:
             for row in conn.execution_options(yield_per=8).execute(query):  # never all the inputs at once
-                job = _job(row)
-                size += len(job.inputs.encode()) + len(job.reason_message.encode())
-                if len(jobs) == page_size or (jobs and size > LIST_PAGE_BYTES):
+                size += len(row.inputs.encode()) + len(row.reason_message.encode())
+                if len(rows) == page_size or (rows and size > LIST_PAGE_BYTES):
                     more = True
                     break
-                jobs.append(job)
+                rows.append(row)
+            jobs = self._with_tags(conn, rows)
         if not more:
             return jobs, ""
-        return jobs, encode_page_token({"t": jobs[-1].create_time.isoformat(), "id": jobs[-1].id})
+        return jobs, self._encode_page_token({"t": jobs[-1].create_time.isoformat(), "id": jobs[-1].id}, bound_to)
+
+    def usage(self, instance: str, start: dt.datetime, end: dt.datetime) -> list[UsageRecord]:
+        """Per backend and final state, the instance's jobs that ended in [start, end) and their usage
+        (the running time of their last attempt, see JobMetrics)."""
+        c = job_table.c
+        query = (
+            sa.select(c.backend, c.state, sa.func.count(), sa.func.coalesce(sa.func.sum(c.usage_seconds), 0.0))
+            .where(c.instance == instance, c.end_time >= start, c.end_time < end)
+            .group_by(c.backend, c.state)
+        )
+        with self._engine.connect() as conn:
+            return [UsageRecord(backend, state, jobs, float(seconds))
+                    for backend, state, jobs, seconds in conn.execute(query)]
+
+    def watch_state(self, job_id: str) -> tuple[bool, int, int | None]:
+        """What a watcher polls: whether the job exists, the number of its last event, and while it is
+        queued, how many queued jobs were created before it (None otherwise)."""
+        c = job_table.c
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(c.state, c.events, c.create_time).where(c.id == job_id)).first()
+            if row is None:
+                return False, 0, None
+            if row.state != QUEUED:
+                return True, row.events, None
+            ahead = conn.execute(sa.select(sa.func.count()).where(
+                c.state == QUEUED,
+                sa.or_(c.create_time < row.create_time, sa.and_(c.create_time == row.create_time, c.id < job_id)),
+            )).scalar_one()
+        return True, row.events, ahead
 
     def claim_next_queued(self, runner: str = "", *, max_running_per_instance: int = 0) -> JobRecord | None:
         """Move the next QUEUED job to RUNNING for this runner, counting the attempt, and return it;
@@ -345,12 +465,17 @@ class JobStore:
         claim = (
             job_table.update().where(c.id == oldest, c.state == QUEUED)
             .values(state=RUNNING, start_time=now, claimed_by=runner or None, heartbeat_time=now,
-                    attempts=c.attempts + 1)
+                    attempts=c.attempts + 1, events=c.events + 1)
             .returning(*job_table.c)
         )
         with self._engine.begin() as conn:
             row = conn.execute(claim).first()
-        return _job(row) if row else None
+            if row is None:
+                return None
+            _insert_events(conn, row.id, row.events, [_state_event(RUNNING, utcnow(), attempt=row.attempts)])
+            job = self._with_tags(conn, [row])[0]
+        self._notify([job.id])
+        return job
 
     def finish(
         self, job_id: str, state: str, reason: str = "", message: str = "", result_json: str | None = None,
@@ -358,16 +483,32 @@ class JobStore:
         """End a queued or running job in state, whoever runs it (a runner ends its own attempt with
         end_attempt), storing its result in the same transaction, so a job is never seen DONE
         without its result. Does nothing (False) when the job already ended."""
+        c = job_table.c
+        return self._end(job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES)), job_id, state,
+                         reason, message, result_json)
+
+    def _end(self, query: sa.Update, job_id: str, state: str, reason: str, message: str, result_json: str | None,
+             logs: list[tuple[str, str, dt.datetime]] = ()) -> bool:
+        """Run query, the UPDATE that ends the job if it may, with the job's last log lines, its
+        final state event, its usage and its result, in one transaction."""
         assert state in FINAL_STATES, state
         c = job_table.c
-        query = job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
+        events = [_log_event(level, text, time) for level, text, time in logs]
         with self._engine.begin() as conn:
-            ended = conn.execute(
-                query.values(state=state, reason=reason, reason_message=storable(message), end_time=utcnow())
-            ).rowcount
-            if ended and result_json is not None:
+            row = conn.execute(
+                query.values(state=state, reason=reason, reason_message=storable(message), end_time=self._now(),
+                             events=c.events + len(events) + 1)
+                .returning(c.events, c.attempts, c.start_time, c.end_time)
+            ).first()
+            if row is None:
+                return False
+            _charge(conn, job_id, row.start_time, row.end_time)
+            events.append(_state_event(state, utcnow(), reason=reason, text=storable(message), attempt=row.attempts))
+            _insert_events(conn, job_id, row.events, events)
+            if result_json is not None:
                 conn.execute(result_table.insert().values(job_id=job_id, result=result_json))
-        return bool(ended)
+        self._notify([job_id])
+        return True
 
     def cancel(self, job_id: str, *, instance: str | None = None) -> JobRecord:
         """Cancel a QUEUED or RUNNING job; FailedPrecondition JOB_ALREADY_FINAL once it has ended."""
@@ -375,13 +516,20 @@ class JobStore:
         query = job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
         if instance is not None:
             query = query.where(c.instance == instance)
+        message = "cancelled by a user"
         with self._engine.begin() as conn:
-            cancelled = conn.execute(query.values(
-                state=CANCELLED, reason="CANCELLED_BY_USER", reason_message="cancelled by a user",
-                end_time=utcnow(),
-            )).rowcount
+            row = conn.execute(query.values(
+                state=CANCELLED, reason="CANCELLED_BY_USER", reason_message=message, end_time=self._now(),
+                events=c.events + 1,
+            ).returning(c.events, c.attempts, c.start_time, c.end_time)).first()
+            if row is not None:
+                _charge(conn, job_id, row.start_time, row.end_time)
+                _insert_events(conn, job_id, row.events, [
+                    _state_event(CANCELLED, utcnow(), reason="CANCELLED_BY_USER", text=message, attempt=row.attempts)])
+        if row is not None:
+            self._notify([job_id])
         job = self.get(job_id, instance=instance)
-        if not cancelled:
+        if row is None:
             raise FailedPrecondition(
                 f"job {job_id!r} has already ended ({job.state}); only queued or running jobs can be cancelled",
                 reason="JOB_ALREADY_FINAL",
@@ -390,8 +538,8 @@ class JobStore:
         return job
 
     def delete(self, job_id: str, *, instance: str | None = None) -> None:
-        """Delete an ended job with its result, logs and interim results; FailedPrecondition
-        JOB_NOT_FINAL while it is queued or running."""
+        """Delete an ended job with its result, tags and events; FailedPrecondition JOB_NOT_FINAL while
+        it is queued or running."""
         c = job_table.c
         query = job_table.delete().where(c.id == job_id, c.state.in_(FINAL_STATES))
         if instance is not None:
@@ -399,7 +547,7 @@ class JobStore:
         with self._engine.begin() as conn:
             deleted = conn.execute(query).rowcount
             if deleted:  # the foreign keys cascade too; this keeps an engine without them clean
-                for table in (result_table, log_table, interim_table):
+                for table in (result_table, event_table, tag_table):
                     conn.execute(table.delete().where(table.c.job_id == job_id))
         if not deleted:
             job = self.get(job_id, instance=instance)
@@ -408,6 +556,7 @@ class JobStore:
                 reason="JOB_NOT_FINAL",
                 metadata={"job_id": job_id, "state": f"JOB_STATE_{job.state}"},
             )
+        self._notify([job_id])  # its watchers learn it is gone
 
     def get_result(self, job_id: str) -> str | None:
         """The stored result of a DONE job; None when there is none."""
@@ -418,7 +567,7 @@ class JobStore:
 
     # -- leases of running jobs -------------------------------------------------------------
 
-    def requeue_running(self, *, stale_after: float = 0.0, runner: str | None = None) -> list[JobRecord]:
+    def requeue_running(self, *, stale_after: float = 0.0, runner: str | None = None, why: str = "") -> list[JobRecord]:
         """Put RUNNING jobs back in the queue: those whose claim was last renewed more than
         stale_after seconds ago by the database's clock (their replica died or was cut off), or with
         runner given, that runner's own (it is shutting down). Returns them. stale_after=0 requeues
@@ -430,61 +579,45 @@ class JobStore:
         if stale_after > 0:
             cutoff = self._now(minus=dt.timedelta(seconds=stale_after))
             query = query.where(sa.or_(c.heartbeat_time.is_(None), c.heartbeat_time < cutoff))
+        why = why or ("its runner stopped" if runner is not None else "its runner stopped renewing its lease")
         with self._engine.begin() as conn:
-            return [_job(row) for row in conn.execute(query.values(state=QUEUED, start_time=None).returning(*c))]
+            rows = list(conn.execute(query.values(state=QUEUED, start_time=None, events=c.events + 1).returning(*c)))
+            for row in rows:
+                _insert_events(conn, row.id, row.events,
+                               [_state_event(QUEUED, utcnow(), text=why, attempt=row.attempts)])
+            jobs = self._with_tags(conn, rows)
+        self._notify([job.id for job in jobs])
+        return jobs
 
-    # -- logs and interim results -----------------------------------------------------------
+    # -- events: logs and interim results ----------------------------------------------------
 
     def append_log(self, job_id: str, level: str, message: str, time: dt.datetime | None = None) -> bool:
-        """Store one log line of the job; False when the job is gone (deleted while its program ran)."""
-        return self._append(log_table, job_id=job_id, time=time or utcnow(), level=level, message=message)
+        """Store one log line of the job; False when the job has ended (a late line of a program that
+        was cancelled or timed out) or is gone."""
+        return self.append_logs(job_id, [(level, message, time or utcnow())])
 
     def append_logs(self, job_id: str, lines: list[tuple[str, str, dt.datetime]]) -> bool:
-        """Store (level, message, time) lines of the job in one transaction; False when the job is gone."""
-        if not lines:
-            return True
-        rows = [{"job_id": job_id, "level": level, "message": message, "time": time} for level, message, time in lines]
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(log_table.insert(), rows)
-        except sa.exc.IntegrityError:
-            return False
-        return True
+        """Store (level, message, time) lines of the job in one transaction; False when it has ended or is gone."""
+        return self._add_events(job_id, [_log_event(level, message, time) for level, message, time in lines])
 
     def add_interim_result(self, job_id: str, data: str) -> bool:
-        """Store one interim result (JSON text); False when the job is gone."""
-        return self._append(interim_table, job_id=job_id, time=utcnow(), data=data)
+        """Store one interim result (JSON text); False when the job has ended or is gone."""
+        return self._add_events(job_id, [{"kind": INTERIM, "time": utcnow(), "text": data}])
 
-    def _append(self, table: sa.Table, **values) -> bool:
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(table.insert().values(**values))
-        except sa.exc.IntegrityError:
-            return False
+    def _add_events(self, job_id: str, events: list[dict]) -> bool:
+        if not events:
+            return True
+        c = job_table.c
+        with self._engine.begin() as conn:
+            last = conn.execute(  # a job's history ends with its final state
+                job_table.update().where(c.id == job_id, c.state.in_(ACTIVE_STATES))
+                .values(events=c.events + len(events)).returning(c.events)
+            ).scalar()
+            if last is None:
+                return False
+            _insert_events(conn, job_id, last, events)
+        self._notify([job_id])
         return True
-
-    def list_logs(self, job_id: str, *, page_size: int, page_token: str = "") -> tuple[list[LogRecord], str]:
-        """The job's log lines, oldest first, and the next page's token."""
-        rows, token = self._page(log_table, job_id, page_size, page_token)
-        return [LogRecord(_utc(r.time), r.level, r.message) for r in rows], token
-
-    def list_interim_results(
-        self, job_id: str, *, page_size: int, page_token: str = ""
-    ) -> tuple[list[InterimRecord], str]:
-        """The job's interim results, oldest first, and the next page's token."""
-        rows, token = self._page(interim_table, job_id, page_size, page_token)
-        return [InterimRecord(_utc(r.time), r.data) for r in rows], token
-
-    def _page(self, table: sa.Table, job_id: str, page_size: int, page_token: str) -> tuple[list[sa.Row], str]:
-        query = table.select().where(table.c.job_id == job_id)
-        position = decode_page_token(page_token, after=int)
-        if position is not None:
-            query = query.where(table.c.seq > position["after"])
-        with self._engine.connect() as conn:
-            rows = list(conn.execute(query.order_by(table.c.seq).limit(page_size + 1)))
-        if len(rows) <= page_size:
-            return rows, ""
-        return rows[:page_size], encode_page_token({"after": rows[page_size - 1].seq})
 
     # -- a runner's writes, fenced by the attempt it runs ------------------------------------
     # A job's attempts counter is its fencing token: every claim adds one, and every write a runner
@@ -495,35 +628,35 @@ class JobStore:
 
     def end_attempt(
         self, job_id: str, attempt: int, state: str, reason: str = "", message: str = "",
-        result_json: str | None = None,
+        result_json: str | None = None, *, logs: list[tuple[str, str, dt.datetime]] = (),
     ) -> bool:
-        """End the job in state with its result (in one transaction, so a job is never seen DONE
-        without it), if attempt is still the job's running one."""
-        assert state in FINAL_STATES, state
-        with self._engine.begin() as conn:
-            ended = conn.execute(self._attempt_update(job_id, attempt).values(
-                state=state, reason=reason, reason_message=storable(message), end_time=self._now())).rowcount
-            if ended and result_json is not None:
-                conn.execute(result_table.insert().values(job_id=job_id, result=result_json))
-        return bool(ended)
+        """End the job in state with its result and the program's last log lines (in one
+        transaction, so a job is never seen DONE without them), if attempt is still the job's running one."""
+        return self._end(self._attempt_update(job_id, attempt), job_id, state, reason, message, result_json, logs)
 
-    def requeue_attempt(self, job_id: str, attempt: int, *, dependency_down: bool = False) -> bool:
-        """Put the job back in the queue for another attempt, if attempt is still the job's running
-        one: its program host died, or (dependency_down) a service it needs was down, which does not
-        count against its attempts."""
-        waits = job_table.c.dependency_waits + (1 if dependency_down else 0)
+    def requeue_attempt(self, job_id: str, attempt: int, *, dependency_down: bool = False, why: str = "") -> bool:
+        """Put the job back in the queue for another attempt, saying why, if attempt is still the job's
+        running one: its program host died, or (dependency_down) a service it needs was down, which
+        does not count against its attempts."""
+        c = job_table.c
+        waits = c.dependency_waits + (1 if dependency_down else 0)
         with self._engine.begin() as conn:
-            return bool(conn.execute(self._attempt_update(job_id, attempt).values(
-                state=QUEUED, start_time=None, dependency_waits=waits)).rowcount)
+            last = conn.execute(self._attempt_update(job_id, attempt).values(
+                state=QUEUED, start_time=None, dependency_waits=waits, events=c.events + 1,
+            ).returning(c.events)).scalar()
+            if last is None:
+                return False
+            _insert_events(conn, job_id, last, [_state_event(QUEUED, utcnow(), text=why, attempt=attempt)])
+        self._notify([job_id])
+        return True
 
     def append_attempt_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str, dt.datetime]]) -> bool:
         """Store (level, message, time) lines of the attempt in one transaction."""
-        rows = [{"job_id": job_id, "level": level, "message": message, "time": time} for level, message, time in lines]
-        return self._fenced_insert(job_id, attempt, log_table, rows)
+        return self._fenced_events(job_id, attempt, [_log_event(level, text, time) for level, text, time in lines])
 
     def add_attempt_interim_result(self, job_id: str, attempt: int, data: str) -> bool:
         """Store one interim result (JSON text) of the attempt."""
-        return self._fenced_insert(job_id, attempt, interim_table, [{"job_id": job_id, "time": utcnow(), "data": data}])
+        return self._fenced_events(job_id, attempt, [{"kind": INTERIM, "time": utcnow(), "text": data}])
 
     def renew_leases(self, runner: str, attempts: dict[str, int]) -> set[str]:
         """Renew the runner's leases on its running attempts (job id -> attempt), on the database's
@@ -542,15 +675,20 @@ class JobStore:
         c = job_table.c
         return job_table.update().where(c.id == job_id, c.state == RUNNING, c.attempts == attempt)
 
-    def _fenced_insert(self, job_id: str, attempt: int, table: sa.Table, rows: list[dict]) -> bool:
+    def _fenced_events(self, job_id: str, attempt: int, events: list[dict]) -> bool:
         # The fence is an UPDATE that comes first: it takes the job's row lock (PostgreSQL) or the
-        # write lock (SQLite) until the rows commit, so a cancel or a re-claim cannot slip in between
+        # write lock (SQLite) until the events commit, so a cancel or a re-claim cannot slip in between
         # the check and the insert. Renewing the lease on the way is right: the attempt is alive.
+        c = job_table.c
         with self._engine.begin() as conn:
-            if not conn.execute(self._attempt_update(job_id, attempt).values(heartbeat_time=self._now())).rowcount:
+            last = conn.execute(self._attempt_update(job_id, attempt).values(
+                heartbeat_time=self._now(), events=c.events + len(events)).returning(c.events)).scalar()
+            if last is None:
                 return False
-            if rows:
-                conn.execute(table.insert(), rows)
+            if events:
+                _insert_events(conn, job_id, last, events)
+        if events:
+            self._notify([job_id])
         return True
 
     def _now(self, minus: dt.timedelta = dt.timedelta(0)):
@@ -571,3 +709,122 @@ class JobStore:
         with self._engine.connect() as conn:
             count, oldest = conn.execute(recent).one()
             return conn.execute(sa.select(queued)).scalar(), count, _utc(oldest)
+
+    # -- reading events ---------------------------------------------------------------------
+
+    def events_after(self, job_id: str, after: int, *, limit: int = 1000) -> list[EventRecord]:
+        """The job's events numbered after `after`, oldest first, at most limit of them."""
+        query = (event_table.select().where(event_table.c.job_id == job_id, event_table.c.number > after)
+                 .order_by(event_table.c.number).limit(limit))
+        with self._engine.connect() as conn:
+            return [_event(row) for row in conn.execute(query)]
+
+    def list_logs(self, job_id: str, *, page_size: int, page_token: str = "") -> tuple[list[LogRecord], str]:
+        """The job's log lines, oldest first, and the next page's token."""
+        rows, token = self._page(LOG, job_id, page_size, page_token)
+        return [LogRecord(_utc(r.time), r.level, r.text) for r in rows], token
+
+    def list_interim_results(
+        self, job_id: str, *, page_size: int, page_token: str = ""
+    ) -> tuple[list[InterimRecord], str]:
+        """The job's interim results, oldest first, and the next page's token."""
+        rows, token = self._page(INTERIM, job_id, page_size, page_token)
+        return [InterimRecord(_utc(r.time), r.text) for r in rows], token
+
+    def _page(self, kind: str, job_id: str, page_size: int, page_token: str) -> tuple[list[sa.Row], str]:
+        e = event_table.c
+        query = event_table.select().where(e.job_id == job_id, e.kind == kind)
+        position = decode_page_token(page_token, after=int)
+        if position is not None:
+            query = query.where(e.number > sa.literal(position["after"], sa.BigInteger()))  # any int64 compares
+        with self._engine.connect() as conn:
+            rows = list(conn.execute(query.order_by(e.number).limit(page_size + 1)))
+        if len(rows) <= page_size:
+            return rows, ""
+        return rows[:page_size], encode_page_token({"after": rows[page_size - 1].number})
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _notify(self, job_ids: list[str]) -> None:
+        for listener in self._listeners:
+            for job_id in job_ids:
+                listener(job_id)
+
+    def _with_tags(self, conn: sa.Connection, rows: list[sa.Row]) -> list[JobRecord]:
+        """The rows as records, with their tags (one query for them all)."""
+        if not rows:
+            return []
+        tags: dict[str, list[str]] = {}
+        query = sa.select(tag_table.c.job_id, tag_table.c.tag).where(tag_table.c.job_id.in_([r.id for r in rows]))
+        for job_id, tag in conn.execute(query):
+            tags.setdefault(job_id, []).append(tag)
+        return [_job(row, tags.get(row.id, ())) for row in rows]
+
+    def _secret(self, name: str) -> str:
+        """A random secret the replicas of this store share, made by the first that needs it."""
+        query = sa.select(secret_table.c.value).where(secret_table.c.name == name)
+        with self._engine.begin() as conn:
+            value = conn.execute(query).scalar()
+            if value is None:
+                with contextlib.suppress(sa.exc.IntegrityError), conn.begin_nested():
+                    conn.execute(secret_table.insert().values(name=name, value=secrets.token_hex(32)))
+                value = conn.execute(query).scalar_one()
+        return value
+
+    def _encode_page_token(self, position: dict, bound_to: str) -> str:
+        position = {**position, "f": bound_to}
+        return encode_page_token({**position, "sig": self._sign(position)})
+
+    def _decode_page_token(self, token: str, bound_to: str) -> dict | None:
+        position = decode_page_token(token, t=str, id=str, f=str, sig=str)
+        if position is None:
+            return None
+        signature = position.pop("sig")
+        if not hmac.compare_digest(signature, self._sign(position)):
+            raise invalid_page_token()
+        if position["f"] != bound_to:
+            raise invalid_page_token("the page token was made for another filter; pass the filter it was made with")
+        return position
+
+    def _sign(self, position: dict) -> str:
+        text = "|".join(f"{k}={position[k]}" for k in sorted(position))
+        return hmac.new(self._page_key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _filtered(query: sa.Select, where: JobFilter) -> sa.Select:
+    c = job_table.c
+    for column, allowed in ((c.state, where.states), (c.program_id, where.programs), (c.backend, where.backends),
+                            (c.owner, where.owners)):
+        if allowed is not None:
+            query = query.where(column.in_(sorted(allowed)))
+    for tag in sorted(where.tags):
+        query = query.where(sa.exists().where(tag_table.c.job_id == c.id, tag_table.c.tag == tag))
+    if where.created_after is not None:
+        query = query.where(c.create_time > where.created_after)
+    if where.created_before is not None:
+        query = query.where(c.create_time < where.created_before)
+    return query
+
+
+def _charge(conn: sa.Connection, job_id: str, start_time: dt.datetime | None, end_time: dt.datetime) -> None:
+    """Record the job's usage: the running time of its last attempt (none if it never started)."""
+    if start_time is not None:
+        seconds = max(0.0, (_utc(end_time) - _utc(start_time)).total_seconds())
+        conn.execute(job_table.update().where(job_table.c.id == job_id).values(usage_seconds=seconds))
+
+
+def _state_event(state: str, time: dt.datetime, *, reason: str = "", text: str = "", attempt: int = 0) -> dict:
+    return {"kind": STATE, "time": time, "state": state, "reason": reason, "text": text, "attempt": attempt}
+
+
+def _log_event(level: str, text: str, time: dt.datetime) -> dict:
+    return {"kind": LOG, "time": time, "level": level, "text": text}
+
+
+def _insert_events(conn: sa.Connection, job_id: str, last: int, events: list[dict]) -> None:
+    """Insert events numbered up to last (the job row's counter, already raised by len(events))."""
+    first = last - len(events) + 1
+    defaults = {"state": "", "reason": "", "attempt": 0, "level": "", "text": ""}
+    conn.execute(event_table.insert(), [
+        {**defaults, **event, "job_id": job_id, "number": first + i} for i, event in enumerate(events)
+    ])

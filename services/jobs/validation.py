@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ MAX_REQUEST_ID_LENGTH = 256
 # a response (CreateJob's, GetJob's, and ListJobs', whose pages stop early when jobs are large).
 MAX_INPUTS_BYTES = 32 * 1024 * 1024
 InputType = program_pb2.InputType
+MAX_TAGS, MAX_TAG_LENGTH = 20, 64
+_TAG = re.compile(r"[!-~]{1,64}")  # printable ASCII, no space
 
 
 def check_create_request(request: jobs_service_pb2.CreateJobRequest) -> dict[str, Any]:
@@ -43,6 +46,7 @@ def check_create_request(request: jobs_service_pb2.CreateJobRequest) -> dict[str
             reason="INVALID_REQUEST_ID",
             field_violations=[("request_id", f"at most {MAX_REQUEST_ID_LENGTH} characters")],
         )
+    check_tags(request.tags)
     size = len(request.inputs.encode())
     if size > MAX_INPUTS_BYTES:
         raise InvalidArgument(
@@ -52,6 +56,19 @@ def check_create_request(request: jobs_service_pb2.CreateJobRequest) -> dict[str
             field_violations=[("inputs", f"at most {MAX_INPUTS_BYTES} bytes of JSON")],
         )
     return parse_inputs(request.inputs)
+
+
+def check_tags(tags: Sequence[str], field: str = "tags") -> list[str]:
+    """The tags sorted and without repeats; InvalidArgument INVALID_TAGS naming each bad one."""
+    violations = [(f"{field}[{i}]", f"{tag!r} must be 1 to {MAX_TAG_LENGTH} printable characters without spaces")
+                  for i, tag in enumerate(tags) if not _TAG.fullmatch(tag)]
+    unique = sorted(set(tags))
+    if len(unique) > MAX_TAGS:
+        violations.append((field, f"at most {MAX_TAGS} tags, got {len(unique)}"))
+    if violations:
+        raise InvalidArgument("; ".join(why for _, why in violations), reason="INVALID_TAGS",
+                              field_violations=violations)
+    return unique
 
 
 def parse_inputs(text: str) -> dict[str, Any]:

@@ -72,10 +72,10 @@ def decode_page_token(token: str, **fields: type) -> dict[str, Any] | None:
         raise invalid_page_token() from None
 
 
-def invalid_page_token() -> InvalidArgument:
+def invalid_page_token(why: str = "page_token is not a token this service returned") -> InvalidArgument:
     """The error for a page token this service did not return (or that was altered)."""
     return InvalidArgument(
-        "page_token is not a token this service returned",
+        why,
         reason="INVALID_PAGE_TOKEN",
         field_violations=[("page_token", "pass the next_page_token of the previous response unchanged")],
     )

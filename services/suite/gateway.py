@@ -66,8 +66,10 @@ class Router(grpc.GenericRpcHandler):
             method = self._pool.FindServiceByName(service_name).FindMethodByName(method_name)
         except KeyError:
             return None
-        if method is None or method.client_streaming or method.server_streaming:
-            return None  # every qruntime RPC is unary; a streaming one needs its own forwarding
+        if method is None or method.client_streaming:
+            return None  # no qruntime RPC takes a stream of requests
+        if method.server_streaming:
+            return grpc.unary_stream_rpc_method_handler(self._streaming(url, path))
         callable_ = self._channels[url].unary_unary(path)
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -84,6 +86,24 @@ class Router(grpc.GenericRpcHandler):
             return response
 
         return grpc.unary_unary_rpc_method_handler(forward)
+
+    def _streaming(self, url: str, path: str):
+        """Forwarding of a server-streaming method (JobsService.WatchJob): each response as it comes."""
+        callable_ = self._channels[url].unary_stream(path)
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext):
+            call = callable_(request, metadata=_forwarded(context), timeout=context.time_remaining())
+            try:
+                await context.send_initial_metadata(tuple(await call.initial_metadata()))
+                async for response in call:
+                    yield response
+            except grpc.aio.AioRpcError as err:
+                await context.abort(err.code(), err.details() or "", trailing_metadata=tuple(err.trailing_metadata()))
+            finally:
+                call.cancel()  # the caller went away: so does the callee's stream
+            context.set_trailing_metadata(tuple(await call.trailing_metadata()))
+
+        return forward
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels.values()))

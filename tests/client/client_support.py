@@ -41,8 +41,9 @@ class Call:
     code: grpc.StatusCode
 
 
-class Recorder(grpc.UnaryUnaryClientInterceptor):
-    """Notes every unary call on the channels it wraps; changes nothing about them."""
+class Recorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Notes every call on the channels it wraps (a stream's when it starts, without its outcome);
+    changes nothing about them."""
 
     def __init__(self) -> None:
         self.log: list[Call] = []
@@ -59,6 +60,15 @@ class Recorder(grpc.UnaryUnaryClientInterceptor):
             self.log.append(Call(method.rsplit("/", 1)[-1], copy, sent, dict(outcome.initial_metadata() or ()),
                                  outcome.code()))
         return outcome
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        copy = type(request)()
+        copy.CopyFrom(request)
+        method = client_call_details.method
+        method = method.decode() if isinstance(method, bytes) else method
+        with self._lock:
+            self.log.append(Call(method.rsplit("/", 1)[-1], copy, dict(client_call_details.metadata or ()), {}, None))
+        return continuation(client_call_details, request)
 
     def calls(self, method: str) -> list[Call]:
         """The calls of ``method`` (its short name), oldest first."""

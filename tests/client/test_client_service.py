@@ -230,32 +230,11 @@ def test_result_timeout(suite, service, recorder, monkeypatch) -> None:
             job.result(timeout=0.2)
         assert isinstance(info.value, TimeoutError) and not job.status().final
 
-        class Clock:
-            """The clock of qruntime._jobs, run fast: a pause moves it on at once. The server stays real."""
-
-            now, pauses = 0.0, []
-
-            @classmethod
-            def monotonic(cls) -> float:
-                return cls.now
-
-            @classmethod
-            def sleep(cls, seconds: float) -> None:
-                cls.pauses.append(seconds)
-                cls.now += seconds
-
-        monkeypatch.setattr(qruntime._jobs, "time", Clock)
-        checks = len(recorder.calls("GetJob"))
+        checks, watches = len(recorder.calls("GetJob")), len(recorder.calls("WatchJob"))
         with pytest.raises(RuntimeJobTimeoutError):
-            job.wait_for_final_state(timeout=3)
-        # Pauses from 10 ms, x1.5 each, up to 0.5 s; the last one ends at the deadline.
-        expected, pause = [], 0.01
-        while sum(expected) + pause < 3:
-            expected.append(pause)
-            pause = min(pause * 1.5, 0.5)
-        expected.append(3 - sum(expected))
-        assert Clock.pauses == pytest.approx(expected)
-        assert len(recorder.calls("GetJob")) - checks == len(expected) + 1  # a check after each pause
+            job.wait_for_final_state(timeout=0.5)
+        assert len(recorder.calls("GetJob")) == checks  # no polling: it follows the job's event stream
+        assert len(recorder.calls("WatchJob")) == watches + 1
         job.cancel()
 
 
@@ -273,6 +252,44 @@ def test_logs_and_interim_results(service) -> None:
     assert [r["iteration"] for r in interim] == [0, 1]
     assert all(sum(r["counts"].values()) == 1024 for r in interim)
     assert job.interim_results(decoder=len) == [len(r) for r in job.interim_results(decoder=lambda raw: raw)]
+
+
+def test_interim_results_stream_to_a_callback_without_polling(service, recorder) -> None:
+    heard = []
+    job = service.run("hello-world", {"iterations": 3}, {"backend_name": "simulator_statevector"},
+                      callback=lambda job_id, result: heard.append((job_id, result["iteration"])))
+    assert job.result(timeout=60) == "All done!"
+    wait_until(lambda: len(heard) == 3, what="every interim result heard")
+    assert heard == [(job.job_id, 0), (job.job_id, 1), (job.job_id, 2)]
+    assert recorder.calls("GetJob") == [] and len(recorder.calls("WatchJob")) == 2  # the callback's, the wait's
+    with pytest.raises(RuntimeInvalidStateError):
+        job.stream_results(print)  # it has ended
+
+
+def test_streaming_can_be_cancelled_and_events_resume_where_asked(suite, service) -> None:
+    with busy(suite, "simulator_mps"):
+        job = service.run("hello-world", {"iterations": 1}, {"backend_name": "simulator_mps"})
+        heard = []
+        job.stream_results(lambda job_id, result: heard.append(result))
+        job.cancel_result_streaming()
+        job.cancel()
+    history = list(job.events())
+    assert [e.sequence for e in history if not e.HasField("queue_position")][0] == 1
+    assert history[-1].state_change.state == job_pb2.JOB_STATE_CANCELLED
+    assert [e.sequence for e in job.events(after=history[0].sequence)] == [e.sequence for e in history[1:]]
+    assert job.status() is JobStatus.CANCELLED
+
+
+def test_a_large_result_is_reassembled_from_chunks(service, monkeypatch) -> None:
+    from qruntime_jobs import servicer
+
+    monkeypatch.setattr(servicer, "RESULT_CHUNK_BYTES", 64)
+    job = service.run("sampler", {"circuits": ReferenceCircuits.bell(), "shots": 100})
+    result = job.result(timeout=60)
+    assert sum(result["counts"][0].values()) == 100
+    assert job.tags == [] and job.update_tags(["b", "a", "b"]) == ["a", "b"]
+    metrics = job.metrics()
+    assert metrics["usage"]["seconds"] > 0 and metrics["timestamps"]["end"] >= metrics["timestamps"]["create"]
 
 
 def test_jobs_listing(suite, service) -> None:

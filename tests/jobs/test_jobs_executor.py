@@ -149,6 +149,9 @@ class LocalDevices:
 
     def _run(self, request):
         circuits = load_circuits_qpy(request.circuits_qpy)
+        for i, circuit in enumerate(circuits):  # as the devices service checks them
+            if "measure" not in circuit.count_ops():
+                raise BackendError(InvalidArgument(f"circuit {i} measures nothing", reason="NO_MEASUREMENTS"))
         circuits = [transpile(c, self._simulator) for c in circuits]
         seed = request.seed if request.HasField("seed") else None
         result = self._simulator.run(circuits, shots=request.shots, seed_simulator=seed).result()
@@ -236,6 +239,27 @@ def run(store, scenario, **harness):
     return asyncio.run(main())
 
 
+def test_the_sampler_runs_one_circuit_without_a_host_and_ends_as_in_one(store, bell):
+    """direct.py's sampling agrees with the host's sampler.py: same seed, same result, same logs."""
+    unmeasured = bell.remove_final_measurements(inplace=False)
+
+    async def scenario(h):
+        direct = h.submit("sampler", {"circuits": bell, "shots": 300, "seed": 5})
+        hosted = h.submit("sampler", {"circuits": [bell], "shots": 300, "seed": 5, "circuit_indices": [0]})
+        bad = [h.submit("sampler", {"circuits": [unmeasured], **extra}) for extra in ({}, {"circuit_indices": [0]})]
+        return [await h.until(job.id) for job in (direct, hosted, *bad)]
+
+    direct, hosted, *bad = run(store, scenario)
+    assert store.get_result(direct.id) == store.get_result(hosted.id)
+    assert loads(store.get_result(direct.id))["metadata"] == [{"shots": 300}]
+
+    def lines(job):
+        return [(e.level, e.message) for e in store.list_logs(job.id, page_size=50)[0]]
+
+    assert lines(direct) == lines(hosted) and lines(direct)[0][1].startswith("sampling 1 circuit(s), 300 shots")
+    assert [(j.state, j.reason) for j in bad] == [("ERROR", "INVALID_INPUT")] * 2
+
+
 def test_a_sampler_job_ends_done_with_its_result(store, bell):
     async def scenario(h):
         job = h.submit("sampler", {"circuits": [bell], "shots": 500, "seed": 1})
@@ -277,7 +301,7 @@ def test_hello_world_stores_interim_results_and_logs(store):
         ("crash", {}, "PROGRAM_ERROR", "RuntimeError: boom"),
         ("refused", {}, "BACKEND_ERROR", "INVALID_SHOTS"),
         ("chatty", {}, "PROGRAM_ERROR", "cannot be encoded"),
-        ("sampler", '{"circuits": {"__type__": "QuantumCircuit", "__value__": "bm90IHFweQ=="}}',
+        ("sampler", '{"circuits": {"__type__": "QuantumCircuit", "__value__": "bm90IHFweQ=="}, "circuit_indices": [0]}',
          "INVALID_INPUT", "could not be decoded"),
         ("sampler", {"circuits": [], "colour": "blue"}, "INVALID_INPUT", "colour"),
         ("sampler", {"circuits": []}, "INVALID_INPUT", "empty"),

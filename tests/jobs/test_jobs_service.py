@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import time
 
@@ -319,3 +320,96 @@ def test_a_token_without_an_instance_cannot_create_jobs(start_suite, bell):
     err = service.error("CreateJob", pb.CreateJobRequest(program_id="sampler", inputs=dumps({"circuits": bell})))
     assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSTANCE_REQUIRED")
     service.channel.close()
+
+
+def watch(caller: Caller, job_id: str, after: int = 0) -> list[job_pb2.JobEvent]:
+    stream = caller.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_sequence=after),
+                                  metadata=caller.metadata, timeout=60)
+    return [event for response in stream for event in response.events]
+
+
+def test_watch_streams_a_jobs_life_and_a_resumed_watch_gets_the_rest(world):
+    job = world.me.create("hello-world", {"iterations": 2})
+    events = watch(world.me, job.id)
+    history = [e for e in events if not e.HasField("queue_position")]
+    assert [e.sequence for e in history] == list(range(1, len(history) + 1))
+    kinds = [e.WhichOneof("event") for e in history]
+    states = [e.state_change.state for e in history if e.HasField("state_change")]
+    assert states == [job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_DONE]
+    assert history[1].state_change.attempt == 1
+    assert kinds.count("interim_result") == 2 and "log" in kinds
+    assert [loads(e.interim_result.data)["iteration"] for e in history if e.HasField("interim_result")] == [0, 1]
+    rest = watch(world.me, job.id, after=history[2].sequence)  # the job has ended: a replay that closes
+    assert [e.sequence for e in rest] == [e.sequence for e in history[3:]]
+    assert watch(world.me, job.id, after=history[-1].sequence) == []
+    for caller, after, reason in ((world.other, 0, "JOB_NOT_FOUND"), (world.me, -1, "INVALID_SEQUENCE")):
+        with pytest.raises(grpc.RpcError) as caught:
+            watch(caller, job.id, after=after)
+        assert from_rpc_error(caught.value).reason == reason
+
+
+def test_jobs_come_without_inputs_unless_asked(world, bell):
+    inputs = {"circuits": [bell], "shots": 10}
+    job = world.me.create("sampler", inputs)
+    assert job.inputs == ""  # CreateJob answers with the basic view
+    assert world.me.get(job.id).inputs == ""
+    full = world.me.GetJob(pb.GetJobRequest(job_id=job.id, view=job_pb2.JOB_VIEW_FULL)).job
+    assert loads(full.inputs)["shots"] == 10
+    listed = world.me.ListJobs(pb.ListJobsRequest(view=job_pb2.JOB_VIEW_FULL)).jobs
+    assert listed[0].inputs == full.inputs and world.me.ListJobs(pb.ListJobsRequest()).jobs[0].inputs == ""
+    err = world.me.error("GetJob", pb.GetJobRequest(job_id=job.id, view=7))
+    assert err.reason == "INVALID_VIEW"
+
+
+def test_a_large_result_comes_in_checksummed_chunks(world, monkeypatch):
+    monkeypatch.setattr(servicer_module, "RESULT_CHUNK_BYTES", 7)
+    job = world.me.create("hello-world", {"iterations": 0})
+    world.me.wait(job.id)
+    chunks, offset = [], 0
+    while True:
+        response = world.me.GetJobResult(pb.GetJobResultRequest(job_id=job.id, offset=offset))
+        chunks.append(response.result)
+        if not (offset := response.next_offset):
+            break
+    whole = "".join(chunks).encode()
+    assert len(chunks) > 1 and len(whole) == response.total_bytes
+    assert hashlib.sha256(whole).digest() == response.sha256 and loads(whole.decode()) == "All done!"
+    err = world.me.error("GetJobResult", pb.GetJobResultRequest(job_id=job.id, offset=10**6))
+    assert err.reason == "INVALID_OFFSET"
+
+
+def test_tags_batch_get_filters_and_usage(world, bell):
+    tagged = world.me.create("sampler", {"circuits": [bell]}, tags=["exp-1", "bell"])
+    plain = world.me.create("hello-world", {"iterations": 0})
+    assert list(tagged.tags) == ["bell", "exp-1"]
+    err = world.me.error("CreateJob", pb.CreateJobRequest(program_id="sampler", tags=["has space"]))
+    assert err.reason == "INVALID_TAGS"
+    for job_id in (tagged.id, plain.id):
+        world.me.wait(job_id)
+    assert list(world.me.UpdateJobTags(pb.UpdateJobTagsRequest(job_id=plain.id, tags=["exp-1"])).job.tags) == ["exp-1"]
+
+    def ids(text: str) -> list[str]:
+        return [j.id for j in world.me.ListJobs(pb.ListJobsRequest(filter=text)).jobs]
+
+    assert ids("tags:exp-1") == [plain.id, tagged.id] and ids("tags:bell AND state = DONE") == [tagged.id]
+    assert ids("program IN (hello-world) AND owner = me") == [plain.id]
+    err = world.me.error("ListJobs", pb.ListJobsRequest(filter="state = SOON"))
+    assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FILTER")
+    page = world.me.ListJobs(pb.ListJobsRequest(filter="tags:exp-1", page_size=1))
+    err = world.me.error("ListJobs", pb.ListJobsRequest(filter="tags:bell", page_token=page.next_page_token))
+    assert err.reason == "INVALID_PAGE_TOKEN"
+
+    both = world.me.BatchGetJobs(pb.BatchGetJobsRequest(job_ids=[plain.id, tagged.id])).jobs
+    assert [j.id for j in both] == [plain.id, tagged.id]
+    err = world.other.error("BatchGetJobs", pb.BatchGetJobsRequest(job_ids=[plain.id]))
+    assert err.reason == "JOB_NOT_FOUND"
+    assert world.me.error("BatchGetJobs", pb.BatchGetJobsRequest()).reason == "INVALID_BATCH_SIZE"
+
+    metrics = world.me.get(tagged.id).metrics
+    assert metrics.usage_seconds > 0 and metrics.time_running.ToTimedelta().total_seconds() == pytest.approx(
+        metrics.usage_seconds, abs=1e-3)
+    usage = world.me.GetUsage(pb.GetUsageRequest())
+    assert usage.jobs_done == 2 and usage.usage_seconds == pytest.approx(
+        sum(world.me.get(j).metrics.usage_seconds for j in (tagged.id, plain.id)))
+    assert {b.backend for b in usage.backends} == {tagged.backend, plain.backend}
+    assert world.other.GetUsage(pb.GetUsageRequest()).jobs_done == 0

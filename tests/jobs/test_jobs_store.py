@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import datetime as dt
+import json
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
 from qruntime_jobs import store as store_module
+from qruntime_jobs.filters import JobFilter, parse_filter
 from qruntime_jobs.store import CANCELLED, DONE, ERROR, QUEUED, RUNNING, JobStore
 from qruntime_kit.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -139,10 +142,10 @@ def test_list_is_newest_first_filtered_and_paged(store):
         if not token:
             break
     assert seen == ids[::-1]
-    samplers, _ = store.list(A, page_size=50, program_id="sampler")
+    samplers, _ = store.list(A, page_size=50, where=JobFilter(programs=frozenset({"sampler"})))
     assert [j.id for j in samplers] == [i for k, i in enumerate(ids) if k % 2][::-1]
     store.cancel(ids[0])
-    cancelled, _ = store.list(A, page_size=50, state=CANCELLED)
+    cancelled, _ = store.list(A, page_size=50, where=JobFilter(states=frozenset({CANCELLED})))
     assert [j.id for j in cancelled] == [ids[0]]
     assert len(store.list(None, page_size=50)[0]) == 8
 
@@ -257,3 +260,93 @@ def test_postgres_store_claims_exclusively_and_keeps_cancelled_jobs(postgres_sto
     assert store.get(first.id).create_time.tzinfo is not None
     long_trace, _ = new_job(store, trace_id="r" * 1000)  # a caller's x-request-id has no length limit
     assert store.get(long_trace.id).trace_id == "r" * 256
+
+
+def test_filters_select_by_every_field(store):
+    early, _ = new_job(store, program_id="estimator", tags=["a", "b"])
+    mid, _ = new_job(store, backend="ibm_lima", tags=["a"], owner="user-2")
+    late, _ = new_job(store)
+    store.claim_next_queued("r")  # early is RUNNING now
+
+    def ids(text: str) -> list[str]:
+        return [j.id for j in store.list(A, page_size=50, where=parse_filter(text, caller="user-1"))[0]]
+
+    assert ids("state = RUNNING") == [early.id]
+    assert ids("state IN (queued, JOB_STATE_RUNNING)") == [late.id, mid.id, early.id]
+    assert ids("program = estimator") == [early.id]
+    assert ids('backend = "ibm_lima"') == [mid.id]
+    assert ids("owner = me") == [late.id, early.id] and ids("owner = user-2") == [mid.id]
+    assert ids("tags:a") == [mid.id, early.id] and ids("tags:a AND tags:b") == [early.id] and ids("tags:c") == []
+    after = f'"{mid.create_time.isoformat()}"'
+    assert ids(f"create_time >= {after}") == [late.id, mid.id] and ids(f"create_time > {after}") == [late.id]
+    assert ids(f"create_time < {after}") == [early.id] and ids(f"create_time <= {after}") == [mid.id, early.id]
+    assert ids("state = QUEUED AND state = RUNNING") == []  # two terms on one field must both hold
+    assert ids("program = sampler and tags:a") == [mid.id]
+
+
+def test_page_tokens_are_bound_to_their_filter_and_signed(store):
+    for _ in range(3):
+        new_job(store, tags=["x"])
+    where = parse_filter("tags:x", caller="u")
+    _, token = store.list(A, page_size=1, where=where)
+    assert store.list(A, page_size=1, page_token=token, where=where)[0]
+    with pytest.raises(InvalidArgument) as caught:
+        store.list(A, page_size=1, page_token=token, where=parse_filter("tags:y", caller="u"))
+    assert caught.value.reason == "INVALID_PAGE_TOKEN" and "another filter" in caught.value.message
+    position = json.loads(base64.urlsafe_b64decode(token))
+    position["t"] = "2099-01-01T00:00:00+00:00"  # a well-formed token with another position
+    forged = base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
+    with pytest.raises(InvalidArgument):
+        store.list(A, page_size=1, page_token=forged, where=where)
+
+
+def test_tags_are_replaced(store):
+    job, _ = new_job(store, tags=["b", "a"])
+    assert store.get(job.id).tags == ("a", "b")
+    assert store.set_tags(job.id, ["c"]).tags == ("c",)
+    assert store.set_tags(job.id, []).tags == ()
+    with pytest.raises(NotFound):
+        store.set_tags(job.id, ["d"], instance=B)
+
+
+def test_every_change_is_a_numbered_event(store):
+    job, _ = new_job(store)
+    store.claim_next_queued("r1")
+    store.append_logs(job.id, [("INFO", "one", dt.datetime.now(dt.UTC)), ("INFO", "two", dt.datetime.now(dt.UTC))])
+    store.requeue_attempt(job.id, 1, why="its worker died")
+    store.claim_next_queued("r2")
+    store.add_attempt_interim_result(job.id, 2, '{"i": 1}')
+    store.end_attempt(job.id, 2, DONE, result_json="{}", logs=[("INFO", "last", dt.datetime.now(dt.UTC))])
+    events = store.events_after(job.id, 0)
+    assert [e.number for e in events] == list(range(1, 10))
+    assert [(e.kind, e.state or e.text, e.attempt) for e in events] == [
+        ("STATE", QUEUED, 0), ("STATE", RUNNING, 1), ("LOG", "one", 0), ("LOG", "two", 0),
+        ("STATE", QUEUED, 1), ("STATE", RUNNING, 2), ("INTERIM", '{"i": 1}', 0), ("LOG", "last", 0),
+        ("STATE", DONE, 2),
+    ]
+    assert events[4].text == "its worker died" and events[-1].is_final
+    assert [e.number for e in store.events_after(job.id, 6)] == [7, 8, 9]
+    assert store.get(job.id).events == 9
+
+
+def test_usage_sums_the_running_time_of_ended_jobs(store):
+    done, _ = new_job(store)
+    cancelled, _ = new_job(store)
+    store.claim_next_queued("r")
+    store.end_attempt(done.id, 1, DONE, result_json="{}")
+    store.cancel(cancelled.id)  # never started: not charged
+    now = dt.datetime.now(dt.UTC)
+    rows = store.usage(A, now - dt.timedelta(hours=1), now + dt.timedelta(seconds=1))
+    by_state = {r.state: r for r in rows}
+    assert by_state[DONE].jobs == 1 and by_state[DONE].usage_seconds == store.get(done.id).usage_seconds > 0
+    assert by_state[CANCELLED].usage_seconds == 0
+    assert store.usage(B, now - dt.timedelta(hours=1), now) == []
+
+
+def test_nothing_is_added_to_a_job_after_its_end(store):
+    job, _ = new_job(store)
+    store.claim_next_queued("r")
+    store.cancel(job.id)
+    assert not store.append_log(job.id, "INFO", "a late line of the cancelled program")
+    assert not store.add_interim_result(job.id, "{}")
+    assert [e.kind for e in store.events_after(job.id, 0)] == ["STATE"] * 3

@@ -153,6 +153,37 @@ class Transport:
             token = self.tokens.refresh(stale=token)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def stream(
+        self,
+        method: grpc.UnaryStreamMultiCallable[_Request, _Response],
+        request: _Request,
+        timeout: float | None = None,
+        on_call: Callable[[grpc.Future], None] | None = None,
+    ) -> Iterator[_Response]:
+        """Call a server-streaming ``method`` as :meth:`call` does and yield its responses; ``timeout``
+        None means no deadline (a stream may follow a job for hours). ``on_call`` receives the gRPC
+        call, which another thread may ``cancel()``; closing the iterator cancels it too."""
+        request_id = new_request_id()
+        token = self.tokens.token()
+        for attempt in (1, 2):
+            metadata = (("authorization", f"Bearer {token}"), (REQUEST_ID_METADATA_KEY, request_id))
+            responses = method(request, timeout=timeout, metadata=metadata)
+            if on_call is not None:
+                on_call(responses)
+            received = False
+            try:
+                for response in responses:
+                    received = True
+                    yield response
+                return
+            except grpc.RpcError as err:
+                error = from_grpc_error(err, request_id=request_id)
+                if attempt == 2 or received or not _is_token_expired(error):
+                    raise error from err
+            finally:
+                responses.cancel()
+            token = self.tokens.refresh(stale=token)
+
     def paginate(
         self,
         method: grpc.UnaryUnaryMultiCallable[_Request, Any],

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+import grpc
 
 from . import encoding
 from ._backends import RuntimeBackend
@@ -18,6 +22,7 @@ from .exceptions import (
     RuntimeInvalidStateError,
     RuntimeJobFailureError,
     RuntimeJobTimeoutError,
+    RuntimeServiceError,
 )
 from .jobs.v1 import job_pb2, jobs_service_pb2
 
@@ -26,12 +31,10 @@ if TYPE_CHECKING:
 
 __all__ = ["JobStatus", "ResultDecoder", "RuntimeJob"]
 
-POLL_START_S = 0.01
-"""The first pause between two status checks while waiting for a job."""
-POLL_FACTOR = 1.5
-"""Each pause is this much longer than the one before ..."""
-POLL_CAP_S = 0.5
-"""... up to this many seconds."""
+RECONNECT_PAUSE_S = 0.5
+"""How long to wait before following a job again after its stream broke (the service restarting)."""
+RECONNECTS = 20
+"""How many broken streams in a row a wait survives before it gives up with the last error."""
 
 
 class _DecoderClass(Protocol):
@@ -87,7 +90,8 @@ class _JobId(str):
 
 
 class RuntimeJob:
-    """One run of a program on a backend. Methods that report state ask the service afresh."""
+    """One run of a program on a backend. Methods that report state ask the service afresh; waiting
+    follows the job's event stream (``JobsService.WatchJob``), never polls."""
 
     def __init__(
         self, job: job_pb2.Job, transport: Transport, result_decoder: ResultDecoder | None = None
@@ -96,6 +100,7 @@ class RuntimeJob:
         self._transport = transport
         self._result_decoder = result_decoder
         self._raw_result: str | None = None
+        self._streaming: _ResultStream | None = None
 
     @property
     def job_id(self) -> _JobId:
@@ -114,8 +119,31 @@ class RuntimeJob:
 
     @cached_property
     def inputs(self) -> dict[str, Any]:
-        """The job's inputs, decoded on first use."""
-        return encoding.loads(self._job.inputs) if self._job.inputs else {}
+        """The job's inputs, fetched (jobs come without them) and decoded on first use."""
+        request = jobs_service_pb2.GetJobRequest(job_id=self._job.id, view=job_pb2.JOB_VIEW_FULL)
+        raw = self._transport.call(self._transport.jobs.GetJob, request).job.inputs
+        return encoding.loads(raw) if raw else {}
+
+    @property
+    def tags(self) -> list[str]:
+        """The job's tags, as last fetched."""
+        return list(self._job.tags)
+
+    def update_tags(self, new_tags: list[str]) -> list[str]:
+        """Replace the job's tags; returns them as stored (sorted, without repeats)."""
+        request = jobs_service_pb2.UpdateJobTagsRequest(job_id=self._job.id, tags=new_tags)
+        self._job = self._transport.call(self._transport.jobs.UpdateJobTags, request).job
+        return self.tags
+
+    def metrics(self) -> dict[str, Any]:
+        """When the job was created, started and ended, how long it queued and ran, and its usage."""
+        job = self.status() and self._job
+        return {
+            "timestamps": {name: optional_datetime(job, f"{name}_time") for name in ("create", "start", "end")},
+            "time_queued_s": job.metrics.time_queued.ToTimedelta().total_seconds(),
+            "time_running_s": job.metrics.time_running.ToTimedelta().total_seconds(),
+            "usage": {"seconds": job.metrics.usage_seconds},
+        }
 
     @property
     def creation_date(self) -> datetime | None:
@@ -140,26 +168,51 @@ class RuntimeJob:
         return self._cached_status()
 
     def wait_for_final_state(self, timeout: float | None = None) -> JobStatus:
-        """Poll until the job ends (backing off from 10 ms to 0.5 s between checks); its final status.
+        """Follow the job's events until it ends; its final status.
+
+        Raises:
+            RuntimeJobTimeoutError: the job had not ended after ``timeout`` seconds.
+        """
+        if not self._cached_status().final:
+            for _ in self.events(timeout=timeout):
+                pass
+        return self._cached_status()
+
+    def events(
+        self, after: int = 0, timeout: float | None = None, *, on_call: Callable[[grpc.Future], None] | None = None
+    ) -> Iterator[job_pb2.JobEvent]:
+        """The job's events after number ``after``, as they happen, until it ends: its state changes,
+        queue positions, log lines and interim results (``JobsService.WatchJob``). A broken stream is
+        resumed from the last event received, so none is missed or repeated. ``on_call`` receives each
+        gRPC call, which another thread may ``cancel()`` to stop the stream (it then raises CANCELLED).
 
         Raises:
             RuntimeJobTimeoutError: the job had not ended after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = POLL_START_S
-        status = self._cached_status()
-        while not status.final:
-            status = self.status()
-            if status.final:
-                break
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise RuntimeJobTimeoutError(f"job {self._job.id!r} was still {status} after {timeout} s")
-                pause = min(pause, left)
-            time.sleep(pause)
-            pause = min(pause * POLL_FACTOR, POLL_CAP_S)
-        return status
+        broken = 0
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise RuntimeJobTimeoutError(f"job {self._job.id!r} was still {self._cached_status()} after {timeout} s")
+            request = jobs_service_pb2.WatchJobRequest(job_id=self._job.id, after_sequence=after)
+            try:
+                for response in self._transport.stream(self._transport.jobs.WatchJob, request, timeout=left,
+                                                       on_call=on_call):
+                    broken = 0
+                    for event in response.events:
+                        if not event.HasField("queue_position"):
+                            after = event.sequence
+                        if event.HasField("state_change"):
+                            self._entered(event)
+                        yield event
+                return
+            except RuntimeServiceError as err:
+                if err.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    continue  # the deadline check above says so
+                if err.code != grpc.StatusCode.UNAVAILABLE or (broken := broken + 1) > RECONNECTS:
+                    raise
+            time.sleep(RECONNECT_PAUSE_S)
 
     def result(self, timeout: float | None = None, decoder: ResultDecoder | None = None) -> Any:
         """Wait for the job to end and return its result, decoded (by default with ``encoding.loads``).
@@ -175,9 +228,53 @@ class RuntimeJob:
         if status is JobStatus.CANCELLED:
             raise RuntimeInvalidStateError(f"job {self._job.id!r} was cancelled; it has no result")
         if self._raw_result is None:
-            request = jobs_service_pb2.GetJobResultRequest(job_id=self._job.id)
-            self._raw_result = self._transport.call(self._transport.jobs.GetJobResult, request).result
+            self._raw_result = self._fetch_result()
         return _decode(self._raw_result, decoder or self._result_decoder)
+
+    def stream_results(self, callback: Callable[[str, Any], None], decoder: ResultDecoder | None = None) -> None:
+        """Call ``callback(job_id, interim_result)`` in a background thread for every interim result the
+        program publishes (those published already first), until the job ends or
+        :meth:`cancel_result_streaming`.
+
+        Raises:
+            RuntimeInvalidStateError: results are streamed already, or the job has ended.
+        """
+        if self._streaming is not None and self._streaming.is_alive():
+            raise RuntimeInvalidStateError(f"the interim results of job {self._job.id!r} are streamed already")
+        if self._cached_status().final:
+            raise RuntimeInvalidStateError(f"job {self._job.id!r} has ended; read interim_results() instead")
+        self._streaming = _ResultStream(self, callback, decoder or self._result_decoder)
+        self._streaming.start()
+
+    def cancel_result_streaming(self) -> None:
+        """Stop calling the callback given to :meth:`stream_results`."""
+        if self._streaming is not None:
+            self._streaming.stop()
+            self._streaming = None
+
+    def _fetch_result(self) -> str:
+        """The job's raw result, reassembled from its chunks and checked against its checksum."""
+        chunks, offset = [], 0
+        while True:
+            request = jobs_service_pb2.GetJobResultRequest(job_id=self._job.id, offset=offset)
+            response = self._transport.call(self._transport.jobs.GetJobResult, request)
+            chunks.append(response.result)
+            offset = response.next_offset
+            if not offset:
+                break
+        raw = "".join(chunks)
+        if response.sha256 and hashlib.sha256(raw.encode()).digest() != response.sha256:
+            raise IBMRuntimeError(f"the result of job {self._job.id!r} arrived damaged (its checksum differs)")
+        return raw
+
+    def _entered(self, event: job_pb2.JobEvent) -> None:
+        """Keep the cached job in step with a state change the stream reported."""
+        change = event.state_change
+        self._job.state, self._job.reason, self._job.reason_message = change.state, change.reason, change.reason_message
+        if change.attempt:
+            self._job.attempts = change.attempt
+        if change.state in (job_pb2.JOB_STATE_DONE, job_pb2.JOB_STATE_ERROR, job_pb2.JOB_STATE_CANCELLED):
+            self._job.end_time.CopyFrom(event.time)
 
     def cancel(self) -> None:
         """Cancel the job.
@@ -251,3 +348,36 @@ def _decode(raw: str, decoder: ResultDecoder | None) -> Any:
         return encoding.loads(raw) if raw else None
     decode = getattr(decoder, "decode", None)  # check first: a decoder class is callable too
     return decode(raw) if callable(decode) else decoder(raw)  # type: ignore[operator]
+
+
+class _ResultStream(threading.Thread):
+    """Follows a job's events in the background, handing its interim results to a callback."""
+
+    def __init__(self, job: RuntimeJob, callback: Callable[[str, Any], None], decoder: ResultDecoder | None) -> None:
+        super().__init__(name=f"qruntime-results-{job.job_id}", daemon=True)
+        self._job = job
+        self._callback = callback
+        self._decoder = decoder
+        self._stopped = threading.Event()
+        self._call: grpc.Future | None = None
+
+    def run(self) -> None:
+        try:
+            for event in self._job.events(on_call=self._calling):
+                if self._stopped.is_set():
+                    return
+                if event.HasField("interim_result"):
+                    self._callback(str(self._job.job_id), _decode(event.interim_result.data, self._decoder))
+        except IBMRuntimeError:
+            if not self._stopped.is_set():
+                raise
+
+    def _calling(self, call: grpc.Future) -> None:
+        self._call = call
+        if self._stopped.is_set():
+            call.cancel()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._call is not None:
+            self._call.cancel()

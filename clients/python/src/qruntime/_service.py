@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from types import TracebackType
 from typing import Any, Self
@@ -166,12 +166,16 @@ class IBMRuntimeService:
         *,
         result_decoder: ResultDecoder | None = None,
         request_id: str | None = None,
+        callback: Callable[[str, Any], None] | None = None,
+        job_tags: list[str] | None = None,
     ) -> RuntimeJob:
         """Start a job of ``program_id`` and return it at once, QUEUED.
 
         ``inputs`` is a dict of the program's inputs; circuits, numpy arrays and complex numbers in it
         are encoded as described in :mod:`qruntime.encoding`. ``options`` chooses the backend and log
-        level. A retry with the same ``request_id`` returns the job the first call created.
+        level. A retry with the same ``request_id`` returns the job the first call created. With
+        ``callback``, ``callback(job_id, interim_result)`` is called for each interim result the program
+        publishes (see :meth:`RuntimeJob.stream_results`). ``job_tags`` label the job.
 
         Raises:
             IBMInputValueError: inputs or options invalid, here or according to the service.
@@ -196,9 +200,13 @@ class IBMRuntimeService:
             inputs=encoded,
             options=to_job_options(options),
             request_id=request_id or "",
+            tags=job_tags or [],
         )
-        job = self._transport.call(self._transport.jobs.CreateJob, request).job
-        return RuntimeJob(job, self._transport, result_decoder)
+        job = RuntimeJob(self._transport.call(self._transport.jobs.CreateJob, request).job, self._transport,
+                         result_decoder)
+        if callback is not None:
+            job.stream_results(callback, result_decoder)
+        return job
 
     def job(self, job_id: str) -> RuntimeJob:
         """The job ``job_id``.

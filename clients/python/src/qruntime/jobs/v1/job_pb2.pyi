@@ -3,10 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -48,13 +50,14 @@ class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
                             (devices, programs, auth) was down; a line in its logs says why
       RUNNING -> DONE       the program returned; the result is stored in the same transaction
       RUNNING -> ERROR      the program failed, passed its time limit or output caps, or its host died
-                            on its last attempt (reason says which)
-      QUEUED  -> ERROR      claimed more than max_attempts times: TOO_MANY_ATTEMPTS, without running
+                            on its last attempt (reason says which); or the claim was past max_attempts:
+                            TOO_MANY_ATTEMPTS, ended as soon as claimed, without running
       QUEUED  -> CANCELLED  CancelJob
       RUNNING -> CANCELLED  CancelJob; the program is killed
 
-    DONE, ERROR and CANCELLED are final: nothing changes an ended job, and writes of the attempt that
-    ran it (logs, interim results, its end) are refused once it has moved on.
+    WatchJob reports each change as a JobStateChange. DONE, ERROR and CANCELLED are final: nothing
+    changes an ended job, and writes of the attempt that ran it (logs, interim results, its end) are
+    refused once it has moved on.
     """
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
@@ -207,6 +210,30 @@ LOG_LEVEL_CRITICAL: LogLevel.ValueType  # 5
 """Failures that end the program only."""
 Global___LogLevel: _TypeAlias = LogLevel  # noqa: Y015
 
+class _JobView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_VIEW_UNSPECIFIED: _JobView.ValueType  # 0
+    """Not set: JOB_VIEW_BASIC."""
+    JOB_VIEW_BASIC: _JobView.ValueType  # 1
+    """Every field but `inputs` (which can be megabytes of circuits that a status check does not need)."""
+    JOB_VIEW_FULL: _JobView.ValueType  # 2
+    """Every field, `inputs` included."""
+
+class JobView(_JobView, metaclass=_JobViewEnumTypeWrapper):
+    """Which fields of a job a read returns."""
+
+JOB_VIEW_UNSPECIFIED: JobView.ValueType  # 0
+"""Not set: JOB_VIEW_BASIC."""
+JOB_VIEW_BASIC: JobView.ValueType  # 1
+"""Every field but `inputs` (which can be megabytes of circuits that a status check does not need)."""
+JOB_VIEW_FULL: JobView.ValueType  # 2
+"""Every field, `inputs` included."""
+Global___JobView: _TypeAlias = JobView  # noqa: Y015
+
 @_typing.final
 class JobOptions(_message.Message):
     """Options of one job."""
@@ -270,6 +297,8 @@ class Job(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PROGRAM_VERSION_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     TIME_LIMIT_SOURCE_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
@@ -323,6 +352,16 @@ class Job(_message.Message):
         """When the job ended; unset until then."""
 
     @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Labels the creator chose, to find jobs by (ListJobs filter `tags:NAME`); at most 20, each 1 to 64
+        printable ASCII characters without spaces, kept sorted and without repeats.
+        """
+
+    @_builtins.property
+    def metrics(self) -> Global___JobMetrics:
+        """How long the job waited and ran, and what it used."""
+
+    @_builtins.property
     def deadline(self) -> _timestamp_pb2.Timestamp:
         """When the running program is killed and the job ends ERROR TIME_LIMIT_EXCEEDED: start_time plus
         max_execution_time. Unset while the job is queued (the limit counts from the program's start).
@@ -348,16 +387,175 @@ class Job(_message.Message):
         request_id: _builtins.str = ...,
         program_version: _builtins.int = ...,
         attempts: _builtins.int = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        metrics: Global___JobMetrics | None = ...,
         time_limit_source: Global___TimeLimitSource.ValueType = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "max_execution_time", b"max_execution_time", "options", b"options", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "id", b"id", "inputs", b"inputs", "instance", b"instance", "max_execution_time", b"max_execution_time", "options", b"options", "owner", b"owner", "program_id", b"program_id", "program_version", b"program_version", "reason", b"reason", "reason_message", b"reason_message", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "time_limit_source", b"time_limit_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "id", b"id", "inputs", b"inputs", "instance", b"instance", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "owner", b"owner", "program_id", b"program_id", "program_version", b"program_version", "reason", b"reason", "reason_message", b"reason_message", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "tags", b"tags", "time_limit_source", b"time_limit_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class JobMetrics(_message.Message):
+    """How long a job waited and ran. Times are measured by the jobs service; a job still queued or running
+    counts up to the moment it was read.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_QUEUED_FIELD_NUMBER: _builtins.int
+    TIME_RUNNING_FIELD_NUMBER: _builtins.int
+    USAGE_SECONDS_FIELD_NUMBER: _builtins.int
+    usage_seconds: _builtins.float
+    """What the instance is charged for the job, in seconds: the running time of its last attempt, once the
+    job has ended; 0 while it runs and for a job that never started. Attempts the service restarted (its
+    own fault) are not charged.
+    """
+    @_builtins.property
+    def time_queued(self) -> _duration_pb2.Duration:
+        """From creation to the start of its last attempt (to now while queued)."""
+
+    @_builtins.property
+    def time_running(self) -> _duration_pb2.Duration:
+        """From the start of its last attempt to its end (to now while running); zero if it never started."""
+
+    def __init__(
+        self,
+        *,
+        time_queued: _duration_pb2.Duration | None = ...,
+        time_running: _duration_pb2.Duration | None = ...,
+        usage_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time_queued", b"time_queued", "time_running", b"time_running"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["time_queued", b"time_queued", "time_running", b"time_running", "usage_seconds", b"usage_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobMetrics: _TypeAlias = JobMetrics  # noqa: Y015
+
+@_typing.final
+class JobStateChange(_message.Message):
+    """A change of a job's state, as WatchJob reports it. The job's life: QUEUED -> RUNNING -> DONE | ERROR |
+    CANCELLED; RUNNING -> QUEUED when its attempt ended without its fault (its worker died, its runner
+    stopped) and it may run again; QUEUED -> CANCELLED | ERROR without running.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REASON_MESSAGE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    state: Global___JobState.ValueType
+    """The state entered."""
+    reason: Global___JobReason.ValueType
+    """Why, for ERROR and CANCELLED."""
+    reason_message: _builtins.str
+    """The reason in words, for people; for a requeue, why the attempt ended."""
+    attempt: _builtins.int
+    """The attempt the change belongs to: 1 for the first run, 0 before any."""
+    def __init__(
+        self,
+        *,
+        state: Global___JobState.ValueType = ...,
+        reason: Global___JobReason.ValueType = ...,
+        reason_message: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "reason", b"reason", "reason_message", b"reason_message", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobStateChange: _TypeAlias = JobStateChange  # noqa: Y015
+
+@_typing.final
+class QueuePosition(_message.Message):
+    """Where a queued job stands in the queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_AHEAD_FIELD_NUMBER: _builtins.int
+    jobs_ahead: _builtins.int
+    """Queued jobs that were created before this one and have not started, on any backend: an
+    upper bound of how many start first (claiming is shared fairly between instances).
+    """
+    def __init__(
+        self,
+        *,
+        jobs_ahead: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs_ahead", b"jobs_ahead"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueuePosition: _TypeAlias = QueuePosition  # noqa: Y015
+
+@_typing.final
+class JobEvent(_message.Message):
+    """One thing that happened to a job, as WatchJob streams it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    STATE_CHANGE_FIELD_NUMBER: _builtins.int
+    LOG_FIELD_NUMBER: _builtins.int
+    INTERIM_RESULT_FIELD_NUMBER: _builtins.int
+    QUEUE_POSITION_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The event's number in the job's history: 1, 2, 3, ... with no gaps, in the order they happened.
+    Queue positions are snapshots, not history: they carry the number of the last event before them
+    and are not replayed.
+    """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    @_builtins.property
+    def state_change(self) -> Global___JobStateChange:
+        """The job changed state; after a final state the stream ends."""
+
+    @_builtins.property
+    def log(self) -> Global___LogEntry:
+        """The program logged a line."""
+
+    @_builtins.property
+    def interim_result(self) -> Global___InterimResult:
+        """The program published an interim result."""
+
+    @_builtins.property
+    def queue_position(self) -> Global___QueuePosition:
+        """The job's place in the queue changed (sent while it is queued)."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        state_change: Global___JobStateChange | None = ...,
+        log: Global___LogEntry | None = ...,
+        interim_result: Global___InterimResult | None = ...,
+        queue_position: Global___QueuePosition | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "interim_result", b"interim_result", "log", b"log", "queue_position", b"queue_position", "state_change", b"state_change", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "interim_result", b"interim_result", "log", b"log", "queue_position", b"queue_position", "sequence", b"sequence", "state_change", b"state_change", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["state_change", "log", "interim_result", "queue_position"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
 
 @_typing.final
 class LogEntry(_message.Message):

@@ -22,48 +22,67 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from qruntime.jobs.v1 import job_pb2 as qruntime_dot_jobs_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/jobs/v1/jobs_service.proto\x12\x10qruntime.jobs.v1\x1a\x1aqruntime/jobs/v1/job.proto\"\x90\x01\n\x10\x43reateJobRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.qruntime.jobs.v1.JobOptions\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x15\n\rvalidate_only\x18\x05 \x01(\x08\"7\n\x11\x43reateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"w\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nprogram_id\x18\x03 \x01(\t\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.qruntime.jobs.v1.JobState\"P\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.qruntime.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteJobResponse\"%\n\x13GetJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"&\n\x14GetJobResultResponse\x12\x0e\n\x06result\x18\x01 \x01(\t\"K\n\x12ListJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x13ListJobLogsResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.qruntime.jobs.v1.LogEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x1cListJobInterimResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"r\n\x1dListJobInterimResultsResponse\x12\x38\n\x0finterim_results\x18\x01 \x03(\x0b\x32\x1f.qruntime.jobs.v1.InterimResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe4\x05\n\x0bJobsService\x12T\n\tCreateJob\x12\".qruntime.jobs.v1.CreateJobRequest\x1a#.qruntime.jobs.v1.CreateJobResponse\x12K\n\x06GetJob\x12\x1f.qruntime.jobs.v1.GetJobRequest\x1a .qruntime.jobs.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.qruntime.jobs.v1.ListJobsRequest\x1a\".qruntime.jobs.v1.ListJobsResponse\x12T\n\tCancelJob\x12\".qruntime.jobs.v1.CancelJobRequest\x1a#.qruntime.jobs.v1.CancelJobResponse\x12T\n\tDeleteJob\x12\".qruntime.jobs.v1.DeleteJobRequest\x1a#.qruntime.jobs.v1.DeleteJobResponse\x12]\n\x0cGetJobResult\x12%.qruntime.jobs.v1.GetJobResultRequest\x1a&.qruntime.jobs.v1.GetJobResultResponse\x12Z\n\x0bListJobLogs\x12$.qruntime.jobs.v1.ListJobLogsRequest\x1a%.qruntime.jobs.v1.ListJobLogsResponse\x12x\n\x15ListJobInterimResults\x12..qruntime.jobs.v1.ListJobInterimResultsRequest\x1a/.qruntime.jobs.v1.ListJobInterimResultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/jobs/v1/jobs_service.proto\x12\x10qruntime.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aqruntime/jobs/v1/job.proto\"\x9e\x01\n\x10\x43reateJobRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.qruntime.jobs.v1.JobOptions\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x15\n\rvalidate_only\x18\x06 \x01(\x08\"7\n\x11\x43reateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"H\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x04view\x18\x02 \x01(\x0e\x32\x19.qruntime.jobs.v1.JobView\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"\xb0\x01\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nprogram_id\x18\x03 \x01(\t\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.qruntime.jobs.v1.JobState\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\'\n\x04view\x18\x06 \x01(\x0e\x32\x19.qruntime.jobs.v1.JobView\"P\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.qruntime.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteJobResponse\"5\n\x13GetJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"`\n\x14GetJobResultResponse\x12\x0e\n\x06result\x18\x01 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\"K\n\x12ListJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x13ListJobLogsResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.qruntime.jobs.v1.LogEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x1cListJobInterimResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"r\n\x1dListJobInterimResultsResponse\x12\x38\n\x0finterim_results\x18\x01 \x03(\x0b\x32\x1f.qruntime.jobs.v1.InterimResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\">\n\x10WatchJobResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.qruntime.jobs.v1.JobEvent\"O\n\x13\x42\x61tchGetJobsRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\'\n\x04view\x18\x02 \x01(\x0e\x32\x19.qruntime.jobs.v1.JobView\";\n\x14\x42\x61tchGetJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.qruntime.jobs.v1.Job\"4\n\x14UpdateJobTagsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\";\n\x15UpdateJobTagsResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"o\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x0c\x42\x61\x63kendUsage\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0c\n\x04jobs\x18\x02 \x01(\x03\x12\x15\n\rusage_seconds\x18\x03 \x01(\x01\"\xf8\x01\n\x10GetUsageResponse\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tjobs_done\x18\x03 \x01(\x03\x12\x12\n\njobs_error\x18\x04 \x01(\x03\x12\x16\n\x0ejobs_cancelled\x18\x05 \x01(\x03\x12\x15\n\rusage_seconds\x18\x06 \x01(\x01\x12\x30\n\x08\x62\x61\x63kends\x18\x07 \x03(\x0b\x32\x1e.qruntime.jobs.v1.BackendUsage2\xcd\x08\n\x0bJobsService\x12T\n\tCreateJob\x12\".qruntime.jobs.v1.CreateJobRequest\x1a#.qruntime.jobs.v1.CreateJobResponse\x12K\n\x06GetJob\x12\x1f.qruntime.jobs.v1.GetJobRequest\x1a .qruntime.jobs.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.qruntime.jobs.v1.ListJobsRequest\x1a\".qruntime.jobs.v1.ListJobsResponse\x12T\n\tCancelJob\x12\".qruntime.jobs.v1.CancelJobRequest\x1a#.qruntime.jobs.v1.CancelJobResponse\x12T\n\tDeleteJob\x12\".qruntime.jobs.v1.DeleteJobRequest\x1a#.qruntime.jobs.v1.DeleteJobResponse\x12]\n\x0cGetJobResult\x12%.qruntime.jobs.v1.GetJobResultRequest\x1a&.qruntime.jobs.v1.GetJobResultResponse\x12Z\n\x0bListJobLogs\x12$.qruntime.jobs.v1.ListJobLogsRequest\x1a%.qruntime.jobs.v1.ListJobLogsResponse\x12x\n\x15ListJobInterimResults\x12..qruntime.jobs.v1.ListJobInterimResultsRequest\x1a/.qruntime.jobs.v1.ListJobInterimResultsResponse\x12S\n\x08WatchJob\x12!.qruntime.jobs.v1.WatchJobRequest\x1a\".qruntime.jobs.v1.WatchJobResponse0\x01\x12]\n\x0c\x42\x61tchGetJobs\x12%.qruntime.jobs.v1.BatchGetJobsRequest\x1a&.qruntime.jobs.v1.BatchGetJobsResponse\x12`\n\rUpdateJobTags\x12&.qruntime.jobs.v1.UpdateJobTagsRequest\x1a\'.qruntime.jobs.v1.UpdateJobTagsResponse\x12Q\n\x08GetUsage\x12!.qruntime.jobs.v1.GetUsageRequest\x1a\".qruntime.jobs.v1.GetUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qruntime.jobs.v1.jobs_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEJOBREQUEST']._serialized_start=86
-  _globals['_CREATEJOBREQUEST']._serialized_end=230
-  _globals['_CREATEJOBRESPONSE']._serialized_start=232
-  _globals['_CREATEJOBRESPONSE']._serialized_end=287
-  _globals['_GETJOBREQUEST']._serialized_start=289
-  _globals['_GETJOBREQUEST']._serialized_end=320
-  _globals['_GETJOBRESPONSE']._serialized_start=322
-  _globals['_GETJOBRESPONSE']._serialized_end=374
-  _globals['_LISTJOBSREQUEST']._serialized_start=376
-  _globals['_LISTJOBSREQUEST']._serialized_end=495
-  _globals['_LISTJOBSRESPONSE']._serialized_start=497
-  _globals['_LISTJOBSRESPONSE']._serialized_end=577
-  _globals['_CANCELJOBREQUEST']._serialized_start=579
-  _globals['_CANCELJOBREQUEST']._serialized_end=613
-  _globals['_CANCELJOBRESPONSE']._serialized_start=615
-  _globals['_CANCELJOBRESPONSE']._serialized_end=670
-  _globals['_DELETEJOBREQUEST']._serialized_start=672
-  _globals['_DELETEJOBREQUEST']._serialized_end=706
-  _globals['_DELETEJOBRESPONSE']._serialized_start=708
-  _globals['_DELETEJOBRESPONSE']._serialized_end=727
-  _globals['_GETJOBRESULTREQUEST']._serialized_start=729
-  _globals['_GETJOBRESULTREQUEST']._serialized_end=766
-  _globals['_GETJOBRESULTRESPONSE']._serialized_start=768
-  _globals['_GETJOBRESULTRESPONSE']._serialized_end=806
-  _globals['_LISTJOBLOGSREQUEST']._serialized_start=808
-  _globals['_LISTJOBLOGSREQUEST']._serialized_end=883
-  _globals['_LISTJOBLOGSRESPONSE']._serialized_start=885
-  _globals['_LISTJOBLOGSRESPONSE']._serialized_end=976
-  _globals['_LISTJOBINTERIMRESULTSREQUEST']._serialized_start=978
-  _globals['_LISTJOBINTERIMRESULTSREQUEST']._serialized_end=1063
-  _globals['_LISTJOBINTERIMRESULTSRESPONSE']._serialized_start=1065
-  _globals['_LISTJOBINTERIMRESULTSRESPONSE']._serialized_end=1179
-  _globals['_JOBSSERVICE']._serialized_start=1182
-  _globals['_JOBSSERVICE']._serialized_end=1922
+  _globals['_CREATEJOBREQUEST']._serialized_start=119
+  _globals['_CREATEJOBREQUEST']._serialized_end=277
+  _globals['_CREATEJOBRESPONSE']._serialized_start=279
+  _globals['_CREATEJOBRESPONSE']._serialized_end=334
+  _globals['_GETJOBREQUEST']._serialized_start=336
+  _globals['_GETJOBREQUEST']._serialized_end=408
+  _globals['_GETJOBRESPONSE']._serialized_start=410
+  _globals['_GETJOBRESPONSE']._serialized_end=462
+  _globals['_LISTJOBSREQUEST']._serialized_start=465
+  _globals['_LISTJOBSREQUEST']._serialized_end=641
+  _globals['_LISTJOBSRESPONSE']._serialized_start=643
+  _globals['_LISTJOBSRESPONSE']._serialized_end=723
+  _globals['_CANCELJOBREQUEST']._serialized_start=725
+  _globals['_CANCELJOBREQUEST']._serialized_end=759
+  _globals['_CANCELJOBRESPONSE']._serialized_start=761
+  _globals['_CANCELJOBRESPONSE']._serialized_end=816
+  _globals['_DELETEJOBREQUEST']._serialized_start=818
+  _globals['_DELETEJOBREQUEST']._serialized_end=852
+  _globals['_DELETEJOBRESPONSE']._serialized_start=854
+  _globals['_DELETEJOBRESPONSE']._serialized_end=873
+  _globals['_GETJOBRESULTREQUEST']._serialized_start=875
+  _globals['_GETJOBRESULTREQUEST']._serialized_end=928
+  _globals['_GETJOBRESULTRESPONSE']._serialized_start=930
+  _globals['_GETJOBRESULTRESPONSE']._serialized_end=1026
+  _globals['_LISTJOBLOGSREQUEST']._serialized_start=1028
+  _globals['_LISTJOBLOGSREQUEST']._serialized_end=1103
+  _globals['_LISTJOBLOGSRESPONSE']._serialized_start=1105
+  _globals['_LISTJOBLOGSRESPONSE']._serialized_end=1196
+  _globals['_LISTJOBINTERIMRESULTSREQUEST']._serialized_start=1198
+  _globals['_LISTJOBINTERIMRESULTSREQUEST']._serialized_end=1283
+  _globals['_LISTJOBINTERIMRESULTSRESPONSE']._serialized_start=1285
+  _globals['_LISTJOBINTERIMRESULTSRESPONSE']._serialized_end=1399
+  _globals['_WATCHJOBREQUEST']._serialized_start=1401
+  _globals['_WATCHJOBREQUEST']._serialized_end=1458
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1460
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1522
+  _globals['_BATCHGETJOBSREQUEST']._serialized_start=1524
+  _globals['_BATCHGETJOBSREQUEST']._serialized_end=1603
+  _globals['_BATCHGETJOBSRESPONSE']._serialized_start=1605
+  _globals['_BATCHGETJOBSRESPONSE']._serialized_end=1664
+  _globals['_UPDATEJOBTAGSREQUEST']._serialized_start=1666
+  _globals['_UPDATEJOBTAGSREQUEST']._serialized_end=1718
+  _globals['_UPDATEJOBTAGSRESPONSE']._serialized_start=1720
+  _globals['_UPDATEJOBTAGSRESPONSE']._serialized_end=1779
+  _globals['_GETUSAGEREQUEST']._serialized_start=1781
+  _globals['_GETUSAGEREQUEST']._serialized_end=1892
+  _globals['_BACKENDUSAGE']._serialized_start=1894
+  _globals['_BACKENDUSAGE']._serialized_end=1962
+  _globals['_GETUSAGERESPONSE']._serialized_start=1965
+  _globals['_GETUSAGERESPONSE']._serialized_end=2213
+  _globals['_JOBSSERVICE']._serialized_start=2216
+  _globals['_JOBSSERVICE']._serialized_end=3317
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from qruntime.jobs.v1 import job_pb2 as _job_pb2
 import builtins as _builtins
@@ -29,6 +30,7 @@ class CreateJobRequest(_message.Message):
     INPUTS_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     program_id: _builtins.str
     """The program to run."""
@@ -49,6 +51,10 @@ class CreateJobRequest(_message.Message):
     def options(self) -> _job_pb2.JobOptions:
         """Backend and log level."""
 
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Labels for the job (see Job.tags for their rules)."""
+
     def __init__(
         self,
         *,
@@ -56,11 +62,12 @@ class CreateJobRequest(_message.Message):
         inputs: _builtins.str = ...,
         options: _job_pb2.JobOptions | None = ...,
         request_id: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
         validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "options", b"options", "program_id", b"program_id", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "options", b"options", "program_id", b"program_id", "request_id", b"request_id", "tags", b"tags", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -97,16 +104,20 @@ class GetJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
+    view: _job_pb2.JobView.ValueType
+    """Which fields to return; unset means JOB_VIEW_BASIC (no inputs)."""
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        view: _job_pb2.JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -146,6 +157,8 @@ class ListJobsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     PROGRAM_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many jobs; 0 means the default (50), more than 200 is capped at 200."""
     page_token: _builtins.str
@@ -154,6 +167,20 @@ class ListJobsRequest(_message.Message):
     """Only jobs of this program, when set."""
     state: _job_pb2.JobState.ValueType
     """Only jobs in this state, when set."""
+    filter: _builtins.str
+    """Only the jobs matching this expression (ANDed with program_id and state): terms joined by AND, each one of
+      state = DONE            state IN (QUEUED, RUNNING)        (JobState names, with or without JOB_STATE_)
+      program = sampler       program IN (sampler, estimator)
+      backend = ibm_lima      backend IN (...)
+      owner = "user-id"       owner = me                         (me: the caller)
+      tags:experiment-7       (the job has this tag)
+      create_time > "2026-12-01T00:00:00Z"                      (also >=, <, <=; RFC 3339 times)
+    Keywords are case-insensitive; a value is a bare word of letters, digits and `_.:-` or a string in double
+    quotes (\\" and \\\\ escaped). At most 1,024 characters. A malformed filter is INVALID_ARGUMENT naming
+    where it went wrong.
+    """
+    view: _job_pb2.JobView.ValueType
+    """Which fields to return; unset means JOB_VIEW_BASIC (no inputs)."""
     def __init__(
         self,
         *,
@@ -161,10 +188,12 @@ class ListJobsRequest(_message.Message):
         page_token: _builtins.str = ...,
         program_id: _builtins.str = ...,
         state: _job_pb2.JobState.ValueType = ...,
+        filter: _builtins.str = ...,
+        view: _job_pb2.JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "program_id", b"program_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token", "program_id", b"program_id", "state", b"state", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -179,7 +208,9 @@ class ListJobsResponse(_message.Message):
     JOBS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
-    """Pass as page_token to get the next page; empty on the last page."""
+    """Pass as page_token to get the next page, with the same filter (another filter makes it INVALID_ARGUMENT);
+    empty on the last page.
+    """
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
         """The jobs, newest first."""
@@ -290,16 +321,22 @@ class GetJobResultRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
+    offset: _builtins.int
+    """Where to start, in bytes of the result's UTF-8 text: 0 for the first chunk, then the previous response's
+    next_offset.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "offset", b"offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -307,21 +344,35 @@ Global___GetJobResultRequest: _TypeAlias = GetJobResultRequest  # noqa: Y015
 
 @_typing.final
 class GetJobResultResponse(_message.Message):
-    """Response of JobsService.GetJobResult."""
+    """Response of JobsService.GetJobResult: the result whole, or one chunk of it."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULT_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    NEXT_OFFSET_FIELD_NUMBER: _builtins.int
     result: _builtins.str
-    """The program's return value, JSON text encoded as for inputs."""
+    """The program's return value, JSON text encoded as for inputs; or, when the result is larger than
+    16 MiB, the part of it from the requested offset (at most 16 MiB, never splitting a character).
+    """
+    total_bytes: _builtins.int
+    """The whole result's size in bytes of UTF-8."""
+    sha256: _builtins.bytes
+    """SHA-256 of the whole result's UTF-8 bytes, to check the reassembled chunks."""
+    next_offset: _builtins.int
+    """The offset of the next chunk; 0 when this chunk ends the result."""
     def __init__(
         self,
         *,
         result: _builtins.str = ...,
+        total_bytes: _builtins.int = ...,
+        sha256: _builtins.bytes = ...,
+        next_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_offset", b"next_offset", "result", b"result", "sha256", b"sha256", "total_bytes", b"total_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -442,3 +493,269 @@ class ListJobInterimResultsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListJobInterimResultsResponse: _TypeAlias = ListJobInterimResultsResponse  # noqa: Y015
+
+@_typing.final
+class WatchJobRequest(_message.Message):
+    """Request of JobsService.WatchJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job's id."""
+    after_sequence: _builtins.int
+    """Replay the job's history after this event number: 0 for all of it, or the last sequence received."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        after_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobResponse(_message.Message):
+    """One message of JobsService.WatchJob's stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobEvent]:
+        """Events in the order they happened, one or more (a burst of log lines comes as one message)."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[_job_pb2.JobEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobResponse: _TypeAlias = WatchJobResponse  # noqa: Y015
+
+@_typing.final
+class BatchGetJobsRequest(_message.Message):
+    """Request of JobsService.BatchGetJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_IDS_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    view: _job_pb2.JobView.ValueType
+    """Which fields to return; unset means JOB_VIEW_BASIC (no inputs)."""
+    @_builtins.property
+    def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The jobs' ids, 1 to 100 of them; any that is not the caller's instance's makes the call NOT_FOUND."""
+
+    def __init__(
+        self,
+        *,
+        job_ids: _abc.Iterable[_builtins.str] | None = ...,
+        view: _job_pb2.JobView.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_ids", b"job_ids", "view", b"view"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetJobsRequest: _TypeAlias = BatchGetJobsRequest  # noqa: Y015
+
+@_typing.final
+class BatchGetJobsResponse(_message.Message):
+    """Response of JobsService.BatchGetJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
+        """The jobs, in the order of the request's job_ids."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[_job_pb2.Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetJobsResponse: _TypeAlias = BatchGetJobsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateJobTagsRequest(_message.Message):
+    """Request of JobsService.UpdateJobTags."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job's id."""
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its new tags, replacing the old ones (see Job.tags for their rules); empty removes them all."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateJobTagsRequest: _TypeAlias = UpdateJobTagsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateJobTagsResponse(_message.Message):
+    """Response of JobsService.UpdateJobTags."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """The job with its new tags."""
+
+    def __init__(
+        self,
+        *,
+        job: _job_pb2.Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateJobTagsResponse: _TypeAlias = UpdateJobTagsResponse  # noqa: Y015
+
+@_typing.final
+class GetUsageRequest(_message.Message):
+    """Request of JobsService.GetUsage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The period's start (inclusive); unset means the first day of the current month, 00:00 UTC."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """The period's end (exclusive); unset means now."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageRequest: _TypeAlias = GetUsageRequest  # noqa: Y015
+
+@_typing.final
+class BackendUsage(_message.Message):
+    """What one backend ran for the instance over the period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKEND_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    USAGE_SECONDS_FIELD_NUMBER: _builtins.int
+    backend: _builtins.str
+    """The backend's name."""
+    jobs: _builtins.int
+    """Jobs that ended on it within the period."""
+    usage_seconds: _builtins.float
+    """Their usage, in seconds (see JobMetrics.usage_seconds)."""
+    def __init__(
+        self,
+        *,
+        backend: _builtins.str = ...,
+        jobs: _builtins.int = ...,
+        usage_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "jobs", b"jobs", "usage_seconds", b"usage_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackendUsage: _TypeAlias = BackendUsage  # noqa: Y015
+
+@_typing.final
+class GetUsageResponse(_message.Message):
+    """Response of JobsService.GetUsage: the instance's jobs that ended within the period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    JOBS_DONE_FIELD_NUMBER: _builtins.int
+    JOBS_ERROR_FIELD_NUMBER: _builtins.int
+    JOBS_CANCELLED_FIELD_NUMBER: _builtins.int
+    USAGE_SECONDS_FIELD_NUMBER: _builtins.int
+    BACKENDS_FIELD_NUMBER: _builtins.int
+    jobs_done: _builtins.int
+    """Jobs that ended DONE."""
+    jobs_error: _builtins.int
+    """Jobs that ended ERROR."""
+    jobs_cancelled: _builtins.int
+    """Jobs that ended CANCELLED."""
+    usage_seconds: _builtins.float
+    """Their total usage, in seconds."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The period's start, as applied."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """The period's end, as applied."""
+
+    @_builtins.property
+    def backends(self) -> _containers.RepeatedCompositeFieldContainer[Global___BackendUsage]:
+        """The same per backend, by name."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        jobs_done: _builtins.int = ...,
+        jobs_error: _builtins.int = ...,
+        jobs_cancelled: _builtins.int = ...,
+        usage_seconds: _builtins.float = ...,
+        backends: _abc.Iterable[Global___BackendUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backends", b"backends", "end_time", b"end_time", "jobs_cancelled", b"jobs_cancelled", "jobs_done", b"jobs_done", "jobs_error", b"jobs_error", "start_time", b"start_time", "usage_seconds", b"usage_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015

@@ -75,6 +75,26 @@ class JobsServiceStub:
                 request_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.ListJobInterimResultsRequest.SerializeToString,
                 response_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.ListJobInterimResultsResponse.FromString,
                 _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/qruntime.jobs.v1.JobsService/WatchJob',
+                request_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
+        self.BatchGetJobs = channel.unary_unary(
+                '/qruntime.jobs.v1.JobsService/BatchGetJobs',
+                request_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.BatchGetJobsRequest.SerializeToString,
+                response_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.BatchGetJobsResponse.FromString,
+                _registered_method=True)
+        self.UpdateJobTags = channel.unary_unary(
+                '/qruntime.jobs.v1.JobsService/UpdateJobTags',
+                request_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.UpdateJobTagsRequest.SerializeToString,
+                response_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.UpdateJobTagsResponse.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/qruntime.jobs.v1.JobsService/GetUsage',
+                request_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class JobsServiceServicer:
@@ -119,7 +139,7 @@ class JobsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJobResult(self, request, context):
-        """Returns the result of a DONE job. Needs job.read.
+        """Returns the result of a DONE job, in chunks when it is larger than one message may be. Needs job.read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +154,37 @@ class JobsServiceServicer:
 
     def ListJobInterimResults(self, request, context):
         """Lists the interim results the program published, oldest first. Needs job.read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Streams what happens to a job as it happens: state changes, queue positions, log lines and interim
+        results, each numbered. The stream first replays the job's history after `after_sequence`, then
+        follows it live, and ends after the job's final state. A client that lost the stream calls again with
+        the last sequence it saw and misses nothing, receiving nothing twice. Needs job.read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetJobs(self, request, context):
+        """Returns several jobs of the caller's instance at once, in the order asked. Needs job.read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateJobTags(self, request, context):
+        """Replaces a job's tags. Needs job.create.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """Sums what the caller's instance used over a period. Needs job.read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -181,6 +232,26 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     servicer.ListJobInterimResults,
                     request_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.ListJobInterimResultsRequest.FromString,
                     response_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.ListJobInterimResultsResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.WatchJobRequest.FromString,
+                    response_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'BatchGetJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetJobs,
+                    request_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.BatchGetJobsRequest.FromString,
+                    response_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.BatchGetJobsResponse.SerializeToString,
+            ),
+            'UpdateJobTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateJobTags,
+                    request_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.UpdateJobTagsRequest.FromString,
+                    response_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.UpdateJobTagsResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetUsageRequest.FromString,
+                    response_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -400,6 +471,114 @@ class JobsService:
             '/qruntime.jobs.v1.JobsService/ListJobInterimResults',
             qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.ListJobInterimResultsRequest.SerializeToString,
             qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.ListJobInterimResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/qruntime.jobs.v1.JobsService/WatchJob',
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.WatchJobRequest.SerializeToString,
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.jobs.v1.JobsService/BatchGetJobs',
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.BatchGetJobsRequest.SerializeToString,
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.BatchGetJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateJobTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.jobs.v1.JobsService/UpdateJobTags',
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.UpdateJobTagsRequest.SerializeToString,
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.UpdateJobTagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.jobs.v1.JobsService/GetUsage',
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetUsageRequest.SerializeToString,
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,11 +47,23 @@ class JobsServiceStub:
     DeleteJob: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.DeleteJobRequest, _jobs_service_pb2.DeleteJobResponse]
     """Deletes an ended job with its result and logs. Needs job.delete."""
     GetJobResult: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.GetJobResultRequest, _jobs_service_pb2.GetJobResultResponse]
-    """Returns the result of a DONE job. Needs job.read."""
+    """Returns the result of a DONE job, in chunks when it is larger than one message may be. Needs job.read."""
     ListJobLogs: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.ListJobLogsRequest, _jobs_service_pb2.ListJobLogsResponse]
     """Lists what the program logged, oldest first. Needs job.read."""
     ListJobInterimResults: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.ListJobInterimResultsRequest, _jobs_service_pb2.ListJobInterimResultsResponse]
     """Lists the interim results the program published, oldest first. Needs job.read."""
+    WatchJob: _grpc.UnaryStreamMultiCallable[_jobs_service_pb2.WatchJobRequest, _jobs_service_pb2.WatchJobResponse]
+    """Streams what happens to a job as it happens: state changes, queue positions, log lines and interim
+    results, each numbered. The stream first replays the job's history after `after_sequence`, then
+    follows it live, and ends after the job's final state. A client that lost the stream calls again with
+    the last sequence it saw and misses nothing, receiving nothing twice. Needs job.read.
+    """
+    BatchGetJobs: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.BatchGetJobsRequest, _jobs_service_pb2.BatchGetJobsResponse]
+    """Returns several jobs of the caller's instance at once, in the order asked. Needs job.read."""
+    UpdateJobTags: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.UpdateJobTagsRequest, _jobs_service_pb2.UpdateJobTagsResponse]
+    """Replaces a job's tags. Needs job.create."""
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.GetUsageRequest, _jobs_service_pb2.GetUsageResponse]
+    """Sums what the caller's instance used over a period. Needs job.read."""
 
 @_typing.type_check_only
 class JobsServiceAsyncStub(JobsServiceStub):
@@ -72,11 +84,23 @@ class JobsServiceAsyncStub(JobsServiceStub):
     DeleteJob: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.DeleteJobRequest, _jobs_service_pb2.DeleteJobResponse]  # type: ignore[assignment]
     """Deletes an ended job with its result and logs. Needs job.delete."""
     GetJobResult: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.GetJobResultRequest, _jobs_service_pb2.GetJobResultResponse]  # type: ignore[assignment]
-    """Returns the result of a DONE job. Needs job.read."""
+    """Returns the result of a DONE job, in chunks when it is larger than one message may be. Needs job.read."""
     ListJobLogs: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.ListJobLogsRequest, _jobs_service_pb2.ListJobLogsResponse]  # type: ignore[assignment]
     """Lists what the program logged, oldest first. Needs job.read."""
     ListJobInterimResults: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.ListJobInterimResultsRequest, _jobs_service_pb2.ListJobInterimResultsResponse]  # type: ignore[assignment]
     """Lists the interim results the program published, oldest first. Needs job.read."""
+    WatchJob: _aio.UnaryStreamMultiCallable[_jobs_service_pb2.WatchJobRequest, _jobs_service_pb2.WatchJobResponse]  # type: ignore[assignment]
+    """Streams what happens to a job as it happens: state changes, queue positions, log lines and interim
+    results, each numbered. The stream first replays the job's history after `after_sequence`, then
+    follows it live, and ends after the job's final state. A client that lost the stream calls again with
+    the last sequence it saw and misses nothing, receiving nothing twice. Needs job.read.
+    """
+    BatchGetJobs: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.BatchGetJobsRequest, _jobs_service_pb2.BatchGetJobsResponse]  # type: ignore[assignment]
+    """Returns several jobs of the caller's instance at once, in the order asked. Needs job.read."""
+    UpdateJobTags: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.UpdateJobTagsRequest, _jobs_service_pb2.UpdateJobTagsResponse]  # type: ignore[assignment]
+    """Replaces a job's tags. Needs job.create."""
+    GetUsage: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.GetUsageRequest, _jobs_service_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """Sums what the caller's instance used over a period. Needs job.read."""
 
 class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Accepts jobs, runs their programs asynchronously and keeps their state, results and logs."""
@@ -130,7 +154,7 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_service_pb2.GetJobResultRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_service_pb2.GetJobResultResponse, _abc.Awaitable[_jobs_service_pb2.GetJobResultResponse]]:
-        """Returns the result of a DONE job. Needs job.read."""
+        """Returns the result of a DONE job, in chunks when it is larger than one message may be. Needs job.read."""
 
     @_abc_1.abstractmethod
     def ListJobLogs(
@@ -147,5 +171,41 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_service_pb2.ListJobInterimResultsResponse, _abc.Awaitable[_jobs_service_pb2.ListJobInterimResultsResponse]]:
         """Lists the interim results the program published, oldest first. Needs job.read."""
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _jobs_service_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobs_service_pb2.WatchJobResponse], _abc.AsyncIterator[_jobs_service_pb2.WatchJobResponse]]:
+        """Streams what happens to a job as it happens: state changes, queue positions, log lines and interim
+        results, each numbered. The stream first replays the job's history after `after_sequence`, then
+        follows it live, and ends after the job's final state. A client that lost the stream calls again with
+        the last sequence it saw and misses nothing, receiving nothing twice. Needs job.read.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchGetJobs(
+        self,
+        request: _jobs_service_pb2.BatchGetJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_service_pb2.BatchGetJobsResponse, _abc.Awaitable[_jobs_service_pb2.BatchGetJobsResponse]]:
+        """Returns several jobs of the caller's instance at once, in the order asked. Needs job.read."""
+
+    @_abc_1.abstractmethod
+    def UpdateJobTags(
+        self,
+        request: _jobs_service_pb2.UpdateJobTagsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_service_pb2.UpdateJobTagsResponse, _abc.Awaitable[_jobs_service_pb2.UpdateJobTagsResponse]]:
+        """Replaces a job's tags. Needs job.create."""
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _jobs_service_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_service_pb2.GetUsageResponse, _abc.Awaitable[_jobs_service_pb2.GetUsageResponse]]:
+        """Sums what the caller's instance used over a period. Needs job.read."""
 
 def add_JobsServiceServicer_to_server(servicer: JobsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -5,8 +5,8 @@ the first job. Jobs made before have none; for them the program and inputs are c
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -3,8 +3,8 @@ instance with the fewest running jobs and its oldest queued job reads the index,
 
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

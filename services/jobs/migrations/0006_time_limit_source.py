@@ -4,8 +4,8 @@ the TimeLimitSource names without their prefix); "" for jobs created before it w
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,284 @@
+"""The jobs service at scale, each part against a baseline measured in the same run.
+
+- throughput: Bell sampler jobs end to end (create, follow, result) from 1, 8 and 64 client threads
+  for a fixed time, against the unary-call ceiling of a bare gRPC echo server (another process, the
+  same client threads) — how much of what gRPC alone can do a whole durable job keeps.
+- listing: 100,000 stored jobs; a filtered ListJobs page of 100 through the service, against the
+  same page without a filter (p50 over many calls).
+- fan-out: Bell job latency while 1,000 clients watch one long job (WatchJob), against the same
+  with nobody watching.
+
+    .venv/bin/python -W ignore bench/bench_jobs.py [--seconds 10] [--only throughput,listing,fanout]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
+CLIENTS = (1, 8, 64)
+SHOTS = 1024
+STORED_JOBS = 100_000
+WATCHERS = 1000
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@contextlib.contextmanager
+def suite(data_dir: Path, **env: str) -> Iterator:
+    from qruntime_suite import launch
+
+    # Lazy simulation workers: the devices service's background warm-up would run during the measurements.
+    extra = {f"QRUNTIME_{k.upper()}": v for k, v in {"warm_up": "false", **env}.items()}
+    with launch.running(launch.embedded(data_dir, extra_env=extra)) as running:
+        yield running
+
+
+def client(running):
+    from qruntime import IBMRuntimeService
+
+    boot = running.bootstrap
+    return IBMRuntimeService(auth="cloud", token=boot["api_key"], instance=boot["instance"], url=running.url)
+
+
+def sustained(call: Callable[[], object], clients: int, seconds: float) -> float:
+    """Calls per second that `clients` threads complete, each calling in a loop for `seconds`."""
+    stop = time.monotonic() + seconds
+    counts = [0] * clients
+
+    def loop(i: int) -> None:
+        while time.monotonic() < stop:
+            call()
+            counts[i] += 1
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(loop, range(clients)))
+    return sum(counts) / (time.monotonic() - started)
+
+
+# -- throughput ------------------------------------------------------------------------------
+
+def _echo_server(port: multiprocessing.Value, ready: multiprocessing.Event) -> None:
+    async def serve() -> None:
+        server = grpc.aio.server()
+        handler = grpc.unary_unary_rpc_method_handler(_echo)
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler})])
+        port.value = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        ready.set()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+async def _echo(request: bytes, context) -> bytes:
+    return request
+
+
+def echo_ceiling(seconds: float) -> dict[int, float]:
+    port, ready = multiprocessing.Value("i", 0), multiprocessing.Event()
+    process = multiprocessing.get_context("spawn").Process(target=_echo_server, args=(port, ready), daemon=True)
+    process.start()
+    ready.wait(30)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port.value}")
+        echo = channel.unary_unary("/bench.Echo/Echo")
+        payload = b"x" * 600  # about a CreateJob request with a Bell circuit
+        echo(payload)
+        return {n: sustained(lambda: echo(payload, timeout=10), n, seconds) for n in CLIENTS}
+    finally:
+        process.kill()
+
+
+def throughput(tmp: Path, seconds: float) -> None:
+    from qruntime import ReferenceCircuits
+
+    ceiling = echo_ceiling(seconds)
+    with suite(tmp / "throughput", workers="8") as running:
+        service, circuit = client(running), ReferenceCircuits.bell()
+
+        def job() -> object:
+            return service.run("sampler", {"circuits": circuit, "shots": SHOTS},
+                               {"backend_name": "ibmq_qasm_simulator"}).result()
+
+        for _ in range(5):
+            job()
+        jobs = {n: sustained(job, n, seconds) for n in CLIENTS}
+    print(f"\n## throughput: Bell sampler jobs end to end for {seconds:g} s, against a gRPC echo server's unary calls")
+    print(f"{'clients':>8}{'echo calls/s':>15}{'jobs/s':>10}{'jobs / echo':>13}")
+    for n in CLIENTS:
+        print(f"{n:>8}{ceiling[n]:>15.0f}{jobs[n]:>10.1f}{jobs[n] / ceiling[n]:>13.3f}")
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+def fill_store(data_dir: Path, instance: str, count: int) -> None:
+    """count ended jobs straight into the suite's jobs database, as a long-used service would hold."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from qruntime_jobs.store import JobStore, event_table, job_table, new_job_id, tag_table
+
+    store = JobStore(f"sqlite:///{data_dir / 'jobs.db'}")
+    programs, states = ("sampler", "estimator", "hello-world"), ("DONE", "DONE", "ERROR", "CANCELLED")
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    with store._engine.begin() as conn:
+        for offset in range(0, count, 5000):
+            jobs, events, tags = [], [], []
+            for i in range(offset, min(count, offset + 5000)):
+                job_id, created = new_job_id(), start + dt.timedelta(seconds=i * 20)
+                jobs.append({"id": job_id, "instance": instance, "owner": "bench", "program_id": programs[i % 3],
+                             "runtime": "BUILTIN", "backend": "ibmq_qasm_simulator", "state": states[i % 4],
+                             "reason": "", "reason_message": "", "inputs": '{"circuits": "..."}',
+                             "log_level": "INFO", "max_execution_seconds": 10800.0, "create_time": created,
+                             "start_time": created, "end_time": created, "trace_id": "", "attempts": 1,
+                             "program_version": 0, "events": 1, "usage_seconds": 0.01})
+                events.append({"job_id": job_id, "number": 1, "time": created, "kind": "STATE", "state": "QUEUED",
+                               "reason": "", "attempt": 0, "level": "", "text": ""})
+                if i % 10 == 0:
+                    tags.append({"job_id": job_id, "tag": f"exp-{i % 100}"})
+            conn.execute(job_table.insert(), jobs)
+            conn.execute(event_table.insert(), events)
+            conn.execute(tag_table.insert(), tags)
+        conn.execute(sa.text("ANALYZE"))
+    store.close()
+
+
+def listing(tmp: Path, rounds: int = 300) -> None:
+    from qruntime.jobs.v1 import jobs_service_pb2 as pb
+
+    data_dir = tmp / "listing"
+    with suite(data_dir) as running:  # started once, so that it creates its tables and the instance
+        instance = running.bootstrap["instance"]
+    fill_store(data_dir, instance, STORED_JOBS)
+    with suite(data_dir) as running:
+        transport = client(running)._transport
+
+        def page(filter_text: str) -> float:
+            started = time.perf_counter()
+            jobs = transport.call(transport.jobs.ListJobs, pb.ListJobsRequest(page_size=100, filter=filter_text)).jobs
+            assert len(jobs) == 100, len(jobs)
+            return (time.perf_counter() - started) * 1000
+
+        filters = {"no filter (baseline)": "", "state = DONE AND program = sampler": "state = DONE AND program = sampler",
+                   "tags:exp-40": "tags:exp-40", "state IN (ERROR, CANCELLED) AND create_time < \"2099-01-01T00:00:00Z\"":
+                   "state IN (ERROR, CANCELLED) AND create_time < \"2099-01-01T00:00:00Z\""}
+        timings = {}
+        for name, text in filters.items():
+            for _ in range(10):
+                page(text)
+            timings[name] = [page(text) for _ in range(rounds)]
+    base = statistics.median(timings["no filter (baseline)"])
+    print(f"\n## listing: one ListJobs page of 100 of {STORED_JOBS:,} stored jobs, {rounds} calls each")
+    print(f"{'filter':<72}{'p50 ms':>8}{'p95 ms':>8}{'p50 / unfiltered':>18}")
+    for name, values in timings.items():
+        p50 = statistics.median(values)
+        print(f"{name:<72}{p50:>8.2f}{percentile(values, 0.95):>8.2f}{p50 / base:>18.2f}")
+
+
+# -- fan-out ---------------------------------------------------------------------------------
+
+def _watchers(url: str, token: str, job_id: str, count: int, ready: multiprocessing.Event, events) -> None:
+    """count WatchJob streams of one job, in their own process, counting what they receive."""
+    from qruntime.jobs.v1 import jobs_service_pb2 as pb
+    from qruntime.jobs.v1 import jobs_service_pb2_grpc
+
+    async def watch_all() -> None:
+        async with grpc.aio.insecure_channel(url) as channel:
+            stub = jobs_service_pb2_grpc.JobsServiceStub(channel)
+            metadata = (("authorization", f"Bearer {token}"),)
+
+            async def one() -> None:
+                async for response in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=metadata):
+                    with events.get_lock():
+                        events.value += len(response.events)
+
+            tasks = [asyncio.create_task(one()) for _ in range(count)]
+            await asyncio.sleep(3)
+            ready.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(watch_all())
+
+
+def fanout(tmp: Path, rounds: int) -> None:
+    from qruntime import ReferenceCircuits
+
+    with suite(tmp / "fanout") as running:
+        service, circuit = client(running), ReferenceCircuits.bell()
+
+        def latencies() -> list[float]:
+            values = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                service.run("sampler", {"circuits": circuit, "shots": SHOTS},
+                            {"backend_name": "ibmq_qasm_simulator"}).result()
+                values.append((time.perf_counter() - started) * 1000)
+            return values
+
+        # One long job that logs and publishes all along, running in both measurements: only who
+        # watches it differs.
+        watched = service.run("hello-world", {"iterations": 900}, {"backend_name": "simulator_statevector"})
+        for _ in range(5):
+            latencies()
+        alone = latencies()
+        token = service._transport.tokens.token()
+        ready, events = multiprocessing.Event(), multiprocessing.Value("q", 0)
+        process = multiprocessing.get_context("spawn").Process(
+            target=_watchers, args=(running.url, token, watched.job_id, WATCHERS, ready, events), daemon=True)
+        process.start()
+        ready.wait(120)
+        received_before = events.value
+        crowded = latencies()
+        received = events.value - received_before
+        if watched.status().final:
+            print("(warning: the watched job ended before the measurement did)")
+        else:
+            watched.cancel()
+        process.join(30)
+        process.kill()
+    a, c = statistics.median(alone), statistics.median(crowded)
+    print(f"\n## fan-out: Bell sampler job latency while {WATCHERS} clients watch a long job that runs beside "
+          f"it ({rounds} jobs each)")
+    print(f"{'':<28}{'p50 ms':>8}{'p95 ms':>8}{'p50 / alone':>13}")
+    print(f"{'nobody watching':<28}{a:>8.2f}{percentile(alone, 0.95):>8.2f}{1:>13.2f}")
+    print(f"{f'{WATCHERS} watching':<28}{c:>8.2f}{percentile(crowded, 0.95):>8.2f}{c / a:>13.2f}")
+    print(f"(the watchers received {received:,} events meanwhile)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per throughput measurement")
+    parser.add_argument("--rounds", type=int, default=100, help="jobs per latency measurement")
+    parser.add_argument("--only", default="throughput,listing,fanout")
+    args = parser.parse_args()
+    parts = args.only.split(",")
+    print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if "throughput" in parts:
+            throughput(Path(tmp), args.seconds)
+        if "listing" in parts:
+            listing(Path(tmp))
+        if "fanout" in parts:
+            fanout(Path(tmp), args.rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""JobWatch over a real store: replay, live following, resumption, queue positions, fan-out, deletion."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from qruntime_jobs.store import DONE, QUEUED, RUNNING, JobStore
+from qruntime_jobs.watch import JobWatch, Position
+
+
+def new_job(store: JobStore, **fields):
+    values = {"instance": "crn:a", "owner": "u", "program_id": "sampler", "runtime": "BUILTIN",
+              "backend": "b", "inputs": "{}", "log_level": "INFO", "max_execution_seconds": 60.0}
+    return store.create(**{**values, **fields})[0]
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def collect(watch: JobWatch, job_id: str, after: int = 0, *, until_positions: int = 0) -> list:
+    items = []
+    async for batch in watch.follow(job_id, after):
+        items.extend(batch)
+        if until_positions and sum(isinstance(i, Position) for i in items) >= until_positions:
+            break
+    return items
+
+
+def numbers(items) -> list[int]:
+    return [i.number for i in items if not isinstance(i, Position)]
+
+
+def run(store, scenario, poll: float = 0.05):
+    async def main():
+        watch = JobWatch(store, poll_seconds=poll)
+        watch.start()
+        try:
+            return await asyncio.wait_for(scenario(watch), 20)
+        finally:
+            await watch.stop()
+
+    return asyncio.run(main())
+
+
+def test_a_watch_follows_a_job_live_and_ends_with_its_final_state(store):
+    job = new_job(store)
+
+    async def scenario(watch):
+        follower = asyncio.create_task(collect(watch, job.id))
+        await asyncio.sleep(0.1)
+        await asyncio.to_thread(store.claim_next_queued, "r")
+        for i in range(3):
+            await asyncio.to_thread(store.append_log, job.id, "INFO", f"line {i}")
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(store.add_interim_result, job.id, '{"step": 1}')
+        await asyncio.to_thread(store.end_attempt, job.id, 1, DONE, result_json="{}")
+        return await follower
+
+    items = run(store, scenario, poll=10)  # no polling to lean on: the store's commits wake the watch
+    events = [i for i in items if not isinstance(i, Position)]
+    assert numbers(items) == list(range(1, 8))
+    assert [(e.kind, e.state or e.text) for e in events] == [
+        ("STATE", QUEUED), ("STATE", RUNNING), ("LOG", "line 0"), ("LOG", "line 1"), ("LOG", "line 2"),
+        ("INTERIM", '{"step": 1}'), ("STATE", DONE)]
+
+
+def test_a_resumed_watch_misses_nothing_and_repeats_nothing(store):
+    job = new_job(store)
+    store.claim_next_queued("r")
+    store.append_logs(job.id, [("INFO", f"line {i}", now()) for i in range(10)])
+
+    async def scenario(watch):
+        seen = []
+        async for batch in watch.follow(job.id, 0):  # the first connection drops after 5 events
+            seen.extend(e for e in batch if not isinstance(e, Position))
+            if len(seen) >= 5:
+                break
+        last = seen[4].number
+        resumed = asyncio.create_task(collect(watch, job.id, after=last))
+        await asyncio.to_thread(store.append_log, job.id, "INFO", "more")
+        await asyncio.to_thread(store.end_attempt, job.id, 1, DONE, result_json="{}")
+        return seen[:5], await resumed
+
+    first, rest = run(store, scenario)
+    assert numbers(first) + numbers(rest) == list(range(1, 15))
+
+
+def test_watching_an_ended_job_replays_it_and_closes(store):
+    job = new_job(store)
+    store.claim_next_queued("r")
+    store.append_logs(job.id, [("INFO", f"line {i}", now()) for i in range(1200)])  # more than one read
+    store.end_attempt(job.id, 1, DONE, result_json="{}")
+    items = run(store, lambda watch: collect(watch, job.id))
+    assert numbers(items) == list(range(1, 1204))
+    assert run(store, lambda watch: collect(watch, job.id, after=1203)) == []  # nothing after its end
+
+
+def test_a_queued_job_hears_its_place_in_the_queue(store):
+    first, second, mine = new_job(store), new_job(store), new_job(store)
+
+    async def scenario(watch):
+        follower = asyncio.create_task(collect(watch, mine.id))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(store.claim_next_queued, "r")
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(store.cancel, second.id)
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(store.cancel, mine.id)
+        return await follower
+
+    items = run(store, scenario)
+    assert [i.jobs_ahead for i in items if isinstance(i, Position)] == [2, 1, 0]
+    assert all(i.after == 1 for i in items if isinstance(i, Position))  # snapshots, not history
+
+
+def test_a_thousand_watchers_share_one_read_per_change(store, monkeypatch):
+    job = new_job(store)
+    store.claim_next_queued("r")
+    reads = []
+    events_after = store.events_after
+    monkeypatch.setattr(store, "events_after", lambda *a, **k: reads.append(a) or events_after(*a, **k))
+
+    async def scenario(watch):
+        followers = [asyncio.create_task(collect(watch, job.id)) for _ in range(1000)]
+        await asyncio.sleep(0.5)
+        for i in range(5):
+            await asyncio.to_thread(store.append_log, job.id, "INFO", f"line {i}")
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(store.end_attempt, job.id, 1, DONE, result_json="{}")
+        return await asyncio.gather(*followers)
+
+    results = run(store, scenario, poll=10)
+    assert all(numbers(r) == list(range(1, 9)) for r in results)
+    assert len(reads) < 20  # one per change (and the first), not one per watcher
