@@ -1,7 +1,8 @@
 """The devices service under load: Bell latency, and health checks while heavy simulations run.
 
-Starts `qruntime up` as a separate process (so this client's own interpreter lock plays no part),
-signs in with the suite's service key, then:
+Starts the auth and devices services as separate processes (so this client's own interpreter lock
+plays no part; the embedded suite's port, a front door, exchanges no service keys), signs in with
+the jobs service's key on auth's internal address, then:
 
 1. runs the Bell circuit (1,024 shots) on ibmq_qasm_simulator ROUNDS times one after another
    through RunCircuits: latency p50/p99;
@@ -32,6 +33,8 @@ from qruntime import ReferenceCircuits
 from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from qruntime.devices.v1 import devices_service_pb2, devices_service_pb2_grpc
 from qruntime.encoding import dump_circuits_qpy
+
+from qruntime_auth.keys import new_api_key
 
 SHOTS = 1024
 
@@ -68,24 +71,27 @@ def main() -> None:
     parser.add_argument("--qubits", type=int, default=22)
     parser.add_argument("--depth", type=int, default=40)
     parser.add_argument("--settle", type=float, default=20, help="seconds to let start-up work (warm-up) finish")
-    parser.add_argument("--extra", nargs="*", default=[], help="more flags for `qruntime up`")
+    parser.add_argument("--extra", nargs="*", default=[], help="more flags for `qruntime-devices`")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-devices-"))
-    port = free_port()
-    qruntime = Path(sys.executable).with_name("qruntime")
-    server = subprocess.Popen(
-        [str(qruntime), "up", "--data-dir", str(data_dir), "--port", str(port), "--log-level", "warning",
-         *args.extra],
-        env={k: v for k, v in os.environ.items() if not k.startswith("QRUNTIME_")},
-    )
+    port, auth_port = free_port(), free_port()
+    service_key = new_api_key()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QRUNTIME_")}
+    env.update(QRUNTIME_DATA_DIR=str(data_dir), QRUNTIME_LOG_LEVEL="warning")
+    binaries = Path(sys.executable).parent
+    auth_server = subprocess.Popen([str(binaries / "qruntime-auth"), "--port", str(auth_port)],
+                                   env={**env, "QRUNTIME_SERVICE_KEYS": f"jobs={service_key}"})
+    server = subprocess.Popen([str(binaries / "qruntime-devices"), "--port", str(port), *args.extra],
+                              env={**env, "QRUNTIME_AUTH_URL": f"127.0.0.1:{auth_port}"})
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, \
+                grpc.insecure_channel(f"127.0.0.1:{auth_port}") as auth_channel:
+            wait_serving(auth_channel)
             wait_serving(channel)
             time.sleep(args.settle)
-            service_key = (data_dir / "service.key").read_text().strip()
-            auth = auth_service_pb2_grpc.AuthServiceStub(channel)
-            token = auth.CreateToken(auth_service_pb2.CreateTokenRequest(api_key=service_key)).token
+            auth = auth_service_pb2_grpc.AuthServiceStub(auth_channel)
+            token = auth.CreateServiceToken(auth_service_pb2.CreateServiceTokenRequest(service_key=service_key)).token
             metadata = (("authorization", f"Bearer {token}"),)
             devices = devices_service_pb2_grpc.DevicesServiceStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
@@ -134,8 +140,9 @@ def main() -> None:
                 slow = sum(1 for s in samples if s > 1000)
                 print(f"{name} meanwhile: {percentiles(samples)}; over 1 s: {slow}")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for process in (server, auth_server):
+            process.terminate()
+            process.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -92,8 +92,11 @@ def main() -> None:
     results["aer-sampler-v2"] = measure(aer_sampler(), args.rounds, args.concurrent)
     results["ibm-runtime-local"] = measure(ibm_runtime_local(), args.rounds, args.concurrent)
     with tempfile.TemporaryDirectory() as tmp:
+        # Lazy simulation workers: the devices service's background warm-up (loading every backend,
+        # noise models included, for about a minute) would otherwise run during the measurements.
+        lazy = {"QRUNTIME_WARM_UP": "false"}
         for name, start in (("qruntime-embedded", launch.embedded), ("qruntime-separate", launch.separate)):
-            with launch.running(start(Path(tmp) / name)) as suite:
+            with launch.running(start(Path(tmp) / name, extra_env=lazy)) as suite:
                 results[name] = measure(qruntime_client(suite.url, suite.bootstrap), args.rounds, args.concurrent)
 
     base = results["ibm-runtime-local"]

@@ -22,7 +22,7 @@ import pytest
 from postgres_support import new_postgres_database
 from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
-from qruntime_auth.store import new_api_key
+from qruntime_auth.keys import new_api_key
 from qruntime_kit.server import Suite, start_server
 from qruntime_suite.embedded import SuiteSettings, build_components
 
@@ -43,9 +43,12 @@ class RunningSuite:
         return grpc.insecure_channel(self.address)
 
     def token(self, api_key: str | None = None, instance: str | None = None) -> str:
-        """A real token from the auth service (the service key needs no instance)."""
+        """A real token from the auth service. The service key (the jobs service's identity) is
+        exchanged as the services served with auth do, in process: the port refuses it."""
         api_key = api_key or self.api_key
-        instance = "" if api_key == self.service_key else (instance or self.instance)
+        if api_key == self.service_key:
+            return self.run(self.suite.components[0].exchange_service_key(api_key))[0]
+        instance = instance or self.instance
         with self.channel() as channel:
             stub = auth_service_pb2_grpc.AuthServiceStub(channel)
             return stub.CreateToken(auth_service_pb2.CreateTokenRequest(api_key=api_key, instance=instance)).token
@@ -53,14 +56,19 @@ class RunningSuite:
     def metadata(self, token: str | None = None) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {token or self.token()}"),)
 
+    @property
+    def auth_store(self):
+        return self.suite.components[0].store  # auth is always first
+
     def make_user(self, plan: str = "lite", role: str = "manager", instance_name: str = "other") -> tuple[str, str]:
-        """A new account with one instance and one user holding role; returns (api_key, instance CRN)."""
-        store = self.suite.components[0].store  # auth is always first
-        account = store.create_account(f"account-{instance_name}")
-        user = store.create_user(account, "user")
+        """A new account with one instance and one user (its owner) holding role on it; returns
+        (api_key, instance CRN)."""
+        store = self.auth_store
+        user = store.create_user(f"{new_api_key()[4:20]}@example.org")
+        account = store.create_account(f"account-{instance_name}", user)
         instance = store.create_instance(account, instance_name, plan)
-        store.grant_role(instance["crn"], user, role)
-        return store.create_user_key(user), instance["crn"]
+        store.create_policy(account, "user", user, instance["id"], role)
+        return store.create_user_key(user)[0], instance["crn"]
 
     def run(self, coroutine):
         """Run a coroutine on the suite's event loop and wait for it."""
@@ -85,7 +93,8 @@ def suite_starter(base: Path) -> Iterator:
                                     "warm_hosts": 1, "warm_sandboxed_hosts": 0, "simulation_workers": 1,
                                     "warm_up": False, **overrides})
         components = build_components(settings, ("auth", *services), devices_backends=backends)
-        suite = asyncio.run_coroutine_threadsafe(start_server(components, settings), loop).result(timeout=60)
+        suite = asyncio.run_coroutine_threadsafe(start_server(components, settings, front_door=True),
+                                                 loop).result(timeout=60)
         bootstrap = json.loads((Path(settings.data_dir) / "bootstrap.json").read_text())
         running = RunningSuite(f"127.0.0.1:{suite.port}", Path(settings.data_dir), bootstrap["api_key"],
                                bootstrap["instance"], service_key, suite, loop)

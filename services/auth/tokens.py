@@ -1,30 +1,42 @@
-"""Turning API keys into signed tokens: the rules of who gets which rights."""
+"""Turning API keys into signed tokens: the rules of who gets which rights, and signing-key rotation."""
 
 from __future__ import annotations
 
-from qruntime_kit.auth import ROLE_ACTIONS, SERVICE, USER, Principal
+import datetime as dt
+import threading
+import time
+
+from qruntime_kit.auth import ACCOUNT_ADMINS, SERVICE, SERVICE_CALLS, USER, Principal, actions_of, audience_of
 from qruntime_kit.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from qruntime_kit.tokens import issue_token, new_private_key_pem, public_key_pem
+from qruntime_kit.tokens import MAX_LIFETIME_SECONDS, USER_AUDIENCES, issue_token, new_private_key_pem, public_key_pem
 
 from .store import AuthStore
 
 TOKEN_TTL_SECONDS = 3600  # like IBM Cloud IAM tokens: an hour, renewed by the client with its key
+SIGNING_KEY_ROTATION_SECONDS = 30 * 24 * 3600
+
+
+def _invalid_key() -> Unauthenticated:
+    return Unauthenticated("the API key is not valid (unknown, deleted or disabled)", reason="API_KEY_INVALID")
 
 
 class TokenIssuer:
-    """Checks API keys and signs tokens with the newest signing key."""
+    """Checks API keys and signs tokens with the newest signing key, rotating it once it is old.
 
-    def __init__(self, store: AuthStore) -> None:
+    An old key keeps verifying (ListSigningKeys lists it) until every token it signed has expired."""
+
+    def __init__(self, store: AuthStore, rotation_seconds: float = SIGNING_KEY_ROTATION_SECONDS) -> None:
         self._store = store
-        keys = store.signing_keys()
-        if not keys:
-            private = new_private_key_pem()
-            store.add_signing_key(private, public_key_pem(private))
-            keys = store.signing_keys()
-        self._key_id, self._private_pem = keys[0]["key_id"], keys[0]["private_key_pem"]
+        self._rotation = rotation_seconds
+        self._lock = threading.Lock()
+        self._key: dict | None = None
 
-    def create_token(self, api_key: str, instance: str) -> tuple[str, int, dict | None, str]:
-        """(token, expiry, instance row or None for services, role) for a valid key."""
+    def create_token(
+        self, api_key: str, instance: str, account: str = ""
+    ) -> tuple[str, int, dict | None, frozenset[str]]:
+        """(token, expiry, instance row, roles) for a valid user key with roles on the instance; with
+        no instance but an account ("-": the user's only one), (token, expiry, None, no roles) for
+        the account."""
         if not api_key:
             raise InvalidArgument(
                 "api_key is required", reason="API_KEY_MISSING",
@@ -32,29 +44,90 @@ class TokenIssuer:
             )
         owner = self._store.owner_of_key(api_key)
         if owner is None:
-            raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
+            raise _invalid_key()
         if owner.kind == SERVICE:
-            principal = Principal(subject=owner.service_name or "service", kind=SERVICE)
-            return (*self._sign(principal), None, "")
+            raise PermissionDenied(
+                "a service key cannot be exchanged here; the suite's services use CreateServiceToken on "
+                "the auth service's internal address", reason="SERVICE_KEY_NOT_ACCEPTED",
+            )
+        user = self._store.user(owner.user_id)
+        if user is None or user["disabled"]:
+            raise PermissionDenied("this user is disabled", reason="USER_DISABLED")
+        accounts = [m["account_id"] for m in self._store.memberships_of(user["id"]) if m["state"] == "active"]
+        if not instance and account:
+            return (*self._account_token(user, owner.key_id, accounts, account), None, frozenset())
         if not instance:
             raise InvalidArgument(
                 "instance is required: give the CRN or the name of your service instance",
                 reason="INSTANCE_MISSING", field_violations=[("instance", "a CRN (crn:v1:...) or an instance name")],
             )
-        row = self._store.find_instance(owner.account_id, instance)
+        row = self._store.find_instance(accounts, instance)
         if row is None:
-            raise NotFound(f"instance {instance!r} not found in your account", reason="INSTANCE_NOT_FOUND",
+            raise NotFound(f"instance {instance!r} not found in your accounts", reason="INSTANCE_NOT_FOUND",
                            metadata={"instance": instance})
-        role = self._store.role_of(owner.user_id, row["id"])
-        if role is None:
+        roles = self._store.roles_of(user["id"], row)
+        membership = self._store.membership(row["account_id"], user["id"])
+        if not roles and membership["role"] not in ACCOUNT_ADMINS:
             raise PermissionDenied(f"you have no role on instance {row['name']!r}", reason="NO_ROLE_ON_INSTANCE",
                                    metadata={"instance": row["crn"]})
         principal = Principal(
-            subject=owner.user_id, kind=USER, account_id=owner.account_id, instance_crn=row["crn"],
-            plan=row["plan"], actions=frozenset(ROLE_ACTIONS[role]),
+            subject=user["id"], kind=USER, account_id=row["account_id"], instance_crn=row["crn"],
+            plan=row["plan"], actions=actions_of(roles), account_role=membership["role"],
+            operator=bool(user["operator"]),
         )
-        return (*self._sign(principal), row, role)
+        return (*self._sign(principal, USER_AUDIENCES, owner.key_id), row, roles)
 
-    def _sign(self, principal: Principal) -> tuple[str, int]:
-        return issue_token(principal, key_id=self._key_id, private_key_pem=self._private_pem,
-                           ttl_seconds=TOKEN_TTL_SECONDS)
+    def _account_token(self, user: dict, key_id: str, accounts: list[str], account: str) -> tuple[str, int]:
+        if account == "-" and not accounts:
+            # A user no account has taken in yet: enough to see and answer invitations, manage own keys.
+            return self._sign(Principal(subject=user["id"], kind=USER, operator=bool(user["operator"])),
+                              USER_AUDIENCES, key_id)
+        if account == "-":
+            if len(accounts) != 1:
+                raise InvalidArgument(
+                    f"you belong to {len(accounts)} accounts; name one", reason="ACCOUNT_AMBIGUOUS",
+                    field_violations=[("account", "an account id")])
+            account = accounts[0]
+        if account not in accounts:
+            raise NotFound(f"account {account!r} not found among yours", reason="ACCOUNT_NOT_FOUND",
+                           metadata={"account": account})
+        role = self._store.membership(account, user["id"])["role"]
+        principal = Principal(subject=user["id"], kind=USER, account_id=account, account_role=role,
+                              operator=bool(user["operator"]))
+        return self._sign(principal, USER_AUDIENCES, key_id)
+
+    def create_service_token(self, service_key: str) -> tuple[str, int]:
+        """(token, expiry) for one of the suite's services, for exactly the services it may call."""
+        owner = self._store.owner_of_key(service_key)
+        if owner is None or owner.kind != SERVICE:
+            raise _invalid_key()
+        principal = Principal(subject=owner.service_name, kind=SERVICE)
+        audiences = {audience_of(m) for m in SERVICE_CALLS.get(owner.service_name, ())}
+        return self._sign(principal, audiences, owner.key_id)
+
+    def _sign(self, principal: Principal, audiences, api_key_id: str) -> tuple[str, int]:
+        key = self._signing_key()
+        return issue_token(principal, key_id=key["key_id"], private_key_pem=key["private_key_pem"],
+                           ttl_seconds=min(TOKEN_TTL_SECONDS, MAX_LIFETIME_SECONDS), audiences=audiences,
+                           api_key_id=api_key_id)
+
+    def _signing_key(self) -> dict:
+        with self._lock:
+            if self._key is None or self._age(self._key) > self._rotation:
+                keys = self._store.signing_keys()
+                if not keys or self._age(keys[0]) > self._rotation:
+                    private = new_private_key_pem()
+                    self._store.add_signing_key(private, public_key_pem(private))
+                    # A retired key may still have signed tokens in force: keep it a lifetime longer.
+                    keep_after = time.time() - self._rotation - MAX_LIFETIME_SECONDS - 60
+                    self._store.retire_signing_keys(dt.datetime.fromtimestamp(keep_after, dt.UTC))
+                    keys = self._store.signing_keys()
+                self._key = keys[0]
+            return self._key
+
+    @staticmethod
+    def _age(key: dict) -> float:
+        created = key["create_time"]
+        if created.tzinfo is None:  # SQLite gives back naive UTC
+            created = created.replace(tzinfo=dt.UTC)
+        return time.time() - created.timestamp()

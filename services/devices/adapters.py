@@ -7,13 +7,16 @@ real hardware means writing one class:
     class AcmeSystemAdapter(BackendAdapter):
         kind = "physical"                     # concurrency 1, 8 h per job unless overridden
         def __init__(self, client): ...       # the vendor's SDK or a qiskit BackendV2
-        def configuration(self): ...          # configuration_from_backend(backend, ...) for a BackendV2
-        def properties(self): ...             # properties_from_backend(backend) for a BackendV2
-        def execute(self, circuits, shots, seed, memory): ...  # blocking; transpile, submit, wait
+        def configuration(self): ...          # emulated.configuration_from_backend(...) for a BackendV2
+        def properties(self): ...             # emulated.properties_from_backend(backend) for a BackendV2
+        def target(self): ...                 # the system's qiskit Target: circuits must be in its ISA
+        def execute(self, circuits, shots, seed, memory): ...  # blocking; submit, wait
 
 and registering it by name: `default_backends(extra=[AcmeSystemAdapter(...)])`, or the component's
 `backends=` argument. `check` (validate, then the memory guard) runs before `execute`, so every
-backend rejects bad input with the same typed errors.
+backend rejects bad input with the same typed errors. Every adapter must pass the contract suite,
+tests/devices/adapter_contract.py: subclass its AdapterContract with an `adapter` fixture (see
+test_devices_adapter_contract.py, where the simulators and the emulated systems pass it).
 
 The service keeps its adapters for their configuration and calibration data; circuits are checked
 and run by copies in worker processes (see pool.py), sent there pickled. So an adapter must pickle,
@@ -25,23 +28,22 @@ the next run.
 from __future__ import annotations
 
 import abc
-import threading
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit import CONTROL_FLOW_OP_NAMES
-from qiskit.providers import BackendV2
-from qiskit.transpiler import generate_preset_pass_manager
+from qiskit.transpiler import Target
 from qiskit.transpiler.exceptions import TranspilerError
 from qiskit_aer import AerSimulator
+from qiskit_aer.noise import NoiseModel
 from qruntime.devices.v1 import backend_pb2
 
-from qruntime_kit.errors import InvalidArgument
+from qruntime_kit.errors import Internal, InvalidArgument
 
 from . import memory
-from .circuits import DIRECTIVES, check_circuits, circuit_results, iter_operation_names
+from .circuits import DIRECTIVES, check_circuits, check_isa, circuit_results, iter_operation_names
 
 SIMULATOR, PHYSICAL = "simulator", "physical"
 HOUR = 3600
@@ -63,6 +65,11 @@ class BackendAdapter(abc.ABC):
     description: str = ""
     # What one simulation may use, in bytes; 0: no limit. Set by the devices service (limit_memory).
     memory_limit: int = 0
+    # Whether it runs any circuit that fits it, exactly and in reasonable time; False for the stabilizer
+    # simulators, which a least-busy choice (that knows nothing of the job's circuits) must not pick.
+    universal: bool = True
+    # For a physical system emulated by a simulator: where its calibration data come from; else None.
+    emulation: backend_pb2.Emulation | None = None
 
     @property
     def concurrency(self) -> int:
@@ -111,8 +118,14 @@ class BackendAdapter(abc.ABC):
             memory.check_fits(circuits, estimates, limit=self.memory_limit, backend=self.name)
         return estimates
 
+    def target(self) -> Target | None:
+        """A physical system's Qiskit Target (native gates on their qubits and couplings): the circuits it
+        runs must be in this instruction set architecture. None: no ISA to check (simulators)."""
+        return None
+
     def validate(self, circuits: Sequence[QuantumCircuit], shots: int) -> None:
-        """Raise InvalidArgument unless the circuits can run here with this many shots."""
+        """Raise InvalidArgument unless the circuits can run here with this many shots: shots, circuit
+        count, width, measurements, bound parameters, and for a physical system its ISA."""
         config = self.configuration()
         check_circuits(
             circuits,
@@ -121,6 +134,10 @@ class BackendAdapter(abc.ABC):
             max_experiments=config.max_experiments,
             num_qubits=config.num_qubits,
         )
+        target = self.target()
+        if target is not None:
+            for index, circuit in enumerate(circuits):
+                check_isa(index, circuit, target, self.name)
 
     def run(
         self, circuits: list[QuantumCircuit], shots: int, seed: int | None = None, memory: bool = False
@@ -147,6 +164,10 @@ class AerSimulatorAdapter(BackendAdapter):
     def __init__(self, name: str, method: str = "automatic", description: str = "") -> None:
         self.name = name
         self.method = method
+        # The extended stabilizer runs any circuit, but approximately and, with many non-Clifford gates,
+        # for minutes where the others take milliseconds: like the Clifford-only one, it is for those
+        # who name it, never a least-busy choice.
+        self.universal = method not in (memory.STABILIZER, memory.EXTENDED_STABILIZER)
         self.description = description or f"Ideal qiskit-aer simulator, {method.replace('_', ' ')} method"
         self._simulator = AerSimulator(method=method)
         self._supported = frozenset(self._simulator.operation_names) | DIRECTIVES
@@ -209,100 +230,7 @@ class AerSimulatorAdapter(BackendAdapter):
         try:
             return transpile(circuit, backend=self._simulator, optimization_level=0, num_processes=1)
         except TranspilerError as err:
-            raise _not_runnable(circuit, self.name, err) from None
-
-
-class EmulatedSystemAdapter(BackendAdapter):
-    """A physical system emulated by qiskit-aer from a real system's calibration snapshot.
-
-    The noisy simulator and the transpiler are built on first use (or in warm_up), once per process
-    (they do not travel when the adapter is pickled); circuits are transpiled to the system's qubits
-    and native gates exactly as for the real system.
-    """
-
-    kind = PHYSICAL
-
-    def __init__(self, system: BackendV2, name: str = "", description: str = "") -> None:
-        self.system = system
-        self.name = name or system.name
-        self.description = description or (
-            f"{system.num_qubits}-qubit IBM Quantum system {self.name}, emulated by qiskit-aer "
-            f"with the noise of its calibration snapshot {_snapshot_date(system)}"
-        )
-        self._configuration = configuration_from_backend(system, max_execution_time=self.max_execution_time)
-        self._properties = properties_from_backend(system)
-        self._built()
-
-    def _built(self) -> None:
-        self._lock = threading.Lock()
-        self._simulator: AerSimulator | None = None
-        self._pass_manager = None
-        self._last: tuple[list[QuantumCircuit], list[QuantumCircuit]] = ([], [])  # (circuits, transpiled)
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        for built in ("_lock", "_simulator", "_pass_manager", "_last"):
-            state.pop(built)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._built()
-
-    def configuration(self) -> backend_pb2.BackendConfiguration:
-        return self._configuration
-
-    def properties(self) -> backend_pb2.BackendProperties:
-        return self._properties
-
-    def execute(
-        self, circuits: list[QuantumCircuit], shots: int, seed: int | None, memory: bool
-    ) -> list[backend_pb2.CircuitResult]:
-        transpiled = self._transpiled(circuits)
-        return run_on_aer(self._noisy_simulator(), self.name, transpiled, circuits, shots, seed, memory)
-
-    def memory_estimates(self, circuits: Sequence[QuantumCircuit], shots: int) -> list[memory.Estimate]:
-        # On the transpiled circuits: routing may bring in qubits, and Aer simulates the physical ones.
-        return [
-            memory.estimate(c, memory.AUTOMATIC, shots=shots, limit=self.memory_limit, noisy=True)
-            for c in self._transpiled(list(circuits))
-        ]
-
-    def warm_up(self) -> None:
-        self._noisy_simulator()
-        self._transpiler()
-
-    def _transpiled(self, circuits: list[QuantumCircuit]) -> list[QuantumCircuit]:
-        """The circuits transpiled for the system; the last call's answer is kept, since a run checks
-        (memory_estimates) and then executes the same circuits."""
-        last, transpiled = self._last
-        if len(last) == len(circuits) and all(a is b for a, b in zip(last, circuits, strict=True)):
-            return transpiled
-        try:
-            transpiled = self._transpiler().run(circuits, num_processes=1)
-        except TranspilerError as err:
-            raise _not_runnable(circuits[0] if len(circuits) == 1 else None, self.name, err) from None
-        if isinstance(transpiled, QuantumCircuit):
-            transpiled = [transpiled]
-        self._last = (list(circuits), transpiled)
-        return transpiled
-
-    def _transpiler(self):
-        with self._lock:
-            if self._pass_manager is None:
-                # A fixed transpiler seed keeps layout and routing, and so a seeded run, reproducible.
-                self._pass_manager = generate_preset_pass_manager(
-                    optimization_level=1, backend=self.system, seed_transpiler=0
-                )
-            return self._pass_manager
-
-    def _noisy_simulator(self) -> AerSimulator:
-        with self._lock:
-            if self._simulator is None:
-                self._simulator = AerSimulator.from_backend(self.system)
-                if self.memory_limit:  # see AerSimulatorAdapter.limit_memory
-                    self._simulator.set_options(max_memory_mb=max(1, self.memory_limit >> 20))
-            return self._simulator
+            raise not_runnable(circuit, self.name, err) from None
 
 
 def run_on_aer(
@@ -313,22 +241,34 @@ def run_on_aer(
     shots: int,
     seed: int | None,
     memory: bool,
+    noise_model: NoiseModel | None = None,
 ) -> list[backend_pb2.CircuitResult]:
-    """Run on an Aer simulator; results are labelled with the original circuits' registers."""
+    """Run on an Aer simulator as one batch; results are labelled with the original circuits'
+    registers. The circuits passed every check before, so a failure here is the simulator's: INTERNAL
+    SIMULATOR_FAILED with Aer's own message."""
     options: dict = {"shots": shots, "memory": memory}
     if seed is not None:
         options["seed_simulator"] = seed
+    if noise_model is not None:
+        options["noise_model"] = noise_model
     try:
         result = simulator.run(runnable, **options).result()
-    except Exception as err:  # noqa: BLE001 - Aer reports bad circuits with plain exceptions
-        raise _not_runnable(None, backend_name, err) from None
+    except Exception as err:  # noqa: BLE001 - Aer reports its failures with plain exceptions
+        raise simulator_failed(backend_name, f"{type(err).__name__}: {err}") from None
     if not result.success:
         failures = [f"circuit {i}: {r.status}" for i, r in enumerate(result.results) if not r.success]
-        raise _not_runnable(None, backend_name, "; ".join(failures) or result.status)
+        raise simulator_failed(backend_name, "; ".join(failures) or str(result.status))
     return circuit_results(result, originals, memory=memory)
 
 
-def _not_runnable(circuit: QuantumCircuit | None, backend: str, why: object) -> InvalidArgument:
+def simulator_failed(backend: str, why: str) -> Internal:
+    """The error of a simulation that failed on circuits that had passed the backend's checks."""
+    return Internal(
+        f"the simulator of {backend} failed: {why}", reason="SIMULATOR_FAILED", metadata={"backend": backend}
+    )
+
+
+def not_runnable(circuit: QuantumCircuit | None, backend: str, why: object) -> InvalidArgument:
     what = f"circuit {circuit.name!r}" if circuit is not None else "the circuits"
     return InvalidArgument(
         f"{what} cannot run on {backend}: {why}",
@@ -346,83 +286,34 @@ def gate_names(operation_names: Iterable[str]) -> list[str]:
     )
 
 
-def configuration_from_backend(
-    backend: BackendV2, *, max_execution_time: int
-) -> backend_pb2.BackendConfiguration:
-    """A BackendConfiguration from a qiskit BackendV2 (a real system's, or an emulated one's)."""
-    legacy = backend.configuration() if hasattr(backend, "configuration") else None
-    max_experiments = getattr(legacy, "max_experiments", 0) or backend.max_circuits
-    coupling = sorted(backend.coupling_map.get_edges()) if backend.coupling_map is not None else []
-    return backend_pb2.BackendConfiguration(
-        num_qubits=backend.num_qubits,
-        basis_gates=gate_names(backend.operation_names),
-        coupling_map=[backend_pb2.CouplingEdge(control=a, target=b) for a, b in coupling],
-        max_shots=getattr(legacy, "max_shots", 0) or SIMULATOR_MAX_SHOTS,
-        max_experiments=max_experiments or SIMULATOR_MAX_EXPERIMENTS,
-        max_execution_time=duration_pb2.Duration(seconds=max_execution_time),
-        dt=backend.dt or 0.0,
-    )
-
-
-def properties_from_backend(backend: BackendV2) -> backend_pb2.BackendProperties:
-    """BackendProperties from a BackendV2's target: T1, T2, frequency and readout error per qubit,
-    error and duration per gate and qubits."""
-    target = backend.target
-    measure = target["measure"] if "measure" in target.operation_names else {}
-    qubits = []
-    for index in range(backend.num_qubits):
-        props = target.qubit_properties[index] if target.qubit_properties else None
-        readout = measure.get((index,))
-        qubits.append(
-            backend_pb2.QubitProperties(
-                qubit=index,
-                t1=getattr(props, "t1", None) or 0.0,
-                t2=getattr(props, "t2", None) or 0.0,
-                frequency=getattr(props, "frequency", None) or 0.0,
-                readout_error=(readout.error if readout is not None else None) or 0.0,
-            )
-        )
-    gates = [
-        backend_pb2.GateProperties(
-            gate=name, qubits=list(qargs), error=props.error or 0.0, duration=props.duration or 0.0
-        )
-        for name in gate_names(target.operation_names)
-        for qargs, props in sorted(target[name].items(), key=lambda item: item[0] or ())
-        if qargs is not None and props is not None
-    ]
-    properties = backend_pb2.BackendProperties(qubits=qubits, gates=gates)
-    updated = _last_update(backend)
-    if updated is not None:
-        properties.last_update_time.CopyFrom(updated)
-    return properties
-
-
-def _last_update(backend: BackendV2) -> timestamp_pb2.Timestamp | None:
-    legacy = backend.properties() if hasattr(backend, "properties") else None
-    when = getattr(legacy, "last_update_date", None)
-    if when is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
-
-
-def _snapshot_date(backend: BackendV2) -> str:
-    stamp = _last_update(backend)
-    return stamp.ToDatetime().date().isoformat() if stamp is not None else "(undated)"
+# The systems emulated by default, by name: IBM's 5-qubit Falcons of the first cloud years, a
+# 127-qubit Eagle (r3) and a 133-qubit Heron (r1), from qiskit-ibm-runtime's calibration snapshots.
+EMULATED_SYSTEMS = {
+    "ibm_lima": "FakeLimaV2",
+    "ibm_manila": "FakeManilaV2",
+    "ibm_sherbrooke": "FakeSherbrooke",
+    "ibm_torino": "FakeTorino",
+}
+# The simulators of IBM's cloud service, by name, with their simulation methods.
+SIMULATORS = {
+    "ibmq_qasm_simulator": memory.AUTOMATIC,
+    "simulator_statevector": memory.STATEVECTOR,
+    "simulator_mps": memory.MPS,
+    "simulator_stabilizer": memory.STABILIZER,
+    "simulator_extended_stabilizer": memory.EXTENDED_STABILIZER,
+}
 
 
 def default_backends(extra: Iterable[BackendAdapter] = ()) -> dict[str, BackendAdapter]:
-    """The backends a devices service offers, by name: three ideal simulators, two emulated
-    5-qubit IBM systems, then any extra adapters (real hardware)."""
-    from qiskit_ibm_runtime.fake_provider import FakeLimaV2, FakeManilaV2
+    """The backends a devices service offers, by name: the five ideal simulators, the emulated IBM
+    systems, then any extra adapters (real hardware)."""
+    from qiskit_ibm_runtime import fake_provider
+
+    from .emulated import EmulatedSystemAdapter  # it builds on this module
 
     adapters = [
-        AerSimulatorAdapter("ibmq_qasm_simulator", "automatic"),
-        AerSimulatorAdapter("simulator_statevector", "statevector"),
-        AerSimulatorAdapter("simulator_mps", "matrix_product_state"),
-        EmulatedSystemAdapter(FakeManilaV2(), name="ibm_manila"),
-        EmulatedSystemAdapter(FakeLimaV2(), name="ibm_lima"),
+        *(AerSimulatorAdapter(name, method) for name, method in SIMULATORS.items()),
+        *(EmulatedSystemAdapter(getattr(fake_provider, fake)(), name=name) for name, fake in EMULATED_SYSTEMS.items()),
         *extra,
     ]
     backends: dict[str, BackendAdapter] = {}

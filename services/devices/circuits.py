@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from qiskit import QuantumCircuit
 from qiskit.result import Result
+from qiskit.transpiler import Target
 from qruntime.devices.v1 import backend_pb2
 from qruntime.encoding import load_circuits_qpy
 
@@ -101,6 +102,43 @@ def _check_circuit(index: int, circuit: QuantumCircuit, num_qubits: int) -> None
             metadata=where,
             field_violations=[("circuits_qpy", f"circuit {index} has unbound parameters")],
         )
+
+
+def check_isa(index: int, circuit: QuantumCircuit, target: Target, backend: str) -> None:
+    """Raise InvalidArgument CIRCUIT_NOT_IN_ISA unless every instruction of circuit is one the target
+    runs natively on those very qubits (circuit qubit i is the system's qubit i), inside control flow too."""
+    found = _outside_isa(circuit, list(range(circuit.num_qubits)), target)
+    if found is None:
+        return
+    name, qubits = found
+    native = name in target.operation_names
+    why = f"{name} on qubits {qubits} is not coupled there" if native else f"{name} is not a native instruction"
+    raise InvalidArgument(
+        f"circuit {index} ({circuit.name}) is not in {backend}'s instruction set architecture: {why} "
+        f"(native: {', '.join(sorted(target.operation_names))}). Transpile it for the backend first, e.g. "
+        f"generate_preset_pass_manager(optimization_level=1, backend=service.backend({backend!r})).run(circuit)",
+        reason="CIRCUIT_NOT_IN_ISA",
+        metadata={"circuit_index": str(index), "circuit_name": circuit.name, "instruction": name,
+                  "qubits": ",".join(map(str, qubits)), "backend": backend},
+        field_violations=[("circuits_qpy", f"circuit {index} is not in the backend's ISA; transpile it for it")],
+    )
+
+
+def _outside_isa(circuit: QuantumCircuit, physical: list[int], target: Target) -> tuple[str, tuple[int, ...]] | None:
+    """The first (instruction, physical qubits) the target does not run; physical maps circuit's qubits."""
+    index = {qubit: i for i, qubit in enumerate(circuit.qubits)}
+    for instruction in circuit.data:
+        operation = instruction.operation
+        if operation.name in DIRECTIVES:
+            continue
+        qubits = tuple(physical[index[q]] for q in instruction.qubits)
+        if not target.instruction_supported(operation.name, qubits):
+            return operation.name, qubits
+        for block in getattr(operation, "blocks", ()):
+            found = _outside_isa(block, list(qubits), target)
+            if found is not None:
+                return found
+    return None
 
 
 def register_names(circuit: QuantumCircuit) -> list[str]:

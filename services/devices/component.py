@@ -38,7 +38,7 @@ class DevicesSettings(ServerSettings):
         "first run), in the background; off: workers start on first use"
     )
     simulation_workers: int = setting(
-        2, "worker processes kept started to decode, check and simulate circuits (about 200 MB each when "
+        2, "worker processes kept started to decode, check and simulate circuits (about 400 MB each when "
         "idle); more start while all are busy"
     )
     simulation_memory_bytes: int = setting(

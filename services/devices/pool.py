@@ -50,9 +50,10 @@ T = TypeVar("T")
 
 WORKER_ARGV = (sys.executable, "-m", "qruntime_devices.worker")
 # A worker with qiskit, Aer, qiskit-ibm-runtime's calibration snapshots and every default backend
-# loaded holds about 210 MB before it simulates (measured here); the rest is headroom for decoding
-# a request of up to 64 MiB and encoding its results.
-BASELINE_BYTES = 768 << 20
+# loaded holds about 230 MB, and about 400 MB once the emulated systems' noise models are built (the
+# 127- and 133-qubit ones take most of it; measured here); the rest is headroom for decoding a request
+# of up to 64 MiB and encoding its results.
+BASELINE_BYTES = 1 << 30
 # Where no memory cgroup can be made the kit caps address space instead (RLIMIT_AS), and an idle
 # worker maps about 1.8 GB of it (thread stacks, malloc arenas, libraries; measured here).
 ADDRESS_SPACE_BASELINE_BYTES = 3 << 30

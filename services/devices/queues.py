@@ -1,5 +1,8 @@
 """Per-backend execution queues: at most `adapter.concurrency` runs at once, the rest wait their turn.
 
+A backend an operator took out of service (maintenance) keeps its queue: runs sent to it wait there
+until it is back, counted in its pending runs; those already executing finish.
+
 A run that finds every slot of its backend taken is checked first, in a worker and not behind the
 queue, so bad input fails at once rather than after the runs ahead of it. With a slot, its worker
 decodes and checks the circuits (again), says how much memory their simulation needs, and waits
@@ -18,7 +21,7 @@ from collections.abc import Mapping
 from qruntime.devices.v1 import backend_pb2
 from qruntime.devices.v1 import devices_service_pb2 as pb
 
-from qruntime_kit.errors import NotFound, Unavailable
+from qruntime_kit.errors import NotFound
 from qruntime_kit.logging import get_logger
 
 from .adapters import BackendAdapter
@@ -36,6 +39,10 @@ class _Queue:
     running: int = 0
     operational: bool = True
     status_message: str = "active"
+    in_service: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.in_service.set()
 
 
 class MemoryShares:
@@ -80,18 +87,25 @@ class ExecutionQueues:
         """Runs in execution on the backend now."""
         return self._queue(name).running
 
-    def set_operational(self, name: str, operational: bool, status_message: str = "") -> None:
-        """Take a backend out of service (new runs are refused) or put it back."""
+    def set_operational(self, name: str, operational: bool, reason: str = "") -> None:
+        """Take a backend out of service (maintenance: new runs wait) or put it back."""
         queue = self._queue(name)
         queue.operational = operational
-        queue.status_message = status_message or ("active" if operational else "maintenance")
-        log.info("backend status", backend=name, operational=operational, status=queue.status_message)
+        if operational:
+            queue.status_message = "active"
+            queue.in_service.set()
+        else:
+            queue.status_message = f"maintenance: {reason}" if reason else "maintenance"
+            queue.in_service.clear()
+        log.info("backend status", backend=name, operational=operational, status=queue.status_message,
+                 pending=self.pending(name))
 
     def status(self, name: str) -> backend_pb2.BackendStatus:
         queue = self._queue(name)
         return backend_pb2.BackendStatus(
             operational=queue.operational,
             pending_jobs=queue.waiting + queue.running,
+            running_jobs=queue.running,
             status_message=queue.status_message,
         )
 
@@ -105,20 +119,21 @@ class ExecutionQueues:
         needs, and run them in a worker."""
         name = request.backend
         queue = self._queue(name)
-        if not queue.operational:
-            raise Unavailable(
-                f"backend {name} is not taking work now ({queue.status_message})",
-                reason="BACKEND_NOT_OPERATIONAL",
-                metadata={"backend": name, "status": queue.status_message},
-            )
         queued = time.perf_counter()
         queue.waiting += 1
         try:
-            if queue.slots.locked():
+            if queue.slots.locked() or not queue.operational:
                 await self._pool.check(
                     pb.CheckCircuitsRequest(backend=name, circuits_qpy=request.circuits_qpy, shots=request.shots)
                 )
-            await queue.slots.acquire()
+            while True:  # a slot, while the backend is in service
+                if not queue.operational:
+                    log.info("run waits for the backend's maintenance to end", status=queue.status_message)
+                await queue.in_service.wait()
+                await queue.slots.acquire()
+                if queue.operational:
+                    break
+                queue.slots.release()
         finally:
             queue.waiting -= 1
         queue.running += 1

@@ -2,24 +2,27 @@
 
 Users see (and may check circuits on) the backends their instance's plan allows (Lite: simulators,
 Standard: physical systems); the suite's services see every backend and are the only callers that
-may run circuits. Circuits are never decoded here: the workers do it (pool.py).
+may run circuits. Operators take backends out of service and back (require_operator). Circuits are
+never decoded here: the workers do it (pool.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Mapping
 
 import structlog
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_service_pb2_grpc
 
 from qruntime_kit.auth import Principal, current_principal
-from qruntime_kit.errors import InvalidArgument, NotFound, PermissionDenied
+from qruntime_kit.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from qruntime_kit.logging import get_logger
 from qruntime_kit.store import decode_page_token, encode_page_token, page_size
 
 from .adapters import PHYSICAL, SIMULATOR, BackendAdapter
 from .queues import ExecutionQueues
+from .recent_runs import RecentRuns
 
 log = get_logger("devices")
 
@@ -28,6 +31,18 @@ DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 200
 # The kind of backend each plan may use.
 PLAN_KINDS = {"lite": SIMULATOR, "standard": PHYSICAL}
 KINDS = {SIMULATOR: backend_pb2.BACKEND_KIND_SIMULATOR, PHYSICAL: backend_pb2.BACKEND_KIND_PHYSICAL}
+MAX_REASON_CHARS = 200
+OPERATE = "backend.operate"  # the action an operator role grants
+
+
+def require_operator(principal: Principal) -> None:
+    """Raise PermissionDenied unless the caller may take backends out of service and back: the suite's
+    services, and (once the identity work gives a role this action) users whose role allows OPERATE."""
+    if principal.is_service or OPERATE in principal.actions:
+        return
+    raise PermissionDenied(
+        "only operators may change a backend's status", reason="OPERATOR_ONLY", metadata={"action": OPERATE}
+    )
 
 
 def allows(principal: Principal, adapter: BackendAdapter) -> bool:
@@ -39,6 +54,7 @@ class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
     def __init__(self, backends: Mapping[str, BackendAdapter], queues: ExecutionQueues) -> None:
         self._backends = dict(sorted(backends.items()))
         self._queues = queues
+        self._recent = RecentRuns()
 
     async def ListBackends(self, request, context):
         principal = current_principal()
@@ -76,13 +92,65 @@ class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
             request.shots = request.shots or DEFAULT_SHOTS
             seed = request.seed if request.HasField("seed") else None
             log.info("run circuits", qpy_bytes=len(request.circuits_qpy), shots=request.shots, seed=seed,
-                     memory=request.memory, pending=self._queues.pending(request.backend))
-            return await self._queues.run(request)
+                     memory=request.memory, pending=self._queues.pending(request.backend),
+                     idempotency_key=request.idempotency_key)
+            return await self._recent.run(request, lambda: self._queues.run(request))
 
     async def CheckCircuits(self, request, context):
         self._allowed_backend(current_principal(), request.backend, field="backend")
         request.shots = request.shots or DEFAULT_SHOTS
         return await self._queues.check(request)
+
+    async def SelectBackend(self, request, context):
+        principal = current_principal()
+        if request.min_num_qubits < 0 or any(n < 0 for n in request.queued_jobs.values()):
+            raise InvalidArgument(
+                "min_num_qubits and queued_jobs must not be negative", reason="INVALID_SELECTION",
+                field_violations=[("min_num_qubits" if request.min_num_qubits < 0 else "queued_jobs",
+                                   "must not be negative")],
+            )
+        able = [
+            name for name, adapter in self._backends.items()
+            if allows(principal, adapter) and adapter.universal
+            and adapter.configuration().num_qubits >= request.min_num_qubits
+        ]
+        candidates = [name for name in able if self._queues.status(name).operational]
+        if not candidates:
+            why = f"{len(able)} that can run it are in maintenance" if able else "none has enough qubits"
+            raise FailedPrecondition(
+                f"no backend your instance's plan allows with at least {request.min_num_qubits} qubits is "
+                f"operational now ({why}); name one in options.backend_name to queue the job on it anyway, "
+                "or retry later",
+                reason="NO_BACKEND_AVAILABLE",
+                metadata={"min_num_qubits": request.min_num_qubits},
+            )
+        load = {name: request.queued_jobs.get(name, 0) + self._queues.pending(name) for name in candidates}
+        least = min(load.values())
+        tied = [name for name in candidates if load[name] == least]
+        chosen = random.choice(tied)  # noqa: S311 - fairness, not secrecy
+        queued, pending = request.queued_jobs.get(chosen, 0), self._queues.pending(chosen)
+        reason = (
+            f"least busy of {len(candidates)} operational backends that run any circuit of at least "
+            f"{request.min_num_qubits} qubits: "
+            f"{queued} jobs queued + {pending} runs pending"
+        )
+        if len(tied) > 1:
+            reason += f"; tied with {', '.join(n for n in tied if n != chosen)}, picked at random"
+        return devices_service_pb2.SelectBackendResponse(backend=self._backend_message(chosen), reason=reason)
+
+    async def UpdateBackendStatus(self, request, context):
+        principal = current_principal()
+        require_operator(principal)
+        self._allowed_backend(principal, request.name)
+        if len(request.reason) > MAX_REASON_CHARS:
+            raise InvalidArgument(
+                f"reason has {len(request.reason)} characters; at most {MAX_REASON_CHARS}",
+                reason="REASON_TOO_LONG", field_violations=[("reason", f"at most {MAX_REASON_CHARS} characters")],
+            )
+        self._queues.set_operational(request.name, request.operational, " ".join(request.reason.split()))
+        log.info("backend status changed by an operator", backend=request.name, operational=request.operational,
+                 operator=principal.subject)
+        return devices_service_pb2.UpdateBackendStatusResponse(backend=self._backend_message(request.name))
 
     def _allowed_backend(self, principal: Principal, name: str, field: str = "name") -> BackendAdapter:
         if not name:
@@ -116,4 +184,6 @@ def backend_message(name: str, adapter: BackendAdapter, status: backend_pb2.Back
     )
     if not backend.configuration.HasField("max_execution_time"):
         backend.configuration.max_execution_time.FromSeconds(adapter.max_execution_time)
+    if adapter.emulation is not None:
+        backend.emulation.CopyFrom(adapter.emulation)
     return backend

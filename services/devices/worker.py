@@ -18,7 +18,7 @@ import signal
 import sys
 
 import structlog
-from qiskit import QuantumCircuit
+from qiskit import ClassicalRegister, QuantumCircuit
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2
 
 from qruntime_kit.errors import Internal, ResourceExhausted, ServiceError
@@ -26,8 +26,9 @@ from qruntime_kit.logging import configure_logging, get_logger
 from qruntime_kit.workers import BlockingChannel, ChannelClosed
 
 from . import protocol
-from .adapters import BackendAdapter  # qiskit and Aer: the seconds a worker takes to start
+from .adapters import PHYSICAL, BackendAdapter  # qiskit and Aer: the seconds a worker takes to start
 from .circuits import decode_circuits
+from .reduction import active_qubits
 
 log = get_logger("devices.worker")
 _INT64_MAX = (1 << 63) - 1
@@ -94,8 +95,12 @@ class Worker:
     def _check(self, backend: str, circuits_qpy: bytes, shots: int, *, as_program_input: bool = False):
         """The decoded circuits and their summaries, once every check passed."""
         circuits = decode_circuits(circuits_qpy)
-        checked = [completed(c) for c in circuits] if as_program_input else circuits
-        estimates = self._adapter(backend).check(checked, shots)
+        adapter = self._adapter(backend)
+        # On a physical system a circuit names every qubit of the system; those it leaves idle stay |0⟩,
+        # and its program measures what its gates touch.
+        touched_only = adapter.kind == PHYSICAL
+        checked = [completed(c, touched_only=touched_only) for c in circuits] if as_program_input else circuits
+        estimates = adapter.check(checked, shots)
         return circuits, devices_service_pb2.CheckCircuitsResponse(circuits=[
             backend_pb2.CircuitSummary(
                 name=circuit.name, num_qubits=circuit.num_qubits, num_clbits=circuit.num_clbits,
@@ -132,12 +137,20 @@ class Worker:
             raise Internal(f"the worker has no backend {name!r}", reason="WORKER_PROTOCOL_ERROR") from None
 
 
-def completed(circuit: QuantumCircuit) -> QuantumCircuit:
+def completed(circuit: QuantumCircuit, *, touched_only: bool = False) -> QuantumCircuit:
     """A program input as its program may run it at worst: every qubit measured (so every qubit is
-    simulated) and its parameters bound to a value that keeps it out of the cheap Clifford methods."""
+    simulated; with touched_only, every qubit an instruction touches) and its parameters bound to a
+    value that keeps it out of the cheap Clifford methods."""
     if circuit.num_parameters:
         circuit = circuit.assign_parameters([0.1234] * circuit.num_parameters)
-    return circuit.measure_all(inplace=False)
+    if not touched_only:
+        return circuit.measure_all(inplace=False)
+    touched = active_qubits(circuit)
+    circuit = circuit.copy()
+    measured = ClassicalRegister(len(touched), "completed")
+    circuit.add_register(measured)
+    circuit.measure(list(touched), measured)
+    return circuit
 
 
 def _die_with(service_pid: int) -> None:

@@ -36,13 +36,13 @@ def check_admission(store: JobStore, instance: str, limits: AdmissionLimits) -> 
     if limits.max_queued and queued >= limits.max_queued:
         raise ResourceExhausted(
             f"instance {instance} has {queued} jobs queued, its limit; submit more as they start to run",
-            reason="TOO_MANY_QUEUED_JOBS", retry_delay=QUEUE_RETRY_SECONDS,
+            reason="TOO_MANY_QUEUED_JOBS", retry_after=QUEUE_RETRY_SECONDS,
             metadata={"limit": limits.max_queued, "queued": queued},
         )
     if limits.max_submissions_per_minute and recent >= limits.max_submissions_per_minute:
         wait = max((oldest_recent + WINDOW - now).total_seconds(), 0.1) if oldest_recent else WINDOW.total_seconds()
         raise ResourceExhausted(
             f"instance {instance} submitted {recent} jobs in the last minute, its limit; retry in {wait:.0f} s",
-            reason="TOO_MANY_SUBMISSIONS", retry_delay=wait,
+            reason="TOO_MANY_SUBMISSIONS", retry_after=wait,
             metadata={"limit": limits.max_submissions_per_minute, "submitted": recent},
         )

@@ -311,6 +311,8 @@ class _Run:
         request = devices_service_pb2.RunCircuitsRequest(
             backend=self._job.backend, circuits_qpy=call.circuits_qpy, shots=call.shots, memory=call.memory,
             job_id=self._job.id,
+            # A retry of this call (DevicesClient retries UNAVAILABLE) gets the first run's result.
+            idempotency_key=f"{self._job.id}/{self._job.attempts}/{call.call_id}",
         )
         if call.HasField("seed"):
             request.seed = call.seed

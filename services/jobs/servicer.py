@@ -51,7 +51,6 @@ JOBS_PAGE = {"default": 50, "maximum": 200}
 LOGS_PAGE = {"default": 500, "maximum": 5000}
 INTERIM_PAGE = {"default": 100, "maximum": 1000}
 DEFAULT_LIMIT_SECONDS = 3 * 60 * 60  # when neither the backend nor the program sets one
-_LIST_BACKENDS_PAGE = 200
 MAX_BATCH_GET = 100
 RESULT_CHUNK_BYTES = 16 * 1024 * 1024  # a result larger than this comes in chunks of at most this size
 WATCH_MESSAGE_BYTES = 4 * 1024 * 1024  # a WatchJob message holds events up to about this size
@@ -98,13 +97,21 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                 return jobs_service_pb2.CreateJobResponse(job=job_message(existing, job_pb2.JOB_VIEW_BASIC))
         await asyncio.to_thread(check_admission, deps.store, instance, deps.limits)
         metadata = await deps.credentials.metadata(on_behalf_of=principal)
-        program = (await call(
-            deps.programs.GetProgram, programs_service_pb2.GetProgramRequest(program_id=request.program_id),
-            metadata=metadata,
-        )).program
-        check_inputs(program.id, program.inputs, inputs)
-        backend = await self._backend(request.options.backend_name, metadata)
-        await check_input_circuits(deps.devices, metadata, backend.name, inputs)
+        # The program and the backend are asked for at once (the backend does not depend on the
+        # program); the circuits are checked once the backend is known.
+        checked = asyncio.create_task(self._backend_and_circuits(request.options.backend_name, metadata, inputs))
+        try:
+            program = (await call(
+                deps.programs.GetProgram, programs_service_pb2.GetProgramRequest(program_id=request.program_id),
+                metadata=metadata,
+            )).program
+            check_inputs(program.id, program.inputs, inputs)
+            backend, chosen = await checked
+        finally:
+            if not checked.done():
+                checked.cancel()
+            elif not checked.cancelled():
+                checked.exception()  # seen: the program's own error, found first, is the one to report
         requested = request.options.max_execution_time if request.options.HasField("max_execution_time") else None
         limit_seconds, limit_source = time_limit(backend, program, requested)
         values = dict(
@@ -122,6 +129,8 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             program_version=program.version,
             request_fingerprint=fingerprint,
             tags=sorted(set(request.tags)),
+            # The job records the backend chosen for it and why.
+            first_log="" if request.options.backend_name else f"backend {backend.name}: {chosen}",
         )
         if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
             return jobs_service_pb2.CreateJobResponse(job=job_message(would_create(**values), job_pb2.JOB_VIEW_BASIC))
@@ -131,7 +140,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         if created:
             deps.executor.wake()
             log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,
-                     instance=instance, limit_seconds=job.max_execution_seconds)
+                     backend_chosen=chosen, instance=instance, limit_seconds=job.max_execution_seconds)
         return jobs_service_pb2.CreateJobResponse(job=job_message(job, job_pb2.JOB_VIEW_BASIC))
 
     async def GetJob(self, request, context):
@@ -233,20 +242,23 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
 
     async def GetJobResult(self, request, context):
         principal = _reader(current_principal())
-        store = self.deps.store
-        job = await asyncio.to_thread(store.get, request.job_id, instance=_scope(principal))
-        if job.state != DONE:
-            raise FailedPrecondition(
-                f"job {job.id!r} is {job.state}; only a DONE job has a result"
-                + (f" ({job.reason}: {job.reason_message})" if job.reason else ""),
-                reason="JOB_NOT_DONE",
-                metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
-            )
         if request.offset < 0:
             raise InvalidArgument("offset must not be negative", reason="INVALID_OFFSET",
                                   field_violations=[("offset", "0, or the previous response's next_offset")])
-        result = (await asyncio.to_thread(store.get_result, job.id) or "").encode()
-        return await asyncio.to_thread(_result_chunk, result, request.offset)
+        store, instance = self.deps.store, _scope(principal)
+
+        def read() -> jobs_service_pb2.GetJobResultResponse:  # one trip off the event loop for it all
+            job = store.get(request.job_id, instance=instance)
+            if job.state != DONE:
+                raise FailedPrecondition(
+                    f"job {job.id!r} is {job.state}; only a DONE job has a result"
+                    + (f" ({job.reason}: {job.reason_message})" if job.reason else ""),
+                    reason="JOB_NOT_DONE",
+                    metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
+                )
+            return _result_chunk((store.get_result(job.id) or "").encode(), request.offset)
+
+        return await asyncio.to_thread(read)
 
     async def ListJobLogs(self, request, context):
         principal = _reader(current_principal())
@@ -270,28 +282,23 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             interim_results=[interim_result_message(r) for r in results], next_page_token=token
         )
 
-    async def _backend(self, name: str, metadata) -> backend_pb2.Backend:
-        """The named backend, or the least busy operational one the user's plan allows."""
+    async def _backend_and_circuits(self, name: str, metadata, inputs) -> tuple[backend_pb2.Backend, str]:
+        """The job's backend and why (see _backend), once the input circuits are checked for it."""
+        backend, chosen = await self._backend(name, metadata)
+        await check_input_circuits(self.deps.devices, metadata, backend.name, inputs)
+        return backend, chosen
+
+    async def _backend(self, name: str, metadata) -> tuple[backend_pb2.Backend, str]:
+        """The named backend, or the least busy one the user's plan allows (chosen by devices, from the
+        jobs queued here and the runs pending there); and why it was chosen."""
         devices = self.deps.devices
         if name:
             request = devices_service_pb2.GetBackendRequest(name=name)
-            return (await call(devices.GetBackend, request, metadata=metadata)).backend
-        backends, token = [], ""
-        while True:
-            request = devices_service_pb2.ListBackendsRequest(page_size=_LIST_BACKENDS_PAGE, page_token=token)
-            response = await call(devices.ListBackends, request, metadata=metadata)
-            backends.extend(response.backends)
-            token = response.next_page_token
-            if not token:
-                break
-        operational = [b for b in backends if b.status.operational]
-        if not operational:
-            raise FailedPrecondition(
-                "no backend your instance's plan allows is operational now; name one in "
-                "options.backend_name to queue the job on it anyway, or retry later",
-                reason="NO_BACKEND_AVAILABLE",
-            )
-        return min(operational, key=lambda b: (b.status.pending_jobs, b.name))
+            return (await call(devices.GetBackend, request, metadata=metadata)).backend, "named"
+        queued = await asyncio.to_thread(self.deps.store.queued_by_backend)
+        request = devices_service_pb2.SelectBackendRequest(queued_jobs=queued)
+        chosen = await call(devices.SelectBackend, request, metadata=metadata)
+        return chosen.backend, chosen.reason
 
 
 def time_limit(

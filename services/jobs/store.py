@@ -256,9 +256,10 @@ def _event(row: sa.Row) -> EventRecord:
 def would_create(
     *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str, log_level: str,
     max_execution_seconds: float, request_id: str = "", trace_id: str = "", program_version: int = 0,
-    tags: Iterable[str] = (), request_fingerprint: str = "", time_limit_source: str = "",
+    tags: Iterable[str] = (), request_fingerprint: str = "", time_limit_source: str = "", first_log: str = "",
 ) -> JobRecord:
-    """The job JobStore.create would store from these arguments, without an id: a dry run's answer."""
+    """The job JobStore.create would store from these arguments, without an id: a dry run's answer
+    (first_log, the line create would log, is not part of it)."""
     return JobRecord(
         id="", instance=instance, owner=owner, program_id=program_id, runtime=runtime, backend=backend,
         state=QUEUED, reason="", reason_message="", inputs=inputs, log_level=log_level,
@@ -300,12 +301,13 @@ class JobStore:
     def create(
         self, *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str,
         log_level: str, max_execution_seconds: float, request_id: str = "", trace_id: str = "",
-        program_version: int = 0, tags: Iterable[str] = (), request_fingerprint: str = "",
+        program_version: int = 0, tags: Iterable[str] = (), first_log: str = "", request_fingerprint: str = "",
         time_limit_source: str = "",
     ) -> tuple[JobRecord, bool]:
-        """Store a new QUEUED job; (job, True). With a request_id the instance used before, that
-        earlier job instead: (job, False), so a retried CreateJob never makes a second job (the
-        caller checks it was the same request: idempotency.check_same_request)."""
+        """Store a new QUEUED job, with first_log as its first log line if given; (job, True). With a
+        request_id the instance used before, that earlier job instead: (job, False), so a retried
+        CreateJob never makes a second job (the caller checks it was the same request:
+        idempotency.check_same_request)."""
         if request_id:
             existing = self.find_by_request_id(instance, request_id)
             if existing is not None:
@@ -317,14 +319,14 @@ class JobStore:
             "inputs": inputs, "log_level": log_level, "max_execution_seconds": max_execution_seconds,
             "create_time": now, "request_id": request_id or None,
             "trace_id": trace_id[:TRACE_ID_LENGTH],  # the caller's x-request-id, of any length
-            "program_version": program_version, "events": 1, "request_fingerprint": request_fingerprint,
-            "time_limit_source": time_limit_source,
+            "program_version": program_version, "events": 2 if first_log else 1,
+            "request_fingerprint": request_fingerprint, "time_limit_source": time_limit_source,
         }
         try:
             with self._engine.begin() as conn:
                 conn.execute(job_table.insert().values(**values))
-                conn.execute(event_table.insert().values(job_id=values["id"], number=1, time=now, kind=STATE,
-                                                         state=QUEUED))
+                events = [_state_event(QUEUED, now)] + ([_log_event("INFO", first_log, now)] if first_log else [])
+                _insert_events(conn, values["id"], values["events"], events)
                 if tags:
                     conn.execute(tag_table.insert(), [{"job_id": values["id"], "tag": tag} for tag in set(tags)])
         except sa.exc.IntegrityError:
@@ -434,6 +436,13 @@ class JobStore:
                 sa.or_(c.create_time < row.create_time, sa.and_(c.create_time == row.create_time, c.id < job_id)),
             )).scalar_one()
         return True, row.events, ahead
+
+    def queued_by_backend(self) -> dict[str, int]:
+        """How many jobs wait in the queue for each backend (backends with none left out)."""
+        c = job_table.c
+        query = sa.select(c.backend, sa.func.count()).where(c.state == QUEUED).group_by(c.backend)
+        with self._engine.connect() as conn:
+            return {backend: count for backend, count in conn.execute(query)}
 
     def claim_next_queued(self, runner: str = "", *, max_running_per_instance: int = 0) -> JobRecord | None:
         """Move the next QUEUED job to RUNNING for this runner, counting the attempt, and return it;

@@ -31,15 +31,15 @@ class ServiceError(Exception):
         metadata: Mapping[str, str] | None = None,
         field_violations: Sequence[FieldViolation] = (),
         domain: str = "",
-        retry_delay: float | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
+        self.retry_after = retry_after  # seconds; sent as RetryInfo
         self.message = message
         self.reason = reason
         self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
         self.field_violations = list(field_violations)
         self.domain = domain
-        self.retry_delay = retry_delay  # seconds after which a retry may succeed: a RetryInfo detail
 
     def to_status(self, default_domain: str) -> grpc.Status:
         # The status travels in trailers, which gRPC caps at 8 KiB: messages and metadata often quote
@@ -60,9 +60,9 @@ class ServiceError(Exception):
                     ]
                 )
             )
-        if self.retry_delay is not None:
+        if self.retry_after is not None:
             delay = duration_pb2.Duration()
-            delay.FromNanoseconds(int(max(self.retry_delay, 0.0) * 1e9))
+            delay.FromNanoseconds(int(self.retry_after * 1e9))
             details.append(error_details_pb2.RetryInfo(retry_delay=delay))
         status = status_pb2.Status(code=self.code.value[0], message=_clip(self.message, _MAX_MESSAGE))
         for detail in details:
@@ -120,7 +120,7 @@ def from_rpc_error(err: grpc.RpcError) -> ServiceError:
     """Rebuild the ServiceError a downstream service sent, keeping code, reason and details."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     message = (err.details() if hasattr(err, "details") else None) or str(err)
-    reason, domain, metadata, violations, retry_delay = code.name, "", {}, [], None
+    reason, domain, metadata, violations, retry_after = code.name, "", {}, [], None
     try:
         status = rpc_status.from_call(err) if hasattr(err, "trailing_metadata") else None
     except ValueError:  # details that contradict the call's own status: keep what the call says
@@ -132,12 +132,12 @@ def from_rpc_error(err: grpc.RpcError) -> ServiceError:
         elif detail.Unpack(bad):
             violations = [(v.field, v.description) for v in bad.field_violations]
         elif detail.Unpack(retry):
-            retry_delay = retry.retry_delay.ToNanoseconds() / 1e9
+            retry_after = retry.retry_delay.ToNanoseconds() / 1e9
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and reason == code.name:
         reason = "UPSTREAM_UNAVAILABLE"
     error = _BY_CODE.get(code, ServiceError)(
         message, reason=reason, metadata=metadata, field_violations=violations, domain=domain,
-        retry_delay=retry_delay,
+        retry_after=retry_after,
     )
     error.code = code  # also the codes with no class of their own (DEADLINE_EXCEEDED, UNIMPLEMENTED...)
     return error

@@ -1,7 +1,7 @@
 """Server interceptors: request ids, the one error mapping, bearer-token auth and storable text.
 
 Each wraps the method handler's behaviour in an async context that runs around every call, unary
-or streaming. Order (outermost first): RequestContext, Errors, Auth, Text.
+or streaming. Order (outermost first): RequestContext, Errors, Audit, Auth, Text.
 """
 
 from __future__ import annotations
@@ -17,8 +17,19 @@ import grpc
 import structlog
 from google.protobuf.message import Message
 
-from .auth import reset_principal, set_principal
-from .errors import FieldViolation, Internal, InvalidArgument, ServiceError, Unauthenticated
+from .audit import (
+    AUDITED_ACTIONS,
+    DENIED,
+    DENIED_CODES,
+    FAILURE,
+    SUCCESS,
+    AuditSink,
+    audited_call,
+    event_of,
+    note_principal,
+)
+from .auth import SERVICE_CALLS, audience_of, reset_principal, set_principal
+from .errors import FieldViolation, Internal, InvalidArgument, PermissionDenied, ServiceError, Unauthenticated
 from .tokens import TokenVerifier
 
 REQUEST_ID_KEY = "x-request-id"
@@ -141,15 +152,25 @@ class ErrorInterceptor(_Around):
 
 
 class AuthInterceptor(_Around):
-    """Verifies the bearer token of every call but the open ones and sets the current principal."""
+    """Verifies the bearer token of every call but the open ones and sets the current principal.
 
-    def __init__(self, verifier: TokenVerifier, public_methods: Collection[str]) -> None:
+    A token must name the called service as its audience; a service's token allows only that
+    service's documented calls (SERVICE_CALLS). `refused_methods` are not served on this port at
+    all: the internal ones, where this server is the front door."""
+
+    def __init__(
+        self, verifier: TokenVerifier, public_methods: Collection[str], refused_methods: Collection[str] = ()
+    ) -> None:
         self._verifier = verifier
         self._public = frozenset(public_methods)
+        self._refused = frozenset(refused_methods)
 
     @contextlib.asynccontextmanager
     async def around(self, details, context, request) -> AsyncIterator[None]:
         principal = None
+        if details.method in self._refused:
+            raise PermissionDenied("this method is internal to the suite and not served here",
+                                   reason="INTERNAL_METHOD", metadata={"method": details.method})
         if not (details.method in self._public or details.method.startswith(OPEN_PREFIXES)):
             header = _metadata(details).get("authorization", "")
             scheme, _, token = header.partition(" ")
@@ -161,13 +182,50 @@ class AuthInterceptor(_Around):
                 )
             if scheme.lower() != "bearer" or not token:
                 raise Unauthenticated("the authorization metadata must be 'Bearer <token>'", reason="TOKEN_INVALID")
-            principal = await self._verifier.verify(token.strip())
+            principal = await self._verifier.verify(token.strip(), audience_of(details.method))
             structlog.contextvars.bind_contextvars(subject=principal.subject)
+            note_principal(principal)
+            if principal.is_service and details.method not in SERVICE_CALLS.get(principal.subject, ()):
+                raise PermissionDenied(
+                    f"the {principal.subject} service may not call {details.method}",
+                    reason="SERVICE_CALL_NOT_ALLOWED", metadata={"service": principal.subject},
+                )
         reset = set_principal(principal)
         try:
             yield
         finally:
             reset_principal(reset)
+
+
+class AuditInterceptor(_Around):
+    """Records every call that creates, changes or deletes something (AUDITED_ACTIONS) and every
+    refused one as an audit event. It sits outside the auth interceptor, so that calls refused for
+    a missing or bad token are recorded too."""
+
+    def __init__(self, sink: AuditSink) -> None:
+        self._sink = sink
+
+    @contextlib.asynccontextmanager
+    async def around(self, details, context, request) -> AsyncIterator[None]:
+        method = details.method
+        if method.startswith(OPEN_PREFIXES):
+            yield
+            return
+        outcome, code, reason = SUCCESS, "OK", ""
+        with audited_call() as call:
+            try:
+                yield
+            except ServiceError as err:
+                outcome = DENIED if err.code in DENIED_CODES else FAILURE
+                code, reason = err.code.name, err.reason
+                raise
+            except BaseException as err:
+                if not isinstance(err, grpc.aio.AbortError):
+                    outcome, code, reason = FAILURE, type(err).__name__, ""
+                raise
+            finally:
+                if outcome == DENIED or method in AUDITED_ACTIONS:
+                    self._sink.add(event_of(method, call, request, outcome, code, reason))
 
 
 class TextInterceptor(_Around):

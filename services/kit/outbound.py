@@ -18,6 +18,7 @@ from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from .auth import Principal
 from .errors import FailedPrecondition, from_rpc_error
 from .interceptors import REQUEST_ID_KEY, current_request_id
+from .tls import aio_channel
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHANNEL_OPTIONS = (
@@ -32,14 +33,16 @@ T = TypeVar("T")
 
 
 class Channels:
-    """Async channels to other services, one per address, closed together."""
+    """Async channels to other services, one per address, closed together; over TLS when given
+    credentials (see qruntime_kit.tls)."""
 
-    def __init__(self) -> None:
+    def __init__(self, credentials: grpc.ChannelCredentials | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._credentials = credentials
 
     def get(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
-            self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = aio_channel(address, self._credentials, CHANNEL_OPTIONS)
         return self._channels[address]
 
     async def close(self) -> None:
@@ -47,11 +50,28 @@ class Channels:
         await asyncio.gather(*(c.close() for c in channels))
 
 
+# Exchanges a service API key for (token, expiry as Unix seconds).
+KeyExchange = Callable[[str], Awaitable[tuple[str, int]]]
+
+
+def exchange_over_grpc(auth_channel: Callable[[], grpc.aio.Channel]) -> KeyExchange:
+    """The exchange of a separate service: AuthService.CreateServiceToken, on the auth service's
+    own (internal) address."""
+
+    async def exchange(service_key: str) -> tuple[str, int]:
+        stub = auth_service_pb2_grpc.AuthServiceStub(auth_channel())
+        request = auth_service_pb2.CreateServiceTokenRequest(service_key=service_key)
+        response = await call(stub.CreateServiceToken, request)
+        return response.token, response.expire_time.seconds
+
+    return exchange
+
+
 class Credentials:
     """Builds the metadata of an outgoing call: a bearer token and the current request id."""
 
-    def __init__(self, auth_channel: Callable[[], grpc.aio.Channel], service_key: str) -> None:
-        self._auth_channel = auth_channel
+    def __init__(self, exchange: KeyExchange, service_key: str) -> None:
+        self._exchange = exchange
         self._service_key = service_key
         self._token = ""
         self._expires = 0.0
@@ -65,14 +85,13 @@ class Credentials:
     async def service_token(self) -> str:
         if not self._service_key:
             raise FailedPrecondition(
-                "this service has no service API key to call other services with (set QRUNTIME_SERVICE_KEY)",
+                "this service has no service API key to call other services with "
+                "(set QRUNTIME_SERVICE_KEY or --service-key-file)",
                 reason="SERVICE_KEY_MISSING",
             )
         async with self._lock:
             if time.time() > self._expires - RENEW_BEFORE_SECONDS:
-                stub = auth_service_pb2_grpc.AuthServiceStub(self._auth_channel())
-                response = await call(stub.CreateToken, auth_service_pb2.CreateTokenRequest(api_key=self._service_key))
-                self._token, self._expires = response.token, response.expire_time.seconds
+                self._token, self._expires = await self._exchange(self._service_key)
         return self._token
 
 

@@ -14,15 +14,26 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from qruntime.admin.v1 import admin_pb2, admin_service_pb2, admin_service_pb2_grpc
 from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
+from .audit import AuditEvent, AuditSink
+from .auth import INTERNAL_METHODS
 from .decoding import DecodeInterceptor
-from .interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor, TextInterceptor
+from .interceptors import (
+    AuditInterceptor,
+    AuthInterceptor,
+    ErrorInterceptor,
+    RequestContextInterceptor,
+    TextInterceptor,
+)
 from .logging import configure_logging, get_logger
-from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call
+from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call, exchange_over_grpc
 from .settings import ServerSettings
+from .tls import add_port, channel_credentials, server_credentials
 from .tokens import TokenVerifier
 
 log = get_logger("server")
@@ -36,6 +47,7 @@ class Runtime:
     address: str
     channels: Channels
     credentials: Credentials
+    audit: AuditSink | None = None  # the audit trail's batches, written to the auth service
 
     def channel_to(self, url: str) -> grpc.aio.Channel:
         """A channel to url, or to this same server when url is empty (the embedded suite)."""
@@ -56,6 +68,10 @@ class Component(Protocol):
     async def stop(self) -> None:
         """Give back what start() took; also called after a start() that failed part way."""
 
+    # Optional, the auth component's, used in process by the components served with it (on a front
+    # door the internal RPCs are not served): `async def exchange_service_key(key) -> (token, expiry)`,
+    # `async def revocations_since(since) -> [(subject, revoke time)]` and
+    # `async def record_audit_events(events)`.
     # Optional: `async def drain(self) -> None`, called at shutdown while the server still answers
     # calls, to stop work the component started itself (the jobs executor) so that it does not
     # fail on peers that stop answering: in the embedded suite they share this server's port.
@@ -83,6 +99,8 @@ class Suite:
                 except Exception:
                     log.exception("component did not drain cleanly", component=component.name)
         await self.server.stop(self.runtime.settings.grace_seconds if grace is None else grace)
+        if self.runtime.audit is not None:
+            await self.runtime.audit.close()  # while auth (here or remote) still takes them
         await _stop_components(self.components, self.runtime.channels)
 
 
@@ -96,9 +114,25 @@ async def _stop_components(components: Sequence[Component], channels: Channels) 
     await channels.close()
 
 
-async def start_server(components: Sequence[Component], settings: ServerSettings) -> Suite:
-    """Build, bind and start the server, then start the components; returns once it serves."""
-    channels = Channels()
+_OUTCOMES = {"success": admin_pb2.AUDIT_OUTCOME_SUCCESS, "denied": admin_pb2.AUDIT_OUTCOME_DENIED,
+             "failure": admin_pb2.AUDIT_OUTCOME_FAILURE}
+
+
+def audit_message(event: AuditEvent) -> admin_pb2.AuditEvent:
+    message = admin_pb2.AuditEvent(
+        account_id=event.account_id, subject=event.subject, instance=event.instance, action=event.action,
+        method=event.method, outcome=_OUTCOMES[event.outcome], code=event.code, reason=event.reason,
+        request_id=event.request_id, target=event.target)
+    message.time.FromNanoseconds(int(event.time * 1e9))
+    return message
+
+
+async def start_server(components: Sequence[Component], settings: ServerSettings, *, front_door: bool = False) -> Suite:
+    """Build, bind and start the server, then start the components; returns once it serves.
+
+    A front door (the embedded suite's port, which clients call) never serves the suite's internal
+    methods (INTERNAL_METHODS, such as exchanging a service key for a token)."""
+    channels = Channels(channel_credentials(settings.tls_ca_file))
     auth_channel = lambda: channels.get(settings.auth_url or address)  # noqa: E731 - address bound below
 
     async def fetch_keys():
@@ -106,6 +140,20 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
         response = await call(stub.ListSigningKeys, auth_service_pb2.ListSigningKeysRequest(), timeout=10)
         return [(k.key_id, k.public_key_pem) for k in response.signing_keys]
 
+    async def fetch_revocations(since: float):
+        stub = auth_service_pb2_grpc.AuthServiceStub(auth_channel())
+        request = auth_service_pb2.ListRevocationsRequest(since=Timestamp(seconds=int(since)))
+        response = await call(stub.ListRevocations, request, timeout=5)
+        return [(r.subject, r.revoke_time.ToNanoseconds() / 1e9) for r in response.revocations]
+
+    async def record_audit_events(events):
+        stub = admin_service_pb2_grpc.AdminServiceStub(auth_channel())
+        request = admin_service_pb2.RecordAuditEventsRequest(events=[audit_message(e) for e in events])
+        await call(stub.RecordAuditEvents, request, timeout=10)
+
+    local_auth = next((c for c in components if hasattr(c, "exchange_service_key")), None)
+    audit = AuditSink(local_auth.record_audit_events if local_auth else record_audit_events)
+    verifier = TokenVerifier(fetch_keys, local_auth.revocations_since if local_auth else fetch_revocations)
     domains = {service: f"{c.name}.qruntime" for c in components for service in c.service_names}
     public = frozenset().union(*(c.public_methods for c in components))
     server = grpc.aio.server(
@@ -113,7 +161,8 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
             RequestContextInterceptor(),
             ErrorInterceptor(domains),
             DecodeInterceptor(),  # before anything reads the request
-            AuthInterceptor(TokenVerifier(fetch_keys), public),
+            AuditInterceptor(audit),
+            AuthInterceptor(verifier, public, INTERNAL_METHODS if front_door else ()),
             TextInterceptor(),
         ],
         options=CHANNEL_OPTIONS,
@@ -126,10 +175,12 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     for component in components:
         component.register(server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = add_port(server, f"{settings.host}:{settings.port}",
+                    server_credentials(settings.tls_cert_file, settings.tls_key_file))
     address = f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::', '[::]') else settings.host}:{port}"
     await server.start()
-    runtime = Runtime(settings, address, channels, Credentials(auth_channel, settings.resolved_service_key()))
+    exchange = local_auth.exchange_service_key if local_auth else exchange_over_grpc(auth_channel)
+    runtime = Runtime(settings, address, channels, Credentials(exchange, settings.resolved_service_key()), audit)
     started: list[Component] = []
     try:
         for component in components:
@@ -155,16 +206,18 @@ async def until_signalled() -> None:
     await stop.wait()
 
 
-async def serve_until_signalled(components: Sequence[Component], settings: ServerSettings) -> None:
+async def serve_until_signalled(
+    components: Sequence[Component], settings: ServerSettings, *, front_door: bool = False
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    suite = await start_server(components, settings)
+    suite = await start_server(components, settings, front_door=front_door)
     await until_signalled()
     log.info("stopping", grace_seconds=settings.grace_seconds)
     await suite.stop()
     log.info("stopped")
 
 
-def run(components: Sequence[Component], settings: ServerSettings) -> None:
+def run(components: Sequence[Component], settings: ServerSettings, *, front_door: bool = False) -> None:
     """Configure logging and serve; the body of every service's main()."""
     configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(serve_until_signalled(components, settings))
+    asyncio.run(serve_until_signalled(components, settings, front_door=front_door))

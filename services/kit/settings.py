@@ -10,9 +10,12 @@ import argparse
 import dataclasses
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from .secrets import ensure_private_file, read_private
 
 ENV_PREFIX = "QRUNTIME_"
 _LOG_FORMATS = ("console", "json")
@@ -40,6 +43,9 @@ class ServerSettings:
     log_format: str = setting("console", "console or json")
     log_level: str = setting("info", "debug, info, warning or error")
     grace_seconds: float = setting(5.0, "how long in-flight calls may finish on SIGTERM")
+    tls_cert_file: str = setting("", "PEM certificate (chain) to serve TLS with; empty: plaintext")
+    tls_key_file: str = setting("", "PEM private key of tls_cert_file (an owner-only file)")
+    tls_ca_file: str = setting("", "PEM CA bundle: call the other services over TLS, trusting only it")
 
     def __post_init__(self) -> None:
         problems = []
@@ -62,17 +68,24 @@ class ServerSettings:
         return path
 
     def database_url_for(self, service: str) -> str:
-        """The configured URL, or an SQLite file named after the service in data_dir."""
+        """The configured URL, or an SQLite file named after the service in data_dir: owner-only
+        (with its journal files), and refused at start if others may read it."""
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{self.data_path() / f'{service}.db'}"
+        path = self.data_path() / f"{service}.db"
+        ensure_private_file(path)
+        for journal in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if journal.exists():
+                ensure_private_file(journal)
+        return f"sqlite:///{path}"
 
     def resolved_service_key(self) -> str:
-        """The service API key, from service_key or service_key_file; empty when neither is set."""
+        """The service API key, from service_key or service_key_file (which must be owner-only);
+        empty when neither is set."""
         if self.service_key:
             return self.service_key
         if self.service_key_file:
-            return Path(self.service_key_file).read_text().strip()
+            return read_private(Path(self.service_key_file))
         return ""
 
 
@@ -96,6 +109,14 @@ def load_settings(cls: type[S], argv: Sequence[str] | None = None, prog: str | N
             default=default,
             help=f"{field.metadata.get('help', '')} (env {env}; default: {shown})",
         )
+    given = sys.argv[1:] if argv is None else list(argv)
+    for field in fields:
+        flag = "--" + field.name.replace("_", "-")
+        if field.metadata.get("secret") and any(a == flag or a.startswith(flag + "=") for a in given):
+            # Every local user can read a process's command line (ps, /proc/<pid>/cmdline).
+            parser.error(f"{flag} would show the secret to every user of this machine; "
+                         f"set {ENV_PREFIX + field.name.upper()} instead"
+                         + (f", or {flag}-file" if any(f.name == field.name + "_file" for f in fields) else ""))
     values = vars(parser.parse_args(argv))
     try:
         return cls(**{f.name: _parser_for(f.type)(values[f.name]) for f in fields})

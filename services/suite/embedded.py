@@ -38,7 +38,8 @@ def _settings_for(cls: type, settings: Any) -> Any:
 def build_components(
     settings: SuiteSettings, services: Sequence[str] = SERVICES, *, devices_backends: Mapping | None = None
 ) -> list[Component]:
-    """Build the named services' components from one settings object, auth first.
+    """Build the named services' components from one settings object, auth first. Serve them
+    with start_server(..., front_door=True): clients call this same port.
 
     Each service's component module names its settings class SETTINGS and builds with build_component.
     devices_backends replaces the devices service's default backends (e.g. to add real hardware).
@@ -47,5 +48,9 @@ def build_components(
     for name in (n for n in SERVICES if n in services):
         module = importlib.import_module(f"qruntime_{name}.component")
         extra = {"backends": devices_backends} if name == "devices" and devices_backends is not None else {}
-        components.append(module.build_component(_settings_for(module.SETTINGS, settings), **extra))
+        own = _settings_for(module.SETTINGS, settings)
+        if name == "auth" and settings.resolved_service_key():
+            # The suite's service key is the jobs service's identity (the one service that calls others).
+            own = dataclasses.replace(own, service_keys=f"jobs={settings.resolved_service_key()},{own.service_keys}")
+        components.append(module.build_component(own, **extra))
     return components

@@ -3,7 +3,8 @@
 Used when the services run as separate processes or containers. It forwards the raw bytes of
 requests and responses (nothing is decoded or re-checked here: every service checks its own
 calls) with the caller's metadata, deadline and the callee's full status, rich details included.
-Its own health service answers for the front door itself.
+Its own health service answers for the front door itself. The suite's internal methods
+(INTERNAL_METHODS: exchanging a service key for a token, revocations) are never forwarded.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2_grpc
 
 # Importing the generated modules registers every qruntime service in the descriptor pool.
+from qruntime.admin.v1 import admin_service_pb2  # noqa: F401
 from qruntime.auth.v1 import auth_service_pb2  # noqa: F401
 from qruntime.devices.v1 import devices_service_pb2  # noqa: F401
 from qruntime.jobs.v1 import jobs_service_pb2  # noqa: F401
 from qruntime.programs.v1 import programs_service_pb2  # noqa: F401
 
+from qruntime_kit.auth import FORWARDED_FOR_KEY, INTERNAL_METHODS, peer_host
 from qruntime_kit.logging import configure_logging, get_logger
 from qruntime_kit.outbound import CHANNEL_OPTIONS
 from qruntime_kit.server import until_signalled
 from qruntime_kit.settings import ServerSettings, setting
+from qruntime_kit.tls import add_port, aio_channel, channel_credentials, server_credentials
 
 log = get_logger("gateway")
 _HOP_BY_HOP = {"te", "content-type", "grpc-timeout", "user-agent", "grpc-accept-encoding", "grpc-encoding"}
@@ -42,6 +46,7 @@ class GatewaySettings(ServerSettings):
     def routes(self) -> dict[str, str]:
         return {
             "qruntime.auth.v1": self.auth_url or "127.0.0.1:8444",
+            "qruntime.admin.v1": self.auth_url or "127.0.0.1:8444",  # served by the auth service
             "qruntime.programs.v1": self.programs_url,
             "qruntime.jobs.v1": self.jobs_url,
             "qruntime.devices.v1": self.devices_url,
@@ -51,17 +56,17 @@ class GatewaySettings(ServerSettings):
 class Router(grpc.GenericRpcHandler):
     """Finds the service of a method path and forwards the call there, bytes unchanged."""
 
-    def __init__(self, routes: Mapping[str, str]) -> None:
+    def __init__(self, routes: Mapping[str, str], credentials: grpc.ChannelCredentials | None = None) -> None:
         self._routes = dict(routes)
-        self._channels = {url: grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS) for url in set(routes.values())}
+        self._channels = {url: aio_channel(url, credentials, CHANNEL_OPTIONS) for url in set(routes.values())}
         self._pool = descriptor_pool.Default()
 
     def service(self, handler_call_details):
         path = handler_call_details.method  # "/qruntime.jobs.v1.JobsService/CreateJob"
         service_name, _, method_name = path.lstrip("/").partition("/")
         url = self._routes.get(service_name.rpartition(".")[0])
-        if url is None:
-            return None  # UNIMPLEMENTED: not a qruntime service
+        if url is None or path in INTERNAL_METHODS:
+            return None  # UNIMPLEMENTED: not a qruntime service, or one only the services call
         try:
             method = self._pool.FindServiceByName(service_name).FindMethodByName(method_name)
         except KeyError:
@@ -110,8 +115,12 @@ class Router(grpc.GenericRpcHandler):
 
 
 def _forwarded(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
+    """The caller's metadata, and its address as x-forwarded-for (for the auth service's per-peer
+    limits), replacing whatever the caller said it was."""
     metadata = context.invocation_metadata() or ()
-    return tuple((k, v) for k, v in metadata if k not in _HOP_BY_HOP and not k.startswith(":"))
+    kept = tuple((k, v) for k, v in metadata
+                 if k not in _HOP_BY_HOP and k != FORWARDED_FOR_KEY and not k.startswith(":"))
+    return (*kept, (FORWARDED_FOR_KEY, peer_host(context.peer() or "")))
 
 
 @dataclasses.dataclass
@@ -132,12 +141,13 @@ class Gateway:
 
 async def start_gateway(settings: GatewaySettings) -> Gateway:
     """Start the front door and return it once it serves."""
-    router = Router(settings.routes())
+    router = Router(settings.routes(), channel_credentials(settings.tls_ca_file))
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     server.add_generic_rpc_handlers([router])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = add_port(server, f"{settings.host}:{settings.port}",
+                    server_credentials(settings.tls_cert_file, settings.tls_key_file))
     await server.start()
     log.info("gateway serving", address=f"{settings.host}:{port}", routes=settings.routes())
     return Gateway(server, port, router, health_servicer)

@@ -1,7 +1,7 @@
 """Start the suite as real OS processes and wait until it serves: used by tests and benchmarks.
 
 embedded(): `qruntime up` as one process. separate(): the four services as four processes behind
-`qruntime gateway`, each with its own SQLite file, all sharing one service key.
+`qruntime gateway`, each with its own SQLite file; the jobs service signs in with a service key of its own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from qruntime_auth.store import new_api_key
+from qruntime_auth.keys import new_api_key
 
 from .probe import is_serving
 
@@ -38,7 +38,8 @@ class Launched:
     url: str
     data_dir: Path
     processes: dict[str, subprocess.Popen]
-    env: dict[str, str] = dataclasses.field(default_factory=dict)  # what the processes were started with
+    envs: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # each process's environment
+    ca_file: str = ""  # the CA bundle of a suite serving TLS
 
     @property
     def bootstrap(self) -> dict:
@@ -69,21 +70,21 @@ class Launched:
         old = self.processes[name]
         assert old.poll() is not None, f"{name} still runs"
         log = self.data_dir / (f"{name}.log" if len(self.processes) > 1 else "suite.log")
-        process = self.processes[name] = _spawn(list(old.args), log, self.env)
+        process = self.processes[name] = _spawn(list(old.args), log, self.envs[name])
         address = f"127.0.0.1:{old.args[old.args.index('--port') + 1]}"
         deadline = time.monotonic() + timeout
-        while not is_serving(address, timeout=1):  # the others may be down on purpose: only this one counts
+        while not is_serving(address, timeout=1, ca_file=self.ca_file):  # the others may be down on purpose
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not serve again (exit {process.poll()}); see {log}")
             time.sleep(0.1)
-
 
     def add_replica(self, name: str, replica: str, timeout: float = 60) -> None:
         """Start another process like the named one (same settings, another port) as `replica`,
         and wait until it serves: a second jobs replica sharing the first one's database."""
         args, port = list(self.processes[name].args), free_port()
         args[args.index("--port") + 1] = str(port)
-        self.processes[replica] = _spawn(args, self.data_dir / f"{replica}.log", self.env)
+        self.envs[replica] = self.envs[name]
+        self.processes[replica] = _spawn(args, self.data_dir / f"{replica}.log", self.envs[replica])
         _wait(self, {replica: f"127.0.0.1:{port}"}, timeout)
 
 
@@ -100,7 +101,7 @@ def _wait(launched: Launched, addresses: dict[str, str], timeout: float) -> None
             if process.poll() is not None:
                 launched.stop()
                 raise RuntimeError(f"{name} exited with {process.returncode}; see logs in {launched.data_dir}")
-        pending = {n: a for n, a in pending.items() if not is_serving(a, timeout=1)}
+        pending = {n: a for n, a in pending.items() if not is_serving(a, timeout=1, ca_file=launched.ca_file)}
         if pending and time.monotonic() > deadline:
             launched.stop()
             raise TimeoutError(f"not serving after {timeout} s: {sorted(pending)}")
@@ -115,7 +116,8 @@ def embedded(data_dir: Path, port: int | None = None, timeout: float = 60, extra
     env = {**os.environ, **(extra_env or {})}
     process = _spawn([str(BIN / "qruntime"), "up", "--data-dir", str(data_dir), "--port", str(port)],
                      data_dir / "suite.log", env)
-    launched = Launched(f"127.0.0.1:{port}", data_dir, {"suite": process}, env)
+    launched = Launched(f"127.0.0.1:{port}", data_dir, {"suite": process}, {"suite": env},
+                        env.get("QRUNTIME_TLS_CA_FILE", ""))
     _wait(launched, {"suite": launched.url}, timeout)
     return launched
 
@@ -125,8 +127,9 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None) -> Launched:
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("gateway", "auth", "programs", "devices", "jobs")}
     url = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    env = {**os.environ, "QRUNTIME_SERVICE_KEY": new_api_key(), "QRUNTIME_DATA_DIR": str(data_dir),
-           "QRUNTIME_AUTH_URL": url["auth"], **(extra_env or {})}
+    jobs_key = new_api_key()  # the jobs service's identity: only it and auth know it
+    env = {**os.environ, "QRUNTIME_DATA_DIR": str(data_dir), "QRUNTIME_AUTH_URL": url["auth"], **(extra_env or {})}
+    own_env = {"auth": {"QRUNTIME_SERVICE_KEYS": f"jobs={jobs_key}"}, "jobs": {"QRUNTIME_SERVICE_KEY": jobs_key}}
     commands = {
         "auth": ["qruntime-auth", "--public-url", url["gateway"]],
         "programs": ["qruntime-programs"],
@@ -135,11 +138,11 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None) -> Launched:
         "gateway": ["qruntime", "gateway", "--programs-url", url["programs"], "--jobs-url", url["jobs"],
                     "--devices-url", url["devices"]],
     }
-    processes = {}
-    for name, (program, *args) in commands.items():
-        processes[name] = _spawn([str(BIN / program), *args, "--port", str(ports[name])],
-                                 data_dir / f"{name}.log", env)
-    launched = Launched(url["gateway"], data_dir, processes, env)
+    envs = {name: {**env, **own_env.get(name, {})} for name in commands}
+    processes = {name: _spawn([str(BIN / program), *args, "--port", str(ports[name])], data_dir / f"{name}.log",
+                              envs[name])
+                 for name, (program, *args) in commands.items()}
+    launched = Launched(url["gateway"], data_dir, processes, envs, env.get("QRUNTIME_TLS_CA_FILE", ""))
     _wait(launched, url, timeout)
     if not (data_dir / "bootstrap.json").exists():  # auth serves only once it has written it
         launched.stop()

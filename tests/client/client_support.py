@@ -26,7 +26,11 @@ WORKERS = 4  # jobs the module suites run at once
 # What the module suites' simulations may use: 28 qubits of state vector, whatever this machine has.
 SIMULATION_MEMORY = 4 << 30
 INSTANCE_NAME = "my-instance"
-LITE_SIMULATORS = ["ibmq_qasm_simulator", "simulator_mps", "simulator_statevector"]
+LITE_SIMULATORS = [
+    "ibmq_qasm_simulator", "simulator_extended_stabilizer", "simulator_mps", "simulator_stabilizer",
+    "simulator_statevector",
+]
+STANDARD_SYSTEMS = ["ibm_lima", "ibm_manila", "ibm_sherbrooke", "ibm_torino"]
 BUILTIN_PROGRAMS = ["estimator", "hello-world", "sampler"]
 
 
@@ -88,12 +92,12 @@ def signed_token(suite, like: str, ttl_seconds: int, private_key_pem: str | None
     claims = jwt.decode(like, options={"verify_signature": False})
     principal = Principal(subject=claims["sub"], kind=claims["kind"], account_id=claims.get("acct", ""),
                           instance_crn=claims.get("ins", ""), plan=claims.get("plan", ""),
-                          actions=frozenset(claims.get("act", ())))
+                          actions=frozenset(claims.get("act", ())), account_role=claims.get("arole", ""))
     if private_key_pem is None:
         key = component(suite, "auth").store.signing_keys()[0]
         key_id, private_key_pem = key["key_id"], key["private_key_pem"]
     return issue_token(principal, key_id=key_id or "unknown", private_key_pem=private_key_pem,
-                       ttl_seconds=ttl_seconds)[0]
+                       ttl_seconds=ttl_seconds, audiences=claims["aud"], api_key_id=claims.get("akid", ""))[0]
 
 
 def plant_token(service: IBMRuntimeService, token: str) -> None:

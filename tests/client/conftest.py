@@ -24,7 +24,8 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     """Records the calls of every service object created after it (creation's CreateToken included)."""
     recorder = Recorder()
     create = _channel.create_channel
-    monkeypatch.setattr(_channel, "create_channel", lambda url: grpc.intercept_channel(create(url), recorder))
+    monkeypatch.setattr(_channel, "create_channel",
+                        lambda url, ca_file=None: grpc.intercept_channel(create(url, ca_file), recorder))
     return recorder
 
 

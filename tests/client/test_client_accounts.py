@@ -38,9 +38,8 @@ def test_file_is_under_home_at_call_time(
 
 def test_save_writes_default_account_with_default_url(home: Path) -> None:
     IBMRuntimeService.save_account(auth="cloud", token="key-1", instance="my-instance")
-    assert read_file(home) == {
-        "default-cloud": {"auth": "cloud", "token": "key-1", "instance": "my-instance", "url": DEFAULT_URL}
-    }
+    assert read_file(home) == {"default-cloud": {
+        "auth": "cloud", "channel": "ibm_cloud", "token": "key-1", "instance": "my-instance", "url": DEFAULT_URL}}
 
 
 def test_file_and_folder_are_created_with_private_file_mode(home: Path) -> None:
@@ -78,6 +77,7 @@ def test_existing_name_needs_overwrite(home: Path) -> None:
     IBMRuntimeService.save_account(token="key-2", instance="j", url="h:1", overwrite=True)
     assert read_file(home)["default-cloud"] == {
         "auth": "cloud",
+        "channel": "ibm_cloud",
         "token": "key-2",
         "instance": "j",
         "url": "h:1",
@@ -126,7 +126,7 @@ def test_set_as_default_picks_the_account_loaded_without_a_name() -> None:
     assert resolve_account().token == "k2"
     IBMRuntimeService.save_account(token="k3", instance="i3", name="play", set_as_default=True)
     accounts = IBMRuntimeService.saved_accounts()
-    assert "is_default_account" not in accounts["work"]
+    assert "qruntime_default_account" not in accounts["work"] and accounts["play"]["qruntime_default_account"]
     assert resolve_account().token == "k3"
     IBMRuntimeService.save_account(token="k4", instance="i3", name="play", overwrite=True)
     assert resolve_account().token == "k4"  # overwriting the default keeps it the default
@@ -178,3 +178,43 @@ def test_the_api_key_never_shows_in_reprs_or_errors() -> None:
     with pytest.raises(InvalidAccountError) as info:
         IBMRuntimeService.save_account(token=b"qrk_id_s3cret", instance="i")  # bytes, not str
     assert "s3cret" not in str(info.value) and "token" in str(info.value)
+
+
+def test_qiskit_ibm_runtime_reads_the_file_we_write_and_keeps_its_own_default(home: Path) -> None:
+    """The file is shared: qiskit-ibm-runtime must read our entries, and ours must leave its own be."""
+    from qiskit_ibm_runtime import QiskitRuntimeService
+    from qiskit_ibm_runtime.accounts import AccountManager
+
+    folder = home / ".qiskit"
+    folder.mkdir()
+    theirs = {"channel": "ibm_quantum_platform", "token": "their-token", "url": "https://cloud.ibm.com",
+              "instance": "crn:v1:bluemix:public:quantum-computing:us-east:a/x:y::", "is_default_account": True}
+    (folder / "qiskit-ibm.json").write_text(json.dumps({"theirs": theirs}))
+    IBMRuntimeService.save_account(token="qrk_mine", instance="crn:v1:qruntime:x::", name="lab", set_as_default=True)
+    IBMRuntimeService.save_account(token="qrk_other", instance="i2", name="home")
+    assert read_file(home)["theirs"] == theirs  # its default flag kept
+    shared = str(folder / "qiskit-ibm.json")  # its default path was fixed when it was first imported
+    read_by_them = QiskitRuntimeService.saved_accounts(filename=shared)
+    assert set(read_by_them) == {"theirs", "lab", "home"}
+    assert read_by_them["lab"]["channel"] == "ibm_cloud" and read_by_them["lab"]["token"] == "qrk_mine"
+    assert AccountManager.get(filename=shared).token == "their-token"  # its default is still its own
+    # Ours: only ours listed, loaded by default, deleted; theirs never.
+    assert set(IBMRuntimeService.saved_accounts()) == {"lab", "home"}
+    assert resolve_account().token == "qrk_mine" and resolve_account(name="home").token == "qrk_other"
+    assert IBMRuntimeService.delete_account("theirs") is False
+    with pytest.raises(InvalidAccountError, match="another library"):
+        resolve_account(name="theirs")
+    with pytest.raises(AccountAlreadyExistsError, match="another library"):
+        IBMRuntimeService.save_account(token="k", instance="i", name="theirs", overwrite=True)
+    assert IBMRuntimeService.delete_account() is True  # the default: ours
+    assert set(QiskitRuntimeService.saved_accounts(filename=shared)) == {"theirs", "home"}
+
+
+def test_a_key_passed_where_another_field_goes_is_never_printed() -> None:
+    key = "qrk_0123456789abcdef_" + "S" * 43 + "CHKSUM"
+    with pytest.raises(InvalidAccountError) as info:
+        IBMRuntimeService(key)  # positionally: the first parameter is auth
+    assert key not in str(info.value) and "S" * 10 not in str(info.value) and "token=" in str(info.value)
+    with pytest.raises(InvalidAccountError) as info:
+        IBMRuntimeService.save_account(key, key, "i")
+    assert "S" * 10 not in str(info.value)

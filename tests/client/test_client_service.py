@@ -7,8 +7,18 @@ import re
 import numpy as np
 import pytest
 import qruntime._jobs
-from client_support import BUILTIN_PROGRAMS, LITE_SIMULATORS, WORKERS, busy, component, wait_until
+from client_support import (
+    BUILTIN_PROGRAMS,
+    LITE_SIMULATORS,
+    STANDARD_SYSTEMS,
+    WORKERS,
+    busy,
+    component,
+    wait_until,
+)
+from qiskit import transpile
 from qiskit.circuit import Parameter, QuantumCircuit
+from qiskit.transpiler import generate_preset_pass_manager
 from qruntime import (
     IBMRuntimeService,
     JobStatus,
@@ -96,6 +106,19 @@ def test_inputs_travel_encoded_and_results_decode(service, recorder) -> None:
     assert job.result(decoder=Decoder) == "decoded"
     assert len(recorder.calls("GetJobResult")) == 1  # the raw result is fetched once
     assert service.run("sampler", {"circuits": circuits[1]}, result_decoder=Decoder).result() == "decoded"
+
+
+def test_a_circuit_compiled_with_the_backends_target_runs_on_the_emulated_127_qubit_system(suite) -> None:
+    with other_service(suite, plan="standard", name="eagle") as standard:
+        backend = standard.backend("ibm_sherbrooke")
+        isa = generate_preset_pass_manager(optimization_level=1, backend=backend, seed_transpiler=0).run(
+            ReferenceCircuits.bell())
+        job = standard.run("sampler", {"circuits": isa, "shots": 2000, "seed": 4}, {"backend_name": backend.name})
+        quasi = job.result(timeout=120)["quasi_dists"][0]
+        assert 0.85 < quasi.get("00", 0) + quasi.get("11", 0) < 1.0  # correlated, with the system's noise
+        with pytest.raises(IBMInputValueError) as info:  # as on IBM's service: ISA circuits only
+            standard.run("sampler", {"circuits": ReferenceCircuits.bell()}, {"backend_name": backend.name})
+        assert info.value.reason == "CIRCUIT_NOT_IN_ISA" and "generate_preset_pass_manager" in info.value.message
 
 
 @pytest.mark.parametrize("inputs", [None, [1, 2], "x", {1: "a"}, {"s": {1, 2}}])
@@ -360,11 +383,13 @@ def test_backends(service) -> None:
     assert service.backends(simulator=False) == []
     assert [b.name for b in service.backends(operational=True)] == LITE_SIMULATORS
     assert service.backends(operational=False) == []
-    assert [b.name for b in service.backends(min_num_qubits=31)] == ["simulator_mps"]
+    assert [b.name for b in service.backends(min_num_qubits=31)] == [
+        "simulator_extended_stabilizer", "simulator_mps", "simulator_stabilizer"
+    ]
     assert [b.name for b in service.backends(name="simulator_mps")] == ["simulator_mps"]
     assert service.backends(name="ibm_manila") == []
     with pytest.raises(NotFoundError):
-        service.least_busy(min_num_qubits=1000)
+        service.least_busy(min_num_qubits=100_000)
     with pytest.raises(NotFoundError):
         service.least_busy(simulator=False)
 
@@ -384,11 +409,18 @@ def test_backend_details(suite, service) -> None:
     assert info.value.reason == "BACKEND_NOT_FOUND"
 
     with other_service(suite, plan="standard") as standard:  # a Standard plan sees the systems
-        assert [b.name for b in standard.backends()] == ["ibm_lima", "ibm_manila"]
-        assert [b.name for b in standard.backends(simulator=False)] == ["ibm_lima", "ibm_manila"]
+        assert [b.name for b in standard.backends()] == STANDARD_SYSTEMS
+        assert [b.name for b in standard.backends(simulator=False)] == STANDARD_SYSTEMS
         manila = standard.backend("ibm_manila")
         assert (manila.simulator, manila.num_qubits) == (False, 5)
-        assert [0, 1] in manila.coupling_map and [0, 4] not in manila.coupling_map
+        edges = manila.coupling_map.get_edges()
+        assert (0, 1) in edges and (0, 4) not in edges
+        assert manila.target["cx"][(0, 1)].error == pytest.approx(manila.properties().gate_error("cx", [0, 1]))
+        assert manila.target.qubit_properties[0].t1 == pytest.approx(manila.properties().t1(0))
+        sherbrooke = standard.backend("ibm_sherbrooke")
+        assert "emulated" in sherbrooke.description and sherbrooke.num_qubits == 127
+        assert transpile(ReferenceCircuits.bell(), backend=sherbrooke).count_ops().keys() <= {"ecr", "rz", "sx", "x",
+                                                                                                "measure", "barrier"}
         config = manila.configuration()
         assert config.max_execution_time == 8 * 3600 and config.basis_gates == ["cx", "id", "rz", "sx", "x"]
         props = manila.properties()
@@ -408,17 +440,17 @@ def test_least_busy(start_suite) -> None:
             busy(suite, "ibmq_qasm_simulator"), busy(suite, "simulator_mps"):
         waiting = [service.run("hello-world", {"iterations": 1}, {"backend_name": name})
                    for name in ("ibmq_qasm_simulator", "ibmq_qasm_simulator", "simulator_mps")]
-        wait_until(lambda: [b.status().pending_jobs for b in service.backends()] == [2, 1, 0],
+        wait_until(lambda: [b.status().pending_jobs for b in service.backends()] == [2, 0, 1, 0, 0],
                    what="runs waiting")
-        assert service.least_busy().name == "simulator_statevector"
-        assert service.least_busy(min_num_qubits=31).name == "simulator_mps"
+        assert service.least_busy().name == "simulator_extended_stabilizer"
+        assert service.least_busy(min_num_qubits=64).name == "simulator_stabilizer"
 
-        # An operator takes the free one out of service.
-        suite.loop.call_soon_threadsafe(devices.queues.set_operational, "simulator_statevector", False)
-        wait_until(lambda: not service.backend("simulator_statevector").status().operational)
-        assert [b.name for b in service.backends(operational=False)] == ["simulator_statevector"]
-        assert service.backend("simulator_statevector").status().status_msg == "maintenance"
-        assert service.least_busy().name == "simulator_mps"
+        # An operator takes a free one out of service.
+        suite.loop.call_soon_threadsafe(devices.queues.set_operational, "simulator_extended_stabilizer", False)
+        wait_until(lambda: not service.backend("simulator_extended_stabilizer").status().operational)
+        assert [b.name for b in service.backends(operational=False)] == ["simulator_extended_stabilizer"]
+        assert service.backend("simulator_extended_stabilizer").status().status_msg == "maintenance"
+        assert service.least_busy().name == "simulator_stabilizer"
         for job in waiting:
             job.cancel()
 

@@ -86,9 +86,12 @@ def test_only_the_gateway_is_published(monkeypatch):
     assert published == {"gateway": [f"8443:{parsed('gateway', monkeypatch).port}"]}
 
 
-def test_services_share_one_service_key_and_wait_for_postgres():
+def test_only_jobs_holds_a_service_key_auth_knows_it_and_all_wait_for_postgres():
+    holders = {n for n in QRUNTIME_SERVICES if "QRUNTIME_SERVICE_KEY" in SERVICES[n]["environment"]}
+    assert holders == {"jobs"}
+    assert SERVICES["auth"]["environment"]["QRUNTIME_SERVICE_KEYS"].startswith("jobs=${QRUNTIME_JOBS_SERVICE_KEY")
     for name in QRUNTIME_SERVICES:
-        assert "QRUNTIME_SERVICE_KEY" in SERVICES[name]["environment"]
+        assert SERVICES[name]["environment"]["QRUNTIME_DATABASE_URL"].startswith("postgresql://")
         assert SERVICES[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 

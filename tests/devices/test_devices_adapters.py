@@ -6,24 +6,32 @@ import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import ClassicalRegister, Gate, Parameter, QuantumRegister
 from qiskit.circuit.library import QFTGate
+from qiskit_aer import AerSimulator
 from qruntime.encoding import dump_circuits_qpy
 
 from qruntime_devices import adapters as adapters_module
 from qruntime_devices.adapters import AerSimulatorAdapter
 from qruntime_devices.circuits import decode_circuits
-from qruntime_kit.errors import InvalidArgument
+from qruntime_kit.errors import Internal, InvalidArgument
 
-SIMULATORS = ("ibmq_qasm_simulator", "simulator_statevector", "simulator_mps")
+SIMULATORS = (
+    "ibmq_qasm_simulator", "simulator_statevector", "simulator_mps", "simulator_stabilizer",
+    "simulator_extended_stabilizer",
+)
 
 
-def test_default_backends_are_three_simulators_and_two_systems(backends):
+def test_default_backends_are_five_simulators_and_four_systems(backends):
     assert list(backends) == sorted(backends)
     kinds = {name: adapter.kind for name, adapter in backends.items()}
     assert kinds == {
         "ibm_lima": "physical",
         "ibm_manila": "physical",
+        "ibm_sherbrooke": "physical",
+        "ibm_torino": "physical",
         "ibmq_qasm_simulator": "simulator",
+        "simulator_extended_stabilizer": "simulator",
         "simulator_mps": "simulator",
+        "simulator_stabilizer": "simulator",
         "simulator_statevector": "simulator",
     }
     for adapter in backends.values():
@@ -111,6 +119,18 @@ def test_a_gate_without_definition_is_not_runnable(backends):
     with pytest.raises(InvalidArgument) as caught:
         backends["ibmq_qasm_simulator"].run([circuit], shots=10)
     assert caught.value.reason == "CIRCUIT_NOT_RUNNABLE"
+
+
+def test_a_simulator_failure_is_internal_with_the_simulators_message(bell):
+    """Circuits reach Aer only once checked, so what Aer refuses then is the simulator's failure, not the
+    caller's: INTERNAL SIMULATOR_FAILED (here an instruction slipped past the checks)."""
+    circuit = QuantumCircuit(1, 1, name="slipped")
+    circuit.append(Gate("mystery", 1, []), [0])
+    circuit.measure(0, 0)
+    with pytest.raises(Internal) as caught:
+        adapters_module.run_on_aer(AerSimulator(), "some_simulator", [circuit], [circuit], 10, None, False)
+    assert caught.value.reason == "SIMULATOR_FAILED"
+    assert "mystery" in caught.value.message and caught.value.metadata == {"backend": "some_simulator"}
 
 
 @pytest.mark.parametrize("shots", [0, -1, 100_001])

@@ -10,7 +10,8 @@ from qiskit_aer import AerSimulator
 from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
 from qruntime_devices import memory
-from qruntime_devices.adapters import AerSimulatorAdapter, EmulatedSystemAdapter
+from qruntime_devices.adapters import AerSimulatorAdapter
+from qruntime_devices.emulated import EmulatedSystemAdapter
 from qruntime_kit.errors import InvalidArgument
 
 GiB = 1 << 30
@@ -99,9 +100,10 @@ def test_a_noisy_emulated_system_picks_the_method_aer_picks(shots):
     circuit.h(0)
     circuit.cx(0, 1)
     circuit.measure([0, 1], [0, 1])
+    circuit = transpile(circuit, system, optimization_level=1, seed_transpiler=0)  # the system runs its ISA only
     (found,) = adapter.memory_estimates([circuit], shots)
     noisy = AerSimulator.from_backend(system, max_memory_mb=4096)
-    metadata = aer_metadata(transpile(circuit, system, optimization_level=1, seed_transpiler=0), noisy, shots)
+    metadata = aer_metadata(circuit, noisy, shots)
     assert found.qubits == metadata["num_qubits"] == 2
     if shots > 4:  # more shots than 2ⁿ: the density matrix, as Aer
         assert found.method == metadata["method"] == "density_matrix"

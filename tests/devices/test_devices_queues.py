@@ -21,10 +21,13 @@ from qiskit_ibm_runtime.fake_provider import FakeLimaV2
 from qruntime.devices.v1 import backend_pb2
 from qruntime.devices.v1 import devices_service_pb2 as pb
 from qruntime.encoding import dump_circuits_qpy
+from systems import isa
 
-from qruntime_devices.adapters import AerSimulatorAdapter, EmulatedSystemAdapter
+from qruntime_devices.adapters import AerSimulatorAdapter
+from qruntime_devices.emulated import EmulatedSystemAdapter
 from qruntime_devices.pool import WorkerPool
 from qruntime_devices.queues import ExecutionQueues, MemoryShares
+from qruntime_devices.recent_runs import RecentRuns
 from qruntime_kit.errors import InvalidArgument, NotFound, Unavailable
 
 # They start worker processes (program hosts, simulation workers): seconds each, so not in the fast set.
@@ -156,25 +159,92 @@ def test_bad_input_fails_at_once_without_queueing(queues, call, gates, bell_qpy)
     busy.result(timeout=30)
 
 
-def test_unknown_and_out_of_service_backends(queues, call, bell_qpy):
+def test_unknown_backend(queues, call, bell_qpy):
     with pytest.raises(NotFound) as caught:
         call(queues.run(request(bell_qpy, "nope", 1))).result(timeout=5)
     assert caught.value.reason == "BACKEND_NOT_FOUND"
-    queues.set_operational("gated-simulator", False)
+
+
+def test_runs_for_a_backend_in_maintenance_wait_until_it_is_back(queues, loop, call, gates, bell_qpy):
+    def set_operational(*args):
+        loop.call_soon_threadsafe(queues.set_operational, "gated-simulator", *args)
+
+    set_operational(False, "recalibrating")
+    until(lambda: not queues.status("gated-simulator").operational)
+    assert queues.status("gated-simulator") == backend_pb2.BackendStatus(
+        operational=False, status_message="maintenance: recalibrating"
+    )
     try:
-        expected = backend_pb2.BackendStatus(operational=False, status_message="maintenance")
-        assert queues.status("gated-simulator") == expected
-        with pytest.raises(Unavailable) as caught:
-            call(queues.run(request(bell_qpy, "gated-simulator", 1))).result(timeout=5)
-        assert caught.value.reason == "BACKEND_NOT_OPERATIONAL"
+        seed = next(_seeds)
+        waiting = call(queues.run(request(bell_qpy, "gated-simulator", seed)))
+        until(lambda: queues.pending("gated-simulator") == 1, unfinished=[waiting])
+        with pytest.raises(InvalidArgument) as caught:  # bad input is still refused at once
+            call(queues.run(request(bell_qpy, "gated-simulator", next(_seeds), shots=0))).result(timeout=30)
+        assert caught.value.reason == "INVALID_SHOTS"
+        time.sleep(0.3)
+        assert not waiting.done() and not running(gates, [seed]) and queues.running("gated-simulator") == 0
     finally:
-        queues.set_operational("gated-simulator", True)
-    assert queues.status("gated-simulator").operational and queues.status("gated-simulator").status_message == "active"
+        set_operational(True)
+    until(lambda: running(gates, [seed]), unfinished=[waiting])
+    assert queues.status("gated-simulator").status_message == "active"
+    (gates / f"{seed}.open").touch()
+    assert waiting.result(timeout=30).results[0].counts["0"] == 10
+    assert queues.pending("gated-simulator") == 0
 
 
-def test_real_simulators_run_through_their_queues(queues, call, bell_qpy):
+def test_a_repeated_idempotency_key_gets_the_first_runs_result_and_never_runs_twice(
+    queues, call, gates, bell_qpy
+):
+    recent = RecentRuns()
+    seed = next(_seeds)
+    keyed = request(bell_qpy, "gated-physical", seed)
+    keyed.idempotency_key = f"job-1/1/{seed}"
+    first = call(recent.run(keyed, lambda: queues.run(keyed)))
+    until(lambda: running(gates, [seed]), unfinished=[first])
+    repeat = call(recent.run(keyed, lambda: queues.run(keyed)))  # while the first still runs: it waits for it
+    time.sleep(0.3)
+    assert queues.pending("gated-physical") == 1 and not repeat.done()
+    (gates / f"{seed}.open").touch()
+    assert first.result(timeout=30) == repeat.result(timeout=30)
+    ran = []  # after it ended: answered from memory, nothing runs
+
+    async def must_not_run():
+        ran.append(1)
+        return pb.RunCircuitsResponse()
+
+    assert call(recent.run(keyed, must_not_run)).result(timeout=5) == first.result()
+    assert ran == []
+    different = pb.RunCircuitsRequest()
+    different.CopyFrom(keyed)
+    different.shots = 11
+    with pytest.raises(InvalidArgument) as caught:
+        call(recent.run(different, must_not_run)).result(timeout=5)
+    assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED" and ran == []
+
+
+def test_a_failed_or_abandoned_keyed_run_is_forgotten_so_its_retry_runs(queues, call, gates, bell_qpy):
+    recent = RecentRuns()
+    bad = request(bell_qpy, "gated-physical", next(_seeds), shots=0)
+    bad.idempotency_key = "job-2/1/1"
+    with pytest.raises(InvalidArgument):
+        call(recent.run(bad, lambda: queues.run(bad))).result(timeout=30)
+    assert len(recent) == 0
+    seed = next(_seeds)
+    keyed = request(bell_qpy, "gated-physical", seed)
+    keyed.idempotency_key = "job-2/1/2"
+    abandoned = call(recent.run(keyed, lambda: queues.run(keyed)))
+    until(lambda: running(gates, [seed]), unfinished=[abandoned])
+    pid = int((gates / f"{seed}.running").read_text())
+    abandoned.cancel()  # the only caller gave up: the run stops, its worker is killed
+    until(lambda: not alive(pid) and len(recent) == 0 and queues.pending("gated-physical") == 0, timeout=5)
+    (gates / f"{seed}.open").touch()
+    assert call(recent.run(keyed, lambda: queues.run(keyed))).result(timeout=30).results[0].counts["0"] == 10
+
+
+def test_real_simulators_run_through_their_queues(queues, call, bell_qpy, bell_module):
     names = ["ibmq_qasm_simulator", "ibm_lima"] * 3
-    runs = [call(queues.run(request(bell_qpy, name, 1, shots=256))) for name in names]
+    qpy = {"ibmq_qasm_simulator": bell_qpy, "ibm_lima": dump_circuits_qpy(isa(bell_module, "ibm_lima"))}
+    runs = [call(queues.run(request(qpy[name], name, 1, shots=256))) for name in names]
     for run in runs:
         (result,) = run.result(timeout=60).results
         assert sum(result.counts.values()) == 256

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import random
+import threading
+import time
+
 import grpc
 import pytest
 import structlog
 from qiskit import QuantumCircuit
+from qiskit.circuit.random import random_circuit
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2_grpc
 from qruntime.devices.v1 import devices_service_pb2 as pb
 from qruntime.encoding import dump_circuits_qpy
+from systems import isa
 
 from qruntime_devices.adapters import BackendAdapter
 from qruntime_devices.servicer import backend_message
@@ -18,8 +24,11 @@ from qruntime_kit.errors import from_rpc_error
 pytestmark = pytest.mark.slow
 
 
-SIMULATORS = ["ibmq_qasm_simulator", "simulator_mps", "simulator_statevector"]
-SYSTEMS = ["ibm_lima", "ibm_manila"]
+SIMULATORS = [
+    "ibmq_qasm_simulator", "simulator_extended_stabilizer", "simulator_mps", "simulator_stabilizer",
+    "simulator_statevector",
+]
+SYSTEMS = ["ibm_lima", "ibm_manila", "ibm_sherbrooke", "ibm_torino"]
 
 
 class Caller:
@@ -123,7 +132,7 @@ def test_only_services_run_circuits(devices, bell_qpy):
         assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, "SERVICE_ONLY")
 
 
-def test_a_service_runs_bell_with_default_shots_seed_and_memory(devices, bell_qpy):
+def test_a_service_runs_bell_with_default_shots_seed_and_memory(devices, bell, bell_qpy):
     service = devices["service"]
     request = pb.RunCircuitsRequest(backend="ibmq_qasm_simulator", circuits_qpy=bell_qpy, seed=5, memory=True,
                                     job_id="job-1")
@@ -135,7 +144,8 @@ def test_a_service_runs_bell_with_default_shots_seed_and_memory(devices, bell_qp
     about_the_run = [line for line in logs if line["event"].startswith("run ")]
     assert len(about_the_run) == 3 and all(line["job_id"] == "job-1" for line in about_the_run)
 
-    request = pb.RunCircuitsRequest(backend="ibm_manila", circuits_qpy=bell_qpy, shots=500)
+    request = pb.RunCircuitsRequest(backend="ibm_manila", circuits_qpy=dump_circuits_qpy(isa(bell, "ibm_manila")),
+                                    shots=500)
     emulated = service.RunCircuits(request)
     counts = emulated.results[0].counts
     assert sum(counts.values()) == 500 and counts.get("00", 0) + counts.get("11", 0) > 400
@@ -190,3 +200,84 @@ def test_a_backend_reports_its_system_time_limit_even_when_its_configuration_lea
     backend = backend_message("acme", adapter, backend_pb2.BackendStatus(operational=True))
     assert backend.configuration.max_execution_time.seconds == adapter.max_execution_time == 8 * 3600
     assert backend.configuration.num_qubits == 5 and backend.kind == backend_pb2.BACKEND_KIND_PHYSICAL
+
+
+def test_emulated_systems_say_from_which_snapshot(devices):
+    sherbrooke = devices["standard"].GetBackend(pb.GetBackendRequest(name="ibm_sherbrooke")).backend
+    assert sherbrooke.configuration.num_qubits == 127 and "emulated" in sherbrooke.description
+    assert sherbrooke.emulation.source == "qiskit_ibm_runtime.fake_provider.backends.sherbrooke.fake_sherbrooke" \
+        ".FakeSherbrooke"
+    assert sherbrooke.emulation.snapshot_time.ToDatetime().year >= 2024
+    simulator = devices["lite"].GetBackend(pb.GetBackendRequest(name="simulator_mps")).backend
+    assert not simulator.HasField("emulation")
+
+
+def test_only_operators_take_a_backend_out_of_service_and_back(devices):
+    down = pb.UpdateBackendStatusRequest(name="simulator_mps", operational=False, reason="recalibrating\n  today")
+    for user in ("lite", "standard"):
+        err = devices[user].error("UpdateBackendStatus", down)
+        assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, "OPERATOR_ONLY")
+    too_long = pb.UpdateBackendStatusRequest(name="simulator_mps", reason="x" * 201)
+    assert devices["service"].error("UpdateBackendStatus", too_long).reason == "REASON_TOO_LONG"
+    unknown = pb.UpdateBackendStatusRequest(name="nope")
+    assert devices["service"].error("UpdateBackendStatus", unknown).reason == "BACKEND_NOT_FOUND"
+
+    status = devices["service"].UpdateBackendStatus(down).backend.status
+    assert (status.operational, status.status_message) == (False, "maintenance: recalibrating today")
+    seen = devices["lite"].GetBackend(pb.GetBackendRequest(name="simulator_mps")).backend.status
+    assert seen == status  # users see why
+    chosen = {devices["lite"].SelectBackend(pb.SelectBackendRequest()).backend.name for _ in range(40)}
+    assert "simulator_mps" not in chosen
+    up = pb.UpdateBackendStatusRequest(name="simulator_mps", operational=True)
+    assert devices["service"].UpdateBackendStatus(up).backend.status.status_message == "active"
+
+
+def test_select_backend_picks_fairly_among_the_least_busy_that_fit_the_plan_and_the_job(devices):
+    picks = [devices["lite"].SelectBackend(pb.SelectBackendRequest()) for _ in range(120)]
+    # Not the stabilizer simulators: Clifford circuits only, or approximate and slow for the others.
+    universal = set(SIMULATORS) - {"simulator_stabilizer", "simulator_extended_stabilizer"}
+    counts = {name: sum(p.backend.name == name for p in picks) for name in universal}
+    assert sum(counts.values()) == len(picks)
+    assert min(counts.values()) >= 20, counts  # about 40 each; below 20 happens once in ~10⁵ runs
+    assert "picked at random" in picks[0].reason and "0 jobs queued + 0 runs pending" in picks[0].reason
+    standard = devices["standard"].SelectBackend(pb.SelectBackendRequest(min_num_qubits=100))
+    assert standard.backend.name in ("ibm_sherbrooke", "ibm_torino")
+    queued = {"ibmq_qasm_simulator": 2, "simulator_mps": 1}
+    only = devices["lite"].SelectBackend(pb.SelectBackendRequest(queued_jobs=queued))
+    assert only.backend.name == "simulator_statevector" and "tied" not in only.reason
+    err = devices["lite"].error("SelectBackend", pb.SelectBackendRequest(min_num_qubits=10_000_000))
+    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NO_BACKEND_AVAILABLE")
+    err = devices["lite"].error("SelectBackend", pb.SelectBackendRequest(min_num_qubits=-1))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_select_backend_counts_the_runs_a_backend_has_under_real_load(devices):
+    """Real runs hold simulator_statevector (a 22-qubit circuit takes seconds here): least busy avoids it
+    while they wait or run, and picks it again once they are done."""
+    heavy = random_circuit(22, 12, measure=True, seed=4)
+    qpy = dump_circuits_qpy([heavy])
+    runs = [
+        pb.RunCircuitsRequest(backend="simulator_statevector", circuits_qpy=qpy, shots=10, seed=s) for s in (1, 2, 3)
+    ]
+    threads = [threading.Thread(target=devices["service"].RunCircuits, args=(run,)) for run in runs]
+    for thread in threads:
+        thread.start()
+    try:
+        load = lambda: devices["lite"].GetBackend(  # noqa: E731
+            pb.GetBackendRequest(name="simulator_statevector")).backend.status
+        deadline = time.monotonic() + 30
+        while load().pending_jobs < 3:
+            assert time.monotonic() < deadline, "the runs never queued"
+            time.sleep(0.05)
+        assert load().running_jobs >= 1
+        queued = {name: random.choice([0, 1]) for name in ("ibmq_qasm_simulator", "simulator_mps")}
+        for _ in range(20):
+            chosen = devices["lite"].SelectBackend(pb.SelectBackendRequest(queued_jobs=queued))
+            assert chosen.backend.name != "simulator_statevector"
+    finally:
+        for thread in threads:
+            thread.join(timeout=120)
+    assert load().pending_jobs == 0
+    everything_queued = {name: 5 for name in SIMULATORS if name != "simulator_statevector"}
+    chosen = devices["lite"].SelectBackend(pb.SelectBackendRequest(queued_jobs=everything_queued))
+    assert chosen.backend.name == "simulator_statevector"

@@ -19,6 +19,7 @@ from qiskit.circuit.random import random_circuit
 from qruntime.devices.v1 import devices_service_pb2 as pb
 from qruntime.devices.v1 import devices_service_pb2_grpc
 from qruntime.encoding import dump_circuits_qpy
+from systems import isa
 
 from qruntime_kit.errors import from_rpc_error
 from qruntime_kit.limits import Limits, create_cgroup
@@ -96,7 +97,8 @@ def test_check_circuits_summarises_each_circuit_and_follows_the_plans(start_suit
         (bell.name, 2, 2, 2, "stabilizer"), ("wide", 40, 2, 2, "statevector")
     ]
     assert summaries[1].estimated_memory_bytes == 448  # the stabilizer's tableau, the larger below 8 qubits
-    (manila,) = service("CheckCircuits", check_request("ibm_manila", dump_circuits_qpy(bell))).circuits
+    isa_bell = dump_circuits_qpy(isa(bell, "ibm_manila"))
+    (manila,) = service("CheckCircuits", check_request("ibm_manila", isa_bell)).circuits
     assert (manila.simulation_method, manila.simulated_qubits) == ("density_matrix", 2)  # 1,024 shots > 2²
     error = lite.error("CheckCircuits", check_request("ibm_manila", qpy))
     assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "BACKEND_NOT_IN_PLAN")

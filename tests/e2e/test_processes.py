@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -9,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 from qruntime import IBMRuntimeService
+from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 from qruntime_suite import launch
 
@@ -50,6 +53,19 @@ def test_four_processes_behind_the_gateway_run_the_quick_start(tmp_path):
     try:
         assert launched.bootstrap["url"] == launched.url
         check_quickstart_output(run_quickstart(launched, tmp_path / "home"))
+        # The jobs service recorded the two jobs in the audit trail, at the auth process.
+        env = {**os.environ, "QRUNTIME_URL": launched.url, "QRUNTIME_API_KEY": launched.bootstrap["api_key"]}
+        audit = subprocess.run([str(Path(sys.executable).with_name("qruntime")), "admin", "--json", "audit", "list",
+                                "--filter", "action=quantum-computing.job.create outcome=success"],
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert audit.returncode == 0, audit.stderr
+        assert len(json.loads(audit.stdout)["events"]) == 2
+        # The front door routes no internal method: a service key is no use from outside.
+        with grpc.insecure_channel(launched.url) as channel:
+            stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.CreateServiceToken(auth_service_pb2.CreateServiceTokenRequest(service_key="qrk_x"), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         codes = launched.stop()
     assert codes == dict.fromkeys(["auth", "programs", "devices", "jobs", "gateway"], 0)

@@ -63,7 +63,7 @@ def test_past_the_queued_limit_create_job_is_refused_with_a_retry_delay(suite):
         raise AssertionError("no submission was refused")
     assert len(created) in (QUEUED, QUEUED + 1)  # the first may have left the queue to run
     assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_QUEUED_JOBS")
-    assert error.retry_delay == 30 and error.metadata["limit"] == str(QUEUED)
+    assert error.retry_after == 30 and error.metadata["limit"] == str(QUEUED)
     assert sorted(me.listed()) == sorted(j.id for j in created)  # nothing stored for the refusal
     for job in created:
         me.cancel(job.id)
@@ -76,7 +76,7 @@ def test_past_the_submissions_per_minute_create_job_is_refused_with_a_retry_dela
         me.cancel(me.create("hello-world", LONG).id)  # none stays queued: only the rate counts
     error = me.refused("hello-world", LONG)
     assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_SUBMISSIONS")
-    assert 0 < error.retry_delay <= 60 and f"retry in {error.retry_delay:.0f} s" in error.message
+    assert 0 < error.retry_after <= 60 and f"retry in {error.retry_after:.0f} s" in error.message
     assert len(me.listed()) == PER_MINUTE
 
 
@@ -84,7 +84,8 @@ def test_a_dry_run_answers_as_create_job_would_and_stores_nothing(suite, bell):
     me = Caller(suite, "dry")
     job = me.create("sampler", {"circuits": bell}, validate_only=True)
     assert job.id == "" and job.state == job_pb2.JOB_STATE_QUEUED
-    assert job.backend == "ibmq_qasm_simulator" and job.max_execution_time.seconds == 3 * 60 * 60
+    assert job.backend and job.max_execution_time.seconds == 3 * 60 * 60  # the least busy simulator's limit
+    assert job.time_limit_source == job_pb2.TIME_LIMIT_SOURCE_SYSTEM
     job = me.create("hello-world", {"iterations": 1}, options=job_pb2.JobOptions(backend_name="simulator_statevector"),
                     validate_only=True)
     assert (job.backend, job.max_execution_time.seconds) == ("simulator_statevector", 300)  # the program's

@@ -12,6 +12,7 @@ import time
 import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
+from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from qruntime.devices.v1 import backend_pb2
 from qruntime.encoding import dumps, loads
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2_grpc
@@ -27,7 +28,10 @@ pytestmark = pytest.mark.slow
 
 
 FINAL = (job_pb2.JOB_STATE_DONE, job_pb2.JOB_STATE_ERROR, job_pb2.JOB_STATE_CANCELLED)
-LITE_SIMULATORS = ("ibmq_qasm_simulator", "simulator_mps", "simulator_statevector")
+LITE_SIMULATORS = (
+    "ibmq_qasm_simulator", "simulator_extended_stabilizer", "simulator_mps", "simulator_stabilizer",
+    "simulator_statevector",
+)
 
 
 class Caller:
@@ -90,7 +94,8 @@ def test_a_sampler_job_is_queued_at_once_then_done_with_its_result(world, bell):
     job = world.me.create("sampler", {"circuits": [bell], "shots": 1000, "seed": 7})
     assert job.state in (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING)
     assert job.id and job.program_id == "sampler" and job.instance == world.instance and job.owner
-    assert job.backend == job.options.backend_name == "ibmq_qasm_simulator"  # least busy, then by name
+    assert job.backend == job.options.backend_name
+    assert job.backend in LITE_SIMULATORS and job.backend != "simulator_stabilizer"  # all idle: any that runs all
     assert job.options.log_level == job_pb2.LOG_LEVEL_INFO
     assert job.max_execution_time.seconds == 3 * 60 * 60
     assert job.HasField("create_time") and not job.HasField("end_time")
@@ -316,10 +321,18 @@ def test_uploaded_python_programs_run_in_their_sandbox(world):
 
 def test_a_token_without_an_instance_cannot_create_jobs(start_suite, bell):
     suite = start_suite("programs", "devices", "jobs")
-    service = Caller(suite, suite.token(suite.service_key))
-    err = service.error("CreateJob", pb.CreateJobRequest(program_id="sampler", inputs=dumps({"circuits": bell})))
-    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSTANCE_REQUIRED")
+    request = pb.CreateJobRequest(program_id="sampler", inputs=dumps({"circuits": bell}))
+    service = Caller(suite, suite.token(suite.service_key))  # not for the jobs service at all
+    err = service.error("CreateJob", request)
+    assert (err.code, err.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_WRONG_AUDIENCE")
     service.channel.close()
+    with suite.channel() as channel:  # a user's token for the account (the admin API's), no instance
+        token = auth_service_pb2_grpc.AuthServiceStub(channel).CreateToken(
+            auth_service_pb2.CreateTokenRequest(api_key=suite.api_key, account="-")).token
+    account = Caller(suite, token)
+    err = account.error("CreateJob", request)
+    assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ACTION_NOT_ALLOWED")
+    account.channel.close()
 
 
 def watch(caller: Caller, job_id: str, after: int = 0) -> list[job_pb2.JobEvent]:
@@ -336,7 +349,8 @@ def test_watch_streams_a_jobs_life_and_a_resumed_watch_gets_the_rest(world):
     kinds = [e.WhichOneof("event") for e in history]
     states = [e.state_change.state for e in history if e.HasField("state_change")]
     assert states == [job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_DONE]
-    assert history[1].state_change.attempt == 1
+    assert [e.state_change.attempt for e in history if e.HasField("state_change")] == [0, 1, 1]
+    assert history[1].log.message.startswith("backend ")  # the least busy backend, and why
     assert kinds.count("interim_result") == 2 and "log" in kinds
     assert [loads(e.interim_result.data)["iteration"] for e in history if e.HasField("interim_result")] == [0, 1]
     rest = watch(world.me, job.id, after=history[2].sequence)  # the job has ended: a replay that closes
@@ -413,3 +427,25 @@ def test_tags_batch_get_filters_and_usage(world, bell):
         sum(world.me.get(j).metrics.usage_seconds for j in (tagged.id, plain.id)))
     assert {b.backend for b in usage.backends} == {tagged.backend, plain.backend}
     assert world.other.GetUsage(pb.GetUsageRequest()).jobs_done == 0
+
+
+def test_a_result_larger_than_a_message_arrives_intact_in_chunks(world):
+    source = ("def main(backend, user_messenger):\n"
+              "    import random\n"
+              "    rng = random.Random(7)\n"
+              "    return [format(rng.getrandbits(100), '0100b') for _ in range(400_000)]\n")  # ~42 MB of JSON
+    program = world.me.programs.CreateProgram(programs_service_pb2.CreateProgramRequest(program=program_pb2.Program(
+        name="bitstrings", data=source, max_execution_time=duration_pb2.Duration(seconds=120))),
+        metadata=world.me.metadata).program
+    job = world.me.wait(world.me.create(program.id).id, timeout=120)
+    assert job.state == job_pb2.JOB_STATE_DONE, job.reason_message
+    chunks, offset = [], 0
+    while True:
+        response = world.me.GetJobResult(pb.GetJobResultRequest(job_id=job.id, offset=offset))
+        chunks.append(response.result)
+        if not (offset := response.next_offset):
+            break
+    whole = "".join(chunks)
+    assert len(chunks) == 3 and hashlib.sha256(whole.encode()).digest() == response.sha256
+    shots = loads(whole)
+    assert len(shots) == 400_000 and all(len(s) == 100 for s in shots[:10])

@@ -26,10 +26,24 @@ def test_invalid_values_are_refused_with_every_problem():
     assert "port" in str(caught.value) and "log_format" in str(caught.value)
 
 
-def test_service_key_file_is_read(tmp_path):
+def test_service_key_file_is_read_only_when_owner_only(tmp_path):
     key = tmp_path / "service.key"
     key.write_text("qrk_a_b\n")
+    key.chmod(0o600)
     assert ServerSettings(service_key_file=str(key)).resolved_service_key() == "qrk_a_b"
+    key.chmod(0o640)
+    with pytest.raises(SystemExit) as caught:
+        ServerSettings(service_key_file=str(key)).resolved_service_key()
+    assert "other users may read" in str(caught.value) and "chmod 600" in str(caught.value)
+
+
+@pytest.mark.parametrize("flags", [["--service-key", "qrk_x_y"], ["--database-url=postgresql://u:pw@db/x"]])
+def test_a_secret_on_the_command_line_is_refused(flags, capsys):
+    with pytest.raises(SystemExit) as caught:
+        load_settings(ServerSettings, flags, prog="qruntime-test")
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "every user of this machine" in err and "QRUNTIME_" in err
 
 
 def test_database_defaults_to_sqlite_per_service(tmp_path):
@@ -96,7 +110,7 @@ def test_outgoing_metadata_carries_the_bound_request_id_and_no_empty_one():
     from qruntime_kit.auth import USER, Principal
     from qruntime_kit.outbound import Credentials
 
-    credentials = Credentials(auth_channel=lambda: None, service_key="")
+    credentials = Credentials(exchange=None, service_key="")
     user = Principal(subject="u", kind=USER, token="tok")
 
     async def metadata(request_id: str | None):

@@ -16,12 +16,13 @@ import pytest
 import qruntime_kit.tokens
 from qruntime_kit.auth import USER, Principal
 from qruntime_kit.errors import ServiceError, Unauthenticated
-from qruntime_kit.tokens import ALGORITHM, AUDIENCE, ISSUER, TokenVerifier, issue_token, new_private_key_pem
+from qruntime_kit.tokens import ALGORITHM, ISSUER, TokenVerifier, issue_token, new_private_key_pem
 from qruntime_kit.tokens import public_key_pem as public_of
 
 KEY = new_private_key_pem()
 PRINCIPAL = Principal(subject="user-1", kind=USER, account_id="a", instance_crn="crn:1", plan="lite",
-                      actions=frozenset({"job.read"}))
+                      actions=frozenset({"quantum-computing.job.read"}))
+AUDIENCE = "jobs"
 
 
 class Keys:
@@ -37,8 +38,8 @@ class Keys:
         return [(kid, public_of(pem)) for kid, pem in self.keys]
 
 
-def verify(verifier: TokenVerifier, token: str) -> Principal:
-    return asyncio.run(verifier.verify(token))
+def verify(verifier: TokenVerifier, token: str, audience: str = AUDIENCE) -> Principal:
+    return asyncio.run(verifier.verify(token, audience))
 
 
 def reason_of(verifier: TokenVerifier, token: str) -> str:
@@ -50,7 +51,7 @@ def reason_of(verifier: TokenVerifier, token: str) -> str:
 def claims(**changes) -> dict:
     """Valid claims with some changed; a change to None leaves that claim out."""
     now = int(time.time())
-    base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "kind": USER, "iat": now, "exp": now + 60}
+    base = {"iss": ISSUER, "aud": [AUDIENCE, "programs"], "sub": "user-1", "kind": USER, "iat": now, "exp": now + 60}
     return {k: v for k, v in {**base, **changes}.items() if v is not None}
 
 
@@ -63,14 +64,50 @@ def b64(data: bytes) -> str:
 
 
 def test_a_token_the_auth_service_issued_gives_its_principal():
-    token, _ = issue_token(PRINCIPAL, key_id="k1", private_key_pem=KEY, ttl_seconds=60)
+    token, _ = issue_token(PRINCIPAL, key_id="k1", private_key_pem=KEY, ttl_seconds=60, audiences=["jobs"])
     assert verify(TokenVerifier(Keys(("k1", KEY))), token) == dataclasses.replace(PRINCIPAL, token=token)
+
+
+def test_a_token_is_only_for_the_services_it_names():
+    token, _ = issue_token(PRINCIPAL, key_id="k1", private_key_pem=KEY, ttl_seconds=60, audiences=["jobs"])
+    verifier = TokenVerifier(Keys(("k1", KEY)))
+    assert verify(verifier, token, "jobs").subject == "user-1"
+    with pytest.raises(Unauthenticated) as caught:
+        verify(verifier, token, "devices")  # a token jobs was given cannot be replayed to devices
+    assert caught.value.reason == "TOKEN_WRONG_AUDIENCE" and "devices" in caught.value.message
+
+
+def test_the_verifier_caps_a_tokens_lifetime_whatever_its_signature_says():
+    now = int(time.time())
+    ten_years = signed(claims(iat=now, exp=now + 10 * 365 * 86400))
+    assert reason_of(TokenVerifier(Keys(("k1", KEY))), ten_years) == "TOKEN_LIFETIME_TOO_LONG"
+    from_the_future = signed(claims(iat=now + 3600, exp=now + 3660))
+    assert reason_of(TokenVerifier(Keys(("k1", KEY))), from_the_future) == "TOKEN_INVALID"
+    assert verify(TokenVerifier(Keys(("k1", KEY))), signed(claims(iat=now, exp=now + 3600))).subject == "user-1"
+
+
+def test_a_revoked_subject_s_earlier_tokens_are_refused_and_later_ones_accepted(monkeypatch):
+    revoked: dict[str, float] = {}
+
+    async def revocations(since):
+        return list(revoked.items())
+
+    monkeypatch.setattr(qruntime_kit.tokens, "REVOCATION_POLL_SECONDS", 0)
+    verifier = TokenVerifier(Keys(("k1", KEY)), revocations)
+    before = signed(claims(akid="key-1"))
+    assert verify(verifier, before).subject == "user-1"
+    revoked["key-1"] = time.time() + 0.01
+    assert reason_of(verifier, before) == "TOKEN_REVOKED"
+    revoked["user-1"] = time.time() + 0.01
+    assert reason_of(verifier, signed(claims(akid="key-2"))) == "TOKEN_REVOKED"
+    time.sleep(0.02)
+    assert verify(verifier, signed(claims(iat=round(time.time(), 3), akid="key-2"))).subject == "user-1"
 
 
 @pytest.mark.parametrize(("changes", "reason"), [
     ({"exp": int(time.time()) - 31}, "TOKEN_EXPIRED"),  # past the 30 s leeway
     ({"exp": None}, "TOKEN_INVALID"),
-    ({"aud": "someone-else"}, "TOKEN_INVALID"),
+    ({"aud": "someone-else"}, "TOKEN_WRONG_AUDIENCE"),
     ({"aud": None}, "TOKEN_INVALID"),
     ({"iss": "someone-else"}, "TOKEN_INVALID"),
     ({"iss": None}, "TOKEN_INVALID"),
@@ -120,3 +157,12 @@ def test_an_unreachable_auth_service_is_unavailable_not_a_bad_token():
         verify(TokenVerifier(keys), signed())
     assert not isinstance(caught.value, Unauthenticated)
     assert caught.value.reason == "AUTH_UNAVAILABLE"
+
+
+def test_a_token_verified_before_is_still_refused_once_it_expires(monkeypatch):
+    verifier = TokenVerifier(Keys(("k1", KEY)))
+    now = time.time()
+    token = signed(claims(iat=int(now), exp=int(now) + 60))
+    assert verify(verifier, token).subject == "user-1"  # verified, and remembered
+    monkeypatch.setattr(qruntime_kit.tokens.time, "time", lambda: now + 60 + 31)
+    assert reason_of(verifier, token) == "TOKEN_EXPIRED"

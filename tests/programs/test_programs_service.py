@@ -45,7 +45,7 @@ def test_calls_need_a_token_and_the_right_role(world):
                  grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING")
     err = world.reader.error("CreateProgram", pb.CreateProgramRequest(program=program_pb2.Program(name="x")))
     assert_error(err, grpc.StatusCode.PERMISSION_DENIED, "ACTION_NOT_ALLOWED")
-    assert err.metadata["action"] == "program.create"
+    assert err.metadata["action"] == "quantum-computing.program.create"
     assert world.reader.list_ids() == BUILTIN_IDS  # but a reader reads
 
 
@@ -83,10 +83,10 @@ def test_uploading_a_builtin_or_overlong_program_is_refused(world):
     assert sorted(p for p, _ in err.field_violations) == ["program.max_execution_time", "program.runtime"]
 
 
-def test_a_service_token_cannot_create_programs_without_an_instance(world):
+def test_the_jobs_service_token_cannot_create_programs(world):
     err = world.service.error("CreateProgram", pb.CreateProgramRequest(program=program_pb2.Program(
         name="orphan", data=SOURCE, max_execution_time=duration_pb2.Duration(seconds=60))))
-    assert_error(err, grpc.StatusCode.FAILED_PRECONDITION, "INSTANCE_REQUIRED")
+    assert_error(err, grpc.StatusCode.PERMISSION_DENIED, "SERVICE_CALL_NOT_ALLOWED")
 
 
 def test_another_instances_private_program_looks_exactly_like_an_unknown_one(world):
@@ -108,10 +108,11 @@ def test_public_programs_are_seen_by_all_but_their_source_only_by_the_owner(worl
     assert world.me.get(public.id).data == SOURCE
 
 
-def test_services_read_every_program_with_its_source(world):
+def test_the_jobs_service_reads_any_program_with_its_source_but_lists_none(world):
     private = world.me.create("secret")
-    assert world.service.get(private.id).data == SOURCE
-    assert private.id in world.service.list_ids()
+    assert world.service.get(private.id).data == SOURCE  # the program of a job it is about to run
+    assert_error(world.service.error("ListPrograms", pb.ListProgramsRequest()),
+                 grpc.StatusCode.PERMISSION_DENIED, "SERVICE_CALL_NOT_ALLOWED")
     assert private.id not in world.other.list_ids()
 
 
@@ -215,9 +216,9 @@ def test_only_the_owner_changes_or_deletes_a_program(world):
                  grpc.StatusCode.PERMISSION_DENIED, "NOT_PROGRAM_OWNER")
     assert_error(world.other.error("DeleteProgram", pb.DeleteProgramRequest(program_id=public.id)),
                  grpc.StatusCode.PERMISSION_DENIED, "NOT_PROGRAM_OWNER")
-    # Services read everything but own nothing.
+    # The jobs service reads programs but may change none.
     assert_error(world.service.error("DeleteProgram", pb.DeleteProgramRequest(program_id=private.id)),
-                 grpc.StatusCode.PERMISSION_DENIED, "NOT_PROGRAM_OWNER")
+                 grpc.StatusCode.PERMISSION_DENIED, "SERVICE_CALL_NOT_ALLOWED")
     assert world.me.get(private.id) == private and world.me.get(public.id) == public
 
 

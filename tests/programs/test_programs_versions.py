@@ -106,7 +106,7 @@ def test_the_jobs_service_reads_any_version_with_its_source(any_world: World):
     old = any_world.service.get(created.id, version=1)
     assert (old.version, old.data, old.owner_instance) == (1, SOURCE, any_world.me.instance)
     assert any_world.service.get(created.id, version=2).data == NEW_SOURCE
-    assert [p.version for p in versions(any_world.service, created.id).programs] == [2, 1]
+    assert [p.version for p in versions(any_world.me, created.id).programs] == [2, 1]
 
 
 def test_other_instances_read_versions_only_as_the_latest_lets_them(world: World):

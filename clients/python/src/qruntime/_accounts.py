@@ -1,8 +1,10 @@
 """Saved accounts: the credentials file ``$HOME/.qiskit/qiskit-ibm.json`` and picking the account to use.
 
-The file is a JSON object mapping an account name to ``{"auth", "token", "instance", "url"}``, plus
-``"is_default_account": true`` on the account ``set_as_default=True`` chose. Accounts this module does
-not touch are kept as they are.
+The file is a JSON object mapping an account name to ``{"auth", "channel", "token", "instance", "url"}``,
+plus ``"qruntime_default_account": true`` on the account ``set_as_default=True`` chose. qiskit-ibm-runtime
+shares the file: every entry we write carries the ``channel`` it needs to read it ("ibm_cloud"), our
+default flag is our own (its ``is_default_account`` flags are never touched, and its accounts are
+neither listed, loaded nor deleted here). Entries of other libraries are kept as they are.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ DEFAULT_ACCOUNT_NAME = "default-cloud"
 AUTH_TYPES = frozenset({"cloud"})
 """The auth types the service accepts."""
 _CHANNEL_TO_AUTH = {"ibm_cloud": "cloud"}
-_DEFAULT_FLAG = "is_default_account"
+_AUTH_TO_CHANNEL = {v: k for k, v in _CHANNEL_TO_AUTH.items()}
+_DEFAULT_FLAG = "qruntime_default_account"
+_LEGACY_DEFAULT_FLAG = "is_default_account"  # what earlier releases wrote on their own entries
 _HOW_TO_SAVE = (
     'save one with IBMRuntimeService.save_account(auth="cloud", token=API_KEY, instance=CRN_OR_NAME, '
     "url=HOST_PORT), or pass token= and instance= to IBMRuntimeService()"
@@ -50,7 +54,7 @@ class Account:
             InvalidAccountError: a field is empty or of the wrong type, or the auth type is unknown.
         """
         if self.auth not in AUTH_TYPES:
-            raise InvalidAccountError(f"auth must be one of {sorted(AUTH_TYPES)}, not {self.auth!r}")
+            raise InvalidAccountError(f"auth must be one of {sorted(AUTH_TYPES)}, not {_shown(self.auth)}")
         for name in ("token", "instance", "url"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
@@ -59,8 +63,21 @@ class Account:
         return self
 
     def to_saved_format(self) -> dict[str, str]:
-        """The account as stored in the file."""
-        return {"auth": self.auth, "token": self.token, "instance": self.instance, "url": self.url}
+        """The account as stored in the file (qiskit-ibm-runtime reads it too)."""
+        return {"auth": self.auth, "channel": _AUTH_TO_CHANNEL[self.auth], "token": self.token,
+                "instance": self.instance, "url": self.url}
+
+
+def _shown(value: Any) -> str:
+    """A value fit for an error message: never an API key given in the wrong place."""
+    if isinstance(value, str) and (value.startswith("qrk_") or len(value) > 40):
+        return f"a string of {len(value)} characters (an API key? pass it as token=)"
+    return repr(value)
+
+
+def is_ours(entry: Any) -> bool:
+    """Whether a saved entry is one of this client's (it has our ``auth`` field)."""
+    return isinstance(entry, dict) and "auth" in entry
 
 
 def account_file() -> Path:
@@ -76,11 +93,13 @@ def resolve_auth(auth: str | None, channel: str | None) -> str:
     """
     if channel is not None:
         if channel not in _CHANNEL_TO_AUTH:
-            raise InvalidAccountError(f"channel must be one of {sorted(_CHANNEL_TO_AUTH)}, not {channel!r}")
+            raise InvalidAccountError(f"channel must be one of {sorted(_CHANNEL_TO_AUTH)}, not {_shown(channel)}")
         from_channel = _CHANNEL_TO_AUTH[channel]
         if auth is not None and auth != from_channel:
-            raise InvalidAccountError(f"auth={auth!r} and channel={channel!r} disagree; give only one")
+            raise InvalidAccountError(f"auth={_shown(auth)} and channel={channel!r} disagree; give only one")
         return from_channel
+    if auth is not None and auth not in AUTH_TYPES:
+        raise InvalidAccountError(f"auth must be one of {sorted(AUTH_TYPES)}, not {_shown(auth)}")
     return "cloud" if auth is None else auth
 
 
@@ -110,11 +129,16 @@ def save_account(
             f"an account named {name!r} is saved in {account_file()} already; "
             "pass overwrite=True to replace it, or give another name="
         )
+    if name in accounts and not is_ours(accounts[name]):
+        raise AccountAlreadyExistsError(
+            f"the account named {name!r} in {account_file()} is another library's; give another name="
+        )
     entry: dict[str, Any] = account.to_saved_format()
     if set_as_default:
         for other in accounts.values():
-            if isinstance(other, dict):
+            if is_ours(other):
                 other.pop(_DEFAULT_FLAG, None)
+                other.pop(_LEGACY_DEFAULT_FLAG, None)
         entry[_DEFAULT_FLAG] = True
     elif set_as_default is None and _is_flagged_default(accounts.get(name)):
         entry[_DEFAULT_FLAG] = True  # overwriting the default account keeps it the default
@@ -123,15 +147,17 @@ def save_account(
 
 
 def saved_accounts() -> dict[str, dict[str, Any]]:
-    """Every saved account by name, as stored (tokens included)."""
-    return {name: dict(entry) for name, entry in _read().items() if isinstance(entry, dict)}
+    """Every account this client saved, by name, as stored (tokens included); other libraries'
+    entries in the same file are left out."""
+    return {name: dict(entry) for name, entry in _read().items() if is_ours(entry)}
 
 
 def delete_account(name: str | None = None) -> bool:
-    """Delete the saved account ``name`` (by default the default account); whether one was deleted."""
+    """Delete the saved account ``name`` (by default the default account); whether one was deleted.
+    Other libraries' entries are never deleted."""
     accounts = _read()
     name = _default_name(accounts) if name is None else name
-    if name not in accounts:
+    if not is_ours(accounts.get(name)):
         return False
     del accounts[name]
     _write(accounts)
@@ -152,6 +178,9 @@ def load_account(name: str | None = None) -> Account:
         raise AccountNotFoundError(f"no account named {name!r} is saved in {account_file()}; {_HOW_TO_SAVE}")
     if not isinstance(entry, dict):
         raise InvalidAccountError(f"the account {name!r} in {account_file()} is not a JSON object")
+    if not is_ours(entry):
+        raise InvalidAccountError(f"the account {name!r} in {account_file()} is another library's (it has no "
+                                  f"'auth'); {_HOW_TO_SAVE}")
     return Account(
         auth=entry.get("auth"),  # type: ignore[arg-type]
         token=entry.get("token"),  # type: ignore[arg-type]
@@ -195,7 +224,7 @@ def _check_name(name: str | None) -> str:
 
 
 def _is_flagged_default(entry: Any) -> bool:
-    return isinstance(entry, dict) and entry.get(_DEFAULT_FLAG) is True
+    return is_ours(entry) and (entry.get(_DEFAULT_FLAG) is True or entry.get(_LEGACY_DEFAULT_FLAG) is True)
 
 
 def _default_name(accounts: dict[str, Any]) -> str:

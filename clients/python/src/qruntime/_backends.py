@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from qiskit.providers import BackendV2, Options
+from qiskit.transpiler import Target
+
 from ._convert import optional_datetime, optional_seconds
+from ._target import build_target
 from .devices.v1 import backend_pb2, devices_service_pb2
 from .exceptions import IBMRuntimeError
 
@@ -154,21 +158,21 @@ class BackendProperties:
         return self.gate_property(gate, qubits).duration
 
 
-class RuntimeBackend:
-    """A backend the instance may use: a simulator or a physical system.
+class RuntimeBackend(BackendV2):
+    """A backend the instance may use: a simulator or a physical system, as a Qiskit ``BackendV2``.
 
-    Jobs run on it by naming it: ``service.run(..., options={"backend_name": backend.name})``.
+    Its ``target`` (a Qiskit ``Target`` built from the configuration and calibration data, errors and
+    durations included) lets Qiskit compile for it: ``transpile(circuit, backend=backend)`` or
+    ``generate_preset_pass_manager(optimization_level=1, backend=backend)``. Jobs run on it by naming
+    it: ``service.run(..., options={"backend_name": backend.name})``; ``run`` itself is not offered.
     """
 
     def __init__(self, backend: backend_pb2.Backend, transport: Transport | None = None) -> None:
+        super().__init__(name=backend.name, description=backend.description)
         self._backend = backend
         self._transport = transport
         self._properties: BackendProperties | None = None
-
-    @property
-    def name(self) -> str:
-        """Unique name, e.g. ``"ibmq_qasm_simulator"``."""
-        return self._backend.name
+        self._target: Target | None = None
 
     @property
     def simulator(self) -> bool:
@@ -186,20 +190,37 @@ class RuntimeBackend:
         return list(self._backend.configuration.basis_gates)
 
     @property
-    def coupling_map(self) -> list[list[int]] | None:
-        """Allowed ``[control, target]`` pairs; None when every pair is allowed."""
-        edges = self._backend.configuration.coupling_map
-        return [[e.control, e.target] for e in edges] if edges else None
+    def target(self) -> Target:
+        """The Qiskit ``Target``: native gates on the qubits and couplings they may act on, with the
+        calibration's errors and durations, and the qubits' T1, T2 and frequency. Built on first use
+        (a physical system's calibration data are fetched then)."""
+        if self._target is None:
+            calibrated = not self.simulator and self._transport is not None
+            props = self._fetch_properties() if calibrated else backend_pb2.BackendProperties()
+            self._target = build_target(self._backend, props)
+        return self._target
+
+    @property
+    def max_circuits(self) -> int:
+        """Most circuits per run."""
+        return self._backend.configuration.max_experiments
+
+    @classmethod
+    def _default_options(cls) -> Options:
+        return Options(shots=1024)
+
+    def run(self, run_input, **options):
+        """Not offered: run circuits through a job (``service.run`` or the primitives), which queue
+        them, keep their results and enforce the instance's limits."""
+        raise IBMRuntimeError(
+            f"circuits do not run on {self.name} directly; submit a job with service.run(..., "
+            f"options={{'backend_name': {self.name!r}}}) or a primitive"
+        )
 
     @property
     def max_shots(self) -> int:
         """Most shots per circuit."""
         return self._backend.configuration.max_shots
-
-    @property
-    def description(self) -> str:
-        """What it is, for people."""
-        return self._backend.description
 
     @property
     def proto(self) -> backend_pb2.Backend:
@@ -222,7 +243,7 @@ class RuntimeBackend:
             simulator=self.simulator,
             num_qubits=config.num_qubits,
             basis_gates=self.basis_gates,
-            coupling_map=self.coupling_map,
+            coupling_map=[[e.control, e.target] for e in config.coupling_map] or None,
             max_shots=config.max_shots,
             max_experiments=config.max_experiments,
             simulation_method=config.simulation_method,
@@ -237,12 +258,14 @@ class RuntimeBackend:
             IBMRuntimeError: the backend was not obtained from a service, so there is nowhere to ask.
         """
         if self._properties is None or refresh:
-            if self._transport is None:
-                raise IBMRuntimeError(f"backend {self.name!r} is not attached to a service")
-            request = devices_service_pb2.GetBackendPropertiesRequest(name=self.name)
-            response = self._transport.call(self._transport.devices.GetBackendProperties, request)
-            self._properties = BackendProperties.from_proto(self.name, response.properties)
+            self._properties = BackendProperties.from_proto(self.name, self._fetch_properties())
         return self._properties
+
+    def _fetch_properties(self) -> backend_pb2.BackendProperties:
+        if self._transport is None:
+            raise IBMRuntimeError(f"backend {self.name!r} is not attached to a service")
+        request = devices_service_pb2.GetBackendPropertiesRequest(name=self.name)
+        return self._transport.call(self._transport.devices.GetBackendProperties, request).properties
 
     def __repr__(self) -> str:
         return f"<RuntimeBackend({self.name!r})>"

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from .admin.v1 import admin_service_pb2_grpc
 from .auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from .devices.v1 import devices_service_pb2_grpc
 from .exceptions import RuntimeServiceError, from_grpc_error
@@ -27,6 +28,8 @@ DEFAULT_TIMEOUT = 30.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The largest message the channel sends or receives: circuits and results can be big."""
 TOKEN_EXPIRED_REASON = "TOKEN_EXPIRED"
+# A token revoked because a role changed is renewed like an expired one: the key decides anew.
+_RENEWABLE_REASONS = (TOKEN_EXPIRED_REASON, "TOKEN_REVOKED")
 """The ErrorInfo reason of an UNAUTHENTICATED status that a new token cures."""
 REFRESH_MARGIN_S = 60.0
 """A cached token is replaced this many seconds before it expires."""
@@ -42,12 +45,17 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def create_channel(url: str) -> grpc.Channel:
-    """An insecure channel to ``url`` ("host:port") that allows messages of up to 64 MiB."""
+def create_channel(url: str, ca_file: str | None = None) -> grpc.Channel:
+    """A channel to ``url`` ("host:port") that allows messages of up to 64 MiB: over TLS trusting the
+    PEM CA bundle ``ca_file`` when one is given, plaintext otherwise."""
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ]
+    if ca_file:
+        with open(ca_file, "rb") as file:
+            credentials = grpc.ssl_channel_credentials(file.read())
+        return grpc.secure_channel(url, credentials, options=options)
     return grpc.insecure_channel(url, options=options)
 
 
@@ -118,13 +126,16 @@ class _TokenSource:
 class Transport:
     """The channel, stubs and token of one service object."""
 
-    def __init__(self, url: str, api_key: str, instance: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, url: str, api_key: str, instance: str, *, timeout: float = DEFAULT_TIMEOUT, ca_file: str | None = None
+    ) -> None:
         self.timeout = timeout
-        self.channel = create_channel(url)
+        self.channel = create_channel(url, ca_file)
         self.auth = auth_service_pb2_grpc.AuthServiceStub(self.channel)
         self.programs = programs_service_pb2_grpc.ProgramsServiceStub(self.channel)
         self.jobs = jobs_service_pb2_grpc.JobsServiceStub(self.channel)
         self.devices = devices_service_pb2_grpc.DevicesServiceStub(self.channel)
+        self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
         self.tokens = _TokenSource(self.auth, api_key, instance, timeout=timeout)
 
     def call(
@@ -206,4 +217,4 @@ class Transport:
 
 
 def _is_token_expired(error: RuntimeServiceError) -> bool:
-    return error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason == TOKEN_EXPIRED_REASON
+    return error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason in _RENEWABLE_REASONS

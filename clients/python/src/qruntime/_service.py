@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import os
 from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from types import TracebackType
@@ -17,6 +18,7 @@ from ._channel import DEFAULT_TIMEOUT, Transport
 from ._jobs import ResultDecoder, RuntimeJob
 from ._options import RuntimeOptions, to_job_options
 from ._programs import RuntimeProgram, program_for_upload, program_update
+from .admin.v1 import admin_service_pb2
 from .devices.v1 import devices_service_pb2
 from .exceptions import NotFoundError, _invalid_argument
 from .jobs.v1 import job_pb2, jobs_service_pb2
@@ -35,7 +37,8 @@ class IBMRuntimeService:
     The account is the token and instance given, else the saved account ``name`` (else the default
     one) with any of ``token``, ``instance`` and ``url`` given replacing its own. The API key is
     checked at once: a refused key raises ``IBMNotAuthorizedError`` here rather than on first use.
-    ``timeout`` is the seconds each call to the service may take.
+    ``timeout`` is the seconds each call to the service may take. ``ca_file`` (or the
+    ``QRUNTIME_CA_FILE`` environment variable) names the PEM CA bundle of a service that serves TLS.
 
     Raises:
         AccountNotFoundError: no account given and none saved.
@@ -55,10 +58,12 @@ class IBMRuntimeService:
         channel: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        ca_file: str | None = None,
     ) -> None:
         account = _accounts.resolve_account(auth, token, instance, url, name, channel)
         self._account = account
-        self._transport = Transport(account.url, account.token, account.instance, timeout=timeout)
+        self._transport = Transport(account.url, account.token, account.instance, timeout=timeout,
+                                    ca_file=ca_file or os.environ.get("QRUNTIME_CA_FILE") or None)
         try:
             response = self._transport.tokens.response
         except BaseException:
@@ -90,13 +95,24 @@ class IBMRuntimeService:
 
     @staticmethod
     def saved_accounts() -> dict[str, dict[str, Any]]:
-        """Every saved account by name, as stored (tokens included)."""
+        """Every account this client saved, by name, as stored (tokens included); other libraries'
+        entries in the shared file are left out."""
         return _accounts.saved_accounts()
 
     @staticmethod
     def delete_account(name: str | None = None) -> bool:
         """Delete a saved account (by default the default one); whether one was deleted."""
         return _accounts.delete_account(name)
+
+    def active_account(self) -> dict[str, str]:
+        """The account this service object uses: ``auth``, ``channel``, ``token``, ``instance`` (its
+        CRN) and ``url``, as saved accounts hold them."""
+        return {**self._account.to_saved_format(), "instance": self._instance}
+
+    def instances(self) -> list[str]:
+        """The CRNs of the instances of this instance's account."""
+        request = admin_service_pb2.ListInstancesRequest(page_size=_MAX_PAGE_SIZE)
+        return [i.crn for i in self._transport.paginate(self._transport.admin.ListInstances, request, "instances")]
 
     @property
     def instance(self) -> str:

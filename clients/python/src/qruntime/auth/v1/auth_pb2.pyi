@@ -53,23 +53,26 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_UNSPECIFIED: _Role.ValueType  # 0
     """Not set; grants nothing."""
     ROLE_READER: _Role.ValueType  # 1
-    """Reader: program.read, job.read."""
+    """Reader: program.read, job.read (job results and logs)."""
     ROLE_WRITER: _Role.ValueType  # 2
-    """Writer: Reader's actions plus program.create, program.update, job.create."""
+    """Writer: program.create, program.update, program.delete, job.create, job.delete."""
     ROLE_MANAGER: _Role.ValueType  # 3
-    """Manager: Writer's actions plus program.delete, job.delete."""
+    """Manager: every action of Reader and Writer."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
-    """An IAM role granted to a user on one instance. Each role includes the rights of the ones above it."""
+    """An IAM role on an instance, as the original service's table has them. Roles are additive: a user's
+    actions are those of every role a policy grants them; no role includes another. Actions carry
+    their full names, e.g. "quantum-computing.job.create".
+    """
 
 ROLE_UNSPECIFIED: Role.ValueType  # 0
 """Not set; grants nothing."""
 ROLE_READER: Role.ValueType  # 1
-"""Reader: program.read, job.read."""
+"""Reader: program.read, job.read (job results and logs)."""
 ROLE_WRITER: Role.ValueType  # 2
-"""Writer: Reader's actions plus program.create, program.update, job.create."""
+"""Writer: program.create, program.update, program.delete, job.create, job.delete."""
 ROLE_MANAGER: Role.ValueType  # 3
-"""Manager: Writer's actions plus program.delete, job.delete."""
+"""Manager: every action of Reader and Writer."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _PrincipalKind:
@@ -108,7 +111,9 @@ class Instance(_message.Message):
     PLAN_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     crn: _builtins.str
-    """Cloud resource name, e.g. "crn:v1:qruntime:local:quantum-computing:a/<account id>:<instance id>::"."""
+    """Cloud resource name, in the original's form
+    "crn:v1:<cloud>:public:quantum-computing:<region>:a/<account id>:<instance guid>::".
+    """
     name: _builtins.str
     """Human-readable name, unique within its account; clients may name the instance by it."""
     account_id: _builtins.str
@@ -160,7 +165,7 @@ class Principal(_message.Message):
     """The plan of that instance."""
     @_builtins.property
     def actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The actions the subject may take on the instance, e.g. "job.create"."""
+        """The actions the subject may take on the instance, e.g. "quantum-computing.job.create"."""
 
     def __init__(
         self,

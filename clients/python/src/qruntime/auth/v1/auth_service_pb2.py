@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from qruntime.auth.v1 import auth_pb2 as qruntime_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/auth/v1/auth_service.proto\x12\x10qruntime.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bqruntime/auth/v1/auth.proto\"7\n\x12\x43reateTokenRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\"\xa9\x01\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08instance\x18\x03 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.qruntime.auth.v1.Role\"\x18\n\x16ListSigningKeysRequest\"M\n\x17ListSigningKeysResponse\x12\x32\n\x0csigning_keys\x18\x01 \x03(\x0b\x32\x1c.qruntime.auth.v1.SigningKey\"&\n\x12GetInstanceRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\"C\n\x13GetInstanceResponse\x12,\n\x08instance\x18\x01 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance2\xad\x02\n\x0b\x41uthService\x12Z\n\x0b\x43reateToken\x12$.qruntime.auth.v1.CreateTokenRequest\x1a%.qruntime.auth.v1.CreateTokenResponse\x12\x66\n\x0fListSigningKeys\x12(.qruntime.auth.v1.ListSigningKeysRequest\x1a).qruntime.auth.v1.ListSigningKeysResponse\x12Z\n\x0bGetInstance\x12$.qruntime.auth.v1.GetInstanceRequest\x1a%.qruntime.auth.v1.GetInstanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/auth/v1/auth_service.proto\x12\x10qruntime.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bqruntime/auth/v1/auth.proto\"H\n\x12\x43reateTokenRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\"\xd0\x01\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08instance\x18\x03 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.qruntime.auth.v1.Role\x12%\n\x05roles\x18\x05 \x03(\x0e\x32\x16.qruntime.auth.v1.Role\"0\n\x19\x43reateServiceTokenRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\"\\\n\x1a\x43reateServiceTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x16ListRevocationsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\nRevocation\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12/\n\x0brevoke_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x17ListRevocationsResponse\x12\x31\n\x0brevocations\x18\x01 \x03(\x0b\x32\x1c.qruntime.auth.v1.Revocation\"\x18\n\x16ListSigningKeysRequest\"M\n\x17ListSigningKeysResponse\x12\x32\n\x0csigning_keys\x18\x01 \x03(\x0b\x32\x1c.qruntime.auth.v1.SigningKey\"&\n\x12GetInstanceRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\"C\n\x13GetInstanceResponse\x12,\n\x08instance\x18\x01 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance2\x86\x04\n\x0b\x41uthService\x12Z\n\x0b\x43reateToken\x12$.qruntime.auth.v1.CreateTokenRequest\x1a%.qruntime.auth.v1.CreateTokenResponse\x12o\n\x12\x43reateServiceToken\x12+.qruntime.auth.v1.CreateServiceTokenRequest\x1a,.qruntime.auth.v1.CreateServiceTokenResponse\x12\x66\n\x0fListRevocations\x12(.qruntime.auth.v1.ListRevocationsRequest\x1a).qruntime.auth.v1.ListRevocationsResponse\x12\x66\n\x0fListSigningKeys\x12(.qruntime.auth.v1.ListSigningKeysRequest\x1a).qruntime.auth.v1.ListSigningKeysResponse\x12Z\n\x0bGetInstance\x12$.qruntime.auth.v1.GetInstanceRequest\x1a%.qruntime.auth.v1.GetInstanceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qruntime.auth.v1.auth_servi
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATETOKENREQUEST']._serialized_start=119
-  _globals['_CREATETOKENREQUEST']._serialized_end=174
-  _globals['_CREATETOKENRESPONSE']._serialized_start=177
-  _globals['_CREATETOKENRESPONSE']._serialized_end=346
-  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_start=348
-  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_end=372
-  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_start=374
-  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_end=451
-  _globals['_GETINSTANCEREQUEST']._serialized_start=453
-  _globals['_GETINSTANCEREQUEST']._serialized_end=491
-  _globals['_GETINSTANCERESPONSE']._serialized_start=493
-  _globals['_GETINSTANCERESPONSE']._serialized_end=560
-  _globals['_AUTHSERVICE']._serialized_start=563
-  _globals['_AUTHSERVICE']._serialized_end=864
+  _globals['_CREATETOKENREQUEST']._serialized_end=191
+  _globals['_CREATETOKENRESPONSE']._serialized_start=194
+  _globals['_CREATETOKENRESPONSE']._serialized_end=402
+  _globals['_CREATESERVICETOKENREQUEST']._serialized_start=404
+  _globals['_CREATESERVICETOKENREQUEST']._serialized_end=452
+  _globals['_CREATESERVICETOKENRESPONSE']._serialized_start=454
+  _globals['_CREATESERVICETOKENRESPONSE']._serialized_end=546
+  _globals['_LISTREVOCATIONSREQUEST']._serialized_start=548
+  _globals['_LISTREVOCATIONSREQUEST']._serialized_end=615
+  _globals['_REVOCATION']._serialized_start=617
+  _globals['_REVOCATION']._serialized_end=695
+  _globals['_LISTREVOCATIONSRESPONSE']._serialized_start=697
+  _globals['_LISTREVOCATIONSRESPONSE']._serialized_end=773
+  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_start=775
+  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_end=799
+  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_start=801
+  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_end=878
+  _globals['_GETINSTANCEREQUEST']._serialized_start=880
+  _globals['_GETINSTANCEREQUEST']._serialized_end=918
+  _globals['_GETINSTANCERESPONSE']._serialized_start=920
+  _globals['_GETINSTANCERESPONSE']._serialized_end=987
+  _globals['_AUTHSERVICE']._serialized_start=990
+  _globals['_AUTHSERVICE']._serialized_end=1508
 # @@protoc_insertion_point(module_scope)

@@ -28,19 +28,25 @@ class CreateTokenRequest(_message.Message):
 
     API_KEY_FIELD_NUMBER: _builtins.int
     INSTANCE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
     api_key: _builtins.str
     """The secret API key, as issued once at its creation."""
     instance: _builtins.str
-    """The instance to scope the token to, by CRN or by name. Required for user keys."""
+    """The instance to scope the token to, by CRN or by name. Either it or account is required."""
+    account: _builtins.str
+    """For a token scoped to an account instead (the admin API): the account id, or "-" for the
+    caller's only account. Such a token takes no action on any instance's jobs or programs.
+    """
     def __init__(
         self,
         *,
         api_key: _builtins.str = ...,
         instance: _builtins.str = ...,
+        account: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "instance", b"instance"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "api_key", b"api_key", "instance", b"instance"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -56,17 +62,22 @@ class CreateTokenResponse(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     INSTANCE_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
     token: _builtins.str
     """The signed bearer token; send it as "authorization: Bearer <token>" metadata."""
     role: _auth_pb2.Role.ValueType
-    """The caller's role on that instance."""
+    """Deprecated: the first of roles; kept for old clients."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the token stops being accepted; ask for a new one before then."""
 
     @_builtins.property
     def instance(self) -> _auth_pb2.Instance:
-        """The instance the token is scoped to; unset for service tokens."""
+        """The instance the token is scoped to; unset for an account token."""
+
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_auth_pb2.Role.ValueType]:
+        """The caller's roles on that instance (additive)."""
 
     def __init__(
         self,
@@ -75,14 +86,141 @@ class CreateTokenResponse(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         instance: _auth_pb2.Instance | None = ...,
         role: _auth_pb2.Role.ValueType = ...,
+        roles: _abc.Iterable[_auth_pb2.Role.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "instance", b"instance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "instance", b"instance", "role", b"role", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "instance", b"instance", "role", b"role", "roles", b"roles", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateTokenResponse: _TypeAlias = CreateTokenResponse  # noqa: Y015
+
+@_typing.final
+class CreateServiceTokenRequest(_message.Message):
+    """Request of AuthService.CreateServiceToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_KEY_FIELD_NUMBER: _builtins.int
+    service_key: _builtins.str
+    """The service's own API key (QRUNTIME_SERVICE_KEY or its file)."""
+    def __init__(
+        self,
+        *,
+        service_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_key", b"service_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateServiceTokenRequest: _TypeAlias = CreateServiceTokenRequest  # noqa: Y015
+
+@_typing.final
+class CreateServiceTokenResponse(_message.Message):
+    """Response of AuthService.CreateServiceToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The signed bearer token, for the calls this service may make."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the token stops being accepted; ask for a new one before then."""
+
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateServiceTokenResponse: _TypeAlias = CreateServiceTokenResponse  # noqa: Y015
+
+@_typing.final
+class ListRevocationsRequest(_message.Message):
+    """Request of AuthService.ListRevocations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only revocations made at or after this time."""
+
+    def __init__(
+        self,
+        *,
+        since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRevocationsRequest: _TypeAlias = ListRevocationsRequest  # noqa: Y015
+
+@_typing.final
+class Revocation(_message.Message):
+    """One revocation: tokens of the subject issued up to revoke_time no longer count."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    subject: _builtins.str
+    """A user id, or an API key id."""
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was revoked."""
+
+    def __init__(
+        self,
+        *,
+        subject: _builtins.str = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["revoke_time", b"revoke_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoke_time", b"revoke_time", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Revocation: _TypeAlias = Revocation  # noqa: Y015
+
+@_typing.final
+class ListRevocationsResponse(_message.Message):
+    """Response of AuthService.ListRevocations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOCATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def revocations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Revocation]:
+        """The revocations, in no particular order."""
+
+    def __init__(
+        self,
+        *,
+        revocations: _abc.Iterable[Global___Revocation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revocations", b"revocations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRevocationsResponse: _TypeAlias = ListRevocationsResponse  # noqa: Y015
 
 @_typing.final
 class ListSigningKeysRequest(_message.Message):

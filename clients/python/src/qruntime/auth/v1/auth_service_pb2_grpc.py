@@ -41,6 +41,16 @@ class AuthServiceStub:
                 request_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateTokenRequest.SerializeToString,
                 response_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateTokenResponse.FromString,
                 _registered_method=True)
+        self.CreateServiceToken = channel.unary_unary(
+                '/qruntime.auth.v1.AuthService/CreateServiceToken',
+                request_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenRequest.SerializeToString,
+                response_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenResponse.FromString,
+                _registered_method=True)
+        self.ListRevocations = channel.unary_unary(
+                '/qruntime.auth.v1.AuthService/ListRevocations',
+                request_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ListRevocationsRequest.SerializeToString,
+                response_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ListRevocationsResponse.FromString,
+                _registered_method=True)
         self.ListSigningKeys = channel.unary_unary(
                 '/qruntime.auth.v1.AuthService/ListSigningKeys',
                 request_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ListSigningKeysRequest.SerializeToString,
@@ -59,7 +69,26 @@ class AuthServiceServicer:
     """
 
     def CreateToken(self, request, context):
-        """Exchanges an API key for a bearer token scoped to one instance. Needs no token.
+        """Exchanges a user's API key for a bearer token scoped to one instance, or to an account (for the
+        admin API). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
+        SERVICE_KEY_NOT_ACCEPTED). Attempts are rate limited per API key id and per peer:
+        RESOURCE_EXHAUSTED TOO_MANY_TOKEN_REQUESTS with a RetryInfo saying when to try again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateServiceToken(self, request, context):
+        """Exchanges one of the suite's service keys for a service token, valid only for that service's
+        documented calls. Internal: the front door (the gateway, `qruntime up`'s port) never serves it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevocations(self, request, context):
+        """Lists recent revocations (deleted or disabled API keys, disabled users, removed roles), which
+        every service polls to refuse revoked tokens within seconds. Internal, like CreateServiceToken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,6 +115,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.CreateToken,
                     request_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateTokenRequest.FromString,
                     response_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'CreateServiceToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateServiceToken,
+                    request_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenRequest.FromString,
+                    response_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenResponse.SerializeToString,
+            ),
+            'ListRevocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevocations,
+                    request_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ListRevocationsRequest.FromString,
+                    response_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ListRevocationsResponse.SerializeToString,
             ),
             'ListSigningKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSigningKeys,
@@ -127,6 +166,60 @@ class AuthService:
             '/qruntime.auth.v1.AuthService/CreateToken',
             qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateTokenRequest.SerializeToString,
             qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateServiceToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.auth.v1.AuthService/CreateServiceToken',
+            qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenRequest.SerializeToString,
+            qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.auth.v1.AuthService/ListRevocations',
+            qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ListRevocationsRequest.SerializeToString,
+            qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ListRevocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

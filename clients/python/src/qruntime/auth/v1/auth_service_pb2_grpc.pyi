@@ -36,7 +36,19 @@ class AuthServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuthServiceAsyncStub: ...
     CreateToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.CreateTokenRequest, _auth_service_pb2.CreateTokenResponse]
-    """Exchanges an API key for a bearer token scoped to one instance. Needs no token."""
+    """Exchanges a user's API key for a bearer token scoped to one instance, or to an account (for the
+    admin API). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
+    SERVICE_KEY_NOT_ACCEPTED). Attempts are rate limited per API key id and per peer:
+    RESOURCE_EXHAUSTED TOO_MANY_TOKEN_REQUESTS with a RetryInfo saying when to try again.
+    """
+    CreateServiceToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.CreateServiceTokenRequest, _auth_service_pb2.CreateServiceTokenResponse]
+    """Exchanges one of the suite's service keys for a service token, valid only for that service's
+    documented calls. Internal: the front door (the gateway, `qruntime up`'s port) never serves it.
+    """
+    ListRevocations: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListRevocationsRequest, _auth_service_pb2.ListRevocationsResponse]
+    """Lists recent revocations (deleted or disabled API keys, disabled users, removed roles), which
+    every service polls to refuse revoked tokens within seconds. Internal, like CreateServiceToken.
+    """
     ListSigningKeys: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListSigningKeysRequest, _auth_service_pb2.ListSigningKeysResponse]
     """Lists the public keys that verify tokens. Needs no token."""
     GetInstance: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetInstanceRequest, _auth_service_pb2.GetInstanceResponse]
@@ -50,7 +62,19 @@ class AuthServiceAsyncStub(AuthServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.CreateTokenRequest, _auth_service_pb2.CreateTokenResponse]  # type: ignore[assignment]
-    """Exchanges an API key for a bearer token scoped to one instance. Needs no token."""
+    """Exchanges a user's API key for a bearer token scoped to one instance, or to an account (for the
+    admin API). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
+    SERVICE_KEY_NOT_ACCEPTED). Attempts are rate limited per API key id and per peer:
+    RESOURCE_EXHAUSTED TOO_MANY_TOKEN_REQUESTS with a RetryInfo saying when to try again.
+    """
+    CreateServiceToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.CreateServiceTokenRequest, _auth_service_pb2.CreateServiceTokenResponse]  # type: ignore[assignment]
+    """Exchanges one of the suite's service keys for a service token, valid only for that service's
+    documented calls. Internal: the front door (the gateway, `qruntime up`'s port) never serves it.
+    """
+    ListRevocations: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListRevocationsRequest, _auth_service_pb2.ListRevocationsResponse]  # type: ignore[assignment]
+    """Lists recent revocations (deleted or disabled API keys, disabled users, removed roles), which
+    every service polls to refuse revoked tokens within seconds. Internal, like CreateServiceToken.
+    """
     ListSigningKeys: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListSigningKeysRequest, _auth_service_pb2.ListSigningKeysResponse]  # type: ignore[assignment]
     """Lists the public keys that verify tokens. Needs no token."""
     GetInstance: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetInstanceRequest, _auth_service_pb2.GetInstanceResponse]  # type: ignore[assignment]
@@ -67,7 +91,31 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.CreateTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.CreateTokenResponse, _abc.Awaitable[_auth_service_pb2.CreateTokenResponse]]:
-        """Exchanges an API key for a bearer token scoped to one instance. Needs no token."""
+        """Exchanges a user's API key for a bearer token scoped to one instance, or to an account (for the
+        admin API). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
+        SERVICE_KEY_NOT_ACCEPTED). Attempts are rate limited per API key id and per peer:
+        RESOURCE_EXHAUSTED TOO_MANY_TOKEN_REQUESTS with a RetryInfo saying when to try again.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateServiceToken(
+        self,
+        request: _auth_service_pb2.CreateServiceTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.CreateServiceTokenResponse, _abc.Awaitable[_auth_service_pb2.CreateServiceTokenResponse]]:
+        """Exchanges one of the suite's service keys for a service token, valid only for that service's
+        documented calls. Internal: the front door (the gateway, `qruntime up`'s port) never serves it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRevocations(
+        self,
+        request: _auth_service_pb2.ListRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ListRevocationsResponse, _abc.Awaitable[_auth_service_pb2.ListRevocationsResponse]]:
+        """Lists recent revocations (deleted or disabled API keys, disabled users, removed roles), which
+        every service polls to refuse revoked tokens within seconds. Internal, like CreateServiceToken.
+        """
 
     @_abc_1.abstractmethod
     def ListSigningKeys(

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!qruntime/devices/v1/backend.proto\x12\x13qruntime.devices.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n\x0c\x43ouplingEdge\x12\x0f\n\x07\x63ontrol\x18\x01 \x01(\x05\x12\x0e\n\x06target\x18\x02 \x01(\x05\"\x82\x02\n\x14\x42\x61\x63kendConfiguration\x12\x12\n\nnum_qubits\x18\x01 \x01(\x05\x12\x13\n\x0b\x62\x61sis_gates\x18\x02 \x03(\t\x12\x37\n\x0c\x63oupling_map\x18\x03 \x03(\x0b\x32!.qruntime.devices.v1.CouplingEdge\x12\x11\n\tmax_shots\x18\x04 \x01(\x05\x12\x17\n\x0fmax_experiments\x18\x05 \x01(\x05\x12\x19\n\x11simulation_method\x18\x06 \x01(\t\x12\x35\n\x12max_execution_time\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\n\n\x02\x64t\x18\x08 \x01(\x01\"b\n\x0fQubitProperties\x12\r\n\x05qubit\x18\x01 \x01(\x05\x12\n\n\x02t1\x18\x02 \x01(\x01\x12\n\n\x02t2\x18\x03 \x01(\x01\x12\x11\n\tfrequency\x18\x04 \x01(\x01\x12\x15\n\rreadout_error\x18\x05 \x01(\x01\"O\n\x0eGateProperties\x12\x0c\n\x04gate\x18\x01 \x01(\t\x12\x0e\n\x06qubits\x18\x02 \x03(\x05\x12\r\n\x05\x65rror\x18\x03 \x01(\x01\x12\x10\n\x08\x64uration\x18\x04 \x01(\x01\"\xb3\x01\n\x11\x42\x61\x63kendProperties\x12\x34\n\x10last_update_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x06qubits\x18\x02 \x03(\x0b\x32$.qruntime.devices.v1.QubitProperties\x12\x32\n\x05gates\x18\x03 \x03(\x0b\x32#.qruntime.devices.v1.GateProperties\"R\n\rBackendStatus\x12\x13\n\x0boperational\x18\x01 \x01(\x08\x12\x14\n\x0cpending_jobs\x18\x02 \x01(\x05\x12\x16\n\x0estatus_message\x18\x03 \x01(\t\"\xd2\x01\n\x07\x42\x61\x63kend\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .qruntime.devices.v1.BackendKind\x12@\n\rconfiguration\x18\x03 \x01(\x0b\x32).qruntime.devices.v1.BackendConfiguration\x12\x32\n\x06status\x18\x04 \x01(\x0b\x32\".qruntime.devices.v1.BackendStatus\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\xa6\x01\n\rCircuitResult\x12>\n\x06\x63ounts\x18\x01 \x03(\x0b\x32..qruntime.devices.v1.CircuitResult.CountsEntry\x12\x0e\n\x06memory\x18\x02 \x03(\t\x12\x16\n\x0eregister_names\x18\x03 \x03(\t\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x9b\x01\n\x0e\x43ircuitSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nnum_qubits\x18\x02 \x01(\x05\x12\x12\n\nnum_clbits\x18\x03 \x01(\x05\x12\x18\n\x10simulated_qubits\x18\x04 \x01(\x05\x12\x19\n\x11simulation_method\x18\x05 \x01(\t\x12\x1e\n\x16\x65stimated_memory_bytes\x18\x06 \x01(\x03*b\n\x0b\x42\x61\x63kendKind\x12\x1c\n\x18\x42\x41\x43KEND_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KEND_KIND_SIMULATOR\x10\x01\x12\x19\n\x15\x42\x41\x43KEND_KIND_PHYSICAL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!qruntime/devices/v1/backend.proto\x12\x13qruntime.devices.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n\x0c\x43ouplingEdge\x12\x0f\n\x07\x63ontrol\x18\x01 \x01(\x05\x12\x0e\n\x06target\x18\x02 \x01(\x05\"\x82\x02\n\x14\x42\x61\x63kendConfiguration\x12\x12\n\nnum_qubits\x18\x01 \x01(\x05\x12\x13\n\x0b\x62\x61sis_gates\x18\x02 \x03(\t\x12\x37\n\x0c\x63oupling_map\x18\x03 \x03(\x0b\x32!.qruntime.devices.v1.CouplingEdge\x12\x11\n\tmax_shots\x18\x04 \x01(\x05\x12\x17\n\x0fmax_experiments\x18\x05 \x01(\x05\x12\x19\n\x11simulation_method\x18\x06 \x01(\t\x12\x35\n\x12max_execution_time\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\n\n\x02\x64t\x18\x08 \x01(\x01\"b\n\x0fQubitProperties\x12\r\n\x05qubit\x18\x01 \x01(\x05\x12\n\n\x02t1\x18\x02 \x01(\x01\x12\n\n\x02t2\x18\x03 \x01(\x01\x12\x11\n\tfrequency\x18\x04 \x01(\x01\x12\x15\n\rreadout_error\x18\x05 \x01(\x01\"O\n\x0eGateProperties\x12\x0c\n\x04gate\x18\x01 \x01(\t\x12\x0e\n\x06qubits\x18\x02 \x03(\x05\x12\r\n\x05\x65rror\x18\x03 \x01(\x01\x12\x10\n\x08\x64uration\x18\x04 \x01(\x01\"\xb3\x01\n\x11\x42\x61\x63kendProperties\x12\x34\n\x10last_update_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x06qubits\x18\x02 \x03(\x0b\x32$.qruntime.devices.v1.QubitProperties\x12\x32\n\x05gates\x18\x03 \x03(\x0b\x32#.qruntime.devices.v1.GateProperties\"h\n\rBackendStatus\x12\x13\n\x0boperational\x18\x01 \x01(\x08\x12\x14\n\x0cpending_jobs\x18\x02 \x01(\x05\x12\x16\n\x0estatus_message\x18\x03 \x01(\t\x12\x14\n\x0crunning_jobs\x18\x04 \x01(\x05\"N\n\tEmulation\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x31\n\rsnapshot_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x02\n\x07\x42\x61\x63kend\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .qruntime.devices.v1.BackendKind\x12@\n\rconfiguration\x18\x03 \x01(\x0b\x32).qruntime.devices.v1.BackendConfiguration\x12\x32\n\x06status\x18\x04 \x01(\x0b\x32\".qruntime.devices.v1.BackendStatus\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x31\n\temulation\x18\x06 \x01(\x0b\x32\x1e.qruntime.devices.v1.Emulation\"\xa6\x01\n\rCircuitResult\x12>\n\x06\x63ounts\x18\x01 \x03(\x0b\x32..qruntime.devices.v1.CircuitResult.CountsEntry\x12\x0e\n\x06memory\x18\x02 \x03(\t\x12\x16\n\x0eregister_names\x18\x03 \x03(\t\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x9b\x01\n\x0e\x43ircuitSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nnum_qubits\x18\x02 \x01(\x05\x12\x12\n\nnum_clbits\x18\x03 \x01(\x05\x12\x18\n\x10simulated_qubits\x18\x04 \x01(\x05\x12\x19\n\x11simulation_method\x18\x05 \x01(\t\x12\x1e\n\x16\x65stimated_memory_bytes\x18\x06 \x01(\x03*b\n\x0b\x42\x61\x63kendKind\x12\x1c\n\x18\x42\x41\x43KEND_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KEND_KIND_SIMULATOR\x10\x01\x12\x19\n\x15\x42\x41\x43KEND_KIND_PHYSICAL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CIRCUITRESULT_COUNTSENTRY']._loaded_options = None
   _globals['_CIRCUITRESULT_COUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_BACKENDKIND']._serialized_start=1420
-  _globals['_BACKENDKIND']._serialized_end=1518
+  _globals['_BACKENDKIND']._serialized_start=1573
+  _globals['_BACKENDKIND']._serialized_end=1671
   _globals['_COUPLINGEDGE']._serialized_start=123
   _globals['_COUPLINGEDGE']._serialized_end=170
   _globals['_BACKENDCONFIGURATION']._serialized_start=173
@@ -48,13 +48,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BACKENDPROPERTIES']._serialized_start=615
   _globals['_BACKENDPROPERTIES']._serialized_end=794
   _globals['_BACKENDSTATUS']._serialized_start=796
-  _globals['_BACKENDSTATUS']._serialized_end=878
-  _globals['_BACKEND']._serialized_start=881
-  _globals['_BACKEND']._serialized_end=1091
-  _globals['_CIRCUITRESULT']._serialized_start=1094
-  _globals['_CIRCUITRESULT']._serialized_end=1260
-  _globals['_CIRCUITRESULT_COUNTSENTRY']._serialized_start=1215
-  _globals['_CIRCUITRESULT_COUNTSENTRY']._serialized_end=1260
-  _globals['_CIRCUITSUMMARY']._serialized_start=1263
-  _globals['_CIRCUITSUMMARY']._serialized_end=1418
+  _globals['_BACKENDSTATUS']._serialized_end=900
+  _globals['_EMULATION']._serialized_start=902
+  _globals['_EMULATION']._serialized_end=980
+  _globals['_BACKEND']._serialized_start=983
+  _globals['_BACKEND']._serialized_end=1244
+  _globals['_CIRCUITRESULT']._serialized_start=1247
+  _globals['_CIRCUITRESULT']._serialized_end=1413
+  _globals['_CIRCUITRESULT_COUNTSENTRY']._serialized_start=1368
+  _globals['_CIRCUITRESULT_COUNTSENTRY']._serialized_end=1413
+  _globals['_CIRCUITSUMMARY']._serialized_start=1416
+  _globals['_CIRCUITSUMMARY']._serialized_end=1571
 # @@protoc_insertion_point(module_scope)

@@ -246,26 +246,62 @@ class BackendStatus(_message.Message):
     OPERATIONAL_FIELD_NUMBER: _builtins.int
     PENDING_JOBS_FIELD_NUMBER: _builtins.int
     STATUS_MESSAGE_FIELD_NUMBER: _builtins.int
+    RUNNING_JOBS_FIELD_NUMBER: _builtins.int
     operational: _builtins.bool
-    """Whether the backend accepts work now."""
+    """Whether the backend runs work now. False while an operator has it in maintenance: runs sent to it
+    wait in its queue until it is back, and least-busy choices skip it.
+    """
     pending_jobs: _builtins.int
-    """Circuit runs waiting for or in execution on this backend."""
+    """Circuit runs waiting for or in execution on this backend, in the devices service."""
     status_message: _builtins.str
-    """A short word on the status, e.g. "active" or "maintenance"."""
+    """"active", or why it is not operational: "maintenance" and the operator's reason, e.g.
+    "maintenance: recalibrating until 14:00 UTC".
+    """
+    running_jobs: _builtins.int
+    """Of pending_jobs, the runs executing now."""
     def __init__(
         self,
         *,
         operational: _builtins.bool = ...,
         pending_jobs: _builtins.int = ...,
         status_message: _builtins.str = ...,
+        running_jobs: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["operational", b"operational", "pending_jobs", b"pending_jobs", "status_message", b"status_message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operational", b"operational", "pending_jobs", b"pending_jobs", "running_jobs", b"running_jobs", "status_message", b"status_message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BackendStatus: _TypeAlias = BackendStatus  # noqa: Y015
+
+@_typing.final
+class Emulation(_message.Message):
+    """Where an emulated physical system's data come from; unset for simulators and real systems."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_TIME_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The calibration snapshot, e.g. "qiskit-ibm-runtime fake_provider FakeSherbrooke"."""
+    @_builtins.property
+    def snapshot_time(self) -> _timestamp_pb2.Timestamp:
+        """When the snapshot's calibration was taken."""
+
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        snapshot_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot_time", b"snapshot_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["snapshot_time", b"snapshot_time", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Emulation: _TypeAlias = Emulation  # noqa: Y015
 
 @_typing.final
 class Backend(_message.Message):
@@ -278,6 +314,7 @@ class Backend(_message.Message):
     CONFIGURATION_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    EMULATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name, e.g. "ibmq_qasm_simulator"."""
     kind: Global___BackendKind.ValueType
@@ -292,6 +329,10 @@ class Backend(_message.Message):
     def status(self) -> Global___BackendStatus:
         """Its live state."""
 
+    @_builtins.property
+    def emulation(self) -> Global___Emulation:
+        """Set when the backend is a physical system emulated by a simulator: from which calibration snapshot."""
+
     def __init__(
         self,
         *,
@@ -300,10 +341,11 @@ class Backend(_message.Message):
         configuration: Global___BackendConfiguration | None = ...,
         status: Global___BackendStatus | None = ...,
         description: _builtins.str = ...,
+        emulation: Global___Emulation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["configuration", b"configuration", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["configuration", b"configuration", "emulation", b"emulation", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["configuration", b"configuration", "description", b"description", "kind", b"kind", "name", b"name", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["configuration", b"configuration", "description", b"description", "emulation", b"emulation", "kind", b"kind", "name", b"name", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

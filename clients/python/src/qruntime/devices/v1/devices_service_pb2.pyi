@@ -177,10 +177,16 @@ class RunCircuitsRequest(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """The backend to run on."""
     circuits_qpy: _builtins.bytes
-    """The circuits, serialized together as one QPY file; they are transpiled for the backend by the service."""
+    """The circuits, serialized together as one QPY file. A physical system (emulated or not) runs circuits
+    in its instruction set architecture only, as Qiskit's transpiler makes them for its target: native
+    gates on qubits and couplings it has (else INVALID_ARGUMENT CIRCUIT_NOT_IN_ISA, naming the circuit and
+    the instruction). A simulator runs any circuit, decomposing instructions it lacks itself. All circuits
+    of a call run as one batch.
+    """
     shots: _builtins.int
     """Shots per circuit; 0 means 1024."""
     seed: _builtins.int
@@ -189,6 +195,13 @@ class RunCircuitsRequest(_message.Message):
     """Whether to return one bitstring per shot besides the counts."""
     job_id: _builtins.str
     """The job the circuits belong to, for logs and the backend's queue."""
+    idempotency_key: _builtins.str
+    """Makes a retried call safe: the devices service remembers the keys of recent runs (at least 10 minutes,
+    while it runs), and a call with a key it knows gets the first run's result, waiting for it if that run
+    is still going, instead of running the circuits again. The jobs service sends "<job id>/<attempt>/<call
+    index>". The same key with different circuits, backend, shots, seed or memory is INVALID_ARGUMENT
+    IDEMPOTENCY_KEY_REUSED. A run that failed is forgotten, so its retry runs. Empty: no deduplication.
+    """
     def __init__(
         self,
         *,
@@ -198,10 +211,11 @@ class RunCircuitsRequest(_message.Message):
         seed: _builtins.int | None = ...,
         memory: _builtins.bool = ...,
         job_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "backend", b"backend", "circuits_qpy", b"circuits_qpy", "job_id", b"job_id", "memory", b"memory", "seed", b"seed", "shots", b"shots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "backend", b"backend", "circuits_qpy", b"circuits_qpy", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "memory", b"memory", "seed", b"seed", "shots", b"shots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
@@ -294,3 +308,137 @@ class CheckCircuitsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckCircuitsResponse: _TypeAlias = CheckCircuitsResponse  # noqa: Y015
+
+@_typing.final
+class SelectBackendRequest(_message.Message):
+    """Request of DevicesService.SelectBackend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class QueuedJobsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MIN_NUM_QUBITS_FIELD_NUMBER: _builtins.int
+    QUEUED_JOBS_FIELD_NUMBER: _builtins.int
+    min_num_qubits: _builtins.int
+    """The fewest qubits the backend must have; 0: any."""
+    @_builtins.property
+    def queued_jobs(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Jobs waiting for each backend outside the devices service (in the jobs service's queue), by backend
+        name; backends not named have none.
+        """
+
+    def __init__(
+        self,
+        *,
+        min_num_qubits: _builtins.int = ...,
+        queued_jobs: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_num_qubits", b"min_num_qubits", "queued_jobs", b"queued_jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectBackendRequest: _TypeAlias = SelectBackendRequest  # noqa: Y015
+
+@_typing.final
+class SelectBackendResponse(_message.Message):
+    """Response of DevicesService.SelectBackend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKEND_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why, for the job's record, e.g. "least busy of 5 operational backends with at least 2 qubits:
+    0 queued + 0 running; tied with simulator_mps, picked at random".
+    """
+    @_builtins.property
+    def backend(self) -> _backend_pb2.Backend:
+        """The chosen backend."""
+
+    def __init__(
+        self,
+        *,
+        backend: _backend_pb2.Backend | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectBackendResponse: _TypeAlias = SelectBackendResponse  # noqa: Y015
+
+@_typing.final
+class UpdateBackendStatusRequest(_message.Message):
+    """Request of DevicesService.UpdateBackendStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OPERATIONAL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The backend's name."""
+    operational: _builtins.bool
+    """True puts it back in service; false takes it out (maintenance)."""
+    reason: _builtins.str
+    """Why, shown in its status while it is out of service (at most 200 characters); ignored when back."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        operational: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "operational", b"operational", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBackendStatusRequest: _TypeAlias = UpdateBackendStatusRequest  # noqa: Y015
+
+@_typing.final
+class UpdateBackendStatusResponse(_message.Message):
+    """Response of DevicesService.UpdateBackendStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKEND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def backend(self) -> _backend_pb2.Backend:
+        """The backend, with its new status."""
+
+    def __init__(
+        self,
+        *,
+        backend: _backend_pb2.Backend | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBackendStatusResponse: _TypeAlias = UpdateBackendStatusResponse  # noqa: Y015

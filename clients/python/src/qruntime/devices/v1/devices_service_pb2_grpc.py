@@ -61,6 +61,16 @@ class DevicesServiceStub:
                 request_serializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.CheckCircuitsRequest.SerializeToString,
                 response_deserializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.CheckCircuitsResponse.FromString,
                 _registered_method=True)
+        self.SelectBackend = channel.unary_unary(
+                '/qruntime.devices.v1.DevicesService/SelectBackend',
+                request_serializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.SelectBackendRequest.SerializeToString,
+                response_deserializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.SelectBackendResponse.FromString,
+                _registered_method=True)
+        self.UpdateBackendStatus = channel.unary_unary(
+                '/qruntime.devices.v1.DevicesService/UpdateBackendStatus',
+                request_serializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.UpdateBackendStatusRequest.SerializeToString,
+                response_deserializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.UpdateBackendStatusResponse.FromString,
+                _registered_method=True)
 
 
 class DevicesServiceServicer:
@@ -107,6 +117,26 @@ class DevicesServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SelectBackend(self, request, context):
+        """Picks the least busy backend that can run a job: among those the caller's plan allows that are
+        operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer, which
+        runs Clifford circuits only), the one with the fewest jobs queued for it
+        (as the caller counts them, queued_jobs) plus runs pending in the devices service; ties are broken
+        at random, so equal backends share the work. FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateBackendStatus(self, request, context):
+        """Takes a backend out of service (maintenance) or puts it back. Only operators may call it: today the
+        suite's services (holders of the deployment's service key). While out of service, runs sent to it
+        wait in its queue, least-busy choices skip it, and its status says why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DevicesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +164,16 @@ def add_DevicesServiceServicer_to_server(servicer, server):
                     servicer.CheckCircuits,
                     request_deserializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.CheckCircuitsRequest.FromString,
                     response_serializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.CheckCircuitsResponse.SerializeToString,
+            ),
+            'SelectBackend': grpc.unary_unary_rpc_method_handler(
+                    servicer.SelectBackend,
+                    request_deserializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.SelectBackendRequest.FromString,
+                    response_serializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.SelectBackendResponse.SerializeToString,
+            ),
+            'UpdateBackendStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBackendStatus,
+                    request_deserializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.UpdateBackendStatusRequest.FromString,
+                    response_serializer=qruntime_dot_devices_dot_v1_dot_devices__service__pb2.UpdateBackendStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +313,60 @@ class DevicesService:
             '/qruntime.devices.v1.DevicesService/CheckCircuits',
             qruntime_dot_devices_dot_v1_dot_devices__service__pb2.CheckCircuitsRequest.SerializeToString,
             qruntime_dot_devices_dot_v1_dot_devices__service__pb2.CheckCircuitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SelectBackend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.devices.v1.DevicesService/SelectBackend',
+            qruntime_dot_devices_dot_v1_dot_devices__service__pb2.SelectBackendRequest.SerializeToString,
+            qruntime_dot_devices_dot_v1_dot_devices__service__pb2.SelectBackendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBackendStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.devices.v1.DevicesService/UpdateBackendStatus',
+            qruntime_dot_devices_dot_v1_dot_devices__service__pb2.UpdateBackendStatusRequest.SerializeToString,
+            qruntime_dot_devices_dot_v1_dot_devices__service__pb2.UpdateBackendStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,18 @@ class DevicesServiceStub:
     RunCircuits would give (e.g. INVALID_QPY, CIRCUIT_TOO_WIDE, CIRCUIT_NEEDS_TOO_MUCH_MEMORY).
     Users may check circuits on the backends their plan allows; services on all.
     """
+    SelectBackend: _grpc.UnaryUnaryMultiCallable[_devices_service_pb2.SelectBackendRequest, _devices_service_pb2.SelectBackendResponse]
+    """Picks the least busy backend that can run a job: among those the caller's plan allows that are
+    operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer, which
+    runs Clifford circuits only), the one with the fewest jobs queued for it
+    (as the caller counts them, queued_jobs) plus runs pending in the devices service; ties are broken
+    at random, so equal backends share the work. FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits.
+    """
+    UpdateBackendStatus: _grpc.UnaryUnaryMultiCallable[_devices_service_pb2.UpdateBackendStatusRequest, _devices_service_pb2.UpdateBackendStatusResponse]
+    """Takes a backend out of service (maintenance) or puts it back. Only operators may call it: today the
+    suite's services (holders of the deployment's service key). While out of service, runs sent to it
+    wait in its queue, least-busy choices skip it, and its status says why.
+    """
 
 @_typing.type_check_only
 class DevicesServiceAsyncStub(DevicesServiceStub):
@@ -72,6 +84,18 @@ class DevicesServiceAsyncStub(DevicesServiceStub):
     simulation needs. Answers OK with one summary per circuit, or INVALID_ARGUMENT with the reason
     RunCircuits would give (e.g. INVALID_QPY, CIRCUIT_TOO_WIDE, CIRCUIT_NEEDS_TOO_MUCH_MEMORY).
     Users may check circuits on the backends their plan allows; services on all.
+    """
+    SelectBackend: _aio.UnaryUnaryMultiCallable[_devices_service_pb2.SelectBackendRequest, _devices_service_pb2.SelectBackendResponse]  # type: ignore[assignment]
+    """Picks the least busy backend that can run a job: among those the caller's plan allows that are
+    operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer, which
+    runs Clifford circuits only), the one with the fewest jobs queued for it
+    (as the caller counts them, queued_jobs) plus runs pending in the devices service; ties are broken
+    at random, so equal backends share the work. FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits.
+    """
+    UpdateBackendStatus: _aio.UnaryUnaryMultiCallable[_devices_service_pb2.UpdateBackendStatusRequest, _devices_service_pb2.UpdateBackendStatusResponse]  # type: ignore[assignment]
+    """Takes a backend out of service (maintenance) or puts it back. Only operators may call it: today the
+    suite's services (holders of the deployment's service key). While out of service, runs sent to it
+    wait in its queue, least-busy choices skip it, and its status says why.
     """
 
 class DevicesServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -122,6 +146,30 @@ class DevicesServiceServicer(metaclass=_abc_1.ABCMeta):
         simulation needs. Answers OK with one summary per circuit, or INVALID_ARGUMENT with the reason
         RunCircuits would give (e.g. INVALID_QPY, CIRCUIT_TOO_WIDE, CIRCUIT_NEEDS_TOO_MUCH_MEMORY).
         Users may check circuits on the backends their plan allows; services on all.
+        """
+
+    @_abc_1.abstractmethod
+    def SelectBackend(
+        self,
+        request: _devices_service_pb2.SelectBackendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_devices_service_pb2.SelectBackendResponse, _abc.Awaitable[_devices_service_pb2.SelectBackendResponse]]:
+        """Picks the least busy backend that can run a job: among those the caller's plan allows that are
+        operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer, which
+        runs Clifford circuits only), the one with the fewest jobs queued for it
+        (as the caller counts them, queued_jobs) plus runs pending in the devices service; ties are broken
+        at random, so equal backends share the work. FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateBackendStatus(
+        self,
+        request: _devices_service_pb2.UpdateBackendStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_devices_service_pb2.UpdateBackendStatusResponse, _abc.Awaitable[_devices_service_pb2.UpdateBackendStatusResponse]]:
+        """Takes a backend out of service (maintenance) or puts it back. Only operators may call it: today the
+        suite's services (holders of the deployment's service key). While out of service, runs sent to it
+        wait in its queue, least-busy choices skip it, and its status says why.
         """
 
 def add_DevicesServiceServicer_to_server(servicer: DevicesServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,196 @@
+"""The audit trail: every call that creates, changes or deletes something, and every refused call,
+becomes an audit event (who, which instance, the action by its full name, outcome, request id,
+time), sent in batches to the auth service, which keeps them append-only for account administrators.
+
+One interceptor records for every service, from one table of what each mutating method does: a
+service adds a method by adding a line to AUDITED_ACTIONS, nothing in its own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+import structlog
+
+from .auth import Principal
+
+_CREATE, _UPDATE, _DELETE = "create", "update", "delete"
+# The methods that create, change or delete something, and their actions' full names.
+AUDITED_ACTIONS: dict[str, str] = {
+    "/qruntime.jobs.v1.JobsService/CreateJob": "quantum-computing.job.create",
+    "/qruntime.jobs.v1.JobsService/CancelJob": "quantum-computing.job.cancel",
+    "/qruntime.jobs.v1.JobsService/DeleteJob": "quantum-computing.job.delete",
+    "/qruntime.jobs.v1.JobsService/UpdateJobTags": "quantum-computing.job.update",
+    "/qruntime.programs.v1.ProgramsService/CreateProgram": "quantum-computing.program.create",
+    "/qruntime.programs.v1.ProgramsService/UpdateProgram": "quantum-computing.program.update",
+    "/qruntime.programs.v1.ProgramsService/DeleteProgram": "quantum-computing.program.delete",
+    **{f"/qruntime.admin.v1.AdminService/{method}": f"qruntime.admin.{noun}.{verb}" for method, noun, verb in (
+        ("CreateUser", "user", _CREATE), ("DisableUser", "user", "disable"), ("EnableUser", "user", "enable"),
+        ("CreateAccount", "account", _CREATE), ("InviteUser", "invitation", _CREATE),
+        ("AcceptInvitation", "invitation", "accept"), ("DeclineInvitation", "invitation", "decline"),
+        ("RemoveMember", "member", _DELETE), ("CreateInstance", "instance", _CREATE),
+        ("DeleteInstance", "instance", _DELETE), ("CreateAccessGroup", "access-group", _CREATE),
+        ("DeleteAccessGroup", "access-group", _DELETE), ("AddAccessGroupMember", "access-group", _UPDATE),
+        ("RemoveAccessGroupMember", "access-group", _UPDATE), ("CreatePolicy", "policy", _CREATE),
+        ("DeletePolicy", "policy", _DELETE), ("CreateServiceId", "service-id", _CREATE),
+        ("CreateApiKey", "api-key", _CREATE),
+        ("DisableApiKey", "api-key", "disable"), ("EnableApiKey", "api-key", "enable"),
+        ("DeleteApiKey", "api-key", _DELETE),
+    )},
+}
+# The action a refused read is recorded as, by service.
+_READS = {"jobs": "quantum-computing.job.read", "programs": "quantum-computing.program.read",
+          "devices": "quantum-computing.device.read", "auth": "qruntime.auth.read", "admin": "qruntime.admin.read"}
+_TARGET_FIELDS = ("job_id", "program_id", "policy_id", "key_id", "access_group", "user", "instance", "account_id",
+                  "name", "email", "api_key")
+_DENIED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+SUCCESS, DENIED, FAILURE = "success", "denied", "failure"
+DENIED_CODES = _DENIED
+
+
+def action_of(method: str) -> str:
+    if method in AUDITED_ACTIONS:
+        return AUDITED_ACTIONS[method]
+    if method == "/qruntime.devices.v1.DevicesService/RunCircuits":
+        return "quantum-computing.device.run"
+    service = method.lstrip("/").split(".")[1] if method.startswith("/qruntime.") else ""
+    return _READS.get(service, method)
+
+
+@dataclasses.dataclass
+class AuditEvent:
+    """One audited call, as the auth service stores it."""
+
+    time: float
+    account_id: str
+    subject: str
+    instance: str
+    action: str
+    method: str
+    outcome: str
+    code: str
+    reason: str
+    request_id: str
+    target: str
+
+
+@dataclasses.dataclass
+class AuditedCall:
+    """What the audit interceptor learns about the call it is recording."""
+
+    principal: Principal | None = None
+
+
+_current: contextvars.ContextVar[AuditedCall | None] = contextvars.ContextVar("audited_call", default=None)
+
+
+def note_principal(principal: Principal) -> None:
+    """Tell the audit record of the current call who made it (the auth interceptor does)."""
+    call = _current.get()
+    if call is not None:
+        call.principal = principal
+
+
+@contextlib.contextmanager
+def audited_call():
+    """The record of the call being served, for the audit interceptor to fill and read."""
+    call = AuditedCall()
+    reset = _current.set(call)
+    try:
+        yield call
+    finally:
+        _current.reset(reset)
+
+
+def event_of(method: str, call: AuditedCall, request, outcome: str, code: str, reason: str) -> AuditEvent:
+    principal = call.principal
+    subject = ""
+    if principal is not None:
+        subject = f"service:{principal.subject}" if principal.is_service else principal.subject
+    return AuditEvent(
+        time=time.time(), account_id=principal.account_id if principal else "", subject=subject,
+        instance=principal.instance_crn if principal else "", action=action_of(method), method=method,
+        outcome=outcome, code=code, reason=reason,
+        request_id=structlog.contextvars.get_contextvars().get("request_id", ""), target=_target(request),
+    )
+
+
+def _target(request) -> str:
+    if request is None:
+        return ""
+    for name in _TARGET_FIELDS:
+        value = getattr(request, name, None) if name in request.DESCRIPTOR.fields_by_name else None
+        if isinstance(value, str) and value:
+            return "(an API key)" if name == "api_key" else value[:200]
+    for nested in ("program", "policy"):
+        if nested in request.DESCRIPTOR.fields_by_name and request.HasField(nested):
+            inner = getattr(request, nested)
+            return getattr(inner, "id", "") or getattr(inner, "name", "") or getattr(inner, "user_id", "")
+    return ""
+
+
+Writer = Callable[[list[AuditEvent]], Awaitable[None]]
+
+
+class AuditSink:
+    """Collects events and writes them in batches off the call's path; a batch that cannot be
+    written is kept and tried again (up to MAX_PENDING events, then the oldest are dropped, logged)."""
+
+    MAX_PENDING = 10_000
+    FLUSH_SECONDS = 0.2
+
+    def __init__(self, write: Writer) -> None:
+        self._write = write
+        self._pending: list[AuditEvent] = []
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def add(self, event: AuditEvent) -> None:
+        self._pending.append(event)
+        if len(self._pending) > self.MAX_PENDING:
+            dropped = len(self._pending) - self.MAX_PENDING
+            del self._pending[:dropped]
+            structlog.get_logger("audit").error("audit events dropped: the auth service did not take them",
+                                                dropped=dropped)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Write what is pending now."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            await self._write(batch)
+        except Exception as err:  # auth unreachable: keep them for the next try
+            self._pending[:0] = batch
+            structlog.get_logger("audit").warning("cannot write audit events yet", error=str(err),
+                                                  pending=len(self._pending))
+            raise
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self.FLUSH_SECONDS)  # gather a batch
+            with contextlib.suppress(Exception):
+                await self.flush()
+            if self._pending:
+                self._wake.set()
+
+    async def close(self) -> None:
+        """Write what is left, then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.flush()
