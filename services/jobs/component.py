@@ -21,6 +21,7 @@ from qruntime_kit.outbound import Credentials, call
 from qruntime_kit.sandbox import sandbox_available
 from qruntime_kit.server import Runtime
 
+from .admission import AdmissionLimits
 from .backend import DevicesClient
 from .executor import JobExecutor
 from .hosts import HostPool
@@ -61,11 +62,13 @@ class JobsComponent:
         self.executor = JobExecutor(
             store, await self._runner(store, programs, devices, runtime.credentials),
             workers=settings.workers, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
+            max_running_per_instance=settings.max_running_per_instance,
         )
         self.watch = JobWatch(store, poll_seconds=settings.watch_poll_seconds)
         self.watch.start()
+        limits = AdmissionLimits(settings.max_queued_per_instance, settings.max_submissions_per_minute)
         self._servicer.attach(JobsDependencies(store, self.executor, self.watch, programs, devices,
-                                               runtime.credentials))
+                                               runtime.credentials, limits))
         await self.executor.start()
 
     async def _runner(self, store: JobStore, programs, devices, credentials: Credentials) -> ProgramRunner:

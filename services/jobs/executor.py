@@ -1,8 +1,9 @@
 """The executor: `workers` asyncio tasks that take queued jobs from the store and run them.
 
-A worker claims the oldest QUEUED job (so replicas sharing one PostgreSQL database share the work),
-runs its program through the runner (which enforces the job's time limit), and stores how it
-ended: the result with DONE in one transaction, or ERROR with a typed reason.
+A worker claims the next QUEUED job, fairly across instances and within max_running_per_instance
+(store.claim_next_queued; replicas sharing one PostgreSQL database share the work), runs its
+program through the runner (which enforces the job's time limit), and stores how it ended: the
+result with DONE in one transaction, or ERROR with a typed reason.
 
 Every claim counts an attempt. A job whose program host died on its own (memory, crash) goes back
 to the queue while it has attempts left, and ends ERROR with the host's reason after the last; a job
@@ -56,6 +57,7 @@ class JobExecutor:
     def __init__(
         self, store: JobStore, runner: ProgramRunner, *, workers: int = 4, lease_seconds: float = 30.0,
         poll_seconds: float = POLL_SECONDS, heartbeat_seconds: float = HEARTBEAT_SECONDS, max_attempts: int = 2,
+        max_running_per_instance: int = 0,
     ) -> None:
         self._store = store
         self._runner = runner
@@ -64,9 +66,11 @@ class JobExecutor:
         self._poll = poll_seconds
         self._heartbeat = min(heartbeat_seconds, lease_seconds / 3)
         self._max_attempts = max_attempts
+        self._max_running_per_instance = max_running_per_instance  # 0: no limit
         self._wake = asyncio.Event()
         self._running: dict[str, tuple[int, JobControl]] = {}  # job id -> (attempt, its stop signal)
         self._tasks: list[asyncio.Task] = []
+        self._claims: set[asyncio.Future] = set()  # claims under way in threads
         self._stopping = False
         self._backoff = 0.0  # the current pause while a dependency is down; 0 when all answer
         self._paused_until = 0.0  # the event loop's time before which no worker claims
@@ -90,6 +94,8 @@ class JobExecutor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        # A claim cancelled while its thread ran still commits: wait for it, so its job is requeued below.
+        await asyncio.gather(*self._claims, return_exceptions=True)
         try:
             requeued = await asyncio.to_thread(self._store.requeue_running, runner=self.runner_id)
         except Exception:  # their claims lapse and another start requeues them
@@ -120,7 +126,12 @@ class JobExecutor:
                 continue
             self._wake.clear()
             try:
-                job = await asyncio.to_thread(self._store.claim_next_queued, self.runner_id)
+                claim = asyncio.ensure_future(asyncio.to_thread(
+                    self._store.claim_next_queued, self.runner_id,
+                    max_running_per_instance=self._max_running_per_instance))
+                self._claims.add(claim)
+                claim.add_done_callback(self._claims.discard)
+                job = await asyncio.shield(claim)  # cancelling this worker must not lose sight of the claim
             except Exception:  # the database may be back at the next poll
                 log.exception("could not claim a job")
                 job = None

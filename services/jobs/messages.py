@@ -33,7 +33,10 @@ def job_message(job: JobRecord, view: int = job_pb2.JOB_VIEW_FULL) -> job_pb2.Jo
         attempts=job.attempts,
         tags=job.tags,
         metrics=metrics_message(job),
+        time_limit_source=job_pb2.TimeLimitSource.Value(f"TIME_LIMIT_SOURCE_{job.time_limit_source or 'UNSPECIFIED'}"),
     )
+    if job.deadline is not None:
+        message.deadline.CopyFrom(timestamp(job.deadline))
     if job.start_time is not None:
         message.start_time.CopyFrom(timestamp(job.start_time))
     if job.end_time is not None:

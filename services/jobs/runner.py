@@ -52,6 +52,9 @@ _PROGRAM_REASONS = {job_pb2.JOB_REASON_PROGRAM_ERROR, job_pb2.JOB_REASON_INVALID
                     job_pb2.JOB_REASON_BACKEND_ERROR}
 _OUTPUT_CHUNK = 64 * 1024
 _MAX_LINE = 16 * 1024  # a longer printed line is stored in pieces
+# What each TimeLimitSource is, in the words of a job's TIME_LIMIT_EXCEEDED message.
+LIMIT_SOURCES = {"SYSTEM": "the system limit of its backend's kind", "PROGRAM": "its program's max_execution_time",
+                 "USER": "the limit the job asked for"}
 BACKEND_CACHE_SECONDS = 60.0  # a backend's size and shot limit change with a new release, not by the minute
 
 
@@ -147,8 +150,9 @@ class ProgramRunner:
         except TimeoutError:
             if not timer.expired():
                 raise
+            which = LIMIT_SOURCES.get(job.time_limit_source, "its time limit")
             return Outcome(ERROR, "TIME_LIMIT_EXCEEDED",
-                           f"the job ran longer than its time limit of {limit:g} seconds and was ended")
+                           f"the job ran longer than its time limit of {limit:g} seconds ({which}) and was ended")
         finally:
             pool.release(host)
 

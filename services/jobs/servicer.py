@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 
+from google.protobuf import duration_pb2
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_service_pb2_grpc
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2, jobs_service_pb2_grpc
 from qruntime.programs.v1 import program_pb2, programs_service_pb2, programs_service_pb2_grpc
@@ -26,9 +27,11 @@ from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import Credentials, call
 from qruntime_kit.store import page_size
 
+from .admission import AdmissionLimits, check_admission
 from .circuit_checks import check_input_circuits
 from .executor import JobExecutor
 from .filters import parse_filter
+from .idempotency import check_same_request, request_fingerprint
 from .messages import (
     event_message,
     interim_result_message,
@@ -38,7 +41,7 @@ from .messages import (
     state_name,
     timestamp,
 )
-from .store import DONE, JobStore, utcnow
+from .store import DONE, JobStore, utcnow, would_create
 from .validation import check_create_request, check_inputs, check_tags
 from .watch import JobWatch
 
@@ -63,6 +66,7 @@ class JobsDependencies:
     programs: programs_service_pb2_grpc.ProgramsServiceStub
     devices: devices_service_pb2_grpc.DevicesServiceStub
     credentials: Credentials
+    limits: AdmissionLimits = AdmissionLimits()
 
 
 class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
@@ -85,10 +89,13 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         instance = principal.require_instance("jobs")
         inputs = await asyncio.to_thread(check_create_request, request)  # up to 32 MiB of JSON to parse
         deps = self.deps
-        if request.request_id:  # a retry: answer with the job the first call created
+        fingerprint = request_fingerprint(request)
+        if request.request_id:  # a retry: answer with the job the first call created, if it asked the same
             existing = await asyncio.to_thread(deps.store.find_by_request_id, instance, request.request_id)
             if existing is not None:
+                check_same_request(existing, fingerprint, request.program_id, request.inputs)
                 return jobs_service_pb2.CreateJobResponse(job=job_message(existing, job_pb2.JOB_VIEW_BASIC))
+        await asyncio.to_thread(check_admission, deps.store, instance, deps.limits)
         metadata = await deps.credentials.metadata(on_behalf_of=principal)
         # The program and the backend are asked for at once (the backend does not depend on the
         # program); the circuits are checked once the backend is known.
@@ -105,8 +112,9 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                 checked.cancel()
             elif not checked.cancelled():
                 checked.exception()  # seen: the program's own error, found first, is the one to report
-        job, created = await asyncio.to_thread(
-            deps.store.create,
+        requested = request.options.max_execution_time if request.options.HasField("max_execution_time") else None
+        limit_seconds, limit_source = time_limit(backend, program, requested)
+        values = dict(
             instance=instance,
             owner=principal.subject,
             program_id=program.id,
@@ -114,14 +122,21 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             backend=backend.name,
             inputs=request.inputs or "{}",
             log_level=log_level_name(request.options.log_level),
-            max_execution_seconds=time_limit(backend, program),
+            max_execution_seconds=limit_seconds,
+            time_limit_source=limit_source,
             request_id=request.request_id,
             trace_id=current_request_id(),
             program_version=program.version,
+            request_fingerprint=fingerprint,
             tags=sorted(set(request.tags)),
             # The job records the backend chosen for it and why.
             first_log="" if request.options.backend_name else f"backend {backend.name}: {chosen}",
         )
+        if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
+            return jobs_service_pb2.CreateJobResponse(job=job_message(would_create(**values), job_pb2.JOB_VIEW_BASIC))
+        job, created = await asyncio.to_thread(deps.store.create, **values)
+        if not created:  # a concurrent call with the same request_id stored its job first
+            check_same_request(job, fingerprint, request.program_id, request.inputs)
         if created:
             deps.executor.wake()
             log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,
@@ -286,14 +301,21 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         return chosen.backend, chosen.reason
 
 
-def time_limit(backend: backend_pb2.Backend, program: program_pb2.Program) -> float:
-    """min(the backend's system limit, the program's max_execution_time), in seconds; unset ones ignored."""
-    limits = [
-        d.ToTimedelta().total_seconds()
-        for d in (backend.configuration.max_execution_time, program.max_execution_time)
-        if d.seconds > 0 or d.nanos > 0
-    ]
-    return min(limits) if limits else DEFAULT_LIMIT_SECONDS
+def time_limit(
+    backend: backend_pb2.Backend, program: program_pb2.Program, requested: duration_pb2.Duration | None = None,
+) -> tuple[float, str]:
+    """The job's time limit in seconds and which it is (SYSTEM, PROGRAM, USER): the smallest of the
+    backend's system limit, the program's max_execution_time and the limit the job asked for; unset
+    ones ignored (none set: the system limit of a simulator)."""
+    if requested is not None and (requested.seconds < 0 or requested.nanos < 0):
+        raise InvalidArgument(
+            "options.max_execution_time must not be negative", reason="INVALID_TIME_LIMIT",
+            field_violations=[("options.max_execution_time", "a positive duration, or unset for none")],
+        )
+    candidates = [(backend.configuration.max_execution_time, "SYSTEM"), (program.max_execution_time, "PROGRAM"),
+                  (requested or duration_pb2.Duration(), "USER")]
+    limits = [(d.ToTimedelta().total_seconds(), source) for d, source in candidates if d.seconds > 0 or d.nanos > 0]
+    return min(limits, key=lambda limit: limit[0]) if limits else (DEFAULT_LIMIT_SECONDS, "SYSTEM")
 
 
 def _result_chunk(result: bytes, offset: int) -> jobs_service_pb2.GetJobResultResponse:

@@ -27,6 +27,15 @@ class JobsSettings(ServerSettings):
         0.5, "how often a watched job is checked for what other replicas wrote and for its queue position"
     )
     sandbox: bool = setting(True, "run uploaded programs in the bubblewrap sandbox; off: refuse to run them")
+    max_running_per_instance: int = setting(
+        0, "the most jobs of one instance running at once across all replicas (more wait queued); 0: no limit"
+    )
+    max_queued_per_instance: int = setting(
+        0, "the most jobs one instance may have queued; CreateJob past it is RESOURCE_EXHAUSTED; 0: no limit"
+    )
+    max_submissions_per_minute: int = setting(
+        0, "the most jobs one instance may create in a minute; past it RESOURCE_EXHAUSTED; 0: no limit"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,6 +50,9 @@ class JobsSettings(ServerSettings):
             problems.append(f"program_memory_bytes must be at least 256 MiB, got {self.program_memory_bytes}")
         if self.program_processes < 16:
             problems.append(f"program_processes must be at least 16, got {self.program_processes}")
+        for name in ("max_running_per_instance", "max_queued_per_instance", "max_submissions_per_minute"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be 0 (no limit) or more, got {getattr(self, name)}")
         if self.watch_poll_seconds <= 0:
             problems.append(f"watch_poll_seconds must be positive, got {self.watch_poll_seconds}")
         if self.lease_seconds <= 0:

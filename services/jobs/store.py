@@ -78,9 +78,14 @@ job_table = sa.Table(
     sa.Column("dependency_waits", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("events", sa.Integer, nullable=False, default=0, server_default="0"),  # its last event's number
     sa.Column("usage_seconds", sa.Float, nullable=False, default=0.0, server_default="0"),  # see JobMetrics
+    # SHA-256 of the CreateJob request that made it, request_id aside ("": made before they were kept).
+    sa.Column("request_fingerprint", sa.String(64), nullable=False, default="", server_default=""),
+    # Which limit max_execution_seconds is: SYSTEM, PROGRAM or USER ("": created before it was kept).
+    sa.Column("time_limit_source", sa.String(16), nullable=False, default="", server_default=""),
     sa.UniqueConstraint("instance", "request_id", name="jobs_job_instance_request_id"),
     sa.Index("jobs_job_instance_created", "instance", "create_time", "id"),
     sa.Index("jobs_job_state_created", "state", "create_time", "id"),
+    sa.Index("jobs_job_state_instance_created", "state", "instance", "create_time", "id"),  # fair claims
 )
 
 result_table = sa.Table(
@@ -147,6 +152,15 @@ class JobRecord:
     tags: tuple[str, ...] = ()
     events: int = 0  # the number of its last event
     usage_seconds: float = 0.0  # see JobMetrics.usage_seconds
+    request_fingerprint: str = ""  # digest of the CreateJob request that made it (idempotency.py)
+    time_limit_source: str = ""  # which limit max_execution_seconds is: SYSTEM, PROGRAM or USER
+
+    @property
+    def deadline(self) -> dt.datetime | None:
+        """When the running program is killed: its start plus its limit; None while queued or ended."""
+        if self.state != RUNNING or self.start_time is None or self.max_execution_seconds <= 0:
+            return None
+        return self.start_time + dt.timedelta(seconds=self.max_execution_seconds)
 
     @property
     def failed_attempts(self) -> int:
@@ -229,13 +243,36 @@ def _job(row: sa.Row, tags: Iterable[str] = ()) -> JobRecord:
         start_time=_utc(m["start_time"]), end_time=_utc(m["end_time"]), request_id=m["request_id"] or "",
         trace_id=m["trace_id"], attempts=m["attempts"], program_version=m["program_version"],
         dependency_waits=m["dependency_waits"], tags=tuple(sorted(tags)), events=m["events"],
-        usage_seconds=m["usage_seconds"],
+        usage_seconds=m["usage_seconds"], request_fingerprint=m["request_fingerprint"],
+        time_limit_source=m["time_limit_source"],
     )
 
 
 def _event(row: sa.Row) -> EventRecord:
     return EventRecord(number=row.number, time=_utc(row.time), kind=row.kind, state=row.state, reason=row.reason,
                        attempt=row.attempt, level=row.level, text=row.text)
+
+
+def would_create(
+    *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str, log_level: str,
+    max_execution_seconds: float, request_id: str = "", trace_id: str = "", program_version: int = 0,
+    tags: Iterable[str] = (), request_fingerprint: str = "", time_limit_source: str = "", first_log: str = "",
+) -> JobRecord:
+    """The job JobStore.create would store from these arguments, without an id: a dry run's answer
+    (first_log, the line create would log, is not part of it)."""
+    return JobRecord(
+        id="", instance=instance, owner=owner, program_id=program_id, runtime=runtime, backend=backend,
+        state=QUEUED, reason="", reason_message="", inputs=inputs, log_level=log_level,
+        max_execution_seconds=max_execution_seconds, create_time=utcnow(), start_time=None, end_time=None,
+        request_id=request_id, trace_id=trace_id[:TRACE_ID_LENGTH], program_version=program_version,
+        tags=tuple(sorted(set(tags))), request_fingerprint=request_fingerprint, time_limit_source=time_limit_source,
+    )
+
+
+def storable(text: str) -> str:
+    """text as a column may hold it: PostgreSQL's text cannot hold NUL, and a NUL stored raw in SQLite
+    cuts the text short for many readers, so it is kept visible, escaped (a circuit's name in an error)."""
+    return text.replace("\x00", "\\x00")
 
 
 def job_not_found(job_id: str) -> NotFound:
@@ -264,11 +301,13 @@ class JobStore:
     def create(
         self, *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str,
         log_level: str, max_execution_seconds: float, request_id: str = "", trace_id: str = "",
-        program_version: int = 0, tags: Iterable[str] = (), first_log: str = "",
+        program_version: int = 0, tags: Iterable[str] = (), first_log: str = "", request_fingerprint: str = "",
+        time_limit_source: str = "",
     ) -> tuple[JobRecord, bool]:
         """Store a new QUEUED job, with first_log as its first log line if given; (job, True). With a
         request_id the instance used before, that earlier job instead: (job, False), so a retried
-        CreateJob never makes a second job."""
+        CreateJob never makes a second job (the caller checks it was the same request:
+        idempotency.check_same_request)."""
         if request_id:
             existing = self.find_by_request_id(instance, request_id)
             if existing is not None:
@@ -281,6 +320,7 @@ class JobStore:
             "create_time": now, "request_id": request_id or None,
             "trace_id": trace_id[:TRACE_ID_LENGTH],  # the caller's x-request-id, of any length
             "program_version": program_version, "events": 2 if first_log else 1,
+            "request_fingerprint": request_fingerprint, "time_limit_source": time_limit_source,
         }
         try:
             with self._engine.begin() as conn:
@@ -404,17 +444,30 @@ class JobStore:
         with self._engine.connect() as conn:
             return {backend: count for backend, count in conn.execute(query)}
 
-    def claim_next_queued(self, runner: str = "") -> JobRecord | None:
-        """Move the oldest QUEUED job to RUNNING for this runner, counting the attempt, and return it;
-        None when none waits.
+    def claim_next_queued(self, runner: str = "", *, max_running_per_instance: int = 0) -> JobRecord | None:
+        """Move the next QUEUED job to RUNNING for this runner, counting the attempt, and return it;
+        None when none waits (or every instance with queued jobs is at max_running_per_instance).
 
-        One UPDATE ... WHERE id = (oldest queued) AND state = 'QUEUED' RETURNING: PostgreSQL picks the
+        Fair across instances: the next job is the oldest queued job of the instance that has the
+        fewest jobs running (the oldest waiting job breaks ties), so an instance that floods the
+        queue runs beside the others, never ahead of them.
+
+        One UPDATE ... WHERE id = (that job) AND state = 'QUEUED' RETURNING: PostgreSQL picks the
         candidate FOR UPDATE SKIP LOCKED, so replicas pass each other by; SQLite (which has no row
         locks and ignores FOR UPDATE) runs the statement under its one write lock. Either way a job
         is claimed exactly once."""
         c = job_table.c
+        queued, running = job_table.alias("queued"), job_table.alias("running")
+        running_count = (
+            sa.select(sa.func.count()).select_from(running)
+            .where(running.c.instance == queued.c.instance, running.c.state == RUNNING).scalar_subquery()
+        )
+        instances = sa.select(queued.c.instance).where(queued.c.state == QUEUED).group_by(queued.c.instance)
+        if max_running_per_instance > 0:
+            instances = instances.having(running_count < max_running_per_instance)
+        neediest = instances.order_by(running_count, sa.func.min(queued.c.create_time)).limit(1).scalar_subquery()
         oldest = (
-            sa.select(c.id).where(c.state == QUEUED).order_by(c.create_time, c.id).limit(1)
+            sa.select(c.id).where(c.state == QUEUED, c.instance == neediest).order_by(c.create_time, c.id).limit(1)
             .with_for_update(skip_locked=True).scalar_subquery()
         )
         now = self._now()  # the lease runs on the database's clock, the one all replicas share
@@ -452,14 +505,14 @@ class JobStore:
         events = [_log_event(level, text, time) for level, text, time in logs]
         with self._engine.begin() as conn:
             row = conn.execute(
-                query.values(state=state, reason=reason, reason_message=message, end_time=self._now(),
+                query.values(state=state, reason=reason, reason_message=storable(message), end_time=self._now(),
                              events=c.events + len(events) + 1)
                 .returning(c.events, c.attempts, c.start_time, c.end_time)
             ).first()
             if row is None:
                 return False
             _charge(conn, job_id, row.start_time, row.end_time)
-            events.append(_state_event(state, utcnow(), reason=reason, text=message, attempt=row.attempts))
+            events.append(_state_event(state, utcnow(), reason=reason, text=storable(message), attempt=row.attempts))
             _insert_events(conn, job_id, row.events, events)
             if result_json is not None:
                 conn.execute(result_table.insert().values(job_id=job_id, result=result_json))
@@ -654,6 +707,18 @@ class JobStore:
             return sa.func.clock_timestamp(type_=_TIME) - sa.bindparam("minus", minus, type_=sa.Interval(), unique=True)
         return utcnow() - minus
 
+    # -- admission ----------------------------------------------------------------------------
+
+    def admission_counts(self, instance: str, *, since: dt.datetime) -> tuple[int, int, dt.datetime | None]:
+        """The instance's queued jobs, its jobs created since `since`, and the oldest of those."""
+        c = job_table.c
+        queued = sa.select(sa.func.count()).where(c.instance == instance, c.state == QUEUED).scalar_subquery()
+        recent = sa.select(sa.func.count(), sa.func.min(c.create_time)).where(
+            c.instance == instance, c.create_time >= since)
+        with self._engine.connect() as conn:
+            count, oldest = conn.execute(recent).one()
+            return conn.execute(sa.select(queued)).scalar(), count, _utc(oldest)
+
     # -- reading events ---------------------------------------------------------------------
 
     def events_after(self, job_id: str, after: int, *, limit: int = 1000) -> list[EventRecord]:
@@ -680,7 +745,7 @@ class JobStore:
         query = event_table.select().where(e.job_id == job_id, e.kind == kind)
         position = decode_page_token(page_token, after=int)
         if position is not None:
-            query = query.where(e.number > position["after"])
+            query = query.where(e.number > sa.literal(position["after"], sa.BigInteger()))  # any int64 compares
         with self._engine.connect() as conn:
             rows = list(conn.execute(query.order_by(e.number).limit(page_size + 1)))
         if len(rows) <= page_size:

@@ -22,6 +22,7 @@ from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 from .audit import AuditEvent, AuditSink
 from .auth import INTERNAL_METHODS
+from .decoding import DecodeInterceptor
 from .interceptors import (
     AuditInterceptor,
     AuthInterceptor,
@@ -160,6 +161,7 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
         interceptors=[
             RequestContextInterceptor(),
             ErrorInterceptor(domains),
+            DecodeInterceptor(),  # before anything reads the request
             AuditInterceptor(audit),
             AuthInterceptor(verifier, public, INTERNAL_METHODS if front_door else ()),
             TextInterceptor(),

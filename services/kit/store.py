@@ -65,6 +65,8 @@ def decode_page_token(token: str, **fields: type) -> dict[str, Any] | None:
             value = position.get(name)
             if not isinstance(value, type_) or isinstance(value, bool) or isinstance(value, str) and "\x00" in value:
                 raise ValueError
+            if isinstance(value, int) and not -(2**63) <= value < 2**63:  # past a database's BIGINT
+                raise ValueError
         return position
     except (ValueError, RecursionError):
         raise invalid_page_token() from None

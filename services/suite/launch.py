@@ -78,6 +78,15 @@ class Launched:
                 raise RuntimeError(f"{name} did not serve again (exit {process.poll()}); see {log}")
             time.sleep(0.1)
 
+    def add_replica(self, name: str, replica: str, timeout: float = 60) -> None:
+        """Start another process like the named one (same settings, another port) as `replica`,
+        and wait until it serves: a second jobs replica sharing the first one's database."""
+        args, port = list(self.processes[name].args), free_port()
+        args[args.index("--port") + 1] = str(port)
+        self.envs[replica] = self.envs[name]
+        self.processes[replica] = _spawn(args, self.data_dir / f"{replica}.log", self.envs[replica])
+        _wait(self, {replica: f"127.0.0.1:{port}"}, timeout)
+
 
 def _tls_files(env: dict[str, str]) -> dict[str, str]:
     """The TLS files the launched processes were given, for probing them as one of them."""

@@ -190,12 +190,13 @@ class Harness:
         self.executor = JobExecutor(store, runner, workers=2, lease_seconds=lease_seconds, poll_seconds=0.05,
                                     heartbeat_seconds=heartbeat_seconds, max_attempts=max_attempts)
 
-    def submit(self, program_id: str, inputs=None, limit: float = 60, log_level: str = "INFO"):
+    def submit(self, program_id: str, inputs=None, limit: float = 60, log_level: str = "INFO", limit_source="",
+               instance: str = "crn:a"):
         runtime = "PYTHON" if program_id in PROGRAMS or program_id == "deleted" else "BUILTIN"
         job, _ = self.store.create(
-            instance="crn:a", owner="u", program_id=program_id, runtime=runtime, backend="local_aer",
+            instance=instance, owner="u", program_id=program_id, runtime=runtime, backend="local_aer",
             inputs=inputs if isinstance(inputs, str) else dumps(inputs or {}), log_level=log_level,
-            max_execution_seconds=limit, request_id="", trace_id=f"trace-{program_id}",
+            max_execution_seconds=limit, request_id="", trace_id=f"trace-{program_id}", time_limit_source=limit_source,
         )
         self.executor.wake()
         return job
@@ -364,15 +365,17 @@ def test_what_a_program_prints_becomes_its_logs(store):
 def test_a_job_past_its_time_limit_is_killed_within_a_second(store):
     async def scenario(h):
         await h.warm()
-        job = h.submit("sleepy", {"seconds": 60}, limit=1.5)
+        job = h.submit("sleepy", {"seconds": 60}, limit=1.5, limit_source="USER")
         pid = await h.pid_of(job.id)
+        running = await asyncio.to_thread(h.store.get, job.id)
+        assert running.deadline == running.start_time + dt.timedelta(seconds=1.5)
         ended = await h.until(job.id)
         await asyncio.sleep(0.1)
         return ended, pid
 
     job, pid = run(store, scenario)
     assert (job.state, job.reason) == ("ERROR", "TIME_LIMIT_EXCEEDED")
-    assert "1.5 seconds" in job.reason_message
+    assert "1.5 seconds (the limit the job asked for)" in job.reason_message and job.deadline is None
     assert (job.end_time - job.start_time).total_seconds() < 2.5
     assert not alive(pid)
 
@@ -464,6 +467,21 @@ def test_a_job_whose_program_source_cannot_be_fetched_waits_in_the_queue(store, 
     assert job.state == "DONE"
     logs, _ = store.list_logs(job.id, page_size=100)
     assert "the program's source could not be fetched: connection refused" in logs[0].message
+
+
+def test_one_instance_flooding_the_queue_does_not_starve_another(store):
+    async def scenario(h):
+        flood = [h.submit("one-circuit", instance="crn:flood") for _ in range(16)]
+        await h.until(flood[0].id, states=("RUNNING", "DONE"))
+        mine = h.submit("one-circuit", instance="crn:quiet")
+        await h.until(mine.id)
+        waiting = [j for j in flood if (await asyncio.to_thread(h.store.get, j.id)).state == "QUEUED"]
+        for job in flood:
+            await h.until(job.id)
+        return waiting
+
+    waiting = run(store, scenario)
+    assert len(waiting) >= 10, "the quiet instance's job waited behind the flood"
 
 
 def test_a_worker_that_dies_is_retried_then_ends_with_its_reason(store):

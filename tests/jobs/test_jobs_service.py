@@ -145,15 +145,32 @@ def test_inputs_are_checked_off_the_event_loop(world, bell, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("system", "program", "limit"),
-    [(3 * 3600, 8 * 3600, 3 * 3600), (8 * 3600, 300, 300), (0, 0, DEFAULT_LIMIT_SECONDS), (0, 1.5, 1.5)],
+    ("system", "program", "user", "limit"),
+    [(3 * 3600, 8 * 3600, None, (3 * 3600, "SYSTEM")), (8 * 3600, 300, None, (300, "PROGRAM")),
+     (0, 0, None, (DEFAULT_LIMIT_SECONDS, "SYSTEM")), (0, 1.5, None, (1.5, "PROGRAM")),
+     (3 * 3600, 300, 60, (60, "USER")), (3 * 3600, 300, 600, (300, "PROGRAM")), (3 * 3600, 0, 0, (3 * 3600, "SYSTEM"))],
 )
-def test_the_time_limit_is_the_smaller_of_the_backends_and_the_programs(system, program, limit):
+def test_the_time_limit_is_the_smallest_of_the_backends_the_programs_and_the_jobs(system, program, user, limit):
     backend = backend_pb2.Backend()
     backend.configuration.max_execution_time.FromTimedelta(dt.timedelta(seconds=system))
     program_message = program_pb2.Program()
     program_message.max_execution_time.FromTimedelta(dt.timedelta(seconds=program))
-    assert time_limit(backend, program_message) == limit
+    requested = None if user is None else duration_pb2.Duration(seconds=user)
+    assert time_limit(backend, program_message, requested) == limit
+
+
+def test_a_job_carries_the_limit_it_asked_for_and_which_limit_applies(world, bell):
+    job = world.me.CreateJob(pb.CreateJobRequest(
+        program_id="sampler", inputs=dumps({"circuits": bell}),
+        options=job_pb2.JobOptions(max_execution_time=duration_pb2.Duration(seconds=90)))).job
+    assert (job.max_execution_time.seconds, job.time_limit_source) == (90, job_pb2.TIME_LIMIT_SOURCE_USER)
+    job = world.me.create("hello-world", {"iterations": 1}, backend="simulator_statevector")
+    assert (job.max_execution_time.seconds, job.time_limit_source) == (300, job_pb2.TIME_LIMIT_SOURCE_PROGRAM)
+    assert world.me.wait(job.id).state == job_pb2.JOB_STATE_DONE and not world.me.get(job.id).HasField("deadline")
+    err = world.me.error("CreateJob", pb.CreateJobRequest(
+        program_id="sampler", inputs=dumps({"circuits": bell}),
+        options=job_pb2.JobOptions(max_execution_time=duration_pb2.Duration(seconds=-1))))
+    assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_TIME_LIMIT")
 
 
 def test_a_retried_create_with_the_same_request_id_returns_the_first_job(world, bell):
@@ -161,6 +178,20 @@ def test_a_retried_create_with_the_same_request_id_returns_the_first_job(world, 
     again = world.me.create("sampler", {"circuits": bell}, request_id="retry-1")
     assert again.id == first.id and again.request_id == "retry-1"
     assert world.other.create("sampler", {"circuits": bell}, request_id="retry-1").id != first.id
+
+
+def test_a_request_id_reused_for_a_different_request_is_refused(world, bell):
+    first = world.me.create("sampler", {"circuits": bell}, request_id="once")
+    for program_id, inputs, backend in (("sampler", {"circuits": bell, "shots": 7}, ""),
+                                        ("hello-world", {}, ""),
+                                        ("sampler", {"circuits": bell}, "ibmq_qasm_simulator")):
+        err = world.me.error("CreateJob", pb.CreateJobRequest(
+            program_id=program_id, inputs=dumps(inputs), options=job_pb2.JobOptions(backend_name=backend),
+            request_id="once"))
+        assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
+        assert first.id in err.message and err.metadata["job_id"] == first.id
+        assert [v[0] for v in err.field_violations] == ["request_id"]
+    assert [j.id for j in world.me.ListJobs(pb.ListJobsRequest()).jobs] == [first.id]  # never another job
 
 
 def test_unknown_program_and_backends_come_back_as_the_peers_said(world, bell):
@@ -398,7 +429,9 @@ def test_tags_batch_get_filters_and_usage(world, bell):
     assert world.other.GetUsage(pb.GetUsageRequest()).jobs_done == 0
 
 
-def test_a_result_larger_than_a_message_arrives_intact_in_chunks(world):
+def test_a_result_larger_than_a_message_arrives_intact_in_chunks(world, monkeypatch):
+    # Chunks of 3 MiB: this test's channel takes gRPC's default 4 MiB messages (the client's take 64 MiB).
+    monkeypatch.setattr(servicer_module, "RESULT_CHUNK_BYTES", 3 * 1024 * 1024)
     source = ("def main(backend, user_messenger):\n"
               "    import random\n"
               "    rng = random.Random(7)\n"
@@ -415,6 +448,6 @@ def test_a_result_larger_than_a_message_arrives_intact_in_chunks(world):
         if not (offset := response.next_offset):
             break
     whole = "".join(chunks)
-    assert len(chunks) == 3 and hashlib.sha256(whole.encode()).digest() == response.sha256
+    assert len(chunks) == 14 and hashlib.sha256(whole.encode()).digest() == response.sha256
     shots = loads(whole)
     assert len(shots) == 400_000 and all(len(s) == 100 for s in shots[:10])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,23 @@ def dump_circuits_qpy(circuits: QuantumCircuit | Iterable[QuantumCircuit]) -> by
     return buffer.getvalue()
 
 
+_TERMINAL_CODES = re.compile(r"(\x1b|\\x1b)\[[0-9;?]*[A-Za-z]")  # raw, or written out as text
+_FRAME = re.compile(r"^\d+:\s*")
+
+
+def _plain(message: str) -> str:
+    """A decoder's error as one plain line: qiskit's Rust QPY reader reports damage as a backtrace
+    drawn with terminal colour codes and box characters; keep what it says, not how it draws it."""
+    lines = []
+    message = _TERMINAL_CODES.sub("", message).replace("\\n", "\n")  # its repr, quoted: newlines as text
+    for line in message.strip().strip("'\"").splitlines():
+        line = _FRAME.sub("", line.strip()).removeprefix("Error: ")
+        if line and not line.startswith("at ") and "━" not in line:  # source locations, the frame's rules
+            lines.append(line.rstrip(":"))
+    text = "; ".join(lines)
+    return "".join(c if c.isprintable() else " " for c in text)[:500]
+
+
 def load_circuits_qpy(data: bytes) -> list[QuantumCircuit]:
     """Read every circuit of a QPY blob written by :func:`dump_circuits_qpy` (or ``qiskit.qpy.dump``).
 
@@ -101,7 +119,7 @@ def load_circuits_qpy(data: bytes) -> list[QuantumCircuit]:
     except ValueError:
         raise
     except Exception as exc:  # qpy raises QpyError, struct.error, EOFError... on damaged data
-        raise ValueError(f"not a valid QPY file: {exc}") from exc
+        raise ValueError(f"not a valid QPY file: {_plain(str(exc))}") from exc
     circuits = [p for p in programs if isinstance(p, QuantumCircuit)]
     if len(circuits) != len(programs):
         raise ValueError("the QPY file holds programs that are not QuantumCircuit objects")

@@ -41,9 +41,23 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     """Cancelled by a user before it finished."""
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
-    """Where a job is in its life. QUEUED -> RUNNING -> DONE | ERROR | CANCELLED; RUNNING -> QUEUED when an attempt
-    ended without the job's fault and it may run again; a queued job may be cancelled at once. JobStateChange
-    documents every edge.
+    """Where a job is in its life. Every edge of its state machine, and nothing else:
+
+      QUEUED  -> RUNNING    a runner claims it (each claim is one attempt; the oldest queued job of the
+                            instance with the fewest running goes first)
+      RUNNING -> QUEUED     requeue: its runner's lease lapsed (the replica died), its replica is
+                            stopping, its program host died with attempts left, or a service it needs
+                            (devices, programs, auth) was down; a line in its logs says why
+      RUNNING -> DONE       the program returned; the result is stored in the same transaction
+      RUNNING -> ERROR      the program failed, passed its time limit or output caps, or its host died
+                            on its last attempt (reason says which); or the claim was past max_attempts:
+                            TOO_MANY_ATTEMPTS, ended as soon as claimed, without running
+      QUEUED  -> CANCELLED  CancelJob
+      RUNNING -> CANCELLED  CancelJob; the program is killed
+
+    WatchJob reports each change as a JobStateChange. DONE, ERROR and CANCELLED are final: nothing
+    changes an ended job, and writes of the attempt that ran it (logs, interim results, its end) are
+    refused once it has moved on.
     """
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
@@ -71,7 +85,9 @@ class _JobReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobReason.V
     JOB_REASON_PROGRAM_ERROR: _JobReason.ValueType  # 1
     """The program raised an error."""
     JOB_REASON_TIME_LIMIT_EXCEEDED: _JobReason.ValueType  # 2
-    """The job ran past min(system limit of its backend, its program's max_execution_time) and was ended."""
+    """The job ran past its time limit (Job.max_execution_time; Job.time_limit_source and the reason
+    message say which limit it was) and was ended.
+    """
     JOB_REASON_BACKEND_ERROR: _JobReason.ValueType  # 3
     """The backend refused or failed the circuits."""
     JOB_REASON_INVALID_INPUT: _JobReason.ValueType  # 4
@@ -103,7 +119,9 @@ JOB_REASON_UNSPECIFIED: JobReason.ValueType  # 0
 JOB_REASON_PROGRAM_ERROR: JobReason.ValueType  # 1
 """The program raised an error."""
 JOB_REASON_TIME_LIMIT_EXCEEDED: JobReason.ValueType  # 2
-"""The job ran past min(system limit of its backend, its program's max_execution_time) and was ended."""
+"""The job ran past its time limit (Job.max_execution_time; Job.time_limit_source and the reason
+message say which limit it was) and was ended.
+"""
 JOB_REASON_BACKEND_ERROR: JobReason.ValueType  # 3
 """The backend refused or failed the circuits."""
 JOB_REASON_INVALID_INPUT: JobReason.ValueType  # 4
@@ -127,6 +145,34 @@ itself was killed while running it); it is not started again.
 JOB_REASON_PROGRAM_DELETED: JobReason.ValueType  # 12
 """The uploaded program (with the version the job was created for) was deleted before the job ran."""
 Global___JobReason: _TypeAlias = JobReason  # noqa: Y015
+
+class _TimeLimitSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TimeLimitSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimeLimitSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIME_LIMIT_SOURCE_UNSPECIFIED: _TimeLimitSource.ValueType  # 0
+    """Not known (a job created before jobs recorded it)."""
+    TIME_LIMIT_SOURCE_SYSTEM: _TimeLimitSource.ValueType  # 1
+    """The system limit of the backend's kind: 3 hours on simulators, 8 hours on physical systems."""
+    TIME_LIMIT_SOURCE_PROGRAM: _TimeLimitSource.ValueType  # 2
+    """The program's max_execution_time."""
+    TIME_LIMIT_SOURCE_USER: _TimeLimitSource.ValueType  # 3
+    """The limit the job asked for (JobOptions.max_execution_time)."""
+
+class TimeLimitSource(_TimeLimitSource, metaclass=_TimeLimitSourceEnumTypeWrapper):
+    """Which limit a job's time limit is: the smallest of the three that are set."""
+
+TIME_LIMIT_SOURCE_UNSPECIFIED: TimeLimitSource.ValueType  # 0
+"""Not known (a job created before jobs recorded it)."""
+TIME_LIMIT_SOURCE_SYSTEM: TimeLimitSource.ValueType  # 1
+"""The system limit of the backend's kind: 3 hours on simulators, 8 hours on physical systems."""
+TIME_LIMIT_SOURCE_PROGRAM: TimeLimitSource.ValueType  # 2
+"""The program's max_execution_time."""
+TIME_LIMIT_SOURCE_USER: TimeLimitSource.ValueType  # 3
+"""The limit the job asked for (JobOptions.max_execution_time)."""
+Global___TimeLimitSource: _TypeAlias = TimeLimitSource  # noqa: Y015
 
 class _LogLevel:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -196,19 +242,28 @@ class JobOptions(_message.Message):
 
     BACKEND_NAME_FIELD_NUMBER: _builtins.int
     LOG_LEVEL_FIELD_NUMBER: _builtins.int
+    MAX_EXECUTION_TIME_FIELD_NUMBER: _builtins.int
     backend_name: _builtins.str
     """The backend to run on; empty picks the least busy one the instance may use."""
     log_level: Global___LogLevel.ValueType
     """How much the program logs."""
+    @_builtins.property
+    def max_execution_time(self) -> _duration_pb2.Duration:
+        """Optional: a time limit for this job, counted from when its program starts. The job's limit is
+        the smallest of this, the program's max_execution_time and the backend's system limit. Unset or
+        zero: none of its own; negative: INVALID_ARGUMENT.
+        """
+
     def __init__(
         self,
         *,
         backend_name: _builtins.str = ...,
         log_level: Global___LogLevel.ValueType = ...,
+        max_execution_time: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_execution_time", b"max_execution_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend_name", b"backend_name", "log_level", b"log_level"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend_name", b"backend_name", "log_level", b"log_level", "max_execution_time", b"max_execution_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -244,6 +299,8 @@ class Job(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
+    TIME_LIMIT_SOURCE_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, assigned by the service."""
     program_id: _builtins.str
@@ -270,13 +327,17 @@ class Job(_message.Message):
     """How many times a runner has started the job: 1 once it runs; more when its worker died or its runner
     was stopped and it went back to the queue. A job is started at most the deployment's max_attempts times.
     """
+    time_limit_source: Global___TimeLimitSource.ValueType
+    """Which limit max_execution_time is, fixed when the job is created."""
     @_builtins.property
     def options(self) -> Global___JobOptions:
         """The options it was created with, the backend resolved."""
 
     @_builtins.property
     def max_execution_time(self) -> _duration_pb2.Duration:
-        """The time limit in force: min(system limit of the backend, program's max_execution_time)."""
+        """The time limit in force: min(system limit of the backend, program's max_execution_time, the
+        limit the job asked for); time_limit_source says which.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -300,6 +361,12 @@ class Job(_message.Message):
     def metrics(self) -> Global___JobMetrics:
         """How long the job waited and ran, and what it used."""
 
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """When the running program is killed and the job ends ERROR TIME_LIMIT_EXCEEDED: start_time plus
+        max_execution_time. Unset while the job is queued (the limit counts from the program's start).
+        """
+
     def __init__(
         self,
         *,
@@ -322,10 +389,12 @@ class Job(_message.Message):
         attempts: _builtins.int = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
         metrics: Global___JobMetrics | None = ...,
+        time_limit_source: Global___TimeLimitSource.ValueType = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "end_time", b"end_time", "id", b"id", "inputs", b"inputs", "instance", b"instance", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "owner", b"owner", "program_id", b"program_id", "program_version", b"program_version", "reason", b"reason", "reason_message", b"reason_message", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "id", b"id", "inputs", b"inputs", "instance", b"instance", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "owner", b"owner", "program_id", b"program_id", "program_version", b"program_version", "reason", b"reason", "reason_message", b"reason_message", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "tags", b"tags", "time_limit_source", b"time_limit_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

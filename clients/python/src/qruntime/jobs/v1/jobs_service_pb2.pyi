@@ -31,12 +31,22 @@ class CreateJobRequest(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     program_id: _builtins.str
     """The program to run."""
     inputs: _builtins.str
     """The program's inputs: a JSON object (see Job for the encoding of circuits and arrays); empty means {}."""
     request_id: _builtins.str
-    """Optional idempotency key: a retry with the same key returns the job the first call created."""
+    """Optional idempotency key: a retry with the same key returns the job the first call created; the
+    same key with a different request (program, inputs or options) is refused with INVALID_ARGUMENT
+    REQUEST_ID_REUSED, never answered with that job. Keys are per instance.
+    """
+    validate_only: _builtins.bool
+    """A dry run: check everything CreateJob checks (rights, program, inputs, backend, circuits, the
+    instance's limits) and answer as it would, without creating the job. The returned job has no id
+    and shows the backend it would run on and its time limit; a job that would not be admitted gets
+    the error CreateJob would give (e.g. RESOURCE_EXHAUSTED with a RetryInfo), saying why.
+    """
     @_builtins.property
     def options(self) -> _job_pb2.JobOptions:
         """Backend and log level."""
@@ -53,10 +63,11 @@ class CreateJobRequest(_message.Message):
         options: _job_pb2.JobOptions | None = ...,
         request_id: _builtins.str = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "options", b"options", "program_id", b"program_id", "request_id", b"request_id", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "options", b"options", "program_id", b"program_id", "request_id", b"request_id", "tags", b"tags", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

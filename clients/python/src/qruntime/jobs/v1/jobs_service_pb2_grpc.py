@@ -102,7 +102,9 @@ class JobsServiceServicer:
     """
 
     def CreateJob(self, request, context):
-        """Creates a job and returns it at once, QUEUED. Needs job.create.
+        """Creates a job and returns it at once, QUEUED (with validate_only, only says whether it would be
+        admitted). Refused RESOURCE_EXHAUSTED with a RetryInfo past the instance's limits: jobs queued
+        (TOO_MANY_QUEUED_JOBS) and jobs created in a minute (TOO_MANY_SUBMISSIONS). Needs job.create.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

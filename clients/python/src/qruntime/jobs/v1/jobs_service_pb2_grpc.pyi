@@ -34,7 +34,10 @@ class JobsServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> JobsServiceAsyncStub: ...
     CreateJob: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.CreateJobRequest, _jobs_service_pb2.CreateJobResponse]
-    """Creates a job and returns it at once, QUEUED. Needs job.create."""
+    """Creates a job and returns it at once, QUEUED (with validate_only, only says whether it would be
+    admitted). Refused RESOURCE_EXHAUSTED with a RetryInfo past the instance's limits: jobs queued
+    (TOO_MANY_QUEUED_JOBS) and jobs created in a minute (TOO_MANY_SUBMISSIONS). Needs job.create.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.GetJobRequest, _jobs_service_pb2.GetJobResponse]
     """Returns one job of the caller's instance. Needs job.read."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.ListJobsRequest, _jobs_service_pb2.ListJobsResponse]
@@ -68,7 +71,10 @@ class JobsServiceAsyncStub(JobsServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateJob: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.CreateJobRequest, _jobs_service_pb2.CreateJobResponse]  # type: ignore[assignment]
-    """Creates a job and returns it at once, QUEUED. Needs job.create."""
+    """Creates a job and returns it at once, QUEUED (with validate_only, only says whether it would be
+    admitted). Refused RESOURCE_EXHAUSTED with a RetryInfo past the instance's limits: jobs queued
+    (TOO_MANY_QUEUED_JOBS) and jobs created in a minute (TOO_MANY_SUBMISSIONS). Needs job.create.
+    """
     GetJob: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.GetJobRequest, _jobs_service_pb2.GetJobResponse]  # type: ignore[assignment]
     """Returns one job of the caller's instance. Needs job.read."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.ListJobsRequest, _jobs_service_pb2.ListJobsResponse]  # type: ignore[assignment]
@@ -105,7 +111,10 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_service_pb2.CreateJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_service_pb2.CreateJobResponse, _abc.Awaitable[_jobs_service_pb2.CreateJobResponse]]:
-        """Creates a job and returns it at once, QUEUED. Needs job.create."""
+        """Creates a job and returns it at once, QUEUED (with validate_only, only says whether it would be
+        admitted). Refused RESOURCE_EXHAUSTED with a RetryInfo past the instance's limits: jobs queued
+        (TOO_MANY_QUEUED_JOBS) and jobs created in a minute (TOO_MANY_SUBMISSIONS). Needs job.create.
+        """
 
     @_abc_1.abstractmethod
     def GetJob(

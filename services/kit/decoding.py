@@ -1,0 +1,52 @@
+"""Requests whose bytes are not the message their method takes (corrupt protobuf, a string field
+holding invalid UTF-8): the caller's INVALID_ARGUMENT, not gRPC's UNKNOWN.
+
+gRPC decodes a request before any interceptor sees it and answers a decoding failure UNKNOWN with
+the parser's words. This interceptor gives each unary request's decoder a twin that hands a failure
+on as an Undecodable value instead, and refuses that value before the servicer runs. Requests that
+stream in are decoded one message at a time by the servicer's own loop, and are left as they are."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from .errors import InvalidArgument
+from .interceptors import _Around, _wrap
+
+
+class Undecodable:
+    """A request that could not be decoded, and why."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], object]) -> Callable[[bytes], object]:
+    def decode(data: bytes) -> object:
+        try:
+            return deserialize(data)
+        except Exception as err:  # protobuf's DecodeError, or anything a decoder raises on bad bytes
+            return Undecodable(err)
+
+    return decode
+
+
+class DecodeInterceptor(_Around):
+    """Refuses a request that is not its method's message as INVALID_ARGUMENT UNDECODABLE_REQUEST."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is not None and not handler.request_streaming and handler.request_deserializer is not None:
+            handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+        return _wrap(handler, handler_call_details, self.around)
+
+    @contextlib.asynccontextmanager
+    async def around(self, details, context, request) -> AsyncIterator[None]:
+        if isinstance(request, Undecodable):
+            raise InvalidArgument(
+                f"the request is not a valid {details.method.rsplit('/', 1)[-1]} request message: "
+                f"{str(request.error).rsplit(': ', 1)[-1]}",
+                reason="UNDECODABLE_REQUEST",
+            )
+        yield
