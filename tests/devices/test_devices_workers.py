@@ -154,7 +154,7 @@ def test_a_worker_killed_for_memory_fails_only_its_call(start_suite, bell):
     limit = service.component.pool.worker_memory
     error = service.error("RunCircuits", run_request("hungry", bell, shots=10, seed=(limit + GiB) // MiB))
     assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SIMULATION_OUT_OF_MEMORY")
-    assert error.metadata["memory_limit_bytes"] == str(limit) and "832 MiB" in error.message
+    assert error.metadata["memory_limit_bytes"] == str(limit) and "1.06 GiB" in error.message  # 64 MiB + 1 GiB
     assert service.serving()
     assert service("RunCircuits", run_request("plugged", bell, shots=7)).results[0].counts["0"] == 7
     assert service.component.queues.pending("hungry") == 0
