@@ -65,8 +65,8 @@ class BackendAdapter(abc.ABC):
     description: str = ""
     # What one simulation may use, in bytes; 0: no limit. Set by the devices service (limit_memory).
     memory_limit: int = 0
-    # Whether it runs any circuit that fits it; False for a simulator of Clifford circuits only, which a
-    # least-busy choice (that knows nothing of the job's circuits) must not pick.
+    # Whether it runs any circuit that fits it; False for the stabilizer simulators, which a least-busy
+    # choice (that knows nothing of the job's circuits) must not pick.
     universal: bool = True
     # For a physical system emulated by a simulator: where its calibration data come from; else None.
     emulation: backend_pb2.Emulation | None = None
@@ -164,7 +164,8 @@ class AerSimulatorAdapter(BackendAdapter):
     def __init__(self, name: str, method: str = "automatic", description: str = "") -> None:
         self.name = name
         self.method = method
-        self.universal = method != memory.STABILIZER
+        # The stabilizer methods run Clifford circuits (the extended one Clifford+T), not any circuit.
+        self.universal = method not in (memory.STABILIZER, memory.EXTENDED_STABILIZER)
         self.description = description or f"Ideal qiskit-aer simulator, {method.replace('_', ' ')} method"
         self._simulator = AerSimulator(method=method)
         self._supported = frozenset(self._simulator.operation_names) | DIRECTIVES
