@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from . import encoding
-from ._backends import RuntimeBackend
+from ._backends import runtime_backend
 from ._convert import enum_label, optional_datetime
 from .devices.v1 import devices_service_pb2
 from .exceptions import (
@@ -23,6 +23,7 @@ from .jobs.v1 import job_pb2, jobs_service_pb2
 
 if TYPE_CHECKING:
     from ._channel import Transport
+    from ._runtime_backend import RuntimeBackend
 
 __all__ = ["JobStatus", "ResultDecoder", "RuntimeJob"]
 
@@ -131,7 +132,7 @@ class RuntimeJob:
         """The backend the job runs on."""
         request = devices_service_pb2.GetBackendRequest(name=self._job.backend)
         response = self._transport.call(self._transport.devices.GetBackend, request)
-        return RuntimeBackend(response.backend, self._transport)
+        return runtime_backend(response.backend, self._transport)
 
     def status(self) -> JobStatus:
         """The job's status, fetched from the service."""
