@@ -25,6 +25,8 @@ from . import memory
 from .adapters import PHYSICAL, SIMULATOR_MAX_EXPERIMENTS, SIMULATOR_MAX_SHOTS, BackendAdapter, gate_names, run_on_aer
 from .reduction import SubModels, active_qubits, reduce, reducible
 
+WARM_UP_QUBITS = 27  # systems up to this size build their noise model at warm-up
+
 
 class EmulatedSystemAdapter(BackendAdapter):
     """A physical system emulated by qiskit-aer from a real system's calibration snapshot.
@@ -95,7 +97,11 @@ class EmulatedSystemAdapter(BackendAdapter):
         return [memory.estimate(c, memory.AUTOMATIC, shots=shots, limit=limit, noisy=True) for c in circuits]
 
     def warm_up(self) -> None:
-        self._emulator()
+        # A large system's noise model costs each worker 2-5 s of CPU (more on a busy machine), which
+        # every start of the service would pay for every worker: it is built on the system's first run
+        # in a worker instead, and kept.
+        if self.system.num_qubits <= WARM_UP_QUBITS:
+            self._emulator()
 
     def _emulator(self) -> tuple[AerSimulator, SubModels]:
         """An ideal simulator (noise comes with each run) and the system's noise models."""

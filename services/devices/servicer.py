@@ -129,10 +129,9 @@ class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
         tied = [name for name in candidates if load[name] == least]
         chosen = random.choice(tied)  # noqa: S311 - fairness, not secrecy
         queued, pending = request.queued_jobs.get(chosen, 0), self._queues.pending(chosen)
+        wide = f" with at least {request.min_num_qubits} qubits" if request.min_num_qubits else ""
         reason = (
-            f"least busy of {len(candidates)} operational backends that run any circuit of at least "
-            f"{request.min_num_qubits} qubits: "
-            f"{queued} jobs queued + {pending} runs pending"
+            f"least busy of {len(candidates)} operational backends{wide}: {queued} jobs queued + {pending} runs pending"
         )
         if len(tied) > 1:
             reason += f"; tied with {', '.join(n for n in tied if n != chosen)}, picked at random"

@@ -438,11 +438,18 @@ def test_least_busy(start_suite) -> None:
     with IBMRuntimeService(token=key, instance=crn, url=suite.address) as service, \
             busy(suite, "ibmq_qasm_simulator"), busy(suite, "simulator_mps"):
         waiting = [service.run("hello-world", {"iterations": 1}, {"backend_name": name})
-                   for name in ("ibmq_qasm_simulator", "ibmq_qasm_simulator", "simulator_mps")]
-        wait_until(lambda: [b.status().pending_jobs for b in service.backends()] == [2, 0, 1, 0, 0],
+                   for name in ("ibmq_qasm_simulator", "ibmq_qasm_simulator", "simulator_mps", "simulator_mps")]
+        wait_until(lambda: [b.status().pending_jobs for b in service.backends()] == [2, 0, 2, 0, 0],
                    what="runs waiting")
         assert service.least_busy().name == "simulator_extended_stabilizer"
         assert service.least_busy(min_num_qubits=64).name == "simulator_stabilizer"
+
+        # Jobs that name no backend go to the idle one that runs any circuit (while it has fewer jobs queued
+        # and runs pending than the two busy ones), and say why.
+        placed = [service.run("hello-world", {"iterations": 1}) for _ in range(2)]
+        assert {job.backend_name for job in placed} == {"simulator_statevector"}
+        first_line = re.sub(LOG_LINE, "", placed[0].logs().splitlines()[0])
+        assert first_line.startswith(f"INFO backend {placed[0].backend_name}: least busy of 3 operational backends")
 
         # An operator takes a free one out of service.
         suite.loop.call_soon_threadsafe(devices.queues.set_operational, "simulator_extended_stabilizer", False)
@@ -450,6 +457,8 @@ def test_least_busy(start_suite) -> None:
         assert [b.name for b in service.backends(operational=False)] == ["simulator_extended_stabilizer"]
         assert service.backend("simulator_extended_stabilizer").status().status_msg == "maintenance"
         assert service.least_busy().name == "simulator_stabilizer"
+        for job in placed:
+            job.result(timeout=120)
         for job in waiting:
             job.cancel()
 

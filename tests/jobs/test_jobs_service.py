@@ -95,7 +95,7 @@ def test_a_sampler_job_is_queued_at_once_then_done_with_its_result(world, bell):
     assert job.state in (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING)
     assert job.id and job.program_id == "sampler" and job.instance == world.instance and job.owner
     assert job.backend == job.options.backend_name
-    assert job.backend in LITE_SIMULATORS and job.backend != "simulator_stabilizer"  # all idle: any that runs all
+    assert job.backend in ("ibmq_qasm_simulator", "simulator_mps", "simulator_statevector")  # all idle: any universal
     assert job.options.log_level == job_pb2.LOG_LEVEL_INFO
     assert job.max_execution_time.seconds == 3 * 60 * 60
     assert job.HasField("create_time") and not job.HasField("end_time")

@@ -22,13 +22,21 @@ from ._backends import (
     BackendStatus,
     GateProperties,
     QubitProperties,
-    RuntimeBackend,
 )
 from ._jobs import JobStatus, ResultDecoder, RuntimeJob
 from ._options import RuntimeOptions
 from ._programs import ProgramParameter, RuntimeProgram
 from ._service import IBMRuntimeService, QiskitRuntimeService
 from .circuits import ReferenceCircuits
+
+
+def __getattr__(name: str):
+    if name == "RuntimeBackend":  # it imports Qiskit: only once asked for
+        from ._runtime_backend import RuntimeBackend
+
+        return RuntimeBackend
+    raise AttributeError(f"module 'qruntime' has no attribute {name!r}")
+
 
 try:
     __version__ = version("qruntime")

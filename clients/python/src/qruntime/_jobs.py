@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 import grpc
 
 from . import encoding
-from ._backends import RuntimeBackend
+from ._backends import runtime_backend
 from ._convert import enum_label, optional_datetime
 from .devices.v1 import devices_service_pb2
 from .exceptions import (
@@ -28,6 +28,7 @@ from .jobs.v1 import job_pb2, jobs_service_pb2
 
 if TYPE_CHECKING:
     from ._channel import Transport
+    from ._runtime_backend import RuntimeBackend
 
 __all__ = ["JobStatus", "ResultDecoder", "RuntimeJob"]
 
@@ -159,7 +160,7 @@ class RuntimeJob:
         """The backend the job runs on."""
         request = devices_service_pb2.GetBackendRequest(name=self._job.backend)
         response = self._transport.call(self._transport.devices.GetBackend, request)
-        return RuntimeBackend(response.backend, self._transport)
+        return runtime_backend(response.backend, self._transport)
 
     def status(self) -> JobStatus:
         """The job's status, fetched from the service."""

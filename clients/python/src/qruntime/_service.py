@@ -7,13 +7,13 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import grpc
 from google.protobuf import field_mask_pb2
 
 from . import _accounts, encoding
-from ._backends import RuntimeBackend
+from ._backends import runtime_backend
 from ._channel import DEFAULT_TIMEOUT, Transport
 from ._jobs import ResultDecoder, RuntimeJob
 from ._options import RuntimeOptions, to_job_options
@@ -22,6 +22,9 @@ from .devices.v1 import devices_service_pb2
 from .exceptions import NotFoundError, _invalid_argument
 from .jobs.v1 import job_pb2, jobs_service_pb2
 from .programs.v1 import programs_service_pb2
+
+if TYPE_CHECKING:
+    from ._runtime_backend import RuntimeBackend
 
 __all__ = ["IBMRuntimeService", "QiskitRuntimeService"]
 
@@ -135,7 +138,7 @@ class IBMRuntimeService:
         request = devices_service_pb2.ListBackendsRequest(page_size=_MAX_PAGE_SIZE)
         found = []
         for message in self._transport.paginate(self._transport.devices.ListBackends, request, "backends"):
-            backend = RuntimeBackend(message, self._transport)
+            backend = runtime_backend(message, self._transport)
             if name is not None and backend.name != name:
                 continue
             if simulator is not None and backend.simulator != simulator:
@@ -155,7 +158,7 @@ class IBMRuntimeService:
             IBMNotAuthorizedError: the instance's plan does not include it.
         """
         request = devices_service_pb2.GetBackendRequest(name=name)
-        return RuntimeBackend(
+        return runtime_backend(
             self._transport.call(self._transport.devices.GetBackend, request).backend, self._transport
         )
 

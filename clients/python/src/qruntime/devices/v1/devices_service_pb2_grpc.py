@@ -119,8 +119,8 @@ class DevicesServiceServicer:
 
     def SelectBackend(self, request, context):
         """Picks the least busy backend that can run a job: among those the caller's plan allows that are
-        operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer, which
-        runs Clifford circuits only), the one with the fewest jobs queued for it
+        operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer nor
+        simulator_extended_stabilizer, which run Clifford and Clifford+T circuits), the one with the fewest jobs queued for it
         (as the caller counts them, queued_jobs) plus runs pending in the devices service; ties are broken
         at random, so equal backends share the work. FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits.
         """

@@ -52,8 +52,8 @@ class DevicesServiceStub:
     """
     SelectBackend: _grpc.UnaryUnaryMultiCallable[_devices_service_pb2.SelectBackendRequest, _devices_service_pb2.SelectBackendResponse]
     """Picks the least busy backend that can run a job: among those the caller's plan allows that are
-    operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer, which
-    runs Clifford circuits only), the one with the fewest jobs queued for it
+    operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer nor
+    simulator_extended_stabilizer, which run Clifford and Clifford+T circuits), the one with the fewest jobs queued for it
     (as the caller counts them, queued_jobs) plus runs pending in the devices service; ties are broken
     at random, so equal backends share the work. FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits.
     """
@@ -87,8 +87,8 @@ class DevicesServiceAsyncStub(DevicesServiceStub):
     """
     SelectBackend: _aio.UnaryUnaryMultiCallable[_devices_service_pb2.SelectBackendRequest, _devices_service_pb2.SelectBackendResponse]  # type: ignore[assignment]
     """Picks the least busy backend that can run a job: among those the caller's plan allows that are
-    operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer, which
-    runs Clifford circuits only), the one with the fewest jobs queued for it
+    operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer nor
+    simulator_extended_stabilizer, which run Clifford and Clifford+T circuits), the one with the fewest jobs queued for it
     (as the caller counts them, queued_jobs) plus runs pending in the devices service; ties are broken
     at random, so equal backends share the work. FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits.
     """
@@ -155,8 +155,8 @@ class DevicesServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_devices_service_pb2.SelectBackendResponse, _abc.Awaitable[_devices_service_pb2.SelectBackendResponse]]:
         """Picks the least busy backend that can run a job: among those the caller's plan allows that are
-        operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer, which
-        runs Clifford circuits only), the one with the fewest jobs queued for it
+        operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer nor
+        simulator_extended_stabilizer, which run Clifford and Clifford+T circuits), the one with the fewest jobs queued for it
         (as the caller counts them, queued_jobs) plus runs pending in the devices service; ties are broken
         at random, so equal backends share the work. FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits.
         """
