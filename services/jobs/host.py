@@ -98,6 +98,21 @@ class HostBackend:
         """The most shots per circuit the backend takes."""
         return self._description.max_shots
 
+    @property
+    def requires_isa(self) -> bool:
+        """Whether it runs only circuits written in basis_gates on coupling_map (physical systems)."""
+        return self._description.requires_isa
+
+    @property
+    def basis_gates(self) -> list[str]:
+        """The gates the backend runs natively."""
+        return list(self._description.basis_gates)
+
+    @property
+    def coupling_map(self) -> list[tuple[int, int]]:
+        """Its two-qubit couplings (control, target); empty means all-to-all."""
+        return [(edge.control, edge.target) for edge in self._description.coupling_map]
+
     def run(
         self, circuits: Any, shots: int = 1024, seed: int | None = None, memory: bool = False
     ) -> list[dict[str, Any]]:

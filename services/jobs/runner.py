@@ -134,6 +134,8 @@ class ProgramRunner:
             backend=program_host_pb2.HostBackend(
                 name=backend.name, num_qubits=backend.configuration.num_qubits,
                 max_shots=backend.configuration.max_shots,
+                requires_isa=backend.kind == backend_pb2.BACKEND_KIND_PHYSICAL,
+                basis_gates=backend.configuration.basis_gates, coupling_map=backend.configuration.coupling_map,
             ),
         )
         try:

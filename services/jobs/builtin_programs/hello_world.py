@@ -6,7 +6,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from qiskit import transpile
 from qiskit.circuit.random import random_circuit
+from qiskit.transpiler import CouplingMap
 
 from .common import integer, optional_seed, program_logger
 
@@ -24,6 +26,9 @@ def main(backend: Any, user_messenger: Any, iterations: Any = 1, seed: Any = Non
     for iteration in range(iterations):
         circuit_seed = rng.randrange(2**31)
         circuit = random_circuit(num_qubits=num_qubits, depth=DEPTH, measure=True, seed=circuit_seed)
+        if getattr(backend, "requires_isa", False):  # a physical system runs its own instructions only
+            circuit = transpile(circuit, basis_gates=backend.basis_gates, seed_transpiler=circuit_seed,
+                                coupling_map=CouplingMap(backend.coupling_map) if backend.coupling_map else None)
         [result] = backend.run(circuit, shots=SHOTS, seed=circuit_seed)
         user_messenger.publish({"iteration": iteration, "counts": result["counts"]})
         log.info("iteration %d of %d done", iteration + 1, iterations)

@@ -3,9 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from qruntime.devices.v1 import backend_pb2 as _backend_pb2
 from qruntime.devices.v1 import devices_service_pb2 as _devices_service_pb2
 from qruntime.jobs.v1 import job_pb2 as _job_pb2
 import builtins as _builtins
@@ -172,22 +175,40 @@ class HostBackend(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     NUM_QUBITS_FIELD_NUMBER: _builtins.int
     MAX_SHOTS_FIELD_NUMBER: _builtins.int
+    REQUIRES_ISA_FIELD_NUMBER: _builtins.int
+    BASIS_GATES_FIELD_NUMBER: _builtins.int
+    COUPLING_MAP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The backend's name, e.g. "ibmq_qasm_simulator"."""
     num_qubits: _builtins.int
     """How many qubits it has."""
     max_shots: _builtins.int
     """The most shots per circuit it takes."""
+    requires_isa: _builtins.bool
+    """Whether it runs only circuits written in its instruction set (basis_gates on coupling_map), as
+    physical systems do; a program compiles its circuits for it first.
+    """
+    @_builtins.property
+    def basis_gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The gates it runs natively, e.g. ["ecr", "rz", "sx", "x"]."""
+
+    @_builtins.property
+    def coupling_map(self) -> _containers.RepeatedCompositeFieldContainer[_backend_pb2.CouplingEdge]:
+        """Its two-qubit couplings; empty means all-to-all."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         num_qubits: _builtins.int = ...,
         max_shots: _builtins.int = ...,
+        requires_isa: _builtins.bool = ...,
+        basis_gates: _abc.Iterable[_builtins.str] | None = ...,
+        coupling_map: _abc.Iterable[_backend_pb2.CouplingEdge] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_shots", b"max_shots", "name", b"name", "num_qubits", b"num_qubits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis_gates", b"basis_gates", "coupling_map", b"coupling_map", "max_shots", b"max_shots", "name", b"name", "num_qubits", b"num_qubits", "requires_isa", b"requires_isa"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
