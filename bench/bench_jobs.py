@@ -92,8 +92,9 @@ async def _echo(request: bytes, context) -> bytes:
 
 
 def echo_ceiling(seconds: float) -> dict[int, float]:
-    port, ready = multiprocessing.Value("i", 0), multiprocessing.Event()
-    process = multiprocessing.get_context("spawn").Process(target=_echo_server, args=(port, ready), daemon=True)
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no gRPC state inherited by a fork
+    port, ready = spawn.Value("i", 0), spawn.Event()
+    process = spawn.Process(target=_echo_server, args=(port, ready), daemon=True)
     process.start()
     ready.wait(30)
     try:
@@ -240,8 +241,9 @@ def fanout(tmp: Path, rounds: int) -> None:
             latencies()
         alone = latencies()
         token = service._transport.tokens.token()
-        ready, events = multiprocessing.Event(), multiprocessing.Value("q", 0)
-        process = multiprocessing.get_context("spawn").Process(
+        spawn = multiprocessing.get_context("spawn")
+        ready, events = spawn.Event(), spawn.Value("q", 0)
+        process = spawn.Process(
             target=_watchers, args=(running.url, token, watched.job_id, WATCHERS, ready, events), daemon=True)
         process.start()
         ready.wait(120)
