@@ -375,16 +375,21 @@ def test_jobs_come_without_inputs_unless_asked(world, bell):
     assert err.reason == "INVALID_VIEW"
 
 
+def result_chunks(caller: Caller, job_id: str) -> tuple[list[str], pb.GetJobResultResponse]:
+    """The result's chunks, following next_offset, and the last response (with the total and checksum)."""
+    chunks, offset = [], 0
+    while True:
+        response = caller.GetJobResult(pb.GetJobResultRequest(job_id=job_id, offset=offset))
+        chunks.append(response.result)
+        if not (offset := response.next_offset):
+            return chunks, response
+
+
 def test_a_large_result_comes_in_checksummed_chunks(world, monkeypatch):
     monkeypatch.setattr(servicer_module, "RESULT_CHUNK_BYTES", 7)
     job = world.me.create("hello-world", {"iterations": 0})
     world.me.wait(job.id)
-    chunks, offset = [], 0
-    while True:
-        response = world.me.GetJobResult(pb.GetJobResultRequest(job_id=job.id, offset=offset))
-        chunks.append(response.result)
-        if not (offset := response.next_offset):
-            break
+    chunks, response = result_chunks(world.me, job.id)
     whole = "".join(chunks).encode()
     assert len(chunks) > 1 and len(whole) == response.total_bytes
     assert hashlib.sha256(whole).digest() == response.sha256 and loads(whole.decode()) == "All done!"
@@ -441,12 +446,7 @@ def test_a_result_larger_than_a_message_arrives_intact_in_chunks(world, monkeypa
         metadata=world.me.metadata).program
     job = world.me.wait(world.me.create(program.id).id, timeout=120)
     assert job.state == job_pb2.JOB_STATE_DONE, job.reason_message
-    chunks, offset = [], 0
-    while True:
-        response = world.me.GetJobResult(pb.GetJobResultRequest(job_id=job.id, offset=offset))
-        chunks.append(response.result)
-        if not (offset := response.next_offset):
-            break
+    chunks, response = result_chunks(world.me, job.id)
     whole = "".join(chunks)
     assert len(chunks) == 14 and hashlib.sha256(whole.encode()).digest() == response.sha256
     shots = loads(whole)
