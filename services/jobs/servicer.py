@@ -217,10 +217,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             response, size = jobs_service_pb2.WatchJobResponse(), 0
             for event in batch:
                 message = event_message(event)
-                size += message.ByteSize()
-                if response.events and size > WATCH_MESSAGE_BYTES:
+                bytes_ = message.ByteSize()
+                if response.events and size + bytes_ > WATCH_MESSAGE_BYTES:
                     yield response
-                    response, size = jobs_service_pb2.WatchJobResponse(), message.ByteSize()
+                    response, size = jobs_service_pb2.WatchJobResponse(), 0
+                size += bytes_
                 response.events.append(message)
             yield response
 

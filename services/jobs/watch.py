@@ -46,7 +46,9 @@ class _Topic:
         self.cache: list[EventRecord] = []  # consecutive events, the latest ones known
         self.cached_bytes = 0
         self.known = 0  # the number of the last event read from the store
-        self.stored = 1  # the number of the last event the store is known to hold (every job has one)
+        # The store may hold events not read yet: set by each commit and each poll that saw more,
+        # cleared as a read starts, so a commit during a read makes another read.
+        self.stale = True
         self.position: int | None = None  # queued jobs ahead, while queued
         self.gone = False  # the job was deleted
         self.ended = False  # the job's final state has been read
@@ -90,10 +92,6 @@ class JobWatch:
                 topic.poller.cancel()
         await asyncio.gather(*(t.poller for t in self._topics.values() if t.poller), return_exceptions=True)
 
-    @property
-    def watchers(self) -> int:
-        return sum(topic.watchers for topic in self._topics.values())
-
     def _committed(self, job_id: str) -> None:
         loop = self._loop
         if loop is not None and job_id in self._topics:  # a racy peek: _changed re-checks on the loop
@@ -103,7 +101,7 @@ class JobWatch:
     def _changed(self, job_id: str) -> None:
         topic = self._topics.get(job_id)
         if topic is not None:
-            topic.stored = max(topic.stored, topic.known + 1)  # at least one more event to read
+            topic.stale = True
             topic.wake()
 
     async def follow(self, job_id: str, after: int) -> AsyncIterator[list[EventRecord | Position]]:
@@ -126,7 +124,7 @@ class JobWatch:
                     batch.append(Position(topic.position, after))
                 if batch:
                     yield batch
-                if any(e.is_final for e in events):
+                if ends is not None:
                     return
                 if events:
                     continue  # maybe more to read
@@ -158,15 +156,15 @@ class JobWatch:
         if after < topic.base:  # a replay of what the cache no longer (or not yet) holds
             return await asyncio.to_thread(self._store.events_after, job_id, after, limit=READ_BATCH)
         async with topic.lock:
-            while topic.stored > topic.known and not topic.ended:
+            while topic.stale and not topic.ended:
+                topic.stale = False
                 new = await asyncio.to_thread(self._store.events_after, job_id, topic.known, limit=READ_BATCH)
                 if not new:
-                    topic.stored = topic.known  # a commit that added nothing we can see (a deletion)
-                    break
+                    break  # a commit that added nothing we can see (a deletion)
                 topic.cache.extend(new)
                 topic.cached_bytes += sum(len(e.text) for e in new)
                 topic.known = new[-1].number
-                topic.stored = max(topic.stored, topic.known + (len(new) == READ_BATCH))
+                topic.stale = topic.stale or len(new) == READ_BATCH  # maybe more than one read holds
                 for event in new:
                     if event.kind == STATE:
                         topic.ended = event.is_final
@@ -191,8 +189,8 @@ class JobWatch:
                     topic.gone = True
                     topic.wake()
                     return
-                if events > topic.stored or position != topic.position:
-                    topic.stored = max(topic.stored, events)
+                if events > topic.known or position != topic.position:
+                    topic.stale = topic.stale or events > topic.known
                     topic.position = position
                     topic.wake()
             await asyncio.sleep(self._poll)

@@ -138,7 +138,8 @@ class RuntimeJob:
 
     def metrics(self) -> dict[str, Any]:
         """When the job was created, started and ended, how long it queued and ran, and its usage."""
-        job = self.status() and self._job
+        self.status()  # fetches the job afresh
+        job = self._job
         return {
             "timestamps": {name: optional_datetime(job, f"{name}_time") for name in ("create", "start", "end")},
             "time_queued_s": job.metrics.time_queued.ToTimedelta().total_seconds(),
