@@ -1,7 +1,8 @@
 """The faults that froze or killed the whole suite, each shown gone, through the suite users call.
 
 - The freeze: heavy simulations used to hold the services' interpreter, so health checks timed out
-  and GetJob took as long as the simulation. Now they answer within a second while two run.
+  and GetJob took as long as the simulation (a minute and more). Now they keep answering while two
+  run; how fast (p99 under that load) is bench_execution's to measure, not a test's.
 - The two crash loops: a circuit needing more memory than the machine has, and a few hundred bytes
   of QPY claiming ten million qubits, used to kill the suite, be requeued and kill it again. Now
   CreateJob refuses both, after checking them in a limited worker; nothing is stored.
@@ -65,7 +66,7 @@ def sampler_inputs(circuit: QuantumCircuit, shots: int = 100) -> str:
     return dumps({"circuits": [circuit], "shots": shots})
 
 
-def test_the_suite_answers_at_once_while_two_heavy_simulations_run(start_suite, bell):
+def test_the_suite_keeps_answering_while_two_heavy_simulations_run(start_suite, bell):
     suite = start_suite("programs", "devices", "jobs", workers=4)
     user = User(suite)
     heavy = random_circuit(22, 40, measure=True, seed=3)
@@ -77,16 +78,19 @@ def test_the_suite_answers_at_once_while_two_heavy_simulations_run(start_suite, 
     while len(pool.pids(busy=True)) < 2 or not pool.pids(busy=False):  # both simulating, a spare started
         assert time.monotonic() < deadline, "the simulations did not start"
         time.sleep(0.1)
+    # Each simulation alone takes about 50 s of both cores here: a frozen suite would answer after
+    # that, a working one in milliseconds (a loaded CI machine has once taken over a second).
+    bound = 5.0
     slowest = 0.0
     for _ in range(10):
-        for call in (lambda: user.health.Check(health_pb2.HealthCheckRequest(), timeout=1),
-                     lambda: user.get(jobs[0].id, timeout=1),
-                     lambda: user.create("sampler", sampler_inputs(bell), "ibmq_qasm_simulator", timeout=1)):
+        for call in (lambda: user.health.Check(health_pb2.HealthCheckRequest(), timeout=bound),
+                     lambda: user.get(jobs[0].id, timeout=bound),
+                     lambda: user.create("sampler", sampler_inputs(bell), "ibmq_qasm_simulator", timeout=bound)):
             started = time.monotonic()
             call()
             slowest = max(slowest, time.monotonic() - started)
     states = [user.get(job.id).state for job in jobs]
-    assert slowest < 1.0
+    assert slowest < bound
     assert job_pb2.JOB_STATE_RUNNING in states, "the heavy jobs ended before the measurement: make them heavier"
     for job in jobs:
         user.jobs.CancelJob(pb.CancelJobRequest(job_id=job.id), metadata=user.metadata, timeout=10)
