@@ -11,6 +11,7 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== generated code"
 .venv/bin/python scripts/gen_protos.py --check
+.venv/bin/python scripts/gen_openapi.py --check
 echo "== tests"
 set +e
 .venv/bin/python -m pytest "$@"
