@@ -12,6 +12,7 @@ echo "== ruff"
 echo "== generated code"
 .venv/bin/python scripts/gen_protos.py --check
 .venv/bin/python scripts/gen_openapi.py --check
+.venv/bin/python scripts/vendor_web.py --check
 echo "== tests"
 set +e
 .venv/bin/python -m pytest "$@"
