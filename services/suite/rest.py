@@ -134,6 +134,20 @@ def _check_service_crn(request: web.Request, authorization: str) -> None:
             metadata={"service_crn": crn})
 
 
+def _file(path: Path):
+    async def handle(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(path)
+
+    return handle
+
+
+def _redirect(location: str):
+    async def handle(_: web.Request) -> web.Response:
+        raise web.HTTPFound(location)
+
+    return handle
+
+
 class FrontDoor:
     """The aiohttp application over one gRPC channel to the front door."""
 
@@ -145,10 +159,10 @@ class FrontDoor:
         for route in self.routes:
             handler = self._streaming(route) if route.streaming else self._unary(route)
             self.app.router.add_route(route.verb, route.aiohttp_path(), handler)
-        self.app.router.add_get("/api/openapi.json", lambda _: web.FileResponse(OPENAPI_FILE))
-        self.app.router.add_get("/api/docs", lambda _: web.FileResponse(WEB / "docs.html"))
-        self.app.router.add_get("/", lambda _: web.HTTPFound("/console/"))
-        self.app.router.add_get("/console/", lambda _: web.FileResponse(WEB / "index.html"))
+        self.app.router.add_get("/api/openapi.json", _file(OPENAPI_FILE))
+        self.app.router.add_get("/api/docs", _file(WEB / "docs.html"))
+        self.app.router.add_get("/console/", _file(WEB / "index.html"))
+        self.app.router.add_get("/", _redirect("/console/"))
         self.app.router.add_static("/static/", WEB)
 
     def _request(self, route: Route, request: web.Request, body: bytes):
