@@ -132,7 +132,8 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None, service_env=No
     """auth, programs, devices and jobs as four processes, and the gateway in front of them;
     service_env: more environment for the four services, not the gateway."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in ("gateway", "auth", "programs", "devices", "jobs", "http")}
+    ports = {name: free_port() for name in ("gateway", "auth", "programs", "devices", "jobs")}
+    http_port = free_port()  # the gateway's HTTP/JSON port
     url = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     jobs_key = new_api_key()  # the jobs service's identity: only it and auth know it
     env = {**os.environ, "QRUNTIME_DATA_DIR": str(data_dir), "QRUNTIME_AUTH_URL": url["auth"], **(extra_env or {})}
@@ -143,7 +144,7 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None, service_env=No
         "devices": ["qruntime-devices"],
         "jobs": ["qruntime-jobs", "--programs-url", url["programs"], "--devices-url", url["devices"]],
         "gateway": ["qruntime", "gateway", "--programs-url", url["programs"], "--jobs-url", url["jobs"],
-                    "--devices-url", url["devices"], "--http-port", str(ports["http"])],
+                    "--devices-url", url["devices"], "--http-port", str(http_port)],
     }
     envs = {name: {**env, **((service_env or {}) if name != "gateway" else {}), **own_env.get(name, {})}
             for name in commands}
@@ -151,7 +152,7 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None, service_env=No
                               envs[name])
                  for name, (program, *args) in commands.items()}
     launched = Launched(url["gateway"], data_dir, processes, envs, _tls_files(env),
-                        http_url=f"http://127.0.0.1:{ports['http']}")
+                        http_url=f"http://127.0.0.1:{http_port}")
     _wait(launched, url, timeout)
     if not (data_dir / "bootstrap.json").exists():  # auth serves only once it has written it
         launched.stop()

@@ -1,0 +1,48 @@
+"""`qruntime up` and `qruntime gateway` serve the REST API, its document and the console on their HTTP port."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import httpx
+import pytest
+
+from qruntime_suite import launch
+from qruntime_suite.rest import IAM_GRANT, OPENAPI_FILE
+
+pytestmark = pytest.mark.slow  # real processes
+
+
+def list_backends(http_url: str, bootstrap: dict) -> list[str]:
+    token = httpx.post(f"{http_url}/identity/token", data={
+        "grant_type": IAM_GRANT, "apikey": bootstrap["api_key"], "instance": bootstrap["instance"]}).json()
+    response = httpx.get(f"{http_url}/api/v1/backends", headers={
+        "Authorization": f"Bearer {token['access_token']}", "Service-CRN": bootstrap["instance"]})
+    assert response.status_code == 200, response.text
+    return [b["name"] for b in response.json()["backends"]]
+
+
+def test_qruntime_up_serves_http_and_writes_its_url_to_bootstrap_json(tmp_path):
+    launched = launch.embedded(tmp_path / "data")
+    try:
+        bootstrap = launched.bootstrap
+        assert bootstrap["http_url"].startswith("http://127.0.0.1:") and bootstrap["http_url"] == launched.http_url
+        assert stat.S_IMODE((launched.data_dir / "bootstrap.json").stat().st_mode) == 0o600
+        assert "ibmq_qasm_simulator" in list_backends(launched.http_url, bootstrap)
+        assert httpx.get(f"{launched.http_url}/api/openapi.json").json() == json.loads(OPENAPI_FILE.read_text())
+        for page, marker in [("/api/docs", "swagger-ui-bundle.js"), ("/console/", "alpine.min.js")]:
+            response = httpx.get(f"{launched.http_url}{page}")
+            assert response.status_code == 200 and marker in response.text
+        assert httpx.get(f"{launched.http_url}/static/vendor/alpine.min.js").status_code == 200
+    finally:
+        codes = launched.stop()
+    assert codes == {"suite": 0}
+
+
+def test_the_gateway_serves_the_rest_api_of_the_services_behind_it(tmp_path):
+    launched = launch.separate(tmp_path / "data")
+    try:
+        assert "ibmq_qasm_simulator" in list_backends(launched.http_url, launched.bootstrap)
+    finally:
+        launched.stop()
