@@ -157,7 +157,7 @@ async def start_gateway(settings: GatewaySettings) -> Gateway:
     http = None
     if settings.http_port >= 0:  # the HTTP/JSON API calls this gateway's own gRPC port; up before it serves
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "[::]") else settings.host
-        http = HttpFrontDoor(settings.host, settings.http_port, f"{host}:{port}", settings.tls_channel_credentials())
+        http = HttpFrontDoor(settings.host, settings.http_port, f"{host}:{port}", settings)
         await http.start()
     await server.start()
     log.info("gateway serving", address=f"{settings.host}:{port}", routes=settings.routes())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import ssl
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from qruntime_kit.interceptors import REQUEST_ID_KEY
 from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import CHANNEL_OPTIONS
 from qruntime_kit.secrets import write_private
-from qruntime_kit.settings import setting
+from qruntime_kit.settings import ServerSettings, setting
 from qruntime_kit.tls import aio_channel
 
 from .transcoding import Route, build_request, routes, to_json
@@ -241,10 +242,10 @@ class HttpFrontDoor:
     service_names: tuple[str, ...] = ()
     public_methods: frozenset[str] = frozenset()
 
-    def __init__(self, host: str, port: int, grpc_address: str = "", credentials=None,
+    def __init__(self, host: str, port: int, grpc_address: str = "", settings: ServerSettings | None = None,
                  bootstrap_file: Path | None = None) -> None:
         self._host, self._port, self._grpc_address = host, port, grpc_address
-        self._credentials, self._bootstrap_file = credentials, bootstrap_file
+        self._settings, self._bootstrap_file = settings, bootstrap_file
         self._runner: web.AppRunner | None = None
         self._channel: grpc.aio.Channel | None = None
         self.url = ""
@@ -252,17 +253,30 @@ class HttpFrontDoor:
     def register(self, server) -> None:
         pass
 
+    def _tls(self) -> tuple[ssl.SSLContext | None, grpc.ChannelCredentials | None]:
+        """With the server's certificate: HTTPS on this port too, and a TLS channel to the gRPC port
+        trusting tls_ca_file (or, without one, the certificate itself, as for a self-signed one)."""
+        settings = self._settings
+        if settings is None or not settings.tls_cert_file:
+            return None, settings.tls_channel_credentials() if settings else None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+        credentials = settings.tls_channel_credentials() or grpc.ssl_channel_credentials(
+            Path(settings.tls_cert_file).read_bytes())
+        return context, credentials
+
     async def start(self, runtime=None) -> None:
-        address = self._grpc_address or runtime.address
-        credentials = self._credentials if runtime is None else runtime.settings.tls_channel_credentials()
-        self._channel = aio_channel(address, credentials, CHANNEL_OPTIONS)
+        if runtime is not None:
+            self._settings = self._settings or runtime.settings
+        context, credentials = self._tls()
+        self._channel = aio_channel(self._grpc_address or runtime.address, credentials, CHANNEL_OPTIONS)
         self._runner = web.AppRunner(FrontDoor(self._channel).app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = web.TCPSite(self._runner, self._host, self._port, ssl_context=context)
         await site.start()
         port = self._runner.addresses[0][1]
         host = "127.0.0.1" if self._host in ("0.0.0.0", "::", "") else self._host
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if context else 'http'}://{host}:{port}"
         if self._bootstrap_file is not None and self._bootstrap_file.exists():
             written = json.loads(self._bootstrap_file.read_text())
             if written.get("http_url") != self.url:

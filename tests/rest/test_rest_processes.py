@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import stat
 
 import httpx
@@ -44,5 +45,27 @@ def test_the_gateway_serves_the_rest_api_of_the_services_behind_it(tmp_path):
     launched = launch.separate(tmp_path / "data")
     try:
         assert "ibmq_qasm_simulator" in list_backends(launched.http_url, launched.bootstrap)
+    finally:
+        launched.stop()
+
+
+def test_with_a_certificate_the_http_port_serves_https(tmp_path):
+    from e2e.test_tls import make_ca_and_certificate  # the TLS tests' CA and certificate for 127.0.0.1
+
+    pki = make_ca_and_certificate(tmp_path / "pki")
+    env = {"QRUNTIME_TLS_CERT_FILE": str(pki["cert"]), "QRUNTIME_TLS_KEY_FILE": str(pki["key"]),
+           "QRUNTIME_TLS_CA_FILE": str(pki["ca"])}
+    launched = launch.embedded(tmp_path / "data", extra_env=env)
+    trusted = ssl.create_default_context(cafile=str(pki["ca"]))
+    try:
+        assert launched.http_url.startswith("https://127.0.0.1:")
+        token = httpx.post(f"{launched.http_url}/identity/token", verify=trusted, data={
+            "grant_type": IAM_GRANT, "apikey": launched.bootstrap["api_key"],
+            "instance": launched.bootstrap["instance"]}).json()["access_token"]
+        response = httpx.get(f"{launched.http_url}/api/v1/programs", verify=trusted,
+                             headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200 and response.json()["programs"]
+        with pytest.raises(httpx.HTTPError):  # never plaintext beside it
+            httpx.get(launched.http_url.replace("https:", "http:") + "/api/v1/programs")
     finally:
         launched.stop()
