@@ -40,6 +40,8 @@ log = get_logger("http")
 WEB = Path(__file__).parent / "web"
 OPENAPI_FILE = WEB / "openapi.json"
 IAM_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
+# JSON larger than this is converted in a thread, so the services sharing the event loop keep answering.
+_INLINE_BYTES = 256 * 1024
 
 # gRPC code -> HTTP status, as google.rpc.Code documents the mapping.
 HTTP_STATUS = {
@@ -81,13 +83,26 @@ def error_response(error: ServiceError, status: int | None = None) -> web.Respon
 
 
 @web.middleware
+async def _access_log(request: web.Request, handler):
+    """One structured line per API call: method, path, status, time and the services' request id."""
+    start = time.perf_counter()
+    response = await handler(request)
+    if request.path.startswith(("/api/v1/", "/identity/")):
+        log.info("http", method=request.method, path=request.path, status=response.status,
+                 ms=round((time.perf_counter() - start) * 1000, 1), request_id=response.headers.get(REQUEST_ID_KEY, ""))
+    return response
+
+
+@web.middleware
 async def _errors(request: web.Request, handler):
     try:
         return await handler(request)
     except ServiceError as error:
         return error_response(error)
     except grpc.aio.AioRpcError as err:
-        return error_response(from_rpc_error(err))
+        response = error_response(from_rpc_error(err))
+        response.headers.update({k: v for k, v in (err.initial_metadata() or ()) if k == REQUEST_ID_KEY})
+        return response
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as err:
         if not request.path.startswith(("/api/", "/identity/")):
             raise
@@ -109,7 +124,8 @@ async def _errors(request: web.Request, handler):
 
 def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     """The gRPC metadata of an HTTP call: its bearer token, request id and the caller's address."""
-    metadata = [("x-forwarded-for", f"ipv4:{request.remote or ''}")]
+    remote = request.remote or ""
+    metadata = [("x-forwarded-for", f"ipv6:[{remote}]" if ":" in remote else f"ipv4:{remote}")]
     authorization = request.headers.get("Authorization", "")
     if authorization:
         metadata.append(("authorization", authorization))
@@ -155,7 +171,7 @@ class FrontDoor:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._channel = channel
         self.routes = routes()
-        self.app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
+        self.app = web.Application(middlewares=[_access_log, _errors], client_max_size=64 * 1024 * 1024)
         self.app.router.add_post("/identity/token", self._token)
         for route in self.routes:
             handler = self._streaming(route) if route.streaming else self._unary(route)
@@ -166,19 +182,27 @@ class FrontDoor:
         self.app.router.add_get("/", _redirect("/console/"))
         self.app.router.add_static("/static/", WEB)
 
-    def _request(self, route: Route, request: web.Request, body: bytes):
+    async def _request(self, route: Route, request: web.Request, body: bytes):
         path_values = {name: request.match_info[f"v{i}"] for i, name in enumerate(route.variables)}
         query = {key: request.query.getall(key) for key in request.query}
+        if len(body) > _INLINE_BYTES:  # a large body (circuits, uploads) is parsed off the event loop
+            return await asyncio.to_thread(build_request, route, path_values, query, body)
         return build_request(route, path_values, query, body)
 
     def _unary(self, route: Route):
-        call = self._channel.unary_unary(route.grpc_path, request_serializer=lambda m: m.SerializeToString(),
-                                         response_deserializer=route.response_class().FromString)
+        method = self._channel.unary_unary(route.grpc_path, request_serializer=lambda m: m.SerializeToString(),
+                                           response_deserializer=route.response_class().FromString)
 
         async def handle(request: web.Request) -> web.Response:
-            message = self._request(route, request, await request.read() if route.body else b"")
-            response = await call(message, metadata=_metadata(request), timeout=60)
-            return web.json_response(to_json(response))
+            message = await self._request(route, request, await request.read() if route.body else b"")
+            call = method(message, metadata=_metadata(request), timeout=60)
+            response = await call
+            headers = {k: v for k, v in (await call.initial_metadata() or ()) if k == REQUEST_ID_KEY}
+            if response.ByteSize() > _INLINE_BYTES:  # a large result is written off the event loop
+                text = await asyncio.to_thread(lambda: json.dumps(to_json(response)))
+            else:
+                text = json.dumps(to_json(response))
+            return web.Response(text=text, content_type="application/json", headers=headers)
 
         return handle
 
@@ -187,7 +211,7 @@ class FrontDoor:
                                           response_deserializer=route.response_class().FromString)
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            message = self._request(route, request, b"")
+            message = await self._request(route, request, b"")
             stream = call(message, metadata=_metadata(request))
             try:
                 await stream.initial_metadata()  # a refused call (no token, not found) answers as JSON
@@ -204,11 +228,8 @@ class FrontDoor:
                 await response.write(b"event: end\ndata: {}\n\n")
             except grpc.aio.AioRpcError as err:
                 await response.write(f"event: error\ndata: {json.dumps(error_body(from_rpc_error(err)))}\n\n".encode())
-            except (ConnectionResetError, asyncio.CancelledError):
-                stream.cancel()  # the browser went away: so does the watch
-                raise
             finally:
-                stream.cancel()
+                stream.cancel()  # also when the browser went away: so does the watch
             return response
 
         return handle

@@ -36,8 +36,10 @@ def test_the_quick_starts_four_rest_calls(rest):
         assert http.get("/api/v1/backends").json() == {"backends": backends, "next_page_token": ""}
 
         created = http.post("/api/v1/jobs", json={  # Create job
-            "program_id": "hello-world", "backend": "ibmq_qasm_simulator", "params": {"iterations": 1}})
+            "program_id": "hello-world", "backend": "ibmq_qasm_simulator", "params": {"iterations": 1}},
+            headers={"x-request-id": "quickstart-create-1"})
         assert created.status_code == 200, created.text
+        assert created.headers["x-request-id"] == "quickstart-create-1"  # the services' logs carry it
         job = created.json()["job"]
         assert job["state"] == "JOB_STATE_QUEUED" and job["backend"] == "ibmq_qasm_simulator"
 
@@ -85,7 +87,9 @@ def test_cancel_and_delete(rest):
         cancelled = http.post(f"/api/v1/jobs/{job['id']}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["job"]["state"] == "JOB_STATE_CANCELLED"
         assert http.delete(f"/api/v1/jobs/{job['id']}").json() == {}
-        error_of(http.get(f"/api/v1/jobs/{job['id']}"), 404, "JOB_NOT_FOUND")
+        gone = http.get(f"/api/v1/jobs/{job['id']}")
+        error_of(gone, 404, "JOB_NOT_FOUND")
+        assert gone.headers["x-request-id"]
 
 
 def test_a_token_from_the_identity_endpoint_looks_like_iams(rest):
@@ -147,3 +151,10 @@ def test_unknown_things_are_404_and_wrong_methods_405(rest):
         response = http.patch("/api/v1/jobs")
         error_of(response, 405, "METHOD_NOT_ALLOWED")
         assert set(response.headers["Allow"].split(", ")) == {"GET", "POST"}
+
+
+def test_a_large_body_is_parsed_and_checked_like_a_small_one(rest):
+    with rest.client() as http:  # past the size converted off the event loop
+        big = {"program_id": "hello-world", "params": {"iterations": 1, "padding": "x" * 400_000}}
+        error = error_of(http.post("/api/v1/jobs", json=big), 400, "INVALID_INPUTS")
+        assert "padding" in json.dumps(error["field_violations"])
