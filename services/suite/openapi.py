@@ -188,8 +188,16 @@ def document(routes: list[Route], comments: Mapping[str, str], version: str) -> 
                       "default": {"description": "An error.",
                                   "content": {"application/json": {"schema": _ref("Error")}}}},
     }}
+    # The users' services first, the administrators' last; each with its .proto comment.
+    services = {}
+    for route in sorted(routes, key=lambda r: (r.template.startswith("/api/v1/admin/"), r.template)):
+        service = route.method.containing_service
+        services.setdefault(service.name, comments.get(service.full_name, ""))
+    tags = [{"name": "Identity", "description": "IBM Cloud IAM's token exchange."},
+            *({"name": name, "description": text} for name, text in services.items())]
     return {
         "openapi": "3.0.3",
+        "tags": tags,
         "info": {"title": "qruntime REST API", "version": version, "description": (
             "The HTTP/JSON form of qruntime's gRPC services, transcoded from their google.api.http "
             "annotations. Sign in with POST /identity/token, then send `Authorization: Bearer <token>` "

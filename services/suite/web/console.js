@@ -192,19 +192,32 @@ document.addEventListener("alpine:init", () => {
         this.selected = (await this.api("GET", `/api/v1/jobs/${id}`)).job;
         this.logs = []; this.result = null; this.histogram = [];
         const watch = (watching = new AbortController());
-        const response = await fetch(`/api/v1/jobs/${id}/events`, {
-          headers: { Authorization: `Bearer ${this.token}`, "Service-CRN": this.instance }, signal: watch.signal });
-        if (!response.ok) throw new Error((await response.json()).error.message);
-        this.live = true;
-        await readEvents(response, (name, data) => this.onEvent(id, name, data), watch.signal).catch(() => {});
+        // Follow the job's stream to its end; a stream that drops is asked again from the last event seen,
+        // which the service replays from without gaps or repeats.
+        const progress = { sequence: 0, ended: false };
+        for (let attempt = 0; !progress.ended && !watch.signal.aborted && attempt < 30; attempt++) {
+          if (attempt) await new Promise((resume) => setTimeout(resume, 1000));
+          const response = await fetch(`/api/v1/jobs/${id}/events?after_sequence=${progress.sequence}`, {
+            headers: { Authorization: `Bearer ${this.token}`, "Service-CRN": this.instance }, signal: watch.signal,
+          }).catch(() => null);
+          if (!response) continue;
+          if (!response.ok) throw new Error((await response.json()).error.message);
+          this.live = true;
+          await readEvents(response, (name, data) => this.onEvent(id, name, data, progress), watch.signal).catch(() => {});
+        }
         if (watching === watch) this.live = false;
       });
     },
-    onEvent(id, name, data) {
+    onEvent(id, name, data, progress) {
       if (!this.selected || this.selected.id !== id) return;
-      if (name === "error") { this.error = `${data.error.reason}: ${data.error.message}`; return; }
-      if (name === "end") { this.live = false; this.finish(id); return; }
+      if (name === "error") {  // the service's own refusal ends it; an outage (5xx) is asked again
+        progress.ended = data.error.code < 500;
+        this.error = `${data.error.reason}: ${data.error.message}`;
+        return;
+      }
+      if (name === "end") { progress.ended = true; this.live = false; this.finish(id); return; }
       for (const event of data.events) {
+        progress.sequence = Math.max(progress.sequence, Number(event.sequence));
         if (event.state_change) {
           this.selected.state = event.state_change.state;
           this.selected.reason_message = event.state_change.reason_message || this.selected.reason_message;
