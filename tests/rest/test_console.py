@@ -97,6 +97,11 @@ def test_sign_in_run_bell_watch_it_live_see_the_histogram_and_cancel_a_long_job(
     browser.find_element(By.ID, "tab-admin").click()  # the owner administers the account
     wait.until(ec.element_to_be_clickable((By.ID, "list-users"))).click()
     wait.until(lambda d: "admin@localhost" in d.find_element(By.ID, "list").text)
+    browser.find_element(By.ID, "list-access_groups").click()  # a form from the API document's request schema
+    wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#create-form input[name=name]"))).send_keys(
+        "console-testers")
+    browser.find_element(By.CSS_SELECTOR, "#create-form button").click()
+    wait.until(lambda d: "console-testers" in d.find_element(By.ID, "list").text)
     browser.save_screenshot(str(ARTIFACTS / "5-admin.png"))
 
     browser.set_window_size(390, 844)  # a phone

@@ -139,12 +139,50 @@ document.addEventListener("alpine:init", () => {
       if (tab === "Backends") this.load();
       if (tab === "Sessions" || tab === "Admin") {
         const choices = this.lists(tab === "Admin" ? "/api/v1/admin/" : "/api/v1/sessions");
-        this.generic = { title: tab, choices, path: "", rows: [], columns: [], account: tab === "Admin" };
+        this.generic = { title: tab, choices, path: "", rows: [], columns: [], account: tab === "Admin",
+                         form: [], values: {}, created: "", formTitle: "" };
         this.loadList(choices[0]);
       }
     },
+    // The fields of a schema a form can fill: scalars and enums, one level into nested messages.
+    formFields(schema, prefix = "", depth = 0) {
+      const resolve = (s) => (s?.$ref ? this.document.components.schemas[s.$ref.split("/").pop()] : s?.allOf ? resolve(s.allOf[0]) : s);
+      return Object.entries(resolve(schema)?.properties || {}).flatMap(([name, property]) => {
+        const field = resolve(property) || {};
+        const path = prefix + name;
+        if (field.enum) return [{ path, kind: "enum", options: field.enum, description: property.description || "" }];
+        if (field.type === "object" && field.properties && depth < 1) return this.formFields(field, `${path}.`, depth + 1);
+        if (["string", "boolean", "integer"].includes(field.type) && field.format !== "date-time") {
+          return [{ path, kind: field.type, description: property.description || "" }];
+        }
+        return [];
+      });
+    },
+    async submitForm() {
+      await this.attempt(async () => {
+        const body = {};
+        for (const field of this.generic.form) {
+          const value = this.generic.values[field.path];
+          if (value === "" || value === undefined || value === false) continue;
+          const parts = field.path.split(".");
+          let node = body;
+          for (const part of parts.slice(0, -1)) node = node[part] ||= {};
+          node[parts[parts.length - 1]] = value;
+        }
+        const answer = await this.api("POST", this.generic.path, body, this.generic.account ? this.accountToken : undefined);
+        this.generic.created = JSON.stringify(answer, null, 2);  // e.g. a new API key, shown once
+        await this.loadList({ path: this.generic.path, keepCreated: true });
+      });
+    },
     async loadList(choice) {
       await this.attempt(async () => {
+        const post = this.document.paths[choice.path]?.post;
+        const schema = post?.requestBody?.content["application/json"]?.schema;
+        const form = schema ? this.formFields(schema) : [];
+        if (!choice.keepCreated) {
+          Object.assign(this.generic, { form, values: Object.fromEntries(form.map((f) => [f.path, ""])), created: "",
+                                        formTitle: post ? post.summary : "" });
+        }
         const data = await this.api("GET", choice.path, undefined, this.generic.account ? this.accountToken : undefined);
         // Rows of the first list in the answer, nested objects flattened one level ("user.email").
         const rows = (Object.values(data).find(Array.isArray) || []).map((row) => Object.fromEntries(
