@@ -255,7 +255,7 @@ class FrontDoor:
 
 
 class HttpFrontDoor:
-    """The HTTP front door as a component of `qruntime up` (served last, stopped first), or of the gateway.
+    """The HTTP front door as a component of `qruntime up` (started last, drained first), or of the gateway.
 
     It calls the suite's own gRPC port; with bootstrap_file it writes its URL into it as http_url."""
 
@@ -291,7 +291,8 @@ class HttpFrontDoor:
             self._settings = self._settings or runtime.settings
         context, credentials = self._tls()
         self._channel = aio_channel(self._grpc_address or runtime.address, credentials, CHANNEL_OPTIONS)
-        self._runner = web.AppRunner(FrontDoor(self._channel).app, access_log=None)
+        grace = self._settings.grace_seconds if self._settings else 5.0  # for streams still open at shutdown
+        self._runner = web.AppRunner(FrontDoor(self._channel).app, access_log=None, shutdown_timeout=grace)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, ssl_context=context)
         await site.start()
@@ -304,8 +305,13 @@ class HttpFrontDoor:
                 write_private(self._bootstrap_file, json.dumps({**written, "http_url": self.url}, indent=2) + "\n")
         log.info("http serving", url=self.url, api=f"{self.url}/api/v1", console=f"{self.url}/console/")
 
-    async def stop(self) -> None:
+    async def drain(self) -> None:
+        """At shutdown, first of all: stop taking HTTP calls while the services still answer."""
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
+
+    async def stop(self) -> None:
+        await self.drain()
         if self._channel is not None:
             await self._channel.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import ssl
 import stat
+import time
 
 import httpx
 import pytest
@@ -39,6 +40,22 @@ def test_qruntime_up_serves_http_and_writes_its_url_to_bootstrap_json(tmp_path):
     finally:
         codes = launched.stop()
     assert codes == {"suite": 0}
+
+
+def test_qruntime_up_stops_cleanly_while_a_browser_follows_a_job(tmp_path):
+    launched = launch.embedded(tmp_path / "data")
+    bootstrap = launched.bootstrap
+    token = httpx.post(f"{launched.http_url}/identity/token", data={
+        "grant_type": IAM_GRANT, "apikey": bootstrap["api_key"], "instance": bootstrap["instance"]}).json()
+    http = httpx.Client(base_url=launched.http_url, headers={"Authorization": f"Bearer {token['access_token']}"})
+    job = http.post("/api/v1/jobs", json={"program_id": "hello-world", "params": {"iterations": 100000}}).json()["job"]
+    lines: list[str] = []
+    with http.stream("GET", f"/api/v1/jobs/{job['id']}/events", timeout=30) as stream:
+        lines.append(next(stream.iter_lines()))  # the stream is open and the job's history arrived
+        start = time.monotonic()
+        codes = launched.stop()
+    assert codes == {"suite": 0} and time.monotonic() - start < 20
+    assert lines[0].startswith("data: ")
 
 
 def test_the_gateway_serves_the_rest_api_of_the_services_behind_it(tmp_path):
