@@ -40,6 +40,8 @@ log = get_logger("http")
 WEB = Path(__file__).parent / "web"
 OPENAPI_FILE = WEB / "openapi.json"
 IAM_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
+# A body past this is refused 413 (a job's inputs and an upload fit well within it).
+MAX_BODY_BYTES = 64 * 1024 * 1024
 # JSON larger than this is converted in a thread, so the services sharing the event loop keep answering.
 _INLINE_BYTES = 256 * 1024
 
@@ -115,6 +117,11 @@ async def _errors(request: web.Request, handler):
             response.headers["Allow"] = ", ".join(sorted(err.allowed_methods))
             return response
         return error_response(error)
+    except web.HTTPRequestEntityTooLarge:
+        error = ServiceError(f"the request body is larger than {MAX_BODY_BYTES} bytes", reason="REQUEST_TOO_LARGE",
+                             metadata={"max_bytes": MAX_BODY_BYTES})
+        error.code = grpc.StatusCode.INVALID_ARGUMENT
+        return error_response(error, 413)
     except web.HTTPException:
         raise
     except Exception:  # a bug here: the caller still gets a JSON error, the log the traceback
@@ -171,7 +178,7 @@ class FrontDoor:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._channel = channel
         self.routes = routes()
-        self.app = web.Application(middlewares=[_access_log, _errors], client_max_size=64 * 1024 * 1024)
+        self.app = web.Application(middlewares=[_access_log, _errors], client_max_size=MAX_BODY_BYTES)
         self.app.router.add_post("/identity/token", self._token)
         for route in self.routes:
             handler = self._streaming(route) if route.streaming else self._unary(route)

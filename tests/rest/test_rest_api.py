@@ -158,3 +158,12 @@ def test_a_large_body_is_parsed_and_checked_like_a_small_one(rest):
         big = {"program_id": "hello-world", "params": {"iterations": 1, "padding": "x" * 400_000}}
         error = error_of(http.post("/api/v1/jobs", json=big), 400, "INVALID_INPUTS")
         assert "padding" in json.dumps(error["field_violations"])
+
+
+def test_a_body_past_the_limit_is_413(rest):
+    from qruntime_suite import rest as front_door
+
+    with rest.client() as http:
+        response = http.post("/api/v1/jobs", content=b"{" + b" " * front_door.MAX_BODY_BYTES + b"}",
+                             headers={"content-type": "application/json"})
+        assert error_of(response, 413, "REQUEST_TOO_LARGE")["metadata"]["max_bytes"] == str(front_door.MAX_BODY_BYTES)
