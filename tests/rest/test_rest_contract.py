@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import grpc
@@ -34,9 +35,15 @@ def test_the_openapi_document_validates_and_documents_exactly_the_served_routes(
     document = json.loads(OPENAPI_FILE.read_text())
     validate(document)
     documented = {(verb.upper(), path) for path, operations in document["paths"].items() for verb in operations}
-    app = FrontDoor(grpc.aio.insecure_channel("127.0.0.1:1")).app  # never called
-    served = {(r.method, r.resource.canonical) for r in app.router.routes()
-              if r.resource.canonical.startswith(("/api/v1", "/identity")) and r.method != "HEAD"}
+
+    async def served_routes():
+        channel = grpc.aio.insecure_channel("127.0.0.1:1")  # never called
+        app = FrontDoor(channel).app
+        await channel.close()
+        return {(r.method, r.resource.canonical) for r in app.router.routes()
+                if r.resource.canonical.startswith(("/api/v1", "/identity")) and r.method != "HEAD"}
+
+    served = asyncio.run(served_routes())
     # aiohttp names path variables v0, v1...; the document names the fields they set.
     by_template = {(r.verb, r.aiohttp_path()): (r.verb, r.openapi_path()) for r in routes()}
     assert {by_template.get(s, s) for s in served} == documented
