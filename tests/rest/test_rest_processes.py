@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import ssl
 import stat
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +17,7 @@ from qruntime_suite import launch
 from qruntime_suite.rest import IAM_GRANT, OPENAPI_FILE
 
 pytestmark = pytest.mark.slow  # real processes
+EXAMPLE = Path(__file__).parents[2] / "examples" / "quickstart_rest.py"
 
 
 def list_backends(http_url: str, bootstrap: dict) -> list[str]:
@@ -37,6 +41,12 @@ def test_qruntime_up_serves_http_and_writes_its_url_to_bootstrap_json(tmp_path):
             response = httpx.get(f"{launched.http_url}{page}")
             assert response.status_code == 200 and marker in response.text
         assert httpx.get(f"{launched.http_url}/static/vendor/alpine.min.js").status_code == 200
+        bootstrap_file = str(launched.data_dir / "bootstrap.json")
+        example = subprocess.run([sys.executable, str(EXAMPLE), "--bootstrap", bootstrap_file],
+                                 capture_output=True, text=True, timeout=120)
+        assert example.returncode == 0, example.stderr
+        assert "ibmq_qasm_simulator" in example.stdout and "state: JOB_STATE_DONE" in example.stdout
+        assert "result: All done!" in example.stdout
     finally:
         codes = launched.stop()
     assert codes == {"suite": 0}
