@@ -167,3 +167,25 @@ def test_a_body_past_the_limit_is_413(rest):
         response = http.post("/api/v1/jobs", content=b"{" + b" " * front_door.MAX_BODY_BYTES + b"}",
                              headers={"content-type": "application/json"})
         assert error_of(response, 413, "REQUEST_TOO_LARGE")["metadata"]["max_bytes"] == str(front_door.MAX_BODY_BYTES)
+
+
+def test_too_many_token_requests_are_429_with_retry_after(rest):
+    from qruntime_auth.keys import new_api_key
+
+    unknown = new_api_key()  # well formed, so the per-key limit (bursts of 20) counts it
+    statuses = []
+    for _ in range(300):  # faster than the limit refills (5 a second)
+        response = httpx.post(f"{rest.url}/identity/token",
+                              data={"grant_type": IAM_GRANT, "apikey": unknown, "instance": "x"})
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            error = error_of(response, 429, "TOO_MANY_TOKEN_REQUESTS")
+            assert error["retry_after_seconds"] > 0 and int(response.headers["Retry-After"]) >= 1
+            break
+    assert statuses[0] == 401 and statuses[-1] == 429
+
+
+def test_a_watch_of_an_unknown_job_is_a_json_404_not_a_stream(rest):
+    with rest.client() as http:
+        response = http.get("/api/v1/jobs/no-such-job/events")
+        error_of(response, 404, "JOB_NOT_FOUND")
