@@ -215,7 +215,7 @@ document.addEventListener("alpine:init", () => {
         try { params = JSON.parse(this.newJob.params || "{}"); } catch (err) { throw new Error(`Inputs: ${err.message}`); }
         const { job } = await this.api("POST", "/api/v1/jobs", { program_id: this.newJob.program_id, backend: this.newJob.backend, params });
         this.jobs.unshift(job);
-        await this.openJob(job.id);
+        await this.openJob(job.id, job);
       });
     },
 
@@ -224,10 +224,10 @@ document.addEventListener("alpine:init", () => {
       watching = null;
       this.live = false;
     },
-    async openJob(id) {
+    async openJob(id, known) {
       this.stopWatching();
       await this.attempt(async () => {
-        this.selected = (await this.api("GET", `/api/v1/jobs/${id}`)).job;
+        this.selected = known || (await this.api("GET", `/api/v1/jobs/${id}`)).job;  // then the stream moves it on
         this.logs = []; this.result = null; this.histogram = [];
         const watch = (watching = new AbortController());
         // Follow the job's stream to its end; a stream that drops is asked again from the last event seen,
