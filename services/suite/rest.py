@@ -302,7 +302,12 @@ class HttpFrontDoor:
         self._runner = web.AppRunner(FrontDoor(self._channel).app, access_log=None, shutdown_timeout=grace)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, ssl_context=context)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as err:
+            await self.stop()
+            raise SystemExit(f"qruntime: cannot serve HTTP on {self._host}:{self._port}: {err.strerror}; "
+                             "choose another --http-port (0: any free one, -1: none)") from None
         port = self._runner.addresses[0][1]
         host = "127.0.0.1" if self._host in ("0.0.0.0", "::", "") else self._host
         self.url = f"{'https' if context else 'http'}://{host}:{port}"

@@ -84,3 +84,16 @@ def test_query_values_are_typed_by_their_fields():
         with pytest.raises(InvalidArgument) as caught:
             build_request(listing, {}, query, b"")
         assert caught.value.reason == reason
+
+
+def test_a_taken_http_port_stops_the_start_with_a_clear_message():
+    import socket
+
+    from qruntime_suite.rest import HttpFrontDoor
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        front_door = HttpFrontDoor("127.0.0.1", taken.getsockname()[1], "127.0.0.1:1")
+        with pytest.raises(SystemExit, match="choose another --http-port"):
+            asyncio.run(front_door.start())
