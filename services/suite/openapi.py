@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from qruntime_auth.component import AuthComponent
+
 from .transcoding import ALIASES, Route, field_at
 
 T = FieldDescriptor
@@ -157,6 +159,8 @@ def _operation(route: Route, schemas: _Schemas, operation_ids: set[str]) -> dict
                       "default": {"description": "An error.",
                                   "content": {"application/json": {"schema": _ref("Error")}}}},
     }
+    if route.grpc_path in AuthComponent.public_methods:
+        operation["security"] = []  # needs no token
     if route.body:
         body_schema = (schemas.message(method.input_type) if route.body == "*"
                        else schemas.field(field_at(method.input_type, route.body)))
