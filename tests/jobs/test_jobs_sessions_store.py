@@ -229,3 +229,31 @@ def test_concurrent_claimers_never_run_two_jobs_of_a_dedicated_session(jobs):
         claimed = [f.result() for f in [pool.submit(claim, jobs) for _ in range(8)]]
     assert [job_id for job_id in claimed if job_id] == [mine[0]]
     assert [j.state for j in jobs.get_many(mine)] == [RUNNING] + [QUEUED] * 5
+
+
+def test_a_session_job_whose_replica_died_runs_again_first_and_alone(jobs):
+    s = session(jobs)
+    first, second = queue(jobs, count=2, session_id=s.id)
+    assert claim(jobs) == first
+    [waiting] = queue(jobs, B, 1)
+    assert [j.id for j in jobs.requeue_running()] == [first]  # its replica died: back to the queue
+    assert jobs.get_session(s.id).state == ACTIVE
+    assert claim(jobs) == first  # ahead of B's job, and before its own second
+    assert claim(jobs) == waiting and claim(jobs) is None
+
+
+def test_replicas_sweeping_together_move_a_session_once(database_url):
+    replicas = [JobStore(database_url) for _ in range(3)]
+    try:
+        s = session(replicas[0], max_seconds=0.2, idle_seconds=0.2)
+        first, *rest = queue(replicas[0], count=4, session_id=s.id)
+        assert claim(replicas[0]) == first
+        time.sleep(0.3)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            moved = [f.result() for f in [pool.submit(r.sweep_sessions) for r in replicas]]
+        assert sum(moved) == 1
+        assert [replicas[1].get(job_id).reason for job_id in rest] == ["SESSION_EXPIRED"] * 3
+        assert [e.state for e in replicas[2].events_after(rest[0], 0)] == [QUEUED, CANCELLED]  # ended once
+    finally:
+        for replica in replicas:
+            replica.close()
