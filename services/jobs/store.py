@@ -88,7 +88,8 @@ job_table = sa.Table(
     sa.UniqueConstraint("instance", "request_id", name="jobs_job_instance_request_id"),
     sa.Index("jobs_job_instance_created", "instance", "create_time", "id"),
     sa.Index("jobs_job_state_created", "state", "create_time", "id"),
-    sa.Index("jobs_job_state_instance_created", "state", "instance", "create_time", "id"),  # fair claims
+    # Fair claims: read from the index alone (session_id says whether a job may start).
+    sa.Index("jobs_job_state_instance_created", "state", "instance", "create_time", "id", "session_id"),
     sa.Index("jobs_job_session_state", "session_id", "state"),  # a session's queued and running jobs
 )
 
@@ -525,19 +526,22 @@ class JobStore:
         """Move the next QUEUED job to RUNNING for this runner, counting the attempt, and return it;
         None when none waits (or every instance with queued jobs is at max_running_per_instance).
 
-        First come the jobs of ACTIVE dedicated sessions (Session.mode DEDICATED), oldest first: a
-        session runs its jobs back to back. Then, fairly across instances: the oldest queued job of
-        the instance that has the fewest jobs running (the oldest waiting job breaks ties), so an
-        instance that floods the queue runs beside the others, never ahead of them. A job of a
-        dedicated session waits while another of its jobs runs; a job of a session past its max_time
-        never starts (sweep_sessions cancels it).
+        First comes the oldest job of an ACTIVE dedicated session (Session.mode DEDICATED) that came
+        while the session was active: a session runs its jobs back to back. Then, fairly across
+        instances: the oldest startable job of the instance that has the fewest jobs running (the
+        oldest waiting job breaks ties), so an instance that floods the queue runs beside the others,
+        never ahead of them. A dedicated session's job may start only when none of its jobs runs and
+        none older waits (its jobs run one at a time, in order); a batch's jobs start freely; a
+        session past its max_time starts nothing (sweep_sessions cancels its queued jobs).
 
-        One UPDATE ... WHERE id = (that job) AND state = 'QUEUED' RETURNING: PostgreSQL picks the
-        candidate FOR UPDATE SKIP LOCKED, so replicas pass each other by; SQLite (which has no row
-        locks and ignores FOR UPDATE) runs the statement under its one write lock. Either way a job
-        is claimed exactly once; a dedicated session's row lock keeps two replicas from starting two
-        of its jobs at once (_session_job_started)."""
-        for _ in range(3):  # a replica that lost the race for a session's turn tries the next job
+        Which session jobs may start is read first, from the few open sessions (_SessionPlan), so the
+        claim itself is one UPDATE ... WHERE id = (that job) AND state = 'QUEUED' RETURNING, reading
+        the queue's index only: PostgreSQL picks the candidate FOR UPDATE SKIP LOCKED, so replicas pass
+        each other by; SQLite (which has no row locks and ignores FOR UPDATE) runs the statement under
+        its one write lock. Either way a job is claimed exactly once. The plan may be a moment old:
+        a claimed session job is checked again under its session row's lock (_session_job_started),
+        so a dedicated session never runs two jobs at once nor one out of turn."""
+        for _ in range(3):  # a replica that lost the race for a session's turn tries again
             try:
                 return self._claim(runner, max_running_per_instance)
             except _SessionBusy:
@@ -548,26 +552,26 @@ class JobStore:
         c = job_table.c
         now = self._now()  # the lease runs on the database's clock, the one all replicas share
         at = utcnow()  # sessions' times are this replica's clock, as their jobs' create_time
-        candidate = job_table.alias("candidate")
-        first = (
-            sa.select(candidate.c.id)
-            .where(candidate.c.state == QUEUED, _may_start(candidate, at), _has_session_priority(candidate))
-            .order_by(candidate.c.create_time, candidate.c.id).limit(1)
-        )
-        if max_running_per_instance > 0:
-            first = first.where(_running_of(candidate.c.instance) < max_running_per_instance)
+        with self._engine.connect() as conn:  # read before the transaction: on SQLite a write comes first
+            plan = _SessionPlan.read(conn, at)
         claim = (
             job_table.update()
             .values(state=RUNNING, start_time=now, claimed_by=runner or None, heartbeat_time=now,
                     attempts=c.attempts + 1, events=c.events + 1)
             .returning(*job_table.c)
         )
+        if max_running_per_instance > 0:
+            within = _running_of(c.instance) < max_running_per_instance
         with self._engine.begin() as conn:
-            row = conn.execute(claim.where(
-                c.id == first.with_for_update(skip_locked=True).scalar_subquery(), c.state == QUEUED)).first()
+            row = None
+            for job_id in plan.priority:  # the oldest first; one another replica took is skipped
+                query = claim.where(c.id == job_id, c.state == QUEUED)
+                row = conn.execute(query.where(within) if max_running_per_instance > 0 else query).first()
+                if row is not None:
+                    break
             if row is None:
                 row = conn.execute(claim.where(
-                    c.id == self._fair_candidate(at, max_running_per_instance), c.state == QUEUED)).first()
+                    c.id == _fair_candidate(plan, max_running_per_instance), c.state == QUEUED)).first()
             if row is None:
                 return None
             _insert_events(conn, row.id, row.events, [_state_event(RUNNING, utcnow(), attempt=row.attempts)])
@@ -576,23 +580,6 @@ class JobStore:
             job = self._with_tags(conn, [row])[0]
         self._notify([job.id])
         return job
-
-    @staticmethod
-    def _fair_candidate(at: dt.datetime, max_running_per_instance: int) -> sa.ScalarSelect:
-        """The oldest startable queued job of the instance with the fewest running (see claim_next_queued)."""
-        queued, candidate = job_table.alias("queued"), job_table.alias("candidate")
-        running_count = _running_of(queued.c.instance)
-        instances = (sa.select(queued.c.instance).where(queued.c.state == QUEUED, _may_start(queued, at))
-                     .group_by(queued.c.instance))
-        if max_running_per_instance > 0:
-            instances = instances.having(running_count < max_running_per_instance)
-        neediest = instances.order_by(running_count, sa.func.min(queued.c.create_time)).limit(1).scalar_subquery()
-        return (
-            sa.select(candidate.c.id)
-            .where(candidate.c.state == QUEUED, candidate.c.instance == neediest, _may_start(candidate, at))
-            .order_by(candidate.c.create_time, candidate.c.id).limit(1)
-            .with_for_update(skip_locked=True).scalar_subquery()
-        )
 
     def finish(
         self, job_id: str, state: str, reason: str = "", message: str = "", result_json: str | None = None,
@@ -1167,48 +1154,84 @@ def _running_of(instance: sa.ColumnElement) -> sa.ScalarSelect:
             .where(running.c.instance == instance, running.c.state == RUNNING).scalar_subquery())
 
 
-def _may_start(jobs: sa.FromClause, at: dt.datetime) -> sa.ColumnElement[bool]:
-    """Whether a queued job (a row of jobs, an alias of job_table) may start now: it is on its own, or
-    its session has not reached its max_time and, if dedicated, runs none of its other jobs and has
-    none queued before it (so a replica skipping a job another one is claiming cannot take the next)."""
-    session, sibling = session_table.alias("own_session"), job_table.alias("sibling")
-    queued_before = sa.and_(sibling.c.state == QUEUED, sa.or_(
-        sibling.c.create_time < jobs.c.create_time,
-        sa.and_(sibling.c.create_time == jobs.c.create_time, sibling.c.id < jobs.c.id)))
-    sibling_first = sa.exists().where(sibling.c.session_id == jobs.c.session_id,
-                                      sa.or_(sibling.c.state == RUNNING, queued_before)).correlate(jobs)
-    return sa.or_(jobs.c.session_id.is_(None), sa.exists().where(
-        session.c.id == jobs.c.session_id,
-        sa.or_(session.c.expire_time.is_(None), session.c.expire_time > at),
-        sa.or_(session.c.mode == BATCH, ~sibling_first),
-    ))
+@dataclasses.dataclass(frozen=True)
+class _SessionPlan:
+    """Which queued jobs of sessions may start now, read from the open sessions that have queued jobs:
+    every queued job of a batch, the oldest queued job of a dedicated session running none, none of a
+    session past its max_time; and among those heads, the ones that go first (their session is
+    ACTIVE and they came before its idle deadline), oldest first."""
+
+    batches: tuple[str, ...] = ()  # sessions whose every queued job may start
+    heads: tuple[str, ...] = ()  # jobs that may start: one per dedicated session
+    priority: tuple[str, ...] = ()  # of heads, those that go before everything else, oldest first
+
+    @classmethod
+    def read(cls, conn: sa.Connection, at: dt.datetime) -> _SessionPlan:
+        s, c = session_table.c, job_table.c
+        head_id = (sa.select(c.id).where(c.session_id == s.id, c.state == QUEUED)
+                   .order_by(c.create_time, c.id).limit(1).scalar_subquery())
+        busy = sa.exists().where(c.session_id == s.id, c.state == RUNNING)
+        query = sa.select(s.id, s.mode, s.state, s.idle_deadline, head_id.label("head"), busy.label("busy")).where(
+            s.state != CLOSED, sa.or_(s.expire_time.is_(None), s.expire_time > at),
+            sa.exists().where(c.session_id == s.id, c.state == QUEUED))
+        rows = conn.execute(query).all()
+        batches = tuple(row.id for row in rows if row.mode == BATCH)
+        heads = [row for row in rows if row.mode == DEDICATED and not row.busy and row.head]
+        if not heads:
+            return cls(batches=batches)
+        created = dict(conn.execute(sa.select(c.id, c.create_time).where(c.id.in_([r.head for r in heads]))).all())
+        first = sorted(
+            (row for row in heads if row.state == ACTIVE and (
+                row.idle_deadline is None or _utc(created[row.head]) <= _utc(row.idle_deadline))),
+            key=lambda row: (_utc(created[row.head]), row.head))
+        return cls(batches=batches, heads=tuple(row.head for row in heads), priority=tuple(row.head for row in first))
+
+    def startable(self, jobs: sa.FromClause) -> sa.ColumnElement[bool]:
+        """Whether a queued job (a row of jobs, an alias of job_table) may start."""
+        terms = [jobs.c.session_id.is_(None)]
+        if self.batches:
+            terms.append(jobs.c.session_id.in_(self.batches))
+        if self.heads:
+            terms.append(jobs.c.id.in_(self.heads))
+        return sa.or_(*terms)
 
 
-def _has_session_priority(jobs: sa.FromClause) -> sa.ColumnElement[bool]:
-    """Whether a queued job runs ahead of the others: its session is dedicated and ACTIVE, and the job
-    came while it was (before its idle deadline; a job that came later waits its turn like any other)."""
-    session = session_table.alias("priority_session")
-    return sa.exists().where(
-        session.c.id == jobs.c.session_id, session.c.mode == DEDICATED, session.c.state == ACTIVE,
-        sa.or_(session.c.idle_deadline.is_(None), jobs.c.create_time <= session.c.idle_deadline),
+def _fair_candidate(plan: _SessionPlan, max_running_per_instance: int) -> sa.ScalarSelect:
+    """The oldest startable queued job of the instance with the fewest running (see claim_next_queued)."""
+    queued, candidate = job_table.alias("queued"), job_table.alias("candidate")
+    running_count = _running_of(queued.c.instance)
+    instances = (sa.select(queued.c.instance).where(queued.c.state == QUEUED, plan.startable(queued))
+                 .group_by(queued.c.instance))
+    if max_running_per_instance > 0:
+        instances = instances.having(running_count < max_running_per_instance)
+    neediest = instances.order_by(running_count, sa.func.min(queued.c.create_time)).limit(1).scalar_subquery()
+    return (
+        sa.select(candidate.c.id)
+        .where(candidate.c.state == QUEUED, candidate.c.instance == neediest, plan.startable(candidate))
+        .order_by(candidate.c.create_time, candidate.c.id).limit(1)
+        .with_for_update(skip_locked=True).scalar_subquery()
     )
 
 
 def _session_job_started(conn: sa.Connection, job: sa.Row, at: dt.datetime) -> None:
     """A job of a session was claimed: the session is ACTIVE (its max_time counting from its first
     job's start), with no idle deadline while the job runs. The session's row is written first: its
-    lock orders the claims of one session's jobs, so the count of its running jobs that follows sees
-    a claim another replica just committed, and a dedicated session never runs two at once."""
+    lock orders the claims of one session's jobs, so the count that follows sees a claim another
+    replica just committed; a dedicated session's job that is not its turn (another runs, or an
+    older one waits), or a job of a session past its max_time, rolls the claim back (_SessionBusy)."""
     s = session_table.c
     session = conn.execute(session_table.update().where(s.id == job.session_id)
                            .values(last_job_start_time=at, idle_deadline=None).returning(*session_table.c)).first()
     if session is None:
         return
-    if session.mode == DEDICATED:
+    expired = session.expire_time is not None and _utc(session.expire_time) <= at
+    if session.mode == DEDICATED or expired:
         c = job_table.c
-        others = conn.execute(sa.select(sa.func.count()).where(
-            c.session_id == job.session_id, c.state == RUNNING, c.id != job.id)).scalar_one()
-        if others:
+        queued_before = sa.and_(c.state == QUEUED, sa.or_(
+            c.create_time < job.create_time, sa.and_(c.create_time == job.create_time, c.id < job.id)))
+        first = conn.execute(sa.select(sa.func.count()).where(
+            c.session_id == job.session_id, c.id != job.id, sa.or_(c.state == RUNNING, queued_before))).scalar_one()
+        if expired or (session.mode == DEDICATED and first):
             raise _SessionBusy
     values: dict = {}
     if session.start_time is None:

@@ -257,3 +257,15 @@ def test_replicas_sweeping_together_move_a_session_once(database_url):
     finally:
         for replica in replicas:
             replica.close()
+
+
+def test_a_sessions_priority_stays_within_its_instances_running_limit(jobs):
+    s = session(jobs)
+    [first] = queue(jobs, session_id=s.id)
+    assert claim(jobs) == first
+    end(jobs, first)  # the session is ACTIVE
+    [own] = queue(jobs, A, 1)
+    assert claim(jobs) == own  # A runs one job
+    [second] = queue(jobs, session_id=s.id)
+    assert jobs.claim_next_queued("r", max_running_per_instance=1) is None
+    assert claim(jobs) == second  # without the limit it goes first

@@ -1,5 +1,6 @@
 """Sessions and batches: the table jobs_session, and jobs_job.session_id (NULL for a job on its own)
-with an index to find a session's queued and running jobs."""
+with an index to find a session's queued and running jobs; the fair-claim index gains session_id, so
+choosing the next job still reads the index alone."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -39,9 +40,14 @@ def upgrade() -> None:
     op.create_index("jobs_session_state", "jobs_session", ["state"])
     op.add_column("jobs_job", sa.Column("session_id", sa.String(64)))
     op.create_index("jobs_job_session_state", "jobs_job", ["session_id", "state"])
+    op.drop_index("jobs_job_state_instance_created", "jobs_job")
+    op.create_index("jobs_job_state_instance_created", "jobs_job", ["state", "instance", "create_time", "id",
+                                                                     "session_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("jobs_job_state_instance_created", "jobs_job")
+    op.create_index("jobs_job_state_instance_created", "jobs_job", ["state", "instance", "create_time", "id"])
     op.drop_index("jobs_job_session_state", "jobs_job")
     op.drop_column("jobs_job", "session_id")
     op.drop_index("jobs_session_state", "jobs_session")
