@@ -41,6 +41,7 @@ from .messages import (
     state_name,
     timestamp,
 )
+from .sessions import check_session_job
 from .store import DONE, JobStore, utcnow, would_create
 from .validation import check_create_request, check_inputs, check_tags
 from .watch import JobWatch
@@ -95,11 +96,16 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             if existing is not None:
                 check_same_request(existing, fingerprint, request.program_id, request.inputs)
                 return jobs_service_pb2.CreateJobResponse(job=job_message(existing, job_pb2.JOB_VIEW_BASIC))
+        backend_name = request.options.backend_name
+        if request.session_id:  # the job runs on its session's backend
+            session = await asyncio.to_thread(deps.store.get_session, request.session_id, instance=instance)
+            check_session_job(session, principal.subject, backend_name)
+            backend_name = session.backend
         await asyncio.to_thread(check_admission, deps.store, instance, deps.limits)
         metadata = await deps.credentials.metadata(on_behalf_of=principal)
         # The program and the backend are asked for at once (the backend does not depend on the
         # program); the circuits are checked once the backend is known.
-        checked = asyncio.create_task(self._backend_and_circuits(request.options.backend_name, metadata, inputs))
+        checked = asyncio.create_task(self._backend_and_circuits(backend_name, metadata, inputs))
         try:
             program = (await call(
                 deps.programs.GetProgram, programs_service_pb2.GetProgramRequest(program_id=request.program_id),
@@ -130,7 +136,8 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             request_fingerprint=fingerprint,
             tags=sorted(set(request.tags)),
             # The job records the backend chosen for it and why.
-            first_log="" if request.options.backend_name else f"backend {backend.name}: {chosen}",
+            first_log="" if backend_name else f"backend {backend.name}: {chosen}",
+            session_id=request.session_id,
         )
         if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
             return jobs_service_pb2.CreateJobResponse(job=job_message(would_create(**values), job_pb2.JOB_VIEW_BASIC))
@@ -140,7 +147,8 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         if created:
             deps.executor.wake()
             log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,
-                     backend_chosen=chosen, instance=instance, limit_seconds=job.max_execution_seconds)
+                     backend_chosen=chosen, instance=instance, limit_seconds=job.max_execution_seconds,
+                     session_id=job.session_id or None)
         return jobs_service_pb2.CreateJobResponse(job=job_message(job, job_pb2.JOB_VIEW_BASIC))
 
     async def GetJob(self, request, context):
@@ -285,11 +293,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
 
     async def _backend_and_circuits(self, name: str, metadata, inputs) -> tuple[backend_pb2.Backend, str]:
         """The job's backend and why (see _backend), once the input circuits are checked for it."""
-        backend, chosen = await self._backend(name, metadata)
+        backend, chosen = await self.resolve_backend(name, metadata)
         await check_input_circuits(self.deps.devices, metadata, backend.name, inputs)
         return backend, chosen
 
-    async def _backend(self, name: str, metadata) -> tuple[backend_pb2.Backend, str]:
+    async def resolve_backend(self, name: str, metadata) -> tuple[backend_pb2.Backend, str]:
         """The named backend, or the least busy one the user's plan allows (chosen by devices, from the
         jobs queued and running here and the runs pending there); and why it was chosen."""
         devices = self.deps.devices

@@ -28,6 +28,9 @@ AUDITED_ACTIONS: dict[str, str] = {
     "/qruntime.jobs.v1.JobsService/CancelJob": "quantum-computing.job.cancel",
     "/qruntime.jobs.v1.JobsService/DeleteJob": "quantum-computing.job.delete",
     "/qruntime.jobs.v1.JobsService/UpdateJobTags": "quantum-computing.job.update",
+    "/qruntime.jobs.v1.SessionsService/CreateSession": "quantum-computing.session.create",
+    "/qruntime.jobs.v1.SessionsService/CloseSession": "quantum-computing.session.close",
+    "/qruntime.jobs.v1.SessionsService/CancelSession": "quantum-computing.session.cancel",
     "/qruntime.programs.v1.ProgramsService/CreateProgram": "quantum-computing.program.create",
     "/qruntime.programs.v1.ProgramsService/UpdateProgram": "quantum-computing.program.update",
     "/qruntime.programs.v1.ProgramsService/DeleteProgram": "quantum-computing.program.delete",
@@ -49,8 +52,8 @@ AUDITED_ACTIONS: dict[str, str] = {
 # The action a refused read is recorded as, by service.
 _READS = {"jobs": "quantum-computing.job.read", "programs": "quantum-computing.program.read",
           "devices": "quantum-computing.device.read", "auth": "qruntime.auth.read", "admin": "qruntime.admin.read"}
-_TARGET_FIELDS = ("job_id", "program_id", "policy_id", "key_id", "access_group", "user", "instance", "account_id",
-                  "name", "email", "api_key")
+_TARGET_FIELDS = ("job_id", "session_id", "program_id", "policy_id", "key_id", "access_group", "user", "instance",
+                  "account_id", "name", "email", "api_key")
 _DENIED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 SUCCESS, DENIED, FAILURE = "success", "denied", "failure"
 DENIED_CODES = _DENIED

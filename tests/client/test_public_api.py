@@ -9,6 +9,7 @@ from qruntime import encoding, exceptions
 
 PUBLIC = [
     "BackendConfiguration",
+    "Batch",
     "BackendProperties",
     "BackendStatus",
     "GateProperties",
@@ -23,6 +24,7 @@ PUBLIC = [
     "RuntimeJob",
     "RuntimeOptions",
     "RuntimeProgram",
+    "Session",
     "encoding",
     "exceptions",
 ]

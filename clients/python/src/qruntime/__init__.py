@@ -27,6 +27,7 @@ from ._jobs import JobStatus, ResultDecoder, RuntimeJob
 from ._options import RuntimeOptions
 from ._programs import ProgramParameter, RuntimeProgram
 from ._service import IBMRuntimeService, QiskitRuntimeService
+from ._session import Batch, Session
 from .circuits import ReferenceCircuits
 
 
@@ -46,6 +47,7 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 
 __all__ = [
     "BackendConfiguration",
+    "Batch",
     "BackendProperties",
     "BackendStatus",
     "GateProperties",
@@ -60,6 +62,7 @@ __all__ = [
     "RuntimeJob",
     "RuntimeOptions",
     "RuntimeProgram",
+    "Session",
     "encoding",
     "exceptions",
 ]

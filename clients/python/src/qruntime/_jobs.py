@@ -126,6 +126,11 @@ class RuntimeJob:
         return encoding.loads(raw) if raw else {}
 
     @property
+    def session_id(self) -> str | None:
+        """The id of the session or batch the job belongs to; None for a job on its own."""
+        return self._job.session_id or None
+
+    @property
     def tags(self) -> list[str]:
         """The job's tags, as last fetched."""
         return list(self._job.tags)

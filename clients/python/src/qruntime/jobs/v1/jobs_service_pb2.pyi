@@ -32,6 +32,7 @@ class CreateJobRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
     program_id: _builtins.str
     """The program to run."""
     inputs: _builtins.str
@@ -46,6 +47,11 @@ class CreateJobRequest(_message.Message):
     instance's limits) and answer as it would, without creating the job. The returned job has no id
     and shows the backend it would run on and its time limit; a job that would not be admitted gets
     the error CreateJob would give (e.g. RESOURCE_EXHAUSTED with a RetryInfo), saying why.
+    """
+    session_id: _builtins.str
+    """Optional: the session or batch (SessionsService) the job joins. It must be the caller's own, in the
+    caller's instance, and accepting jobs; the job runs on the session's backend (options.backend_name
+    empty or the same) and is scheduled as its mode says. See SessionsService for the errors.
     """
     @_builtins.property
     def options(self) -> _job_pb2.JobOptions:
@@ -64,10 +70,11 @@ class CreateJobRequest(_message.Message):
         request_id: _builtins.str = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
         validate_only: _builtins.bool = ...,
+        session_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "options", b"options", "program_id", b"program_id", "request_id", b"request_id", "tags", b"tags", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "options", b"options", "program_id", b"program_id", "request_id", b"request_id", "session_id", b"session_id", "tags", b"tags", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -174,6 +181,7 @@ class ListJobsRequest(_message.Message):
       backend = ibm_lima      backend IN (...)
       owner = "user-id"       owner = me                         (me: the caller)
       tags:experiment-7       (the job has this tag)
+      session = ID            session IN (...)                   (the jobs of a session or batch)
       create_time > "2026-12-01T00:00:00Z"                      (also >=, <, <=; RFC 3339 times)
     Keywords are case-insensitive; a value is a bare word of letters, digits and `_.:-` or a string in double
     quotes (\\" and \\\\ escaped). At most 1,024 characters. A malformed filter is INVALID_ARGUMENT naming
