@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 OUT_ROOT = ROOT / "clients" / "python" / "src"
 # The top folders under OUT_ROOT/qruntime that hold only generated code.
-GENERATED_PACKAGES = ("admin", "auth", "devices", "jobs", "programs")
+GENERATED_PACKAGES = ("admin", "auth", "devices", "jobs", "primitives", "programs")
 
 
 def generate(out_root: Path) -> None:

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from qruntime.devices.v1 import backend_pb2 as qruntime_dot_devices_dot_v1_dot_backend__pb2
+from qruntime.primitives.v1 import primitives_pb2 as qruntime_dot_primitives_dot_v1_dot_primitives__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)qruntime/devices/v1/devices_service.proto\x12\x13qruntime.devices.v1\x1a!qruntime/devices/v1/backend.proto\"<\n\x13ListBackendsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x14ListBackendsResponse\x12.\n\x08\x62\x61\x63kends\x18\x01 \x03(\x0b\x32\x1c.qruntime.devices.v1.Backend\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetBackendRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x12GetBackendResponse\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1c.qruntime.devices.v1.Backend\"+\n\x1bGetBackendPropertiesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Z\n\x1cGetBackendPropertiesResponse\x12:\n\nproperties\x18\x01 \x01(\x0b\x32&.qruntime.devices.v1.BackendProperties\"\x9f\x01\n\x12RunCircuitsRequest\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x14\n\x0c\x63ircuits_qpy\x18\x02 \x01(\x0c\x12\r\n\x05shots\x18\x03 \x01(\x05\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06memory\x18\x05 \x01(\x08\x12\x0e\n\x06job_id\x18\x06 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\tB\x07\n\x05_seed\"J\n\x13RunCircuitsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".qruntime.devices.v1.CircuitResult\"f\n\x14\x43heckCircuitsRequest\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x14\n\x0c\x63ircuits_qpy\x18\x02 \x01(\x0c\x12\r\n\x05shots\x18\x03 \x01(\x05\x12\x18\n\x10\x61s_program_input\x18\x04 \x01(\x08\"N\n\x15\x43heckCircuitsResponse\x12\x35\n\x08\x63ircuits\x18\x01 \x03(\x0b\x32#.qruntime.devices.v1.CircuitSummary\"\xb1\x01\n\x14SelectBackendRequest\x12\x16\n\x0emin_num_qubits\x18\x01 \x01(\x05\x12N\n\x0bqueued_jobs\x18\x02 \x03(\x0b\x32\x39.qruntime.devices.v1.SelectBackendRequest.QueuedJobsEntry\x1a\x31\n\x0fQueuedJobsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"V\n\x15SelectBackendResponse\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1c.qruntime.devices.v1.Backend\x12\x0e\n\x06reason\x18\x02 \x01(\t\"O\n\x1aUpdateBackendStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0boperational\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"L\n\x1bUpdateBackendStatusResponse\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1c.qruntime.devices.v1.Backend2\xfd\x05\n\x0e\x44\x65vicesService\x12\x63\n\x0cListBackends\x12(.qruntime.devices.v1.ListBackendsRequest\x1a).qruntime.devices.v1.ListBackendsResponse\x12]\n\nGetBackend\x12&.qruntime.devices.v1.GetBackendRequest\x1a\'.qruntime.devices.v1.GetBackendResponse\x12{\n\x14GetBackendProperties\x12\x30.qruntime.devices.v1.GetBackendPropertiesRequest\x1a\x31.qruntime.devices.v1.GetBackendPropertiesResponse\x12`\n\x0bRunCircuits\x12\'.qruntime.devices.v1.RunCircuitsRequest\x1a(.qruntime.devices.v1.RunCircuitsResponse\x12\x66\n\rCheckCircuits\x12).qruntime.devices.v1.CheckCircuitsRequest\x1a*.qruntime.devices.v1.CheckCircuitsResponse\x12\x66\n\rSelectBackend\x12).qruntime.devices.v1.SelectBackendRequest\x1a*.qruntime.devices.v1.SelectBackendResponse\x12x\n\x13UpdateBackendStatus\x12/.qruntime.devices.v1.UpdateBackendStatusRequest\x1a\x30.qruntime.devices.v1.UpdateBackendStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)qruntime/devices/v1/devices_service.proto\x12\x13qruntime.devices.v1\x1a!qruntime/devices/v1/backend.proto\x1a\'qruntime/primitives/v1/primitives.proto\"<\n\x13ListBackendsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x14ListBackendsResponse\x12.\n\x08\x62\x61\x63kends\x18\x01 \x03(\x0b\x32\x1c.qruntime.devices.v1.Backend\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetBackendRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x12GetBackendResponse\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1c.qruntime.devices.v1.Backend\"+\n\x1bGetBackendPropertiesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Z\n\x1cGetBackendPropertiesResponse\x12:\n\nproperties\x18\x01 \x01(\x0b\x32&.qruntime.devices.v1.BackendProperties\"\xda\x01\n\x12RunCircuitsRequest\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x14\n\x0c\x63ircuits_qpy\x18\x02 \x01(\x0c\x12\r\n\x05shots\x18\x03 \x01(\x05\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06memory\x18\x05 \x01(\x08\x12\x0e\n\x06job_id\x18\x06 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x39\n\tprimitive\x18\x08 \x01(\x0b\x32&.qruntime.primitives.v1.PrimitiveInputB\x07\n\x05_seed\"\x8d\x01\n\x13RunCircuitsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".qruntime.devices.v1.CircuitResult\x12\x41\n\x10primitive_result\x18\x02 \x01(\x0b\x32\'.qruntime.primitives.v1.PrimitiveResult\"\xa1\x01\n\x14\x43heckCircuitsRequest\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x14\n\x0c\x63ircuits_qpy\x18\x02 \x01(\x0c\x12\r\n\x05shots\x18\x03 \x01(\x05\x12\x18\n\x10\x61s_program_input\x18\x04 \x01(\x08\x12\x39\n\tprimitive\x18\x05 \x01(\x0b\x32&.qruntime.primitives.v1.PrimitiveInput\"N\n\x15\x43heckCircuitsResponse\x12\x35\n\x08\x63ircuits\x18\x01 \x03(\x0b\x32#.qruntime.devices.v1.CircuitSummary\"\xb1\x01\n\x14SelectBackendRequest\x12\x16\n\x0emin_num_qubits\x18\x01 \x01(\x05\x12N\n\x0bqueued_jobs\x18\x02 \x03(\x0b\x32\x39.qruntime.devices.v1.SelectBackendRequest.QueuedJobsEntry\x1a\x31\n\x0fQueuedJobsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"V\n\x15SelectBackendResponse\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1c.qruntime.devices.v1.Backend\x12\x0e\n\x06reason\x18\x02 \x01(\t\"O\n\x1aUpdateBackendStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0boperational\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"L\n\x1bUpdateBackendStatusResponse\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1c.qruntime.devices.v1.Backend2\xfd\x05\n\x0e\x44\x65vicesService\x12\x63\n\x0cListBackends\x12(.qruntime.devices.v1.ListBackendsRequest\x1a).qruntime.devices.v1.ListBackendsResponse\x12]\n\nGetBackend\x12&.qruntime.devices.v1.GetBackendRequest\x1a\'.qruntime.devices.v1.GetBackendResponse\x12{\n\x14GetBackendProperties\x12\x30.qruntime.devices.v1.GetBackendPropertiesRequest\x1a\x31.qruntime.devices.v1.GetBackendPropertiesResponse\x12`\n\x0bRunCircuits\x12\'.qruntime.devices.v1.RunCircuitsRequest\x1a(.qruntime.devices.v1.RunCircuitsResponse\x12\x66\n\rCheckCircuits\x12).qruntime.devices.v1.CheckCircuitsRequest\x1a*.qruntime.devices.v1.CheckCircuitsResponse\x12\x66\n\rSelectBackend\x12).qruntime.devices.v1.SelectBackendRequest\x1a*.qruntime.devices.v1.SelectBackendResponse\x12x\n\x13UpdateBackendStatus\x12/.qruntime.devices.v1.UpdateBackendStatusRequest\x1a\x30.qruntime.devices.v1.UpdateBackendStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,36 +35,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SELECTBACKENDREQUEST_QUEUEDJOBSENTRY']._loaded_options = None
   _globals['_SELECTBACKENDREQUEST_QUEUEDJOBSENTRY']._serialized_options = b'8\001'
-  _globals['_LISTBACKENDSREQUEST']._serialized_start=101
-  _globals['_LISTBACKENDSREQUEST']._serialized_end=161
-  _globals['_LISTBACKENDSRESPONSE']._serialized_start=163
-  _globals['_LISTBACKENDSRESPONSE']._serialized_end=258
-  _globals['_GETBACKENDREQUEST']._serialized_start=260
-  _globals['_GETBACKENDREQUEST']._serialized_end=293
-  _globals['_GETBACKENDRESPONSE']._serialized_start=295
-  _globals['_GETBACKENDRESPONSE']._serialized_end=362
-  _globals['_GETBACKENDPROPERTIESREQUEST']._serialized_start=364
-  _globals['_GETBACKENDPROPERTIESREQUEST']._serialized_end=407
-  _globals['_GETBACKENDPROPERTIESRESPONSE']._serialized_start=409
-  _globals['_GETBACKENDPROPERTIESRESPONSE']._serialized_end=499
-  _globals['_RUNCIRCUITSREQUEST']._serialized_start=502
-  _globals['_RUNCIRCUITSREQUEST']._serialized_end=661
-  _globals['_RUNCIRCUITSRESPONSE']._serialized_start=663
-  _globals['_RUNCIRCUITSRESPONSE']._serialized_end=737
-  _globals['_CHECKCIRCUITSREQUEST']._serialized_start=739
-  _globals['_CHECKCIRCUITSREQUEST']._serialized_end=841
-  _globals['_CHECKCIRCUITSRESPONSE']._serialized_start=843
-  _globals['_CHECKCIRCUITSRESPONSE']._serialized_end=921
-  _globals['_SELECTBACKENDREQUEST']._serialized_start=924
-  _globals['_SELECTBACKENDREQUEST']._serialized_end=1101
-  _globals['_SELECTBACKENDREQUEST_QUEUEDJOBSENTRY']._serialized_start=1052
-  _globals['_SELECTBACKENDREQUEST_QUEUEDJOBSENTRY']._serialized_end=1101
-  _globals['_SELECTBACKENDRESPONSE']._serialized_start=1103
-  _globals['_SELECTBACKENDRESPONSE']._serialized_end=1189
-  _globals['_UPDATEBACKENDSTATUSREQUEST']._serialized_start=1191
-  _globals['_UPDATEBACKENDSTATUSREQUEST']._serialized_end=1270
-  _globals['_UPDATEBACKENDSTATUSRESPONSE']._serialized_start=1272
-  _globals['_UPDATEBACKENDSTATUSRESPONSE']._serialized_end=1348
-  _globals['_DEVICESSERVICE']._serialized_start=1351
-  _globals['_DEVICESSERVICE']._serialized_end=2116
+  _globals['_LISTBACKENDSREQUEST']._serialized_start=142
+  _globals['_LISTBACKENDSREQUEST']._serialized_end=202
+  _globals['_LISTBACKENDSRESPONSE']._serialized_start=204
+  _globals['_LISTBACKENDSRESPONSE']._serialized_end=299
+  _globals['_GETBACKENDREQUEST']._serialized_start=301
+  _globals['_GETBACKENDREQUEST']._serialized_end=334
+  _globals['_GETBACKENDRESPONSE']._serialized_start=336
+  _globals['_GETBACKENDRESPONSE']._serialized_end=403
+  _globals['_GETBACKENDPROPERTIESREQUEST']._serialized_start=405
+  _globals['_GETBACKENDPROPERTIESREQUEST']._serialized_end=448
+  _globals['_GETBACKENDPROPERTIESRESPONSE']._serialized_start=450
+  _globals['_GETBACKENDPROPERTIESRESPONSE']._serialized_end=540
+  _globals['_RUNCIRCUITSREQUEST']._serialized_start=543
+  _globals['_RUNCIRCUITSREQUEST']._serialized_end=761
+  _globals['_RUNCIRCUITSRESPONSE']._serialized_start=764
+  _globals['_RUNCIRCUITSRESPONSE']._serialized_end=905
+  _globals['_CHECKCIRCUITSREQUEST']._serialized_start=908
+  _globals['_CHECKCIRCUITSREQUEST']._serialized_end=1069
+  _globals['_CHECKCIRCUITSRESPONSE']._serialized_start=1071
+  _globals['_CHECKCIRCUITSRESPONSE']._serialized_end=1149
+  _globals['_SELECTBACKENDREQUEST']._serialized_start=1152
+  _globals['_SELECTBACKENDREQUEST']._serialized_end=1329
+  _globals['_SELECTBACKENDREQUEST_QUEUEDJOBSENTRY']._serialized_start=1280
+  _globals['_SELECTBACKENDREQUEST_QUEUEDJOBSENTRY']._serialized_end=1329
+  _globals['_SELECTBACKENDRESPONSE']._serialized_start=1331
+  _globals['_SELECTBACKENDRESPONSE']._serialized_end=1417
+  _globals['_UPDATEBACKENDSTATUSREQUEST']._serialized_start=1419
+  _globals['_UPDATEBACKENDSTATUSREQUEST']._serialized_end=1498
+  _globals['_UPDATEBACKENDSTATUSRESPONSE']._serialized_start=1500
+  _globals['_UPDATEBACKENDSTATUSRESPONSE']._serialized_end=1576
+  _globals['_DEVICESSERVICE']._serialized_start=1579
+  _globals['_DEVICESSERVICE']._serialized_end=2344
 # @@protoc_insertion_point(module_scope)
