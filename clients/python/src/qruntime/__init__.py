@@ -28,13 +28,35 @@ from ._options import RuntimeOptions
 from ._programs import ProgramParameter, RuntimeProgram
 from ._service import IBMRuntimeService, QiskitRuntimeService
 from .circuits import ReferenceCircuits
+from .exceptions import (
+    IBMAccountError,
+    IBMApiError,
+    IBMBackendApiError,
+    IBMBackendApiProtocolError,
+    IBMBackendError,
+    IBMBackendValueError,
+    IBMError,
+    IBMInputValueError,
+    IBMNotAuthorizedError,
+    IBMRuntimeError,
+    RuntimeInvalidStateError,
+    RuntimeJobFailureError,
+    RuntimeJobMaxTimeoutError,
+    RuntimeJobNotFound,
+    RuntimeJobTimeoutError,
+    RuntimeProgramNotFound,
+)
+
+# Names whose modules import Qiskit: imported only once asked for, so importing the client stays light.
+_LAZY = {"RuntimeBackend": "_runtime_backend", "SamplerV2": "_primitives", "EstimatorV2": "_primitives",
+         "RuntimeJobV2": "_primitives"}
 
 
 def __getattr__(name: str):
-    if name == "RuntimeBackend":  # it imports Qiskit: only once asked for
-        from ._runtime_backend import RuntimeBackend
+    if name in _LAZY:
+        from importlib import import_module
 
-        return RuntimeBackend
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'qruntime' has no attribute {name!r}")
 
 
@@ -46,6 +68,25 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 
 __all__ = [
     "BackendConfiguration",
+    "EstimatorV2",
+    "IBMAccountError",
+    "IBMApiError",
+    "IBMBackendApiError",
+    "IBMBackendApiProtocolError",
+    "IBMBackendError",
+    "IBMBackendValueError",
+    "IBMError",
+    "IBMInputValueError",
+    "IBMNotAuthorizedError",
+    "IBMRuntimeError",
+    "RuntimeInvalidStateError",
+    "RuntimeJobFailureError",
+    "RuntimeJobMaxTimeoutError",
+    "RuntimeJobNotFound",
+    "RuntimeJobTimeoutError",
+    "RuntimeJobV2",
+    "RuntimeProgramNotFound",
+    "SamplerV2",
     "BackendProperties",
     "BackendStatus",
     "GateProperties",

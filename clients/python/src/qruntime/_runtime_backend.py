@@ -37,6 +37,11 @@ class RuntimeBackend(BackendV2):
         self._target: Target | None = None
 
     @property
+    def service(self):
+        """The IBMRuntimeService the backend came from (None for one built apart from a service)."""
+        return getattr(self._transport, "service", None)
+
+    @property
     def simulator(self) -> bool:
         """Whether it is a simulator."""
         return self._backend.kind == backend_pb2.BACKEND_KIND_SIMULATOR

@@ -25,6 +25,7 @@ from .programs.v1 import programs_service_pb2
 
 if TYPE_CHECKING:
     from ._runtime_backend import RuntimeBackend
+    from .primitives.v1.primitives_pb2 import PrimitiveInput
 
 __all__ = ["IBMRuntimeService", "QiskitRuntimeService"]
 
@@ -72,6 +73,7 @@ class IBMRuntimeService:
             self._transport.close()
             raise
         self._instance = response.instance.crn or account.instance
+        self._transport.service = self  # backends it lists know their service (a primitive's mode=backend)
 
     @staticmethod
     def save_account(
@@ -185,6 +187,7 @@ class IBMRuntimeService:
         request_id: str | None = None,
         callback: Callable[[str, Any], None] | None = None,
         job_tags: list[str] | None = None,
+        primitive_input: PrimitiveInput | None = None,
     ) -> RuntimeJob:
         """Start a job of ``program_id`` and return it at once, QUEUED.
 
@@ -192,7 +195,9 @@ class IBMRuntimeService:
         are encoded as described in :mod:`qruntime.encoding`. ``options`` chooses the backend and log
         level. A retry with the same ``request_id`` returns the job the first call created. With
         ``callback``, ``callback(job_id, interim_result)`` is called for each interim result the program
-        publishes (see :meth:`RuntimeJob.stream_results`). ``job_tags`` label the job.
+        publishes (see :meth:`RuntimeJob.stream_results`). ``job_tags`` label the job. ``primitive_input``
+        (a ``qruntime.primitives.v1.PrimitiveInput``, what SamplerV2 and EstimatorV2 send) gives the sampler's
+        or estimator's inputs typed, ``inputs`` then being empty.
 
         Raises:
             IBMInputValueError: inputs or options invalid, here or according to the service.
@@ -219,6 +224,8 @@ class IBMRuntimeService:
             request_id=request_id or "",
             tags=job_tags or [],
         )
+        if primitive_input is not None:
+            request.primitive_input.CopyFrom(primitive_input)
         job = RuntimeJob(self._transport.call(self._transport.jobs.CreateJob, request).job, self._transport,
                          result_decoder)
         if callback is not None:
