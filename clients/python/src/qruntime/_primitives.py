@@ -218,6 +218,7 @@ class _Options:
     _names: tuple[str, ...] = ()
 
     def update(self, **values: Any) -> None:
+        """Set options by name."""
         for name, value in values.items():
             if name not in self._names:
                 raise _invalid_argument("options", f"{name!r} is not an option (options: {self._names})")
@@ -264,9 +265,16 @@ class SamplerV2(BaseSamplerV2):
 
     @property
     def mode(self) -> Any:
+        """The backend, Session or Batch the jobs run in."""
         return self._mode
 
     def run(self, pubs: Iterable[Any], *, shots: int | None = None) -> RuntimeJobV2:
+        """Sample the PUBs (circuits, or (circuit, parameter values, shots) tuples) in one job; shots for
+        the PUBs that set none (None: options.default_shots, else 1024).
+
+        Raises:
+            IBMInputValueError: a PUB cannot run (the error names the PUB and why); nothing is queued.
+        """
         return submit(self._mode, "sampler", sampler_input(pubs, shots, self.options))
 
 
@@ -280,7 +288,14 @@ class EstimatorV2(BaseEstimatorV2):
 
     @property
     def mode(self) -> Any:
+        """The backend, Session or Batch the jobs run in."""
         return self._mode
 
     def run(self, pubs: Iterable[Any], *, precision: float | None = None) -> RuntimeJobV2:
+        """Estimate the PUBs ((circuit, observables, parameter values, precision) tuples) in one job;
+        precision for the PUBs that set none (None: options.default_precision, else 1/64).
+
+        Raises:
+            IBMInputValueError: a PUB cannot run (the error names the PUB and why); nothing is queued.
+        """
         return submit(self._mode, "estimator", estimator_input(pubs, precision, self.options))
