@@ -76,10 +76,13 @@ def decode_circuit(circuit: pb.Circuit, where: str, index: int) -> QuantumCircui
                 raise ValueError(f"the QPY file holds {len(circuits)} circuits; a PUB has one")
             return circuits[0]
     except Exception as err:  # noqa: BLE001 - each parser raises its own kinds, all the input's fault
-        reason = "INVALID_QPY" if kind == "qpy" else "INVALID_QASM"
         what = {"qasm3": "OpenQASM 3", "qasm2": "OpenQASM 2", "qpy": "QPY"}[kind]
         text = " ".join(str(err).split())[:500] or type(err).__name__
-        raise PubError(where, index, f"circuit.{kind}", f"the circuit is not valid {what}: {text}", reason) from None
+        if kind == "qpy":
+            raise PubError(where, index, "circuit.qpy", f"the circuit is not valid QPY: {text}",
+                           "INVALID_QPY") from None
+        raise PubError(where, index, f"circuit.{kind}", f"the circuit is not valid {what}: {text}",
+                       "INVALID_QASM") from None
     raise PubError(where, index, "circuit", "no circuit: set circuit.qasm3, circuit.qasm2 or circuit.qpy",
                    "NO_CIRCUIT")
 
@@ -113,9 +116,11 @@ def _bindings(circuit: QuantumCircuit, values: pb.BindingsArray, where: str, ind
         why = "; ".join(filter(None, [missing and f"no values for {', '.join(missing[:10])}",
                                       unknown and f"the circuit has no parameter {', '.join(unknown[:10])}",
                                       len(set(names)) != len(names) and "a name is repeated"]))
-        raise PubError(where, index, "parameter_values.parameter_names",
-                       f"the names must be exactly the circuit's parameters: {why}",
-                       "UNBOUND_PARAMETERS" if missing and not unknown else "PARAMETERS_MISMATCH")
+        field = "parameter_values.parameter_names"
+        if missing and not unknown:
+            raise PubError(where, index, field, f"no values for the circuit's parameters: {why}", "UNBOUND_PARAMETERS")
+        raise PubError(where, index, field, f"the names must be exactly the circuit's parameters: {why}",
+                       "PARAMETERS_MISMATCH")
     array = _tensor(values.values, where, index, "parameter_values.values")
     if array.ndim == 0 or array.shape[-1] != len(names):
         raise PubError(where, index, "parameter_values.values", f"its last dimension must be the {len(names)} "
