@@ -126,6 +126,9 @@ def _bindings(circuit: QuantumCircuit, values: pb.BindingsArray, where: str, ind
         raise PubError(where, index, "parameter_values.values", f"its last dimension must be the {len(names)} "
                        f"parameters, its shape is {list(array.shape)}", "INVALID_TENSOR")
     shape = array.shape[:-1]
+    if math.prod(shape) > MAX_CIRCUITS:  # before binding them all
+        raise PubError(where, index, "parameter_values.values", f"{math.prod(shape)} bindings; a job runs at most "
+                       f"{MAX_CIRCUITS} circuits", "TOO_MANY_CIRCUITS")
     flat = array.reshape(-1, len(names)) if names else np.zeros((math.prod(shape), 0))
     order = [params[n] for n in names]
     bound = [circuit.assign_parameters(dict(zip(order, row, strict=True))) if names else circuit for row in flat]
@@ -358,6 +361,9 @@ def _prepare_estimator(inputs: pb.EstimatorInput, adapter: Any) -> Prepared:
             for group in groups:
                 key = (int(b), tuple(sorted(group.items())))
                 if key not in keys:
+                    if len(circuits) >= MAX_CIRCUITS:
+                        raise PubError(where, i, "observables", f"more than {MAX_CIRCUITS} measured bases "
+                                       "(bindings times groups of commuting terms)", "TOO_MANY_CIRCUITS")
                     keys[key] = len(circuits)
                     circuits.append(basis_circuit(bound[b], group))
                 members = [(p, c) for p, c in terms if set(p) != {"I"} and all(
