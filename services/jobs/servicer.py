@@ -268,7 +268,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                     metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
                 )
             stored = store.get_result(job.id) or ""
-            if typed.primitive_input(job) is not None:
+            if typed.is_primitive(job):
                 result = typed.primitive_result(stored)
                 if result.ByteSize() <= RESULT_CHUNK_BYTES and request.offset == 0:
                     return jobs_service_pb2.GetJobResultResponse(primitive_result=result)

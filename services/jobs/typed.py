@@ -52,9 +52,14 @@ def stored_inputs(primitive: primitives_pb2.PrimitiveInput) -> str:
     return json.dumps({KEY: json_format.MessageToDict(primitive)}, separators=(",", ":"))
 
 
+def is_primitive(job: JobRecord) -> bool:
+    """Whether the job was created with typed inputs (without reading them)."""
+    return job.runtime == "BUILTIN" and job.program_id in PROGRAMS and job.inputs.startswith(f'{{"{KEY}"')
+
+
 def primitive_input(job: JobRecord) -> primitives_pb2.PrimitiveInput | None:
     """The typed inputs of a primitive job; None for a job with JSON inputs."""
-    if job.runtime != "BUILTIN" or job.program_id not in PROGRAMS or not job.inputs.startswith(f'{{"{KEY}"'):
+    if not is_primitive(job):
         return None
     return json_format.ParseDict(json.loads(job.inputs)[KEY], primitives_pb2.PrimitiveInput())
 
