@@ -95,7 +95,7 @@ def render() -> str:
     rows = []
     for reason, entry in sorted(raised().items()):
         codes = sorted(entry["codes"])
-        message = min(entry["messages"], key=len, default="").replace("|", "\\|")
+        message = min(entry["messages"], key=lambda m: (len(m), m), default="").replace("|", "\\|")
         rows.append(f"| `{reason}` | {', '.join(codes)} | {', '.join(sorted(entry['where']))} | {message} |\n")
     return HEADER + "".join(rows)
 
