@@ -192,3 +192,22 @@ def test_parameters_bind_by_name_in_any_order(lite) -> None:
     response = transport.call(transport.jobs.GetJobResult, jobs_service_pb2.GetJobResultRequest(job_id=job.job_id))
     bits = response.primitive_result.sampler.pub_results[0].registers[0].bits
     assert bits.packed == b"\x02" * 50  # qubit 1 (b = pi) flipped: clbit 1 set in every shot
+
+
+def test_a_typed_result_larger_than_one_message_comes_as_json_chunks(lite, monkeypatch) -> None:
+    from qiskit import QuantumCircuit as Circuit
+    from qruntime import SamplerV2
+
+    from qruntime_jobs import servicer
+
+    monkeypatch.setattr(servicer, "RESULT_CHUNK_BYTES", 1000)  # the suite runs in this process
+    circuit = Circuit(3)
+    circuit.h(range(3))
+    circuit.measure_all()
+    job = SamplerV2(mode=lite.backend("ibmq_qasm_simulator")).run([circuit], shots=2000)
+    transport = lite._transport
+    job.wait_for_final_state(timeout=60)
+    first = transport.call(transport.jobs.GetJobResult, jobs_service_pb2.GetJobResultRequest(job_id=job.job_id))
+    assert not first.HasField("primitive_result") and first.next_offset == 1000 and first.total_bytes > 2000
+    bits = job.result()[0].data.meas
+    assert bits.num_shots == 2000 and sum(bits.get_counts().values()) == 2000 and len(bits.get_counts()) == 8
