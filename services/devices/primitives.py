@@ -137,9 +137,12 @@ def _bindings(circuit: QuantumCircuit, values: pb.BindingsArray, where: str, ind
 
 def _check_on_backend(adapter: Any, circuits: Sequence[QuantumCircuit], shots: int, where: str, index: int,
                       shots_field: str) -> None:
-    """The adapter's own checks (shots, width, measurements, ISA), refusals renamed to the PUB."""
+    """The adapter's own checks (shots, width, measurements, ISA), refusals renamed to the PUB. They run
+    in batches of the backend's most circuits per run, as the circuits will."""
+    chunk = adapter.configuration().max_experiments or len(circuits)
     try:
-        adapter.validate(circuits, shots)
+        for start in range(0, len(circuits), chunk):
+            adapter.validate(circuits[start:start + chunk], shots)
     except InvalidArgument as err:
         field = shots_field if err.reason == "INVALID_SHOTS" else "circuit"
         message = err.message.replace("circuit 0 ", "the circuit ") if len(circuits) == 1 else err.message
@@ -291,11 +294,12 @@ def _groups(terms: list[tuple[str, float]]) -> list[dict[int, str]]:
     return groups
 
 
-def basis_circuit(circuit: QuantumCircuit, basis: dict[int, str]) -> QuantumCircuit:
+def basis_circuit(circuit: QuantumCircuit, basis: dict[int, str], flipped: Sequence[int] = ()) -> QuantumCircuit:
     """circuit (final measurements removed) rotated so Z measures each qubit's letter, measured into
     BASIS_REGISTER on the basis' qubits (bit j: the j-th of them in increasing order). The rotations
     are rz and sx, native to every system: X: rz(pi/2) sx rz(pi/2) (H); Y: sx (H Sdg, up to an rz that
-    the measurement does not see)."""
+    the measurement does not see). The flipped qubits get an x just before their measurement (a
+    twirled readout: the reader undoes it on the bits)."""
     rotated = circuit.copy()
     qubits = sorted(basis)
     register = ClassicalRegister(len(qubits), BASIS_REGISTER)
@@ -307,26 +311,76 @@ def basis_circuit(circuit: QuantumCircuit, basis: dict[int, str]) -> QuantumCirc
             rotated.rz(math.pi / 2, q)
         elif basis[q] == "Y":
             rotated.sx(q)
+    for q in flipped:
+        rotated.x(q)
     rotated.measure(qubits, register)
     return rotated
 
 
-def _parities(result: backend_pb2.CircuitResult, qubits: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """The basis register's outcomes as (bits [outcomes, len(qubits)] with bit j for qubits[j], counts)."""
+def _outcomes(result: backend_pb2.CircuitResult, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The basis register's outcomes as (bits [outcomes, width], bit j for the j-th measured qubit; counts)."""
     position = list(result.register_names).index(BASIS_REGISTER) if result.register_names else 0
     keys, counts = [], []
     for key, count in result.counts.items():
         bits = key.split(" ")[position] if " " in key else key
         keys.append([c == "1" for c in reversed(bits)])
         counts.append(count)
-    return np.array(keys, dtype=bool).reshape(len(keys), len(qubits)), np.array(counts, dtype=float)
+    return np.array(keys, dtype=bool).reshape(len(keys), width), np.array(counts, dtype=float)
+
+
+# A measured basis (or a readout calibration): its circuits, each with the qubits' readout flips to undo.
+Variants = list[tuple[int, np.ndarray]]
+
+
+class _Circuits:
+    """One PUB's circuits to run: every measured basis once, as one circuit or, with twirled readout,
+    TWIRLS circuits of random readout flips (and a calibration of those flips on |0...0>, per set of
+    measured qubits)."""
+
+    def __init__(self, where: str, index: int, twirls: int, rng: np.random.Generator) -> None:
+        self.where, self.index, self.twirls, self.rng = where, index, twirls, rng
+        self.circuits: list[QuantumCircuit] = []
+        self._known: dict[Any, Variants] = {}
+
+    def measure(self, key: Any, circuit: QuantumCircuit, basis: dict[int, str]) -> Variants:
+        if key not in self._known:
+            if len(self.circuits) + self.twirls > MAX_CIRCUITS:
+                raise PubError(self.where, self.index, "observables", f"more than {MAX_CIRCUITS} circuits to run "
+                               "(bindings times groups of commuting terms)", "TOO_MANY_CIRCUITS")
+            qubits, variants = sorted(basis), []
+            for _ in range(self.twirls):
+                flips = self.rng.random(len(qubits)) < 0.5 if self.twirls > 1 else np.zeros(len(qubits), dtype=bool)
+                variants.append((len(self.circuits), flips))
+                flipped = [q for q, flip in zip(qubits, flips, strict=True) if flip]
+                self.circuits.append(basis_circuit(circuit, basis, flipped))
+            self._known[key] = variants
+        return self._known[key]
+
+
+@dataclasses.dataclass
+class _Term:
+    """Terms of an observable read from one measured basis."""
+
+    variants: Variants
+    members: list[tuple[list[int], float]]  # (columns of the basis' qubits the Pauli acts on, coefficient)
+    calibration: Variants | None  # the readout calibration of the same qubits, when mitigated
+
+
+TWIRLS = 16  # random readout flips per measured basis, with resilience_level 1
 
 
 def _prepare_estimator(inputs: pb.EstimatorInput, adapter: Any) -> Prepared:
     where = "estimator"
     if not inputs.pubs:
         raise _no_pubs(where)
-    default = inputs.options.default_precision or DEFAULT_PRECISION
+    options = inputs.options
+    if options.resilience_level not in (0, 1):
+        raise InvalidArgument(f"resilience_level must be 0 or 1, got {options.resilience_level}",
+                              reason="INVALID_OPTIONS", metadata={"option": "resilience_level"},
+                              field_violations=[(f"{where}.options.resilience_level", "0 (none) or 1 (TREX)")])
+    twirls = TWIRLS if options.resilience_level == 1 else 1
+    rng = np.random.default_rng(options.seed if options.HasField("seed") else None)
+    default = options.default_precision or DEFAULT_PRECISION
     max_shots = adapter.configuration().max_shots
     plans, shots_of, circuits_of, precision_of = [], [], [], []
     for i, pub in enumerate(inputs.pubs):
@@ -340,6 +394,7 @@ def _prepare_estimator(inputs: pb.EstimatorInput, adapter: Any) -> Prepared:
             raise PubError(where, i, field, f"precision {precision} needs {shots} shots per basis; this backend "
                            f"takes at most {max_shots} (precision >= {1 / math.sqrt(max_shots):.6g})",
                            "INVALID_PRECISION")
+        shots = math.ceil(shots / twirls)  # per circuit: a basis' shots are shared by its twirls
         circuit = decode_circuit(pub.circuit, where, i)
         obs_shape, observables = _observables(pub.observables, circuit.num_qubits, where, i)
         bare = circuit.remove_final_measurements(inplace=False)
@@ -352,35 +407,33 @@ def _prepare_estimator(inputs: pb.EstimatorInput, adapter: Any) -> Prepared:
                            observables_shape=str(list(obs_shape)), bindings_shape=str(list(bind_shape))) from None
         obs_index = np.broadcast_to(np.arange(len(observables)).reshape(obs_shape), shape).ravel()
         bind_index = np.broadcast_to(np.arange(len(bound)).reshape(bind_shape), shape).ravel()
-        circuits, keys = [], {}
-        plan = []  # per element: [(circuit index or -1 for identity, qubits, [(pauli, coeff)])]
+        made = _Circuits(where, i, twirls, rng)
+        blank = QuantumCircuit(bare.num_qubits)  # the calibrations' |0...0>
+        plan = []  # per element: (the identity terms' sum, [_Term])
         for o, b in zip(obs_index, bind_index, strict=True):
-            terms = observables[o]
-            groups = _groups(terms)
-            element = [(-1, [], [(p, c) for p, c in terms if set(p) == {"I"}])]
-            for group in groups:
-                key = (int(b), tuple(sorted(group.items())))
-                if key not in keys:
-                    if len(circuits) >= MAX_CIRCUITS:
-                        raise PubError(where, i, "observables", f"more than {MAX_CIRCUITS} measured bases "
-                                       "(bindings times groups of commuting terms)", "TOO_MANY_CIRCUITS")
-                    keys[key] = len(circuits)
-                    circuits.append(basis_circuit(bound[b], group))
-                members = [(p, c) for p, c in terms if set(p) != {"I"} and all(
-                    group.get(q) == letter for q, letter in enumerate(reversed(p)) if letter != "I")]
-                element.append((keys[key], sorted(group), members))
-            # a term in two groups (possible with greedy merging) is counted once: in the first
-            seen: set[str] = set()
-            for _, _, members in element:
-                members[:] = [(p, c) for p, c in members if not (p in seen or seen.add(p))]
-            plan.append(element)
+            terms, read = observables[o], []
+            counted: set[str] = set()  # a term two merged groups could both read is counted once
+            for group in _groups(terms):
+                qubits = sorted(group)
+                column = {q: j for j, q in enumerate(qubits)}
+                members = []
+                for pauli, coeff in terms:
+                    acts = {q: letter for q, letter in enumerate(reversed(pauli)) if letter != "I"}
+                    if acts and pauli not in counted and all(group.get(q) == letter for q, letter in acts.items()):
+                        counted.add(pauli)
+                        members.append(([column[q] for q in sorted(acts)], coeff))
+                variants = made.measure((int(b), tuple(sorted(group.items()))), bound[b], group)
+                calibration = (made.measure(("calibration", tuple(qubits)), blank, dict.fromkeys(qubits, "Z"))
+                               if twirls > 1 else None)
+                read.append(_Term(variants, members, calibration))
+            plan.append((sum(c for p, c in terms if set(p) == {"I"}), read))
         # Only identities: nothing to measure, but the circuit must still be one the backend runs.
-        checked = circuits or ([basis_circuit(bound[0], {0: "Z"})] if bare.num_qubits else [])
+        checked = made.circuits or ([basis_circuit(bound[0], {0: "Z"})] if bare.num_qubits else [])
         if checked:
             _check_on_backend(adapter, checked, shots, where, i, field)
         plans.append((shape, plan))
         shots_of.append(shots)
-        circuits_of.append(circuits)
+        circuits_of.append(made.circuits)
         precision_of.append(precision)
     total = sum(map(len, circuits_of))
     if total > MAX_CIRCUITS:
@@ -390,30 +443,41 @@ def _prepare_estimator(inputs: pb.EstimatorInput, adapter: Any) -> Prepared:
     def assemble(results: list[list[backend_pb2.CircuitResult]], backend: str, seconds: float) -> pb.PrimitiveResult:
         out = pb.EstimatorResult(metadata=pb.JobMetadata(backend=backend, execution_seconds=seconds, version=2))
         for i, (shape, plan) in enumerate(plans):
-            shots = shots_of[i]
+
+            def read(variants: Variants, columns: list[int], pub: int = i) -> tuple[float, float]:
+                """(<Z...Z> on the columns, its variance), over all of a basis' variants, flips undone."""
+                signed = total = 0.0
+                for circuit, flips in variants:
+                    b, k = placed[(pub, circuit)]
+                    bits, counts = _outcomes(results[b][k], len(flips))
+                    signs = 1 - 2 * ((bits ^ flips)[:, columns].sum(axis=1) % 2)
+                    signed, total = signed + float(signs @ counts), total + float(counts.sum())
+                mean = signed / total if total else 0.0
+                return mean, max(0.0, 1.0 - mean**2) / (total or 1)
+
             evs, variances = [], []
-            for element in plan:
-                value = variance = 0.0
-                for circuit, qubits, members in element:
-                    if circuit < 0:
-                        value += sum(c for _, c in members)
-                        continue
-                    b, k = placed[(i, circuit)]
-                    bits, counts = _parities(results[b][k], qubits)
-                    column = {q: j for j, q in enumerate(qubits)}
-                    for pauli, coeff in members:
-                        acts = [column[q] for q, letter in enumerate(reversed(pauli)) if letter != "I"]
-                        signs = 1 - 2 * (bits[:, acts].sum(axis=1) % 2)
-                        expectation = float(signs @ counts / counts.sum()) if counts.size else 0.0
-                        value += coeff * expectation
-                        variance += coeff**2 * max(0.0, 1.0 - expectation**2) / shots
+            for identity, terms in plan:
+                value, variance = identity, 0.0
+                for term in terms:
+                    for columns, coeff in term.members:
+                        mean, var = read(term.variants, columns)
+                        if term.calibration is not None:  # twirled readout: divide by the readout's fidelity
+                            fidelity, fidelity_var = read(term.calibration, columns)
+                            if fidelity > MIN_FIDELITY:
+                                mean, var = mean / fidelity, (var + (mean / fidelity) ** 2 * fidelity_var) / fidelity**2
+                        value += coeff * mean
+                        variance += coeff**2 * var
                 evs.append(value)
                 variances.append(variance)
             out.pub_results.add(
                 evs=pb.Tensor(shape=list(shape), values=evs),
                 stds=pb.Tensor(shape=list(shape), values=[math.sqrt(v) for v in variances]),
-                metadata=pb.PubMetadata(shots=shots, target_precision=precision_of[i], circuits=len(circuits_of[i])),
+                metadata=pb.PubMetadata(shots=shots_of[i] * twirls, target_precision=precision_of[i],
+                                        circuits=len(circuits_of[i])),
             )
         return pb.PrimitiveResult(estimator=out)
 
     return Prepared(batches, False, assemble)
+
+
+MIN_FIDELITY = 0.1  # below this, a calibrated readout fidelity is too noisy to divide by; the value stays raw

@@ -131,3 +131,47 @@ def test_the_estimators_rotations_are_native_to_a_physical_system() -> None:
         observables=pb.ObservablesArray(observables=[pb.SparsePauliSum(paulis=["IIIIX", "IIIYY"], coeffs=[1, 1])]))]))
     prepared = primitives.prepare(estimator, system)  # the ISA check passes: rz, sx and measure only
     assert {i.operation.name for c in prepared.circuits for i in c.data} <= {"sx", "rz", "measure"}
+
+
+def test_twirled_readout_mitigates_an_emulated_systems_readout_errors() -> None:
+    from qiskit.transpiler import generate_preset_pass_manager
+    from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+
+    system = EmulatedSystemAdapter(FakeManilaV2(), name="ibm_manila")
+    ghz = QuantumCircuit(4)
+    ghz.h(0)
+    for q in range(3):
+        ghz.cx(q, q + 1)
+    isa = generate_preset_pass_manager(optimization_level=1, target=system.target(), seed_transpiler=1).run(ghz)
+    labels = [SparsePauliOp(label).apply_layout(isa.layout).paulis[0].to_label() for label in ("ZZZZ", "IIZZ")]
+
+    def evs(level: int) -> tuple[list[float], pb.EstimatorPubResult]:
+        estimator = pb.PrimitiveInput(estimator=pb.EstimatorInput(pubs=[pb.EstimatorPub(
+            circuit=pb.Circuit(qpy=qpy_of(isa)), observables=pb.ObservablesArray(shape=[2], observables=[
+                pb.SparsePauliSum(paulis=[label], coeffs=[1]) for label in labels]))],
+            options=pb.EstimatorOptions(seed=5, resilience_level=level)))
+        prepared = primitives.prepare(estimator, system)
+        result = run(prepared, system, seed=5).estimator.pub_results[0]
+        return list(result.evs.values), result
+
+    raw, plain = evs(0)
+    mitigated, result = evs(1)
+    assert all(abs(m - 1) < abs(r - 1) - 0.05 for m, r in zip(mitigated, raw, strict=True)), (raw, mitigated)
+    assert all(abs(m - 1) < 0.1 for m in mitigated)  # the gates' own errors remain
+    assert result.metadata.shots == plain.metadata.shots == 4096  # the twirls share a basis' shots
+    assert result.metadata.circuits == primitives.TWIRLS * 4  # per observable a basis and its calibration
+    assert all(m > r for m, r in zip(result.stds.values, plain.stds.values, strict=True))  # dividing widens them
+
+
+def test_an_unknown_resilience_level_is_refused(adapter) -> None:
+    estimator = pb.PrimitiveInput(estimator=pb.EstimatorInput(pubs=[pb.EstimatorPub(
+        circuit=pb.Circuit(qpy=qpy_of(UNMEASURED_ONE)),
+        observables=pb.ObservablesArray(observables=[pb.SparsePauliSum(paulis=["Z"], coeffs=[1])]))],
+        options=pb.EstimatorOptions(resilience_level=2)))
+    with pytest.raises(InvalidArgument) as info:
+        primitives.prepare(estimator, adapter)
+    assert info.value.reason == "INVALID_OPTIONS"
+    assert [f for f, _ in info.value.field_violations] == ["estimator.options.resilience_level"]
+
+
+UNMEASURED_ONE = QuantumCircuit(1)

@@ -153,7 +153,8 @@ def sampler_input(pubs: Iterable[Any], shots: int | None, options: Any) -> pb.Pr
 
 def estimator_input(pubs: Iterable[Any], precision: float | None, options: Any) -> pb.PrimitiveInput:
     coerced = [EstimatorPub.coerce(pub, precision) for pub in pubs]
-    message = pb.EstimatorInput(options=pb.EstimatorOptions(default_precision=options.default_precision or 0))
+    message = pb.EstimatorInput(options=pb.EstimatorOptions(default_precision=options.default_precision or 0,
+                                                            resilience_level=options.resilience_level or 0))
     if options.seed_estimator is not None:
         message.options.seed = options.seed_estimator
     for pub in coerced:
@@ -238,12 +239,15 @@ class SamplerOptions(_Options):
 
 
 class EstimatorOptions(_Options):
-    """default_precision (None: 1/64, 4096 shots per basis) and seed_estimator (None: a fresh one)."""
+    """default_precision (None: 1/64, 4096 shots per basis), seed_estimator (None: a fresh one) and
+    resilience_level (0: none, the default; 1: readout error mitigation by twirled readout, TREX)."""
 
-    _names = ("default_precision", "seed_estimator")
+    _names = ("default_precision", "seed_estimator", "resilience_level")
 
-    def __init__(self, default_precision: float | None = None, seed_estimator: int | None = None) -> None:
+    def __init__(self, default_precision: float | None = None, seed_estimator: int | None = None,
+                 resilience_level: int = 0) -> None:
         self.default_precision, self.seed_estimator = default_precision, seed_estimator
+        self.resilience_level = resilience_level
 
 
 def _options(cls: type[_Options], given: Any) -> _Options:

@@ -35,7 +35,7 @@ class Circuit(_message.Message):
     naming the PUB (metadata "pub": its index) and a BadRequest field violation on the field at fault
     (e.g. "sampler.pubs[1].parameter_values"). Reasons: INVALID_QASM, INVALID_QPY, NO_CIRCUIT, NO_PUBS,
     PARAMETERS_MISMATCH, UNBOUND_PARAMETERS, INVALID_TENSOR, SHAPES_DO_NOT_BROADCAST, INVALID_OBSERVABLE,
-    NO_MEASUREMENTS, INVALID_SHOTS, INVALID_PRECISION, CIRCUIT_NOT_IN_ISA, CIRCUIT_TOO_WIDE,
+    NO_MEASUREMENTS, INVALID_SHOTS, INVALID_PRECISION, INVALID_OPTIONS, CIRCUIT_NOT_IN_ISA, CIRCUIT_TOO_WIDE,
     TOO_MANY_CIRCUITS, CIRCUIT_NEEDS_TOO_MUCH_MEMORY (see docs/errors.md for the whole table).
 
     A quantum circuit, in one of three encodings. On a physical system it must be written in the
@@ -320,19 +320,31 @@ class EstimatorOptions(_message.Message):
 
     DEFAULT_PRECISION_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    RESILIENCE_LEVEL_FIELD_NUMBER: _builtins.int
     default_precision: _builtins.float
     """Precision of a PUB that sets none; 0 means 0.015625 (1/64, as IBM's EstimatorV2: 4096 shots)."""
     seed: _builtins.int
-    """Seed of the simulator's random numbers (on an emulated system, of its noise too); unset draws one."""
+    """Seed of the simulator's random numbers (on an emulated system, of its noise too, and of the readout
+    twirls); unset draws one.
+    """
+    resilience_level: _builtins.int
+    """Error mitigation, as IBM's resilience_level: 0 (the default here) none; 1 readout error mitigation
+    by twirled readout (TREX), what matters on a physical system (a simulator reads out perfectly): each
+    measured basis runs as 16 circuits, each with X on a random half of the measured qubits just before
+    measurement (undone on the bits), sharing the basis' shots; the readout's fidelity for each Pauli
+    term is calibrated the same way on |0...0> and the term's value divided by it (when above 0.1), its
+    standard error growing accordingly. Other values: INVALID_ARGUMENT INVALID_OPTIONS.
+    """
     def __init__(
         self,
         *,
         default_precision: _builtins.float = ...,
         seed: _builtins.int | None = ...,
+        resilience_level: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "default_precision", b"default_precision", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "default_precision", b"default_precision", "resilience_level", b"resilience_level", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
