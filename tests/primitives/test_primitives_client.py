@@ -44,6 +44,7 @@ def test_they_are_qiskits_v2_primitives_and_their_job_speaks_v2(lite) -> None:
     assert isinstance(result, PrimitiveResult) and job.status() == "DONE" and isinstance(job.status(), str)
     assert job.done() and not job.errored() and job.in_final_state() and job.job_id() == job.job_id
     assert sum(result[0].data.c.get_counts().values()) == 100 and result.metadata["backend"] == backend.name
+    assert job.inputs.sampler.pubs[0].shots == 100 and job.inputs.sampler.pubs[0].circuit.qpy  # QPY, as sent
 
 
 def test_a_session_or_batch_mode_runs_on_its_backend_and_passes_its_id_only_where_run_takes_it(suite, lite) -> None:

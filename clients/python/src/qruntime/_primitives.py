@@ -17,6 +17,7 @@ import inspect
 import io
 import math
 from collections.abc import Iterable
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from qiskit.primitives.containers.sampler_pub import SamplerPub
 
 from ._jobs import JobStatus, RuntimeJob
 from .exceptions import IBMRuntimeError, RuntimeInvalidStateError, RuntimeJobFailureError, _invalid_argument
-from .jobs.v1 import jobs_service_pb2
+from .jobs.v1 import job_pb2, jobs_service_pb2
 from .primitives.v1 import primitives_pb2 as pb
 
 __all__ = ["EstimatorV2", "RuntimeJobV2", "SamplerV2"]
@@ -50,6 +51,12 @@ class RuntimeJobV2(RuntimeJob, BasePrimitiveJob):
         RuntimeJob.__init__(self, job.proto, job._transport)
         BasePrimitiveJob.__init__(self, job.proto.id)
         self._primitive_result: PrimitiveResult | None = None
+
+    @cached_property
+    def inputs(self) -> pb.PrimitiveInput:  # type: ignore[override]
+        """The job's typed inputs (its PUBs and options), fetched on first use."""
+        request = jobs_service_pb2.GetJobRequest(job_id=self.proto.id, view=job_pb2.JOB_VIEW_FULL)
+        return self._transport.call(self._transport.jobs.GetJob, request).job.primitive_input
 
     @property
     def primitive_id(self) -> str:
