@@ -452,6 +452,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return response
 
     async def RecordAuditEvents(self, request, context):
+        current_principal().require_suite_service()
         await self._run(self._store.append_audit_events, [audit_row(e) for e in request.events])
         return admin_service_pb2.RecordAuditEventsResponse()
 

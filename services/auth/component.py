@@ -70,9 +70,7 @@ class AuthComponent:
     name = "auth"
     service_names = (SERVICE, ADMIN_SERVICE)
     public_methods = frozenset({f"/{SERVICE}/CreateToken", f"/{SERVICE}/ListSigningKeys",
-                                f"/{SERVICE}/CreateServiceToken", f"/{SERVICE}/ListRevocations",
-                                f"/{SERVICE}/CreateDelegatedToken",
-                                f"/{ADMIN_SERVICE}/RecordAuditEvents"})
+                                f"/{SERVICE}/CreateServiceToken", f"/{SERVICE}/CreateDelegatedToken"})
 
     def __init__(self, settings: AuthSettings) -> None:
         self._settings = settings

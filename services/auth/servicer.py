@@ -76,6 +76,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         return auth_service_pb2.CreateDelegatedTokenResponse(token=token, expire_time=Timestamp(seconds=expiry))
 
     async def ListRevocations(self, request, context):
+        current_principal().require_suite_service()
         rows = await asyncio.to_thread(self._store.revocations_since, request.since.ToNanoseconds() / 1e9)
         return auth_service_pb2.ListRevocationsResponse(revocations=[
             auth_service_pb2.Revocation(subject=r["subject"], revoke_time=timestamp(r["revoke_time"])) for r in rows])

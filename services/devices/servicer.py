@@ -106,11 +106,15 @@ class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
 
     async def SelectBackend(self, request, context):
         principal = current_principal()
-        if request.min_num_qubits < 0 or any(n < 0 for n in request.queued_jobs.values()):
+        negative = [field for field, bad in (
+            ("min_num_qubits", request.min_num_qubits < 0),
+            ("queued_jobs", any(n < 0 for n in request.queued_jobs.values())),
+            ("running_jobs", any(n < 0 for n in request.running_jobs.values())),
+        ) if bad]
+        if negative:
             raise InvalidArgument(
-                "min_num_qubits and queued_jobs must not be negative", reason="INVALID_SELECTION",
-                field_violations=[("min_num_qubits" if request.min_num_qubits < 0 else "queued_jobs",
-                                   "must not be negative")],
+                f"{', '.join(negative)} must not be negative", reason="INVALID_SELECTION",
+                field_violations=[(field, "must not be negative") for field in negative],
             )
         able = [
             name for name, adapter in self._backends.items()
@@ -127,14 +131,18 @@ class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
                 reason="NO_BACKEND_AVAILABLE",
                 metadata={"min_num_qubits": request.min_num_qubits},
             )
-        load = {name: request.queued_jobs.get(name, 0) + self._queues.pending(name) for name in candidates}
-        least = min(load.values())
-        tied = [name for name in candidates if load[name] == least]
+        def load(name: str) -> int:  # a running job's pending run is the same work: counted once
+            return request.queued_jobs.get(name, 0) + max(request.running_jobs.get(name, 0),
+                                                          self._queues.pending(name))
+
+        loads = {name: load(name) for name in candidates}
+        least = min(loads.values())
+        tied = [name for name in candidates if loads[name] == least]
         chosen = random.choice(tied)  # noqa: S311 - fairness, not secrecy
-        queued, pending = request.queued_jobs.get(chosen, 0), self._queues.pending(chosen)
         wide = f" with at least {request.min_num_qubits} qubits" if request.min_num_qubits else ""
         reason = (
-            f"least busy of {len(candidates)} operational backends{wide}: {queued} jobs queued + {pending} runs pending"
+            f"least busy of {len(candidates)} operational backends{wide}: {request.queued_jobs.get(chosen, 0)} jobs "
+            f"queued + {request.running_jobs.get(chosen, 0)} running ({self._queues.pending(chosen)} runs pending)"
         )
         if len(tied) > 1:
             reason += f"; tied with {', '.join(n for n in tied if n != chosen)}, picked at random"

@@ -309,13 +309,13 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
 
     async def _backend(self, name: str, metadata) -> tuple[backend_pb2.Backend, str]:
         """The named backend, or the least busy one the user's plan allows (chosen by devices, from the
-        jobs queued here and the runs pending there); and why it was chosen."""
+        jobs queued and running here and the runs pending there); and why it was chosen."""
         devices = self.deps.devices
         if name:
             request = devices_service_pb2.GetBackendRequest(name=name)
             return (await call(devices.GetBackend, request, metadata=metadata)).backend, "named"
-        queued = await asyncio.to_thread(self.deps.store.queued_by_backend)
-        request = devices_service_pb2.SelectBackendRequest(queued_jobs=queued)
+        queued, running = await asyncio.to_thread(self.deps.store.load_by_backend)
+        request = devices_service_pb2.SelectBackendRequest(queued_jobs=queued, running_jobs=running)
         chosen = await call(devices.SelectBackend, request, metadata=metadata)
         return chosen.backend, chosen.reason
 

@@ -437,12 +437,16 @@ class JobStore:
             )).scalar_one()
         return True, row.events, ahead
 
-    def queued_by_backend(self) -> dict[str, int]:
-        """How many jobs wait in the queue for each backend (backends with none left out)."""
+    def load_by_backend(self) -> tuple[dict[str, int], dict[str, int]]:
+        """How many jobs wait in the queue, and how many run, for each backend (backends with none left out)."""
         c = job_table.c
-        query = sa.select(c.backend, sa.func.count()).where(c.state == QUEUED).group_by(c.backend)
+        query = (sa.select(c.backend, c.state, sa.func.count()).where(c.state.in_((QUEUED, RUNNING)))
+                 .group_by(c.backend, c.state))
+        load: dict[str, dict[str, int]] = {QUEUED: {}, RUNNING: {}}
         with self._engine.connect() as conn:
-            return {backend: count for backend, count in conn.execute(query)}
+            for backend, state, count in conn.execute(query):
+                load[state][backend] = count
+        return load[QUEUED], load[RUNNING]
 
     def claim_next_queued(self, runner: str = "", *, max_running_per_instance: int = 0) -> JobRecord | None:
         """Move the next QUEUED job to RUNNING for this runner, counting the attempt, and return it;

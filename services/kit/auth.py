@@ -38,17 +38,26 @@ def actions_of(roles: set[str] | frozenset[str]) -> frozenset[str]:
 ACCOUNT_ROLES = ("owner", "administrator", "member")
 ACCOUNT_ADMINS = frozenset({"owner", "administrator"})
 
+# What every service of the suite calls on auth to do its part of access control: learn of revoked
+# tokens, and append the calls it served or refused to the audit trail. Only service tokens may.
+SUITE_DUTIES = frozenset({
+    "/qruntime.auth.v1.AuthService/ListRevocations",
+    "/qruntime.admin.v1.AdminService/RecordAuditEvents",
+})
+
 # What each of the suite's own services may call, exactly: a service token gets no other method.
 # jobs runs a job's circuits, reads the program (at the version) it is about to run, and reads
 # backends' descriptions and checks circuits for the job it runs; it cannot list anybody's jobs.
 SERVICE_CALLS: dict[str, frozenset[str]] = {
-    "jobs": frozenset({
+    "jobs": SUITE_DUTIES | {
         "/qruntime.devices.v1.DevicesService/RunCircuits",
         "/qruntime.devices.v1.DevicesService/CheckCircuits",
         "/qruntime.devices.v1.DevicesService/GetBackend",
         "/qruntime.devices.v1.DevicesService/ListBackends",
         "/qruntime.programs.v1.ProgramsService/GetProgram",
-    }),
+    },
+    "programs": SUITE_DUTIES,
+    "devices": SUITE_DUTIES,
 }
 
 # The services each of the suite's services may call on a user's behalf, with a delegated token
@@ -130,6 +139,12 @@ class Principal:
         backend maintenance and the like)."""
         if not (self.kind == USER and self.operator):
             raise PermissionDenied("only the deployment's operators may do this", reason="OPERATOR_REQUIRED")
+
+    def require_suite_service(self) -> None:
+        """Raise PermissionDenied unless the principal is one of the suite's own services (for the
+        methods only they call on one another)."""
+        if not self.is_service:
+            raise PermissionDenied("only the suite's own services may call this", reason="SERVICE_ONLY")
 
     def require_instance(self, resources: str) -> str:
         """The instance the token is scoped to; FailedPrecondition for a token that names none

@@ -141,18 +141,26 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
         response = await call(stub.ListSigningKeys, auth_service_pb2.ListSigningKeysRequest(), timeout=10)
         return [(k.key_id, k.public_key_pem) for k in response.signing_keys]
 
+    local_auth = next((c for c in components if hasattr(c, "exchange_service_key")), None)
+    exchange = local_auth.exchange_service_key if local_auth else exchange_over_grpc(auth_channel)
+    delegate = local_auth.delegate if local_auth else delegate_over_grpc(auth_channel)
+    credentials = Credentials(exchange, settings.resolved_service_key(), delegate)
+
+    # Auth serves these two to the suite's services alone: each signs in with its own service key.
     async def fetch_revocations(since: float):
         stub = auth_service_pb2_grpc.AuthServiceStub(auth_channel())
         request = auth_service_pb2.ListRevocationsRequest(since=Timestamp(seconds=int(since)))
-        response = await call(stub.ListRevocations, request, timeout=5)
+        response = await call(stub.ListRevocations, request, metadata=await credentials.metadata(), timeout=5)
         return [(r.subject, r.revoke_time.ToNanoseconds() / 1e9) for r in response.revocations]
 
     async def record_audit_events(events):
         stub = admin_service_pb2_grpc.AdminServiceStub(auth_channel())
         request = admin_service_pb2.RecordAuditEventsRequest(events=[audit_message(e) for e in events])
-        await call(stub.RecordAuditEvents, request, timeout=10)
+        await call(stub.RecordAuditEvents, request, metadata=await credentials.metadata(), timeout=10)
 
-    local_auth = next((c for c in components if hasattr(c, "exchange_service_key")), None)
+    if not local_auth and not settings.resolved_service_key():
+        log.warning("this service has no service key: it cannot learn of revoked tokens nor record the audit "
+                    "trail (set QRUNTIME_SERVICE_KEY or --service-key-file; auth must know the key)")
     audit = AuditSink(local_auth.record_audit_events if local_auth else record_audit_events)
     verifier = TokenVerifier(fetch_keys, local_auth.revocations_since if local_auth else fetch_revocations)
     domains = {service: f"{c.name}.qruntime" for c in components for service in c.service_names}
@@ -179,9 +187,6 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
     port = add_port(server, f"{settings.host}:{settings.port}", settings.tls_server_credentials())
     address = f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::', '[::]') else settings.host}:{port}"
     await server.start()
-    exchange = local_auth.exchange_service_key if local_auth else exchange_over_grpc(auth_channel)
-    delegate = local_auth.delegate if local_auth else delegate_over_grpc(auth_channel)
-    credentials = Credentials(exchange, settings.resolved_service_key(), delegate)
     runtime = Runtime(settings, address, channels, credentials, audit)
     started: list[Component] = []
     try:

@@ -1,7 +1,8 @@
 """Start the suite as real OS processes and wait until it serves: used by tests and benchmarks.
 
 embedded(): `qruntime up` as one process. separate(): the four services as four processes behind
-`qruntime gateway`, each with its own SQLite file; the jobs service signs in with a service key of its own.
+`qruntime gateway`, each with its own SQLite file; programs, devices and jobs each sign in with a
+service key of their own.
 """
 
 from __future__ import annotations
@@ -132,9 +133,10 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None, service_env=No
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("gateway", "auth", "programs", "devices", "jobs")}
     url = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    jobs_key = new_api_key()  # the jobs service's identity: only it and auth know it
+    keys = {name: new_api_key() for name in ("programs", "devices", "jobs")}  # each its own; auth knows them
     env = {**os.environ, "QRUNTIME_DATA_DIR": str(data_dir), "QRUNTIME_AUTH_URL": url["auth"], **(extra_env or {})}
-    own_env = {"auth": {"QRUNTIME_SERVICE_KEYS": f"jobs={jobs_key}"}, "jobs": {"QRUNTIME_SERVICE_KEY": jobs_key}}
+    own_env = {"auth": {"QRUNTIME_SERVICE_KEYS": ",".join(f"{name}={key}" for name, key in keys.items())},
+               **{name: {"QRUNTIME_SERVICE_KEY": key} for name, key in keys.items()}}
     commands = {
         "auth": ["qruntime-auth", "--public-url", url["gateway"]],
         "programs": ["qruntime-programs"],

@@ -318,7 +318,7 @@ def test_jobs_listing(suite, service) -> None:
     def waiting() -> RuntimeJob:  # a job whose circuit waits for the busy backend
         return service.run("hello-world", {"iterations": 1}, {"backend_name": "simulator_mps"})
 
-    def done() -> RuntimeJob:  # named: least busy does not count a running job between its device calls
+    def done() -> RuntimeJob:  # on the free simulator
         job = service.run("sampler", {"circuits": ReferenceCircuits.bell()}, {"backend_name": "ibmq_qasm_simulator"})
         job.result(timeout=30)
         return job

@@ -86,10 +86,13 @@ def test_only_the_gateway_is_published(monkeypatch):
     assert published == {"gateway": [f"8443:{parsed('gateway', monkeypatch).port}"]}
 
 
-def test_only_jobs_holds_a_service_key_auth_knows_it_and_all_wait_for_postgres():
-    holders = {n for n in QRUNTIME_SERVICES if "QRUNTIME_SERVICE_KEY" in SERVICES[n]["environment"]}
-    assert holders == {"jobs"}
-    assert SERVICES["auth"]["environment"]["QRUNTIME_SERVICE_KEYS"].startswith("jobs=${QRUNTIME_JOBS_SERVICE_KEY")
+def test_each_calling_service_holds_its_own_key_auth_knows_them_and_all_wait_for_postgres():
+    holders = {n: SERVICES[n]["environment"]["QRUNTIME_SERVICE_KEY"]
+               for n in QRUNTIME_SERVICES if "QRUNTIME_SERVICE_KEY" in SERVICES[n]["environment"]}
+    assert set(holders) == {"jobs", "programs", "devices"}
+    known = dict(item.split("=", 1) for item in SERVICES["auth"]["environment"]["QRUNTIME_SERVICE_KEYS"].split(","))
+    assert known == holders  # the same variable for each: auth knows exactly the keys the services hold
+    assert len(set(holders.values())) == 3
     for name in QRUNTIME_SERVICES:
         assert SERVICES[name]["environment"]["QRUNTIME_DATABASE_URL"].startswith("postgresql://")
         assert SERVICES[name]["depends_on"]["postgres"]["condition"] == "service_healthy"

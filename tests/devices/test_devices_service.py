@@ -246,16 +246,23 @@ def test_select_backend_picks_fairly_among_the_least_busy_that_fit_the_plan_and_
     counts = {name: sum(p.backend.name == name for p in picks) for name in universal}
     assert sum(counts.values()) == len(picks)
     assert min(counts.values()) >= 20, counts  # about 40 each; below 20 happens once in ~10⁵ runs
-    assert "picked at random" in picks[0].reason and "0 jobs queued + 0 runs pending" in picks[0].reason
+    assert "picked at random" in picks[0].reason and "0 jobs queued + 0 running (0 runs pending)" in picks[0].reason
     standard = devices["standard"].SelectBackend(pb.SelectBackendRequest(min_num_qubits=100))
     assert standard.backend.name in ("ibm_sherbrooke", "ibm_torino")
     queued = {"ibmq_qasm_simulator": 2, "simulator_mps": 1}
     only = devices["lite"].SelectBackend(pb.SelectBackendRequest(queued_jobs=queued))
     assert only.backend.name == "simulator_statevector" and "tied" not in only.reason
+    # A job running on a backend keeps it busy between its runs (no run pending there now).
+    running = devices["lite"].SelectBackend(pb.SelectBackendRequest(
+        queued_jobs={"ibmq_qasm_simulator": 1}, running_jobs={"simulator_statevector": 2, "simulator_mps": 2}))
+    assert running.backend.name == "ibmq_qasm_simulator"
+    assert "1 jobs queued + 0 running (0 runs pending)" in running.reason
     err = devices["lite"].error("SelectBackend", pb.SelectBackendRequest(min_num_qubits=10_000_000))
     assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NO_BACKEND_AVAILABLE")
     err = devices["lite"].error("SelectBackend", pb.SelectBackendRequest(min_num_qubits=-1))
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    err = devices["lite"].error("SelectBackend", pb.SelectBackendRequest(running_jobs={"simulator_mps": -1}))
+    assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_SELECTION")
 
 
 def test_select_backend_counts_the_runs_a_backend_has_under_real_load(devices):

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 from qruntime import IBMRuntimeService
+from qruntime.admin.v1 import admin_pb2, admin_service_pb2, admin_service_pb2_grpc
 from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 from qruntime_suite import launch
@@ -60,6 +61,28 @@ def test_four_processes_behind_the_gateway_run_the_quick_start(tmp_path):
                                env=env, capture_output=True, text=True, timeout=60)
         assert audit.returncode == 0, audit.stderr
         assert len(json.loads(audit.stdout)["events"]) == 2
+        # programs, signing in with its own key, records a refused call there too.
+        with IBMRuntimeService(token=launched.bootstrap["api_key"], instance=launched.bootstrap["instance"],
+                               url=launched.url) as service, pytest.raises(Exception, match="no-such-program"):
+            service.delete_program("no-such-program")
+        audit = subprocess.run([str(Path(sys.executable).with_name("qruntime")), "admin", "--json", "audit", "list",
+                                "--filter", "action=quantum-computing.program.delete"],
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert [e["reason"] for e in json.loads(audit.stdout)["events"]] == ["PROGRAM_NOT_FOUND"]
+        # Auth's own port takes audit events and gives out revocations to the suite's services alone.
+        auth_url = launched.envs["auth"]["QRUNTIME_AUTH_URL"]
+        with grpc.insecure_channel(auth_url) as channel:
+            admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+            forged = admin_service_pb2.RecordAuditEventsRequest(events=[admin_pb2.AuditEvent(subject="nobody")])
+            with pytest.raises(grpc.RpcError) as caught:
+                admin.RecordAuditEvents(forged, timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            user_token = auth_service_pb2_grpc.AuthServiceStub(channel).CreateToken(
+                auth_service_pb2.CreateTokenRequest(api_key=launched.bootstrap["api_key"], account="-"),
+                timeout=10).token  # the account owner's token, for the admin service
+            with pytest.raises(grpc.RpcError) as caught:
+                admin.RecordAuditEvents(forged, metadata=[("authorization", f"Bearer {user_token}")], timeout=10)
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
         # The front door routes no internal method: a service key is no use from outside.
         with grpc.insecure_channel(launched.url) as channel:
             stub = auth_service_pb2_grpc.AuthServiceStub(channel)

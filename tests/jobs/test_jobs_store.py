@@ -53,12 +53,14 @@ def test_get_is_scoped_to_the_instance(store):
         assert caught.value.reason == "JOB_NOT_FOUND"
 
 
-def test_queued_by_backend_counts_only_the_jobs_still_waiting(store):
+def test_load_by_backend_counts_the_jobs_waiting_and_running_on_each(store):
     for backend in ("simulator_mps", "simulator_mps", "ibmq_qasm_simulator"):
         new_job(store, backend=backend)
-    assert store.queued_by_backend() == {"simulator_mps": 2, "ibmq_qasm_simulator": 1}
-    store.claim_next_queued("runner-1")  # the oldest, on simulator_mps, runs now
-    assert store.queued_by_backend() == {"simulator_mps": 1, "ibmq_qasm_simulator": 1}
+    assert store.load_by_backend() == ({"simulator_mps": 2, "ibmq_qasm_simulator": 1}, {})
+    running = store.claim_next_queued("runner-1")  # the oldest, on simulator_mps, runs now
+    assert store.load_by_backend() == ({"simulator_mps": 1, "ibmq_qasm_simulator": 1}, {"simulator_mps": 1})
+    store.end_attempt(running.id, running.attempts, "DONE", result_json="{}")
+    assert store.load_by_backend() == ({"simulator_mps": 1, "ibmq_qasm_simulator": 1}, {})
 
 
 def test_claim_takes_the_oldest_queued_job_once(store):

@@ -360,8 +360,29 @@ class SelectBackendRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class RunningJobsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     MIN_NUM_QUBITS_FIELD_NUMBER: _builtins.int
     QUEUED_JOBS_FIELD_NUMBER: _builtins.int
+    RUNNING_JOBS_FIELD_NUMBER: _builtins.int
     min_num_qubits: _builtins.int
     """The fewest qubits the backend must have; 0: any."""
     @_builtins.property
@@ -370,15 +391,23 @@ class SelectBackendRequest(_message.Message):
         name; backends not named have none.
         """
 
+    @_builtins.property
+    def running_jobs(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Jobs running on each backend in the jobs service, by backend name; backends not named have none.
+        A running job keeps its backend busy between its runs here too (its program computes meanwhile),
+        so a backend's load is its queued jobs plus the larger of its running jobs and its pending runs.
+        """
+
     def __init__(
         self,
         *,
         min_num_qubits: _builtins.int = ...,
         queued_jobs: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        running_jobs: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_num_qubits", b"min_num_qubits", "queued_jobs", b"queued_jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_num_qubits", b"min_num_qubits", "queued_jobs", b"queued_jobs", "running_jobs", b"running_jobs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -394,7 +423,7 @@ class SelectBackendResponse(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     """Why, for the job's record, e.g. "least busy of 5 operational backends with at least 2 qubits:
-    0 queued + 0 running; tied with simulator_mps, picked at random".
+    0 jobs queued + 0 running (0 runs pending); tied with simulator_mps, picked at random".
     """
     @_builtins.property
     def backend(self) -> _backend_pb2.Backend:
