@@ -390,6 +390,12 @@ def _prepare_estimator(inputs: pb.EstimatorInput, adapter: Any) -> Prepared:
             raise PubError(where, i, field, f"precision must be a positive number, got {precision}",
                            "INVALID_PRECISION")
         shots = math.ceil(1 / precision**2)
+        if options.default_shots and not pub.HasField("precision"):  # IBM's default_shots: it overrides
+            shots, precision = options.default_shots, 1 / math.sqrt(max(1, options.default_shots))
+            if not 1 <= shots <= max_shots:
+                raise InvalidArgument(f"default_shots must be 1..{max_shots} on this backend, got {shots}",
+                                      reason="INVALID_OPTIONS", metadata={"option": "default_shots"},
+                                      field_violations=[(f"{where}.options.default_shots", f"1..{max_shots}")])
         if shots > max_shots:
             raise PubError(where, i, field, f"precision {precision} needs {shots} shots per basis; this backend "
                            f"takes at most {max_shots} (precision >= {1 / math.sqrt(max_shots):.6g})",

@@ -75,3 +75,19 @@ def test_circuits_compiled_with_the_backends_target_run_on_the_system(standard) 
     isa = generate_preset_pass_manager(optimization_level=1, backend=backend, seed_transpiler=2).run(ghz)
     counts = SamplerV2(mode=backend).run([isa], shots=2000).result(timeout=120)[0].data.meas.get_counts()
     assert counts.get("000", 0) + counts.get("111", 0) > 1600  # correlated, with the system's noise
+
+
+def test_ibm_style_options_are_taken_and_the_ones_that_do_not_apply_are_named(lite) -> None:
+    backend = lite.backend("ibmq_qasm_simulator")
+    estimator = EstimatorV2(mode=backend)
+    estimator.options.default_shots = 2000  # overrides default_precision, as IBM's
+    estimator.options.simulator.seed_simulator = 3
+    estimator.options.dynamical_decoupling.enable = True
+    with pytest.warns(UserWarning, match=r"ignores them: dynamical_decoupling\.enable"):
+        job = estimator.run([(ReferenceCircuits.bell().remove_final_measurements(inplace=False), "ZZ")])
+    assert job.result(timeout=60)[0].metadata["shots"] == 2000 and job.inputs.estimator.options.seed == 3
+    sampler = SamplerV2(mode=backend, options={"default_shots": 30, "twirling": {"enable_gates": True}})
+    with pytest.warns(UserWarning, match=r"twirling\.enable_gates"):
+        assert sampler.run([ReferenceCircuits.bell()]).result(timeout=60)[0].data.c.num_shots == 30
+    with pytest.raises(IBMInputValueError):
+        SamplerV2(mode=backend, options={"shots": 10})

@@ -16,8 +16,10 @@ from __future__ import annotations
 import inspect
 import io
 import math
+import warnings
 from collections.abc import Iterable
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -145,9 +147,10 @@ def _bindings(pub) -> pb.BindingsArray | None:
 
 def sampler_input(pubs: Iterable[Any], shots: int | None, options: Any) -> pb.PrimitiveInput:
     coerced = [SamplerPub.coerce(pub, shots) for pub in pubs]
+    options._warn_ignored()
     message = pb.SamplerInput(options=pb.SamplerOptions(default_shots=options.default_shots or 0))
-    if options.seed_simulator is not None:
-        message.options.seed = options.seed_simulator
+    if options._seed(options.seed_simulator) is not None:
+        message.options.seed = options._seed(options.seed_simulator)
     for pub in coerced:
         item = message.pubs.add(circuit=_circuit(pub.circuit))
         bindings = _bindings(pub)
@@ -160,10 +163,12 @@ def sampler_input(pubs: Iterable[Any], shots: int | None, options: Any) -> pb.Pr
 
 def estimator_input(pubs: Iterable[Any], precision: float | None, options: Any) -> pb.PrimitiveInput:
     coerced = [EstimatorPub.coerce(pub, precision) for pub in pubs]
-    message = pb.EstimatorInput(options=pb.EstimatorOptions(default_precision=options.default_precision or 0,
-                                                            resilience_level=options.resilience_level or 0))
-    if options.seed_estimator is not None:
-        message.options.seed = options.seed_estimator
+    options._warn_ignored()
+    message = pb.EstimatorInput(options=pb.EstimatorOptions(
+        default_precision=options.default_precision or 0, default_shots=options.default_shots or 0,
+        resilience_level=options.resilience_level or 0))
+    if options._seed(options.seed_estimator) is not None:
+        message.options.seed = options._seed(options.seed_estimator)
     for pub in coerced:
         item = message.pubs.add(circuit=_circuit(pub.circuit))
         observables = pub.observables
@@ -220,41 +225,75 @@ def to_primitive_result(result: pb.PrimitiveResult) -> PrimitiveResult:
 # -- the primitives --------------------------------------------------------------------------------------
 
 
+class OptionGroup(SimpleNamespace):
+    """A group of qiskit-ibm-runtime options (``options.dynamical_decoupling.enable = True``): any
+    attribute may be set. The groups qruntime does not apply are accepted, as IBM's local testing mode
+    accepts them, and a warning names what was set and ignored."""
+
+
+# qiskit-ibm-runtime's option groups that qruntime's simulators and emulated systems do not apply.
+_IGNORED_GROUPS = ("dynamical_decoupling", "twirling", "execution", "environment")
+
+
 class _Options:
-    """Options as qiskit-ibm-runtime's (the ones that matter here), set as attributes or with update()."""
+    """Options as qiskit-ibm-runtime's, set as attributes or with update(); those that matter here are
+    sent with the job, the rest of IBM's groups accepted and ignored with a warning."""
 
     _names: tuple[str, ...] = ()
 
+    def __init__(self) -> None:
+        self.simulator = OptionGroup(seed_simulator=None)
+        for group in _IGNORED_GROUPS:
+            setattr(self, group, OptionGroup())
+
     def update(self, **values: Any) -> None:
-        """Set options by name."""
+        """Set options by name; a group's as a dict (``update(twirling={"enable_gates": True})``)."""
         for name, value in values.items():
-            if name not in self._names:
+            if name in ("simulator", *_IGNORED_GROUPS):
+                vars(getattr(self, name)).update(dict(value))
+            elif name in self._names:
+                setattr(self, name, value)
+            else:
                 raise _invalid_argument("options", f"{name!r} is not an option (options: {self._names})")
-            setattr(self, name, value)
+
+    def _seed(self, own: int | None) -> int | None:
+        return own if own is not None else self.simulator.seed_simulator
+
+    def _warn_ignored(self) -> None:
+        ignored = [f"{group}.{key}" for group in _IGNORED_GROUPS
+                   for key, value in vars(getattr(self, group)).items() if value not in (None, False)]
+        if ignored:
+            warnings.warn(f"qruntime does not apply these options, and ignores them: {', '.join(ignored)}",
+                          UserWarning, stacklevel=4)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self._names)})"
 
 
 class SamplerOptions(_Options):
-    """default_shots (None: 1024) and seed_simulator (None: a fresh one per job)."""
+    """default_shots (None: 1024) and seed_simulator (None: a fresh one per job; also
+    ``simulator.seed_simulator``, as in IBM's local mode)."""
 
     _names = ("default_shots", "seed_simulator")
 
     def __init__(self, default_shots: int | None = None, seed_simulator: int | None = None) -> None:
+        super().__init__()
         self.default_shots, self.seed_simulator = default_shots, seed_simulator
 
 
 class EstimatorOptions(_Options):
-    """default_precision (None: 1/64, 4096 shots per basis), seed_estimator (None: a fresh one) and
-    resilience_level (0: none, the default; 1: readout error mitigation by twirled readout, TREX)."""
+    """default_precision (None: 1/64, 4096 shots per basis), default_shots (if set, the shots per basis
+    instead: precision 1/sqrt(default_shots), as IBM's), seed_estimator (None: a fresh one; also
+    ``simulator.seed_simulator``) and resilience_level (0: none, the default; 1: readout error
+    mitigation by twirled readout, TREX)."""
 
-    _names = ("default_precision", "seed_estimator", "resilience_level")
+    _names = ("default_precision", "default_shots", "seed_estimator", "resilience_level")
 
-    def __init__(self, default_precision: float | None = None, seed_estimator: int | None = None,
-                 resilience_level: int = 0) -> None:
-        self.default_precision, self.seed_estimator = default_precision, seed_estimator
-        self.resilience_level = resilience_level
+    def __init__(self, default_precision: float | None = None, default_shots: int | None = None,
+                 seed_estimator: int | None = None, resilience_level: int = 0) -> None:
+        super().__init__()
+        self.default_precision, self.default_shots = default_precision, default_shots
+        self.seed_estimator, self.resilience_level = seed_estimator, resilience_level
 
 
 def _options(cls: type[_Options], given: Any) -> _Options:

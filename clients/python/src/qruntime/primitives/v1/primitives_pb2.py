@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'qruntime/primitives/v1/primitives.proto\x12\x16qruntime.primitives.v1\"D\n\x07\x43ircuit\x12\x0f\n\x05qasm3\x18\x01 \x01(\tH\x00\x12\x0f\n\x05qasm2\x18\x02 \x01(\tH\x00\x12\r\n\x03qpy\x18\x03 \x01(\x0cH\x00\x42\x08\n\x06source\"+\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x05\x12\x12\n\x06values\x18\x02 \x03(\x01\x42\x02\x10\x01\"X\n\rBindingsArray\x12\x17\n\x0fparameter_names\x18\x01 \x03(\t\x12.\n\x06values\x18\x02 \x01(\x0b\x32\x1e.qruntime.primitives.v1.Tensor\"4\n\x0eSparsePauliSum\x12\x0e\n\x06paulis\x18\x01 \x03(\t\x12\x12\n\x06\x63oeffs\x18\x02 \x03(\x01\x42\x02\x10\x01\"^\n\x10ObservablesArray\x12\r\n\x05shape\x18\x01 \x03(\x05\x12;\n\x0bobservables\x18\x02 \x03(\x0b\x32&.qruntime.primitives.v1.SparsePauliSum\"\x9d\x01\n\nSamplerPub\x12\x30\n\x07\x63ircuit\x18\x01 \x01(\x0b\x32\x1f.qruntime.primitives.v1.Circuit\x12?\n\x10parameter_values\x18\x02 \x01(\x0b\x32%.qruntime.primitives.v1.BindingsArray\x12\x12\n\x05shots\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_shots\"\xe6\x01\n\x0c\x45stimatorPub\x12\x30\n\x07\x63ircuit\x18\x01 \x01(\x0b\x32\x1f.qruntime.primitives.v1.Circuit\x12=\n\x0bobservables\x18\x02 \x01(\x0b\x32(.qruntime.primitives.v1.ObservablesArray\x12?\n\x10parameter_values\x18\x03 \x01(\x0b\x32%.qruntime.primitives.v1.BindingsArray\x12\x16\n\tprecision\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\x0c\n\n_precision\"C\n\x0eSamplerOptions\x12\x15\n\rdefault_shots\x18\x01 \x01(\x05\x12\x11\n\x04seed\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\"c\n\x10\x45stimatorOptions\x12\x19\n\x11\x64\x65\x66\x61ult_precision\x18\x01 \x01(\x01\x12\x11\n\x04seed\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10resilience_level\x18\x03 \x01(\x05\x42\x07\n\x05_seed\"y\n\x0cSamplerInput\x12\x30\n\x04pubs\x18\x01 \x03(\x0b\x32\".qruntime.primitives.v1.SamplerPub\x12\x37\n\x07options\x18\x02 \x01(\x0b\x32&.qruntime.primitives.v1.SamplerOptions\"\x7f\n\x0e\x45stimatorInput\x12\x32\n\x04pubs\x18\x01 \x03(\x0b\x32$.qruntime.primitives.v1.EstimatorPub\x12\x39\n\x07options\x18\x02 \x01(\x0b\x32(.qruntime.primitives.v1.EstimatorOptions\"\x93\x01\n\x0ePrimitiveInput\x12\x37\n\x07sampler\x18\x01 \x01(\x0b\x32$.qruntime.primitives.v1.SamplerInputH\x00\x12;\n\testimator\x18\x02 \x01(\x0b\x32&.qruntime.primitives.v1.EstimatorInputH\x00\x42\x0b\n\tprimitive\"N\n\x08\x42itArray\x12\x0e\n\x06packed\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\x05\x12\x11\n\tnum_shots\x18\x03 \x01(\x05\x12\x10\n\x08num_bits\x18\x04 \x01(\x05\"L\n\x0cRegisterBits\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x04\x62its\x18\x02 \x01(\x0b\x32 .qruntime.primitives.v1.BitArray\"H\n\x0bPubMetadata\x12\r\n\x05shots\x18\x01 \x01(\x05\x12\x18\n\x10target_precision\x18\x02 \x01(\x01\x12\x10\n\x08\x63ircuits\x18\x03 \x01(\x05\"\x82\x01\n\x10SamplerPubResult\x12\x37\n\tregisters\x18\x01 \x03(\x0b\x32$.qruntime.primitives.v1.RegisterBits\x12\x35\n\x08metadata\x18\x02 \x01(\x0b\x32#.qruntime.primitives.v1.PubMetadata\"\xa6\x01\n\x12\x45stimatorPubResult\x12+\n\x03\x65vs\x18\x01 \x01(\x0b\x32\x1e.qruntime.primitives.v1.Tensor\x12,\n\x04stds\x18\x02 \x01(\x0b\x32\x1e.qruntime.primitives.v1.Tensor\x12\x35\n\x08metadata\x18\x03 \x01(\x0b\x32#.qruntime.primitives.v1.PubMetadata\"J\n\x0bJobMetadata\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x19\n\x11\x65xecution_seconds\x18\x02 \x01(\x01\x12\x0f\n\x07version\x18\x03 \x01(\x05\"\x85\x01\n\rSamplerResult\x12=\n\x0bpub_results\x18\x01 \x03(\x0b\x32(.qruntime.primitives.v1.SamplerPubResult\x12\x35\n\x08metadata\x18\x02 \x01(\x0b\x32#.qruntime.primitives.v1.JobMetadata\"\x89\x01\n\x0f\x45stimatorResult\x12?\n\x0bpub_results\x18\x01 \x03(\x0b\x32*.qruntime.primitives.v1.EstimatorPubResult\x12\x35\n\x08metadata\x18\x02 \x01(\x0b\x32#.qruntime.primitives.v1.JobMetadata\"\x96\x01\n\x0fPrimitiveResult\x12\x38\n\x07sampler\x18\x01 \x01(\x0b\x32%.qruntime.primitives.v1.SamplerResultH\x00\x12<\n\testimator\x18\x02 \x01(\x0b\x32\'.qruntime.primitives.v1.EstimatorResultH\x00\x42\x0b\n\tprimitiveb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'qruntime/primitives/v1/primitives.proto\x12\x16qruntime.primitives.v1\"D\n\x07\x43ircuit\x12\x0f\n\x05qasm3\x18\x01 \x01(\tH\x00\x12\x0f\n\x05qasm2\x18\x02 \x01(\tH\x00\x12\r\n\x03qpy\x18\x03 \x01(\x0cH\x00\x42\x08\n\x06source\"+\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x05\x12\x12\n\x06values\x18\x02 \x03(\x01\x42\x02\x10\x01\"X\n\rBindingsArray\x12\x17\n\x0fparameter_names\x18\x01 \x03(\t\x12.\n\x06values\x18\x02 \x01(\x0b\x32\x1e.qruntime.primitives.v1.Tensor\"4\n\x0eSparsePauliSum\x12\x0e\n\x06paulis\x18\x01 \x03(\t\x12\x12\n\x06\x63oeffs\x18\x02 \x03(\x01\x42\x02\x10\x01\"^\n\x10ObservablesArray\x12\r\n\x05shape\x18\x01 \x03(\x05\x12;\n\x0bobservables\x18\x02 \x03(\x0b\x32&.qruntime.primitives.v1.SparsePauliSum\"\x9d\x01\n\nSamplerPub\x12\x30\n\x07\x63ircuit\x18\x01 \x01(\x0b\x32\x1f.qruntime.primitives.v1.Circuit\x12?\n\x10parameter_values\x18\x02 \x01(\x0b\x32%.qruntime.primitives.v1.BindingsArray\x12\x12\n\x05shots\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_shots\"\xe6\x01\n\x0c\x45stimatorPub\x12\x30\n\x07\x63ircuit\x18\x01 \x01(\x0b\x32\x1f.qruntime.primitives.v1.Circuit\x12=\n\x0bobservables\x18\x02 \x01(\x0b\x32(.qruntime.primitives.v1.ObservablesArray\x12?\n\x10parameter_values\x18\x03 \x01(\x0b\x32%.qruntime.primitives.v1.BindingsArray\x12\x16\n\tprecision\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\x0c\n\n_precision\"C\n\x0eSamplerOptions\x12\x15\n\rdefault_shots\x18\x01 \x01(\x05\x12\x11\n\x04seed\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\"z\n\x10\x45stimatorOptions\x12\x19\n\x11\x64\x65\x66\x61ult_precision\x18\x01 \x01(\x01\x12\x11\n\x04seed\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10resilience_level\x18\x03 \x01(\x05\x12\x15\n\rdefault_shots\x18\x04 \x01(\x05\x42\x07\n\x05_seed\"y\n\x0cSamplerInput\x12\x30\n\x04pubs\x18\x01 \x03(\x0b\x32\".qruntime.primitives.v1.SamplerPub\x12\x37\n\x07options\x18\x02 \x01(\x0b\x32&.qruntime.primitives.v1.SamplerOptions\"\x7f\n\x0e\x45stimatorInput\x12\x32\n\x04pubs\x18\x01 \x03(\x0b\x32$.qruntime.primitives.v1.EstimatorPub\x12\x39\n\x07options\x18\x02 \x01(\x0b\x32(.qruntime.primitives.v1.EstimatorOptions\"\x93\x01\n\x0ePrimitiveInput\x12\x37\n\x07sampler\x18\x01 \x01(\x0b\x32$.qruntime.primitives.v1.SamplerInputH\x00\x12;\n\testimator\x18\x02 \x01(\x0b\x32&.qruntime.primitives.v1.EstimatorInputH\x00\x42\x0b\n\tprimitive\"N\n\x08\x42itArray\x12\x0e\n\x06packed\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\x05\x12\x11\n\tnum_shots\x18\x03 \x01(\x05\x12\x10\n\x08num_bits\x18\x04 \x01(\x05\"L\n\x0cRegisterBits\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x04\x62its\x18\x02 \x01(\x0b\x32 .qruntime.primitives.v1.BitArray\"H\n\x0bPubMetadata\x12\r\n\x05shots\x18\x01 \x01(\x05\x12\x18\n\x10target_precision\x18\x02 \x01(\x01\x12\x10\n\x08\x63ircuits\x18\x03 \x01(\x05\"\x82\x01\n\x10SamplerPubResult\x12\x37\n\tregisters\x18\x01 \x03(\x0b\x32$.qruntime.primitives.v1.RegisterBits\x12\x35\n\x08metadata\x18\x02 \x01(\x0b\x32#.qruntime.primitives.v1.PubMetadata\"\xa6\x01\n\x12\x45stimatorPubResult\x12+\n\x03\x65vs\x18\x01 \x01(\x0b\x32\x1e.qruntime.primitives.v1.Tensor\x12,\n\x04stds\x18\x02 \x01(\x0b\x32\x1e.qruntime.primitives.v1.Tensor\x12\x35\n\x08metadata\x18\x03 \x01(\x0b\x32#.qruntime.primitives.v1.PubMetadata\"J\n\x0bJobMetadata\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x19\n\x11\x65xecution_seconds\x18\x02 \x01(\x01\x12\x0f\n\x07version\x18\x03 \x01(\x05\"\x85\x01\n\rSamplerResult\x12=\n\x0bpub_results\x18\x01 \x03(\x0b\x32(.qruntime.primitives.v1.SamplerPubResult\x12\x35\n\x08metadata\x18\x02 \x01(\x0b\x32#.qruntime.primitives.v1.JobMetadata\"\x89\x01\n\x0f\x45stimatorResult\x12?\n\x0bpub_results\x18\x01 \x03(\x0b\x32*.qruntime.primitives.v1.EstimatorPubResult\x12\x35\n\x08metadata\x18\x02 \x01(\x0b\x32#.qruntime.primitives.v1.JobMetadata\"\x96\x01\n\x0fPrimitiveResult\x12\x38\n\x07sampler\x18\x01 \x01(\x0b\x32%.qruntime.primitives.v1.SamplerResultH\x00\x12<\n\testimator\x18\x02 \x01(\x0b\x32\'.qruntime.primitives.v1.EstimatorResultH\x00\x42\x0b\n\tprimitiveb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,29 +52,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAMPLEROPTIONS']._serialized_start=815
   _globals['_SAMPLEROPTIONS']._serialized_end=882
   _globals['_ESTIMATOROPTIONS']._serialized_start=884
-  _globals['_ESTIMATOROPTIONS']._serialized_end=983
-  _globals['_SAMPLERINPUT']._serialized_start=985
-  _globals['_SAMPLERINPUT']._serialized_end=1106
-  _globals['_ESTIMATORINPUT']._serialized_start=1108
-  _globals['_ESTIMATORINPUT']._serialized_end=1235
-  _globals['_PRIMITIVEINPUT']._serialized_start=1238
-  _globals['_PRIMITIVEINPUT']._serialized_end=1385
-  _globals['_BITARRAY']._serialized_start=1387
-  _globals['_BITARRAY']._serialized_end=1465
-  _globals['_REGISTERBITS']._serialized_start=1467
-  _globals['_REGISTERBITS']._serialized_end=1543
-  _globals['_PUBMETADATA']._serialized_start=1545
-  _globals['_PUBMETADATA']._serialized_end=1617
-  _globals['_SAMPLERPUBRESULT']._serialized_start=1620
-  _globals['_SAMPLERPUBRESULT']._serialized_end=1750
-  _globals['_ESTIMATORPUBRESULT']._serialized_start=1753
-  _globals['_ESTIMATORPUBRESULT']._serialized_end=1919
-  _globals['_JOBMETADATA']._serialized_start=1921
-  _globals['_JOBMETADATA']._serialized_end=1995
-  _globals['_SAMPLERRESULT']._serialized_start=1998
-  _globals['_SAMPLERRESULT']._serialized_end=2131
-  _globals['_ESTIMATORRESULT']._serialized_start=2134
-  _globals['_ESTIMATORRESULT']._serialized_end=2271
-  _globals['_PRIMITIVERESULT']._serialized_start=2274
-  _globals['_PRIMITIVERESULT']._serialized_end=2424
+  _globals['_ESTIMATOROPTIONS']._serialized_end=1006
+  _globals['_SAMPLERINPUT']._serialized_start=1008
+  _globals['_SAMPLERINPUT']._serialized_end=1129
+  _globals['_ESTIMATORINPUT']._serialized_start=1131
+  _globals['_ESTIMATORINPUT']._serialized_end=1258
+  _globals['_PRIMITIVEINPUT']._serialized_start=1261
+  _globals['_PRIMITIVEINPUT']._serialized_end=1408
+  _globals['_BITARRAY']._serialized_start=1410
+  _globals['_BITARRAY']._serialized_end=1488
+  _globals['_REGISTERBITS']._serialized_start=1490
+  _globals['_REGISTERBITS']._serialized_end=1566
+  _globals['_PUBMETADATA']._serialized_start=1568
+  _globals['_PUBMETADATA']._serialized_end=1640
+  _globals['_SAMPLERPUBRESULT']._serialized_start=1643
+  _globals['_SAMPLERPUBRESULT']._serialized_end=1773
+  _globals['_ESTIMATORPUBRESULT']._serialized_start=1776
+  _globals['_ESTIMATORPUBRESULT']._serialized_end=1942
+  _globals['_JOBMETADATA']._serialized_start=1944
+  _globals['_JOBMETADATA']._serialized_end=2018
+  _globals['_SAMPLERRESULT']._serialized_start=2021
+  _globals['_SAMPLERRESULT']._serialized_end=2154
+  _globals['_ESTIMATORRESULT']._serialized_start=2157
+  _globals['_ESTIMATORRESULT']._serialized_end=2294
+  _globals['_PRIMITIVERESULT']._serialized_start=2297
+  _globals['_PRIMITIVERESULT']._serialized_end=2447
 # @@protoc_insertion_point(module_scope)

@@ -321,6 +321,7 @@ class EstimatorOptions(_message.Message):
     DEFAULT_PRECISION_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     RESILIENCE_LEVEL_FIELD_NUMBER: _builtins.int
+    DEFAULT_SHOTS_FIELD_NUMBER: _builtins.int
     default_precision: _builtins.float
     """Precision of a PUB that sets none; 0 means 0.015625 (1/64, as IBM's EstimatorV2: 4096 shots)."""
     seed: _builtins.int
@@ -335,16 +336,21 @@ class EstimatorOptions(_message.Message):
     term is calibrated the same way on |0...0> and the term's value divided by it (when above 0.1), its
     standard error growing accordingly. Other values: INVALID_ARGUMENT INVALID_OPTIONS.
     """
+    default_shots: _builtins.int
+    """Shots per measured basis of a PUB that sets no precision, instead of default_precision's (as IBM's
+    default_shots, which overrides default_precision); 0: unset. At most the backend's max_shots.
+    """
     def __init__(
         self,
         *,
         default_precision: _builtins.float = ...,
         seed: _builtins.int | None = ...,
         resilience_level: _builtins.int = ...,
+        default_shots: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "default_precision", b"default_precision", "resilience_level", b"resilience_level", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "default_precision", b"default_precision", "default_shots", b"default_shots", "resilience_level", b"resilience_level", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
