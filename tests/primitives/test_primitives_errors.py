@@ -175,6 +175,8 @@ def test_a_typed_job_keeps_its_typed_inputs_and_returns_a_typed_result(lite) -> 
     [register] = result.pub_results[0].registers
     bits = register.bits
     assert (register.name, list(bits.shape), bits.num_shots, bits.num_bits) == ("c", [2], 100, 1)
+    as_json = lite.job(job.job_id).result()  # RuntimeJob reads it as its proto3 JSON mapping
+    assert as_json["sampler"]["pubResults"][0]["registers"][0]["bits"]["numShots"] == 100
     assert register.bits.packed == bytes(100) + b"\x01" * 100  # theta 0: all 0; theta pi: all 1
 
 
