@@ -91,3 +91,18 @@ def test_ibm_style_options_are_taken_and_the_ones_that_do_not_apply_are_named(li
         assert sampler.run([ReferenceCircuits.bell()]).result(timeout=60)[0].data.c.num_shots == 30
     with pytest.raises(IBMInputValueError):
         SamplerV2(mode=backend, options={"shots": 10})
+
+
+def test_ibms_hello_world_tutorial_runs_with_only_its_imports_changed(standard) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "hello_world_v2.py"
+    spec = importlib.util.spec_from_file_location("hello_world_v2", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    labels, values, errors = example.hello_world(standard, "ibm_manila")
+    found = dict(zip(labels, values, strict=True))
+    assert abs(found["ZZ"] - 1) < 0.1 and abs(found["XX"] - 1) < 0.15  # a Bell state, noisy, readout mitigated
+    assert all(abs(found[label]) < 0.1 for label in ("IZ", "IX", "ZI", "XI"))
+    assert all(0 < e < 0.05 for e in errors)
