@@ -14,9 +14,22 @@ if [ ! -f "$stamp" ] || [ constraints.txt -nt "$stamp" ] || [ pyproject.toml -nt
   .venv/bin/python -m pip install --quiet -c constraints.txt -e clients/python -e ".[dev]"
   touch "$stamp"
 fi
-# buf, and the Node client test's gRPC packages (tests/node); again whenever the lock file changed.
-if [ ! -x node_modules/.bin/buf ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# buf, the web console's vendored packages and the Node client test's gRPC packages (tests/node);
+# again whenever the lock file changed.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --silent --no-audit --no-fund
+fi
+
+# The web console's browser test (tests/web) drives Debian's chromium through chromium-driver.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq >/dev/null && apt-get install -y -qq chromium chromium-driver >/dev/null; } || true
+  fi
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    echo "setup: chromium or chromium-driver is missing, so the web console's browser test is skipped" \
+         "(apt-get install chromium chromium-driver)." >&2
+  fi
 fi
 
 # The sandbox for uploaded programs (services/kit/sandbox.py) needs bubblewrap and libseccomp.
