@@ -21,7 +21,7 @@ const { QRUNTIME_URL: url, QRUNTIME_API_KEY: apiKey, QRUNTIME_INSTANCE: instance
   process.env;
 const definition = protoLoader.loadSync(
   ["qruntime/auth/v1/auth_service.proto", "qruntime/jobs/v1/jobs_service.proto"],
-  { includeDirs: [root], keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true },
+  { includeDirs: [root, path.join(root, "third_party")], keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true },
 );
 const qruntime = grpc.loadPackageDefinition(definition).qruntime;
 const credentials = grpc.credentials.createInsecure();
