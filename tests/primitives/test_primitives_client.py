@@ -1,37 +1,16 @@
-"""The client's primitives as Qiskit code uses them: modes (a backend, or anything shaped like a Session
-or Batch), RuntimeJobV2's status strings, Qiskit's result containers, compiling with the backend's target."""
+"""The client's primitives as Qiskit code uses them: modes (a backend, a Session or a Batch),
+RuntimeJobV2's status strings, Qiskit's result containers, compiling with the backend's target."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2, BaseSamplerV2, PrimitiveResult
 from qiskit.transpiler import generate_preset_pass_manager
-from qruntime import EstimatorV2, IBMRuntimeService, ReferenceCircuits, RuntimeJobV2, SamplerV2
+from qruntime import Batch, EstimatorV2, ReferenceCircuits, RuntimeJobV2, SamplerV2, Session
 from qruntime.exceptions import IBMInputValueError
 
 pytestmark = pytest.mark.slow
-
-
-@dataclasses.dataclass
-class SessionShaped:
-    """What the primitives need of a Session or Batch (the sessions work provides the real ones)."""
-
-    service: IBMRuntimeService
-    backend_name: str
-    session_id: str
-
-
-class SessionAwareService(IBMRuntimeService):
-    """A real service object whose run() takes a session_id, as the sessions work adds; it notes them."""
-
-    sessions: list[str | None] = []
-
-    def run(self, *args, session_id: str | None = None, **kwargs):
-        self.sessions.append(session_id)
-        return super().run(*args, **kwargs)
 
 
 def test_they_are_qiskits_v2_primitives_and_their_job_speaks_v2(lite) -> None:
@@ -47,16 +26,19 @@ def test_they_are_qiskits_v2_primitives_and_their_job_speaks_v2(lite) -> None:
     assert job.inputs.sampler.pubs[0].shots == 100 and job.inputs.sampler.pubs[0].circuit.qpy  # QPY, as sent
 
 
-def test_a_session_or_batch_mode_runs_on_its_backend_and_passes_its_id_only_where_run_takes_it(suite, lite) -> None:
-    plain = SessionShaped(lite, "simulator_mps", "session-1")  # run() takes no session_id: not passed
-    job = SamplerV2(mode=plain).run([ReferenceCircuits.bell()], shots=10)
-    assert job.backend_name == "simulator_mps" and job.result(timeout=60)[0].data.c.num_shots == 10
-    key, crn = suite.make_user(instance_name="sessions")
-    with SessionAwareService(token=key, instance=crn, url=suite.address) as aware:
-        job = EstimatorV2(mode=SessionShaped(aware, "ibmq_qasm_simulator", "session-2")).run(
-            [(ReferenceCircuits.bell().remove_final_measurements(inplace=False), "ZZ")])
-        assert job.result(timeout=60)[0].data.evs == pytest.approx(1.0)
-    assert SessionAwareService.sessions == ["session-2"]
+def test_a_session_or_batch_mode_runs_its_jobs_on_its_backend_in_it(lite) -> None:
+    backend = lite.backend("simulator_mps")
+    with Session(backend=backend) as session:
+        first = SamplerV2(mode=session).run([ReferenceCircuits.bell()], shots=10)
+        assert (first.backend_name, first.session_id) == ("simulator_mps", session.session_id)
+        assert first.result(timeout=60)[0].data.c.num_shots == 10
+        inside = SamplerV2().run([ReferenceCircuits.bell()], shots=10)  # no mode: the enclosing session
+        assert inside.session_id == session.session_id
+    with Batch(backend=lite.backend("ibmq_qasm_simulator")) as batch:
+        job = EstimatorV2(mode=batch).run([(ReferenceCircuits.bell().remove_final_measurements(inplace=False), "ZZ")])
+        assert job.session_id == batch.session_id and job.result(timeout=60)[0].data.evs == pytest.approx(1.0)
+    listed = lite.jobs(session_id=session.session_id)  # newest first
+    assert [j.job_id for j in listed] == [inside.job_id(), first.job_id()]
 
 
 def test_a_mode_that_is_no_backend_session_or_batch_is_refused(lite) -> None:

@@ -13,7 +13,6 @@ first use, as it imports Qiskit.
 
 from __future__ import annotations
 
-import inspect
 import io
 import math
 import warnings
@@ -37,6 +36,7 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 
 from ._jobs import JobStatus, RuntimeJob
+from ._session import current_session
 from .exceptions import IBMRuntimeError, RuntimeInvalidStateError, RuntimeJobFailureError, _invalid_argument
 from .jobs.v1 import job_pb2, jobs_service_pb2
 from .primitives.v1 import primitives_pb2 as pb
@@ -110,8 +110,9 @@ class RuntimeJobV2(RuntimeJob, BasePrimitiveJob):
 
 def submit(mode: Any, program_id: str, primitive: pb.PrimitiveInput) -> RuntimeJobV2:
     """Create the primitive's job in mode: a backend (RuntimeBackend), or a Session or Batch (any object
-    with `service`, `backend_name` and `session_id`). The session id goes to service.run only where it
-    takes one."""
+    with `service`, `backend_name` and `session_id`); no mode inside a ``with Session(...)`` block means
+    that session, as in qiskit-ibm-runtime."""
+    mode = mode if mode is not None else current_session()
     if mode is None:
         raise _invalid_argument("mode", "give a backend, a Session or a Batch")
     service = getattr(mode, "service", None)
@@ -119,11 +120,8 @@ def submit(mode: Any, program_id: str, primitive: pb.PrimitiveInput) -> RuntimeJ
     if service is None or not isinstance(backend_name, str):
         raise _invalid_argument(
             "mode", f"must be a backend from a service, a Session or a Batch, not {type(mode).__name__}")
-    extra = {}
-    session_id = getattr(mode, "session_id", None)
-    if session_id and "session_id" in inspect.signature(service.run).parameters:
-        extra["session_id"] = session_id
-    job = service.run(program_id, {}, {"backend_name": backend_name}, primitive_input=primitive, **extra)
+    job = service.run(program_id, {}, {"backend_name": backend_name}, primitive_input=primitive,
+                      session_id=getattr(mode, "session_id", None))
     return RuntimeJobV2(job)
 
 
