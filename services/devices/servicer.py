@@ -32,6 +32,7 @@ DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 200
 PLAN_KINDS = {"lite": SIMULATOR, "standard": PHYSICAL}
 KINDS = {SIMULATOR: backend_pb2.BACKEND_KIND_SIMULATOR, PHYSICAL: backend_pb2.BACKEND_KIND_PHYSICAL}
 MAX_REASON_CHARS = 200
+MAX_SELECTION_CHECKS = 1000
 OPERATE = "backend.operate"  # the action an operator role grants
 
 
@@ -131,22 +132,64 @@ class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
                 reason="NO_BACKEND_AVAILABLE",
                 metadata={"min_num_qubits": request.min_num_qubits},
             )
+        if len(request.checks) > MAX_SELECTION_CHECKS:
+            raise InvalidArgument(
+                f"{len(request.checks)} checks; at most {MAX_SELECTION_CHECKS}", reason="INVALID_SELECTION",
+                field_violations=[("checks", f"at most {MAX_SELECTION_CHECKS}")])
+
         def load(name: str) -> int:  # a running job's pending run is the same work: counted once
             return request.queued_jobs.get(name, 0) + max(request.running_jobs.get(name, 0),
                                                           self._queues.pending(name))
 
-        loads = {name: load(name) for name in candidates}
-        least = min(loads.values())
-        tied = [name for name in candidates if loads[name] == least]
-        chosen = random.choice(tied)  # noqa: S311 - fairness, not secrecy
+        # Least busy first, equals in random order (fairness, not secrecy).
+        ordered = sorted(candidates, key=lambda name: (load(name), random.random()))  # noqa: S311
+        refusals: dict[str, InvalidArgument] = {}
+        for name in ordered:
+            refusal = await self._refusal(name, request.checks)
+            if refusal is None:
+                break
+            refusals[name] = refusal
+        else:
+            first = refusals[ordered[0]]  # the least busy backend's
+            raise InvalidArgument(
+                f"none of the {len(ordered)} operational backends your instance's plan allows accepts the job's "
+                "circuits: " + "; ".join(f"{name}: {err.message}" for name, err in refusals.items()),
+                reason="NO_BACKEND_RUNS_CIRCUITS",
+                metadata={"backends": ",".join(refusals), "check": first.metadata.get("check", "0")},
+                field_violations=[(f"backend {name}", f"{err.reason}: {err.message}")
+                                  for name, err in refusals.items()],
+            )
+        tied = [other for other in candidates if other != name and load(other) == load(name)]
         wide = f" with at least {request.min_num_qubits} qubits" if request.min_num_qubits else ""
         reason = (
-            f"least busy of {len(candidates)} operational backends{wide}: {request.queued_jobs.get(chosen, 0)} jobs "
-            f"queued + {request.running_jobs.get(chosen, 0)} running ({self._queues.pending(chosen)} runs pending)"
+            f"least busy of {len(candidates)} operational backends{wide}: {request.queued_jobs.get(name, 0)} jobs "
+            f"queued + {request.running_jobs.get(name, 0)} running ({self._queues.pending(name)} runs pending)"
         )
-        if len(tied) > 1:
-            reason += f"; tied with {', '.join(n for n in tied if n != chosen)}, picked at random"
-        return devices_service_pb2.SelectBackendResponse(backend=self._backend_message(chosen), reason=reason)
+        if tied and not refusals:
+            reason += f"; tied with {', '.join(tied)}, picked at random"
+        if refusals:
+            reason += "; " + ", ".join(f"{other} refused the circuits ({err.reason})"
+                                       for other, err in refusals.items())
+        return devices_service_pb2.SelectBackendResponse(backend=self._backend_message(name), reason=reason)
+
+    async def _refusal(self, backend: str, checks) -> InvalidArgument | None:
+        """Why backend refuses the checks (the first refused, by index; metadata `check` says which), or None.
+        Every check runs to its end: cancelling one would kill the worker doing it."""
+        async def check(index: int, given: devices_service_pb2.CheckCircuitsRequest) -> None:
+            request = devices_service_pb2.CheckCircuitsRequest()
+            request.CopyFrom(given)
+            request.backend, request.shots = backend, given.shots or DEFAULT_SHOTS
+            try:
+                await self._queues.check(request)
+            except InvalidArgument as err:
+                err.metadata = {**err.metadata, "check": str(index)}
+                raise
+
+        outcomes = await asyncio.gather(*(check(i, c) for i, c in enumerate(checks)), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, InvalidArgument):
+                raise outcome
+        return next((outcome for outcome in outcomes if isinstance(outcome, InvalidArgument)), None)
 
     async def UpdateBackendStatus(self, request, context):
         principal = current_principal()

@@ -7,7 +7,9 @@ memory than the deployment allows simulations, wider than the backend) is refuse
 INVALID_ARGUMENT naming the input, and never stored, queued or retried.
 
 The circuits are checked as a program's inputs (`as_program_input`): programs bind parameters and add
-measurements before they run them, so only what that cannot change is checked.
+measurements before they run them, so only what that cannot change is checked. A primitive job's PUBs
+are checked as they will run. A job that names no backend has its checks sent with SelectBackend, so
+that the backend chosen is one that accepts them.
 """
 
 from __future__ import annotations
@@ -52,55 +54,70 @@ def _qpy(text: Any) -> bytes:
         return b""
 
 
-async def check_input_circuits(
-    devices: devices_service_pb2_grpc.DevicesServiceStub, metadata, backend: str, inputs: dict[str, Any]
-) -> None:
-    """Raise InvalidArgument unless every circuit in inputs can run on backend (the devices service's
-    reason kept, the input named); its other errors (NOT_FOUND, UNAVAILABLE, ...) pass through."""
-    # Up to 32 MiB of base64 to walk and decode: off the event loop.
-    found = await asyncio.to_thread(lambda: [(path, _qpy(text)) for path, text in encoded_circuits(inputs, "inputs")])
-    if not found:
-        return
-    slots = asyncio.Semaphore(_CONCURRENT_CHECKS)
+PRIMITIVE_PATH = "primitive_input"
+Check = tuple[str, devices_service_pb2.CheckCircuitsRequest]  # (what the user calls it, the check sans backend)
 
-    async def check(path: str, qpy: bytes) -> None:
+
+def circuit_checks(inputs: dict[str, Any], primitive: primitives_pb2.PrimitiveInput | None) -> list[Check]:
+    """The checks of a job's circuits, backend left empty: one per circuit in JSON inputs (up to 32 MiB
+    of base64 to walk: call it off the event loop), or one for a primitive job's PUBs."""
+    if primitive is not None:
+        return [(PRIMITIVE_PATH, devices_service_pb2.CheckCircuitsRequest(primitive=primitive))]
+    checks = []
+    for path, text in encoded_circuits(inputs, "inputs"):
+        qpy = _qpy(text)
         if not qpy:
             raise InvalidArgument(f"{path} is not a circuit: its value is not base64 QPY", reason="INVALID_QPY",
                                   field_violations=[(path, "must be a circuit serialized with qiskit.qpy, in base64")])
-        request = devices_service_pb2.CheckCircuitsRequest(backend=backend, circuits_qpy=qpy, as_program_input=True)
+        checks.append((path, devices_service_pb2.CheckCircuitsRequest(circuits_qpy=qpy, as_program_input=True)))
+    return checks
+
+
+async def check_circuits(devices: devices_service_pb2_grpc.DevicesServiceStub, metadata, backend: str,
+                         checks: list[Check]) -> None:
+    """Raise InvalidArgument unless every check passes on backend (the devices service's reason kept, the
+    input named); its other errors (NOT_FOUND, UNAVAILABLE, ...) pass through."""
+    slots = asyncio.Semaphore(_CONCURRENT_CHECKS)
+
+    async def check(path: str, given: devices_service_pb2.CheckCircuitsRequest) -> None:
+        request = devices_service_pb2.CheckCircuitsRequest()
+        request.CopyFrom(given)
+        request.backend = backend
         async with slots:
             try:
                 await call(devices.CheckCircuits, request, metadata=metadata)
             except ServiceError as err:
                 if err.code != grpc.StatusCode.INVALID_ARGUMENT:
                     raise
-                raise InvalidArgument(
-                    f"{path} cannot run on {backend}: {err.message}", reason=err.reason,
-                    metadata={**err.metadata, "input": path, "backend": backend},
-                    field_violations=[(path, err.message)],
-                ) from None
+                raise refused(path, backend, err) from None
 
-    checks = [asyncio.create_task(check(path, qpy)) for path, qpy in found]
+    tasks = [asyncio.create_task(check(path, request)) for path, request in checks]
     try:
-        for done in asyncio.as_completed(checks):
+        for done in asyncio.as_completed(tasks):
             await done  # the first refusal ends the request; the others are cancelled below
     finally:
-        for task in checks:
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*checks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def check_primitive(devices: devices_service_pb2_grpc.DevicesServiceStub, metadata, backend: str,
-                          primitive: primitives_pb2.PrimitiveInput) -> None:
-    """Raise InvalidArgument unless every PUB can run on backend: the devices service decodes and checks
-    them in a worker, and its refusal (naming the PUB and the field) is passed on with the backend added."""
-    request = devices_service_pb2.CheckCircuitsRequest(backend=backend, primitive=primitive)
-    try:
-        await call(devices.CheckCircuits, request, metadata=metadata)
-    except ServiceError as err:
-        if err.code != grpc.StatusCode.INVALID_ARGUMENT:
-            raise
-        raise InvalidArgument(
+def refused(path: str, backend: str, err: ServiceError) -> InvalidArgument:
+    """The devices service's refusal of the input at path, as the user's error: a primitive's names the
+    PUB and its field; a JSON input's names the input."""
+    if path == PRIMITIVE_PATH:
+        return InvalidArgument(
             f"{err.message} (on {backend})", reason=err.reason, metadata={**err.metadata, "backend": backend},
-            field_violations=[(f"primitive_input.{field}", why) for field, why in err.field_violations],
-        ) from None
+            field_violations=[(f"{PRIMITIVE_PATH}.{field}", why) for field, why in err.field_violations],
+        )
+    return InvalidArgument(
+        f"{path} cannot run on {backend}: {err.message}", reason=err.reason,
+        metadata={**err.metadata, "input": path, "backend": backend}, field_violations=[(path, err.message)],
+    )
+
+
+def refused_everywhere(checks: list[Check], err: ServiceError) -> InvalidArgument:
+    """SelectBackend's NO_BACKEND_RUNS_CIRCUITS, naming the input the least busy backend refused."""
+    index = int(err.metadata.get("check", "0"))
+    path = checks[index][0] if 0 <= index < len(checks) else "inputs"
+    return InvalidArgument(err.message, reason=err.reason, metadata={**err.metadata, "input": path},
+                           field_violations=[(path, why) for _, why in err.field_violations])

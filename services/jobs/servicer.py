@@ -21,7 +21,7 @@ from qruntime.jobs.v1 import job_pb2, jobs_service_pb2, jobs_service_pb2_grpc
 from qruntime.programs.v1 import program_pb2, programs_service_pb2, programs_service_pb2_grpc
 
 from qruntime_kit.auth import Principal, current_principal
-from qruntime_kit.errors import FailedPrecondition, InvalidArgument, Unavailable
+from qruntime_kit.errors import FailedPrecondition, InvalidArgument, ServiceError, Unavailable
 from qruntime_kit.interceptors import current_request_id
 from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import Credentials, call
@@ -29,7 +29,7 @@ from qruntime_kit.store import page_size
 
 from . import typed
 from .admission import AdmissionLimits, check_admission
-from .circuit_checks import check_input_circuits, check_primitive
+from .circuit_checks import Check, check_circuits, circuit_checks, refused_everywhere
 from .executor import JobExecutor
 from .filters import parse_filter
 from .idempotency import check_same_request, request_fingerprint
@@ -306,24 +306,30 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         )
 
     async def _backend_and_circuits(self, name: str, metadata, inputs, primitive) -> tuple[backend_pb2.Backend, str]:
-        """The job's backend and why (see _backend), once the input circuits (or PUBs) are checked for it."""
+        """The job's backend and why (see resolve_backend), once the input circuits (or PUBs) are checked for it."""
+        checks = await asyncio.to_thread(circuit_checks, inputs, primitive)
+        if not name:  # the least busy backend that accepts them (checked there by SelectBackend)
+            return await self.resolve_backend("", metadata, checks)
         backend, chosen = await self.resolve_backend(name, metadata)
-        if primitive is not None:
-            await check_primitive(self.deps.devices, metadata, backend.name, primitive)
-        else:
-            await check_input_circuits(self.deps.devices, metadata, backend.name, inputs)
+        await check_circuits(self.deps.devices, metadata, backend.name, checks)
         return backend, chosen
 
-    async def resolve_backend(self, name: str, metadata) -> tuple[backend_pb2.Backend, str]:
-        """The named backend, or the least busy one the user's plan allows (chosen by devices, from the
-        jobs queued and running here and the runs pending there); and why it was chosen."""
+    async def resolve_backend(self, name: str, metadata, checks: list[Check] = ()) -> tuple[backend_pb2.Backend, str]:
+        """The named backend, or the least busy one the user's plan allows that accepts the checks (chosen by
+        devices, from the jobs queued and running here and the runs pending there); and why it was chosen."""
         devices = self.deps.devices
         if name:
             request = devices_service_pb2.GetBackendRequest(name=name)
             return (await call(devices.GetBackend, request, metadata=metadata)).backend, "named"
         queued, running = await asyncio.to_thread(self.deps.store.load_by_backend)
-        request = devices_service_pb2.SelectBackendRequest(queued_jobs=queued, running_jobs=running)
-        chosen = await call(devices.SelectBackend, request, metadata=metadata)
+        request = devices_service_pb2.SelectBackendRequest(queued_jobs=queued, running_jobs=running,
+                                                           checks=[check for _, check in checks])
+        try:
+            chosen = await call(devices.SelectBackend, request, metadata=metadata)
+        except ServiceError as err:
+            if err.reason != "NO_BACKEND_RUNS_CIRCUITS":
+                raise
+            raise refused_everywhere(checks, err) from None
         return chosen.backend, chosen.reason
 
 

@@ -295,3 +295,34 @@ def test_select_backend_counts_the_runs_a_backend_has_under_real_load(devices):
     everything_queued = {name: 5 for name in SIMULATORS if name != "simulator_statevector"}
     chosen = devices["lite"].SelectBackend(pb.SelectBackendRequest(queued_jobs=everything_queued))
     assert chosen.backend.name == "simulator_statevector"
+
+
+def ghz_with_t(width: int) -> QuantumCircuit:
+    """Wide but barely entangled, and not Clifford: matrix product states hold it, state vectors cannot."""
+    circuit = QuantumCircuit(width)
+    circuit.h(0)
+    for qubit in range(width - 1):
+        circuit.cx(qubit, qubit + 1)
+    circuit.t(range(width))
+    circuit.measure_all()
+    return circuit
+
+
+def test_select_backend_with_the_jobs_circuits_picks_the_least_busy_that_accepts_them(devices, bell_qpy):
+    check = pb.CheckCircuitsRequest(circuits_qpy=dump_circuits_qpy(ghz_with_t(40)), shots=100)
+    # simulator_mps is the busiest, yet the only one of the three that can hold 40 such qubits.
+    queued = {"simulator_mps": 5}
+    chosen = devices["lite"].SelectBackend(pb.SelectBackendRequest(queued_jobs=queued, checks=[check]))
+    assert chosen.backend.name == "simulator_mps"
+    assert "ibmq_qasm_simulator refused the circuits (CIRCUIT_NEEDS_TOO_MUCH_MEMORY)" in chosen.reason
+    assert "simulator_statevector refused the circuits" in chosen.reason
+    # Without the circuits the choice ignores them (it would be refused when checked).
+    assert devices["lite"].SelectBackend(pb.SelectBackendRequest(queued_jobs=queued)).backend.name != "simulator_mps"
+    # What none accepts is the caller's error, each backend's refusal named; the failing check is said.
+    wide = pb.CheckCircuitsRequest(circuits_qpy=dump_circuits_qpy(ghz_with_t(70)))
+    bell = pb.CheckCircuitsRequest(circuits_qpy=bell_qpy)
+    err = devices["lite"].error("SelectBackend", pb.SelectBackendRequest(checks=[bell, wide]))
+    assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "NO_BACKEND_RUNS_CIRCUITS")
+    assert err.metadata["check"] == "1" and set(err.metadata["backends"].split(",")) == {
+        "ibmq_qasm_simulator", "simulator_mps", "simulator_statevector"}
+    assert "simulator_mps: " in err.message and "CIRCUIT_TOO_WIDE" in str(err.field_violations)

@@ -12,6 +12,7 @@ import time
 import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
+from qiskit import QuantumCircuit
 from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from qruntime.devices.v1 import backend_pb2
 from qruntime.encoding import dumps, loads
@@ -233,6 +234,30 @@ def test_circuits_the_backend_refuses_end_the_job_backend_error(world, bell):
     ended = world.me.wait(job.id)
     assert (ended.state, ended.reason) == (job_pb2.JOB_STATE_ERROR, job_pb2.JOB_REASON_BACKEND_ERROR)
     assert "INVALID_SHOTS" in ended.reason_message
+
+
+def ghz_with_t(width: int) -> QuantumCircuit:
+    """Wide but barely entangled, and not Clifford: matrix product states hold it, state vectors cannot."""
+    circuit = QuantumCircuit(width)
+    circuit.h(0)
+    for qubit in range(width - 1):
+        circuit.cx(qubit, qubit + 1)
+    circuit.t(range(width))
+    circuit.measure_all()
+    return circuit
+
+
+def test_a_job_naming_no_backend_goes_to_the_least_busy_one_that_accepts_its_circuits(world, bell):
+    job = world.me.create("sampler", {"circuits": [ghz_with_t(40)], "shots": 10})
+    assert job.backend == "simulator_mps"  # the two state-vector simulators cannot hold 40 qubits
+    assert world.me.wait(job.id).state == job_pb2.JOB_STATE_DONE
+    first = world.me.ListJobLogs(pb.ListJobLogsRequest(job_id=job.id)).entries[0].message
+    assert first.startswith("backend simulator_mps: least busy") and "refused the circuits" in first
+    err = world.me.error("CreateJob", pb.CreateJobRequest(program_id="sampler", inputs=dumps(
+        {"circuits": [bell, ghz_with_t(70)]})))  # wider than any simulator of the plan runs
+    assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "NO_BACKEND_RUNS_CIRCUITS")
+    assert err.metadata["input"] == "inputs.circuits[1]" and "simulator_mps: " in err.message
+    assert [j.id for j in world.me.ListJobs(pb.ListJobsRequest()).jobs] == [job.id]  # nothing stored
 
 
 def test_cancel_then_delete(world):

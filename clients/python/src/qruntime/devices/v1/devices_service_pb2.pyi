@@ -383,6 +383,7 @@ class SelectBackendRequest(_message.Message):
     MIN_NUM_QUBITS_FIELD_NUMBER: _builtins.int
     QUEUED_JOBS_FIELD_NUMBER: _builtins.int
     RUNNING_JOBS_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
     min_num_qubits: _builtins.int
     """The fewest qubits the backend must have; 0: any."""
     @_builtins.property
@@ -398,16 +399,23 @@ class SelectBackendRequest(_message.Message):
         so a backend's load is its queued jobs plus the larger of its running jobs and its pending runs.
         """
 
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckCircuitsRequest]:
+        """The job's circuits, each as CheckCircuits takes them with `backend` left empty (it is set to each
+        backend tried); none: any backend that fits the rest. At most 1,000 checks.
+        """
+
     def __init__(
         self,
         *,
         min_num_qubits: _builtins.int = ...,
         queued_jobs: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         running_jobs: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        checks: _abc.Iterable[Global___CheckCircuitsRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_num_qubits", b"min_num_qubits", "queued_jobs", b"queued_jobs", "running_jobs", b"running_jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "min_num_qubits", b"min_num_qubits", "queued_jobs", b"queued_jobs", "running_jobs", b"running_jobs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -423,7 +431,8 @@ class SelectBackendResponse(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     """Why, for the job's record, e.g. "least busy of 5 operational backends with at least 2 qubits:
-    0 jobs queued + 0 running (0 runs pending); tied with simulator_mps, picked at random".
+    0 jobs queued + 0 running (0 runs pending); tied with simulator_mps, picked at random", and which
+    less busy ones refused the circuits, e.g. "; simulator_mps refused the circuits: CIRCUIT_TOO_WIDE".
     """
     @_builtins.property
     def backend(self) -> _backend_pb2.Backend:

@@ -120,9 +120,12 @@ class DevicesServiceServicer:
     def SelectBackend(self, request, context):
         """Picks the least busy backend that can run a job: among those the caller's plan allows that are
         operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer nor
-        simulator_extended_stabilizer, which run Clifford and Clifford+T circuits), the one with the fewest jobs queued for it
-        (as the caller counts them, queued_jobs) plus runs pending in the devices service; ties are broken
-        at random, so equal backends share the work. FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits.
+        simulator_extended_stabilizer, which run Clifford and Clifford+T circuits), the one with the least
+        load (see running_jobs); ties are broken at random, so equal backends share the work. With checks,
+        only a backend that accepts the job's circuits is chosen: the least busy is checked first, then
+        the next, so the answer's backend has passed them all (its width, instructions, ISA, memory).
+        FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits; INVALID_ARGUMENT NO_BACKEND_RUNS_CIRCUITS
+        (naming each backend's refusal) when operational backends exist but none accepts the circuits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -53,9 +53,12 @@ class DevicesServiceStub:
     SelectBackend: _grpc.UnaryUnaryMultiCallable[_devices_service_pb2.SelectBackendRequest, _devices_service_pb2.SelectBackendResponse]
     """Picks the least busy backend that can run a job: among those the caller's plan allows that are
     operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer nor
-    simulator_extended_stabilizer, which run Clifford and Clifford+T circuits), the one with the fewest jobs queued for it
-    (as the caller counts them, queued_jobs) plus runs pending in the devices service; ties are broken
-    at random, so equal backends share the work. FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits.
+    simulator_extended_stabilizer, which run Clifford and Clifford+T circuits), the one with the least
+    load (see running_jobs); ties are broken at random, so equal backends share the work. With checks,
+    only a backend that accepts the job's circuits is chosen: the least busy is checked first, then
+    the next, so the answer's backend has passed them all (its width, instructions, ISA, memory).
+    FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits; INVALID_ARGUMENT NO_BACKEND_RUNS_CIRCUITS
+    (naming each backend's refusal) when operational backends exist but none accepts the circuits.
     """
     UpdateBackendStatus: _grpc.UnaryUnaryMultiCallable[_devices_service_pb2.UpdateBackendStatusRequest, _devices_service_pb2.UpdateBackendStatusResponse]
     """Takes a backend out of service (maintenance) or puts it back. Only operators may call it: today the
@@ -88,9 +91,12 @@ class DevicesServiceAsyncStub(DevicesServiceStub):
     SelectBackend: _aio.UnaryUnaryMultiCallable[_devices_service_pb2.SelectBackendRequest, _devices_service_pb2.SelectBackendResponse]  # type: ignore[assignment]
     """Picks the least busy backend that can run a job: among those the caller's plan allows that are
     operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer nor
-    simulator_extended_stabilizer, which run Clifford and Clifford+T circuits), the one with the fewest jobs queued for it
-    (as the caller counts them, queued_jobs) plus runs pending in the devices service; ties are broken
-    at random, so equal backends share the work. FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits.
+    simulator_extended_stabilizer, which run Clifford and Clifford+T circuits), the one with the least
+    load (see running_jobs); ties are broken at random, so equal backends share the work. With checks,
+    only a backend that accepts the job's circuits is chosen: the least busy is checked first, then
+    the next, so the answer's backend has passed them all (its width, instructions, ISA, memory).
+    FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits; INVALID_ARGUMENT NO_BACKEND_RUNS_CIRCUITS
+    (naming each backend's refusal) when operational backends exist but none accepts the circuits.
     """
     UpdateBackendStatus: _aio.UnaryUnaryMultiCallable[_devices_service_pb2.UpdateBackendStatusRequest, _devices_service_pb2.UpdateBackendStatusResponse]  # type: ignore[assignment]
     """Takes a backend out of service (maintenance) or puts it back. Only operators may call it: today the
@@ -156,9 +162,12 @@ class DevicesServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_devices_service_pb2.SelectBackendResponse, _abc.Awaitable[_devices_service_pb2.SelectBackendResponse]]:
         """Picks the least busy backend that can run a job: among those the caller's plan allows that are
         operational, have at least min_num_qubits qubits and run any circuit (not simulator_stabilizer nor
-        simulator_extended_stabilizer, which run Clifford and Clifford+T circuits), the one with the fewest jobs queued for it
-        (as the caller counts them, queued_jobs) plus runs pending in the devices service; ties are broken
-        at random, so equal backends share the work. FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits.
+        simulator_extended_stabilizer, which run Clifford and Clifford+T circuits), the one with the least
+        load (see running_jobs); ties are broken at random, so equal backends share the work. With checks,
+        only a backend that accepts the job's circuits is chosen: the least busy is checked first, then
+        the next, so the answer's backend has passed them all (its width, instructions, ISA, memory).
+        FAILED_PRECONDITION NO_BACKEND_AVAILABLE when none fits; INVALID_ARGUMENT NO_BACKEND_RUNS_CIRCUITS
+        (naming each backend's refusal) when operational backends exist but none accepts the circuits.
         """
 
     @_abc_1.abstractmethod
