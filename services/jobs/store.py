@@ -90,7 +90,8 @@ job_table = sa.Table(
     sa.Index("jobs_job_state_created", "state", "create_time", "id"),
     # Fair claims: read from the index alone (session_id says whether a job may start).
     sa.Index("jobs_job_state_instance_created", "state", "instance", "create_time", "id", "session_id"),
-    sa.Index("jobs_job_session_state", "session_id", "state"),  # a session's queued and running jobs
+    # A session's queued and running jobs, oldest first (the next one of a dedicated session: its head).
+    sa.Index("jobs_job_session_state", "session_id", "state", "create_time", "id"),
 )
 
 # Sessions and batches (SessionsService); sessions.py says how they schedule their jobs. Times are UTC.
