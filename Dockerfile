@@ -15,5 +15,5 @@ RUN pip install --no-cache-dir -c constraints.txt ./clients/python . \
     && useradd --system --home /data qruntime && mkdir -p /data && chown qruntime /data
 USER qruntime
 ENV QRUNTIME_DATA_DIR=/data QRUNTIME_LOG_FORMAT=json QRUNTIME_HOST=0.0.0.0
-EXPOSE 8443 8444 8445 8446 8447
+EXPOSE 8443 8444 8445 8446 8447 8080
 CMD ["qruntime", "--help"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The quick start, end to end, on the embedded default: set up, start the whole suite on this
-# machine (SQLite under $DATA_DIR), run examples/quickstart.py against it, stop the suite cleanly.
+# machine (SQLite under $DATA_DIR), run examples/quickstart.py (gRPC, the client) and
+# examples/quickstart_rest.py (HTTP/JSON) against it, stop the suite cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -21,5 +22,6 @@ for _ in $(seq 1 120); do
 done
 echo "suite is up (log: $DATA_DIR.log)"
 .venv/bin/python examples/quickstart.py --bootstrap "$DATA_DIR/bootstrap.json"
+.venv/bin/python examples/quickstart_rest.py --bootstrap "$DATA_DIR/bootstrap.json"
 kill -TERM $suite && wait $suite && echo "suite stopped cleanly"
 trap - EXIT

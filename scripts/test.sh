@@ -11,6 +11,8 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== generated code"
 .venv/bin/python scripts/gen_protos.py --check
+.venv/bin/python scripts/gen_openapi.py --check
+.venv/bin/python scripts/vendor_web.py --check
 echo "== tests"
 set +e
 .venv/bin/python -m pytest "$@"

@@ -34,6 +34,7 @@ from typing import Literal
 from google.protobuf import duration_pb2
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit import CONTROL_FLOW_OP_NAMES
+from qiskit.circuit.library import get_standard_gate_name_mapping
 from qiskit.transpiler import Target
 from qiskit.transpiler.exceptions import TranspilerError
 from qiskit_aer import AerSimulator
@@ -170,7 +171,12 @@ class AerSimulatorAdapter(BackendAdapter):
         self.universal = method not in (memory.STABILIZER, memory.EXTENDED_STABILIZER)
         self.description = description or f"Ideal qiskit-aer simulator, {method.replace('_', ' ')} method"
         self._simulator = AerSimulator(method=method)
-        self._supported = frozenset(self._simulator.operation_names) | DIRECTIVES
+        # The extended stabilizer lists rz but takes it at Clifford angles only (other angles fail when
+        # it runs); it takes p at any angle, so circuits with rz are rewritten in p for it.
+        unreliable = {"rz"} if method == memory.EXTENDED_STABILIZER else set()
+        self._supported = frozenset(self._simulator.operation_names) - unreliable | DIRECTIVES
+        standard = get_standard_gate_name_mapping()
+        self._basis = sorted(n for n in self._supported if n in standard) if unreliable else None
         self._aer_qubits = self._simulator.num_qubits  # Aer's own maximum, from this machine's memory
         # The widest circuit the method can address at all (the stabilizer method, which `automatic`
         # picks for Clifford circuits, goes far wider than the others); below that, memory decides.
@@ -228,6 +234,11 @@ class AerSimulatorAdapter(BackendAdapter):
 
     def _transpile(self, circuit: QuantumCircuit) -> QuantumCircuit:
         try:
+            if self._basis is not None:
+                flow = sorted(set(iter_operation_names(circuit)) & CONTROL_FLOW_OP_NAMES - self._supported)
+                if flow:  # a basis of gates alone would let control flow through to fail in Aer
+                    raise TranspilerError(f"the control-flow construct {flow[0]!r} is not supported by the backend")
+                return transpile(circuit, basis_gates=self._basis, optimization_level=0, num_processes=1)
             return transpile(circuit, backend=self._simulator, optimization_level=0, num_processes=1)
         except TranspilerError as err:
             raise not_runnable(circuit, self.name, err) from None

@@ -7,12 +7,14 @@ import datetime as dt
 from google.protobuf import duration_pb2, timestamp_pb2
 from qruntime.jobs.v1 import job_pb2, session_pb2
 
+from . import typed
 from .store import INTERIM, LOG, EventRecord, InterimRecord, JobRecord, LogRecord, SessionRecord, utcnow
 from .watch import Position
 
 
 def job_message(job: JobRecord, view: int = job_pb2.JOB_VIEW_FULL) -> job_pb2.Job:
     """The Job message of a stored job; its inputs only in the FULL view."""
+    primitive = typed.primitive_input(job) if view == job_pb2.JOB_VIEW_FULL else None
     message = job_pb2.Job(
         id=job.id,
         program_id=job.program_id,
@@ -22,7 +24,7 @@ def job_message(job: JobRecord, view: int = job_pb2.JOB_VIEW_FULL) -> job_pb2.Jo
         reason_message=job.reason_message,
         instance=job.instance,
         owner=job.owner,
-        inputs=job.inputs if view == job_pb2.JOB_VIEW_FULL else "",
+        inputs=job.inputs if view == job_pb2.JOB_VIEW_FULL and primitive is None else "",
         options=job_pb2.JobOptions(
             backend_name=job.backend, log_level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{job.log_level}")
         ),
@@ -36,6 +38,8 @@ def job_message(job: JobRecord, view: int = job_pb2.JOB_VIEW_FULL) -> job_pb2.Jo
         time_limit_source=job_pb2.TimeLimitSource.Value(f"TIME_LIMIT_SOURCE_{job.time_limit_source or 'UNSPECIFIED'}"),
         session_id=job.session_id,
     )
+    if primitive is not None:
+        message.primitive_input.CopyFrom(primitive)
     if job.deadline is not None:
         message.deadline.CopyFrom(timestamp(job.deadline))
     if job.start_time is not None:

@@ -27,8 +27,9 @@ from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import Credentials, call
 from qruntime_kit.store import page_size
 
+from . import typed
 from .admission import AdmissionLimits, check_admission
-from .circuit_checks import check_input_circuits
+from .circuit_checks import check_input_circuits, check_primitive
 from .executor import JobExecutor
 from .filters import parse_filter
 from .idempotency import check_same_request, request_fingerprint
@@ -89,6 +90,9 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         principal.require("job.create")
         instance = principal.require_instance("jobs")
         inputs = await asyncio.to_thread(check_create_request, request)  # up to 32 MiB of JSON to parse
+        primitive = request.primitive_input if request.HasField("primitive_input") else None
+        if primitive is not None:
+            typed.check_request(request.program_id, primitive, request.inputs)
         deps = self.deps
         fingerprint = request_fingerprint(request)
         if request.request_id:  # a retry: answer with the job the first call created, if it asked the same
@@ -105,13 +109,18 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         metadata = await deps.credentials.metadata(on_behalf_of=principal)
         # The program and the backend are asked for at once (the backend does not depend on the
         # program); the circuits are checked once the backend is known.
-        checked = asyncio.create_task(self._backend_and_circuits(backend_name, metadata, inputs))
+        checked = asyncio.create_task(self._backend_and_circuits(backend_name, metadata, inputs, primitive))
         try:
             program = (await call(
                 deps.programs.GetProgram, programs_service_pb2.GetProgramRequest(program_id=request.program_id),
                 metadata=metadata,
             )).program
-            check_inputs(program.id, program.inputs, inputs)
+            if primitive is None:
+                check_inputs(program.id, program.inputs, inputs)
+            elif program.runtime != program_pb2.PROGRAM_RUNTIME_BUILTIN:
+                raise InvalidArgument(f"program {program.id!r} is not the built-in primitive; it takes JSON inputs",
+                                      reason="PRIMITIVE_PROGRAM_MISMATCH", metadata={"program_id": program.id},
+                                      field_violations=[("primitive_input", "must be empty for this program")])
             backend, chosen = await checked
         finally:
             if not checked.done():
@@ -126,7 +135,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             program_id=program.id,
             runtime=program_pb2.ProgramRuntime.Name(program.runtime).removeprefix("PROGRAM_RUNTIME_"),
             backend=backend.name,
-            inputs=request.inputs or "{}",
+            inputs=(await asyncio.to_thread(typed.stored_inputs, primitive)) if primitive else request.inputs or "{}",
             log_level=log_level_name(request.options.log_level),
             max_execution_seconds=limit_seconds,
             time_limit_source=limit_source,
@@ -265,7 +274,12 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                     reason="JOB_NOT_DONE",
                     metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
                 )
-            return _result_chunk((store.get_result(job.id) or "").encode(), request.offset)
+            stored = store.get_result(job.id) or ""
+            if typed.is_primitive(job):
+                result = typed.primitive_result(stored)
+                if result.ByteSize() <= RESULT_CHUNK_BYTES and request.offset == 0:
+                    return jobs_service_pb2.GetJobResultResponse(primitive_result=result)
+            return _result_chunk(stored.encode(), request.offset)
 
         return await asyncio.to_thread(read)
 
@@ -291,10 +305,13 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             interim_results=[interim_result_message(r) for r in results], next_page_token=token
         )
 
-    async def _backend_and_circuits(self, name: str, metadata, inputs) -> tuple[backend_pb2.Backend, str]:
-        """The job's backend and why (see _backend), once the input circuits are checked for it."""
+    async def _backend_and_circuits(self, name: str, metadata, inputs, primitive) -> tuple[backend_pb2.Backend, str]:
+        """The job's backend and why (see _backend), once the input circuits (or PUBs) are checked for it."""
         backend, chosen = await self.resolve_backend(name, metadata)
-        await check_input_circuits(self.deps.devices, metadata, backend.name, inputs)
+        if primitive is not None:
+            await check_primitive(self.deps.devices, metadata, backend.name, primitive)
+        else:
+            await check_input_circuits(self.deps.devices, metadata, backend.name, inputs)
         return backend, chosen
 
     async def resolve_backend(self, name: str, metadata) -> tuple[backend_pb2.Backend, str]:

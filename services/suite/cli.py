@@ -1,7 +1,9 @@
 """The `qruntime` command: run the embedded suite or the front door, make service keys.
 
-    qruntime up --data-dir DIR      all four services on one port, SQLite under DIR (foreground)
-    qruntime gateway ...            the front door for services running as separate processes
+    qruntime up --data-dir DIR      all four services on one port, SQLite under DIR (foreground), and
+                                    the HTTP/JSON API and web console on --http-port (default 8080)
+    qruntime gateway ...            the front door for services running as separate processes (gRPC,
+                                    and HTTP/JSON on --http-port)
     qruntime admin ...              manage users, instances, groups, policies, keys; read the audit trail
     qruntime service-key            print a new service API key (for QRUNTIME_SERVICE_KEY and QRUNTIME_SERVICE_KEYS)
 """
@@ -20,6 +22,7 @@ from qruntime_kit.settings import load_settings
 
 from .embedded import SuiteSettings, build_components
 from .gateway import GatewaySettings, run_gateway
+from .rest import HttpFrontDoor
 
 
 def up(argv: list[str]) -> None:
@@ -38,7 +41,10 @@ def up(argv: list[str]) -> None:
     if fresh:
         print(f"qruntime: first start: the first account, its Lite and Standard instances and API key go to "
               f"{(data_dir / BOOTSTRAP_FILE).resolve()}", file=sys.stderr, flush=True)
-    run(build_components(settings), settings, front_door=True)
+    components = build_components(settings)
+    if settings.http_port >= 0:  # last: it serves once the services do
+        components.append(HttpFrontDoor(settings.host, settings.http_port, bootstrap_file=data_dir / BOOTSTRAP_FILE))
+    run(components, settings, front_door=True)
 
 
 def main(argv: list[str] | None = None) -> None:

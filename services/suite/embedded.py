@@ -19,12 +19,15 @@ from qruntime_kit.server import Component
 from qruntime_kit.settings import setting
 from qruntime_programs.component import ProgramsSettings
 
+from .rest import HttpSettings
+
 SERVICES = ("auth", "programs", "devices", "jobs")
 
 
 @dataclasses.dataclass(frozen=True)
-class SuiteSettings(JobsSettings, DevicesSettings, AuthSettings, ProgramsSettings):
-    """Settings of the embedded suite: every setting of the services it composes, on one port."""
+class SuiteSettings(JobsSettings, DevicesSettings, AuthSettings, ProgramsSettings, HttpSettings):
+    """Settings of the embedded suite: every setting of the services it composes, on one port, and
+    the port of its HTTP/JSON API and web console."""
 
     port: int = setting(8443, "port to listen on; 0 picks a free one")
 

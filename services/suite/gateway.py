@@ -31,13 +31,15 @@ from qruntime_kit.server import until_signalled
 from qruntime_kit.settings import ServerSettings, setting
 from qruntime_kit.tls import add_port, aio_channel, server_credentials
 
+from .rest import HttpFrontDoor, HttpSettings
+
 log = get_logger("gateway")
 _HOP_BY_HOP = {"te", "content-type", "grpc-timeout", "user-agent", "grpc-accept-encoding", "grpc-encoding"}
 
 
 @dataclasses.dataclass(frozen=True)
-class GatewaySettings(ServerSettings):
-    """Settings of the front door: where each service listens."""
+class GatewaySettings(ServerSettings, HttpSettings):
+    """Settings of the front door: where each service listens, and its HTTP/JSON port."""
 
     programs_url: str = setting("127.0.0.1:8445", "host:port of the programs service")
     jobs_url: str = setting("127.0.0.1:8446", "host:port of the jobs service")
@@ -131,10 +133,13 @@ class Gateway:
     port: int
     router: Router
     health: health.aio.HealthServicer
+    http: HttpFrontDoor | None = None
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, stop taking calls, let those in flight finish, then close the channels."""
         await self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            await self.http.stop()
         await self.server.stop(grace)
         await self.router.close()
 
@@ -149,9 +154,14 @@ async def start_gateway(settings: GatewaySettings) -> Gateway:
     # Users call the front door: it never asks them for certificates, whatever tls_verify_clients says.
     port = add_port(server, f"{settings.host}:{settings.port}",
                     server_credentials(settings.tls_cert_file, settings.tls_key_file))
+    http = None
+    if settings.http_port >= 0:  # the HTTP/JSON API calls this gateway's own gRPC port; up before it serves
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "[::]") else settings.host
+        http = HttpFrontDoor(settings.host, settings.http_port, f"{host}:{port}", settings)
+        await http.start()
     await server.start()
     log.info("gateway serving", address=f"{settings.host}:{port}", routes=settings.routes())
-    return Gateway(server, port, router, health_servicer)
+    return Gateway(server, port, router, health_servicer, http)
 
 
 async def serve_gateway(settings: GatewaySettings) -> None:

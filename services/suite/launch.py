@@ -41,6 +41,7 @@ class Launched:
     processes: dict[str, subprocess.Popen]
     envs: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # each process's environment
     tls_files: dict[str, str] = dataclasses.field(default_factory=dict)  # ca_file, cert_file, key_file
+    http_url: str = ""  # the HTTP/JSON API's and the web console's base URL
 
     @property
     def bootstrap(self) -> dict:
@@ -120,10 +121,11 @@ def embedded(data_dir: Path, port: int | None = None, timeout: float = 60, extra
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **(extra_env or {})}
-    process = _spawn([str(BIN / "qruntime"), "up", "--data-dir", str(data_dir), "--port", str(port)],
-                     data_dir / "suite.log", env)
+    process = _spawn([str(BIN / "qruntime"), "up", "--data-dir", str(data_dir), "--port", str(port),
+                      "--http-port", str(free_port())], data_dir / "suite.log", env)
     launched = Launched(f"127.0.0.1:{port}", data_dir, {"suite": process}, {"suite": env}, _tls_files(env))
     _wait(launched, {"suite": launched.url}, timeout)
+    launched.http_url = launched.bootstrap.get("http_url", "")
     return launched
 
 
@@ -132,6 +134,7 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None, service_env=No
     service_env: more environment for the four services, not the gateway."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("gateway", "auth", "programs", "devices", "jobs")}
+    http_port = free_port()  # the gateway's HTTP/JSON port
     url = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     keys = {name: new_api_key() for name in ("programs", "devices", "jobs")}  # each its own; auth knows them
     env = {**os.environ, "QRUNTIME_DATA_DIR": str(data_dir), "QRUNTIME_AUTH_URL": url["auth"], **(extra_env or {})}
@@ -143,14 +146,15 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None, service_env=No
         "devices": ["qruntime-devices"],
         "jobs": ["qruntime-jobs", "--programs-url", url["programs"], "--devices-url", url["devices"]],
         "gateway": ["qruntime", "gateway", "--programs-url", url["programs"], "--jobs-url", url["jobs"],
-                    "--devices-url", url["devices"]],
+                    "--devices-url", url["devices"], "--http-port", str(http_port)],
     }
     envs = {name: {**env, **((service_env or {}) if name != "gateway" else {}), **own_env.get(name, {})}
             for name in commands}
     processes = {name: _spawn([str(BIN / program), *args, "--port", str(ports[name])], data_dir / f"{name}.log",
                               envs[name])
                  for name, (program, *args) in commands.items()}
-    launched = Launched(url["gateway"], data_dir, processes, envs, _tls_files(env))
+    launched = Launched(url["gateway"], data_dir, processes, envs, _tls_files(env),
+                        http_url=f"http://127.0.0.1:{http_port}")
     _wait(launched, url, timeout)
     if not (data_dir / "bootstrap.json").exists():  # auth serves only once it has written it
         launched.stop()

@@ -267,7 +267,7 @@ def test_behind_the_gateway_the_per_peer_limit_counts_the_caller_not_what_it_cla
     from qruntime_suite.gateway import GatewaySettings, start_gateway
 
     suite = start_suite(trusted_proxies="ipv4:127.0.0.1", token_requests_per_peer=0.01)
-    gateway = suite.run(start_gateway(GatewaySettings(port=0, auth_url=suite.address, grace_seconds=0)))
+    gateway = suite.run(start_gateway(GatewaySettings(port=0, http_port=0, auth_url=suite.address, grace_seconds=0)))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
             stub = auth_service_pb2_grpc.AuthServiceStub(channel)

@@ -83,7 +83,8 @@ def test_addresses_between_services_agree(monkeypatch):
 
 def test_only_the_gateway_is_published(monkeypatch):
     published = {n: SERVICES[n].get("ports") for n in QRUNTIME_SERVICES if SERVICES[n].get("ports")}
-    assert published == {"gateway": [f"8443:{parsed('gateway', monkeypatch).port}"]}
+    gateway = parsed("gateway", monkeypatch)
+    assert published == {"gateway": [f"8443:{gateway.port}", f"8080:{gateway.http_port}"]}
 
 
 def test_each_calling_service_holds_its_own_key_auth_knows_them_and_all_wait_for_postgres():

@@ -48,7 +48,7 @@ async def gateway_in_front(stand_in: StandIn) -> AsyncIterator:
     url = f"127.0.0.1:{downstream.add_insecure_port('127.0.0.1:0')}"
     await downstream.start()
     gateway = await start_gateway(GatewaySettings(
-        port=0, auth_url=url, programs_url=url, jobs_url=url, devices_url=url, grace_seconds=0))
+        port=0, http_port=0, auth_url=url, programs_url=url, jobs_url=url, devices_url=url, grace_seconds=0))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
             yield gateway, channel
@@ -140,7 +140,7 @@ def test_a_service_that_is_down_is_unavailable():
             s.bind(("127.0.0.1", 0))
             nobody = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
         gateway = await start_gateway(GatewaySettings(
-            port=0, auth_url=nobody, programs_url=nobody, jobs_url=nobody, devices_url=nobody))
+            port=0, http_port=0, auth_url=nobody, programs_url=nobody, jobs_url=nobody, devices_url=nobody))
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
                 stub = programs_service_pb2_grpc.ProgramsServiceStub(channel)

@@ -209,3 +209,29 @@ def test_simulator_configuration_and_empty_properties():
     assert "measure" not in config.basis_gates and not any(g.startswith("save_") for g in config.basis_gates)
     assert not config.coupling_map
     assert adapter.properties() == type(adapter.properties())()
+
+
+def test_the_extended_stabilizer_runs_rotations_at_any_angle_and_refuses_control_flow(backends):
+    """Aer's extended stabilizer lists rz but fails at run time on non-Clifford angles: circuits are
+    rewritten in p for it, so ry/rz/rx at any angle run. (It samples each shot by a Markov chain, about
+    0.1 s a shot here: a few shots of a circuit whose outcome is certain.)"""
+    adapter = backends["simulator_extended_stabilizer"]
+    circuit = QuantumCircuit(1)
+    circuit.ry(1.0, 0)
+    circuit.rz(0.4, 0)
+    circuit.rx(0.3, 0)
+    circuit.rx(-0.3, 0)
+    circuit.rz(-0.4, 0)
+    circuit.ry(-1.0, 0)  # undoes the rest: always 0
+    circuit.measure_all()
+    [result] = adapter.run([circuit], shots=8, seed=11)
+    assert dict(result.counts) == {"0": 8}
+    branching = QuantumCircuit(1, 1)
+    branching.h(0)
+    branching.measure(0, 0)
+    with branching.if_test((branching.clbits[0], 1)):
+        branching.x(0)
+    branching.measure(0, 0)
+    with pytest.raises(InvalidArgument) as caught:
+        adapter.run([branching], shots=10)
+    assert caught.value.reason == "CIRCUIT_NOT_RUNNABLE" and "if_else" in caught.value.message

@@ -139,6 +139,7 @@ class Transport:
         self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
         self.tokens = _TokenSource(self.auth, api_key, instance, timeout=timeout)
         self._api_key, self._instance = api_key, instance
+        self.service: Any = None  # the IBMRuntimeService using it, so that its backends can reach it
 
     def call(
         self,

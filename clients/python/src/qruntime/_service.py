@@ -25,6 +25,7 @@ from .programs.v1 import programs_service_pb2
 
 if TYPE_CHECKING:
     from ._runtime_backend import RuntimeBackend
+    from .primitives.v1.primitives_pb2 import PrimitiveInput
 
 __all__ = ["IBMRuntimeService", "QiskitRuntimeService"]
 
@@ -205,6 +206,7 @@ class IBMRuntimeService:
         callback: Callable[[str, Any], None] | None = None,
         job_tags: list[str] | None = None,
         session_id: str | None = None,
+        primitive_input: PrimitiveInput | None = None,
     ) -> RuntimeJob:
         """Start a job of ``program_id`` and return it at once, QUEUED.
 
@@ -213,7 +215,9 @@ class IBMRuntimeService:
         level. A retry with the same ``request_id`` returns the job the first call created. With
         ``callback``, ``callback(job_id, interim_result)`` is called for each interim result the program
         publishes (see :meth:`RuntimeJob.stream_results`). ``job_tags`` label the job. With ``session_id``
-        the job joins that session or batch (see :class:`Session`) and runs on its backend.
+        the job joins that session or batch (see :class:`Session`) and runs on its backend. ``primitive_input``
+        (a ``qruntime.primitives.v1.PrimitiveInput``, what SamplerV2 and EstimatorV2 send) gives the sampler's
+        or estimator's inputs typed, ``inputs`` then being empty.
 
         Raises:
             IBMInputValueError: inputs or options invalid, here or according to the service.
@@ -243,6 +247,8 @@ class IBMRuntimeService:
             tags=job_tags or [],
             session_id=session_id or "",
         )
+        if primitive_input is not None:
+            request.primitive_input.CopyFrom(primitive_input)
         job = RuntimeJob(self._transport.call(self._transport.jobs.CreateJob, request).job, self._transport,
                          result_decoder)
         if callback is not None:

@@ -22,43 +22,50 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from qruntime.auth.v1 import auth_pb2 as qruntime_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/auth/v1/auth_service.proto\x12\x10qruntime.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bqruntime/auth/v1/auth.proto\"[\n\x12\x43reateTokenRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12\x11\n\taudiences\x18\x04 \x03(\t\"\xd0\x01\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08instance\x18\x03 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.qruntime.auth.v1.Role\x12%\n\x05roles\x18\x05 \x03(\x0e\x32\x16.qruntime.auth.v1.Role\"0\n\x19\x43reateServiceTokenRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\"\\\n\x1a\x43reateServiceTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x1b\x43reateDelegatedTokenRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\"^\n\x1c\x43reateDelegatedTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x16ListRevocationsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\nRevocation\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12/\n\x0brevoke_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x17ListRevocationsResponse\x12\x31\n\x0brevocations\x18\x01 \x03(\x0b\x32\x1c.qruntime.auth.v1.Revocation\"\x18\n\x16ListSigningKeysRequest\"M\n\x17ListSigningKeysResponse\x12\x32\n\x0csigning_keys\x18\x01 \x03(\x0b\x32\x1c.qruntime.auth.v1.SigningKey\"&\n\x12GetInstanceRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\"C\n\x13GetInstanceResponse\x12,\n\x08instance\x18\x01 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance2\xfd\x04\n\x0b\x41uthService\x12Z\n\x0b\x43reateToken\x12$.qruntime.auth.v1.CreateTokenRequest\x1a%.qruntime.auth.v1.CreateTokenResponse\x12o\n\x12\x43reateServiceToken\x12+.qruntime.auth.v1.CreateServiceTokenRequest\x1a,.qruntime.auth.v1.CreateServiceTokenResponse\x12u\n\x14\x43reateDelegatedToken\x12-.qruntime.auth.v1.CreateDelegatedTokenRequest\x1a..qruntime.auth.v1.CreateDelegatedTokenResponse\x12\x66\n\x0fListRevocations\x12(.qruntime.auth.v1.ListRevocationsRequest\x1a).qruntime.auth.v1.ListRevocationsResponse\x12\x66\n\x0fListSigningKeys\x12(.qruntime.auth.v1.ListSigningKeysRequest\x1a).qruntime.auth.v1.ListSigningKeysResponse\x12Z\n\x0bGetInstance\x12$.qruntime.auth.v1.GetInstanceRequest\x1a%.qruntime.auth.v1.GetInstanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/auth/v1/auth_service.proto\x12\x10qruntime.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bqruntime/auth/v1/auth.proto\"[\n\x12\x43reateTokenRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12\x11\n\taudiences\x18\x04 \x03(\t\"\xd0\x01\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08instance\x18\x03 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.qruntime.auth.v1.Role\x12%\n\x05roles\x18\x05 \x03(\x0e\x32\x16.qruntime.auth.v1.Role\"0\n\x19\x43reateServiceTokenRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\"\\\n\x1a\x43reateServiceTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x1b\x43reateDelegatedTokenRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\"^\n\x1c\x43reateDelegatedTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x16ListRevocationsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\nRevocation\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12/\n\x0brevoke_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x17ListRevocationsResponse\x12\x31\n\x0brevocations\x18\x01 \x03(\x0b\x32\x1c.qruntime.auth.v1.Revocation\"\x18\n\x16ListSigningKeysRequest\"M\n\x17ListSigningKeysResponse\x12\x32\n\x0csigning_keys\x18\x01 \x03(\x0b\x32\x1c.qruntime.auth.v1.SigningKey\"&\n\x12GetInstanceRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\"C\n\x13GetInstanceResponse\x12,\n\x08instance\x18\x01 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance2\xd1\x05\n\x0b\x41uthService\x12u\n\x0b\x43reateToken\x12$.qruntime.auth.v1.CreateTokenRequest\x1a%.qruntime.auth.v1.CreateTokenResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/api/v1/tokens:\x01*\x12o\n\x12\x43reateServiceToken\x12+.qruntime.auth.v1.CreateServiceTokenRequest\x1a,.qruntime.auth.v1.CreateServiceTokenResponse\x12u\n\x14\x43reateDelegatedToken\x12-.qruntime.auth.v1.CreateDelegatedTokenRequest\x1a..qruntime.auth.v1.CreateDelegatedTokenResponse\x12\x66\n\x0fListRevocations\x12(.qruntime.auth.v1.ListRevocationsRequest\x1a).qruntime.auth.v1.ListRevocationsResponse\x12\x84\x01\n\x0fListSigningKeys\x12(.qruntime.auth.v1.ListSigningKeysRequest\x1a).qruntime.auth.v1.ListSigningKeysResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/signing_keys\x12t\n\x0bGetInstance\x12$.qruntime.auth.v1.GetInstanceRequest\x1a%.qruntime.auth.v1.GetInstanceResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/instanceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qruntime.auth.v1.auth_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATETOKENREQUEST']._serialized_start=119
-  _globals['_CREATETOKENREQUEST']._serialized_end=210
-  _globals['_CREATETOKENRESPONSE']._serialized_start=213
-  _globals['_CREATETOKENRESPONSE']._serialized_end=421
-  _globals['_CREATESERVICETOKENREQUEST']._serialized_start=423
-  _globals['_CREATESERVICETOKENREQUEST']._serialized_end=471
-  _globals['_CREATESERVICETOKENRESPONSE']._serialized_start=473
-  _globals['_CREATESERVICETOKENRESPONSE']._serialized_end=565
-  _globals['_CREATEDELEGATEDTOKENREQUEST']._serialized_start=567
-  _globals['_CREATEDELEGATEDTOKENREQUEST']._serialized_end=640
-  _globals['_CREATEDELEGATEDTOKENRESPONSE']._serialized_start=642
-  _globals['_CREATEDELEGATEDTOKENRESPONSE']._serialized_end=736
-  _globals['_LISTREVOCATIONSREQUEST']._serialized_start=738
-  _globals['_LISTREVOCATIONSREQUEST']._serialized_end=805
-  _globals['_REVOCATION']._serialized_start=807
-  _globals['_REVOCATION']._serialized_end=885
-  _globals['_LISTREVOCATIONSRESPONSE']._serialized_start=887
-  _globals['_LISTREVOCATIONSRESPONSE']._serialized_end=963
-  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_start=965
-  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_end=989
-  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_start=991
-  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_end=1068
-  _globals['_GETINSTANCEREQUEST']._serialized_start=1070
-  _globals['_GETINSTANCEREQUEST']._serialized_end=1108
-  _globals['_GETINSTANCERESPONSE']._serialized_start=1110
-  _globals['_GETINSTANCERESPONSE']._serialized_end=1177
-  _globals['_AUTHSERVICE']._serialized_start=1180
-  _globals['_AUTHSERVICE']._serialized_end=1817
+  _globals['_AUTHSERVICE'].methods_by_name['CreateToken']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['CreateToken']._serialized_options = b'\202\323\344\223\002\023\"\016/api/v1/tokens:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['ListSigningKeys']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['ListSigningKeys']._serialized_options = b'\202\323\344\223\002\026\022\024/api/v1/signing_keys'
+  _globals['_AUTHSERVICE'].methods_by_name['GetInstance']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['GetInstance']._serialized_options = b'\202\323\344\223\002\022\022\020/api/v1/instance'
+  _globals['_CREATETOKENREQUEST']._serialized_start=149
+  _globals['_CREATETOKENREQUEST']._serialized_end=240
+  _globals['_CREATETOKENRESPONSE']._serialized_start=243
+  _globals['_CREATETOKENRESPONSE']._serialized_end=451
+  _globals['_CREATESERVICETOKENREQUEST']._serialized_start=453
+  _globals['_CREATESERVICETOKENREQUEST']._serialized_end=501
+  _globals['_CREATESERVICETOKENRESPONSE']._serialized_start=503
+  _globals['_CREATESERVICETOKENRESPONSE']._serialized_end=595
+  _globals['_CREATEDELEGATEDTOKENREQUEST']._serialized_start=597
+  _globals['_CREATEDELEGATEDTOKENREQUEST']._serialized_end=670
+  _globals['_CREATEDELEGATEDTOKENRESPONSE']._serialized_start=672
+  _globals['_CREATEDELEGATEDTOKENRESPONSE']._serialized_end=766
+  _globals['_LISTREVOCATIONSREQUEST']._serialized_start=768
+  _globals['_LISTREVOCATIONSREQUEST']._serialized_end=835
+  _globals['_REVOCATION']._serialized_start=837
+  _globals['_REVOCATION']._serialized_end=915
+  _globals['_LISTREVOCATIONSRESPONSE']._serialized_start=917
+  _globals['_LISTREVOCATIONSRESPONSE']._serialized_end=993
+  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_start=995
+  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_end=1019
+  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_start=1021
+  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_end=1098
+  _globals['_GETINSTANCEREQUEST']._serialized_start=1100
+  _globals['_GETINSTANCEREQUEST']._serialized_end=1138
+  _globals['_GETINSTANCERESPONSE']._serialized_start=1140
+  _globals['_GETINSTANCERESPONSE']._serialized_end=1207
+  _globals['_AUTHSERVICE']._serialized_start=1210
+  _globals['_AUTHSERVICE']._serialized_end=1931
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from qruntime.primitives.v1 import primitives_pb2 as _primitives_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -310,6 +311,7 @@ class Job(_message.Message):
     TIME_LIMIT_SOURCE_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    PRIMITIVE_INPUT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, assigned by the service."""
     program_id: _builtins.str
@@ -378,6 +380,12 @@ class Job(_message.Message):
         max_execution_time. Unset while the job is queued (the limit counts from the program's start).
         """
 
+    @_builtins.property
+    def primitive_input(self) -> _primitives_pb2.PrimitiveInput:
+        """The typed inputs of a primitive job (CreateJobRequest.primitive_input; `inputs` is then empty).
+        Like inputs, only in JOB_VIEW_FULL.
+        """
+
     def __init__(
         self,
         *,
@@ -403,10 +411,11 @@ class Job(_message.Message):
         time_limit_source: Global___TimeLimitSource.ValueType = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         session_id: _builtins.str = ...,
+        primitive_input: _primitives_pb2.PrimitiveInput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "primitive_input", b"primitive_input", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "id", b"id", "inputs", b"inputs", "instance", b"instance", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "owner", b"owner", "program_id", b"program_id", "program_version", b"program_version", "reason", b"reason", "reason_message", b"reason_message", "request_id", b"request_id", "session_id", b"session_id", "start_time", b"start_time", "state", b"state", "tags", b"tags", "time_limit_source", b"time_limit_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "id", b"id", "inputs", b"inputs", "instance", b"instance", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "owner", b"owner", "primitive_input", b"primitive_input", "program_id", b"program_id", "program_version", b"program_version", "reason", b"reason", "reason_message", b"reason_message", "request_id", b"request_id", "session_id", b"session_id", "start_time", b"start_time", "state", b"state", "tags", b"tags", "time_limit_source", b"time_limit_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,67 +22,93 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from qruntime.jobs.v1 import job_pb2 as qruntime_dot_jobs_dot_v1_dot_job__pb2
+from qruntime.primitives.v1 import primitives_pb2 as qruntime_dot_primitives_dot_v1_dot_primitives__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/jobs/v1/jobs_service.proto\x12\x10qruntime.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aqruntime/jobs/v1/job.proto\"\xb2\x01\n\x10\x43reateJobRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.qruntime.jobs.v1.JobOptions\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x15\n\rvalidate_only\x18\x06 \x01(\x08\x12\x12\n\nsession_id\x18\x07 \x01(\t\"7\n\x11\x43reateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"H\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x04view\x18\x02 \x01(\x0e\x32\x19.qruntime.jobs.v1.JobView\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"\xb0\x01\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nprogram_id\x18\x03 \x01(\t\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.qruntime.jobs.v1.JobState\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\'\n\x04view\x18\x06 \x01(\x0e\x32\x19.qruntime.jobs.v1.JobView\"P\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.qruntime.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteJobResponse\"5\n\x13GetJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"`\n\x14GetJobResultResponse\x12\x0e\n\x06result\x18\x01 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\"K\n\x12ListJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x13ListJobLogsResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.qruntime.jobs.v1.LogEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x1cListJobInterimResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"r\n\x1dListJobInterimResultsResponse\x12\x38\n\x0finterim_results\x18\x01 \x03(\x0b\x32\x1f.qruntime.jobs.v1.InterimResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\">\n\x10WatchJobResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.qruntime.jobs.v1.JobEvent\"O\n\x13\x42\x61tchGetJobsRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\'\n\x04view\x18\x02 \x01(\x0e\x32\x19.qruntime.jobs.v1.JobView\";\n\x14\x42\x61tchGetJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.qruntime.jobs.v1.Job\"4\n\x14UpdateJobTagsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\";\n\x15UpdateJobTagsResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"o\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x0c\x42\x61\x63kendUsage\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0c\n\x04jobs\x18\x02 \x01(\x03\x12\x15\n\rusage_seconds\x18\x03 \x01(\x01\"\xf8\x01\n\x10GetUsageResponse\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tjobs_done\x18\x03 \x01(\x03\x12\x12\n\njobs_error\x18\x04 \x01(\x03\x12\x16\n\x0ejobs_cancelled\x18\x05 \x01(\x03\x12\x15\n\rusage_seconds\x18\x06 \x01(\x01\x12\x30\n\x08\x62\x61\x63kends\x18\x07 \x03(\x0b\x32\x1e.qruntime.jobs.v1.BackendUsage2\xcd\x08\n\x0bJobsService\x12T\n\tCreateJob\x12\".qruntime.jobs.v1.CreateJobRequest\x1a#.qruntime.jobs.v1.CreateJobResponse\x12K\n\x06GetJob\x12\x1f.qruntime.jobs.v1.GetJobRequest\x1a .qruntime.jobs.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.qruntime.jobs.v1.ListJobsRequest\x1a\".qruntime.jobs.v1.ListJobsResponse\x12T\n\tCancelJob\x12\".qruntime.jobs.v1.CancelJobRequest\x1a#.qruntime.jobs.v1.CancelJobResponse\x12T\n\tDeleteJob\x12\".qruntime.jobs.v1.DeleteJobRequest\x1a#.qruntime.jobs.v1.DeleteJobResponse\x12]\n\x0cGetJobResult\x12%.qruntime.jobs.v1.GetJobResultRequest\x1a&.qruntime.jobs.v1.GetJobResultResponse\x12Z\n\x0bListJobLogs\x12$.qruntime.jobs.v1.ListJobLogsRequest\x1a%.qruntime.jobs.v1.ListJobLogsResponse\x12x\n\x15ListJobInterimResults\x12..qruntime.jobs.v1.ListJobInterimResultsRequest\x1a/.qruntime.jobs.v1.ListJobInterimResultsResponse\x12S\n\x08WatchJob\x12!.qruntime.jobs.v1.WatchJobRequest\x1a\".qruntime.jobs.v1.WatchJobResponse0\x01\x12]\n\x0c\x42\x61tchGetJobs\x12%.qruntime.jobs.v1.BatchGetJobsRequest\x1a&.qruntime.jobs.v1.BatchGetJobsResponse\x12`\n\rUpdateJobTags\x12&.qruntime.jobs.v1.UpdateJobTagsRequest\x1a\'.qruntime.jobs.v1.UpdateJobTagsResponse\x12Q\n\x08GetUsage\x12!.qruntime.jobs.v1.GetUsageRequest\x1a\".qruntime.jobs.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/jobs/v1/jobs_service.proto\x12\x10qruntime.jobs.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aqruntime/jobs/v1/job.proto\x1a\'qruntime/primitives/v1/primitives.proto\"\xf3\x01\n\x10\x43reateJobRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.qruntime.jobs.v1.JobOptions\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x15\n\rvalidate_only\x18\x06 \x01(\x08\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12?\n\x0fprimitive_input\x18\n \x01(\x0b\x32&.qruntime.primitives.v1.PrimitiveInput\"7\n\x11\x43reateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"H\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x04view\x18\x02 \x01(\x0e\x32\x19.qruntime.jobs.v1.JobView\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"\xb0\x01\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nprogram_id\x18\x03 \x01(\t\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.qruntime.jobs.v1.JobState\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\'\n\x04view\x18\x06 \x01(\x0e\x32\x19.qruntime.jobs.v1.JobView\"P\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.qruntime.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteJobResponse\"5\n\x13GetJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"\xa3\x01\n\x14GetJobResultResponse\x12\x0e\n\x06result\x18\x01 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\x12\x41\n\x10primitive_result\x18\x14 \x01(\x0b\x32\'.qruntime.primitives.v1.PrimitiveResult\"K\n\x12ListJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x13ListJobLogsResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.qruntime.jobs.v1.LogEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x1cListJobInterimResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"r\n\x1dListJobInterimResultsResponse\x12\x38\n\x0finterim_results\x18\x01 \x03(\x0b\x32\x1f.qruntime.jobs.v1.InterimResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\">\n\x10WatchJobResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.qruntime.jobs.v1.JobEvent\"O\n\x13\x42\x61tchGetJobsRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\'\n\x04view\x18\x02 \x01(\x0e\x32\x19.qruntime.jobs.v1.JobView\";\n\x14\x42\x61tchGetJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.qruntime.jobs.v1.Job\"4\n\x14UpdateJobTagsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\";\n\x15UpdateJobTagsResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.qruntime.jobs.v1.Job\"o\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x0c\x42\x61\x63kendUsage\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0c\n\x04jobs\x18\x02 \x01(\x03\x12\x15\n\rusage_seconds\x18\x03 \x01(\x01\"\xf8\x01\n\x10GetUsageResponse\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tjobs_done\x18\x03 \x01(\x03\x12\x12\n\njobs_error\x18\x04 \x01(\x03\x12\x16\n\x0ejobs_cancelled\x18\x05 \x01(\x03\x12\x15\n\rusage_seconds\x18\x06 \x01(\x01\x12\x30\n\x08\x62\x61\x63kends\x18\x07 \x03(\x0b\x32\x1e.qruntime.jobs.v1.BackendUsage2\xe0\x0b\n\x0bJobsService\x12m\n\tCreateJob\x12\".qruntime.jobs.v1.CreateJobRequest\x1a#.qruntime.jobs.v1.CreateJobResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/api/v1/jobs:\x01*\x12j\n\x06GetJob\x12\x1f.qruntime.jobs.v1.GetJobRequest\x1a .qruntime.jobs.v1.GetJobResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/jobs/{job_id}\x12g\n\x08ListJobs\x12!.qruntime.jobs.v1.ListJobsRequest\x1a\".qruntime.jobs.v1.ListJobsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/v1/jobs\x12z\n\tCancelJob\x12\".qruntime.jobs.v1.CancelJobRequest\x1a#.qruntime.jobs.v1.CancelJobResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x1c/api/v1/jobs/{job_id}/cancel\x12s\n\tDeleteJob\x12\".qruntime.jobs.v1.DeleteJobRequest\x1a#.qruntime.jobs.v1.DeleteJobResponse\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/api/v1/jobs/{job_id}\x12\x84\x01\n\x0cGetJobResult\x12%.qruntime.jobs.v1.GetJobResultRequest\x1a&.qruntime.jobs.v1.GetJobResultResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/jobs/{job_id}/results\x12~\n\x0bListJobLogs\x12$.qruntime.jobs.v1.ListJobLogsRequest\x1a%.qruntime.jobs.v1.ListJobLogsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/v1/jobs/{job_id}/logs\x12\xa7\x01\n\x15ListJobInterimResults\x12..qruntime.jobs.v1.ListJobInterimResultsRequest\x1a/.qruntime.jobs.v1.ListJobInterimResultsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/jobs/{job_id}/interim_results\x12y\n\x08WatchJob\x12!.qruntime.jobs.v1.WatchJobRequest\x1a\".qruntime.jobs.v1.WatchJobResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/api/v1/jobs/{job_id}/events0\x01\x12|\n\x0c\x42\x61tchGetJobs\x12%.qruntime.jobs.v1.BatchGetJobsRequest\x1a&.qruntime.jobs.v1.BatchGetJobsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/jobs:batchGet\x12\x87\x01\n\rUpdateJobTags\x12&.qruntime.jobs.v1.UpdateJobTagsRequest\x1a\'.qruntime.jobs.v1.UpdateJobTagsResponse\"%\x82\xd3\xe4\x93\x02\x1f\x1a\x1a/api/v1/jobs/{job_id}/tags:\x01*\x12h\n\x08GetUsage\x12!.qruntime.jobs.v1.GetUsageRequest\x1a\".qruntime.jobs.v1.GetUsageResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/usageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qruntime.jobs.v1.jobs_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEJOBREQUEST']._serialized_start=119
-  _globals['_CREATEJOBREQUEST']._serialized_end=297
-  _globals['_CREATEJOBRESPONSE']._serialized_start=299
-  _globals['_CREATEJOBRESPONSE']._serialized_end=354
-  _globals['_GETJOBREQUEST']._serialized_start=356
-  _globals['_GETJOBREQUEST']._serialized_end=428
-  _globals['_GETJOBRESPONSE']._serialized_start=430
-  _globals['_GETJOBRESPONSE']._serialized_end=482
-  _globals['_LISTJOBSREQUEST']._serialized_start=485
-  _globals['_LISTJOBSREQUEST']._serialized_end=661
-  _globals['_LISTJOBSRESPONSE']._serialized_start=663
-  _globals['_LISTJOBSRESPONSE']._serialized_end=743
-  _globals['_CANCELJOBREQUEST']._serialized_start=745
-  _globals['_CANCELJOBREQUEST']._serialized_end=779
-  _globals['_CANCELJOBRESPONSE']._serialized_start=781
-  _globals['_CANCELJOBRESPONSE']._serialized_end=836
-  _globals['_DELETEJOBREQUEST']._serialized_start=838
-  _globals['_DELETEJOBREQUEST']._serialized_end=872
-  _globals['_DELETEJOBRESPONSE']._serialized_start=874
-  _globals['_DELETEJOBRESPONSE']._serialized_end=893
-  _globals['_GETJOBRESULTREQUEST']._serialized_start=895
-  _globals['_GETJOBRESULTREQUEST']._serialized_end=948
-  _globals['_GETJOBRESULTRESPONSE']._serialized_start=950
-  _globals['_GETJOBRESULTRESPONSE']._serialized_end=1046
-  _globals['_LISTJOBLOGSREQUEST']._serialized_start=1048
-  _globals['_LISTJOBLOGSREQUEST']._serialized_end=1123
-  _globals['_LISTJOBLOGSRESPONSE']._serialized_start=1125
-  _globals['_LISTJOBLOGSRESPONSE']._serialized_end=1216
-  _globals['_LISTJOBINTERIMRESULTSREQUEST']._serialized_start=1218
-  _globals['_LISTJOBINTERIMRESULTSREQUEST']._serialized_end=1303
-  _globals['_LISTJOBINTERIMRESULTSRESPONSE']._serialized_start=1305
-  _globals['_LISTJOBINTERIMRESULTSRESPONSE']._serialized_end=1419
-  _globals['_WATCHJOBREQUEST']._serialized_start=1421
-  _globals['_WATCHJOBREQUEST']._serialized_end=1478
-  _globals['_WATCHJOBRESPONSE']._serialized_start=1480
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1542
-  _globals['_BATCHGETJOBSREQUEST']._serialized_start=1544
-  _globals['_BATCHGETJOBSREQUEST']._serialized_end=1623
-  _globals['_BATCHGETJOBSRESPONSE']._serialized_start=1625
-  _globals['_BATCHGETJOBSRESPONSE']._serialized_end=1684
-  _globals['_UPDATEJOBTAGSREQUEST']._serialized_start=1686
-  _globals['_UPDATEJOBTAGSREQUEST']._serialized_end=1738
-  _globals['_UPDATEJOBTAGSRESPONSE']._serialized_start=1740
-  _globals['_UPDATEJOBTAGSRESPONSE']._serialized_end=1799
-  _globals['_GETUSAGEREQUEST']._serialized_start=1801
-  _globals['_GETUSAGEREQUEST']._serialized_end=1912
-  _globals['_BACKENDUSAGE']._serialized_start=1914
-  _globals['_BACKENDUSAGE']._serialized_end=1982
-  _globals['_GETUSAGERESPONSE']._serialized_start=1985
-  _globals['_GETUSAGERESPONSE']._serialized_end=2233
-  _globals['_JOBSSERVICE']._serialized_start=2236
-  _globals['_JOBSSERVICE']._serialized_end=3337
+  _globals['_JOBSSERVICE'].methods_by_name['CreateJob']._loaded_options = None
+  _globals['_JOBSSERVICE'].methods_by_name['CreateJob']._serialized_options = b'\202\323\344\223\002\021\"\014/api/v1/jobs:\001*'
+  _globals['_JOBSSERVICE'].methods_by_name['GetJob']._loaded_options = None
+  _globals['_JOBSSERVICE'].methods_by_name['GetJob']._serialized_options = b'\202\323\344\223\002\027\022\025/api/v1/jobs/{job_id}'
+  _globals['_JOBSSERVICE'].methods_by_name['ListJobs']._loaded_options = None
+  _globals['_JOBSSERVICE'].methods_by_name['ListJobs']._serialized_options = b'\202\323\344\223\002\016\022\014/api/v1/jobs'
+  _globals['_JOBSSERVICE'].methods_by_name['CancelJob']._loaded_options = None
+  _globals['_JOBSSERVICE'].methods_by_name['CancelJob']._serialized_options = b'\202\323\344\223\002\036\"\034/api/v1/jobs/{job_id}/cancel'
+  _globals['_JOBSSERVICE'].methods_by_name['DeleteJob']._loaded_options = None
+  _globals['_JOBSSERVICE'].methods_by_name['DeleteJob']._serialized_options = b'\202\323\344\223\002\027*\025/api/v1/jobs/{job_id}'
+  _globals['_JOBSSERVICE'].methods_by_name['GetJobResult']._loaded_options = None
+  _globals['_JOBSSERVICE'].methods_by_name['GetJobResult']._serialized_options = b'\202\323\344\223\002\037\022\035/api/v1/jobs/{job_id}/results'
+  _globals['_JOBSSERVICE'].methods_by_name['ListJobLogs']._loaded_options = None
+  _globals['_JOBSSERVICE'].methods_by_name['ListJobLogs']._serialized_options = b'\202\323\344\223\002\034\022\032/api/v1/jobs/{job_id}/logs'
+  _globals['_JOBSSERVICE'].methods_by_name['ListJobInterimResults']._loaded_options = None
+  _globals['_JOBSSERVICE'].methods_by_name['ListJobInterimResults']._serialized_options = b'\202\323\344\223\002\'\022%/api/v1/jobs/{job_id}/interim_results'
+  _globals['_JOBSSERVICE'].methods_by_name['WatchJob']._loaded_options = None
+  _globals['_JOBSSERVICE'].methods_by_name['WatchJob']._serialized_options = b'\202\323\344\223\002\036\022\034/api/v1/jobs/{job_id}/events'
+  _globals['_JOBSSERVICE'].methods_by_name['BatchGetJobs']._loaded_options = None
+  _globals['_JOBSSERVICE'].methods_by_name['BatchGetJobs']._serialized_options = b'\202\323\344\223\002\027\022\025/api/v1/jobs:batchGet'
+  _globals['_JOBSSERVICE'].methods_by_name['UpdateJobTags']._loaded_options = None
+  _globals['_JOBSSERVICE'].methods_by_name['UpdateJobTags']._serialized_options = b'\202\323\344\223\002\037\032\032/api/v1/jobs/{job_id}/tags:\001*'
+  _globals['_JOBSSERVICE'].methods_by_name['GetUsage']._loaded_options = None
+  _globals['_JOBSSERVICE'].methods_by_name['GetUsage']._serialized_options = b'\202\323\344\223\002\017\022\r/api/v1/usage'
+  _globals['_CREATEJOBREQUEST']._serialized_start=190
+  _globals['_CREATEJOBREQUEST']._serialized_end=433
+  _globals['_CREATEJOBRESPONSE']._serialized_start=435
+  _globals['_CREATEJOBRESPONSE']._serialized_end=490
+  _globals['_GETJOBREQUEST']._serialized_start=492
+  _globals['_GETJOBREQUEST']._serialized_end=564
+  _globals['_GETJOBRESPONSE']._serialized_start=566
+  _globals['_GETJOBRESPONSE']._serialized_end=618
+  _globals['_LISTJOBSREQUEST']._serialized_start=621
+  _globals['_LISTJOBSREQUEST']._serialized_end=797
+  _globals['_LISTJOBSRESPONSE']._serialized_start=799
+  _globals['_LISTJOBSRESPONSE']._serialized_end=879
+  _globals['_CANCELJOBREQUEST']._serialized_start=881
+  _globals['_CANCELJOBREQUEST']._serialized_end=915
+  _globals['_CANCELJOBRESPONSE']._serialized_start=917
+  _globals['_CANCELJOBRESPONSE']._serialized_end=972
+  _globals['_DELETEJOBREQUEST']._serialized_start=974
+  _globals['_DELETEJOBREQUEST']._serialized_end=1008
+  _globals['_DELETEJOBRESPONSE']._serialized_start=1010
+  _globals['_DELETEJOBRESPONSE']._serialized_end=1029
+  _globals['_GETJOBRESULTREQUEST']._serialized_start=1031
+  _globals['_GETJOBRESULTREQUEST']._serialized_end=1084
+  _globals['_GETJOBRESULTRESPONSE']._serialized_start=1087
+  _globals['_GETJOBRESULTRESPONSE']._serialized_end=1250
+  _globals['_LISTJOBLOGSREQUEST']._serialized_start=1252
+  _globals['_LISTJOBLOGSREQUEST']._serialized_end=1327
+  _globals['_LISTJOBLOGSRESPONSE']._serialized_start=1329
+  _globals['_LISTJOBLOGSRESPONSE']._serialized_end=1420
+  _globals['_LISTJOBINTERIMRESULTSREQUEST']._serialized_start=1422
+  _globals['_LISTJOBINTERIMRESULTSREQUEST']._serialized_end=1507
+  _globals['_LISTJOBINTERIMRESULTSRESPONSE']._serialized_start=1509
+  _globals['_LISTJOBINTERIMRESULTSRESPONSE']._serialized_end=1623
+  _globals['_WATCHJOBREQUEST']._serialized_start=1625
+  _globals['_WATCHJOBREQUEST']._serialized_end=1682
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1684
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1746
+  _globals['_BATCHGETJOBSREQUEST']._serialized_start=1748
+  _globals['_BATCHGETJOBSREQUEST']._serialized_end=1827
+  _globals['_BATCHGETJOBSRESPONSE']._serialized_start=1829
+  _globals['_BATCHGETJOBSRESPONSE']._serialized_end=1888
+  _globals['_UPDATEJOBTAGSREQUEST']._serialized_start=1890
+  _globals['_UPDATEJOBTAGSREQUEST']._serialized_end=1942
+  _globals['_UPDATEJOBTAGSRESPONSE']._serialized_start=1944
+  _globals['_UPDATEJOBTAGSRESPONSE']._serialized_end=2003
+  _globals['_GETUSAGEREQUEST']._serialized_start=2005
+  _globals['_GETUSAGEREQUEST']._serialized_end=2116
+  _globals['_BACKENDUSAGE']._serialized_start=2118
+  _globals['_BACKENDUSAGE']._serialized_end=2186
+  _globals['_GETUSAGERESPONSE']._serialized_start=2189
+  _globals['_GETUSAGERESPONSE']._serialized_end=2437
+  _globals['_JOBSSERVICE']._serialized_start=2440
+  _globals['_JOBSSERVICE']._serialized_end=3944
 # @@protoc_insertion_point(module_scope)

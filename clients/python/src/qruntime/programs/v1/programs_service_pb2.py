@@ -22,41 +22,54 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from qruntime.programs.v1 import program_pb2 as qruntime_dot_programs_dot_v1_dot_program__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+qruntime/programs/v1/programs_service.proto\x12\x14qruntime.programs.v1\x1a google/protobuf/field_mask.proto\x1a\"qruntime/programs/v1/program.proto\"8\n\x11GetProgramRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"D\n\x12GetProgramResponse\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"<\n\x13ListProgramsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x14ListProgramsResponse\x12/\n\x08programs\x18\x01 \x03(\x0b\x32\x1d.qruntime.programs.v1.Program\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"W\n\x1aListProgramVersionsRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x1bListProgramVersionsResponse\x12/\n\x08programs\x18\x01 \x03(\x0b\x32\x1d.qruntime.programs.v1.Program\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x14\x43reateProgramRequest\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"G\n\x15\x43reateProgramResponse\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"w\n\x14UpdateProgramRequest\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"G\n\x15UpdateProgramResponse\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"*\n\x14\x44\x65leteProgramRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteProgramResponse2\x93\x05\n\x0fProgramsService\x12_\n\nGetProgram\x12\'.qruntime.programs.v1.GetProgramRequest\x1a(.qruntime.programs.v1.GetProgramResponse\x12\x65\n\x0cListPrograms\x12).qruntime.programs.v1.ListProgramsRequest\x1a*.qruntime.programs.v1.ListProgramsResponse\x12z\n\x13ListProgramVersions\x12\x30.qruntime.programs.v1.ListProgramVersionsRequest\x1a\x31.qruntime.programs.v1.ListProgramVersionsResponse\x12h\n\rCreateProgram\x12*.qruntime.programs.v1.CreateProgramRequest\x1a+.qruntime.programs.v1.CreateProgramResponse\x12h\n\rUpdateProgram\x12*.qruntime.programs.v1.UpdateProgramRequest\x1a+.qruntime.programs.v1.UpdateProgramResponse\x12h\n\rDeleteProgram\x12*.qruntime.programs.v1.DeleteProgramRequest\x1a+.qruntime.programs.v1.DeleteProgramResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+qruntime/programs/v1/programs_service.proto\x12\x14qruntime.programs.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\"qruntime/programs/v1/program.proto\"8\n\x11GetProgramRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"D\n\x12GetProgramResponse\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"<\n\x13ListProgramsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x14ListProgramsResponse\x12/\n\x08programs\x18\x01 \x03(\x0b\x32\x1d.qruntime.programs.v1.Program\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"W\n\x1aListProgramVersionsRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x1bListProgramVersionsResponse\x12/\n\x08programs\x18\x01 \x03(\x0b\x32\x1d.qruntime.programs.v1.Program\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x14\x43reateProgramRequest\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"G\n\x15\x43reateProgramResponse\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"w\n\x14UpdateProgramRequest\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"G\n\x15UpdateProgramResponse\x12.\n\x07program\x18\x01 \x01(\x0b\x32\x1d.qruntime.programs.v1.Program\"*\n\x14\x44\x65leteProgramRequest\x12\x12\n\nprogram_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteProgramResponse2\x83\x07\n\x0fProgramsService\x12\x86\x01\n\nGetProgram\x12\'.qruntime.programs.v1.GetProgramRequest\x1a(.qruntime.programs.v1.GetProgramResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/programs/{program_id}\x12\x7f\n\x0cListPrograms\x12).qruntime.programs.v1.ListProgramsRequest\x1a*.qruntime.programs.v1.ListProgramsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/programs\x12\xaa\x01\n\x13ListProgramVersions\x12\x30.qruntime.programs.v1.ListProgramVersionsRequest\x1a\x31.qruntime.programs.v1.ListProgramVersionsResponse\".\x82\xd3\xe4\x93\x02(\x12&/api/v1/programs/{program_id}/versions\x12\x8b\x01\n\rCreateProgram\x12*.qruntime.programs.v1.CreateProgramRequest\x1a+.qruntime.programs.v1.CreateProgramResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x10/api/v1/programs:\x07program\x12\x98\x01\n\rUpdateProgram\x12*.qruntime.programs.v1.UpdateProgramRequest\x1a+.qruntime.programs.v1.UpdateProgramResponse\".\x82\xd3\xe4\x93\x02(2\x1d/api/v1/programs/{program.id}:\x07program\x12\x8f\x01\n\rDeleteProgram\x12*.qruntime.programs.v1.DeleteProgramRequest\x1a+.qruntime.programs.v1.DeleteProgramResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v1/programs/{program_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qruntime.programs.v1.programs_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETPROGRAMREQUEST']._serialized_start=139
-  _globals['_GETPROGRAMREQUEST']._serialized_end=195
-  _globals['_GETPROGRAMRESPONSE']._serialized_start=197
-  _globals['_GETPROGRAMRESPONSE']._serialized_end=265
-  _globals['_LISTPROGRAMSREQUEST']._serialized_start=267
-  _globals['_LISTPROGRAMSREQUEST']._serialized_end=327
-  _globals['_LISTPROGRAMSRESPONSE']._serialized_start=329
-  _globals['_LISTPROGRAMSRESPONSE']._serialized_end=425
-  _globals['_LISTPROGRAMVERSIONSREQUEST']._serialized_start=427
-  _globals['_LISTPROGRAMVERSIONSREQUEST']._serialized_end=514
-  _globals['_LISTPROGRAMVERSIONSRESPONSE']._serialized_start=516
-  _globals['_LISTPROGRAMVERSIONSRESPONSE']._serialized_end=619
-  _globals['_CREATEPROGRAMREQUEST']._serialized_start=621
-  _globals['_CREATEPROGRAMREQUEST']._serialized_end=691
-  _globals['_CREATEPROGRAMRESPONSE']._serialized_start=693
-  _globals['_CREATEPROGRAMRESPONSE']._serialized_end=764
-  _globals['_UPDATEPROGRAMREQUEST']._serialized_start=766
-  _globals['_UPDATEPROGRAMREQUEST']._serialized_end=885
-  _globals['_UPDATEPROGRAMRESPONSE']._serialized_start=887
-  _globals['_UPDATEPROGRAMRESPONSE']._serialized_end=958
-  _globals['_DELETEPROGRAMREQUEST']._serialized_start=960
-  _globals['_DELETEPROGRAMREQUEST']._serialized_end=1002
-  _globals['_DELETEPROGRAMRESPONSE']._serialized_start=1004
-  _globals['_DELETEPROGRAMRESPONSE']._serialized_end=1027
-  _globals['_PROGRAMSSERVICE']._serialized_start=1030
-  _globals['_PROGRAMSSERVICE']._serialized_end=1689
+  _globals['_PROGRAMSSERVICE'].methods_by_name['GetProgram']._loaded_options = None
+  _globals['_PROGRAMSSERVICE'].methods_by_name['GetProgram']._serialized_options = b'\202\323\344\223\002\037\022\035/api/v1/programs/{program_id}'
+  _globals['_PROGRAMSSERVICE'].methods_by_name['ListPrograms']._loaded_options = None
+  _globals['_PROGRAMSSERVICE'].methods_by_name['ListPrograms']._serialized_options = b'\202\323\344\223\002\022\022\020/api/v1/programs'
+  _globals['_PROGRAMSSERVICE'].methods_by_name['ListProgramVersions']._loaded_options = None
+  _globals['_PROGRAMSSERVICE'].methods_by_name['ListProgramVersions']._serialized_options = b'\202\323\344\223\002(\022&/api/v1/programs/{program_id}/versions'
+  _globals['_PROGRAMSSERVICE'].methods_by_name['CreateProgram']._loaded_options = None
+  _globals['_PROGRAMSSERVICE'].methods_by_name['CreateProgram']._serialized_options = b'\202\323\344\223\002\033\"\020/api/v1/programs:\007program'
+  _globals['_PROGRAMSSERVICE'].methods_by_name['UpdateProgram']._loaded_options = None
+  _globals['_PROGRAMSSERVICE'].methods_by_name['UpdateProgram']._serialized_options = b'\202\323\344\223\002(2\035/api/v1/programs/{program.id}:\007program'
+  _globals['_PROGRAMSSERVICE'].methods_by_name['DeleteProgram']._loaded_options = None
+  _globals['_PROGRAMSSERVICE'].methods_by_name['DeleteProgram']._serialized_options = b'\202\323\344\223\002\037*\035/api/v1/programs/{program_id}'
+  _globals['_GETPROGRAMREQUEST']._serialized_start=169
+  _globals['_GETPROGRAMREQUEST']._serialized_end=225
+  _globals['_GETPROGRAMRESPONSE']._serialized_start=227
+  _globals['_GETPROGRAMRESPONSE']._serialized_end=295
+  _globals['_LISTPROGRAMSREQUEST']._serialized_start=297
+  _globals['_LISTPROGRAMSREQUEST']._serialized_end=357
+  _globals['_LISTPROGRAMSRESPONSE']._serialized_start=359
+  _globals['_LISTPROGRAMSRESPONSE']._serialized_end=455
+  _globals['_LISTPROGRAMVERSIONSREQUEST']._serialized_start=457
+  _globals['_LISTPROGRAMVERSIONSREQUEST']._serialized_end=544
+  _globals['_LISTPROGRAMVERSIONSRESPONSE']._serialized_start=546
+  _globals['_LISTPROGRAMVERSIONSRESPONSE']._serialized_end=649
+  _globals['_CREATEPROGRAMREQUEST']._serialized_start=651
+  _globals['_CREATEPROGRAMREQUEST']._serialized_end=721
+  _globals['_CREATEPROGRAMRESPONSE']._serialized_start=723
+  _globals['_CREATEPROGRAMRESPONSE']._serialized_end=794
+  _globals['_UPDATEPROGRAMREQUEST']._serialized_start=796
+  _globals['_UPDATEPROGRAMREQUEST']._serialized_end=915
+  _globals['_UPDATEPROGRAMRESPONSE']._serialized_start=917
+  _globals['_UPDATEPROGRAMRESPONSE']._serialized_end=988
+  _globals['_DELETEPROGRAMREQUEST']._serialized_start=990
+  _globals['_DELETEPROGRAMREQUEST']._serialized_end=1032
+  _globals['_DELETEPROGRAMRESPONSE']._serialized_start=1034
+  _globals['_DELETEPROGRAMRESPONSE']._serialized_end=1057
+  _globals['_PROGRAMSSERVICE']._serialized_start=1060
+  _globals['_PROGRAMSSERVICE']._serialized_end=1959
 # @@protoc_insertion_point(module_scope)
