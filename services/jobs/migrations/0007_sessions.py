@@ -39,7 +39,7 @@ def upgrade() -> None:
     op.create_index("jobs_session_instance_created", "jobs_session", ["instance", "create_time", "id"])
     op.create_index("jobs_session_state", "jobs_session", ["state"])
     op.add_column("jobs_job", sa.Column("session_id", sa.String(64)))
-    op.create_index("jobs_job_session_state", "jobs_job", ["session_id", "state", "create_time", "id"])
+    op.create_index("jobs_job_session_state", "jobs_job", ["session_id", "state"])
     op.drop_index("jobs_job_state_instance_created", "jobs_job")
     op.create_index("jobs_job_state_instance_created", "jobs_job", ["state", "instance", "create_time", "id",
                                                                      "session_id"])
