@@ -3,7 +3,7 @@
     filter  := term (AND term)*
     term    := FIELD "=" value | FIELD IN "(" value ("," value)* ")" | "tags:" value
              | "create_time" (">" | ">=" | "<" | "<=") value
-    FIELD   := state | program | backend | owner | session
+    FIELD   := state | program | backend | owner | session (or session_id)
     value   := bare word [A-Za-z0-9_.:-]+ | "double-quoted string" (\\" and \\\\ escaped)
 
 Keywords and field names are case-insensitive. The grammar is documented in ListJobsRequest.filter,
@@ -30,7 +30,8 @@ _TOKEN = re.compile(r"""\s*(?:
   | "(?P<quoted>(?:[^"\\]|\\.)*)"
   | (?P<word>[A-Za-z0-9_.:-]+)
 )""", re.VERBOSE)
-_SETS = {"state": "states", "program": "programs", "backend": "backends", "owner": "owners", "session": "sessions"}
+_SETS = {"state": "states", "program": "programs", "backend": "backends", "owner": "owners", "session": "sessions",
+         "session_id": "sessions"}  # session_id: the Job field's name, as users also write it
 
 
 @dataclasses.dataclass(frozen=True)

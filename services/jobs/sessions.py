@@ -131,24 +131,22 @@ def session_times(request: sessions_service_pb2.CreateSessionRequest) -> tuple[f
     """The session's max_time and interactive timeout in seconds, defaults applied; InvalidArgument
     INVALID_SESSION_TIME naming the field when one is out of range."""
     def seconds(field: str) -> float:
-        if not request.HasField(field):
-            return 0.0
         value = getattr(request, field)
-        if value.seconds < 0 or value.nanos < 0:
-            raise _invalid_time(field, "must not be negative")
-        return value.ToTimedelta().total_seconds()
+        if request.HasField(field) and (value.seconds < 0 or value.nanos < 0):
+            raise InvalidArgument(f"{field} must not be negative", reason="INVALID_SESSION_TIME",
+                                  field_violations=[(field, "a positive duration, or unset for the default")])
+        return value.ToTimedelta().total_seconds() if request.HasField(field) else 0.0
 
     max_seconds = seconds("max_time") or MAX_SESSION_SECONDS
     if max_seconds > MAX_SESSION_SECONDS:
-        raise _invalid_time("max_time", f"at most {MAX_SESSION_SECONDS} s (8 hours)")
+        raise InvalidArgument(f"max_time may be at most {MAX_SESSION_SECONDS} s (8 hours)",
+                              reason="INVALID_SESSION_TIME", field_violations=[("max_time", "at most 8 hours")])
     idle_seconds = seconds("interactive_timeout") or min(DEFAULT_IDLE_SECONDS, max_seconds)
     if idle_seconds > max_seconds:
-        raise _invalid_time("interactive_timeout", f"at most max_time ({max_seconds:g} s)")
+        raise InvalidArgument(f"interactive_timeout may be at most max_time ({max_seconds:g} s)",
+                              reason="INVALID_SESSION_TIME",
+                              field_violations=[("interactive_timeout", "at most max_time")])
     return max_seconds, idle_seconds
-
-
-def _invalid_time(field: str, rule: str) -> InvalidArgument:
-    return InvalidArgument(f"{field} {rule}", reason="INVALID_SESSION_TIME", field_violations=[(field, rule)])
 
 
 def _mode(mode: int) -> str:

@@ -41,6 +41,7 @@ STATE, LOG, INTERIM = "STATE", "LOG", "INTERIM"  # the kinds of events
 ACTIVE_STATES = (QUEUED, RUNNING)
 DEDICATED, BATCH = "DEDICATED", "BATCH"  # the session modes
 OPEN, ACTIVE, INACTIVE, CLOSED = "OPEN", "ACTIVE", "INACTIVE", "CLOSED"  # the session states
+OPEN_STATES = (OPEN, ACTIVE, INACTIVE)  # every state but CLOSED, as a list an index can serve (closed ones pile up)
 TRACE_ID_LENGTH = 256
 # A page of jobs stops early once their inputs and messages pass this many bytes, so that a
 # ListJobs response stays well inside the 64 MiB gRPC message limit whatever the jobs hold.
@@ -90,7 +91,8 @@ job_table = sa.Table(
     sa.Index("jobs_job_state_created", "state", "create_time", "id"),
     # Fair claims: read from the index alone (session_id says whether a job may start).
     sa.Index("jobs_job_state_instance_created", "state", "instance", "create_time", "id", "session_id"),
-    sa.Index("jobs_job_session_state", "session_id", "state"),  # a session's queued and running jobs
+    # A session's queued and running jobs, oldest first (the next one of a dedicated session: its head).
+    sa.Index("jobs_job_session_state", "session_id", "state", "create_time", "id"),
 )
 
 # Sessions and batches (SessionsService); sessions.py says how they schedule their jobs. Times are UTC.
@@ -765,8 +767,8 @@ class JobStore:
         pending = sa.exists().where(c.session_id == s.id, c.state.in_(ACTIVE_STATES))
         waiting = sa.exists().where(c.session_id == s.id, sa.or_(
             c.state == RUNNING, sa.and_(c.state == QUEUED, c.create_time <= s.idle_deadline)))
-        expired = sa.and_(s.state != CLOSED, s.expire_time <= at)
-        drained = sa.and_(s.state != CLOSED, s.accepting_jobs.is_(False), ~pending)
+        expired = sa.and_(s.state.in_(OPEN_STATES), s.expire_time <= at)
+        drained = sa.and_(s.state.in_(OPEN_STATES), s.accepting_jobs.is_(False), ~pending)
         idle = sa.and_(s.state == ACTIVE, s.idle_deadline <= at, ~waiting)
         with self._engine.connect() as conn:
             found = {name: conn.execute(sa.select(s.id).where(where)).scalars().all()
@@ -1172,7 +1174,7 @@ class _SessionPlan:
                    .order_by(c.create_time, c.id).limit(1).scalar_subquery())
         busy = sa.exists().where(c.session_id == s.id, c.state == RUNNING)
         query = sa.select(s.id, s.mode, s.state, s.idle_deadline, head_id.label("head"), busy.label("busy")).where(
-            s.state != CLOSED, sa.or_(s.expire_time.is_(None), s.expire_time > at),
+            s.state.in_(OPEN_STATES), sa.or_(s.expire_time.is_(None), s.expire_time > at),
             sa.exists().where(c.session_id == s.id, c.state == QUEUED))
         rows = conn.execute(query).all()
         batches = tuple(row.id for row in rows if row.mode == BATCH)

@@ -218,8 +218,9 @@ def test_jobs_are_listed_by_session(jobs):
     s = session(jobs)
     mine = queue(jobs, count=2, session_id=s.id)
     queue(jobs, count=2)
-    listed, _ = jobs.list(A, page_size=10, where=parse_filter(f"session = {s.id}", caller="u"))
-    assert sorted(j.id for j in listed) == sorted(mine)
+    for text in (f"session = {s.id}", f'session_id IN ("{s.id}", other)'):
+        listed, _ = jobs.list(A, page_size=10, where=parse_filter(text, caller="u"))
+        assert sorted(j.id for j in listed) == sorted(mine)
 
 
 def test_concurrent_claimers_never_run_two_jobs_of_a_dedicated_session(jobs):

@@ -107,7 +107,7 @@ class Session:
                 grpc.StatusCode.INVALID_ARGUMENT, "SESSION_MODE_MISMATCH",
                 f"Input ID {session_id} has execution mode {session._details_mode} instead of {cls._mode_name}.",
                 {"session_id": session_id})
-        session._active = session._message.state != session_pb2.SESSION_STATE_CLOSED
+        session._active = session._message.accepting_jobs
         return session
 
     @property

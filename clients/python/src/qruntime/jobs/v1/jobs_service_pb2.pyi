@@ -193,7 +193,7 @@ class ListJobsRequest(_message.Message):
       backend = ibm_lima      backend IN (...)
       owner = "user-id"       owner = me                         (me: the caller)
       tags:experiment-7       (the job has this tag)
-      session = ID            session IN (...)                   (the jobs of a session or batch)
+      session = ID            session IN (...)                   (the jobs of a session or batch; also session_id)
       create_time > "2026-12-01T00:00:00Z"                      (also >=, <, <=; RFC 3339 times)
     Keywords are case-insensitive; a value is a bare word of letters, digits and `_.:-` or a string in double
     quotes (\\" and \\\\ escaped). At most 1,024 characters. A malformed filter is INVALID_ARGUMENT naming

@@ -22,37 +22,48 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from qruntime.jobs.v1 import session_pb2 as qruntime_dot_jobs_dot_v1_dot_session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'qruntime/jobs/v1/sessions_service.proto\x12\x10qruntime.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1eqruntime/jobs/v1/session.proto\"\xbe\x01\n\x14\x43reateSessionRequest\x12\x14\n\x0c\x62\x61\x63kend_name\x18\x01 \x01(\t\x12+\n\x04mode\x18\x02 \x01(\x0e\x32\x1d.qruntime.jobs.v1.SessionMode\x12+\n\x08max_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13interactive_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"C\n\x15\x43reateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.qruntime.jobs.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x12GetSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.qruntime.jobs.v1.Session\"\x81\x01\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.qruntime.jobs.v1.SessionState\x12\x14\n\x0c\x62\x61\x63kend_name\x18\x04 \x01(\t\"\\\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.qruntime.jobs.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"B\n\x14\x43loseSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.qruntime.jobs.v1.Session\"*\n\x14\x43\x61ncelSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"C\n\x15\x43\x61ncelSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.qruntime.jobs.v1.Session2\xec\x03\n\x0fSessionsService\x12`\n\rCreateSession\x12&.qruntime.jobs.v1.CreateSessionRequest\x1a\'.qruntime.jobs.v1.CreateSessionResponse\x12W\n\nGetSession\x12#.qruntime.jobs.v1.GetSessionRequest\x1a$.qruntime.jobs.v1.GetSessionResponse\x12]\n\x0cListSessions\x12%.qruntime.jobs.v1.ListSessionsRequest\x1a&.qruntime.jobs.v1.ListSessionsResponse\x12]\n\x0c\x43loseSession\x12%.qruntime.jobs.v1.CloseSessionRequest\x1a&.qruntime.jobs.v1.CloseSessionResponse\x12`\n\rCancelSession\x12&.qruntime.jobs.v1.CancelSessionRequest\x1a\'.qruntime.jobs.v1.CancelSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'qruntime/jobs/v1/sessions_service.proto\x12\x10qruntime.jobs.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1eqruntime/jobs/v1/session.proto\"\xbe\x01\n\x14\x43reateSessionRequest\x12\x14\n\x0c\x62\x61\x63kend_name\x18\x01 \x01(\t\x12+\n\x04mode\x18\x02 \x01(\x0e\x32\x1d.qruntime.jobs.v1.SessionMode\x12+\n\x08max_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13interactive_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"C\n\x15\x43reateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.qruntime.jobs.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x12GetSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.qruntime.jobs.v1.Session\"\x81\x01\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.qruntime.jobs.v1.SessionState\x12\x14\n\x0c\x62\x61\x63kend_name\x18\x04 \x01(\t\"\\\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.qruntime.jobs.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"B\n\x14\x43loseSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.qruntime.jobs.v1.Session\"*\n\x14\x43\x61ncelSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"C\n\x15\x43\x61ncelSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.qruntime.jobs.v1.Session2\xa7\x05\n\x0fSessionsService\x12}\n\rCreateSession\x12&.qruntime.jobs.v1.CreateSessionRequest\x1a\'.qruntime.jobs.v1.CreateSessionResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/api/v1/sessions:\x01*\x12~\n\nGetSession\x12#.qruntime.jobs.v1.GetSessionRequest\x1a$.qruntime.jobs.v1.GetSessionResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/sessions/{session_id}\x12w\n\x0cListSessions\x12%.qruntime.jobs.v1.ListSessionsRequest\x1a&.qruntime.jobs.v1.ListSessionsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/sessions\x12\x8a\x01\n\x0c\x43loseSession\x12%.qruntime.jobs.v1.CloseSessionRequest\x1a&.qruntime.jobs.v1.CloseSessionResponse\"+\x82\xd3\xe4\x93\x02%\"#/api/v1/sessions/{session_id}/close\x12\x8e\x01\n\rCancelSession\x12&.qruntime.jobs.v1.CancelSessionRequest\x1a\'.qruntime.jobs.v1.CancelSessionResponse\",\x82\xd3\xe4\x93\x02&\"$/api/v1/sessions/{session_id}/cancelb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qruntime.jobs.v1.sessions_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATESESSIONREQUEST']._serialized_start=126
-  _globals['_CREATESESSIONREQUEST']._serialized_end=316
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=318
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=385
-  _globals['_GETSESSIONREQUEST']._serialized_start=387
-  _globals['_GETSESSIONREQUEST']._serialized_end=426
-  _globals['_GETSESSIONRESPONSE']._serialized_start=428
-  _globals['_GETSESSIONRESPONSE']._serialized_end=492
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=495
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=624
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=626
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=718
-  _globals['_CLOSESESSIONREQUEST']._serialized_start=720
-  _globals['_CLOSESESSIONREQUEST']._serialized_end=761
-  _globals['_CLOSESESSIONRESPONSE']._serialized_start=763
-  _globals['_CLOSESESSIONRESPONSE']._serialized_end=829
-  _globals['_CANCELSESSIONREQUEST']._serialized_start=831
-  _globals['_CANCELSESSIONREQUEST']._serialized_end=873
-  _globals['_CANCELSESSIONRESPONSE']._serialized_start=875
-  _globals['_CANCELSESSIONRESPONSE']._serialized_end=942
-  _globals['_SESSIONSSERVICE']._serialized_start=945
-  _globals['_SESSIONSSERVICE']._serialized_end=1437
+  _globals['_SESSIONSSERVICE'].methods_by_name['CreateSession']._loaded_options = None
+  _globals['_SESSIONSSERVICE'].methods_by_name['CreateSession']._serialized_options = b'\202\323\344\223\002\025\"\020/api/v1/sessions:\001*'
+  _globals['_SESSIONSSERVICE'].methods_by_name['GetSession']._loaded_options = None
+  _globals['_SESSIONSSERVICE'].methods_by_name['GetSession']._serialized_options = b'\202\323\344\223\002\037\022\035/api/v1/sessions/{session_id}'
+  _globals['_SESSIONSSERVICE'].methods_by_name['ListSessions']._loaded_options = None
+  _globals['_SESSIONSSERVICE'].methods_by_name['ListSessions']._serialized_options = b'\202\323\344\223\002\022\022\020/api/v1/sessions'
+  _globals['_SESSIONSSERVICE'].methods_by_name['CloseSession']._loaded_options = None
+  _globals['_SESSIONSSERVICE'].methods_by_name['CloseSession']._serialized_options = b'\202\323\344\223\002%\"#/api/v1/sessions/{session_id}/close'
+  _globals['_SESSIONSSERVICE'].methods_by_name['CancelSession']._loaded_options = None
+  _globals['_SESSIONSSERVICE'].methods_by_name['CancelSession']._serialized_options = b'\202\323\344\223\002&\"$/api/v1/sessions/{session_id}/cancel'
+  _globals['_CREATESESSIONREQUEST']._serialized_start=156
+  _globals['_CREATESESSIONREQUEST']._serialized_end=346
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=348
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=415
+  _globals['_GETSESSIONREQUEST']._serialized_start=417
+  _globals['_GETSESSIONREQUEST']._serialized_end=456
+  _globals['_GETSESSIONRESPONSE']._serialized_start=458
+  _globals['_GETSESSIONRESPONSE']._serialized_end=522
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=525
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=654
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=656
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=748
+  _globals['_CLOSESESSIONREQUEST']._serialized_start=750
+  _globals['_CLOSESESSIONREQUEST']._serialized_end=791
+  _globals['_CLOSESESSIONRESPONSE']._serialized_start=793
+  _globals['_CLOSESESSIONRESPONSE']._serialized_end=859
+  _globals['_CANCELSESSIONREQUEST']._serialized_start=861
+  _globals['_CANCELSESSIONREQUEST']._serialized_end=903
+  _globals['_CANCELSESSIONRESPONSE']._serialized_start=905
+  _globals['_CANCELSESSIONRESPONSE']._serialized_end=972
+  _globals['_SESSIONSSERVICE']._serialized_start=975
+  _globals['_SESSIONSSERVICE']._serialized_end=1654
 # @@protoc_insertion_point(module_scope)
