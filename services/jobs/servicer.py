@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import hashlib
 
 from google.protobuf import duration_pb2
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_service_pb2_grpc
@@ -274,12 +273,13 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                     reason="JOB_NOT_DONE",
                     metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
                 )
-            stored = store.get_result(job.id) or ""
-            if typed.is_primitive(job):
-                result = typed.primitive_result(stored)
-                if result.ByteSize() <= RESULT_CHUNK_BYTES and request.offset == 0:
+            digest = store.result_digest(job.id)
+            # A typed result small enough comes as itself (its JSON form, stored, is larger than the message).
+            if typed.is_primitive(job) and request.offset == 0 and digest.size <= 2 * RESULT_CHUNK_BYTES:
+                result = typed.primitive_result(store.get_result(job.id) or "")
+                if result.ByteSize() <= RESULT_CHUNK_BYTES:
                     return jobs_service_pb2.GetJobResultResponse(primitive_result=result)
-            return _result_chunk(stored.encode(), request.offset)
+            return _result_chunk(store, job.id, digest, request.offset)
 
         return await asyncio.to_thread(read)
 
@@ -350,19 +350,22 @@ def time_limit(
     return min(limits, key=lambda limit: limit[0]) if limits else (DEFAULT_LIMIT_SECONDS, "SYSTEM")
 
 
-def _result_chunk(result: bytes, offset: int) -> jobs_service_pb2.GetJobResultResponse:
+def _result_chunk(store, job_id: str, digest, offset: int) -> jobs_service_pb2.GetJobResultResponse:
     """The chunk of the result's UTF-8 bytes from offset: at most RESULT_CHUNK_BYTES, ending on a
-    character's boundary (a UTF-8 continuation byte is 0b10xxxxxx)."""
-    if offset > len(result) or 0 < offset < len(result) and result[offset] & 0xC0 == 0x80:
-        raise InvalidArgument(f"offset {offset} is not the start of a chunk of this {len(result)}-byte result",
+    character's boundary (a UTF-8 continuation byte is 0b10xxxxxx); only that chunk is read."""
+    size = digest.size
+    # One byte past the chunk, to see whether the chunk would end inside a character.
+    data = store.result_bytes(job_id, offset, RESULT_CHUNK_BYTES + 1) if offset < size else b""
+    if offset > size or 0 < offset < size and data[0] & 0xC0 == 0x80:
+        raise InvalidArgument(f"offset {offset} is not the start of a chunk of this {size}-byte result",
                               reason="INVALID_OFFSET",
                               field_violations=[("offset", "0, or the previous response's next_offset")])
-    end = min(offset + RESULT_CHUNK_BYTES, len(result))
-    while end < len(result) and result[end] & 0xC0 == 0x80:
+    end = min(RESULT_CHUNK_BYTES, size - offset)
+    while offset + end < size and data[end] & 0xC0 == 0x80:
         end -= 1
     return jobs_service_pb2.GetJobResultResponse(
-        result=result[offset:end].decode(), total_bytes=len(result), sha256=hashlib.sha256(result).digest(),
-        next_offset=end if end < len(result) else 0,
+        result=data[:end].decode(), total_bytes=size, sha256=digest.sha256,
+        next_offset=offset + end if offset + end < size else 0,
     )
 
 

@@ -129,6 +129,9 @@ result_table = sa.Table(
     metadata,
     sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs_job.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("result", sa.Text, nullable=False),
+    # Its UTF-8 length and SHA-256 (hex), kept when written (NULL: written before they were kept).
+    sa.Column("size_bytes", sa.BigInteger, nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
 )
 
 event_table = sa.Table(
@@ -159,6 +162,18 @@ secret_table = sa.Table(  # keys this store's replicas share, e.g. the one that 
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.String(128), nullable=False),
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultDigest:
+    """A stored result's UTF-8 length in bytes and its SHA-256."""
+
+    size: int
+    sha256: bytes
+
+    @classmethod
+    def of(cls, data: bytes) -> ResultDigest:
+        return cls(len(data), hashlib.sha256(data).digest())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -600,6 +615,7 @@ class JobStore:
         assert state in FINAL_STATES, state
         c = job_table.c
         events = [_log_event(level, text, time) for level, text, time in logs]
+        digest = ResultDigest.of(result_json.encode()) if result_json is not None else None  # before the lock
         with self._engine.begin() as conn:
             row = conn.execute(
                 query.values(state=state, reason=reason, reason_message=storable(message), end_time=self._now(),
@@ -613,7 +629,8 @@ class JobStore:
             events.append(_state_event(state, utcnow(), reason=reason, text=storable(message), attempt=row.attempts))
             _insert_events(conn, job_id, row.events, events)
             if result_json is not None:
-                conn.execute(result_table.insert().values(job_id=job_id, result=result_json))
+                conn.execute(result_table.insert().values(job_id=job_id, result=result_json, size_bytes=digest.size,
+                                                          sha256=digest.sha256.hex()))
         self._notify([job_id])
         return True
 
@@ -672,6 +689,34 @@ class JobStore:
             return conn.execute(
                 sa.select(result_table.c.result).where(result_table.c.job_id == job_id)
             ).scalar()
+
+    def result_digest(self, job_id: str) -> ResultDigest:
+        """The UTF-8 length and SHA-256 of a job's result (of "" when it has none); for a result written
+        before they were kept, computed from it now and kept."""
+        r = result_table.c
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(r.size_bytes, r.sha256).where(r.job_id == job_id)).first()
+        if row is None:
+            return ResultDigest.of(b"")
+        if row.sha256 is not None:
+            return ResultDigest(row.size_bytes, bytes.fromhex(row.sha256))
+        digest = ResultDigest.of((self.get_result(job_id) or "").encode())
+        with self._engine.begin() as conn:
+            conn.execute(result_table.update().where(r.job_id == job_id)
+                         .values(size_bytes=digest.size, sha256=digest.sha256.hex()))
+        return digest
+
+    def result_bytes(self, job_id: str, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset + length) of a job's result in UTF-8, cut out by the database (which
+        sends no more than that)."""
+        r = result_table.c
+        if self._engine.dialect.name == "postgresql":
+            utf8 = sa.func.convert_to(r.result, "UTF8")
+        else:  # SQLite: text cast to a blob is its UTF-8 bytes
+            utf8 = sa.cast(r.result, sa.LargeBinary)
+        part = sa.func.substr(utf8, offset + 1, length)  # 1-based
+        with self._engine.connect() as conn:
+            return bytes(conn.execute(sa.select(part).where(r.job_id == job_id)).scalar() or b"")
 
     # -- sessions and batches ----------------------------------------------------------------
     # A session's times are kept on this replica's clock (as jobs' create_time): its idle deadline

@@ -420,6 +420,15 @@ def test_a_large_result_comes_in_checksummed_chunks(world, monkeypatch):
     assert hashlib.sha256(whole).digest() == response.sha256 and loads(whole.decode()) == "All done!"
     err = world.me.error("GetJobResult", pb.GetJobResultRequest(job_id=job.id, offset=10**6))
     assert err.reason == "INVALID_OFFSET"
+    # Characters of 2, 3 and 4 bytes (stored as JSON escapes or as themselves): the chunks make them up again.
+    source = "def main(backend, user_messenger):\n    return 'é€😀' * 5\n"
+    program = world.me.programs.CreateProgram(programs_service_pb2.CreateProgramRequest(program=program_pb2.Program(
+        name="wide-characters", data=source, max_execution_time=duration_pb2.Duration(seconds=60))),
+        metadata=world.me.metadata).program
+    job = world.me.wait(world.me.create(program.id).id, timeout=120)
+    chunks, response = result_chunks(world.me, job.id)
+    assert loads("".join(chunks)) == "é€😀" * 5 and all(len(c.encode()) <= 7 for c in chunks)
+    assert hashlib.sha256("".join(chunks).encode()).digest() == response.sha256
 
 
 def test_tags_batch_get_filters_and_usage(world, bell):

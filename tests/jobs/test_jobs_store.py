@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import datetime as dt
+import hashlib
 import json
 import uuid
 
@@ -360,3 +361,46 @@ def test_nothing_is_added_to_a_job_after_its_end(store):
     assert not store.append_log(job.id, "INFO", "a late line of the cancelled program")
     assert not store.add_interim_result(job.id, "{}")
     assert [e.kind for e in store.events_after(job.id, 0)] == ["STATE"] * 3
+
+
+def test_a_results_bytes_are_cut_out_by_the_database_and_its_digest_kept_when_written(database_url):
+    store = JobStore(database_url)
+    try:
+        text = '{"greeting": "héllo wörld € 😀", "n": ' + "1" * 50 + "}"
+        encoded = text.encode()
+        job, _ = new_job(store)
+        running = store.claim_next_queued("runner-1")
+        store.end_attempt(running.id, running.attempts, "DONE", result_json=text)
+        digest = store.result_digest(job.id)
+        assert (digest.size, digest.sha256) == (len(encoded), hashlib.sha256(encoded).digest())
+        for offset, length in ((0, 5), (15, 9), (len(encoded) - 3, 10), (len(encoded), 4)):
+            assert store.result_bytes(job.id, offset, length) == encoded[offset:offset + length]
+        # A result written before digests were kept gets one on first read, and keeps it.
+        with store._engine.begin() as conn:
+            conn.execute(store_module.result_table.update().values(size_bytes=None, sha256=None))
+        assert store.result_digest(job.id) == digest
+        with store._engine.connect() as conn:
+            assert conn.execute(sa.select(store_module.result_table.c.sha256)).scalar() == digest.sha256.hex()
+        assert store.result_digest("no-such-job").size == 0
+    finally:
+        store.close()
+
+
+def test_result_chunks_end_on_character_boundaries_and_refuse_offsets_inside_one(store, monkeypatch):
+    from qruntime_jobs import servicer
+
+    monkeypatch.setattr(servicer, "RESULT_CHUNK_BYTES", 7)
+    text = "é€😀" * 5  # 2-, 3- and 4-byte characters
+    job, _ = new_job(store)
+    running = store.claim_next_queued("runner-1")
+    store.end_attempt(running.id, running.attempts, "DONE", result_json=text)
+    digest, offset, chunks = store.result_digest(job.id), 0, []
+    while True:
+        response = servicer._result_chunk(store, job.id, digest, offset)
+        chunks.append(response.result)
+        if not (offset := response.next_offset):
+            break
+    assert "".join(chunks) == text and all(0 < len(c.encode()) <= 7 for c in chunks)
+    with pytest.raises(InvalidArgument) as caught:
+        servicer._result_chunk(store, job.id, digest, 1)  # the second byte of "é"
+    assert caught.value.reason == "INVALID_OFFSET"
