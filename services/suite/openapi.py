@@ -178,15 +178,17 @@ def document(routes: list[Route], comments: Mapping[str, str], version: str) -> 
     paths["/identity/token"] = {"post": {
         "operationId": "IdentityToken", "tags": ["Identity"], "security": [],
         "summary": "Exchanges an API key for a bearer token, as IBM Cloud IAM does.",
-        "description": "Form-encoded. qruntime's tokens are scoped to one instance: name it with `instance` "
-                       "(CRN or name) or the Service-CRN header; without either the token is for the account "
-                       "(the admin API).",
+        "description": "Form-encoded. The API key alone gives a token for your account (name one with "
+                       "`account` if you belong to several): it serves the admin API, and every instance of "
+                       "your accounts you have a role on, named per call in the Service-CRN header. With "
+                       "`instance` (or a Service-CRN header here) the token is for that instance only.",
         "parameters": [{"name": "Service-CRN", "in": "header", "required": False, "schema": {"type": "string"}}],
         "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
             "type": "object", "required": ["grant_type", "apikey"], "properties": {
                 "grant_type": {"type": "string", "enum": ["urn:ibm:params:oauth:grant-type:apikey"]},
                 "apikey": {"type": "string", "description": "Your API key."},
-                "instance": {"type": "string", "description": "The instance's CRN or name."}}}}}},
+                "instance": {"type": "string", "description": "For a token of one instance: its CRN or name."},
+                "account": {"type": "string", "description": "The account id, if you belong to several."}}}}}},
         "responses": {"200": {"description": "The token.",
                               "content": {"application/json": {"schema": _ref("IdentityToken")}}},
                       "default": {"description": "An error.",
@@ -205,12 +207,15 @@ def document(routes: list[Route], comments: Mapping[str, str], version: str) -> 
         "info": {"title": "qruntime REST API", "version": version, "description": (
             "The HTTP/JSON form of qruntime's gRPC services, transcoded from their google.api.http "
             "annotations. Sign in with POST /identity/token, then send `Authorization: Bearer <token>` "
-            "(and, optionally, `Service-CRN: <instance CRN>`, which must name the token's instance).")},
+            "and name the instance in `Service-CRN: <instance CRN or name>` (the admin API needs none).")},
         "servers": [{"url": "/"}],
-        "security": [{"bearer": []}],
+        "security": [{"bearer": [], "serviceCrn": []}, {"bearer": []}],
         "paths": dict(sorted(paths.items())),
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "serviceCrn": {"type": "apiKey", "in": "header", "name": "Service-CRN",
+                               "description": "The instance a call is for, by CRN or name."}},
             "schemas": dict(sorted({**schemas.schemas, "Error": ERROR_SCHEMA, "IdentityToken": TOKEN_SCHEMA}.items())),
         },
     }
