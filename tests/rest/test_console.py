@@ -64,7 +64,7 @@ def test_sign_in_run_bell_watch_it_live_see_the_histogram_and_cancel_a_long_job(
     wait = WebDriverWait(browser, 30)
     browser.get(f"{rest.url}/console/")
     browser.find_element(By.NAME, "apikey").send_keys(rest.suite.api_key)
-    browser.find_element(By.NAME, "instance").send_keys(rest.suite.instance)
+    browser.find_element(By.NAME, "instance").send_keys("lite")  # by name; the CRN works too
     browser.save_screenshot(str(ARTIFACTS / "1-sign-in.png"))
     browser.find_element(By.CSS_SELECTOR, "#sign-in button").click()
     wait.until(ec.visibility_of_element_located((By.ID, "new-job")))
@@ -94,6 +94,12 @@ def test_sign_in_run_bell_watch_it_live_see_the_histogram_and_cancel_a_long_job(
     browser.find_element(By.ID, "tab-backends").click()
     wait.until(lambda d: "ibmq_qasm_simulator" in d.find_element(By.ID, "backends").text)
     browser.save_screenshot(str(ARTIFACTS / "4-backends.png"))
+    # One sign-in, any instance of the account: the Standard one lists physical systems.
+    Select(browser.find_element(By.ID, "instance-switch")).select_by_visible_text("standard")
+    wait.until(lambda d: "ibm_lima" in d.find_element(By.ID, "backends").text)
+    assert "ibmq_qasm_simulator" not in browser.find_element(By.ID, "backends").text
+    Select(browser.find_element(By.ID, "instance-switch")).select_by_visible_text("lite")
+    wait.until(lambda d: "ibmq_qasm_simulator" in d.find_element(By.ID, "backends").text)
     browser.find_element(By.ID, "tab-admin").click()  # the owner administers the account
     wait.until(ec.element_to_be_clickable((By.ID, "list-users"))).click()
     wait.until(lambda d: "admin@localhost" in d.find_element(By.ID, "list").text)

@@ -53,7 +53,7 @@ document.addEventListener("alpine:init", () => {
     error: "",
     view: "Jobs",
     document: null,
-    programs: [], backends: [], jobs: [], examples: {},
+    programs: [], backends: [], jobs: [], examples: {}, instances: [],
     filters: { state: "", program: "", tag: "" },
     newJob: { program_id: "", backend: "", params: "{}" },
     selected: null, logs: [], result: null, histogram: [], live: false,
@@ -62,7 +62,7 @@ document.addEventListener("alpine:init", () => {
     async init() {
       this.document = await (await fetch("/api/openapi.json")).json();
       this.examples = await (await fetch("/static/examples.json")).json();
-      if (this.token) await this.load();
+      if (this.token) { await this.loadInstances(); await this.load(); }
     },
 
     get states() {
@@ -99,29 +99,51 @@ document.addEventListener("alpine:init", () => {
       try { return await action(); } catch (err) { this.error = err.message; }
     },
 
+    // Sign in as IBM Cloud does: the API key alone gives a token for the account, and every call names
+    // its instance in Service-CRN (the front door exchanges the token for that instance's). A user of
+    // several accounts gets a token of the named instance alone (no admin views, no instance switching).
     async signIn() {
       await this.attempt(async () => {
         const form = (extra) => new URLSearchParams({ grant_type: IAM_GRANT, apikey: this.apiKey, ...extra });
-        const response = await fetch("/identity/token", { method: "POST", body: form({ instance: this.instance }) });
+        let response = await fetch("/identity/token", { method: "POST", body: form({}) });
+        let data = await response.json();
+        if (!response.ok && data.error.reason === "ACCOUNT_AMBIGUOUS") {
+          response = await fetch("/identity/token", { method: "POST", body: form({ instance: this.instance }) });
+          data = await response.json();
+        }
+        if (!response.ok) throw new Error(`${data.error.reason}: ${data.error.message}`);
+        this.apiKey = "";
+        await this.useInstance(this.instance, data.access_token);
+      });
+    },
+    // Make an instance (CRN or name) the one every call names; the token is checked against it first.
+    async useInstance(instance, token = this.token) {
+      await this.attempt(async () => {
+        const response = await fetch("/api/v1/instance", { headers: { Authorization: `Bearer ${token}`, "Service-CRN": instance } });
         const data = await response.json();
         if (!response.ok) throw new Error(`${data.error.reason}: ${data.error.message}`);
-        this.token = data.access_token;
-        this.instance = data.instance.crn;
-        this.instanceName = data.instance.name;
-        // An account token too, for the administrators' views; a member who is not one just lacks the tab.
-        const account = await fetch("/identity/token", { method: "POST", body: form({}) });
-        this.accountToken = account.ok ? (await account.json()).access_token : "";
-        this.apiKey = "";
+        this.stopWatching();
+        const isAccountToken = !JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).ins;
+        Object.assign(this, { token, accountToken: isAccountToken ? token : "", instance: data.instance.crn,
+                              instanceName: data.instance.name, selected: null, generic: null });
         for (const key of ["token", "accountToken", "instance", "instanceName"]) {
           sessionStorage.setItem(`qruntime.${key}`, this[key]);
         }
+        await this.loadInstances();
         await this.load();
       });
+    },
+    // The account's instances, to switch among with the one token (any member may list them).
+    async loadInstances() {
+      this.instances = this.accountToken
+        ? (await this.api("GET", "/api/v1/admin/instances", undefined, this.accountToken).catch(() => ({ instances: [] }))).instances
+        : [];
     },
     signOut() {
       this.stopWatching();
       sessionStorage.clear();
-      Object.assign(this, { token: "", accountToken: "", selected: null, jobs: [], generic: null, view: "Jobs" });
+      Object.assign(this, { token: "", accountToken: "", selected: null, jobs: [], generic: null, view: "Jobs",
+                            instances: [] });
     },
 
     async load() {
