@@ -145,10 +145,18 @@ def _operation(route: Route, schemas: _Schemas, operation_ids: set[str]) -> dict
                                "description": schemas.comments.get(f"{method.input_type.full_name}.{field.name}", ""),
                                **({"style": "form", "explode": True} if field.is_repeated else {})})
     response = schemas.message(method.output_type)
+    resume = route.resume
     success = ({"text/event-stream": {"schema": {"type": "string", "description": (
         "Server-sent events: one `data:` line per message, each a JSON " + method.output_type.name
-        + "; `event: end` after the last one, `event: error` with an error body if the stream fails.")}}}
+        + (f", numbered by an `id:` line (the largest {resume[1]}[].{resume[2]}); reconnecting with that id "
+           f"as the Last-Event-ID header resumes after it" if resume else "")
+        + "; `event: end` after the last one, `event: error` with an error body if the stream fails; "
+          "a `: keep-alive` comment line while nothing else comes for 15 s.")}}}
         if route.streaming else {"application/json": {"schema": response}})
+    if resume:
+        parameters.append({"name": "Last-Event-ID", "in": "header", "required": False,
+                           "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                           "description": f"Resume after this event id (sets {resume[0]} when larger)."})
     operation = {
         "operationId": operation_id, "tags": [tag],
         "summary": schemas.comments.get(f"{method.containing_service.full_name}.{method.name}", "").split("\n")[0],

@@ -4,7 +4,8 @@ Every API route is an RPC's google.api.http binding (transcoding.py): the reques
 path, the query and the JSON body, sent to the same gRPC front door clients use (the suite's own
 port, or the gateway's), and the response comes back as JSON. The services do every check; an error
 comes back with the HTTP status of its gRPC code and a JSON body with its reason and details.
-A server-streaming RPC (JobsService.WatchJob) is served as server-sent events.
+A server-streaming RPC (JobsService.WatchJob) is served as server-sent events: numbered (`id:`, the
+job's event sequence) so a reconnecting client resumes with Last-Event-ID, with keep-alive comments.
 
 Sign-in as IBM Cloud's IAM does it: `POST /identity/token` (form: grant_type, apikey) returns a
 bearer token for the user's account; calls send `Authorization: Bearer <token>` and name their
@@ -46,6 +47,10 @@ IAM_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 # JSON larger than this is converted in a thread, so the services sharing the event loop keep answering.
 _INLINE_BYTES = 256 * 1024
+
+# A quiet event stream gets a comment line this often (seconds), so that nothing on the way closes it.
+KEEPALIVE_SECONDS = 15.0
+LAST_EVENT_ID = "Last-Event-ID"
 
 # gRPC code -> HTTP status, as google.rpc.Code documents the mapping.
 HTTP_STATUS = {
@@ -143,6 +148,14 @@ def _metadata(request: web.Request, authorization: str = "") -> tuple[tuple[str,
     return tuple(metadata)
 
 
+def _last_event_id(request: web.Request) -> int:
+    text = request.headers[LAST_EVENT_ID].strip()
+    if not text.isdigit():
+        raise InvalidArgument(f"{LAST_EVENT_ID} must be an event id this stream sent (a number), not {text[:40]!r}",
+                              reason="INVALID_LAST_EVENT_ID", field_violations=[(LAST_EVENT_ID, "a number")])
+    return int(text)
+
+
 def _file(path: Path):
     async def handle(_: web.Request) -> web.FileResponse:
         return web.FileResponse(path)
@@ -213,27 +226,42 @@ class FrontDoor:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             message = await self._request(route, request, b"")
+            if route.resume is not None and LAST_EVENT_ID in request.headers:
+                field = route.resume[0]  # a reconnecting EventSource: after the last event it saw
+                setattr(message, field, max(getattr(message, field), _last_event_id(request)))
             metadata, scope = await self._credentials(route, request)
             stream = call(message, metadata=metadata)
+            # Every read is waited for with a timeout, never cancelled (that would end the call): a quiet
+            # stream gets a comment line every KEEPALIVE_SECONDS so nothing on the way closes it.
+            reading = asyncio.ensure_future(stream.read())
             try:
-                await stream.initial_metadata()  # a refused call (no token, not found) answers as JSON
-                first = await stream.read()
-            except grpc.aio.AioRpcError as err:
-                self._forget_refused(scope, err)
-                return error_response(from_rpc_error(err))
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-            await response.prepare(request)
-            try:
-                item = first
-                while item is not grpc.aio.EOF:
-                    await response.write(f"data: {json.dumps(to_json(item))}\n\n".encode())
-                    item = await stream.read()
-                await response.write(b"event: end\ndata: {}\n\n")
-            except grpc.aio.AioRpcError as err:
-                await response.write(f"event: error\ndata: {json.dumps(error_body(from_rpc_error(err)))}\n\n".encode())
+                await asyncio.wait({reading}, timeout=KEEPALIVE_SECONDS)
+                refusal = reading.exception() if reading.done() else None
+                if isinstance(refusal, grpc.aio.AioRpcError):  # refused (no token, not found): JSON, its status
+                    self._forget_refused(scope, refusal)
+                    return error_response(from_rpc_error(refusal))
+                response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                                       "Cache-Control": "no-cache"})
+                await response.prepare(request)
+                try:
+                    while True:
+                        while not (await asyncio.wait({reading}, timeout=KEEPALIVE_SECONDS))[0]:
+                            await response.write(b": keep-alive\n\n")
+                        item = reading.result()
+                        if item is grpc.aio.EOF:
+                            break
+                        event_id = route.event_id(item)
+                        head = f"id: {event_id}\n" if event_id else ""
+                        await response.write(f"{head}data: {json.dumps(to_json(item))}\n\n".encode())
+                        reading = asyncio.ensure_future(stream.read())
+                    await response.write(b"event: end\ndata: {}\n\n")
+                except grpc.aio.AioRpcError as err:
+                    await response.write(
+                        f"event: error\ndata: {json.dumps(error_body(from_rpc_error(err)))}\n\n".encode())
+                return response
             finally:
-                stream.cancel()  # also when the browser went away: so does the watch
-            return response
+                reading.cancel()  # done already, unless the browser went away
+                stream.cancel()  # also then: so does the watch
 
         return handle
 

@@ -65,7 +65,7 @@ def test_qruntime_up_stops_cleanly_while_a_browser_follows_a_job(tmp_path):
         start = time.monotonic()
         codes = launched.stop()
     assert codes == {"suite": 0} and time.monotonic() - start < 20
-    assert lines[0].startswith("data: ")
+    assert lines[0].startswith("id: ")  # the first event's number, then its data
 
 
 def test_the_gateway_serves_the_rest_api_of_the_services_behind_it(tmp_path):

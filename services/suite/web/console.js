@@ -24,7 +24,7 @@ async function readEvents(response, onEvent, signal) {
         if (line.startsWith("event: ")) name = line.slice(7);
         else if (line.startsWith("data: ")) data += line.slice(6);
       }
-      onEvent(name, data ? JSON.parse(data) : null);
+      if (data) onEvent(name, JSON.parse(data));  // a block of comments alone is a keep-alive
     }
   }
 }
