@@ -4,6 +4,10 @@
 
 const IAM_GRANT = "urn:ibm:params:oauth:grant-type:apikey";
 const FINAL = ["JOB_STATE_DONE", "JOB_STATE_ERROR", "JOB_STATE_CANCELLED"];
+// Routes acting on one row of a list that live outside the list's own path (the document cannot say so).
+const RELATED = { "/api/v1/admin/users": ["/api/v1/admin/members/{user}"] };
+// The row fields that may hold the value of a route's path variable, in the order tried.
+const KEY_FIELDS = (variable) => [variable, `${variable}.id`, "id", "crn", "name"];
 let watching = null; // the AbortController of the job stream being read (kept out of Alpine's reactive state)
 
 // A server-sent events stream read with fetch (EventSource cannot send an Authorization header).
@@ -162,7 +166,7 @@ document.addEventListener("alpine:init", () => {
       if (tab === "Sessions" || tab === "Admin") {
         const choices = this.lists(tab === "Admin" ? "/api/v1/admin/" : "/api/v1/sessions");
         this.generic = { title: tab, choices, path: "", rows: [], columns: [], account: tab === "Admin",
-                         form: [], values: {}, created: "", formTitle: "" };
+                         form: [], values: {}, created: "", formTitle: "", actions: [], pending: null };
         this.loadList(choices[0]);
       }
     },
@@ -196,6 +200,38 @@ document.addEventListener("alpine:init", () => {
         await this.loadList({ path: this.generic.path, keepCreated: true });
       });
     },
+    // The actions on one row of a list, from the document: DELETE <list>/{var} and POST <list>/{var}:verb.
+    rowActions(path) {
+      return Object.entries(this.document?.paths || {}).flatMap(([template, ops]) => {
+        const related = (RELATED[path] || []).includes(template);
+        if (!related && !template.startsWith(`${path}/{`)) return [];
+        const match = /^\{(\w+)\}(?::(\w+))?$/.exec(template.slice(template.indexOf("{")));
+        if (!match) return [];
+        const [, variable, verb] = match;
+        const action = (method, label, op) => ({ method, label, template, variable, summary: op.summary });
+        if (verb && ops.post) return [action("POST", verb, ops.post)];
+        if (!verb && ops.delete) return [action("DELETE", related ? "remove" : "delete", ops.delete)];
+        return [];
+      });
+    },
+    rowKey(row, variable) {
+      const field = KEY_FIELDS(variable).find((f) => typeof row[f] === "string" && row[f]);
+      return field ? row[field] : "";
+    },
+    // Nothing is deleted or disabled without a second click on the confirmation.
+    ask(action, row) {
+      const value = this.rowKey(row, action.variable);
+      this.generic.pending = { action, value, label: row.name || row.email || row["user.email"] || value };
+    },
+    async confirmAction() {
+      const { action, value } = this.generic.pending;
+      this.generic.pending = null;
+      await this.attempt(async () => {
+        await this.api(action.method, action.template.replace(`{${action.variable}}`, encodeURIComponent(value)),
+                       undefined, this.generic.account ? this.accountToken : undefined);
+        await this.loadList({ path: this.generic.path, keepCreated: true });
+      });
+    },
     async loadList(choice) {
       await this.attempt(async () => {
         const post = this.document.paths[choice.path]?.post;
@@ -211,7 +247,8 @@ document.addEventListener("alpine:init", () => {
           Object.entries(row).flatMap(([k, v]) => (v && typeof v === "object" && !Array.isArray(v)
             ? Object.entries(v).map(([k2, v2]) => [`${k}.${k2}`, v2]) : [[k, v]]))));
         const columns = [...new Set(rows.flatMap((r) => Object.keys(r).filter((k) => typeof r[k] !== "object" || r[k] === null)))];
-        Object.assign(this.generic, { path: choice.path, rows, columns: columns.slice(0, 8) });
+        Object.assign(this.generic, { path: choice.path, rows, columns: columns.slice(0, 8),
+                                      actions: this.rowActions(choice.path), pending: null });
       });
     },
 
