@@ -117,3 +117,22 @@ def test_a_disabled_user_and_a_removed_role_end_the_sign_in_within_5_s(rest):
     with rest.client(key, "beta") as http:  # signed in again: the role is gone, the other one stays
         error_of(http.get("/api/v1/programs"), 403, "NO_ROLE_ON_INSTANCE")
         assert http.get("/api/v1/programs", headers={"Service-CRN": "alpha"}).status_code == 200
+
+
+def test_a_user_of_two_accounts_names_one_at_sign_in_and_reaches_both_accounts_instances(rest):
+    store = rest.suite.auth_store
+    key, user, crns = member_of_two_instances(rest, "first-account")
+    other = store.create_account("account-second", store.create_user("owner-second@example.org"))
+    store.invite(other, user)
+    store.answer_invitation(other, user, True)
+    elsewhere = store.create_instance(other, "delta", "lite")
+    store.create_policy(other, "user", user, elsewhere["id"], "reader")
+    token_url = f"{rest.url}/identity/token"
+    error = error_of(httpx.post(token_url, data={"grant_type": IAM_GRANT, "apikey": key}), 400, "ACCOUNT_AMBIGUOUS")
+    assert "account" in error["message"]
+    response = httpx.post(token_url, data={"grant_type": IAM_GRANT, "apikey": key, "account": other})
+    assert response.status_code == 200, response.text
+    headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+    for instance, crn in (("delta", elsewhere["crn"]), (crns["alpha"], crns["alpha"])):
+        got = httpx.get(f"{rest.url}/api/v1/instance", headers={**headers, "Service-CRN": instance})
+        assert got.status_code == 200 and got.json()["instance"]["crn"] == crn, got.text
