@@ -80,7 +80,7 @@ class AuthServiceServicer:
 
     def CreateToken(self, request, context):
         """Exchanges a user's API key for a bearer token scoped to one instance, or to an account (for the
-        admin API). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
+        admin API, and for ExchangeToken to any of the user's instances). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
         SERVICE_KEY_NOT_ACCEPTED). Attempts are rate limited per API key id and per peer:
         RESOURCE_EXHAUSTED TOO_MANY_TOKEN_REQUESTS with a RetryInfo saying when to try again.
         """

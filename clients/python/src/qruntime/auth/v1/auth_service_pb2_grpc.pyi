@@ -37,7 +37,7 @@ class AuthServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AuthServiceAsyncStub: ...
     CreateToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.CreateTokenRequest, _auth_service_pb2.CreateTokenResponse]
     """Exchanges a user's API key for a bearer token scoped to one instance, or to an account (for the
-    admin API). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
+    admin API, and for ExchangeToken to any of the user's instances). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
     SERVICE_KEY_NOT_ACCEPTED). Attempts are rate limited per API key id and per peer:
     RESOURCE_EXHAUSTED TOO_MANY_TOKEN_REQUESTS with a RetryInfo saying when to try again.
     """
@@ -81,7 +81,7 @@ class AuthServiceAsyncStub(AuthServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.CreateTokenRequest, _auth_service_pb2.CreateTokenResponse]  # type: ignore[assignment]
     """Exchanges a user's API key for a bearer token scoped to one instance, or to an account (for the
-    admin API). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
+    admin API, and for ExchangeToken to any of the user's instances). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
     SERVICE_KEY_NOT_ACCEPTED). Attempts are rate limited per API key id and per peer:
     RESOURCE_EXHAUSTED TOO_MANY_TOKEN_REQUESTS with a RetryInfo saying when to try again.
     """
@@ -128,7 +128,7 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.CreateTokenResponse, _abc.Awaitable[_auth_service_pb2.CreateTokenResponse]]:
         """Exchanges a user's API key for a bearer token scoped to one instance, or to an account (for the
-        admin API). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
+        admin API, and for ExchangeToken to any of the user's instances). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
         SERVICE_KEY_NOT_ACCEPTED). Attempts are rate limited per API key id and per peer:
         RESOURCE_EXHAUSTED TOO_MANY_TOKEN_REQUESTS with a RetryInfo saying when to try again.
         """
