@@ -29,7 +29,7 @@ THIRD_PARTY = PROTO_ROOT / "third_party"
 VENDORED = ("google/api/annotations.proto", "google/api/http.proto")
 OUT_ROOT = ROOT / "clients" / "python" / "src"
 # The top folders under OUT_ROOT/qruntime that hold only generated code.
-GENERATED_PACKAGES = ("admin", "auth", "devices", "jobs", "programs")
+GENERATED_PACKAGES = ("admin", "auth", "devices", "jobs", "primitives", "programs")
 
 
 def generate(out_root: Path) -> None:

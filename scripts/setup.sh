@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or refresh) .venv with the client, the services and the dev tools at the pinned versions,
-# and install buf from the npm registry. Safe to run again; it does only what is missing.
+# and install buf and the Node test client's packages from the npm registry. Safe to run again; it does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,8 @@ if [ ! -f "$stamp" ] || [ constraints.txt -nt "$stamp" ] || [ pyproject.toml -nt
   .venv/bin/python -m pip install --quiet -c constraints.txt -e clients/python -e ".[dev]"
   touch "$stamp"
 fi
+# buf, the web console's vendored packages and the Node client test's gRPC packages (tests/node);
+# again whenever the lock file changed.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --silent --no-audit --no-fund
 fi

@@ -6,7 +6,7 @@ Roles on instances come from policies: on one instance or on all of an account's
 user or for an access group; a user's roles on an instance are the union of every policy that
 reaches them. API keys are kept only as keyed hashes (keys.py).
 
-The schema is made with create_all: this store has no migrations yet.
+The schema is brought up to date at start by the revisions in qruntime_auth.migrations.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ import uuid
 
 import sqlalchemy as sa
 
+from qruntime_kit import migrations
 from qruntime_kit.store import create_engine
 
 from . import keys
 
+# The tables below are what the revisions in qruntime_auth.migrations build; change both together.
+MIGRATIONS, VERSION_TABLE = "qruntime_auth.migrations", "auth_alembic_version"
 metadata = sa.MetaData()
 _now = lambda: dt.datetime.now(dt.UTC)  # noqa: E731
 _time = lambda name, **kw: sa.Column(name, sa.DateTime(timezone=True), **kw)  # noqa: E731
@@ -152,7 +155,7 @@ class AuthStore:
     def __init__(self, url: str, hash_secret: bytes) -> None:
         self.engine = create_engine(url)
         self._hash_secret = hash_secret
-        metadata.create_all(self.engine)
+        migrations.upgrade(self.engine, MIGRATIONS, version_table=VERSION_TABLE)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -123,9 +123,10 @@ class ExecutionQueues:
         queue.waiting += 1
         try:
             if queue.slots.locked() or not queue.operational:
-                await self._pool.check(
-                    pb.CheckCircuitsRequest(backend=name, circuits_qpy=request.circuits_qpy, shots=request.shots)
-                )
+                check = pb.CheckCircuitsRequest(backend=name, circuits_qpy=request.circuits_qpy, shots=request.shots)
+                if request.HasField("primitive"):
+                    check.primitive.CopyFrom(request.primitive)
+                await self._pool.check(check)
             while True:  # a slot, while the backend is in service
                 if not queue.operational:
                     log.info("run waits for the backend's maintenance to end", status=queue.status_message)

@@ -43,6 +43,8 @@ def fingerprint(request: pb.RunCircuitsRequest) -> bytes:
     )
     if request.HasField("seed"):
         same.seed = request.seed
+    if request.HasField("primitive"):
+        same.primitive.CopyFrom(request.primitive)
     return hashlib.sha256(same.SerializeToString(deterministic=True)).digest()
 
 

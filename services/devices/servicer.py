@@ -91,8 +91,11 @@ class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
             self._allowed_backend(principal, request.backend, field="backend")
             request.shots = request.shots or DEFAULT_SHOTS
             seed = request.seed if request.HasField("seed") else None
-            log.info("run circuits", qpy_bytes=len(request.circuits_qpy), shots=request.shots, seed=seed,
-                     memory=request.memory, pending=self._queues.pending(request.backend),
+            kind = request.primitive.WhichOneof("primitive") if request.HasField("primitive") else None
+            what = ({"primitive": kind, "pubs": len(getattr(request.primitive, kind).pubs)} if kind else
+                    {"qpy_bytes": len(request.circuits_qpy), "shots": request.shots, "seed": seed,
+                     "memory": request.memory})
+            log.info("run circuits", **what, pending=self._queues.pending(request.backend),
                      idempotency_key=request.idempotency_key)
             return await self._recent.run(request, lambda: self._queues.run(request))
 

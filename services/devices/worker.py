@@ -16,18 +16,21 @@ import os
 import pickle
 import signal
 import sys
+import time
 
 import structlog
 from qiskit import ClassicalRegister, QuantumCircuit
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2
+from qruntime.primitives.v1 import primitives_pb2
 
 from qruntime_kit.errors import Internal, ResourceExhausted, ServiceError
 from qruntime_kit.logging import configure_logging, get_logger
 from qruntime_kit.workers import BlockingChannel, ChannelClosed
 
-from . import protocol
+from . import primitives, protocol
 from .adapters import PHYSICAL, BackendAdapter  # qiskit and Aer: the seconds a worker takes to start
 from .circuits import decode_circuits
+from .memory import check_fits
 from .reduction import active_qubits
 
 log = get_logger("devices.worker")
@@ -83,7 +86,8 @@ class Worker:
         if tag == protocol.CHECK:
             request = pb.CheckCircuitsRequest.FromString(body)
             _, checked = self._check(request.backend, request.circuits_qpy, request.shots,
-                                     as_program_input=request.as_program_input)
+                                     as_program_input=request.as_program_input,
+                                     primitive=request.primitive if request.HasField("primitive") else None)
             return protocol.CHECKED + checked.SerializeToString()
         if tag == protocol.RUN:
             request = pb.RunCircuitsRequest.FromString(body)
@@ -92,26 +96,35 @@ class Worker:
                 return protocol.RAN + self._run(request)
         raise Internal(f"the worker got a frame it does not know ({tag!r})", reason="WORKER_PROTOCOL_ERROR")
 
-    def _check(self, backend: str, circuits_qpy: bytes, shots: int, *, as_program_input: bool = False):
-        """The decoded circuits and their summaries, once every check passed."""
-        circuits = decode_circuits(circuits_qpy)
+    def _check(self, backend: str, circuits_qpy: bytes, shots: int, *, as_program_input: bool = False,
+               primitive: primitives_pb2.PrimitiveInput | None = None):
+        """The decoded circuits (a Prepared primitive when primitive is given) and their summaries, once
+        every check passed."""
         adapter = self._adapter(backend)
+        if primitive is not None:
+            return self._check_primitive(adapter, primitive)
+        circuits = decode_circuits(circuits_qpy)
         # On a physical system a circuit names every qubit of the system; those it leaves idle stay |0⟩,
         # and its program measures what its gates touch.
         touched_only = adapter.kind == PHYSICAL
         checked = [completed(c, touched_only=touched_only) for c in circuits] if as_program_input else circuits
         estimates = adapter.check(checked, shots)
-        return circuits, devices_service_pb2.CheckCircuitsResponse(circuits=[
-            backend_pb2.CircuitSummary(
-                name=circuit.name, num_qubits=circuit.num_qubits, num_clbits=circuit.num_clbits,
-                simulated_qubits=found.qubits, simulation_method=found.method,
-                estimated_memory_bytes=min(found.bytes, _INT64_MAX),
-            )
-            for circuit, found in zip(circuits, estimates, strict=True)
-        ])
+        return circuits, devices_service_pb2.CheckCircuitsResponse(
+            circuits=[_summary(circuit, found) for circuit, found in zip(circuits, estimates, strict=True)])
+
+    def _check_primitive(self, adapter: BackendAdapter, primitive: primitives_pb2.PrimitiveInput):
+        prepared = primitives.prepare(primitive, adapter)
+        summaries = []
+        for shots, circuits in prepared.batches:
+            estimates = adapter.memory_estimates(circuits, shots)
+            if adapter.memory_limit:
+                check_fits(circuits, estimates, limit=adapter.memory_limit, backend=adapter.name)
+            summaries += [_summary(c, found) for c, found in zip(circuits, estimates, strict=True)]
+        return prepared, devices_service_pb2.CheckCircuitsResponse(circuits=summaries)
 
     def _run(self, request: devices_service_pb2.RunCircuitsRequest) -> bytes:
-        circuits, checked = self._check(request.backend, request.circuits_qpy, request.shots)
+        primitive = request.primitive if request.HasField("primitive") else None
+        circuits, checked = self._check(request.backend, request.circuits_qpy, request.shots, primitive=primitive)
         # The service waits until the simulation may have the memory it needs; from GO on, a death is
         # the simulation's, not the input's.
         self._channel.send(protocol.CHECKED + checked.SerializeToString())
@@ -119,8 +132,12 @@ class Worker:
         if go != protocol.GO:
             raise SystemExit(f"expected GO, got {go[:1]!r}")
         seed = request.seed if request.HasField("seed") else None
-        results = self._adapter(request.backend).execute(circuits, request.shots, seed, request.memory)
-        reply = devices_service_pb2.RunCircuitsResponse(results=results).SerializeToString()
+        adapter = self._adapter(request.backend)
+        if primitive is not None:
+            reply = self._run_primitive(adapter, circuits, primitive).SerializeToString()
+        else:
+            results = adapter.execute(circuits, request.shots, seed, request.memory)
+            reply = devices_service_pb2.RunCircuitsResponse(results=results).SerializeToString()
         if len(reply) > self._max_reply:
             raise ResourceExhausted(
                 f"the results take {len(reply)} bytes, more than the {self._max_reply} one answer may; "
@@ -130,11 +147,30 @@ class Worker:
             )
         return reply
 
+    @staticmethod
+    def _run_primitive(adapter: BackendAdapter, prepared: primitives.Prepared,
+                       primitive: primitives_pb2.PrimitiveInput) -> devices_service_pb2.RunCircuitsResponse:
+        options = getattr(primitive, primitive.WhichOneof("primitive")).options
+        seed = options.seed if options.HasField("seed") else None
+        started = time.perf_counter()
+        results = [adapter.execute(circuits, shots, seed, prepared.memory) for shots, circuits in prepared.batches]
+        seconds = time.perf_counter() - started
+        return devices_service_pb2.RunCircuitsResponse(
+            primitive_result=prepared.assemble(results, adapter.name, seconds))
+
     def _adapter(self, name: str) -> BackendAdapter:
         try:
             return self._adapters[name]
         except KeyError:
             raise Internal(f"the worker has no backend {name!r}", reason="WORKER_PROTOCOL_ERROR") from None
+
+
+def _summary(circuit: QuantumCircuit, found) -> backend_pb2.CircuitSummary:
+    return backend_pb2.CircuitSummary(
+        name=circuit.name, num_qubits=circuit.num_qubits, num_clbits=circuit.num_clbits,
+        simulated_qubits=found.qubits, simulation_method=found.method,
+        estimated_memory_bytes=min(found.bytes, _INT64_MAX),
+    )
 
 
 def completed(circuit: QuantumCircuit, *, touched_only: bool = False) -> QuantumCircuit:

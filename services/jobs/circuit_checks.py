@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from qruntime.devices.v1 import devices_service_pb2, devices_service_pb2_grpc
 from qruntime.encoding import TYPE_KEY, VALUE_KEY
+from qruntime.primitives.v1 import primitives_pb2
 
 from qruntime_kit.errors import InvalidArgument, ServiceError
 from qruntime_kit.outbound import call
@@ -87,3 +88,19 @@ async def check_input_circuits(
         for task in checks:
             task.cancel()
         await asyncio.gather(*checks, return_exceptions=True)
+
+
+async def check_primitive(devices: devices_service_pb2_grpc.DevicesServiceStub, metadata, backend: str,
+                          primitive: primitives_pb2.PrimitiveInput) -> None:
+    """Raise InvalidArgument unless every PUB can run on backend: the devices service decodes and checks
+    them in a worker, and its refusal (naming the PUB and the field) is passed on with the backend added."""
+    request = devices_service_pb2.CheckCircuitsRequest(backend=backend, primitive=primitive)
+    try:
+        await call(devices.CheckCircuits, request, metadata=metadata)
+    except ServiceError as err:
+        if err.code != grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        raise InvalidArgument(
+            f"{err.message} (on {backend})", reason=err.reason, metadata={**err.metadata, "backend": backend},
+            field_violations=[(f"primitive_input.{field}", why) for field, why in err.field_violations],
+        ) from None

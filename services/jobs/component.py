@@ -12,7 +12,7 @@ import asyncio
 
 import grpc
 from qruntime.devices.v1 import devices_service_pb2_grpc
-from qruntime.jobs.v1 import jobs_service_pb2_grpc
+from qruntime.jobs.v1 import jobs_service_pb2_grpc, sessions_service_pb2_grpc
 from qruntime.programs.v1 import programs_service_pb2, programs_service_pb2_grpc
 
 from qruntime_kit.limits import Limits
@@ -27,12 +27,14 @@ from .executor import JobExecutor
 from .hosts import HostPool
 from .runner import ProgramRunner
 from .servicer import JobsDependencies, JobsServicer
+from .sessions import SessionsServicer
 from .settings import JobsSettings
 from .store import JobRecord, JobStore
 from .watch import JobWatch
 
 log = get_logger("jobs")
 SERVICE = "qruntime.jobs.v1.JobsService"
+SESSIONS_SERVICE = "qruntime.jobs.v1.SessionsService"
 # A program may write this much into its scratch folder and files, and hold this many open.
 PROGRAM_FILE_BYTES = 256 << 20
 PROGRAM_OPEN_FILES = 1024
@@ -40,7 +42,7 @@ PROGRAM_OPEN_FILES = 1024
 
 class JobsComponent:
     name = "jobs"
-    service_names = (SERVICE,)
+    service_names = (SERVICE, SESSIONS_SERVICE)
     public_methods: frozenset[str] = frozenset()
 
     def __init__(self, settings: JobsSettings) -> None:
@@ -53,6 +55,7 @@ class JobsComponent:
 
     def register(self, server: grpc.aio.Server) -> None:
         jobs_service_pb2_grpc.add_JobsServiceServicer_to_server(self._servicer, server)
+        sessions_service_pb2_grpc.add_SessionsServiceServicer_to_server(SessionsServicer(self._servicer), server)
 
     async def start(self, runtime: Runtime) -> None:
         settings = self._settings

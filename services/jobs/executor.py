@@ -16,6 +16,9 @@ that found it down puts its job back in the queue, with a line in the job's logs
 does not count against its attempts; the replica then stops claiming for a backoff (1 s, doubling to
 30 s while the outage lasts), so the other queued jobs stay queued until a probe run gets through.
 
+Sessions move on at the same beat (store.sweep_sessions: past max_time, idle, closed and drained);
+how they schedule their jobs is the claim's business (store.claim_next_queued).
+
 Each replica renews its lease on its running jobs every few seconds, on the database's clock. A
 RUNNING job whose lease was not renewed for lease_seconds belongs to a replica that died (or was
 paused, or cut off); any replica puts it back in the queue, at start-up and periodically. Renewing
@@ -223,6 +226,8 @@ class JobExecutor:
                 requeued = await asyncio.to_thread(self._store.requeue_running, stale_after=self._lease)
                 if requeued:
                     _log_requeued(requeued)
+                    self.wake()
+                if await asyncio.to_thread(self._store.sweep_sessions):  # max time, idle timeouts, closings
                     self.wake()
             except Exception:  # retried at the next beat
                 log.exception("could not renew job claims")

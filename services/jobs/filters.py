@@ -3,7 +3,7 @@
     filter  := term (AND term)*
     term    := FIELD "=" value | FIELD IN "(" value ("," value)* ")" | "tags:" value
              | "create_time" (">" | ">=" | "<" | "<=") value
-    FIELD   := state | program | backend | owner
+    FIELD   := state | program | backend | owner | session
     value   := bare word [A-Za-z0-9_.:-]+ | "double-quoted string" (\\" and \\\\ escaped)
 
 Keywords and field names are case-insensitive. The grammar is documented in ListJobsRequest.filter,
@@ -30,7 +30,7 @@ _TOKEN = re.compile(r"""\s*(?:
   | "(?P<quoted>(?:[^"\\]|\\.)*)"
   | (?P<word>[A-Za-z0-9_.:-]+)
 )""", re.VERBOSE)
-_SETS = {"state": "states", "program": "programs", "backend": "backends", "owner": "owners"}
+_SETS = {"state": "states", "program": "programs", "backend": "backends", "owner": "owners", "session": "sessions"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,7 @@ class JobFilter:
     programs: frozenset[str] | None = None
     backends: frozenset[str] | None = None
     owners: frozenset[str] | None = None
+    sessions: frozenset[str] | None = None  # the jobs of these sessions or batches
     tags: frozenset[str] = frozenset()  # the job has every one of them
     created_after: dt.datetime | None = None  # exclusive
     created_before: dt.datetime | None = None  # exclusive
@@ -82,7 +83,8 @@ def parse_filter(text: str, *, caller: str, program_id: str = "", state: str = "
                     values = [_state(v, parser) for v in values]
                 sets[_SETS[field]] = _both(sets[_SETS[field]], values)
             else:
-                parser.fail(f"unknown field {field!r}; fields are state, program, backend, owner, tags, create_time")
+                parser.fail(f"unknown field {field!r}; fields are state, program, backend, owner, session, tags, "
+                            "create_time")
         if not parser.at_end():
             parser.keyword("and")
             if parser.at_end():

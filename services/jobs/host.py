@@ -31,7 +31,9 @@ from qruntime.jobs.v1 import job_pb2, program_host_pb2
 from qruntime_kit.workers import BlockingChannel
 
 # Heavy imports come before HostReady, so a warm host runs its job at once.
-from .builtin_programs import BUILTIN_PROGRAMS, InvalidInputError
+from .builtin_programs import BUILTIN_PROGRAMS, InvalidInputError, import_qiskit
+
+import_qiskit()  # what the programs import when they run: here, so a zygote importing this module has it
 
 _LEVELS = {job_pb2.LOG_LEVEL_DEBUG: logging.DEBUG, job_pb2.LOG_LEVEL_INFO: logging.INFO,
            job_pb2.LOG_LEVEL_WARNING: logging.WARNING, job_pb2.LOG_LEVEL_ERROR: logging.ERROR,

@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime as dt
 
 from google.protobuf import duration_pb2, timestamp_pb2
-from qruntime.jobs.v1 import job_pb2
+from qruntime.jobs.v1 import job_pb2, session_pb2
 
-from .store import INTERIM, LOG, EventRecord, InterimRecord, JobRecord, LogRecord, utcnow
+from . import typed
+from .store import INTERIM, LOG, EventRecord, InterimRecord, JobRecord, LogRecord, SessionRecord, utcnow
 from .watch import Position
 
 
 def job_message(job: JobRecord, view: int = job_pb2.JOB_VIEW_FULL) -> job_pb2.Job:
     """The Job message of a stored job; its inputs only in the FULL view."""
+    primitive = typed.primitive_input(job) if view == job_pb2.JOB_VIEW_FULL else None
     message = job_pb2.Job(
         id=job.id,
         program_id=job.program_id,
@@ -22,7 +24,7 @@ def job_message(job: JobRecord, view: int = job_pb2.JOB_VIEW_FULL) -> job_pb2.Jo
         reason_message=job.reason_message,
         instance=job.instance,
         owner=job.owner,
-        inputs=job.inputs if view == job_pb2.JOB_VIEW_FULL else "",
+        inputs=job.inputs if view == job_pb2.JOB_VIEW_FULL and primitive is None else "",
         options=job_pb2.JobOptions(
             backend_name=job.backend, log_level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{job.log_level}")
         ),
@@ -34,13 +36,35 @@ def job_message(job: JobRecord, view: int = job_pb2.JOB_VIEW_FULL) -> job_pb2.Jo
         tags=job.tags,
         metrics=metrics_message(job),
         time_limit_source=job_pb2.TimeLimitSource.Value(f"TIME_LIMIT_SOURCE_{job.time_limit_source or 'UNSPECIFIED'}"),
+        session_id=job.session_id,
     )
+    if primitive is not None:
+        message.primitive_input.CopyFrom(primitive)
     if job.deadline is not None:
         message.deadline.CopyFrom(timestamp(job.deadline))
     if job.start_time is not None:
         message.start_time.CopyFrom(timestamp(job.start_time))
     if job.end_time is not None:
         message.end_time.CopyFrom(timestamp(job.end_time))
+    return message
+
+
+def session_message(session: SessionRecord) -> session_pb2.Session:
+    """The Session message of a stored session."""
+    message = session_pb2.Session(
+        id=session.id, instance=session.instance, owner=session.owner, backend=session.backend,
+        mode=session_pb2.SessionMode.Value(f"SESSION_MODE_{session.mode}"),
+        state=session_pb2.SessionState.Value(f"SESSION_STATE_{session.state}"),
+        accepting_jobs=session.accepting_jobs, max_time=duration(session.max_seconds),
+        interactive_timeout=duration(session.idle_seconds), create_time=timestamp(session.create_time),
+        close_reason=session.close_reason, usage_seconds=session.usage_seconds,
+        queued_jobs=session.queued_jobs, running_jobs=session.running_jobs,
+    )
+    for field in ("start_time", "activate_time", "last_job_start_time", "last_job_end_time", "expire_time",
+                  "close_time"):
+        value = getattr(session, field)
+        if value is not None:
+            getattr(message, field).CopyFrom(timestamp(value))
     return message
 
 

@@ -35,6 +35,7 @@ from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import MAX_MESSAGE_BYTES
 from qruntime_kit.workers import ChannelClosed, FrameTooLarge
 
+from . import typed
 from .backend import BackendError, DevicesClient, SuiteError
 from .builtin_programs import BUILTIN_PROGRAMS
 from .control import JobControl
@@ -109,9 +110,16 @@ class ProgramRunner:
             return Outcome(ERROR, "RUNTIME_UNAVAILABLE",
                            f"program {job.program_id!r} is an uploaded Python program, and this deployment "
                            f"cannot sandbox uploaded programs: {self._sandbox_problem}")
+        primitive = await asyncio.to_thread(typed.primitive_input, job)
+        if primitive is not None:
+            return await self._without_host(
+                job, typed.run_request(job, primitive), control, typed.refused_outcome,
+                lambda response, started: typed.done_outcome(job, primitive, response, started))
         sample = await asyncio.to_thread(direct_sample, job)
         if sample is not None:
-            return await self._sample(job, sample, control)
+            return await self._without_host(
+                job, sampling_request(job, sample), control, refused_outcome,
+                lambda response, started: sampler_outcome(job, sample, response, started))
         try:
             backend = await self._backend(job.backend)
             source = await self._fetch_source(job) if job.runtime == "PYTHON" and self._fetch_source else ""
@@ -158,11 +166,12 @@ class ProgramRunner:
         finally:
             pool.release(host)
 
-    async def _sample(self, job: JobRecord, sample, control: JobControl) -> Outcome:
-        """The sampler's common case, without a host (direct.py): its circuit straight to the devices service."""
+    async def _without_host(self, job: JobRecord, request, control: JobControl, refused, finish) -> Outcome:
+        """A job that needs no host: the sampler's common case (direct.py) and primitive jobs (typed.py),
+        its circuits straight to the devices service; finish(response, started) shapes the result."""
         limit = job.max_execution_seconds if job.max_execution_seconds > 0 else None
         started = dt.datetime.now(dt.UTC)
-        run = asyncio.create_task(self._devices.run_circuits(sampling_request(job, sample), timeout=limit or 3 * 3600))
+        run = asyncio.create_task(self._devices.run_circuits(request, timeout=limit or 3 * 3600))
         stopped = asyncio.create_task(control.wait())
         try:
             done, _ = await asyncio.wait({run, stopped}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
@@ -179,10 +188,10 @@ class ProgramRunner:
         except BackendError as err:
             if _is_down(err.error):
                 return dependency_down(f"the devices service is unavailable: {err.error.message}")
-            return refused_outcome(err)
+            return refused(err)
         except SuiteError as err:
             return dependency_down(str(err))
-        return await asyncio.to_thread(sampler_outcome, job, sample, response, started)
+        return await asyncio.to_thread(finish, response, started)
 
     async def _backend(self, name: str) -> backend_pb2.Backend:
         """The backend's description, asked of the devices service at most once a minute."""

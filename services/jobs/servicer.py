@@ -27,8 +27,9 @@ from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import Credentials, call
 from qruntime_kit.store import page_size
 
+from . import typed
 from .admission import AdmissionLimits, check_admission
-from .circuit_checks import check_input_circuits
+from .circuit_checks import check_input_circuits, check_primitive
 from .executor import JobExecutor
 from .filters import parse_filter
 from .idempotency import check_same_request, request_fingerprint
@@ -41,6 +42,7 @@ from .messages import (
     state_name,
     timestamp,
 )
+from .sessions import check_session_job
 from .store import DONE, JobStore, utcnow, would_create
 from .validation import check_create_request, check_inputs, check_tags
 from .watch import JobWatch
@@ -88,6 +90,9 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         principal.require("job.create")
         instance = principal.require_instance("jobs")
         inputs = await asyncio.to_thread(check_create_request, request)  # up to 32 MiB of JSON to parse
+        primitive = request.primitive_input if request.HasField("primitive_input") else None
+        if primitive is not None:
+            typed.check_request(request.program_id, primitive, request.inputs)
         deps = self.deps
         fingerprint = request_fingerprint(request)
         if request.request_id:  # a retry: answer with the job the first call created, if it asked the same
@@ -95,17 +100,27 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             if existing is not None:
                 check_same_request(existing, fingerprint, request.program_id, request.inputs)
                 return jobs_service_pb2.CreateJobResponse(job=job_message(existing, job_pb2.JOB_VIEW_BASIC))
+        backend_name = request.options.backend_name
+        if request.session_id:  # the job runs on its session's backend
+            session = await asyncio.to_thread(deps.store.get_session, request.session_id, instance=instance)
+            check_session_job(session, principal.subject, backend_name)
+            backend_name = session.backend
         await asyncio.to_thread(check_admission, deps.store, instance, deps.limits)
         metadata = await deps.credentials.metadata(on_behalf_of=principal)
         # The program and the backend are asked for at once (the backend does not depend on the
         # program); the circuits are checked once the backend is known.
-        checked = asyncio.create_task(self._backend_and_circuits(request.options.backend_name, metadata, inputs))
+        checked = asyncio.create_task(self._backend_and_circuits(backend_name, metadata, inputs, primitive))
         try:
             program = (await call(
                 deps.programs.GetProgram, programs_service_pb2.GetProgramRequest(program_id=request.program_id),
                 metadata=metadata,
             )).program
-            check_inputs(program.id, program.inputs, inputs)
+            if primitive is None:
+                check_inputs(program.id, program.inputs, inputs)
+            elif program.runtime != program_pb2.PROGRAM_RUNTIME_BUILTIN:
+                raise InvalidArgument(f"program {program.id!r} is not the built-in primitive; it takes JSON inputs",
+                                      reason="PRIMITIVE_PROGRAM_MISMATCH", metadata={"program_id": program.id},
+                                      field_violations=[("primitive_input", "must be empty for this program")])
             backend, chosen = await checked
         finally:
             if not checked.done():
@@ -120,7 +135,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             program_id=program.id,
             runtime=program_pb2.ProgramRuntime.Name(program.runtime).removeprefix("PROGRAM_RUNTIME_"),
             backend=backend.name,
-            inputs=request.inputs or "{}",
+            inputs=(await asyncio.to_thread(typed.stored_inputs, primitive)) if primitive else request.inputs or "{}",
             log_level=log_level_name(request.options.log_level),
             max_execution_seconds=limit_seconds,
             time_limit_source=limit_source,
@@ -130,7 +145,8 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             request_fingerprint=fingerprint,
             tags=sorted(set(request.tags)),
             # The job records the backend chosen for it and why.
-            first_log="" if request.options.backend_name else f"backend {backend.name}: {chosen}",
+            first_log="" if backend_name else f"backend {backend.name}: {chosen}",
+            session_id=request.session_id,
         )
         if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
             return jobs_service_pb2.CreateJobResponse(job=job_message(would_create(**values), job_pb2.JOB_VIEW_BASIC))
@@ -140,7 +156,8 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         if created:
             deps.executor.wake()
             log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,
-                     backend_chosen=chosen, instance=instance, limit_seconds=job.max_execution_seconds)
+                     backend_chosen=chosen, instance=instance, limit_seconds=job.max_execution_seconds,
+                     session_id=job.session_id or None)
         return jobs_service_pb2.CreateJobResponse(job=job_message(job, job_pb2.JOB_VIEW_BASIC))
 
     async def GetJob(self, request, context):
@@ -257,7 +274,12 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                     reason="JOB_NOT_DONE",
                     metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
                 )
-            return _result_chunk((store.get_result(job.id) or "").encode(), request.offset)
+            stored = store.get_result(job.id) or ""
+            if typed.is_primitive(job):
+                result = typed.primitive_result(stored)
+                if result.ByteSize() <= RESULT_CHUNK_BYTES and request.offset == 0:
+                    return jobs_service_pb2.GetJobResultResponse(primitive_result=result)
+            return _result_chunk(stored.encode(), request.offset)
 
         return await asyncio.to_thread(read)
 
@@ -283,13 +305,16 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             interim_results=[interim_result_message(r) for r in results], next_page_token=token
         )
 
-    async def _backend_and_circuits(self, name: str, metadata, inputs) -> tuple[backend_pb2.Backend, str]:
-        """The job's backend and why (see _backend), once the input circuits are checked for it."""
-        backend, chosen = await self._backend(name, metadata)
-        await check_input_circuits(self.deps.devices, metadata, backend.name, inputs)
+    async def _backend_and_circuits(self, name: str, metadata, inputs, primitive) -> tuple[backend_pb2.Backend, str]:
+        """The job's backend and why (see _backend), once the input circuits (or PUBs) are checked for it."""
+        backend, chosen = await self.resolve_backend(name, metadata)
+        if primitive is not None:
+            await check_primitive(self.deps.devices, metadata, backend.name, primitive)
+        else:
+            await check_input_circuits(self.deps.devices, metadata, backend.name, inputs)
         return backend, chosen
 
-    async def _backend(self, name: str, metadata) -> tuple[backend_pb2.Backend, str]:
+    async def resolve_backend(self, name: str, metadata) -> tuple[backend_pb2.Backend, str]:
         """The named backend, or the least busy one the user's plan allows (chosen by devices, from the
         jobs queued and running here and the runs pending there); and why it was chosen."""
         devices = self.deps.devices

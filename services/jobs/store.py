@@ -39,6 +39,8 @@ QUEUED, RUNNING, DONE, ERROR, CANCELLED = "QUEUED", "RUNNING", "DONE", "ERROR", 
 FINAL_STATES = (DONE, ERROR, CANCELLED)
 STATE, LOG, INTERIM = "STATE", "LOG", "INTERIM"  # the kinds of events
 ACTIVE_STATES = (QUEUED, RUNNING)
+DEDICATED, BATCH = "DEDICATED", "BATCH"  # the session modes
+OPEN, ACTIVE, INACTIVE, CLOSED = "OPEN", "ACTIVE", "INACTIVE", "CLOSED"  # the session states
 TRACE_ID_LENGTH = 256
 # A page of jobs stops early once their inputs and messages pass this many bytes, so that a
 # ListJobs response stays well inside the 64 MiB gRPC message limit whatever the jobs hold.
@@ -82,10 +84,42 @@ job_table = sa.Table(
     sa.Column("request_fingerprint", sa.String(64), nullable=False, default="", server_default=""),
     # Which limit max_execution_seconds is: SYSTEM, PROGRAM or USER ("": created before it was kept).
     sa.Column("time_limit_source", sa.String(16), nullable=False, default="", server_default=""),
+    sa.Column("session_id", sa.String(64)),  # the session or batch it belongs to; NULL for none
     sa.UniqueConstraint("instance", "request_id", name="jobs_job_instance_request_id"),
     sa.Index("jobs_job_instance_created", "instance", "create_time", "id"),
     sa.Index("jobs_job_state_created", "state", "create_time", "id"),
-    sa.Index("jobs_job_state_instance_created", "state", "instance", "create_time", "id"),  # fair claims
+    # Fair claims: read from the index alone (session_id says whether a job may start).
+    sa.Index("jobs_job_state_instance_created", "state", "instance", "create_time", "id", "session_id"),
+    sa.Index("jobs_job_session_state", "session_id", "state"),  # a session's queued and running jobs
+)
+
+# Sessions and batches (SessionsService); sessions.py says how they schedule their jobs. Times are UTC.
+session_table = sa.Table(
+    "jobs_session",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("instance", sa.String(512), nullable=False),
+    sa.Column("owner", sa.String(256), nullable=False),
+    sa.Column("backend", sa.String(256), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),  # DEDICATED or BATCH
+    sa.Column("state", sa.String(16), nullable=False),  # OPEN, ACTIVE, INACTIVE or CLOSED
+    sa.Column("accepting_jobs", sa.Boolean, nullable=False),
+    sa.Column("max_seconds", sa.Float, nullable=False),  # max_time
+    sa.Column("idle_seconds", sa.Float, nullable=False),  # interactive_timeout
+    sa.Column("create_time", _TIME, nullable=False),
+    sa.Column("start_time", _TIME),  # its first job's start
+    sa.Column("activate_time", _TIME),  # when it last became ACTIVE
+    sa.Column("last_job_start_time", _TIME),
+    sa.Column("last_job_end_time", _TIME),
+    sa.Column("expire_time", _TIME),  # start_time + max_seconds
+    sa.Column("close_time", _TIME),
+    # When an ACTIVE session stops being active unless a job of it runs: its last job's end plus
+    # idle_seconds; NULL while one of its jobs runs. Jobs created before it keep the session's priority.
+    sa.Column("idle_deadline", _TIME),
+    sa.Column("close_reason", sa.Text, nullable=False, default=""),
+    sa.Column("usage_seconds", sa.Float, nullable=False, default=0.0),  # DEDICATED: its ACTIVE spans that ended
+    sa.Index("jobs_session_instance_created", "instance", "create_time", "id"),
+    sa.Index("jobs_session_state", "state"),
 )
 
 result_table = sa.Table(
@@ -154,6 +188,7 @@ class JobRecord:
     usage_seconds: float = 0.0  # see JobMetrics.usage_seconds
     request_fingerprint: str = ""  # digest of the CreateJob request that made it (idempotency.py)
     time_limit_source: str = ""  # which limit max_execution_seconds is: SYSTEM, PROGRAM or USER
+    session_id: str = ""  # the session or batch it belongs to; "" for none
 
     @property
     def deadline(self) -> dt.datetime | None:
@@ -170,6 +205,32 @@ class JobRecord:
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_STATES
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionRecord:
+    """One stored session or batch, with what is reported about it now (usage, its jobs)."""
+
+    id: str
+    instance: str
+    owner: str
+    backend: str
+    mode: str
+    state: str
+    accepting_jobs: bool
+    max_seconds: float
+    idle_seconds: float
+    create_time: dt.datetime
+    start_time: dt.datetime | None
+    activate_time: dt.datetime | None
+    last_job_start_time: dt.datetime | None
+    last_job_end_time: dt.datetime | None
+    expire_time: dt.datetime | None
+    close_time: dt.datetime | None
+    close_reason: str
+    usage_seconds: float  # see Session.usage_seconds
+    queued_jobs: int = 0
+    running_jobs: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +305,7 @@ def _job(row: sa.Row, tags: Iterable[str] = ()) -> JobRecord:
         trace_id=m["trace_id"], attempts=m["attempts"], program_version=m["program_version"],
         dependency_waits=m["dependency_waits"], tags=tuple(sorted(tags)), events=m["events"],
         usage_seconds=m["usage_seconds"], request_fingerprint=m["request_fingerprint"],
-        time_limit_source=m["time_limit_source"],
+        time_limit_source=m["time_limit_source"], session_id=m["session_id"] or "",
     )
 
 
@@ -257,6 +318,7 @@ def would_create(
     *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str, log_level: str,
     max_execution_seconds: float, request_id: str = "", trace_id: str = "", program_version: int = 0,
     tags: Iterable[str] = (), request_fingerprint: str = "", time_limit_source: str = "", first_log: str = "",
+    session_id: str = "",
 ) -> JobRecord:
     """The job JobStore.create would store from these arguments, without an id: a dry run's answer
     (first_log, the line create would log, is not part of it)."""
@@ -266,6 +328,7 @@ def would_create(
         max_execution_seconds=max_execution_seconds, create_time=utcnow(), start_time=None, end_time=None,
         request_id=request_id, trace_id=trace_id[:TRACE_ID_LENGTH], program_version=program_version,
         tags=tuple(sorted(set(tags))), request_fingerprint=request_fingerprint, time_limit_source=time_limit_source,
+        session_id=session_id,
     )
 
 
@@ -273,6 +336,12 @@ def storable(text: str) -> str:
     """text as a column may hold it: PostgreSQL's text cannot hold NUL, and a NUL stored raw in SQLite
     cuts the text short for many readers, so it is kept visible, escaped (a circuit's name in an error)."""
     return text.replace("\x00", "\\x00")
+
+
+def session_not_found(session_id: str) -> NotFound:
+    # The same words whether the session is absent or another instance's.
+    return NotFound(f"session {session_id!r} not found", reason="SESSION_NOT_FOUND",
+                    metadata={"session_id": session_id})
 
 
 def job_not_found(job_id: str) -> NotFound:
@@ -302,12 +371,14 @@ class JobStore:
         self, *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str,
         log_level: str, max_execution_seconds: float, request_id: str = "", trace_id: str = "",
         program_version: int = 0, tags: Iterable[str] = (), first_log: str = "", request_fingerprint: str = "",
-        time_limit_source: str = "",
+        time_limit_source: str = "", session_id: str = "",
     ) -> tuple[JobRecord, bool]:
         """Store a new QUEUED job, with first_log as its first log line if given; (job, True). With a
         request_id the instance used before, that earlier job instead: (job, False), so a retried
         CreateJob never makes a second job (the caller checks it was the same request:
-        idempotency.check_same_request)."""
+        idempotency.check_same_request). With session_id, only while that session accepts jobs
+        (checked in the same transaction, so a concurrent close or expiry cannot let one in);
+        FailedPrecondition SESSION_NOT_ACCEPTING_JOBS otherwise."""
         if request_id:
             existing = self.find_by_request_id(instance, request_id)
             if existing is not None:
@@ -321,9 +392,12 @@ class JobStore:
             "trace_id": trace_id[:TRACE_ID_LENGTH],  # the caller's x-request-id, of any length
             "program_version": program_version, "events": 2 if first_log else 1,
             "request_fingerprint": request_fingerprint, "time_limit_source": time_limit_source,
+            "session_id": session_id or None,
         }
         try:
             with self._engine.begin() as conn:
+                if session_id:
+                    self._admit_to_session(conn, session_id, now)
                 conn.execute(job_table.insert().values(**values))
                 events = [_state_event(QUEUED, now)] + ([_log_event("INFO", first_log, now)] if first_log else [])
                 _insert_events(conn, values["id"], values["events"], events)
@@ -452,40 +526,57 @@ class JobStore:
         """Move the next QUEUED job to RUNNING for this runner, counting the attempt, and return it;
         None when none waits (or every instance with queued jobs is at max_running_per_instance).
 
-        Fair across instances: the next job is the oldest queued job of the instance that has the
-        fewest jobs running (the oldest waiting job breaks ties), so an instance that floods the
-        queue runs beside the others, never ahead of them.
+        First comes the oldest job of an ACTIVE dedicated session (Session.mode DEDICATED) that came
+        while the session was active: a session runs its jobs back to back. Then, fairly across
+        instances: the oldest startable job of the instance that has the fewest jobs running (the
+        oldest waiting job breaks ties), so an instance that floods the queue runs beside the others,
+        never ahead of them. A dedicated session's job may start only when none of its jobs runs and
+        none older waits (its jobs run one at a time, in order); a batch's jobs start freely; a
+        session past its max_time starts nothing (sweep_sessions cancels its queued jobs).
 
-        One UPDATE ... WHERE id = (that job) AND state = 'QUEUED' RETURNING: PostgreSQL picks the
-        candidate FOR UPDATE SKIP LOCKED, so replicas pass each other by; SQLite (which has no row
-        locks and ignores FOR UPDATE) runs the statement under its one write lock. Either way a job
-        is claimed exactly once."""
+        Which session jobs may start is read first, from the few open sessions (_SessionPlan), so the
+        claim itself is one UPDATE ... WHERE id = (that job) AND state = 'QUEUED' RETURNING, reading
+        the queue's index only: PostgreSQL picks the candidate FOR UPDATE SKIP LOCKED, so replicas pass
+        each other by; SQLite (which has no row locks and ignores FOR UPDATE) runs the statement under
+        its one write lock. Either way a job is claimed exactly once. The plan may be a moment old:
+        a claimed session job is checked again under its session row's lock (_session_job_started),
+        so a dedicated session never runs two jobs at once nor one out of turn."""
+        for _ in range(3):  # a replica that lost the race for a session's turn tries again
+            try:
+                return self._claim(runner, max_running_per_instance)
+            except _SessionBusy:
+                continue
+        return None
+
+    def _claim(self, runner: str, max_running_per_instance: int) -> JobRecord | None:
         c = job_table.c
-        queued, running = job_table.alias("queued"), job_table.alias("running")
-        running_count = (
-            sa.select(sa.func.count()).select_from(running)
-            .where(running.c.instance == queued.c.instance, running.c.state == RUNNING).scalar_subquery()
-        )
-        instances = sa.select(queued.c.instance).where(queued.c.state == QUEUED).group_by(queued.c.instance)
-        if max_running_per_instance > 0:
-            instances = instances.having(running_count < max_running_per_instance)
-        neediest = instances.order_by(running_count, sa.func.min(queued.c.create_time)).limit(1).scalar_subquery()
-        oldest = (
-            sa.select(c.id).where(c.state == QUEUED, c.instance == neediest).order_by(c.create_time, c.id).limit(1)
-            .with_for_update(skip_locked=True).scalar_subquery()
-        )
         now = self._now()  # the lease runs on the database's clock, the one all replicas share
+        at = utcnow()  # sessions' times are this replica's clock, as their jobs' create_time
+        with self._engine.connect() as conn:  # read before the transaction: on SQLite a write comes first
+            plan = _SessionPlan.read(conn, at)
         claim = (
-            job_table.update().where(c.id == oldest, c.state == QUEUED)
+            job_table.update()
             .values(state=RUNNING, start_time=now, claimed_by=runner or None, heartbeat_time=now,
                     attempts=c.attempts + 1, events=c.events + 1)
             .returning(*job_table.c)
         )
+        if max_running_per_instance > 0:
+            within = _running_of(c.instance) < max_running_per_instance
         with self._engine.begin() as conn:
-            row = conn.execute(claim).first()
+            row = None
+            for job_id in plan.priority:  # the oldest first; one another replica took is skipped
+                query = claim.where(c.id == job_id, c.state == QUEUED)
+                row = conn.execute(query.where(within) if max_running_per_instance > 0 else query).first()
+                if row is not None:
+                    break
+            if row is None:
+                row = conn.execute(claim.where(
+                    c.id == _fair_candidate(plan, max_running_per_instance), c.state == QUEUED)).first()
             if row is None:
                 return None
             _insert_events(conn, row.id, row.events, [_state_event(RUNNING, utcnow(), attempt=row.attempts)])
+            if row.session_id:
+                _session_job_started(conn, row, at)
             job = self._with_tags(conn, [row])[0]
         self._notify([job.id])
         return job
@@ -511,11 +602,12 @@ class JobStore:
             row = conn.execute(
                 query.values(state=state, reason=reason, reason_message=storable(message), end_time=self._now(),
                              events=c.events + len(events) + 1)
-                .returning(c.events, c.attempts, c.start_time, c.end_time)
+                .returning(c.events, c.attempts, c.start_time, c.end_time, c.session_id)
             ).first()
             if row is None:
                 return False
             _charge(conn, job_id, row.start_time, row.end_time)
+            _session_job_ended(conn, row)
             events.append(_state_event(state, utcnow(), reason=reason, text=storable(message), attempt=row.attempts))
             _insert_events(conn, job_id, row.events, events)
             if result_json is not None:
@@ -534,9 +626,10 @@ class JobStore:
             row = conn.execute(query.values(
                 state=CANCELLED, reason="CANCELLED_BY_USER", reason_message=message, end_time=self._now(),
                 events=c.events + 1,
-            ).returning(c.events, c.attempts, c.start_time, c.end_time)).first()
+            ).returning(c.events, c.attempts, c.start_time, c.end_time, c.session_id)).first()
             if row is not None:
                 _charge(conn, job_id, row.start_time, row.end_time)
+                _session_job_ended(conn, row)
                 _insert_events(conn, job_id, row.events, [
                     _state_event(CANCELLED, utcnow(), reason="CANCELLED_BY_USER", text=message, attempt=row.attempts)])
         if row is not None:
@@ -577,6 +670,210 @@ class JobStore:
             return conn.execute(
                 sa.select(result_table.c.result).where(result_table.c.job_id == job_id)
             ).scalar()
+
+    # -- sessions and batches ----------------------------------------------------------------
+    # A session's times are kept on this replica's clock (as jobs' create_time): its idle deadline
+    # is compared with its jobs' create_time.
+
+    def create_session(self, *, instance: str, owner: str, backend: str, mode: str, max_seconds: float,
+                       idle_seconds: float) -> SessionRecord:
+        """Store a new OPEN session accepting jobs."""
+        values = {"id": new_job_id(), "instance": instance, "owner": owner, "backend": backend, "mode": mode,
+                  "state": OPEN, "accepting_jobs": True, "max_seconds": max_seconds, "idle_seconds": idle_seconds,
+                  "create_time": utcnow(), "close_reason": "", "usage_seconds": 0.0}
+        with self._engine.begin() as conn:
+            conn.execute(session_table.insert().values(**values))
+        return self.get_session(values["id"])
+
+    def get_session(self, session_id: str, *, instance: str | None = None) -> SessionRecord:
+        """The session; NotFound SESSION_NOT_FOUND when absent or, with instance given, another instance's."""
+        query = session_table.select().where(session_table.c.id == session_id)
+        if instance is not None:
+            query = query.where(session_table.c.instance == instance)
+        with self._engine.connect() as conn:
+            found = self._sessions(conn, list(conn.execute(query)))
+        if not found:
+            raise session_not_found(session_id)
+        return found[0]
+
+    def list_sessions(self, instance: str | None, *, page_size: int, page_token: str = "", state: str = "",
+                      backend: str = "") -> tuple[list[SessionRecord], str]:
+        """The instance's sessions (every one for None), newest first, optionally only those in state
+        or on backend, and the next page's token ('' on the last), bound to those filters."""
+        s = session_table.c
+        query = session_table.select()
+        if instance is not None:
+            query = query.where(s.instance == instance)
+        if state:
+            query = query.where(s.state == state)
+        if backend:
+            query = query.where(s.backend == backend)
+        bound_to = f"sessions|{state}|{backend}"
+        position = self._decode_page_token(page_token, bound_to)
+        if position is not None:
+            try:
+                after_time, after_id = dt.datetime.fromisoformat(position["t"]), position["id"]
+            except ValueError:
+                raise invalid_page_token() from None
+            query = query.where(sa.or_(s.create_time < after_time,
+                                       sa.and_(s.create_time == after_time, s.id < after_id)))
+        query = query.order_by(s.create_time.desc(), s.id.desc()).limit(page_size + 1)
+        with self._engine.connect() as conn:
+            rows = list(conn.execute(query))
+            sessions = self._sessions(conn, rows[:page_size])
+        if len(rows) <= page_size:
+            return sessions, ""
+        last = sessions[-1]
+        return sessions, self._encode_page_token({"t": last.create_time.isoformat(), "id": last.id}, bound_to)
+
+    def close_session(self, session_id: str, *, instance: str | None = None) -> SessionRecord:
+        """Stop the session accepting jobs; it is CLOSED now if none of its jobs is queued or running,
+        else once they have ended (sweep_sessions). Closing a closed session changes nothing."""
+        self.get_session(session_id, instance=instance)
+        s = session_table.c
+        with self._engine.begin() as conn:
+            conn.execute(session_table.update().where(s.id == session_id, s.accepting_jobs.is_(True))
+                         .values(accepting_jobs=False, close_reason="closed by the user"))
+            self._close_if_drained(conn, session_id, utcnow())
+        return self.get_session(session_id)
+
+    def cancel_session(self, session_id: str, *, instance: str | None = None) -> tuple[SessionRecord, list[str]]:
+        """End the session now: CLOSED, its queued and running jobs CANCELLED. Returns it and the jobs
+        that were running (their programs are to be stopped)."""
+        self.get_session(session_id, instance=instance)
+        s, at = session_table.c, utcnow()
+        with self._engine.begin() as conn:
+            row = conn.execute(session_table.update().where(s.id == session_id)  # written first: its lock
+                               .values(accepting_jobs=False).returning(*session_table.c)).first()
+            if row.state != CLOSED:
+                conn.execute(session_table.update().where(s.id == session_id).values(
+                    state=CLOSED, close_time=at, usage_seconds=row.usage_seconds + _active_span(row, at),
+                    close_reason=row.close_reason if row.close_reason else "cancelled by the user"))
+            cancelled = self._cancel_session_jobs(conn, session_id, ACTIVE_STATES, "CANCELLED_BY_USER",
+                                                  "the session was cancelled")
+        self._notify([job_id for job_id, _ in cancelled])
+        return self.get_session(session_id), [job_id for job_id, state in cancelled if state == RUNNING]
+
+    def sweep_sessions(self) -> int:
+        """Move sessions on as time passes (every replica calls it every few seconds; each move is a
+        conditional UPDATE, so replicas sweeping together move a session once):
+          - past its max_time: CLOSED, its queued jobs CANCELLED SESSION_EXPIRED (running ones run on);
+          - closed by its user and none of its jobs queued or running: CLOSED;
+          - ACTIVE, idle past its deadline with no job running or waiting its turn: INACTIVE.
+        Returns how many sessions moved."""
+        s, c, at = session_table.c, job_table.c, utcnow()
+        pending = sa.exists().where(c.session_id == s.id, c.state.in_(ACTIVE_STATES))
+        waiting = sa.exists().where(c.session_id == s.id, sa.or_(
+            c.state == RUNNING, sa.and_(c.state == QUEUED, c.create_time <= s.idle_deadline)))
+        expired = sa.and_(s.state != CLOSED, s.expire_time <= at)
+        drained = sa.and_(s.state != CLOSED, s.accepting_jobs.is_(False), ~pending)
+        idle = sa.and_(s.state == ACTIVE, s.idle_deadline <= at, ~waiting)
+        with self._engine.connect() as conn:
+            found = {name: conn.execute(sa.select(s.id).where(where)).scalars().all()
+                     for name, where in (("expired", expired), ("drained", drained), ("idle", idle))}
+        moved, cancelled = 0, []
+        for session_id in found["expired"]:
+            with self._engine.begin() as conn:
+                row = conn.execute(session_table.update().where(s.id == session_id, expired)
+                                   .values(accepting_jobs=False).returning(*session_table.c)).first()
+                if row is None:
+                    continue
+                until = _utc(row.expire_time)
+                conn.execute(session_table.update().where(s.id == session_id).values(
+                    state=CLOSED, close_time=until, usage_seconds=row.usage_seconds + _active_span(row, until),
+                    close_reason=row.close_reason or f"max_time of {row.max_seconds:g} s reached"))
+                cancelled += self._cancel_session_jobs(
+                    conn, session_id, (QUEUED,), "SESSION_EXPIRED",
+                    f"the session {session_id} reached its max_time of {row.max_seconds:g} s before the job started")
+                moved += 1
+        for session_id in found["drained"]:
+            with self._engine.begin() as conn:
+                moved += self._close_if_drained(conn, session_id, at)
+        for session_id in found["idle"]:
+            with self._engine.begin() as conn:
+                row = conn.execute(session_table.update().where(s.id == session_id, idle)
+                                   .values(state=INACTIVE).returning(*session_table.c)).first()
+                if row is not None:  # it returns the new state: its span is from activation to the deadline
+                    span = max(0.0, (_utc(row.idle_deadline) - _utc(row.activate_time)).total_seconds())
+                    conn.execute(session_table.update().where(s.id == session_id)
+                                 .values(usage_seconds=row.usage_seconds + span))
+                    moved += 1
+        self._notify([job_id for job_id, _ in cancelled])
+        return moved
+
+    def _admit_to_session(self, conn: sa.Connection, session_id: str, at: dt.datetime) -> None:
+        """In CreateJob's transaction, before the job is stored: FailedPrecondition
+        SESSION_NOT_ACCEPTING_JOBS unless the session accepts jobs now (written, so its lock holds a
+        concurrent close or expiry off until the job is stored)."""
+        s = session_table.c
+        admitted = conn.execute(session_table.update().where(
+            s.id == session_id, s.accepting_jobs.is_(True), sa.or_(s.expire_time.is_(None), s.expire_time > at),
+        ).values(accepting_jobs=True)).rowcount
+        if not admitted:
+            row = conn.execute(session_table.select().where(s.id == session_id)).first()
+            if row is None:
+                raise session_not_found(session_id)
+            why = row.close_reason or f"it reached its max_time of {row.max_seconds:g} s"
+            raise FailedPrecondition(
+                f"session {session_id!r} does not accept jobs any more ({why}); create a new session",
+                reason="SESSION_NOT_ACCEPTING_JOBS",
+                metadata={"session_id": session_id, "state": f"SESSION_STATE_{row.state}"},
+            )
+
+    def _close_if_drained(self, conn: sa.Connection, session_id: str, at: dt.datetime) -> int:
+        """CLOSED at `at` if it does not accept jobs and none of its jobs is queued or running; 1 if so."""
+        s, c = session_table.c, job_table.c
+        pending = sa.exists().where(c.session_id == s.id, c.state.in_(ACTIVE_STATES))
+        row = conn.execute(session_table.update().where(
+            s.id == session_id, s.state != CLOSED, s.accepting_jobs.is_(False), ~pending,
+        ).values(close_time=at).returning(*session_table.c)).first()
+        if row is None:
+            return 0
+        conn.execute(session_table.update().where(s.id == session_id).values(
+            state=CLOSED, usage_seconds=row.usage_seconds + _active_span(row, at)))
+        return 1
+
+    def _cancel_session_jobs(self, conn: sa.Connection, session_id: str, states: tuple[str, ...], reason: str,
+                             message: str) -> list[tuple[str, str]]:
+        """End the session's jobs in states CANCELLED with reason; (job id, state it was in) of each."""
+        c = job_table.c
+        before = dict(conn.execute(sa.select(c.id, c.state).where(c.session_id == session_id, c.state.in_(states))
+                                   .with_for_update()).all())
+        if not before:
+            return []
+        rows = conn.execute(job_table.update().where(c.id.in_(list(before)), c.state.in_(states)).values(
+            state=CANCELLED, reason=reason, reason_message=message, end_time=self._now(), events=c.events + 1,
+        ).returning(c.id, c.events, c.attempts, c.start_time, c.end_time)).all()
+        for row in rows:
+            _charge(conn, row.id, row.start_time, row.end_time)
+            _insert_events(conn, row.id, row.events, [
+                _state_event(CANCELLED, utcnow(), reason=reason, text=message, attempt=row.attempts)])
+        return [(row.id, before[row.id]) for row in rows]
+
+    def _sessions(self, conn: sa.Connection, rows: list[sa.Row]) -> list[SessionRecord]:
+        """The rows as records, with their jobs queued and running and their usage now (two queries for all)."""
+        if not rows:
+            return []
+        c, ids, now = job_table.c, [row.id for row in rows], utcnow()
+        counts: dict[tuple[str, str], int] = {}
+        query = (sa.select(c.session_id, c.state, sa.func.count())
+                 .where(c.session_id.in_(ids), c.state.in_(ACTIVE_STATES)).group_by(c.session_id, c.state))
+        for session_id, state, count in conn.execute(query):
+            counts[(session_id, state)] = count
+        batch_ids = [row.id for row in rows if row.mode == BATCH]
+        batch_usage = dict(conn.execute(
+            sa.select(c.session_id, sa.func.sum(c.usage_seconds)).where(c.session_id.in_(batch_ids))
+            .group_by(c.session_id)).all()) if batch_ids else {}
+        return [SessionRecord(
+            id=row.id, instance=row.instance, owner=row.owner, backend=row.backend, mode=row.mode, state=row.state,
+            accepting_jobs=bool(row.accepting_jobs), max_seconds=row.max_seconds, idle_seconds=row.idle_seconds,
+            create_time=_utc(row.create_time), start_time=_utc(row.start_time), activate_time=_utc(row.activate_time),
+            last_job_start_time=_utc(row.last_job_start_time), last_job_end_time=_utc(row.last_job_end_time),
+            expire_time=_utc(row.expire_time), close_time=_utc(row.close_time), close_reason=row.close_reason,
+            usage_seconds=float(batch_usage.get(row.id) or 0.0) if row.mode == BATCH
+            else row.usage_seconds + _active_span(row, now),
+            queued_jobs=counts.get((row.id, QUEUED), 0), running_jobs=counts.get((row.id, RUNNING), 0),
+        ) for row in rows]
 
     # -- leases of running jobs -------------------------------------------------------------
 
@@ -807,7 +1104,7 @@ class JobStore:
 def _filtered(query: sa.Select, where: JobFilter) -> sa.Select:
     c = job_table.c
     for column, allowed in ((c.state, where.states), (c.program_id, where.programs), (c.backend, where.backends),
-                            (c.owner, where.owners)):
+                            (c.owner, where.owners), (c.session_id, where.sessions)):
         if allowed is not None:
             query = query.where(column.in_(sorted(allowed)))
     for tag in sorted(where.tags):
@@ -841,3 +1138,127 @@ def _insert_events(conn: sa.Connection, job_id: str, last: int, events: list[dic
     conn.execute(event_table.insert(), [
         {**defaults, **event, "job_id": job_id, "number": first + i} for i, event in enumerate(events)
     ])
+
+
+# -- sessions: which queued jobs may start, and what a job's start and end change ----------------
+
+
+class _SessionBusy(Exception):
+    """Another replica started a job of the same dedicated session at the same moment: roll back."""
+
+
+def _running_of(instance: sa.ColumnElement) -> sa.ScalarSelect:
+    """How many jobs of that instance run now."""
+    running = job_table.alias("running")
+    return (sa.select(sa.func.count()).select_from(running)
+            .where(running.c.instance == instance, running.c.state == RUNNING).scalar_subquery())
+
+
+@dataclasses.dataclass(frozen=True)
+class _SessionPlan:
+    """Which queued jobs of sessions may start now, read from the open sessions that have queued jobs:
+    every queued job of a batch, the oldest queued job of a dedicated session running none, none of a
+    session past its max_time; and among those heads, the ones that go first (their session is
+    ACTIVE and they came before its idle deadline), oldest first."""
+
+    batches: tuple[str, ...] = ()  # sessions whose every queued job may start
+    heads: tuple[str, ...] = ()  # jobs that may start: one per dedicated session
+    priority: tuple[str, ...] = ()  # of heads, those that go before everything else, oldest first
+
+    @classmethod
+    def read(cls, conn: sa.Connection, at: dt.datetime) -> _SessionPlan:
+        s, c = session_table.c, job_table.c
+        head_id = (sa.select(c.id).where(c.session_id == s.id, c.state == QUEUED)
+                   .order_by(c.create_time, c.id).limit(1).scalar_subquery())
+        busy = sa.exists().where(c.session_id == s.id, c.state == RUNNING)
+        query = sa.select(s.id, s.mode, s.state, s.idle_deadline, head_id.label("head"), busy.label("busy")).where(
+            s.state != CLOSED, sa.or_(s.expire_time.is_(None), s.expire_time > at),
+            sa.exists().where(c.session_id == s.id, c.state == QUEUED))
+        rows = conn.execute(query).all()
+        batches = tuple(row.id for row in rows if row.mode == BATCH)
+        heads = [row for row in rows if row.mode == DEDICATED and not row.busy and row.head]
+        if not heads:
+            return cls(batches=batches)
+        created = dict(conn.execute(sa.select(c.id, c.create_time).where(c.id.in_([r.head for r in heads]))).all())
+        first = sorted(
+            (row for row in heads if row.state == ACTIVE and (
+                row.idle_deadline is None or _utc(created[row.head]) <= _utc(row.idle_deadline))),
+            key=lambda row: (_utc(created[row.head]), row.head))
+        return cls(batches=batches, heads=tuple(row.head for row in heads), priority=tuple(row.head for row in first))
+
+    def startable(self, jobs: sa.FromClause) -> sa.ColumnElement[bool]:
+        """Whether a queued job (a row of jobs, an alias of job_table) may start."""
+        terms = [jobs.c.session_id.is_(None)]
+        if self.batches:
+            terms.append(jobs.c.session_id.in_(self.batches))
+        if self.heads:
+            terms.append(jobs.c.id.in_(self.heads))
+        return sa.or_(*terms)
+
+
+def _fair_candidate(plan: _SessionPlan, max_running_per_instance: int) -> sa.ScalarSelect:
+    """The oldest startable queued job of the instance with the fewest running (see claim_next_queued)."""
+    queued, candidate = job_table.alias("queued"), job_table.alias("candidate")
+    running_count = _running_of(queued.c.instance)
+    instances = (sa.select(queued.c.instance).where(queued.c.state == QUEUED, plan.startable(queued))
+                 .group_by(queued.c.instance))
+    if max_running_per_instance > 0:
+        instances = instances.having(running_count < max_running_per_instance)
+    neediest = instances.order_by(running_count, sa.func.min(queued.c.create_time)).limit(1).scalar_subquery()
+    return (
+        sa.select(candidate.c.id)
+        .where(candidate.c.state == QUEUED, candidate.c.instance == neediest, plan.startable(candidate))
+        .order_by(candidate.c.create_time, candidate.c.id).limit(1)
+        .with_for_update(skip_locked=True).scalar_subquery()
+    )
+
+
+def _session_job_started(conn: sa.Connection, job: sa.Row, at: dt.datetime) -> None:
+    """A job of a session was claimed: the session is ACTIVE (its max_time counting from its first
+    job's start), with no idle deadline while the job runs. The session's row is written first: its
+    lock orders the claims of one session's jobs, so the count that follows sees a claim another
+    replica just committed; a dedicated session's job that is not its turn (another runs, or an
+    older one waits), or a job of a session past its max_time, rolls the claim back (_SessionBusy)."""
+    s = session_table.c
+    session = conn.execute(session_table.update().where(s.id == job.session_id)
+                           .values(last_job_start_time=at, idle_deadline=None).returning(*session_table.c)).first()
+    if session is None:
+        return
+    expired = session.expire_time is not None and _utc(session.expire_time) <= at
+    if session.mode == DEDICATED or expired:
+        c = job_table.c
+        queued_before = sa.and_(c.state == QUEUED, sa.or_(
+            c.create_time < job.create_time, sa.and_(c.create_time == job.create_time, c.id < job.id)))
+        first = conn.execute(sa.select(sa.func.count()).where(
+            c.session_id == job.session_id, c.id != job.id, sa.or_(c.state == RUNNING, queued_before))).scalar_one()
+        if expired or (session.mode == DEDICATED and first):
+            raise _SessionBusy
+    values: dict = {}
+    if session.start_time is None:
+        values.update(start_time=at, expire_time=at + dt.timedelta(seconds=session.max_seconds))
+    if session.state in (OPEN, INACTIVE):
+        values.update(state=ACTIVE, activate_time=at)
+    if values:
+        conn.execute(session_table.update().where(s.id == job.session_id).values(**values))
+
+
+def _session_job_ended(conn: sa.Connection, job: sa.Row) -> None:
+    """A job of a session that had started ended: the session's idle time counts from now."""
+    if not job.session_id or job.start_time is None:
+        return
+    at = utcnow()
+    s = session_table.c
+    idle = conn.execute(session_table.update().where(s.id == job.session_id).values(last_job_end_time=at)
+                        .returning(s.idle_seconds)).scalar()
+    if idle is not None:
+        conn.execute(session_table.update().where(s.id == job.session_id)
+                     .values(idle_deadline=at + dt.timedelta(seconds=idle)))
+
+
+def _active_span(row: sa.Row, until: dt.datetime) -> float:
+    """Seconds the session has been ACTIVE since it last became so, up to until (or to its idle
+    deadline, once passed); 0 unless it is ACTIVE."""
+    if row.state != ACTIVE or row.activate_time is None:
+        return 0.0
+    end = until if row.idle_deadline is None else min(until, _utc(row.idle_deadline))
+    return max(0.0, (end - _utc(row.activate_time)).total_seconds())

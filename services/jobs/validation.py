@@ -47,7 +47,7 @@ def check_create_request(request: jobs_service_pb2.CreateJobRequest) -> dict[str
             field_violations=[("request_id", f"at most {MAX_REQUEST_ID_LENGTH} characters")],
         )
     check_tags(request.tags)
-    size = len(request.inputs.encode())
+    size = len(request.inputs.encode()) + request.primitive_input.ByteSize()
     if size > MAX_INPUTS_BYTES:
         raise InvalidArgument(
             f"inputs are {size} bytes; at most {MAX_INPUTS_BYTES} are accepted",

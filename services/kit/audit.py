@@ -1,6 +1,7 @@
 """The audit trail: every call that creates, changes or deletes something, and every refused call,
 becomes an audit event (who, which instance, the action by its full name, outcome, request id,
-time), sent in batches to the auth service, which keeps them append-only for account administrators.
+time), written to the auth service before the call is answered, which keeps them append-only for
+account administrators.
 
 One interceptor records for every service, from one table of what each mutating method does: a
 service adds a method by adding a line to AUDITED_ACTIONS, nothing in its own code.
@@ -27,6 +28,9 @@ AUDITED_ACTIONS: dict[str, str] = {
     "/qruntime.jobs.v1.JobsService/CancelJob": "quantum-computing.job.cancel",
     "/qruntime.jobs.v1.JobsService/DeleteJob": "quantum-computing.job.delete",
     "/qruntime.jobs.v1.JobsService/UpdateJobTags": "quantum-computing.job.update",
+    "/qruntime.jobs.v1.SessionsService/CreateSession": "quantum-computing.session.create",
+    "/qruntime.jobs.v1.SessionsService/CloseSession": "quantum-computing.session.close",
+    "/qruntime.jobs.v1.SessionsService/CancelSession": "quantum-computing.session.cancel",
     "/qruntime.programs.v1.ProgramsService/CreateProgram": "quantum-computing.program.create",
     "/qruntime.programs.v1.ProgramsService/UpdateProgram": "quantum-computing.program.update",
     "/qruntime.programs.v1.ProgramsService/DeleteProgram": "quantum-computing.program.delete",
@@ -48,8 +52,8 @@ AUDITED_ACTIONS: dict[str, str] = {
 # The action a refused read is recorded as, by service.
 _READS = {"jobs": "quantum-computing.job.read", "programs": "quantum-computing.program.read",
           "devices": "quantum-computing.device.read", "auth": "qruntime.auth.read", "admin": "qruntime.admin.read"}
-_TARGET_FIELDS = ("job_id", "program_id", "policy_id", "key_id", "access_group", "user", "instance", "account_id",
-                  "name", "email", "api_key")
+_TARGET_FIELDS = ("job_id", "session_id", "program_id", "policy_id", "key_id", "access_group", "user", "instance",
+                  "account_id", "name", "email", "api_key")
 _DENIED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 SUCCESS, DENIED, FAILURE = "success", "denied", "failure"
 DENIED_CODES = _DENIED
@@ -140,28 +144,41 @@ Writer = Callable[[list[AuditEvent]], Awaitable[None]]
 
 
 class AuditSink:
-    """Collects events and writes them in batches off the call's path; a batch that cannot be
-    written is kept and tried again (up to MAX_PENDING events, then the oldest are dropped, logged)."""
+    """Writes events to the auth service as they come, in batches: what arrives while one batch is
+    being written goes in the next (a group commit), so a quiet service writes each event at once and
+    a busy one writes few large batches. A batch that cannot be written is kept and tried again every
+    RETRY_SECONDS (up to MAX_PENDING events, then the oldest are dropped, logged).
+
+    add() returns a future that completes once the event is written: the audit interceptor awaits it
+    (WAIT_SECONDS at most) before the call is answered, so an answered call is in the trail even if
+    its service is killed the moment after."""
 
     MAX_PENDING = 10_000
-    FLUSH_SECONDS = 0.2
+    RETRY_SECONDS = 0.5
+    WAIT_SECONDS = 2.0
 
     def __init__(self, write: Writer) -> None:
         self._write = write
-        self._pending: list[AuditEvent] = []
+        self._pending: list[tuple[AuditEvent, asyncio.Future[None]]] = []
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
-    def add(self, event: AuditEvent) -> None:
-        self._pending.append(event)
+    def add(self, event: AuditEvent) -> asyncio.Future[None]:
+        """Queue the event; the future completes when it is written (or dropped)."""
+        loop = asyncio.get_running_loop()
+        written = loop.create_future()
+        self._pending.append((event, written))
         if len(self._pending) > self.MAX_PENDING:
             dropped = len(self._pending) - self.MAX_PENDING
+            for _, future in self._pending[:dropped]:
+                _complete(future)
             del self._pending[:dropped]
             structlog.get_logger("audit").error("audit events dropped: the auth service did not take them",
                                                 dropped=dropped)
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = loop.create_task(self._run())
         self._wake.set()
+        return written
 
     async def flush(self) -> None:
         """Write what is pending now."""
@@ -169,20 +186,23 @@ class AuditSink:
         if not batch:
             return
         try:
-            await self._write(batch)
+            await self._write([event for event, _ in batch])
         except Exception as err:  # auth unreachable: keep them for the next try
             self._pending[:0] = batch
             structlog.get_logger("audit").warning("cannot write audit events yet", error=str(err),
                                                   pending=len(self._pending))
             raise
+        for _, future in batch:
+            _complete(future)
 
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await asyncio.sleep(self.FLUSH_SECONDS)  # gather a batch
-            with contextlib.suppress(Exception):
+            try:
                 await self.flush()
+            except Exception:  # noqa: BLE001 - logged by flush; tried again soon
+                await asyncio.sleep(self.RETRY_SECONDS)
             if self._pending:
                 self._wake.set()
 
@@ -195,3 +215,8 @@ class AuditSink:
             self._task = None
         with contextlib.suppress(Exception):
             await self.flush()
+
+
+def _complete(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -6,6 +6,7 @@ or streaming. Order (outermost first): RequestContext, Errors, Audit, Auth, Text
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import re
@@ -225,7 +226,11 @@ class AuditInterceptor(_Around):
                 raise
             finally:
                 if outcome == DENIED or method in AUDITED_ACTIONS:
-                    self._sink.add(event_of(method, call, request, outcome, code, reason))
+                    written = self._sink.add(event_of(method, call, request, outcome, code, reason))
+                    # Answered only once recorded, but not held up for long: with auth unreachable the
+                    # event stays queued, and is written when auth is back.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(written), self._sink.WAIT_SECONDS)
 
 
 class TextInterceptor(_Around):

@@ -11,7 +11,19 @@ PUBLIC = [
     "BackendConfiguration",
     "BackendProperties",
     "BackendStatus",
+    "Batch",
+    "EstimatorV2",
     "GateProperties",
+    "IBMAccountError",
+    "IBMApiError",
+    "IBMBackendApiError",
+    "IBMBackendApiProtocolError",
+    "IBMBackendError",
+    "IBMBackendValueError",
+    "IBMError",
+    "IBMInputValueError",
+    "IBMNotAuthorizedError",
+    "IBMRuntimeError",
     "IBMRuntimeService",
     "JobStatus",
     "ProgramParameter",
@@ -20,15 +32,33 @@ PUBLIC = [
     "ReferenceCircuits",
     "ResultDecoder",
     "RuntimeBackend",
+    "RuntimeInvalidStateError",
     "RuntimeJob",
+    "RuntimeJobFailureError",
+    "RuntimeJobMaxTimeoutError",
+    "RuntimeJobNotFound",
+    "RuntimeJobTimeoutError",
+    "RuntimeJobV2",
     "RuntimeOptions",
     "RuntimeProgram",
+    "RuntimeProgramNotFound",
+    "SamplerV2",
+    "Session",
     "encoding",
     "exceptions",
 ]
 
 EXCEPTIONS = [
     "AccountAlreadyExistsError",
+    "IBMAccountError",
+    "IBMApiError",
+    "IBMBackendApiError",
+    "IBMBackendApiProtocolError",
+    "IBMBackendError",
+    "IBMBackendValueError",
+    "RuntimeJobMaxTimeoutError",
+    "RuntimeJobNotFound",
+    "RuntimeProgramNotFound",
     "AccountNotFoundError",
     "AccountsError",
     "AlreadyExistsError",
@@ -110,3 +140,15 @@ def test_exception_hierarchy() -> None:
         "ServiceUnavailableError",
     ):
         assert issubclass(getattr(exceptions, name), exceptions.RuntimeServiceError)
+
+
+def test_qiskit_ibm_runtimes_exception_names_are_importable_from_qruntime() -> None:
+    import qiskit_ibm_runtime.exceptions as original
+
+    names = [name for name, value in vars(original).items()
+             if inspect.isclass(value) and issubclass(value, Exception) and value.__module__ == original.__name__]
+    assert len(names) >= 15
+    missing = [name for name in names if not isinstance(getattr(qruntime, name, None), type)]
+    assert missing == []
+    assert qruntime.RuntimeJobNotFound is exceptions.NotFoundError  # what service.job() of an unknown id raises
+    assert issubclass(qruntime.IBMBackendValueError, ValueError)

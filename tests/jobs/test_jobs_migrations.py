@@ -1,6 +1,6 @@
-"""The jobs and programs stores' schema migrations (Alembic), on SQLite and PostgreSQL: a new store
-gets exactly the schema the store code declares, a store the previous release made is upgraded in
-place with its jobs, and replicas starting together migrate once."""
+"""The jobs, programs and auth stores' schema migrations (Alembic), on SQLite and PostgreSQL: a new
+store gets exactly the schema the store code declares, a store the previous release made is upgraded
+in place with its jobs (or accounts and keys), and replicas starting together migrate once."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from qruntime_auth import store as auth_store
+from qruntime_auth.store import AuthStore
 from qruntime_jobs import store as jobs_store
 from qruntime_jobs.store import DONE, QUEUED, RUNNING, JobStore
 from qruntime_kit import migrations
@@ -35,7 +37,7 @@ def schema_differences(url: str, metadata: sa.MetaData) -> list:
         engine.dispose()
 
 
-@pytest.mark.parametrize("module", [jobs_store, programs_store], ids=["jobs", "programs"])
+@pytest.mark.parametrize("module", [jobs_store, programs_store, auth_store], ids=["jobs", "programs", "auth"])
 def test_a_new_store_gets_exactly_the_declared_schema(database_url, module):
     engine = create_engine(database_url)
     try:
@@ -134,3 +136,32 @@ def test_programs_store_of_the_previous_release_keeps_its_programs(database_url)
         assert store.get("calc-abc123").version == 3
     finally:
         store.close()
+
+
+def test_an_auth_store_of_the_release_before_migrations_is_adopted_with_its_accounts_and_keys(database_url):
+    """That release made the auth tables with create_all, as the store declares them today."""
+    engine = create_engine(database_url)
+    try:
+        auth_store.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+    store = AuthStore(database_url, b"k" * 32)
+    owner = store.create_user("owner@example.com", "Owner")
+    account = store.create_account("lab", owner)
+    api_key, _ = store.create_user_key(owner, name="first")
+    store.close()
+    engine = create_engine(database_url)  # as the old release left it: no version table yet
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {auth_store.VERSION_TABLE}"))
+    finally:
+        engine.dispose()
+    store = AuthStore(database_url, b"k" * 32)
+    try:
+        assert store.user(owner)["email"] == "owner@example.com"
+        assert [m["account_id"] for m in store.memberships_of(owner)] == [account]
+        assert store.owner_of_key(api_key).user_id == owner
+        assert migrations.current_revision(store.engine, version_table=auth_store.VERSION_TABLE) == "0001"
+    finally:
+        store.close()
+    assert schema_differences(database_url, auth_store.metadata) == []

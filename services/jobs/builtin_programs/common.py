@@ -11,11 +11,24 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qiskit import QuantumCircuit
+if TYPE_CHECKING:  # Qiskit is imported when a program runs, not when its catalogue entry is read
+    from qiskit import QuantumCircuit
 
 PROGRAM_LOGGER = "qruntime.program"
+THREE_HOURS = 3 * 60 * 60
+
+# Input descriptions the sampler and estimator share (their catalogue entries).
+CIRCUITS = (
+    "Quantum circuits to run: one circuit or an array of them, each encoded as "
+    '{"__type__": "QuantumCircuit", "__value__": <base64 of its QPY bytes>}.'
+)
+PARAMETER_VALUES = (
+    "Values to bind to each circuit's parameters: one array of numbers per circuit (or per entry of "
+    "circuit_indices), in the order of circuit.parameters."
+)
+SEED = "Seed of the simulator's random number generator, for reproducible results."
 
 
 class InvalidInputError(ValueError):
@@ -29,6 +42,8 @@ def program_logger(name: str) -> logging.Logger:
 
 def as_list(value: Any) -> list[Any]:
     """A list from a list, tuple or numpy array; [value] from anything else."""
+    from qiskit import QuantumCircuit
+
     if hasattr(value, "tolist") and not isinstance(value, QuantumCircuit):
         value = value.tolist()
     return list(value) if isinstance(value, list | tuple) else [value]
@@ -39,6 +54,8 @@ def circuits_to_run(
 ) -> list[QuantumCircuit]:
     """The circuits to run, in order: circuits[i] for each i of circuit_indices (all when None),
     with the matching entry of parameter_values bound to its parameters."""
+    from qiskit import QuantumCircuit
+
     circuits = as_list(circuits)
     for i, circuit in enumerate(circuits):
         if not isinstance(circuit, QuantumCircuit):

@@ -15,14 +15,46 @@ from __future__ import annotations
 import cmath
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qiskit import ClassicalRegister, QuantumCircuit
+from .common import (
+    CIRCUITS,
+    PARAMETER_VALUES,
+    SEED,
+    THREE_HOURS,
+    InvalidInputError,
+    as_list,
+    circuits_to_run,
+    optional_seed,
+    positive_int,
+    program_logger,
+)
+from .entry import CatalogueEntry, Input
 
-from .common import InvalidInputError, as_list, circuits_to_run, optional_seed, positive_int, program_logger
+if TYPE_CHECKING:
+    from qiskit import QuantumCircuit
 
 log = program_logger("estimator")
 DEFAULT_SHOTS = 4096
+
+ENTRY = CatalogueEntry(
+    id="estimator",
+    description=(
+        "Expectation value estimator: estimates the expectation value of each observable on the "
+        "state each given circuit prepares, executed on the target backend."
+    ),
+    results='{"values", "stds", "metadata"}, one entry per (circuit, observable) pair.',
+    inputs={
+        "circuits": Input("CIRCUITS", CIRCUITS),
+        "observables": Input("ARRAY", "Observables to estimate, one per circuit: a Pauli string such as \"ZZ\", "
+                             "or a list of [pauli, coeff] pairs such as [[\"ZZ\", 1.0], [\"XI\", 0.5]]."),
+        "parameter_values": Input("ARRAY", PARAMETER_VALUES),
+        "shots": Input("INTEGER", "Shots per circuit; the estimator's default when not given."),
+        "seed": Input("INTEGER", SEED),
+    },
+    max_execution_seconds=THREE_HOURS,
+    typed_inputs="qruntime.primitives.v1.EstimatorInput",
+)
 _PAULI = re.compile(r"[IXYZ]+")
 Terms = list[tuple[str, float]]
 
@@ -84,6 +116,8 @@ MEASURE_REGISTER = "estimator_basis"
 
 def basis_circuit(circuit: QuantumCircuit, basis: str) -> QuantumCircuit:
     """The circuit without its final measurements, rotated into basis and measured into MEASURE_REGISTER."""
+    from qiskit import ClassicalRegister
+
     rotated = circuit.remove_final_measurements(inplace=False)
     if any(reg.name == MEASURE_REGISTER for reg in rotated.cregs):
         raise InvalidInputError(f"circuits must not have a classical register named {MEASURE_REGISTER!r}")

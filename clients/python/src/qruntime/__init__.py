@@ -27,14 +27,37 @@ from ._jobs import JobStatus, ResultDecoder, RuntimeJob
 from ._options import RuntimeOptions
 from ._programs import ProgramParameter, RuntimeProgram
 from ._service import IBMRuntimeService, QiskitRuntimeService
+from ._session import Batch, Session
 from .circuits import ReferenceCircuits
+from .exceptions import (
+    IBMAccountError,
+    IBMApiError,
+    IBMBackendApiError,
+    IBMBackendApiProtocolError,
+    IBMBackendError,
+    IBMBackendValueError,
+    IBMError,
+    IBMInputValueError,
+    IBMNotAuthorizedError,
+    IBMRuntimeError,
+    RuntimeInvalidStateError,
+    RuntimeJobFailureError,
+    RuntimeJobMaxTimeoutError,
+    RuntimeJobNotFound,
+    RuntimeJobTimeoutError,
+    RuntimeProgramNotFound,
+)
+
+# Names whose modules import Qiskit: imported only once asked for, so importing the client stays light.
+_LAZY = {"RuntimeBackend": "_runtime_backend", "SamplerV2": "_primitives", "EstimatorV2": "_primitives",
+         "RuntimeJobV2": "_primitives"}
 
 
 def __getattr__(name: str):
-    if name == "RuntimeBackend":  # it imports Qiskit: only once asked for
-        from ._runtime_backend import RuntimeBackend
+    if name in _LAZY:
+        from importlib import import_module
 
-        return RuntimeBackend
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'qruntime' has no attribute {name!r}")
 
 
@@ -48,7 +71,19 @@ __all__ = [
     "BackendConfiguration",
     "BackendProperties",
     "BackendStatus",
+    "Batch",
+    "EstimatorV2",
     "GateProperties",
+    "IBMAccountError",
+    "IBMApiError",
+    "IBMBackendApiError",
+    "IBMBackendApiProtocolError",
+    "IBMBackendError",
+    "IBMBackendValueError",
+    "IBMError",
+    "IBMInputValueError",
+    "IBMNotAuthorizedError",
+    "IBMRuntimeError",
     "IBMRuntimeService",
     "JobStatus",
     "ProgramParameter",
@@ -57,9 +92,18 @@ __all__ = [
     "ReferenceCircuits",
     "ResultDecoder",
     "RuntimeBackend",
+    "RuntimeInvalidStateError",
     "RuntimeJob",
+    "RuntimeJobFailureError",
+    "RuntimeJobMaxTimeoutError",
+    "RuntimeJobNotFound",
+    "RuntimeJobTimeoutError",
+    "RuntimeJobV2",
     "RuntimeOptions",
     "RuntimeProgram",
+    "RuntimeProgramNotFound",
+    "SamplerV2",
+    "Session",
     "encoding",
     "exceptions",
 ]

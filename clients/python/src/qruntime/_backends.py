@@ -12,6 +12,7 @@ from .devices.v1 import backend_pb2
 if TYPE_CHECKING:
     from ._channel import Transport
     from ._runtime_backend import RuntimeBackend
+    from ._service import IBMRuntimeService
 
 __all__ = [
     "BackendConfiguration",
@@ -153,8 +154,10 @@ class BackendProperties:
         return self.gate_property(gate, qubits).duration
 
 
-def runtime_backend(backend: backend_pb2.Backend, transport: Transport | None = None) -> RuntimeBackend:
+def runtime_backend(
+    backend: backend_pb2.Backend, transport: Transport | None = None, service: IBMRuntimeService | None = None,
+) -> RuntimeBackend:
     """A RuntimeBackend; its module is imported on first use, as it imports Qiskit."""
     from ._runtime_backend import RuntimeBackend
 
-    return RuntimeBackend(backend, transport)
+    return RuntimeBackend(backend, transport, service=service)

@@ -20,7 +20,7 @@ from .admin.v1 import admin_service_pb2, admin_service_pb2_grpc
 from .auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from .devices.v1 import devices_service_pb2_grpc
 from .exceptions import RuntimeServiceError, from_grpc_error
-from .jobs.v1 import jobs_service_pb2_grpc
+from .jobs.v1 import jobs_service_pb2_grpc, sessions_service_pb2_grpc
 from .programs.v1 import programs_service_pb2_grpc
 
 DEFAULT_TIMEOUT = 30.0
@@ -134,10 +134,12 @@ class Transport:
         self.auth = auth_service_pb2_grpc.AuthServiceStub(self.channel)
         self.programs = programs_service_pb2_grpc.ProgramsServiceStub(self.channel)
         self.jobs = jobs_service_pb2_grpc.JobsServiceStub(self.channel)
+        self.sessions = sessions_service_pb2_grpc.SessionsServiceStub(self.channel)
         self.devices = devices_service_pb2_grpc.DevicesServiceStub(self.channel)
         self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
         self.tokens = _TokenSource(self.auth, api_key, instance, timeout=timeout)
         self._api_key, self._instance = api_key, instance
+        self.service: Any = None  # the IBMRuntimeService using it, so that its backends can reach it
 
     def call(
         self,

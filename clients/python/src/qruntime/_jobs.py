@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import grpc
+from google.protobuf import json_format
 
 from . import encoding
 from ._backends import runtime_backend
@@ -124,6 +125,11 @@ class RuntimeJob:
         request = jobs_service_pb2.GetJobRequest(job_id=self._job.id, view=job_pb2.JOB_VIEW_FULL)
         raw = self._transport.call(self._transport.jobs.GetJob, request).job.inputs
         return encoding.loads(raw) if raw else {}
+
+    @property
+    def session_id(self) -> str | None:
+        """The id of the session or batch the job belongs to; None for a job on its own."""
+        return self._job.session_id or None
 
     @property
     def tags(self) -> list[str]:
@@ -261,6 +267,8 @@ class RuntimeJob:
         while True:
             request = jobs_service_pb2.GetJobResultRequest(job_id=self._job.id, offset=offset)
             response = self._transport.call(self._transport.jobs.GetJobResult, request)
+            if response.HasField("primitive_result"):  # a typed job read as JSON: its proto3 JSON mapping
+                return json_format.MessageToJson(response.primitive_result, indent=None)
             chunks.append(response.result)
             offset = response.next_offset
             if not offset:

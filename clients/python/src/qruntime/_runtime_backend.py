@@ -16,6 +16,7 @@ from .exceptions import IBMRuntimeError
 
 if TYPE_CHECKING:
     from ._channel import Transport
+    from ._service import IBMRuntimeService
 
 __all__ = ["RuntimeBackend"]
 
@@ -29,12 +30,21 @@ class RuntimeBackend(BackendV2):
     it: ``service.run(..., options={"backend_name": backend.name})``; ``run`` itself is not offered.
     """
 
-    def __init__(self, backend: backend_pb2.Backend, transport: Transport | None = None) -> None:
+    def __init__(
+        self, backend: backend_pb2.Backend, transport: Transport | None = None, *,
+        service: IBMRuntimeService | None = None,
+    ) -> None:
         super().__init__(name=backend.name, description=backend.description)
         self._backend = backend
         self._transport = transport
+        self._service = service
         self._properties: BackendProperties | None = None
         self._target: Target | None = None
+
+    @property
+    def service(self) -> IBMRuntimeService | None:
+        """The service the backend was listed by (a ``Session(backend=...)`` is created with it)."""
+        return self._service
 
     @property
     def simulator(self) -> bool:

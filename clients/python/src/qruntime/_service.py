@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import heapq
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from itertools import islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -20,17 +20,16 @@ from ._options import RuntimeOptions, to_job_options
 from ._programs import RuntimeProgram, program_for_upload, program_update
 from .devices.v1 import devices_service_pb2
 from .exceptions import NotFoundError, _invalid_argument
-from .jobs.v1 import job_pb2, jobs_service_pb2
+from .jobs.v1 import jobs_service_pb2
 from .programs.v1 import programs_service_pb2
 
 if TYPE_CHECKING:
     from ._runtime_backend import RuntimeBackend
+    from .primitives.v1.primitives_pb2 import PrimitiveInput
 
 __all__ = ["IBMRuntimeService", "QiskitRuntimeService"]
 
 _MAX_PAGE_SIZE = 200
-_PENDING_STATES = (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING)
-_ENDED_STATES = (job_pb2.JOB_STATE_DONE, job_pb2.JOB_STATE_ERROR, job_pb2.JOB_STATE_CANCELLED)
 
 
 class IBMRuntimeService:
@@ -130,22 +129,35 @@ class IBMRuntimeService:
     def backends(
         self,
         name: str | None = None,
-        simulator: bool | None = None,
-        operational: bool | None = None,
         min_num_qubits: int | None = None,
+        instance: str | None = None,
+        filters: Callable[[RuntimeBackend], bool] | None = None,
+        **kwargs: Any,
     ) -> list[RuntimeBackend]:
-        """The backends the instance may use, optionally filtered; a filter left None does not apply."""
+        """The backends the instance may use, filtered as qiskit-ibm-runtime filters them.
+
+        ``name`` and ``min_num_qubits`` select by name and width; ``filters`` is a function that keeps a
+        backend when it returns True; every other keyword is an attribute the backend must have with
+        that value, looked up on the backend, then its configuration, then its status (e.g.
+        ``simulator=False``, ``operational=True``, ``max_shots=100000``). ``instance`` is accepted for
+        qiskit-ibm-runtime's signature: a service object acts as one instance, so another instance
+        is refused.
+
+        Raises:
+            IBMInputValueError: ``instance`` names another instance, or a keyword no backend has.
+        """
+        _check_instance(instance, self._instance)
         request = devices_service_pb2.ListBackendsRequest(page_size=_MAX_PAGE_SIZE)
         found = []
         for message in self._transport.paginate(self._transport.devices.ListBackends, request, "backends"):
-            backend = runtime_backend(message, self._transport)
+            backend = runtime_backend(message, self._transport, service=self)
             if name is not None and backend.name != name:
                 continue
-            if simulator is not None and backend.simulator != simulator:
-                continue
-            if operational is not None and message.status.operational != operational:
-                continue
             if min_num_qubits is not None and backend.num_qubits < min_num_qubits:
+                continue
+            if not all(_attribute(backend, key) == value for key, value in kwargs.items()):
+                continue
+            if filters is not None and not filters(backend):
                 continue
             found.append(backend)
         return found
@@ -159,16 +171,24 @@ class IBMRuntimeService:
         """
         request = devices_service_pb2.GetBackendRequest(name=name)
         return runtime_backend(
-            self._transport.call(self._transport.devices.GetBackend, request).backend, self._transport
+            self._transport.call(self._transport.devices.GetBackend, request).backend, self._transport, service=self
         )
 
-    def least_busy(self, min_num_qubits: int | None = None, simulator: bool | None = None) -> RuntimeBackend:
-        """The operational backend with the fewest pending jobs among those that match.
+    def least_busy(
+        self,
+        min_num_qubits: int | None = None,
+        instance: str | None = None,
+        filters: Callable[[RuntimeBackend], bool] | None = None,
+        **kwargs: Any,
+    ) -> RuntimeBackend:
+        """The operational backend with the fewest pending jobs among those ``backends(...)`` with the
+        same arguments returns (e.g. ``least_busy(simulator=False, min_num_qubits=100)``).
 
         Raises:
             NotFoundError: no operational backend matches.
         """
-        candidates = self.backends(simulator=simulator, operational=True, min_num_qubits=min_num_qubits)
+        kwargs.setdefault("operational", True)
+        candidates = self.backends(min_num_qubits=min_num_qubits, instance=instance, filters=filters, **kwargs)
         if not candidates:
             raise NotFoundError(grpc.StatusCode.NOT_FOUND, "", "no operational backend matches the criteria")
         return min(candidates, key=lambda b: b.proto.status.pending_jobs)
@@ -185,6 +205,8 @@ class IBMRuntimeService:
         request_id: str | None = None,
         callback: Callable[[str, Any], None] | None = None,
         job_tags: list[str] | None = None,
+        session_id: str | None = None,
+        primitive_input: PrimitiveInput | None = None,
     ) -> RuntimeJob:
         """Start a job of ``program_id`` and return it at once, QUEUED.
 
@@ -192,12 +214,17 @@ class IBMRuntimeService:
         are encoded as described in :mod:`qruntime.encoding`. ``options`` chooses the backend and log
         level. A retry with the same ``request_id`` returns the job the first call created. With
         ``callback``, ``callback(job_id, interim_result)`` is called for each interim result the program
-        publishes (see :meth:`RuntimeJob.stream_results`). ``job_tags`` label the job.
+        publishes (see :meth:`RuntimeJob.stream_results`). ``job_tags`` label the job. With ``session_id``
+        the job joins that session or batch (see :class:`Session`) and runs on its backend. ``primitive_input``
+        (a ``qruntime.primitives.v1.PrimitiveInput``, what SamplerV2 and EstimatorV2 send) gives the sampler's
+        or estimator's inputs typed, ``inputs`` then being empty.
 
         Raises:
             IBMInputValueError: inputs or options invalid, here or according to the service.
             NotFoundError: no such program, or no such backend.
-            IBMNotAuthorizedError: the backend named is not in the instance's plan, or the role may not run jobs.
+            IBMNotAuthorizedError: the backend named is not in the instance's plan, the role may not run
+                jobs, or the session is another user's.
+            FailedPreconditionError: the session no longer accepts jobs.
         """
         if not isinstance(program_id, str) or not program_id:
             raise _invalid_argument("program_id", "must be a non-empty string")
@@ -218,7 +245,10 @@ class IBMRuntimeService:
             options=to_job_options(options),
             request_id=request_id or "",
             tags=job_tags or [],
+            session_id=session_id or "",
         )
+        if primitive_input is not None:
+            request.primitive_input.CopyFrom(primitive_input)
         job = RuntimeJob(self._transport.call(self._transport.jobs.CreateJob, request).job, self._transport,
                          result_decoder)
         if callback is not None:
@@ -235,39 +265,53 @@ class IBMRuntimeService:
         return RuntimeJob(self._transport.call(self._transport.jobs.GetJob, request).job, self._transport)
 
     def jobs(
-        self, limit: int | None = 10, program_id: str | None = None, pending: bool | None = None
+        self,
+        limit: int | None = 10,
+        skip: int = 0,
+        backend_name: str | None = None,
+        pending: bool | None = None,
+        program_id: str | None = None,
+        instance: str | None = None,
+        job_tags: list[str] | None = None,
+        session_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> list[RuntimeJob]:
-        """The instance's newest jobs, at most ``limit`` (None: all).
+        """The instance's jobs, newest first: at most ``limit`` (None: all) after skipping ``skip``.
 
-        ``pending=True`` keeps queued and running jobs, ``pending=False`` ended ones.
+        ``pending=True`` keeps queued and running jobs, ``pending=False`` ended ones; ``backend_name``,
+        ``program_id`` and ``session_id`` keep those jobs; ``job_tags`` jobs with every one of those
+        tags; ``created_after`` and ``created_before`` (datetimes; naive ones are UTC) bound the
+        creation time. ``instance`` is accepted for qiskit-ibm-runtime's signature (see ``backends``).
+
+        Raises:
+            IBMInputValueError: an argument is invalid.
         """
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise _invalid_argument("limit", f"must be None or a non-negative integer, not {limit!r}")
+        for field, value in (("limit", limit), ("skip", skip)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise _invalid_argument(field, f"must be a non-negative integer, not {value!r}")
+        if skip is None:
+            raise _invalid_argument("skip", "must be a non-negative integer, not None")
+        _check_instance(instance, self._instance)
         if limit == 0:
             return []
-        states = (
-            [job_pb2.JOB_STATE_UNSPECIFIED]
-            if pending is None
-            else _PENDING_STATES
-            if pending
-            else _ENDED_STATES
-        )
-        page_size = min(limit or _MAX_PAGE_SIZE, _MAX_PAGE_SIZE)
-        streams = [self._list_jobs(page_size, program_id, state) for state in states]
-        # ListJobs filters on one state; the streams of several are merged, newest first, like one list.
-        merged = heapq.merge(
-            *streams, key=lambda j: (j.create_time.seconds, j.create_time.nanos), reverse=True
-        )
-        seen: set[str] = set()
-        found = []
-        for message in merged:
-            if message.id in seen:  # a job that changed state between two listings
-                continue
-            seen.add(message.id)
-            found.append(RuntimeJob(message, self._transport))
-            if limit is not None and len(found) >= limit:
-                break
-        return found
+        terms = [f"{field} = {_quoted(value)}" for field, value in (
+            ("backend", backend_name), ("program", program_id), ("session", session_id)) if value]
+        terms += [f"tags:{_quoted(tag)}" for tag in job_tags or []]
+        if pending is not None:
+            terms.append("state IN (QUEUED, RUNNING)" if pending else "state IN (DONE, ERROR, CANCELLED)")
+        for op, at in ((">", created_after), ("<", created_before)):
+            if at is not None:
+                if not isinstance(at, datetime):
+                    raise _invalid_argument("created_after" if op == ">" else "created_before",
+                                            f"must be a datetime, not {type(at).__name__}")
+                at = at if at.tzinfo else at.replace(tzinfo=UTC)
+                terms.append(f'create_time {op} "{at.isoformat()}"')
+        page_size = min((limit or _MAX_PAGE_SIZE) + skip, _MAX_PAGE_SIZE)
+        request = jobs_service_pb2.ListJobsRequest(page_size=page_size, filter=" AND ".join(terms))
+        pages = self._transport.paginate(self._transport.jobs.ListJobs, request, "jobs")
+        stop = None if limit is None else skip + limit
+        return [RuntimeJob(message, self._transport) for message in islice(pages, skip, stop)]
 
     def delete_job(self, job_id: str) -> None:
         """Delete an ended job with its result and logs.
@@ -277,14 +321,6 @@ class IBMRuntimeService:
             FailedPreconditionError: the job has not ended.
         """
         self._transport.call(self._transport.jobs.DeleteJob, jobs_service_pb2.DeleteJobRequest(job_id=job_id))
-
-    def _list_jobs(
-        self, page_size: int, program_id: str | None, state: job_pb2.JobState.ValueType
-    ) -> Iterator[job_pb2.Job]:
-        request = jobs_service_pb2.ListJobsRequest(
-            page_size=page_size, program_id=program_id or "", state=state
-        )
-        return self._transport.paginate(self._transport.jobs.ListJobs, request, "jobs")
 
     # Programs
 
@@ -364,6 +400,28 @@ class IBMRuntimeService:
 
     def __repr__(self) -> str:
         return f"<IBMRuntimeService(url={self.url!r}, instance={self._instance!r})>"
+
+
+def _check_instance(instance: str | None, own: str) -> None:
+    if instance is not None and instance != own:
+        raise _invalid_argument(
+            "instance", f"this service object acts as instance {own}; make another one for {instance}")
+
+
+def _attribute(backend: RuntimeBackend, key: str) -> Any:
+    """A backend's attribute by qiskit-ibm-runtime's filter rules: the backend's own, else its
+    configuration's, else its status's; IBMInputValueError when none has it."""
+    if key == "operational":  # a live value: the status, as listed
+        return backend.proto.status.operational
+    for source in (backend, backend.configuration(), backend.status()):
+        if hasattr(source, key):
+            return getattr(source, key)
+    raise _invalid_argument(key, "is not an attribute of a backend, its configuration or its status")
+
+
+def _quoted(value: str) -> str:
+    """A ListJobs filter value: in double quotes, with \\ and \" escaped."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 QiskitRuntimeService = IBMRuntimeService

@@ -17,6 +17,15 @@ from grpc_status import rpc_status
 
 __all__ = [
     "AccountAlreadyExistsError",
+    "IBMAccountError",
+    "IBMApiError",
+    "IBMBackendApiError",
+    "IBMBackendApiProtocolError",
+    "IBMBackendError",
+    "IBMBackendValueError",
+    "RuntimeJobMaxTimeoutError",
+    "RuntimeJobNotFound",
+    "RuntimeProgramNotFound",
     "AccountNotFoundError",
     "AccountsError",
     "AlreadyExistsError",
@@ -233,3 +242,33 @@ def _invalid_argument(field: str, description: str) -> IBMInputValueError:
         f"{field}: {description}",
         field_violations=[FieldViolation(field, description)],
     )
+
+
+# The names qiskit-ibm-runtime's users catch, for code written against it.
+IBMAccountError = AccountsError
+RuntimeJobNotFound = NotFoundError
+RuntimeProgramNotFound = NotFoundError
+
+
+class IBMBackendError(IBMError):
+    """A backend could not be used as asked."""
+
+
+class IBMBackendValueError(IBMBackendError, ValueError):
+    """A value given for a backend is invalid."""
+
+
+class IBMBackendApiError(IBMBackendError):
+    """The service refused a backend request."""
+
+
+class IBMBackendApiProtocolError(IBMBackendError):
+    """The service answered a backend request with something unexpected."""
+
+
+class IBMApiError(IBMError):
+    """The service refused a request."""
+
+
+class RuntimeJobMaxTimeoutError(IBMRuntimeError):
+    """A job ran past its time limit (it ends ERROR TIME_LIMIT_EXCEEDED)."""

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from qruntime.devices.v1 import backend_pb2 as qruntime_dot_devices_dot_v1_dot_backend__pb2
+from qruntime.primitives.v1 import primitives_pb2 as qruntime_dot_primitives_dot_v1_dot_primitives__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)qruntime/devices/v1/devices_service.proto\x12\x13qruntime.devices.v1\x1a\x1cgoogle/api/annotations.proto\x1a!qruntime/devices/v1/backend.proto\"<\n\x13ListBackendsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x14ListBackendsResponse\x12.\n\x08\x62\x61\x63kends\x18\x01 \x03(\x0b\x32\x1c.qruntime.devices.v1.Backend\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetBackendRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x12GetBackendResponse\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1c.qruntime.devices.v1.Backend\"+\n\x1bGetBackendPropertiesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Z\n\x1cGetBackendPropertiesResponse\x12:\n\nproperties\x18\x01 \x01(\x0b\x32&.qruntime.devices.v1.BackendProperties\"\x9f\x01\n\x12RunCircuitsRequest\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x14\n\x0c\x63ircuits_qpy\x18\x02 \x01(\x0c\x12\r\n\x05shots\x18\x03 \x01(\x05\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06memory\x18\x05 \x01(\x08\x12\x0e\n\x06job_id\x18\x06 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\tB\x07\n\x05_seed\"J\n\x13RunCircuitsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".qruntime.devices.v1.CircuitResult\"f\n\x14\x43heckCircuitsRequest\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x14\n\x0c\x63ircuits_qpy\x18\x02 \x01(\x0c\x12\r\n\x05shots\x18\x03 \x01(\x05\x12\x18\n\x10\x61s_program_input\x18\x04 \x01(\x08\"N\n\x15\x43heckCircuitsResponse\x12\x35\n\x08\x63ircuits\x18\x01 \x03(\x0b\x32#.qruntime.devices.v1.CircuitSummary\"\xb7\x02\n\x14SelectBackendRequest\x12\x16\n\x0emin_num_qubits\x18\x01 \x01(\x05\x12N\n\x0bqueued_jobs\x18\x02 \x03(\x0b\x32\x39.qruntime.devices.v1.SelectBackendRequest.QueuedJobsEntry\x12P\n\x0crunning_jobs\x18\x03 \x03(\x0b\x32:.qruntime.devices.v1.SelectBackendRequest.RunningJobsEntry\x1a\x31\n\x0fQueuedJobsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x32\n\x10RunningJobsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"V\n\x15SelectBackendResponse\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1c.qruntime.devices.v1.Backend\x12\x0e\n\x06reason\x18\x02 \x01(\t\"O\n\x1aUpdateBackendStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0boperational\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"L\n\x1bUpdateBackendStatusResponse\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1c.qruntime.devices.v1.Backend2\xe5\x07\n\x0e\x44\x65vicesService\x12\x90\x01\n\x0cListBackends\x12(.qruntime.devices.v1.ListBackendsRequest\x1a).qruntime.devices.v1.ListBackendsResponse\"+\x82\xd3\xe4\x93\x02%\x12\x10/api/v1/backendsZ\x11\x12\x0f/api/v1/devices\x12\x98\x01\n\nGetBackend\x12&.qruntime.devices.v1.GetBackendRequest\x1a\'.qruntime.devices.v1.GetBackendResponse\"9\x82\xd3\xe4\x93\x02\x33\x12\x17/api/v1/backends/{name}Z\x18\x12\x16/api/v1/devices/{name}\x12\xcc\x01\n\x14GetBackendProperties\x12\x30.qruntime.devices.v1.GetBackendPropertiesRequest\x1a\x31.qruntime.devices.v1.GetBackendPropertiesResponse\"O\x82\xd3\xe4\x93\x02I\x12\"/api/v1/backends/{name}/propertiesZ#\x12!/api/v1/devices/{name}/properties\x12`\n\x0bRunCircuits\x12\'.qruntime.devices.v1.RunCircuitsRequest\x1a(.qruntime.devices.v1.RunCircuitsResponse\x12\x66\n\rCheckCircuits\x12).qruntime.devices.v1.CheckCircuitsRequest\x1a*.qruntime.devices.v1.CheckCircuitsResponse\x12\x66\n\rSelectBackend\x12).qruntime.devices.v1.SelectBackendRequest\x1a*.qruntime.devices.v1.SelectBackendResponse\x12\xa3\x01\n\x13UpdateBackendStatus\x12/.qruntime.devices.v1.UpdateBackendStatusRequest\x1a\x30.qruntime.devices.v1.UpdateBackendStatusResponse\")\x82\xd3\xe4\x93\x02#\x1a\x1e/api/v1/backends/{name}/status:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)qruntime/devices/v1/devices_service.proto\x12\x13qruntime.devices.v1\x1a\x1cgoogle/api/annotations.proto\x1a!qruntime/devices/v1/backend.proto\x1a\'qruntime/primitives/v1/primitives.proto\"<\n\x13ListBackendsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x14ListBackendsResponse\x12.\n\x08\x62\x61\x63kends\x18\x01 \x03(\x0b\x32\x1c.qruntime.devices.v1.Backend\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetBackendRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x12GetBackendResponse\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1c.qruntime.devices.v1.Backend\"+\n\x1bGetBackendPropertiesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Z\n\x1cGetBackendPropertiesResponse\x12:\n\nproperties\x18\x01 \x01(\x0b\x32&.qruntime.devices.v1.BackendProperties\"\xda\x01\n\x12RunCircuitsRequest\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x14\n\x0c\x63ircuits_qpy\x18\x02 \x01(\x0c\x12\r\n\x05shots\x18\x03 \x01(\x05\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06memory\x18\x05 \x01(\x08\x12\x0e\n\x06job_id\x18\x06 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x39\n\tprimitive\x18\x08 \x01(\x0b\x32&.qruntime.primitives.v1.PrimitiveInputB\x07\n\x05_seed\"\x8d\x01\n\x13RunCircuitsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".qruntime.devices.v1.CircuitResult\x12\x41\n\x10primitive_result\x18\x02 \x01(\x0b\x32\'.qruntime.primitives.v1.PrimitiveResult\"\xa1\x01\n\x14\x43heckCircuitsRequest\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x14\n\x0c\x63ircuits_qpy\x18\x02 \x01(\x0c\x12\r\n\x05shots\x18\x03 \x01(\x05\x12\x18\n\x10\x61s_program_input\x18\x04 \x01(\x08\x12\x39\n\tprimitive\x18\x05 \x01(\x0b\x32&.qruntime.primitives.v1.PrimitiveInput\"N\n\x15\x43heckCircuitsResponse\x12\x35\n\x08\x63ircuits\x18\x01 \x03(\x0b\x32#.qruntime.devices.v1.CircuitSummary\"\xb7\x02\n\x14SelectBackendRequest\x12\x16\n\x0emin_num_qubits\x18\x01 \x01(\x05\x12N\n\x0bqueued_jobs\x18\x02 \x03(\x0b\x32\x39.qruntime.devices.v1.SelectBackendRequest.QueuedJobsEntry\x12P\n\x0crunning_jobs\x18\x03 \x03(\x0b\x32:.qruntime.devices.v1.SelectBackendRequest.RunningJobsEntry\x1a\x31\n\x0fQueuedJobsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x32\n\x10RunningJobsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"V\n\x15SelectBackendResponse\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1c.qruntime.devices.v1.Backend\x12\x0e\n\x06reason\x18\x02 \x01(\t\"O\n\x1aUpdateBackendStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0boperational\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"L\n\x1bUpdateBackendStatusResponse\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1c.qruntime.devices.v1.Backend2\xe5\x07\n\x0e\x44\x65vicesService\x12\x90\x01\n\x0cListBackends\x12(.qruntime.devices.v1.ListBackendsRequest\x1a).qruntime.devices.v1.ListBackendsResponse\"+\x82\xd3\xe4\x93\x02%\x12\x10/api/v1/backendsZ\x11\x12\x0f/api/v1/devices\x12\x98\x01\n\nGetBackend\x12&.qruntime.devices.v1.GetBackendRequest\x1a\'.qruntime.devices.v1.GetBackendResponse\"9\x82\xd3\xe4\x93\x02\x33\x12\x17/api/v1/backends/{name}Z\x18\x12\x16/api/v1/devices/{name}\x12\xcc\x01\n\x14GetBackendProperties\x12\x30.qruntime.devices.v1.GetBackendPropertiesRequest\x1a\x31.qruntime.devices.v1.GetBackendPropertiesResponse\"O\x82\xd3\xe4\x93\x02I\x12\"/api/v1/backends/{name}/propertiesZ#\x12!/api/v1/devices/{name}/properties\x12`\n\x0bRunCircuits\x12\'.qruntime.devices.v1.RunCircuitsRequest\x1a(.qruntime.devices.v1.RunCircuitsResponse\x12\x66\n\rCheckCircuits\x12).qruntime.devices.v1.CheckCircuitsRequest\x1a*.qruntime.devices.v1.CheckCircuitsResponse\x12\x66\n\rSelectBackend\x12).qruntime.devices.v1.SelectBackendRequest\x1a*.qruntime.devices.v1.SelectBackendResponse\x12\xa3\x01\n\x13UpdateBackendStatus\x12/.qruntime.devices.v1.UpdateBackendStatusRequest\x1a\x30.qruntime.devices.v1.UpdateBackendStatusResponse\")\x82\xd3\xe4\x93\x02#\x1a\x1e/api/v1/backends/{name}/status:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,38 +46,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEVICESSERVICE'].methods_by_name['GetBackendProperties']._serialized_options = b'\202\323\344\223\002I\022\"/api/v1/backends/{name}/propertiesZ#\022!/api/v1/devices/{name}/properties'
   _globals['_DEVICESSERVICE'].methods_by_name['UpdateBackendStatus']._loaded_options = None
   _globals['_DEVICESSERVICE'].methods_by_name['UpdateBackendStatus']._serialized_options = b'\202\323\344\223\002#\032\036/api/v1/backends/{name}/status:\001*'
-  _globals['_LISTBACKENDSREQUEST']._serialized_start=131
-  _globals['_LISTBACKENDSREQUEST']._serialized_end=191
-  _globals['_LISTBACKENDSRESPONSE']._serialized_start=193
-  _globals['_LISTBACKENDSRESPONSE']._serialized_end=288
-  _globals['_GETBACKENDREQUEST']._serialized_start=290
-  _globals['_GETBACKENDREQUEST']._serialized_end=323
-  _globals['_GETBACKENDRESPONSE']._serialized_start=325
-  _globals['_GETBACKENDRESPONSE']._serialized_end=392
-  _globals['_GETBACKENDPROPERTIESREQUEST']._serialized_start=394
-  _globals['_GETBACKENDPROPERTIESREQUEST']._serialized_end=437
-  _globals['_GETBACKENDPROPERTIESRESPONSE']._serialized_start=439
-  _globals['_GETBACKENDPROPERTIESRESPONSE']._serialized_end=529
-  _globals['_RUNCIRCUITSREQUEST']._serialized_start=532
-  _globals['_RUNCIRCUITSREQUEST']._serialized_end=691
-  _globals['_RUNCIRCUITSRESPONSE']._serialized_start=693
-  _globals['_RUNCIRCUITSRESPONSE']._serialized_end=767
-  _globals['_CHECKCIRCUITSREQUEST']._serialized_start=769
-  _globals['_CHECKCIRCUITSREQUEST']._serialized_end=871
-  _globals['_CHECKCIRCUITSRESPONSE']._serialized_start=873
-  _globals['_CHECKCIRCUITSRESPONSE']._serialized_end=951
-  _globals['_SELECTBACKENDREQUEST']._serialized_start=954
-  _globals['_SELECTBACKENDREQUEST']._serialized_end=1265
-  _globals['_SELECTBACKENDREQUEST_QUEUEDJOBSENTRY']._serialized_start=1164
-  _globals['_SELECTBACKENDREQUEST_QUEUEDJOBSENTRY']._serialized_end=1213
-  _globals['_SELECTBACKENDREQUEST_RUNNINGJOBSENTRY']._serialized_start=1215
-  _globals['_SELECTBACKENDREQUEST_RUNNINGJOBSENTRY']._serialized_end=1265
-  _globals['_SELECTBACKENDRESPONSE']._serialized_start=1267
-  _globals['_SELECTBACKENDRESPONSE']._serialized_end=1353
-  _globals['_UPDATEBACKENDSTATUSREQUEST']._serialized_start=1355
-  _globals['_UPDATEBACKENDSTATUSREQUEST']._serialized_end=1434
-  _globals['_UPDATEBACKENDSTATUSRESPONSE']._serialized_start=1436
-  _globals['_UPDATEBACKENDSTATUSRESPONSE']._serialized_end=1512
-  _globals['_DEVICESSERVICE']._serialized_start=1515
-  _globals['_DEVICESSERVICE']._serialized_end=2512
+  _globals['_LISTBACKENDSREQUEST']._serialized_start=172
+  _globals['_LISTBACKENDSREQUEST']._serialized_end=232
+  _globals['_LISTBACKENDSRESPONSE']._serialized_start=234
+  _globals['_LISTBACKENDSRESPONSE']._serialized_end=329
+  _globals['_GETBACKENDREQUEST']._serialized_start=331
+  _globals['_GETBACKENDREQUEST']._serialized_end=364
+  _globals['_GETBACKENDRESPONSE']._serialized_start=366
+  _globals['_GETBACKENDRESPONSE']._serialized_end=433
+  _globals['_GETBACKENDPROPERTIESREQUEST']._serialized_start=435
+  _globals['_GETBACKENDPROPERTIESREQUEST']._serialized_end=478
+  _globals['_GETBACKENDPROPERTIESRESPONSE']._serialized_start=480
+  _globals['_GETBACKENDPROPERTIESRESPONSE']._serialized_end=570
+  _globals['_RUNCIRCUITSREQUEST']._serialized_start=573
+  _globals['_RUNCIRCUITSREQUEST']._serialized_end=791
+  _globals['_RUNCIRCUITSRESPONSE']._serialized_start=794
+  _globals['_RUNCIRCUITSRESPONSE']._serialized_end=935
+  _globals['_CHECKCIRCUITSREQUEST']._serialized_start=938
+  _globals['_CHECKCIRCUITSREQUEST']._serialized_end=1099
+  _globals['_CHECKCIRCUITSRESPONSE']._serialized_start=1101
+  _globals['_CHECKCIRCUITSRESPONSE']._serialized_end=1179
+  _globals['_SELECTBACKENDREQUEST']._serialized_start=1182
+  _globals['_SELECTBACKENDREQUEST']._serialized_end=1493
+  _globals['_SELECTBACKENDREQUEST_QUEUEDJOBSENTRY']._serialized_start=1392
+  _globals['_SELECTBACKENDREQUEST_QUEUEDJOBSENTRY']._serialized_end=1441
+  _globals['_SELECTBACKENDREQUEST_RUNNINGJOBSENTRY']._serialized_start=1443
+  _globals['_SELECTBACKENDREQUEST_RUNNINGJOBSENTRY']._serialized_end=1493
+  _globals['_SELECTBACKENDRESPONSE']._serialized_start=1495
+  _globals['_SELECTBACKENDRESPONSE']._serialized_end=1581
+  _globals['_UPDATEBACKENDSTATUSREQUEST']._serialized_start=1583
+  _globals['_UPDATEBACKENDSTATUSREQUEST']._serialized_end=1662
+  _globals['_UPDATEBACKENDSTATUSRESPONSE']._serialized_start=1664
+  _globals['_UPDATEBACKENDSTATUSRESPONSE']._serialized_end=1740
+  _globals['_DEVICESSERVICE']._serialized_start=1743
+  _globals['_DEVICESSERVICE']._serialized_end=2740
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from qruntime.devices.v1 import backend_pb2 as _backend_pb2
+from qruntime.primitives.v1 import primitives_pb2 as _primitives_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -178,6 +179,7 @@ class RunCircuitsRequest(_message.Message):
     MEMORY_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PRIMITIVE_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """The backend to run on."""
     circuits_qpy: _builtins.bytes
@@ -202,6 +204,14 @@ class RunCircuitsRequest(_message.Message):
     index>". The same key with different circuits, backend, shots, seed or memory is INVALID_ARGUMENT
     IDEMPOTENCY_KEY_REUSED. A run that failed is forgotten, so its retry runs. Empty: no deduplication.
     """
+    @_builtins.property
+    def primitive(self) -> _primitives_pb2.PrimitiveInput:
+        """A primitive job's PUBs to run instead of circuits_qpy (which must then be empty; shots, seed and
+        memory are ignored: the PUBs and options say them). The worker decodes each PUB's circuit, checks it
+        (parameters, shapes, observables, measurements, ISA), binds every binding and runs them; the
+        response then holds primitive_result instead of results.
+        """
+
     def __init__(
         self,
         *,
@@ -212,10 +222,11 @@ class RunCircuitsRequest(_message.Message):
         memory: _builtins.bool = ...,
         job_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        primitive: _primitives_pb2.PrimitiveInput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "primitive", b"primitive", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "backend", b"backend", "circuits_qpy", b"circuits_qpy", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "memory", b"memory", "seed", b"seed", "shots", b"shots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "backend", b"backend", "circuits_qpy", b"circuits_qpy", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "memory", b"memory", "primitive", b"primitive", "seed", b"seed", "shots", b"shots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
@@ -230,18 +241,24 @@ class RunCircuitsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    PRIMITIVE_RESULT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_backend_pb2.CircuitResult]:
         """One result per circuit, in the order given."""
+
+    @_builtins.property
+    def primitive_result(self) -> _primitives_pb2.PrimitiveResult:
+        """The primitive's result, when the request carried a primitive."""
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[_backend_pb2.CircuitResult] | None = ...,
+        primitive_result: _primitives_pb2.PrimitiveResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["primitive_result", b"primitive_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["primitive_result", b"primitive_result", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -257,6 +274,7 @@ class CheckCircuitsRequest(_message.Message):
     CIRCUITS_QPY_FIELD_NUMBER: _builtins.int
     SHOTS_FIELD_NUMBER: _builtins.int
     AS_PROGRAM_INPUT_FIELD_NUMBER: _builtins.int
+    PRIMITIVE_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """The backend the circuits would run on."""
     circuits_qpy: _builtins.bytes
@@ -269,6 +287,12 @@ class CheckCircuitsRequest(_message.Message):
     fit the backend and the memory limit, measured on every qubit — not that they measure something or have
     their parameters bound.
     """
+    @_builtins.property
+    def primitive(self) -> _primitives_pb2.PrimitiveInput:
+        """A primitive job's PUBs to check instead of circuits_qpy, as RunCircuitsRequest.primitive runs them:
+        the summaries are then those of the circuits the PUBs would run.
+        """
+
     def __init__(
         self,
         *,
@@ -276,10 +300,11 @@ class CheckCircuitsRequest(_message.Message):
         circuits_qpy: _builtins.bytes = ...,
         shots: _builtins.int = ...,
         as_program_input: _builtins.bool = ...,
+        primitive: _primitives_pb2.PrimitiveInput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["primitive", b"primitive"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_program_input", b"as_program_input", "backend", b"backend", "circuits_qpy", b"circuits_qpy", "shots", b"shots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_program_input", b"as_program_input", "backend", b"backend", "circuits_qpy", b"circuits_qpy", "primitive", b"primitive", "shots", b"shots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

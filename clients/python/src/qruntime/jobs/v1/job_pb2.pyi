@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from qruntime.primitives.v1 import primitives_pb2 as _primitives_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -110,6 +111,10 @@ class _JobReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobReason.V
     """
     JOB_REASON_PROGRAM_DELETED: _JobReason.ValueType  # 12
     """The uploaded program (with the version the job was created for) was deleted before the job ran."""
+    JOB_REASON_SESSION_EXPIRED: _JobReason.ValueType  # 13
+    """The job was queued in a session (Job.session_id) that reached its max_time before the job started
+    (state CANCELLED): a session's pending jobs are cancelled then, its running ones run to their end.
+    """
 
 class JobReason(_JobReason, metaclass=_JobReasonEnumTypeWrapper):
     """Why a job ended other than DONE."""
@@ -144,6 +149,10 @@ itself was killed while running it); it is not started again.
 """
 JOB_REASON_PROGRAM_DELETED: JobReason.ValueType  # 12
 """The uploaded program (with the version the job was created for) was deleted before the job ran."""
+JOB_REASON_SESSION_EXPIRED: JobReason.ValueType  # 13
+"""The job was queued in a session (Job.session_id) that reached its max_time before the job started
+(state CANCELLED): a session's pending jobs are cancelled then, its running ones run to their end.
+"""
 Global___JobReason: _TypeAlias = JobReason  # noqa: Y015
 
 class _TimeLimitSource:
@@ -301,6 +310,8 @@ class Job(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     TIME_LIMIT_SOURCE_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    PRIMITIVE_INPUT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, assigned by the service."""
     program_id: _builtins.str
@@ -329,6 +340,8 @@ class Job(_message.Message):
     """
     time_limit_source: Global___TimeLimitSource.ValueType
     """Which limit max_execution_time is, fixed when the job is created."""
+    session_id: _builtins.str
+    """The session or batch the job belongs to (CreateJobRequest.session_id); empty for a job on its own."""
     @_builtins.property
     def options(self) -> Global___JobOptions:
         """The options it was created with, the backend resolved."""
@@ -367,6 +380,12 @@ class Job(_message.Message):
         max_execution_time. Unset while the job is queued (the limit counts from the program's start).
         """
 
+    @_builtins.property
+    def primitive_input(self) -> _primitives_pb2.PrimitiveInput:
+        """The typed inputs of a primitive job (CreateJobRequest.primitive_input; `inputs` is then empty).
+        Like inputs, only in JOB_VIEW_FULL.
+        """
+
     def __init__(
         self,
         *,
@@ -391,10 +410,12 @@ class Job(_message.Message):
         metrics: Global___JobMetrics | None = ...,
         time_limit_source: Global___TimeLimitSource.ValueType = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
+        session_id: _builtins.str = ...,
+        primitive_input: _primitives_pb2.PrimitiveInput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "primitive_input", b"primitive_input", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "id", b"id", "inputs", b"inputs", "instance", b"instance", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "owner", b"owner", "program_id", b"program_id", "program_version", b"program_version", "reason", b"reason", "reason_message", b"reason_message", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "tags", b"tags", "time_limit_source", b"time_limit_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "id", b"id", "inputs", b"inputs", "instance", b"instance", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "owner", b"owner", "primitive_input", b"primitive_input", "program_id", b"program_id", "program_version", b"program_version", "reason", b"reason", "reason_message", b"reason_message", "request_id", b"request_id", "session_id", b"session_id", "start_time", b"start_time", "state", b"state", "tags", b"tags", "time_limit_source", b"time_limit_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from qruntime.jobs.v1 import job_pb2 as _job_pb2
+from qruntime.primitives.v1 import primitives_pb2 as _primitives_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -32,6 +33,8 @@ class CreateJobRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    PRIMITIVE_INPUT_FIELD_NUMBER: _builtins.int
     program_id: _builtins.str
     """The program to run."""
     inputs: _builtins.str
@@ -47,6 +50,11 @@ class CreateJobRequest(_message.Message):
     and shows the backend it would run on and its time limit; a job that would not be admitted gets
     the error CreateJob would give (e.g. RESOURCE_EXHAUSTED with a RetryInfo), saying why.
     """
+    session_id: _builtins.str
+    """Optional: the session or batch (SessionsService) the job joins. It must be the caller's own, in the
+    caller's instance, and accepting jobs; the job runs on the session's backend (options.backend_name
+    empty or the same) and is scheduled as its mode says. See SessionsService for the errors.
+    """
     @_builtins.property
     def options(self) -> _job_pb2.JobOptions:
         """Backend and log level."""
@@ -54,6 +62,15 @@ class CreateJobRequest(_message.Message):
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Labels for the job (see Job.tags for their rules)."""
+
+    @_builtins.property
+    def primitive_input(self) -> _primitives_pb2.PrimitiveInput:
+        """Typed inputs of the built-in `sampler` or `estimator` program (Qiskit's V2 primitives), instead of
+        JSON `inputs` (which must then be empty): the sampler's inputs for program_id "sampler", the
+        estimator's for "estimator", else INVALID_ARGUMENT PRIMITIVE_PROGRAM_MISMATCH. Every PUB's circuit is
+        decoded and checked when the job is created (see qruntime.primitives.v1 for the errors). Such a job's
+        GetJobResult returns a typed primitive_result.
+        """
 
     def __init__(
         self,
@@ -64,10 +81,12 @@ class CreateJobRequest(_message.Message):
         request_id: _builtins.str = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
         validate_only: _builtins.bool = ...,
+        session_id: _builtins.str = ...,
+        primitive_input: _primitives_pb2.PrimitiveInput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "primitive_input", b"primitive_input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "options", b"options", "program_id", b"program_id", "request_id", b"request_id", "tags", b"tags", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "options", b"options", "primitive_input", b"primitive_input", "program_id", b"program_id", "request_id", b"request_id", "session_id", b"session_id", "tags", b"tags", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -174,6 +193,7 @@ class ListJobsRequest(_message.Message):
       backend = ibm_lima      backend IN (...)
       owner = "user-id"       owner = me                         (me: the caller)
       tags:experiment-7       (the job has this tag)
+      session = ID            session IN (...)                   (the jobs of a session or batch)
       create_time > "2026-12-01T00:00:00Z"                      (also >=, <, <=; RFC 3339 times)
     Keywords are case-insensitive; a value is a bare word of letters, digits and `_.:-` or a string in double
     quotes (\\" and \\\\ escaped). At most 1,024 characters. A malformed filter is INVALID_ARGUMENT naming
@@ -352,6 +372,7 @@ class GetJobResultResponse(_message.Message):
     TOTAL_BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     NEXT_OFFSET_FIELD_NUMBER: _builtins.int
+    PRIMITIVE_RESULT_FIELD_NUMBER: _builtins.int
     result: _builtins.str
     """The program's return value, JSON text encoded as for inputs; or, when the result is larger than
     16 MiB, the part of it from the requested offset (at most 16 MiB, never splitting a character).
@@ -362,6 +383,13 @@ class GetJobResultResponse(_message.Message):
     """SHA-256 of the whole result's UTF-8 bytes, to check the reassembled chunks."""
     next_offset: _builtins.int
     """The offset of the next chunk; 0 when this chunk ends the result."""
+    @_builtins.property
+    def primitive_result(self) -> _primitives_pb2.PrimitiveResult:
+        """The typed result of a job created with primitive_input (result, total_bytes, sha256 and next_offset
+        are then empty), when its serialized form fits in 16 MiB. A larger one comes as its proto3 JSON
+        text in `result`, in chunks as above.
+        """
+
     def __init__(
         self,
         *,
@@ -369,10 +397,11 @@ class GetJobResultResponse(_message.Message):
         total_bytes: _builtins.int = ...,
         sha256: _builtins.bytes = ...,
         next_offset: _builtins.int = ...,
+        primitive_result: _primitives_pb2.PrimitiveResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["primitive_result", b"primitive_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_offset", b"next_offset", "result", b"result", "sha256", b"sha256", "total_bytes", b"total_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_offset", b"next_offset", "primitive_result", b"primitive_result", "result", b"result", "sha256", b"sha256", "total_bytes", b"total_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The auth store's schema revisions (Alembic), run at start by qruntime_kit.migrations; one module each."""
