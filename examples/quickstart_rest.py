@@ -36,10 +36,9 @@ def main() -> None:
     if not (args.apikey and args.instance and args.url):
         parser.error("give --bootstrap, or --apikey, --instance and --url")
 
-    # IBM Cloud IAM's exchange: the API key for a bearer token (for the instance named by Service-CRN).
+    # IBM Cloud IAM's exchange: the API key alone for a bearer token; each call names its instance.
     form = urllib.parse.urlencode({"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": args.apikey})
-    request = urllib.request.Request(f"{args.url}/identity/token", data=form.encode(),
-                                     headers={"Service-CRN": args.instance})
+    request = urllib.request.Request(f"{args.url}/identity/token", data=form.encode())
     with urllib.request.urlopen(request, timeout=60) as response:
         token = json.load(response)["access_token"]
     headers = {"Authorization": f"Bearer {token}", "Service-CRN": args.instance}

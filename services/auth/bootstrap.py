@@ -14,11 +14,12 @@ BOOTSTRAP_FILE = "bootstrap.json"
 OWNER_EMAIL = "admin@localhost"
 
 
-def bootstrap_if_empty(store: AuthStore, data_dir: Path, url: str) -> Path | None:
+def bootstrap_if_empty(store: AuthStore, data_dir: Path, url: str, http_url: str = "") -> Path | None:
     """On an empty store, create the first account and write DIR/bootstrap.json (owner-only).
 
     The file holds what a first user needs: the suite's url, the Lite instance's CRN (`instance`),
-    both instances' CRNs (`instances`: lite, standard) and the owner's API key. Returns its path when
+    both instances' CRNs (`instances`: lite, standard), the owner's API key, and, when known, the
+    HTTP/JSON API's URL (`http_url`; `qruntime up` adds its own once it serves). Returns its path when
     it was written now, None when the store already had accounts.
     """
     if not store.is_empty():
@@ -32,6 +33,6 @@ def bootstrap_if_empty(store: AuthStore, data_dir: Path, url: str) -> Path | Non
     write_private(path, json.dumps({
         "url": url, "instance": made["lite"]["crn"], "instance_name": made["lite"]["name"], "plan": "lite",
         "instances": {plan: row["crn"] for plan, row in made.items()},
-        "account_id": account_id, "api_key": api_key,
+        "account_id": account_id, "api_key": api_key, **({"http_url": http_url} if http_url else {}),
     }, indent=2) + "\n")
     return path

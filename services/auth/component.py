@@ -39,6 +39,9 @@ class AuthSettings(ServerSettings):
     """Settings of the auth service."""
 
     public_url: str = setting("", "the URL clients use, written to bootstrap.json; empty: this server's")
+    public_http_url: str = setting(
+        "", "the HTTP/JSON API's and web console's base URL (the gateway's --http-port, e.g. "
+            "http://localhost:8080), written to bootstrap.json as http_url; empty: none written")
     bootstrap: bool = setting(True, "on an empty store, create a first account and write bootstrap.json")
     key_hash_secret_file: str = setting(
         "", f"owner-only file with the secret API key hashes are keyed with (made if missing); "
@@ -111,7 +114,8 @@ class AuthComponent:
     async def start(self, runtime: Runtime) -> None:
         if self._settings.bootstrap:
             url = self._settings.public_url or runtime.address
-            path = await asyncio.to_thread(bootstrap_if_empty, self.store, self._settings.data_path(), url)
+            path = await asyncio.to_thread(bootstrap_if_empty, self.store, self._settings.data_path(), url,
+                                           self._settings.public_http_url)
             if path:
                 log.info("created the first account, its Lite and Standard instances and an API key", file=str(path))
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import jwt
 from google.protobuf.timestamp_pb2 import Timestamp
 from qruntime.auth.v1 import auth_pb2, auth_service_pb2, auth_service_pb2_grpc
 
 from qruntime_kit.auth import FORWARDED_FOR_KEY, current_principal, peer_host
-from qruntime_kit.errors import NotFound
+from qruntime_kit.errors import NotFound, PermissionDenied
 
 from .keys import key_id_of
 from .ratelimit import RateLimiter
@@ -63,6 +64,20 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             ordered = [ROLES[r] for r in ("manager", "writer", "reader") if r in roles]
             response.roles.extend(ordered)
             response.role = ordered[0] if ordered else auth_pb2.ROLE_UNSPECIFIED
+        return response
+
+    async def ExchangeToken(self, request, context):
+        principal = current_principal()  # the auth interceptor verified the token, for "auth"
+        if principal.is_service:
+            raise PermissionDenied("only a user's own token can be exchanged", reason="NOT_A_USER_TOKEN")
+        claims = jwt.decode(principal.token, options={"verify_signature": False})
+        if claims.get("akid"):
+            self._per_key.take(claims["akid"], "API key")
+        token, expiry, row, roles = await asyncio.to_thread(
+            self._issuer.exchange_token, claims, request.instance, tuple(request.audiences))
+        response = auth_service_pb2.ExchangeTokenResponse(token=token, expire_time=Timestamp(seconds=expiry),
+                                                          instance=instance_message(row))
+        response.roles.extend(ROLES[r] for r in ("manager", "writer", "reader") if r in roles)
         return response
 
     async def CreateServiceToken(self, request, context):

@@ -78,12 +78,56 @@ class TokenIssuer:
                 "a service key cannot be exchanged here; the suite's services use CreateServiceToken on "
                 "the auth service's internal address", reason="SERVICE_KEY_NOT_ACCEPTED",
             )
-        user = self._store.user(owner.user_id)
-        if user is None or user["disabled"]:
-            raise PermissionDenied("this user is disabled", reason="USER_DISABLED")
-        accounts = [m["account_id"] for m in self._store.memberships_of(user["id"]) if m["state"] == "active"]
+        user = self._enabled_user(owner.user_id)
+        accounts = self._accounts_of(user)
         if not instance and account:
             return (*self._account_token(user, owner.key_id, accounts, account, wanted), None, frozenset())
+        return self._instance_token(user, owner.key_id, accounts, instance, wanted)
+
+    def exchange_token(self, claims: dict, instance: str, audiences: tuple[str, ...] = ()
+                       ) -> tuple[str, int, dict, frozenset[str]]:
+        """(token, expiry, instance row, roles) for the user of verified claims, on the instance: the
+        checks of create_token with the API key the claims name, plus the claims' own revocation,
+        read from the store now (a verifier's poll may be seconds old, and the new token's later
+        issue time would escape a revocation made meanwhile). Expires no later than the claims."""
+        if claims["kind"] != USER or claims.get("actor"):
+            raise PermissionDenied("only a user's own token can be exchanged", reason="NOT_A_USER_TOKEN")
+        key_id = claims.get("akid", "")
+        key = self._store.api_key(key_id) if key_id else None
+        if key is None or key["disabled"] or key["user_id"] != claims["sub"]:
+            raise _invalid_key()
+        revoked = {r["subject"] for r in self._store.revocations_since(claims["iat"])}
+        if claims["sub"] in revoked or key_id in revoked:
+            raise Unauthenticated("the bearer token was revoked (its API key, its user or their roles changed); "
+                                  "get a new one with your API key", reason="TOKEN_REVOKED")
+        unknown = sorted(set(audiences) - set(USER_AUDIENCES))
+        if unknown:
+            raise InvalidArgument(f"unknown audiences {unknown}; known: {list(INSTANCE_AUDIENCES)}",
+                                  reason="INVALID_AUDIENCE", field_violations=[("audiences", "service short names")])
+        # An account token may become any instance token; a narrowed token never becomes a wider one.
+        own = {claims["aud"]} if isinstance(claims["aud"], str) else set(claims["aud"])
+        allowed = set(INSTANCE_AUDIENCES) if "admin" in own else own & set(INSTANCE_AUDIENCES)
+        wanted = tuple(audiences) or tuple(sorted(allowed))
+        if set(wanted) - allowed:
+            raise PermissionDenied(
+                f"this token may be exchanged only for {sorted(allowed)}, not {sorted(set(wanted) - allowed)}",
+                reason="AUDIENCE_NOT_ALLOWED", field_violations=[("audiences", f"a subset of {sorted(allowed)}")])
+        user = self._enabled_user(claims["sub"])
+        return self._instance_token(user, key_id, self._accounts_of(user), instance, wanted,
+                                    expires_by=int(claims["exp"]))
+
+    def _enabled_user(self, user_id: str) -> dict:
+        user = self._store.user(user_id)
+        if user is None or user["disabled"]:
+            raise PermissionDenied("this user is disabled", reason="USER_DISABLED")
+        return user
+
+    def _accounts_of(self, user: dict) -> list[str]:
+        return [m["account_id"] for m in self._store.memberships_of(user["id"]) if m["state"] == "active"]
+
+    def _instance_token(self, user: dict, key_id: str, accounts: list[str], instance: str,
+                        audiences: tuple[str, ...], expires_by: int | None = None
+                        ) -> tuple[str, int, dict, frozenset[str]]:
         if not instance:
             raise InvalidArgument(
                 "instance is required: give the CRN or the name of your service instance",
@@ -103,7 +147,7 @@ class TokenIssuer:
             plan=row["plan"], actions=actions_of(roles), account_role=membership["role"],
             operator=bool(user["operator"]),
         )
-        return (*self._sign(principal, wanted, owner.key_id), row, roles)
+        return (*self._sign(principal, audiences, key_id, expires_by=expires_by), row, roles)
 
     def _account_token(self, user: dict, key_id: str, accounts: list[str], account: str,
                        audiences: tuple[str, ...]) -> tuple[str, int]:

@@ -141,7 +141,7 @@ def separate(data_dir: Path, timeout: float = 60, extra_env=None, service_env=No
     own_env = {"auth": {"QRUNTIME_SERVICE_KEYS": ",".join(f"{name}={key}" for name, key in keys.items())},
                **{name: {"QRUNTIME_SERVICE_KEY": key} for name, key in keys.items()}}
     commands = {
-        "auth": ["qruntime-auth", "--public-url", url["gateway"]],
+        "auth": ["qruntime-auth", "--public-url", url["gateway"], "--public-http-url", f"http://127.0.0.1:{http_port}"],
         "programs": ["qruntime-programs"],
         "devices": ["qruntime-devices"],
         "jobs": ["qruntime-jobs", "--programs-url", url["programs"], "--devices-url", url["devices"]],

@@ -145,10 +145,18 @@ def _operation(route: Route, schemas: _Schemas, operation_ids: set[str]) -> dict
                                "description": schemas.comments.get(f"{method.input_type.full_name}.{field.name}", ""),
                                **({"style": "form", "explode": True} if field.is_repeated else {})})
     response = schemas.message(method.output_type)
+    resume = route.resume
     success = ({"text/event-stream": {"schema": {"type": "string", "description": (
         "Server-sent events: one `data:` line per message, each a JSON " + method.output_type.name
-        + "; `event: end` after the last one, `event: error` with an error body if the stream fails.")}}}
+        + (f", numbered by an `id:` line (the largest {resume[1]}[].{resume[2]}); reconnecting with that id "
+           f"as the Last-Event-ID header resumes after it" if resume else "")
+        + "; `event: end` after the last one, `event: error` with an error body if the stream fails; "
+          "a `: keep-alive` comment line while nothing else comes for 15 s.")}}}
         if route.streaming else {"application/json": {"schema": response}})
+    if resume:
+        parameters.append({"name": "Last-Event-ID", "in": "header", "required": False,
+                           "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                           "description": f"Resume after this event id (sets {resume[0]} when larger)."})
     operation = {
         "operationId": operation_id, "tags": [tag],
         "summary": schemas.comments.get(f"{method.containing_service.full_name}.{method.name}", "").split("\n")[0],
@@ -178,15 +186,17 @@ def document(routes: list[Route], comments: Mapping[str, str], version: str) -> 
     paths["/identity/token"] = {"post": {
         "operationId": "IdentityToken", "tags": ["Identity"], "security": [],
         "summary": "Exchanges an API key for a bearer token, as IBM Cloud IAM does.",
-        "description": "Form-encoded. qruntime's tokens are scoped to one instance: name it with `instance` "
-                       "(CRN or name) or the Service-CRN header; without either the token is for the account "
-                       "(the admin API).",
+        "description": "Form-encoded. The API key alone gives a token for your account (name one with "
+                       "`account` if you belong to several): it serves the admin API, and every instance of "
+                       "your accounts you have a role on, named per call in the Service-CRN header. With "
+                       "`instance` (or a Service-CRN header here) the token is for that instance only.",
         "parameters": [{"name": "Service-CRN", "in": "header", "required": False, "schema": {"type": "string"}}],
         "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
             "type": "object", "required": ["grant_type", "apikey"], "properties": {
                 "grant_type": {"type": "string", "enum": ["urn:ibm:params:oauth:grant-type:apikey"]},
                 "apikey": {"type": "string", "description": "Your API key."},
-                "instance": {"type": "string", "description": "The instance's CRN or name."}}}}}},
+                "instance": {"type": "string", "description": "For a token of one instance: its CRN or name."},
+                "account": {"type": "string", "description": "The account id, if you belong to several."}}}}}},
         "responses": {"200": {"description": "The token.",
                               "content": {"application/json": {"schema": _ref("IdentityToken")}}},
                       "default": {"description": "An error.",
@@ -205,12 +215,15 @@ def document(routes: list[Route], comments: Mapping[str, str], version: str) -> 
         "info": {"title": "qruntime REST API", "version": version, "description": (
             "The HTTP/JSON form of qruntime's gRPC services, transcoded from their google.api.http "
             "annotations. Sign in with POST /identity/token, then send `Authorization: Bearer <token>` "
-            "(and, optionally, `Service-CRN: <instance CRN>`, which must name the token's instance).")},
+            "and name the instance in `Service-CRN: <instance CRN or name>` (the admin API needs none).")},
         "servers": [{"url": "/"}],
-        "security": [{"bearer": []}],
+        "security": [{"bearer": [], "serviceCrn": []}, {"bearer": []}],
         "paths": dict(sorted(paths.items())),
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "serviceCrn": {"type": "apiKey", "in": "header", "name": "Service-CRN",
+                               "description": "The instance a call is for, by CRN or name."}},
             "schemas": dict(sorted({**schemas.schemas, "Error": ERROR_SCHEMA, "IdentityToken": TOKEN_SCHEMA}.items())),
         },
     }

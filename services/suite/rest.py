@@ -4,12 +4,13 @@ Every API route is an RPC's google.api.http binding (transcoding.py): the reques
 path, the query and the JSON body, sent to the same gRPC front door clients use (the suite's own
 port, or the gateway's), and the response comes back as JSON. The services do every check; an error
 comes back with the HTTP status of its gRPC code and a JSON body with its reason and details.
-A server-streaming RPC (JobsService.WatchJob) is served as server-sent events.
+A server-streaming RPC (JobsService.WatchJob) is served as server-sent events: numbered (`id:`, the
+job's event sequence) so a reconnecting client resumes with Last-Event-ID, with keep-alive comments.
 
-Sign-in as IBM Cloud's IAM does it: `POST /identity/token` (form: grant_type, apikey; and, since
-qruntime's tokens are scoped to one instance, `instance` or the Service-CRN header) returns a bearer
-token; calls send `Authorization: Bearer <token>` and may send `Service-CRN`, which must name the
-token's instance.
+Sign-in as IBM Cloud's IAM does it: `POST /identity/token` (form: grant_type, apikey) returns a
+bearer token for the user's account; calls send `Authorization: Bearer <token>` and name their
+instance in the `Service-CRN` header (CRN or name), for which the front door exchanges the token
+(instance_tokens.py). A token got for one instance (form field `instance`) works as well.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import time
 from pathlib import Path
 
 import grpc
-import jwt
 from aiohttp import web
 from qruntime.auth.v1 import auth_service_pb2
 
-from qruntime_kit.errors import Internal, InvalidArgument, NotFound, PermissionDenied, ServiceError, from_rpc_error
+from qruntime_auth.component import AuthComponent
+from qruntime_kit.auth import audience_of
+from qruntime_kit.errors import Internal, InvalidArgument, NotFound, ServiceError, from_rpc_error
 from qruntime_kit.interceptors import REQUEST_ID_KEY
 from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import CHANNEL_OPTIONS
@@ -34,6 +36,7 @@ from qruntime_kit.secrets import write_private
 from qruntime_kit.settings import ServerSettings, setting
 from qruntime_kit.tls import aio_channel
 
+from .instance_tokens import InstanceTokens, unverified_claims
 from .transcoding import Route, build_request, routes, to_json
 
 log = get_logger("http")
@@ -44,6 +47,10 @@ IAM_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 # JSON larger than this is converted in a thread, so the services sharing the event loop keep answering.
 _INLINE_BYTES = 256 * 1024
+
+# A quiet event stream gets a comment line this often (seconds), so that nothing on the way closes it.
+KEEPALIVE_SECONDS = 15.0
+LAST_EVENT_ID = "Last-Event-ID"
 
 # gRPC code -> HTTP status, as google.rpc.Code documents the mapping.
 HTTP_STATUS = {
@@ -129,33 +136,24 @@ async def _errors(request: web.Request, handler):
         return error_response(Internal("the HTTP front door failed; see its log", reason="INTERNAL"))
 
 
-def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+def _metadata(request: web.Request, authorization: str = "") -> tuple[tuple[str, str], ...]:
     """The gRPC metadata of an HTTP call: its bearer token, request id and the caller's address."""
     remote = request.remote or ""
     metadata = [("x-forwarded-for", f"ipv6:[{remote}]" if ":" in remote else f"ipv4:{remote}")]
-    authorization = request.headers.get("Authorization", "")
+    authorization = authorization or request.headers.get("Authorization", "")
     if authorization:
         metadata.append(("authorization", authorization))
-        _check_service_crn(request, authorization)
     if REQUEST_ID_KEY in request.headers:
         metadata.append((REQUEST_ID_KEY, request.headers[REQUEST_ID_KEY]))
     return tuple(metadata)
 
 
-def _check_service_crn(request: web.Request, authorization: str) -> None:
-    """A Service-CRN header must name the instance the token is for (the services verify the token)."""
-    crn = request.headers.get("Service-CRN", "")
-    if not crn:
-        return
-    try:
-        claims = jwt.decode(authorization.removeprefix("Bearer ").strip(), options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return  # not a token at all: the service says so
-    if claims.get("ins") != crn:
-        raise PermissionDenied(
-            f"the token is for instance {claims.get('ins') or '(none: an account token)'!r}, not the Service-CRN "
-            f"{crn!r}; get one for it: POST /identity/token with Service-CRN", reason="INSTANCE_MISMATCH",
-            metadata={"service_crn": crn})
+def _last_event_id(request: web.Request) -> int:
+    text = request.headers[LAST_EVENT_ID].strip()
+    if not text.isdigit():
+        raise InvalidArgument(f"{LAST_EVENT_ID} must be an event id this stream sent (a number), not {text[:40]!r}",
+                              reason="INVALID_LAST_EVENT_ID", field_violations=[(LAST_EVENT_ID, "a number")])
+    return int(text)
 
 
 def _file(path: Path):
@@ -177,6 +175,10 @@ class FrontDoor:
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._channel = channel
+        self.tokens = InstanceTokens(self._exchange)
+        self._exchange_call = channel.unary_unary(
+            "/qruntime.auth.v1.AuthService/ExchangeToken", request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=auth_service_pb2.ExchangeTokenResponse.FromString)
         self.routes = routes()
         self.app = web.Application(middlewares=[_access_log, _errors], client_max_size=MAX_BODY_BYTES)
         self.app.router.add_post("/identity/token", self._token)
@@ -202,8 +204,13 @@ class FrontDoor:
 
         async def handle(request: web.Request) -> web.Response:
             message = await self._request(route, request, await request.read() if route.body else b"")
-            call = method(message, metadata=_metadata(request), timeout=60)
-            response = await call
+            metadata, scope = await self._credentials(route, request)
+            call = method(message, metadata=metadata, timeout=60)
+            try:
+                response = await call
+            except grpc.aio.AioRpcError as err:
+                self._forget_refused(scope, err)
+                raise
             headers = {k: v for k, v in (await call.initial_metadata() or ()) if k == REQUEST_ID_KEY}
             if response.ByteSize() > _INLINE_BYTES:  # a large result is written off the event loop
                 text = await asyncio.to_thread(lambda: json.dumps(to_json(response)))
@@ -219,30 +226,80 @@ class FrontDoor:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             message = await self._request(route, request, b"")
-            stream = call(message, metadata=_metadata(request))
+            if route.resume is not None and LAST_EVENT_ID in request.headers:
+                field = route.resume[0]  # a reconnecting EventSource: after the last event it saw
+                setattr(message, field, max(getattr(message, field), _last_event_id(request)))
+            metadata, scope = await self._credentials(route, request)
+            stream = call(message, metadata=metadata)
+            # Every read is waited for with a timeout, never cancelled (that would end the call): a quiet
+            # stream gets a comment line every KEEPALIVE_SECONDS so nothing on the way closes it.
+            reading = asyncio.ensure_future(stream.read())
             try:
-                await stream.initial_metadata()  # a refused call (no token, not found) answers as JSON
-                first = await stream.read()
-            except grpc.aio.AioRpcError as err:
-                return error_response(from_rpc_error(err))
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-            await response.prepare(request)
-            try:
-                item = first
-                while item is not grpc.aio.EOF:
-                    await response.write(f"data: {json.dumps(to_json(item))}\n\n".encode())
-                    item = await stream.read()
-                await response.write(b"event: end\ndata: {}\n\n")
-            except grpc.aio.AioRpcError as err:
-                await response.write(f"event: error\ndata: {json.dumps(error_body(from_rpc_error(err)))}\n\n".encode())
+                await asyncio.wait({reading}, timeout=KEEPALIVE_SECONDS)
+                refusal = reading.exception() if reading.done() else None
+                if isinstance(refusal, grpc.aio.AioRpcError):  # refused (no token, not found): JSON, its status
+                    self._forget_refused(scope, refusal)
+                    return error_response(from_rpc_error(refusal))
+                response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                                       "Cache-Control": "no-cache"})
+                await response.prepare(request)
+                try:
+                    while True:
+                        while not (await asyncio.wait({reading}, timeout=KEEPALIVE_SECONDS))[0]:
+                            await response.write(b": keep-alive\n\n")
+                        item = reading.result()
+                        if item is grpc.aio.EOF:
+                            break
+                        event_id = route.event_id(item)
+                        head = f"id: {event_id}\n" if event_id else ""
+                        await response.write(f"{head}data: {json.dumps(to_json(item))}\n\n".encode())
+                        reading = asyncio.ensure_future(stream.read())
+                    await response.write(b"event: end\ndata: {}\n\n")
+                except grpc.aio.AioRpcError as err:
+                    await response.write(
+                        f"event: error\ndata: {json.dumps(error_body(from_rpc_error(err)))}\n\n".encode())
+                return response
             finally:
-                stream.cancel()  # also when the browser went away: so does the watch
-            return response
+                reading.cancel()  # done already, unless the browser went away
+                stream.cancel()  # also then: so does the watch
 
         return handle
 
+    async def _credentials(self, route: Route, request: web.Request
+                           ) -> tuple[tuple[tuple[str, str], ...], tuple[str, str] | None]:
+        """The call's metadata, with the caller's token exchanged for one scoped to the Service-CRN's
+        instance where it is not already (the admin API's calls are for the account: never); and the
+        (token, instance) the exchange was for, or None."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token, instance = token.strip(), request.headers.get("Service-CRN", "").strip()
+        claims = unverified_claims(token) if scheme.lower() == "bearer" else None
+        if claims is None or audience_of(route.grpc_path) == "admin" or route.grpc_path in AuthComponent.public_methods:
+            return _metadata(request), None
+        if not instance:
+            if claims.get("kind") == "user" and not claims.get("ins"):  # an account token: which instance?
+                raise InvalidArgument(
+                    "name the instance of this call in the Service-CRN header (its CRN or name); your token is "
+                    "for your account", reason="SERVICE_CRN_MISSING",
+                    field_violations=[("Service-CRN", "an instance CRN (crn:v1:...) or name")])
+            return _metadata(request), None
+        if claims.get("ins") == instance:
+            return _metadata(request), None
+        derived = await self.tokens.get(token, instance)
+        return _metadata(request, f"Bearer {derived}"), (token, instance)
+
+    async def _exchange(self, token: str, instance: str) -> tuple[str, int]:
+        response = await self._exchange_call(auth_service_pb2.ExchangeTokenRequest(instance=instance),
+                                             metadata=(("authorization", f"Bearer {token}"),), timeout=30)
+        return response.token, response.expire_time.seconds
+
+    def _forget_refused(self, scope: tuple[str, str] | None, err: grpc.aio.AioRpcError) -> None:
+        """A derived token a service refused (revoked, expired) is exchanged again next time."""
+        if scope is not None and err.code() == grpc.StatusCode.UNAUTHENTICATED:
+            self.tokens.forget(*scope)
+
     async def _token(self, request: web.Request) -> web.Response:
-        """IBM Cloud IAM's token endpoint: form grant_type and apikey -> access_token."""
+        """IBM Cloud IAM's token endpoint: form grant_type and apikey -> access_token. A token for one
+        instance (form `instance`, or a Service-CRN header) is given as before."""
         form = await request.post()
         if form.get("grant_type") != IAM_GRANT:
             raise InvalidArgument(f"grant_type must be {IAM_GRANT}", reason="UNSUPPORTED_GRANT_TYPE",
@@ -251,8 +308,11 @@ class FrontDoor:
         call = self._channel.unary_unary(
             "/qruntime.auth.v1.AuthService/CreateToken", request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=auth_service_pb2.CreateTokenResponse.FromString)
+        # The API key alone gives a token for the user's account (or, with `account`, the one named),
+        # good for every instance of it a call names in Service-CRN.
+        account = "" if instance else str(form.get("account", "") or "-")
         message = auth_service_pb2.CreateTokenRequest(api_key=str(form.get("apikey", "")), instance=instance,
-                                                      account="" if instance else "-")
+                                                      account=account)
         response = await call(message, metadata=_metadata(request)[:1], timeout=30)
         expiration = response.expire_time.seconds
         return web.json_response({
@@ -276,6 +336,7 @@ class HttpFrontDoor:
         self._settings, self._bootstrap_file = settings, bootstrap_file
         self._runner: web.AppRunner | None = None
         self._channel: grpc.aio.Channel | None = None
+        self.front_door: FrontDoor | None = None
         self.url = ""
 
     def register(self, server) -> None:
@@ -299,7 +360,8 @@ class HttpFrontDoor:
         context, credentials = self._tls()
         self._channel = aio_channel(self._grpc_address or runtime.address, credentials, CHANNEL_OPTIONS)
         grace = self._settings.grace_seconds if self._settings else 5.0  # for streams still open at shutdown
-        self._runner = web.AppRunner(FrontDoor(self._channel).app, access_log=None, shutdown_timeout=grace)
+        self.front_door = FrontDoor(self._channel)
+        self._runner = web.AppRunner(self.front_door.app, access_log=None, shutdown_timeout=grace)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, ssl_context=context)
         try:

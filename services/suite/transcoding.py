@@ -31,6 +31,12 @@ _VERBS = ("get", "put", "post", "delete", "patch")
 ALIASES: Mapping[str, Mapping[str, str]] = {
     "qruntime.jobs.v1.CreateJobRequest": {"backend": "options.backend_name", "params": "inputs"},
 }
+# Server-streaming methods a client may resume, as server-sent events do with Last-Event-ID: the request
+# field saying where to resume, and (the repeated field of each streamed message, the number field of
+# its items) whose largest value is the message's event id.
+RESUMABLE: Mapping[str, tuple[str, str, str]] = {
+    "qruntime.jobs.v1.JobsService.WatchJob": ("after_sequence", "events", "sequence"),
+}
 # "{field}" or "{field=pattern}" in a path template (google/api/http.proto's grammar).
 _VARIABLE = re.compile(r"\{([a-zA-Z_][\w.]*)(?:=([^}]*))?\}")
 
@@ -52,6 +58,19 @@ class Route:
     @property
     def streaming(self) -> bool:
         return self.method.server_streaming
+
+    @property
+    def resume(self) -> tuple[str, str, str] | None:
+        """RESUMABLE's entry for this route's method, if any."""
+        return RESUMABLE.get(self.method.full_name)
+
+    def event_id(self, message: Message) -> int | None:
+        """The server-sent event id of a streamed message of a resumable route (its items' largest
+        number), or None."""
+        if self.resume is None:
+            return None
+        _, items, number = self.resume
+        return max((getattr(item, number) for item in getattr(message, items)), default=None)
 
     def aiohttp_path(self) -> str:
         """The template in aiohttp's syntax: {v0}, {v1:regex}, ... (field paths may hold dots)."""

@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.slow  # a suite and a browser
@@ -60,11 +61,43 @@ def run_example(driver, example: str, backend: str = "ibmq_qasm_simulator") -> N
     driver.find_element(By.ID, "run-job").click()
 
 
+def row_of(driver, text: str):
+    return driver.find_element(By.XPATH, f"//table[@id='list']//tr[td[normalize-space()='{text}']]")
+
+
+def act_on(driver, text: str, action: str, confirm: bool = False) -> None:
+    """Click a row's action (the row with a cell reading text); the confirmation shows, and with
+    confirm=True is accepted."""
+    WebDriverWait(driver, 30).until(lambda d: row_of(d, text))
+    row_of(driver, text).find_element(By.CSS_SELECTOR, f"button[data-action={action}]").click()
+    WebDriverWait(driver, 10).until(ec.visibility_of_element_located((By.ID, "confirm")))
+    if confirm:
+        driver.find_element(By.ID, "confirm-action").click()
+
+
+def create_in(driver, listing: str, values: dict[str, str]) -> None:
+    """Fill the create form of an admin list and wait for the new row."""
+    driver.find_element(By.ID, f"list-{listing}").click()
+    for name, value in values.items():
+        field = WebDriverWait(driver, 30).until(
+            ec.visibility_of_element_located((By.CSS_SELECTOR, f"#create-form input[name='{name}']")))
+        field.send_keys(value)
+    driver.find_element(By.CSS_SELECTOR, "#create-form button").click()
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "created").text)
+
+
+def admin_get(rest, path: str) -> dict:
+    """What the API says, as the account's owner."""
+    response = httpx.get(f"{rest.url}{path}", headers={"Authorization": f"Bearer {rest.token()}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def test_sign_in_run_bell_watch_it_live_see_the_histogram_and_cancel_a_long_job(rest, browser):
     wait = WebDriverWait(browser, 30)
     browser.get(f"{rest.url}/console/")
     browser.find_element(By.NAME, "apikey").send_keys(rest.suite.api_key)
-    browser.find_element(By.NAME, "instance").send_keys(rest.suite.instance)
+    browser.find_element(By.NAME, "instance").send_keys("lite")  # by name; the CRN works too
     browser.save_screenshot(str(ARTIFACTS / "1-sign-in.png"))
     browser.find_element(By.CSS_SELECTOR, "#sign-in button").click()
     wait.until(ec.visibility_of_element_located((By.ID, "new-job")))
@@ -94,6 +127,12 @@ def test_sign_in_run_bell_watch_it_live_see_the_histogram_and_cancel_a_long_job(
     browser.find_element(By.ID, "tab-backends").click()
     wait.until(lambda d: "ibmq_qasm_simulator" in d.find_element(By.ID, "backends").text)
     browser.save_screenshot(str(ARTIFACTS / "4-backends.png"))
+    # One sign-in, any instance of the account: the Standard one lists physical systems.
+    Select(browser.find_element(By.ID, "instance-switch")).select_by_visible_text("standard")
+    wait.until(lambda d: "ibm_lima" in d.find_element(By.ID, "backends").text)
+    assert "ibmq_qasm_simulator" not in browser.find_element(By.ID, "backends").text
+    Select(browser.find_element(By.ID, "instance-switch")).select_by_visible_text("lite")
+    wait.until(lambda d: "ibmq_qasm_simulator" in d.find_element(By.ID, "backends").text)
     browser.find_element(By.ID, "tab-admin").click()  # the owner administers the account
     wait.until(ec.element_to_be_clickable((By.ID, "list-users"))).click()
     wait.until(lambda d: "admin@localhost" in d.find_element(By.ID, "list").text)
@@ -104,8 +143,39 @@ def test_sign_in_run_bell_watch_it_live_see_the_histogram_and_cancel_a_long_job(
     wait.until(lambda d: "console-testers" in d.find_element(By.ID, "list").text)
     browser.save_screenshot(str(ARTIFACTS / "5-admin.png"))
 
+    # Deleting and disabling, each confirmed first: an access group, an API key, a member.
+    act_on(browser, "console-testers", "delete")
+    assert "console-testers" in browser.find_element(By.ID, "confirm").text
+    browser.find_element(By.ID, "cancel-action").click()  # kept
+    assert "console-testers" in browser.find_element(By.ID, "list").text
+    act_on(browser, "console-testers", "delete")
+    browser.save_screenshot(str(ARTIFACTS / "6-confirm-delete.png"))
+    browser.find_element(By.ID, "confirm-action").click()
+    wait.until(lambda d: "console-testers" not in d.find_element(By.ID, "list").text)
+
+    create_in(browser, "api_keys", {"name": "console-key"})
+    act_on(browser, "console-key", "disable", confirm=True)
+    wait.until(lambda d: row_of(d, "console-key").find_elements(By.XPATH, "td[normalize-space()='true']"))
+    act_on(browser, "console-key", "delete", confirm=True)
+    wait.until(lambda d: "console-key" not in d.find_element(By.ID, "list").text)
+    key_ids = [k["id"] for k in admin_get(rest, "/api/v1/admin/api_keys")["keys"]]
+    assert len(key_ids) == 1  # the bootstrap key alone: the one the browser signed in with
+
+    create_in(browser, "users", {"email": "bob@example.org"})  # an operator creates him...
+    create_in(browser, "invitations", {"user": "bob@example.org"})  # ...and invites him to the account
+    browser.find_element(By.ID, "list-users").click()
+    act_on(browser, "bob@example.org", "disable", confirm=True)
+    wait.until(lambda d: row_of(d, "bob@example.org").find_elements(By.XPATH, "td[normalize-space()='true']"))
+    users = admin_get(rest, "/api/v1/admin/users")["memberships"]
+    assert next(m["user"]["disabled"] for m in users if m["user"]["email"] == "bob@example.org") is True
+    act_on(browser, "bob@example.org", "remove", confirm=True)
+    wait.until(lambda d: "bob@example.org" not in d.find_element(By.ID, "list").text)
+
+    browser.find_element(By.ID, "list-policies").click()  # the owner's own policy may go too, once confirmed
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#list tbody tr [data-action=delete]"))
+
     browser.set_window_size(390, 844)  # a phone
     browser.find_element(By.ID, "tab-jobs").click()
-    browser.save_screenshot(str(ARTIFACTS / "6-phone.png"))
+    browser.save_screenshot(str(ARTIFACTS / "7-phone.png"))
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors

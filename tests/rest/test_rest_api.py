@@ -138,8 +138,8 @@ def test_forbidden_calls_are_403(rest):
     with rest.client(reader_key, instance) as http:
         assert http.get("/api/v1/programs").status_code == 200
         error_of(http.post("/api/v1/jobs", json={"program_id": "hello-world"}), 403, "ACTION_NOT_ALLOWED")
-    with rest.client() as http:  # a Service-CRN other than the token's instance
-        error_of(http.get("/api/v1/jobs", headers={"Service-CRN": instance}), 403, "INSTANCE_MISMATCH")
+    with rest.client() as http:  # a Service-CRN of an instance of another account
+        error_of(http.get("/api/v1/jobs", headers={"Service-CRN": instance}), 404, "INSTANCE_NOT_FOUND")
 
 
 def test_unknown_things_are_404_and_wrong_methods_405(rest):

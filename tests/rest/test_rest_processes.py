@@ -21,8 +21,8 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "quickstart_rest.py"
 
 
 def list_backends(http_url: str, bootstrap: dict) -> list[str]:
-    token = httpx.post(f"{http_url}/identity/token", data={
-        "grant_type": IAM_GRANT, "apikey": bootstrap["api_key"], "instance": bootstrap["instance"]}).json()
+    token = httpx.post(f"{http_url}/identity/token",  # the API key alone; the instance named per call
+                       data={"grant_type": IAM_GRANT, "apikey": bootstrap["api_key"]}).json()
     response = httpx.get(f"{http_url}/api/v1/backends", headers={
         "Authorization": f"Bearer {token['access_token']}", "Service-CRN": bootstrap["instance"]})
     assert response.status_code == 200, response.text
@@ -65,13 +65,15 @@ def test_qruntime_up_stops_cleanly_while_a_browser_follows_a_job(tmp_path):
         start = time.monotonic()
         codes = launched.stop()
     assert codes == {"suite": 0} and time.monotonic() - start < 20
-    assert lines[0].startswith("data: ")
+    assert lines[0].startswith("id: ")  # the first event's number, then its data
 
 
 def test_the_gateway_serves_the_rest_api_of_the_services_behind_it(tmp_path):
     launched = launch.separate(tmp_path / "data")
     try:
-        assert "ibmq_qasm_simulator" in list_backends(launched.http_url, launched.bootstrap)
+        bootstrap = launched.bootstrap  # written by auth, which is told the gateway's HTTP URL
+        assert bootstrap["http_url"] == launched.http_url and bootstrap["url"] == launched.url
+        assert "ibmq_qasm_simulator" in list_backends(bootstrap["http_url"], bootstrap)
     finally:
         launched.stop()
 

@@ -4,6 +4,10 @@
 
 const IAM_GRANT = "urn:ibm:params:oauth:grant-type:apikey";
 const FINAL = ["JOB_STATE_DONE", "JOB_STATE_ERROR", "JOB_STATE_CANCELLED"];
+// Routes acting on one row of a list that live outside the list's own path (the document cannot say so).
+const RELATED = { "/api/v1/admin/users": ["/api/v1/admin/members/{user}"] };
+// The row fields that may hold the value of a route's path variable, in the order tried.
+const KEY_FIELDS = (variable) => [variable, `${variable}.id`, "id", "crn", "name"];
 let watching = null; // the AbortController of the job stream being read (kept out of Alpine's reactive state)
 
 // A server-sent events stream read with fetch (EventSource cannot send an Authorization header).
@@ -24,7 +28,7 @@ async function readEvents(response, onEvent, signal) {
         if (line.startsWith("event: ")) name = line.slice(7);
         else if (line.startsWith("data: ")) data += line.slice(6);
       }
-      onEvent(name, data ? JSON.parse(data) : null);
+      if (data) onEvent(name, JSON.parse(data));  // a block of comments alone is a keep-alive
     }
   }
 }
@@ -53,7 +57,7 @@ document.addEventListener("alpine:init", () => {
     error: "",
     view: "Jobs",
     document: null,
-    programs: [], backends: [], jobs: [], examples: {},
+    programs: [], backends: [], jobs: [], examples: {}, instances: [],
     filters: { state: "", program: "", tag: "" },
     newJob: { program_id: "", backend: "", params: "{}" },
     selected: null, logs: [], result: null, histogram: [], live: false,
@@ -62,7 +66,7 @@ document.addEventListener("alpine:init", () => {
     async init() {
       this.document = await (await fetch("/api/openapi.json")).json();
       this.examples = await (await fetch("/static/examples.json")).json();
-      if (this.token) await this.load();
+      if (this.token) { await this.loadInstances(); await this.load(); }
     },
 
     get states() {
@@ -99,29 +103,51 @@ document.addEventListener("alpine:init", () => {
       try { return await action(); } catch (err) { this.error = err.message; }
     },
 
+    // Sign in as IBM Cloud does: the API key alone gives a token for the account, and every call names
+    // its instance in Service-CRN (the front door exchanges the token for that instance's). A user of
+    // several accounts gets a token of the named instance alone (no admin views, no instance switching).
     async signIn() {
       await this.attempt(async () => {
         const form = (extra) => new URLSearchParams({ grant_type: IAM_GRANT, apikey: this.apiKey, ...extra });
-        const response = await fetch("/identity/token", { method: "POST", body: form({ instance: this.instance }) });
+        let response = await fetch("/identity/token", { method: "POST", body: form({}) });
+        let data = await response.json();
+        if (!response.ok && data.error.reason === "ACCOUNT_AMBIGUOUS") {
+          response = await fetch("/identity/token", { method: "POST", body: form({ instance: this.instance }) });
+          data = await response.json();
+        }
+        if (!response.ok) throw new Error(`${data.error.reason}: ${data.error.message}`);
+        this.apiKey = "";
+        await this.useInstance(this.instance, data.access_token);
+      });
+    },
+    // Make an instance (CRN or name) the one every call names; the token is checked against it first.
+    async useInstance(instance, token = this.token) {
+      await this.attempt(async () => {
+        const response = await fetch("/api/v1/instance", { headers: { Authorization: `Bearer ${token}`, "Service-CRN": instance } });
         const data = await response.json();
         if (!response.ok) throw new Error(`${data.error.reason}: ${data.error.message}`);
-        this.token = data.access_token;
-        this.instance = data.instance.crn;
-        this.instanceName = data.instance.name;
-        // An account token too, for the administrators' views; a member who is not one just lacks the tab.
-        const account = await fetch("/identity/token", { method: "POST", body: form({}) });
-        this.accountToken = account.ok ? (await account.json()).access_token : "";
-        this.apiKey = "";
+        this.stopWatching();
+        const isAccountToken = !JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).ins;
+        Object.assign(this, { token, accountToken: isAccountToken ? token : "", instance: data.instance.crn,
+                              instanceName: data.instance.name, selected: null, generic: null });
         for (const key of ["token", "accountToken", "instance", "instanceName"]) {
           sessionStorage.setItem(`qruntime.${key}`, this[key]);
         }
+        await this.loadInstances();
         await this.load();
       });
+    },
+    // The account's instances, to switch among with the one token (any member may list them).
+    async loadInstances() {
+      this.instances = this.accountToken
+        ? (await this.api("GET", "/api/v1/admin/instances", undefined, this.accountToken).catch(() => ({ instances: [] }))).instances
+        : [];
     },
     signOut() {
       this.stopWatching();
       sessionStorage.clear();
-      Object.assign(this, { token: "", accountToken: "", selected: null, jobs: [], generic: null, view: "Jobs" });
+      Object.assign(this, { token: "", accountToken: "", selected: null, jobs: [], generic: null, view: "Jobs",
+                            instances: [] });
     },
 
     async load() {
@@ -140,7 +166,7 @@ document.addEventListener("alpine:init", () => {
       if (tab === "Sessions" || tab === "Admin") {
         const choices = this.lists(tab === "Admin" ? "/api/v1/admin/" : "/api/v1/sessions");
         this.generic = { title: tab, choices, path: "", rows: [], columns: [], account: tab === "Admin",
-                         form: [], values: {}, created: "", formTitle: "" };
+                         form: [], values: {}, created: "", formTitle: "", actions: [], pending: null };
         this.loadList(choices[0]);
       }
     },
@@ -174,6 +200,38 @@ document.addEventListener("alpine:init", () => {
         await this.loadList({ path: this.generic.path, keepCreated: true });
       });
     },
+    // The actions on one row of a list, from the document: DELETE <list>/{var} and POST <list>/{var}:verb.
+    rowActions(path) {
+      return Object.entries(this.document?.paths || {}).flatMap(([template, ops]) => {
+        const related = (RELATED[path] || []).includes(template);
+        if (!related && !template.startsWith(`${path}/{`)) return [];
+        const match = /^\{(\w+)\}(?::(\w+))?$/.exec(template.slice(template.indexOf("{")));
+        if (!match) return [];
+        const [, variable, verb] = match;
+        const action = (method, label, op) => ({ method, label, template, variable, summary: op.summary });
+        if (verb && ops.post) return [action("POST", verb, ops.post)];
+        if (!verb && ops.delete) return [action("DELETE", related ? "remove" : "delete", ops.delete)];
+        return [];
+      });
+    },
+    rowKey(row, variable) {
+      const field = KEY_FIELDS(variable).find((f) => typeof row[f] === "string" && row[f]);
+      return field ? row[field] : "";
+    },
+    // Nothing is deleted or disabled without a second click on the confirmation.
+    ask(action, row) {
+      const value = this.rowKey(row, action.variable);
+      this.generic.pending = { action, value, label: row.name || row.email || row["user.email"] || value };
+    },
+    async confirmAction() {
+      const { action, value } = this.generic.pending;
+      this.generic.pending = null;
+      await this.attempt(async () => {
+        await this.api(action.method, action.template.replace(`{${action.variable}}`, encodeURIComponent(value)),
+                       undefined, this.generic.account ? this.accountToken : undefined);
+        await this.loadList({ path: this.generic.path, keepCreated: true });
+      });
+    },
     async loadList(choice) {
       await this.attempt(async () => {
         const post = this.document.paths[choice.path]?.post;
@@ -189,7 +247,8 @@ document.addEventListener("alpine:init", () => {
           Object.entries(row).flatMap(([k, v]) => (v && typeof v === "object" && !Array.isArray(v)
             ? Object.entries(v).map(([k2, v2]) => [`${k}.${k2}`, v2]) : [[k, v]]))));
         const columns = [...new Set(rows.flatMap((r) => Object.keys(r).filter((k) => typeof r[k] !== "object" || r[k] === null)))];
-        Object.assign(this.generic, { path: choice.path, rows, columns: columns.slice(0, 8) });
+        Object.assign(this.generic, { path: choice.path, rows, columns: columns.slice(0, 8),
+                                      actions: this.rowActions(choice.path), pending: null });
       });
     },
 

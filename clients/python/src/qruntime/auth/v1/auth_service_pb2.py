@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from qruntime.auth.v1 import auth_pb2 as qruntime_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/auth/v1/auth_service.proto\x12\x10qruntime.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bqruntime/auth/v1/auth.proto\"[\n\x12\x43reateTokenRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12\x11\n\taudiences\x18\x04 \x03(\t\"\xd0\x01\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08instance\x18\x03 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.qruntime.auth.v1.Role\x12%\n\x05roles\x18\x05 \x03(\x0e\x32\x16.qruntime.auth.v1.Role\"0\n\x19\x43reateServiceTokenRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\"\\\n\x1a\x43reateServiceTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x1b\x43reateDelegatedTokenRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\"^\n\x1c\x43reateDelegatedTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x16ListRevocationsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\nRevocation\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12/\n\x0brevoke_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x17ListRevocationsResponse\x12\x31\n\x0brevocations\x18\x01 \x03(\x0b\x32\x1c.qruntime.auth.v1.Revocation\"\x18\n\x16ListSigningKeysRequest\"M\n\x17ListSigningKeysResponse\x12\x32\n\x0csigning_keys\x18\x01 \x03(\x0b\x32\x1c.qruntime.auth.v1.SigningKey\"&\n\x12GetInstanceRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\"C\n\x13GetInstanceResponse\x12,\n\x08instance\x18\x01 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance2\xd1\x05\n\x0b\x41uthService\x12u\n\x0b\x43reateToken\x12$.qruntime.auth.v1.CreateTokenRequest\x1a%.qruntime.auth.v1.CreateTokenResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/api/v1/tokens:\x01*\x12o\n\x12\x43reateServiceToken\x12+.qruntime.auth.v1.CreateServiceTokenRequest\x1a,.qruntime.auth.v1.CreateServiceTokenResponse\x12u\n\x14\x43reateDelegatedToken\x12-.qruntime.auth.v1.CreateDelegatedTokenRequest\x1a..qruntime.auth.v1.CreateDelegatedTokenResponse\x12\x66\n\x0fListRevocations\x12(.qruntime.auth.v1.ListRevocationsRequest\x1a).qruntime.auth.v1.ListRevocationsResponse\x12\x84\x01\n\x0fListSigningKeys\x12(.qruntime.auth.v1.ListSigningKeysRequest\x1a).qruntime.auth.v1.ListSigningKeysResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/signing_keys\x12t\n\x0bGetInstance\x12$.qruntime.auth.v1.GetInstanceRequest\x1a%.qruntime.auth.v1.GetInstanceResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/instanceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/auth/v1/auth_service.proto\x12\x10qruntime.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bqruntime/auth/v1/auth.proto\"[\n\x12\x43reateTokenRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12\x11\n\taudiences\x18\x04 \x03(\t\"\xd0\x01\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08instance\x18\x03 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.qruntime.auth.v1.Role\x12%\n\x05roles\x18\x05 \x03(\x0e\x32\x16.qruntime.auth.v1.Role\";\n\x14\x45xchangeTokenRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x11\n\taudiences\x18\x02 \x03(\t\"\xac\x01\n\x15\x45xchangeTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08instance\x18\x03 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance\x12%\n\x05roles\x18\x04 \x03(\x0e\x32\x16.qruntime.auth.v1.Role\"0\n\x19\x43reateServiceTokenRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\"\\\n\x1a\x43reateServiceTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x1b\x43reateDelegatedTokenRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\"^\n\x1c\x43reateDelegatedTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x16ListRevocationsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\nRevocation\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12/\n\x0brevoke_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x17ListRevocationsResponse\x12\x31\n\x0brevocations\x18\x01 \x03(\x0b\x32\x1c.qruntime.auth.v1.Revocation\"\x18\n\x16ListSigningKeysRequest\"M\n\x17ListSigningKeysResponse\x12\x32\n\x0csigning_keys\x18\x01 \x03(\x0b\x32\x1c.qruntime.auth.v1.SigningKey\"&\n\x12GetInstanceRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\"C\n\x13GetInstanceResponse\x12,\n\x08instance\x18\x01 \x01(\x0b\x32\x1a.qruntime.auth.v1.Instance2\xb3\x06\n\x0b\x41uthService\x12u\n\x0b\x43reateToken\x12$.qruntime.auth.v1.CreateTokenRequest\x1a%.qruntime.auth.v1.CreateTokenResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/api/v1/tokens:\x01*\x12`\n\rExchangeToken\x12&.qruntime.auth.v1.ExchangeTokenRequest\x1a\'.qruntime.auth.v1.ExchangeTokenResponse\x12o\n\x12\x43reateServiceToken\x12+.qruntime.auth.v1.CreateServiceTokenRequest\x1a,.qruntime.auth.v1.CreateServiceTokenResponse\x12u\n\x14\x43reateDelegatedToken\x12-.qruntime.auth.v1.CreateDelegatedTokenRequest\x1a..qruntime.auth.v1.CreateDelegatedTokenResponse\x12\x66\n\x0fListRevocations\x12(.qruntime.auth.v1.ListRevocationsRequest\x1a).qruntime.auth.v1.ListRevocationsResponse\x12\x84\x01\n\x0fListSigningKeys\x12(.qruntime.auth.v1.ListSigningKeysRequest\x1a).qruntime.auth.v1.ListSigningKeysResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/signing_keys\x12t\n\x0bGetInstance\x12$.qruntime.auth.v1.GetInstanceRequest\x1a%.qruntime.auth.v1.GetInstanceResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/instanceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,28 +44,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATETOKENREQUEST']._serialized_end=240
   _globals['_CREATETOKENRESPONSE']._serialized_start=243
   _globals['_CREATETOKENRESPONSE']._serialized_end=451
-  _globals['_CREATESERVICETOKENREQUEST']._serialized_start=453
-  _globals['_CREATESERVICETOKENREQUEST']._serialized_end=501
-  _globals['_CREATESERVICETOKENRESPONSE']._serialized_start=503
-  _globals['_CREATESERVICETOKENRESPONSE']._serialized_end=595
-  _globals['_CREATEDELEGATEDTOKENREQUEST']._serialized_start=597
-  _globals['_CREATEDELEGATEDTOKENREQUEST']._serialized_end=670
-  _globals['_CREATEDELEGATEDTOKENRESPONSE']._serialized_start=672
-  _globals['_CREATEDELEGATEDTOKENRESPONSE']._serialized_end=766
-  _globals['_LISTREVOCATIONSREQUEST']._serialized_start=768
-  _globals['_LISTREVOCATIONSREQUEST']._serialized_end=835
-  _globals['_REVOCATION']._serialized_start=837
-  _globals['_REVOCATION']._serialized_end=915
-  _globals['_LISTREVOCATIONSRESPONSE']._serialized_start=917
-  _globals['_LISTREVOCATIONSRESPONSE']._serialized_end=993
-  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_start=995
-  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_end=1019
-  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_start=1021
-  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_end=1098
-  _globals['_GETINSTANCEREQUEST']._serialized_start=1100
-  _globals['_GETINSTANCEREQUEST']._serialized_end=1138
-  _globals['_GETINSTANCERESPONSE']._serialized_start=1140
-  _globals['_GETINSTANCERESPONSE']._serialized_end=1207
-  _globals['_AUTHSERVICE']._serialized_start=1210
-  _globals['_AUTHSERVICE']._serialized_end=1931
+  _globals['_EXCHANGETOKENREQUEST']._serialized_start=453
+  _globals['_EXCHANGETOKENREQUEST']._serialized_end=512
+  _globals['_EXCHANGETOKENRESPONSE']._serialized_start=515
+  _globals['_EXCHANGETOKENRESPONSE']._serialized_end=687
+  _globals['_CREATESERVICETOKENREQUEST']._serialized_start=689
+  _globals['_CREATESERVICETOKENREQUEST']._serialized_end=737
+  _globals['_CREATESERVICETOKENRESPONSE']._serialized_start=739
+  _globals['_CREATESERVICETOKENRESPONSE']._serialized_end=831
+  _globals['_CREATEDELEGATEDTOKENREQUEST']._serialized_start=833
+  _globals['_CREATEDELEGATEDTOKENREQUEST']._serialized_end=906
+  _globals['_CREATEDELEGATEDTOKENRESPONSE']._serialized_start=908
+  _globals['_CREATEDELEGATEDTOKENRESPONSE']._serialized_end=1002
+  _globals['_LISTREVOCATIONSREQUEST']._serialized_start=1004
+  _globals['_LISTREVOCATIONSREQUEST']._serialized_end=1071
+  _globals['_REVOCATION']._serialized_start=1073
+  _globals['_REVOCATION']._serialized_end=1151
+  _globals['_LISTREVOCATIONSRESPONSE']._serialized_start=1153
+  _globals['_LISTREVOCATIONSRESPONSE']._serialized_end=1229
+  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_start=1231
+  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_end=1255
+  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_start=1257
+  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_end=1334
+  _globals['_GETINSTANCEREQUEST']._serialized_start=1336
+  _globals['_GETINSTANCEREQUEST']._serialized_end=1374
+  _globals['_GETINSTANCERESPONSE']._serialized_start=1376
+  _globals['_GETINSTANCERESPONSE']._serialized_end=1443
+  _globals['_AUTHSERVICE']._serialized_start=1446
+  _globals['_AUTHSERVICE']._serialized_end=2265
 # @@protoc_insertion_point(module_scope)

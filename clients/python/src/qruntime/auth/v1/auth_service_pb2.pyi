@@ -106,6 +106,77 @@ class CreateTokenResponse(_message.Message):
 Global___CreateTokenResponse: _TypeAlias = CreateTokenResponse  # noqa: Y015
 
 @_typing.final
+class ExchangeTokenRequest(_message.Message):
+    """Request of AuthService.ExchangeToken. The token exchanged is the call's bearer token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    AUDIENCES_FIELD_NUMBER: _builtins.int
+    instance: _builtins.str
+    """The instance to scope the new token to, by CRN or by name. Required."""
+    @_builtins.property
+    def audiences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The services the new token is for, by short name ("auth", "programs", "jobs", "devices"). An
+        account token (one naming "admin") may be exchanged for any of them, an instance token only for
+        those of them it names itself; empty: all it may.
+        """
+
+    def __init__(
+        self,
+        *,
+        instance: _builtins.str = ...,
+        audiences: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audiences", b"audiences", "instance", b"instance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeTokenRequest: _TypeAlias = ExchangeTokenRequest  # noqa: Y015
+
+@_typing.final
+class ExchangeTokenResponse(_message.Message):
+    """Response of AuthService.ExchangeToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The signed bearer token for the instance; send it as "authorization: Bearer <token>" metadata."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it stops being accepted: an hour after issue, or the exchanged token's own expiry if sooner."""
+
+    @_builtins.property
+    def instance(self) -> _auth_pb2.Instance:
+        """The instance the token is scoped to."""
+
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_auth_pb2.Role.ValueType]:
+        """The caller's roles on that instance (additive; empty for an account administrator without one)."""
+
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        instance: _auth_pb2.Instance | None = ...,
+        roles: _abc.Iterable[_auth_pb2.Role.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "instance", b"instance", "roles", b"roles", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeTokenResponse: _TypeAlias = ExchangeTokenResponse  # noqa: Y015
+
+@_typing.final
 class CreateServiceTokenRequest(_message.Message):
     """Request of AuthService.CreateServiceToken."""
 

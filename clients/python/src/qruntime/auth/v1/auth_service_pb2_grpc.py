@@ -41,6 +41,11 @@ class AuthServiceStub:
                 request_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateTokenRequest.SerializeToString,
                 response_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateTokenResponse.FromString,
                 _registered_method=True)
+        self.ExchangeToken = channel.unary_unary(
+                '/qruntime.auth.v1.AuthService/ExchangeToken',
+                request_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ExchangeTokenRequest.SerializeToString,
+                response_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ExchangeTokenResponse.FromString,
+                _registered_method=True)
         self.CreateServiceToken = channel.unary_unary(
                 '/qruntime.auth.v1.AuthService/CreateServiceToken',
                 request_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateServiceTokenRequest.SerializeToString,
@@ -75,9 +80,25 @@ class AuthServiceServicer:
 
     def CreateToken(self, request, context):
         """Exchanges a user's API key for a bearer token scoped to one instance, or to an account (for the
-        admin API). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
+        admin API, and for ExchangeToken to any of the user's instances). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
         SERVICE_KEY_NOT_ACCEPTED). Attempts are rate limited per API key id and per peer:
         RESOURCE_EXHAUSTED TOO_MANY_TOKEN_REQUESTS with a RetryInfo saying when to try again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExchangeToken(self, request, context):
+        """Exchanges the caller's own user token (its bearer token, which must name "auth" as an audience)
+        for one scoped to an instance the user may use, in any of the user's accounts: how one token
+        from POST /identity/token serves every instance an HTTP call names in its Service-CRN header.
+        The same checks as CreateToken with the API key the caller's token was got with: the key still
+        valid, the user enabled, the token not revoked (looked up at the call, not polled), the user's
+        roles on the instance as they are now. The new token carries the same user and API key, so
+        revoking either ends it too, and expires no later than the caller's. Errors: NOT_FOUND
+        INSTANCE_NOT_FOUND (not in the user's accounts), PERMISSION_DENIED NO_ROLE_ON_INSTANCE,
+        UNAUTHENTICATED TOKEN_REVOKED or API_KEY_INVALID, PERMISSION_DENIED AUDIENCE_NOT_ALLOWED (a
+        token narrowed to fewer services than it would widen to), RESOURCE_EXHAUSTED as CreateToken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +151,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.CreateToken,
                     request_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateTokenRequest.FromString,
                     response_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ExchangeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeToken,
+                    request_deserializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ExchangeTokenRequest.FromString,
+                    response_serializer=qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ExchangeTokenResponse.SerializeToString,
             ),
             'CreateServiceToken': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateServiceToken,
@@ -186,6 +212,33 @@ class AuthService:
             '/qruntime.auth.v1.AuthService/CreateToken',
             qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateTokenRequest.SerializeToString,
             qruntime_dot_auth_dot_v1_dot_auth__service__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.auth.v1.AuthService/ExchangeToken',
+            qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ExchangeTokenRequest.SerializeToString,
+            qruntime_dot_auth_dot_v1_dot_auth__service__pb2.ExchangeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,9 +37,21 @@ class AuthServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AuthServiceAsyncStub: ...
     CreateToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.CreateTokenRequest, _auth_service_pb2.CreateTokenResponse]
     """Exchanges a user's API key for a bearer token scoped to one instance, or to an account (for the
-    admin API). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
+    admin API, and for ExchangeToken to any of the user's instances). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
     SERVICE_KEY_NOT_ACCEPTED). Attempts are rate limited per API key id and per peer:
     RESOURCE_EXHAUSTED TOO_MANY_TOKEN_REQUESTS with a RetryInfo saying when to try again.
+    """
+    ExchangeToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ExchangeTokenRequest, _auth_service_pb2.ExchangeTokenResponse]
+    """Exchanges the caller's own user token (its bearer token, which must name "auth" as an audience)
+    for one scoped to an instance the user may use, in any of the user's accounts: how one token
+    from POST /identity/token serves every instance an HTTP call names in its Service-CRN header.
+    The same checks as CreateToken with the API key the caller's token was got with: the key still
+    valid, the user enabled, the token not revoked (looked up at the call, not polled), the user's
+    roles on the instance as they are now. The new token carries the same user and API key, so
+    revoking either ends it too, and expires no later than the caller's. Errors: NOT_FOUND
+    INSTANCE_NOT_FOUND (not in the user's accounts), PERMISSION_DENIED NO_ROLE_ON_INSTANCE,
+    UNAUTHENTICATED TOKEN_REVOKED or API_KEY_INVALID, PERMISSION_DENIED AUDIENCE_NOT_ALLOWED (a
+    token narrowed to fewer services than it would widen to), RESOURCE_EXHAUSTED as CreateToken.
     """
     CreateServiceToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.CreateServiceTokenRequest, _auth_service_pb2.CreateServiceTokenResponse]
     """Exchanges one of the suite's service keys for a service token, valid only for that service's
@@ -69,9 +81,21 @@ class AuthServiceAsyncStub(AuthServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.CreateTokenRequest, _auth_service_pb2.CreateTokenResponse]  # type: ignore[assignment]
     """Exchanges a user's API key for a bearer token scoped to one instance, or to an account (for the
-    admin API). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
+    admin API, and for ExchangeToken to any of the user's instances). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
     SERVICE_KEY_NOT_ACCEPTED). Attempts are rate limited per API key id and per peer:
     RESOURCE_EXHAUSTED TOO_MANY_TOKEN_REQUESTS with a RetryInfo saying when to try again.
+    """
+    ExchangeToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ExchangeTokenRequest, _auth_service_pb2.ExchangeTokenResponse]  # type: ignore[assignment]
+    """Exchanges the caller's own user token (its bearer token, which must name "auth" as an audience)
+    for one scoped to an instance the user may use, in any of the user's accounts: how one token
+    from POST /identity/token serves every instance an HTTP call names in its Service-CRN header.
+    The same checks as CreateToken with the API key the caller's token was got with: the key still
+    valid, the user enabled, the token not revoked (looked up at the call, not polled), the user's
+    roles on the instance as they are now. The new token carries the same user and API key, so
+    revoking either ends it too, and expires no later than the caller's. Errors: NOT_FOUND
+    INSTANCE_NOT_FOUND (not in the user's accounts), PERMISSION_DENIED NO_ROLE_ON_INSTANCE,
+    UNAUTHENTICATED TOKEN_REVOKED or API_KEY_INVALID, PERMISSION_DENIED AUDIENCE_NOT_ALLOWED (a
+    token narrowed to fewer services than it would widen to), RESOURCE_EXHAUSTED as CreateToken.
     """
     CreateServiceToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.CreateServiceTokenRequest, _auth_service_pb2.CreateServiceTokenResponse]  # type: ignore[assignment]
     """Exchanges one of the suite's service keys for a service token, valid only for that service's
@@ -104,9 +128,27 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.CreateTokenResponse, _abc.Awaitable[_auth_service_pb2.CreateTokenResponse]]:
         """Exchanges a user's API key for a bearer token scoped to one instance, or to an account (for the
-        admin API). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
+        admin API, and for ExchangeToken to any of the user's instances). Needs no token. Refuses the suite's service keys (PERMISSION_DENIED
         SERVICE_KEY_NOT_ACCEPTED). Attempts are rate limited per API key id and per peer:
         RESOURCE_EXHAUSTED TOO_MANY_TOKEN_REQUESTS with a RetryInfo saying when to try again.
+        """
+
+    @_abc_1.abstractmethod
+    def ExchangeToken(
+        self,
+        request: _auth_service_pb2.ExchangeTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ExchangeTokenResponse, _abc.Awaitable[_auth_service_pb2.ExchangeTokenResponse]]:
+        """Exchanges the caller's own user token (its bearer token, which must name "auth" as an audience)
+        for one scoped to an instance the user may use, in any of the user's accounts: how one token
+        from POST /identity/token serves every instance an HTTP call names in its Service-CRN header.
+        The same checks as CreateToken with the API key the caller's token was got with: the key still
+        valid, the user enabled, the token not revoked (looked up at the call, not polled), the user's
+        roles on the instance as they are now. The new token carries the same user and API key, so
+        revoking either ends it too, and expires no later than the caller's. Errors: NOT_FOUND
+        INSTANCE_NOT_FOUND (not in the user's accounts), PERMISSION_DENIED NO_ROLE_ON_INSTANCE,
+        UNAUTHENTICATED TOKEN_REVOKED or API_KEY_INVALID, PERMISSION_DENIED AUDIENCE_NOT_ALLOWED (a
+        token narrowed to fewer services than it would widen to), RESOURCE_EXHAUSTED as CreateToken.
         """
 
     @_abc_1.abstractmethod
