@@ -301,9 +301,9 @@ class _Run:
         return Outcome(DONE, result=end.result)
 
     async def _ended_without_end(self, why: ChannelClosed) -> Outcome:
-        ended = await self._host.worker.wait()
-        if self._stop is not None:
+        if self._stop is not None:  # killed by us: its output is no longer read, so its end is not awaited
             return self._stop
+        ended = await self._host.worker.wait()
         if self._control.cancelled:
             return Outcome(CANCELLED, "CANCELLED_BY_USER", "cancelled by a user")
         if isinstance(why, FrameTooLarge):  # most likely its result
@@ -333,17 +333,17 @@ class _Run:
                 request, timeout=self._job.max_execution_seconds or 3 * 3600))
         except BackendError as err:
             if err.error.code == grpc.StatusCode.UNAVAILABLE:  # not the program's to handle: run it again later
-                await self._kill(dependency_down(f"the devices service is unavailable: {err.error.message}"))
+                self._kill(dependency_down(f"the devices service is unavailable: {err.error.message}"))
                 return
             reply.error.CopyFrom(program_host_pb2.DeviceError(
                 code=err.error.code.name, reason=err.error.reason, message=err.error.message))
         except SuiteError as err:
             log.warning("device call failed", error=str(err))
-            await self._kill(dependency_down(str(err)))
+            self._kill(dependency_down(str(err)))
             return
         except Exception:  # the program must not wait for an answer that never comes
             log.exception("device call failed")
-            await self._kill(Outcome(ERROR, "INTERNAL_ERROR", "the device call failed; the jobs service logged why"))
+            self._kill(Outcome(ERROR, "INTERNAL_ERROR", "the device call failed; the jobs service logged why"))
             return
         with contextlib.suppress(ChannelClosed):
             await self._host.worker.channel.send(
@@ -354,7 +354,7 @@ class _Run:
         self._interim_bytes += len(data)
         limits = self._limits
         if self._interim_count > limits.interim_results or self._interim_bytes > limits.interim_bytes:
-            await self._kill(Outcome(ERROR, "OUTPUT_LIMIT_EXCEEDED", (
+            self._kill(Outcome(ERROR, "OUTPUT_LIMIT_EXCEEDED", (
                 f"the program published more interim results than a job may ({limits.interim_results} results, "
                 f"{limits.interim_bytes} bytes)")))
             return
@@ -362,12 +362,13 @@ class _Run:
             self._moved_on()
 
     async def _read_output(self, stream: asyncio.StreamReader, level: int) -> None:
-        """Store what the program prints as log lines, within the job's log cap."""
+        """Store what the program prints as log lines, within the job's log cap. Once the runner has
+        killed the host, the rest is read and dropped: asyncio reports a process's end only once its
+        pipes are read to their end."""
         pending = b""
-        while self._stop is None:
-            chunk = await stream.read(_OUTPUT_CHUNK)
-            if not chunk:
-                break
+        while chunk := await stream.read(_OUTPUT_CHUNK):
+            if self._stop is not None:
+                continue
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
             if len(pending) > _MAX_LINE:
@@ -387,7 +388,7 @@ class _Run:
         self._log_bytes += len(text) + 1
         if self._log_bytes > self._limits.log_bytes and not force:
             message = f"the program logged or printed more than a job may ({self._limits.log_bytes} bytes)"
-            await self._kill(Outcome(ERROR, "OUTPUT_LIMIT_EXCEEDED", message))
+            self._kill(Outcome(ERROR, "OUTPUT_LIMIT_EXCEEDED", message))
             return
         name = logging.getLevelName(level)
         self._pending_logs.append((name, text, time or dt.datetime.now(dt.UTC)))
@@ -410,11 +411,12 @@ class _Run:
             log.info("the job has moved on; stopping its program", attempt=self._job.attempts)
         self._control.cancel()
 
-    async def _kill(self, outcome: Outcome) -> None:
-        """End the job with outcome: kill the host, so its channel closes and serve() returns it."""
+    def _kill(self, outcome: Outcome) -> None:
+        """End the job with outcome: kill the host, so its channel closes and serve() returns it.
+        Not awaiting its end: asyncio says a process has ended only once its output pipes are read
+        to their end, and the caller may be the reader of those pipes (serve() reaps it)."""
         if self._stop is None:
             self._stop = outcome
             log.warning("stopping the program", reason=outcome.reason, why=outcome.message)
-            with contextlib.suppress(ProcessLookupError):
-                await self._host.worker.kill()
+            self._host.worker.kill_now()
 
