@@ -1,5 +1,5 @@
-"""Access through the real services: every row of the role table allowed and denied, every jobs
-and programs RPC scoped to the caller's instance, and the plans enforced both ways."""
+"""Access through the real services: every row of the role table allowed and denied, every jobs,
+sessions and programs RPC scoped to the caller's instance, and the plans enforced both ways."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ from qruntime.admin.v1 import admin_service_pb2 as admin
 from qruntime.auth.v1 import auth_pb2, auth_service_pb2, auth_service_pb2_grpc
 from qruntime.devices.v1 import devices_service_pb2, devices_service_pb2_grpc
 from qruntime.encoding import dumps
-from qruntime.jobs.v1 import job_pb2, jobs_service_pb2, jobs_service_pb2_grpc
+from qruntime.jobs.v1 import (
+    job_pb2,
+    jobs_service_pb2,
+    jobs_service_pb2_grpc,
+    sessions_service_pb2,
+    sessions_service_pb2_grpc,
+)
 from qruntime.programs.v1 import program_pb2, programs_service_pb2, programs_service_pb2_grpc
 
 from qruntime_kit.errors import ServiceError, from_rpc_error
@@ -37,11 +43,12 @@ TABLE = {
 
 
 class Caller:
-    """Jobs, programs and devices stubs that send one token."""
+    """Jobs, sessions, programs and devices stubs that send one token."""
 
     def __init__(self, suite, token: str) -> None:
         self.channel = suite.channel()
         self.stubs = {"jobs": jobs_service_pb2_grpc.JobsServiceStub(self.channel),
+                      "sessions": sessions_service_pb2_grpc.SessionsServiceStub(self.channel),
                       "programs": programs_service_pb2_grpc.ProgramsServiceStub(self.channel),
                       "devices": devices_service_pb2_grpc.DevicesServiceStub(self.channel)}
         self.metadata = suite.metadata(token)
@@ -141,10 +148,12 @@ def _other_instances(suite) -> dict[str, Caller]:
             "other account": Caller(suite, token(suite, stranger_key, stranger_crn))}
 
 
-def test_every_jobs_and_programs_rpc_is_scoped_to_the_caller_s_instance(suite):
+def test_every_jobs_sessions_and_programs_rpc_is_scoped_to_the_caller_s_instance(suite):
     owner = Caller(suite, suite.token())
     private = owner.program("scoped")
     job = owner.wait(owner.job().id)
+    session = owner.call("sessions", "CreateSession", sessions_service_pb2.CreateSessionRequest(
+        backend_name="simulator_mps")).session
     not_found = {
         ("jobs", "GetJob"): jobs_service_pb2.GetJobRequest(job_id=job.id),
         ("jobs", "CancelJob"): jobs_service_pb2.CancelJobRequest(job_id=job.id),
@@ -156,6 +165,9 @@ def test_every_jobs_and_programs_rpc_is_scoped_to_the_caller_s_instance(suite):
         ("jobs", "WatchJob"): jobs_service_pb2.WatchJobRequest(job_id=job.id),
         ("jobs", "BatchGetJobs"): jobs_service_pb2.BatchGetJobsRequest(job_ids=[job.id]),
         ("jobs", "UpdateJobTags"): jobs_service_pb2.UpdateJobTagsRequest(job_id=job.id, tags=["taken"]),
+        ("sessions", "GetSession"): sessions_service_pb2.GetSessionRequest(session_id=session.id),
+        ("sessions", "CloseSession"): sessions_service_pb2.CloseSessionRequest(session_id=session.id),
+        ("sessions", "CancelSession"): sessions_service_pb2.CancelSessionRequest(session_id=session.id),
         ("programs", "GetProgram"): programs_service_pb2.GetProgramRequest(program_id=private.id),
         ("programs", "ListProgramVersions"): programs_service_pb2.ListProgramVersionsRequest(program_id=private.id),
         ("programs", "UpdateProgram"): programs_service_pb2.UpdateProgramRequest(
@@ -164,14 +176,18 @@ def test_every_jobs_and_programs_rpc_is_scoped_to_the_caller_s_instance(suite):
         ("programs", "DeleteProgram"): programs_service_pb2.DeleteProgramRequest(program_id=private.id),
     }
     listed = {("jobs", "ListJobs"): (jobs_service_pb2.ListJobsRequest(), "jobs", job.id),
+              ("sessions", "ListSessions"): (sessions_service_pb2.ListSessionsRequest(), "sessions", session.id),
               ("programs", "ListPrograms"): (programs_service_pb2.ListProgramsRequest(), "programs", private.id)}
     # CreateProgram names no instance but the caller's: what it makes belongs there (checked below).
     every_rpc = {(service, m.name) for service, descriptor in (
         ("jobs", jobs_service_pb2.DESCRIPTOR.services_by_name["JobsService"]),
+        ("sessions", sessions_service_pb2.DESCRIPTOR.services_by_name["SessionsService"]),
         ("programs", programs_service_pb2.DESCRIPTOR.services_by_name["ProgramsService"]),
     ) for m in descriptor.methods}
-    # GetUsage counts the caller's own instance's jobs only (checked below).
-    assert every_rpc == set(not_found) | set(listed) | {("programs", "CreateProgram"), ("jobs", "GetUsage")}
+    # GetUsage counts the caller's own instance's jobs only (checked below); CreateSession makes the
+    # caller's own, and a job sent into another instance's session is checked below.
+    assert every_rpc == set(not_found) | set(listed) | {("programs", "CreateProgram"), ("jobs", "GetUsage"),
+                                                        ("sessions", "CreateSession")}
     for who, caller in _other_instances(suite).items():
         for (service, method), request in not_found.items():
             err = caller.error(service, method, request)
@@ -179,6 +195,9 @@ def test_every_jobs_and_programs_rpc_is_scoped_to_the_caller_s_instance(suite):
             assert job.id not in err.message or method != "CreateJob"
         for (service, method), (request, field, own_id) in listed.items():
             assert own_id not in [x.id for x in getattr(caller.call(service, method, request), field)], (who, method)
+        joined = caller.error("jobs", "CreateJob", jobs_service_pb2.CreateJobRequest(
+            program_id="hello-world", inputs=dumps({"iterations": 1}), session_id=session.id))
+        assert (joined.code, joined.reason) == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND"), who
         usage = caller.call("jobs", "GetUsage", jobs_service_pb2.GetUsageRequest())
         assert (usage.jobs_done, list(usage.backends)) == (0, []), who
         theirs = caller.program(f"theirs-{who.replace(' ', '-')}")
@@ -186,6 +205,8 @@ def test_every_jobs_and_programs_rpc_is_scoped_to_the_caller_s_instance(suite):
         assert owner.error("programs", "GetProgram", programs_service_pb2.GetProgramRequest(
             program_id=theirs.id)).code == grpc.StatusCode.NOT_FOUND
     assert list(owner.wait(job.id).tags) == []  # nothing the others tried touched it
+    still = owner.call("sessions", "GetSession", sessions_service_pb2.GetSessionRequest(session_id=session.id))
+    assert still.session.state == session.state  # neither closed nor cancelled by the others
     assert owner.call("jobs", "GetUsage", jobs_service_pb2.GetUsageRequest()).jobs_done >= 1
     assert owner.call("programs", "GetProgram", programs_service_pb2.GetProgramRequest(
         program_id=private.id)).program.description == private.description
