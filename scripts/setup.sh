@@ -20,7 +20,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --silent --no-audit --no-fund
 fi
 
-# The web console's browser test (tests/web) drives Debian's chromium through chromium-driver.
+# The web console's browser test (tests/rest/test_console.py) drives Debian's chromium through chromium-driver.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
