@@ -61,7 +61,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         response = auth_service_pb2.CreateTokenResponse(token=token, expire_time=Timestamp(seconds=expiry))
         if row is not None:
             response.instance.CopyFrom(instance_message(row))
-            ordered = [ROLES[r] for r in ("manager", "writer", "reader") if r in roles]
+            ordered = _ordered_roles(roles)
             response.roles.extend(ordered)
             response.role = ordered[0] if ordered else auth_pb2.ROLE_UNSPECIFIED
         return response
@@ -77,7 +77,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             self._issuer.exchange_token, claims, request.instance, tuple(request.audiences))
         response = auth_service_pb2.ExchangeTokenResponse(token=token, expire_time=Timestamp(seconds=expiry),
                                                           instance=instance_message(row))
-        response.roles.extend(ROLES[r] for r in ("manager", "writer", "reader") if r in roles)
+        response.roles.extend(_ordered_roles(roles))
         return response
 
     async def CreateServiceToken(self, request, context):
@@ -111,3 +111,8 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         if row is None or row["crn"] != principal.instance_crn:
             raise NotFound(f"instance {wanted!r} not found", reason="INSTANCE_NOT_FOUND", metadata={"instance": wanted})
         return auth_service_pb2.GetInstanceResponse(instance=instance_message(row))
+
+
+def _ordered_roles(roles) -> list[int]:
+    """The roles as the messages carry them, strongest first."""
+    return [ROLES[r] for r in ("manager", "writer", "reader") if r in roles]

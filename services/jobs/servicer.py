@@ -273,13 +273,15 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                     reason="JOB_NOT_DONE",
                     metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
                 )
-            digest = store.result_digest(job.id)
+            # One byte past the chunk, to see whether the chunk would end inside a character.
+            digest, data = store.result_part(job.id, request.offset, RESULT_CHUNK_BYTES + 1)
             # A typed result small enough comes as itself (its JSON form, stored, is larger than the message).
             if typed.is_primitive(job) and request.offset == 0 and digest.size <= 2 * RESULT_CHUNK_BYTES:
-                result = typed.primitive_result(store.get_result(job.id) or "")
+                whole = data if len(data) == digest.size else (store.get_result(job.id) or "").encode()
+                result = typed.primitive_result(whole.decode())
                 if result.ByteSize() <= RESULT_CHUNK_BYTES:
                     return jobs_service_pb2.GetJobResultResponse(primitive_result=result)
-            return _result_chunk(store, job.id, digest, request.offset)
+            return _result_chunk(digest, data, request.offset)
 
         return await asyncio.to_thread(read)
 
@@ -350,12 +352,11 @@ def time_limit(
     return min(limits, key=lambda limit: limit[0]) if limits else (DEFAULT_LIMIT_SECONDS, "SYSTEM")
 
 
-def _result_chunk(store, job_id: str, digest, offset: int) -> jobs_service_pb2.GetJobResultResponse:
-    """The chunk of the result's UTF-8 bytes from offset: at most RESULT_CHUNK_BYTES, ending on a
-    character's boundary (a UTF-8 continuation byte is 0b10xxxxxx); only that chunk is read."""
+def _result_chunk(digest, data: bytes, offset: int) -> jobs_service_pb2.GetJobResultResponse:
+    """The chunk of the result's UTF-8 bytes from offset, given data (its bytes from offset, one past
+    RESULT_CHUNK_BYTES at most): at most RESULT_CHUNK_BYTES, ending on a character's boundary (a
+    UTF-8 continuation byte is 0b10xxxxxx)."""
     size = digest.size
-    # One byte past the chunk, to see whether the chunk would end inside a character.
-    data = store.result_bytes(job_id, offset, RESULT_CHUNK_BYTES + 1) if offset < size else b""
     if offset > size or 0 < offset < size and data[0] & 0xC0 == 0x80:
         raise InvalidArgument(f"offset {offset} is not the start of a chunk of this {size}-byte result",
                               reason="INVALID_OFFSET",

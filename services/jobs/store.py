@@ -706,17 +706,23 @@ class JobStore:
                          .values(size_bytes=digest.size, sha256=digest.sha256.hex()))
         return digest
 
-    def result_bytes(self, job_id: str, offset: int, length: int) -> bytes:
-        """Bytes [offset, offset + length) of a job's result in UTF-8, cut out by the database (which
-        sends no more than that)."""
+    def result_part(self, job_id: str, offset: int, length: int) -> tuple[ResultDigest, bytes]:
+        """A job's result's digest and its UTF-8 bytes [offset, offset + length), read together; the
+        database cuts the bytes out, so no more than those cross. (A result written before digests were
+        kept: see result_digest.)"""
         r = result_table.c
         if self._engine.dialect.name == "postgresql":
             utf8 = sa.func.convert_to(r.result, "UTF8")
         else:  # SQLite: text cast to a blob is its UTF-8 bytes
             utf8 = sa.cast(r.result, sa.LargeBinary)
-        part = sa.func.substr(utf8, offset + 1, length)  # 1-based
+        part = sa.func.substr(utf8, offset + 1, length).label("part")  # 1-based
         with self._engine.connect() as conn:
-            return bytes(conn.execute(sa.select(part).where(r.job_id == job_id)).scalar() or b"")
+            row = conn.execute(sa.select(r.size_bytes, r.sha256, part).where(r.job_id == job_id)).first()
+        if row is None:
+            return ResultDigest.of(b""), b""
+        if row.sha256 is None:
+            return self.result_digest(job_id), bytes(row.part or b"")
+        return ResultDigest(row.size_bytes, bytes.fromhex(row.sha256)), bytes(row.part or b"")
 
     # -- sessions and batches ----------------------------------------------------------------
     # A session's times are kept on this replica's clock (as jobs' create_time): its idle deadline

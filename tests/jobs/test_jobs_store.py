@@ -374,7 +374,7 @@ def test_a_results_bytes_are_cut_out_by_the_database_and_its_digest_kept_when_wr
         digest = store.result_digest(job.id)
         assert (digest.size, digest.sha256) == (len(encoded), hashlib.sha256(encoded).digest())
         for offset, length in ((0, 5), (15, 9), (len(encoded) - 3, 10), (len(encoded), 4)):
-            assert store.result_bytes(job.id, offset, length) == encoded[offset:offset + length]
+            assert store.result_part(job.id, offset, length) == (digest, encoded[offset:offset + length])
         # A result written before digests were kept gets one on first read, and keeps it.
         with store._engine.begin() as conn:
             conn.execute(store_module.result_table.update().values(size_bytes=None, sha256=None))
@@ -394,13 +394,17 @@ def test_result_chunks_end_on_character_boundaries_and_refuse_offsets_inside_one
     job, _ = new_job(store)
     running = store.claim_next_queued("runner-1")
     store.end_attempt(running.id, running.attempts, "DONE", result_json=text)
-    digest, offset, chunks = store.result_digest(job.id), 0, []
+    offset, chunks = 0, []
+
+    def chunk(offset: int):
+        return servicer._result_chunk(*store.result_part(job.id, offset, servicer.RESULT_CHUNK_BYTES + 1), offset)
+
     while True:
-        response = servicer._result_chunk(store, job.id, digest, offset)
+        response = chunk(offset)
         chunks.append(response.result)
         if not (offset := response.next_offset):
             break
     assert "".join(chunks) == text and all(0 < len(c.encode()) <= 7 for c in chunks)
     with pytest.raises(InvalidArgument) as caught:
-        servicer._result_chunk(store, job.id, digest, 1)  # the second byte of "é"
+        chunk(1)  # the second byte of "é"
     assert caught.value.reason == "INVALID_OFFSET"
