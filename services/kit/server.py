@@ -158,11 +158,19 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
         request = admin_service_pb2.RecordAuditEventsRequest(events=[audit_message(e) for e in events])
         await call(stub.RecordAuditEvents, request, metadata=await credentials.metadata(), timeout=10)
 
-    if not local_auth and not settings.resolved_service_key():
+    async def log_audit_events(events):  # no way to auth: the events go to this service's log alone
+        for event in events:
+            log.warning("audit event not recorded: this service has no service key", **dataclasses.asdict(event))
+
+    if local_auth:
+        audit, revocations = AuditSink(local_auth.record_audit_events), local_auth.revocations_since
+    elif settings.resolved_service_key():
+        audit, revocations = AuditSink(record_audit_events), fetch_revocations
+    else:  # said once here, rather than a failed call (and a wait for it) per poll and per audited call
         log.warning("this service has no service key: it cannot learn of revoked tokens nor record the audit "
                     "trail (set QRUNTIME_SERVICE_KEY or --service-key-file; auth must know the key)")
-    audit = AuditSink(local_auth.record_audit_events if local_auth else record_audit_events)
-    verifier = TokenVerifier(fetch_keys, local_auth.revocations_since if local_auth else fetch_revocations)
+        audit, revocations = AuditSink(log_audit_events), None
+    verifier = TokenVerifier(fetch_keys, revocations)
     domains = {service: f"{c.name}.qruntime" for c in components for service in c.service_names}
     public = frozenset().union(*(c.public_methods for c in components))
     server = grpc.aio.server(
