@@ -162,8 +162,10 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
     async def GetJob(self, request, context):
         principal = _reader(current_principal())
         view = _view(request.view)
-        job = await asyncio.to_thread(self.deps.store.get, request.job_id, instance=_scope(principal))
-        return jobs_service_pb2.GetJobResponse(job=job_message(job, view))
+        store, instance = self.deps.store, _scope(principal)
+        # The message is built in the same thread: a full view parses the job's stored inputs (MiBs of JSON).
+        job = await asyncio.to_thread(lambda: job_message(store.get(request.job_id, instance=instance), view))
+        return jobs_service_pb2.GetJobResponse(job=job)
 
     async def BatchGetJobs(self, request, context):
         principal = _reader(current_principal())
@@ -173,8 +175,9 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                 f"job_ids holds {len(request.job_ids)} ids; ask for 1 to {MAX_BATCH_GET} jobs at a time",
                 reason="INVALID_BATCH_SIZE", field_violations=[("job_ids", f"1 to {MAX_BATCH_GET} ids")],
             )
-        jobs = await asyncio.to_thread(self.deps.store.get_many, list(request.job_ids), instance=_scope(principal))
-        return jobs_service_pb2.BatchGetJobsResponse(jobs=[job_message(j, view) for j in jobs])
+        store, instance, ids = self.deps.store, _scope(principal), list(request.job_ids)
+        jobs = await asyncio.to_thread(lambda: [job_message(j, view) for j in store.get_many(ids, instance=instance)])
+        return jobs_service_pb2.BatchGetJobsResponse(jobs=jobs)
 
     async def ListJobs(self, request, context):
         principal = _reader(current_principal())
@@ -187,10 +190,13 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             )
         where = parse_filter(request.filter, caller=principal.subject, program_id=request.program_id,
                              state=state_name(request.state) if request.state else "")
-        jobs, token = await asyncio.to_thread(
-            self.deps.store.list, _scope(principal), page_size=size, page_token=request.page_token, where=where,
-        )
-        return jobs_service_pb2.ListJobsResponse(jobs=[job_message(j, view) for j in jobs], next_page_token=token)
+        store, instance = self.deps.store, _scope(principal)
+
+        def page() -> jobs_service_pb2.ListJobsResponse:  # messages built here too (see GetJob)
+            jobs, token = store.list(instance, page_size=size, page_token=request.page_token, where=where)
+            return jobs_service_pb2.ListJobsResponse(jobs=[job_message(j, view) for j in jobs], next_page_token=token)
+
+        return await asyncio.to_thread(page)
 
     async def UpdateJobTags(self, request, context):
         principal = current_principal()
@@ -245,10 +251,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         principal = current_principal()
         principal.require("job.create")
         deps = self.deps
-        job = await asyncio.to_thread(deps.store.cancel, request.job_id, instance=_scope(principal))
+        instance = _scope(principal)
+        job = await asyncio.to_thread(lambda: job_message(deps.store.cancel(request.job_id, instance=instance)))
         deps.executor.cancel(job.id)  # if it runs here; other replicas see it at their next claim renewal
         log.info("job cancelled", job_id=job.id)
-        return jobs_service_pb2.CancelJobResponse(job=job_message(job))
+        return jobs_service_pb2.CancelJobResponse(job=job)
 
     async def DeleteJob(self, request, context):
         principal = current_principal()
