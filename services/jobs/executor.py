@@ -8,8 +8,10 @@ result with DONE in one transaction, or ERROR with a typed reason.
 Every claim counts an attempt. A job whose program host died on its own (memory, crash) goes back
 to the queue while it has attempts left, and ends ERROR with the host's reason after the last; a job
 claimed once more than max_attempts (its replica kept dying while it ran) ends TOO_MANY_ATTEMPTS
-without running: a poison job ends instead of looping. Workers wake at once when this replica
-accepts a job and poll every second besides, to pick up jobs other replicas accepted.
+without running: a poison job ends instead of looping. An idle worker wakes at once when this replica
+accepts a job: one worker per job accepted (a claim is a transaction, and every idle worker claiming
+for every new job cost the service more CPU than the job itself). Workers also poll every second, to
+pick up jobs other replicas accepted, and a worker whose job ended claims the next at once.
 
 A service a job needs (devices, programs, auth) that is down makes jobs wait, never fail: the run
 that found it down puts its job back in the queue, with a line in the job's logs saying why, and
@@ -33,6 +35,7 @@ limit, cannot touch the job again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import random
@@ -70,7 +73,7 @@ class JobExecutor:
         self._heartbeat = min(heartbeat_seconds, lease_seconds / 3)
         self._max_attempts = max_attempts
         self._max_running_per_instance = max_running_per_instance  # 0: no limit
-        self._wake = asyncio.Event()
+        self._doorbell = _Doorbell(most=workers)
         self._running: dict[str, tuple[int, JobControl]] = {}  # job id -> (attempt, its stop signal)
         self._tasks: list[asyncio.Task] = []
         self._claims: set[asyncio.Future] = set()  # claims under way in threads
@@ -109,7 +112,7 @@ class JobExecutor:
 
     def wake(self) -> None:
         """A job was queued: wake an idle worker now rather than at its next poll."""
-        self._wake.set()
+        self._doorbell.ring()
 
     def cancel(self, job_id: str) -> None:
         """Tell the job's program to stop, if this replica runs it (its state is already CANCELLED)."""
@@ -127,7 +130,6 @@ class JobExecutor:
             if pause > 0:  # a dependency is down: leave the queue alone until the backoff passes
                 await asyncio.sleep(pause)
                 continue
-            self._wake.clear()
             try:
                 claim = asyncio.ensure_future(asyncio.to_thread(
                     self._store.claim_next_queued, self.runner_id,
@@ -139,9 +141,7 @@ class JobExecutor:
                 log.exception("could not claim a job")
                 job = None
             if job is None:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll):
-                        await self._wake.wait()
+                await self._doorbell.wait(self._poll)
                 continue
             await self._execute(job)
 
@@ -226,11 +226,47 @@ class JobExecutor:
                 requeued = await asyncio.to_thread(self._store.requeue_running, stale_after=self._lease)
                 if requeued:
                     _log_requeued(requeued)
-                    self.wake()
+                    for _ in requeued:
+                        self.wake()
                 if await asyncio.to_thread(self._store.sweep_sessions):  # max time, idle timeouts, closings
                     self.wake()
             except Exception:  # retried at the next beat
                 log.exception("could not renew job claims")
+
+
+class _Doorbell:
+    """Wakes one waiting worker per ring. A ring while none waits is kept (up to `most`) for the next
+    worker that would wait, so a job queued while every worker was busy is not left to the poll."""
+
+    def __init__(self, most: int) -> None:
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._kept = 0
+        self._most = most
+
+    def ring(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._kept = min(self._kept + 1, self._most)
+
+    async def wait(self, timeout: float) -> None:
+        """Until a ring, or timeout seconds."""
+        if self._kept:
+            self._kept -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await waiter
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
 
 
 def _log_requeued(jobs: list[JobRecord]) -> None:
