@@ -567,10 +567,14 @@ class JobStore:
 
     def _claim(self, runner: str, max_running_per_instance: int) -> JobRecord | None:
         c = job_table.c
-        now = self._now()  # the lease runs on the database's clock, the one all replicas share
-        at = utcnow()  # sessions' times are this replica's clock, as their jobs' create_time
         with self._engine.connect() as conn:  # read before the transaction: on SQLite a write comes first
+            # Most claims find the queue empty (a worker whose job ended looks once more, idle ones
+            # poll): one read of the state index says so, before the plan and the transaction.
+            if conn.execute(_ANY_QUEUED).first() is None:
+                return None
+            at = utcnow()  # sessions' times are this replica's clock, as their jobs' create_time
             plan = _SessionPlan.read(conn, at)
+        now = self._now()  # the lease runs on the database's clock, the one all replicas share
         claim = (
             job_table.update()
             .values(state=RUNNING, start_time=now, claimed_by=runner or None, heartbeat_time=now,
@@ -1200,6 +1204,7 @@ class _SessionBusy(Exception):
     """Another replica started a job of the same dedicated session at the same moment: roll back."""
 
 
+_ANY_QUEUED = sa.select(job_table.c.id).where(job_table.c.state == QUEUED).limit(1)
 # The claim's aliases of the jobs table, made once: making an alias builds a proxy of every column,
 # which cost more CPU than the rest of a claim together when done for each one.
 _RUNNING, _QUEUED, _CANDIDATE = (job_table.alias(name) for name in ("running", "queued", "candidate"))

@@ -258,15 +258,19 @@ def test_health_and_get_backend_answer_within_a_second_while_two_heavy_simulatio
     until(lambda: service.component.queues.running("simulator_statevector") == 2, timeout=30)
     health = health_pb2_grpc.HealthStub(service.channel)
     latencies = []
-    while not all(run.done() for run in runs):
+    measuring = time.monotonic() + 4  # a few seconds of both simulations is the point; their end is not
+    while time.monotonic() < measuring:
         for call in (lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5),
                      lambda: service("GetBackend", pb.GetBackendRequest(name="simulator_statevector"), timeout=5)):
             started = time.perf_counter()
             call()
             latencies.append(time.perf_counter() - started)
         time.sleep(0.05)
+    assert service.component.queues.running("simulator_statevector") == 2  # measured under both, to the end
     for run in runs:
-        assert run.result().results[0].counts
+        run.cancel()  # the callers give up: their workers are killed
+    until(lambda: service.component.queues.running("simulator_statevector") == 0, timeout=10)
+    settled(service)
     latencies.sort()
     print(f"health and GetBackend under two simulations: n={len(latencies)}, "
           f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")

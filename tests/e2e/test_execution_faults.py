@@ -125,7 +125,9 @@ def ten_million_qubits(circuit: QuantumCircuit) -> bytes:
 
 
 def test_a_qpy_header_claiming_ten_million_qubits_is_refused_at_creation(start_suite, bell):
-    suite = start_suite("programs", "devices", "jobs")
+    # A short check limit: whichever limit ends the decoding worker (its memory, or the time), the
+    # point is that CreateJob refuses the circuit and the service serves on.
+    suite = start_suite("programs", "devices", "jobs", circuit_check_seconds=4)
     user = User(suite)
     hostile = ten_million_qubits(bell)
     assert len(hostile) < 1000
