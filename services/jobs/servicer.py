@@ -316,12 +316,23 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
 
     async def _backend_and_circuits(self, name: str, metadata, inputs, primitive) -> tuple[backend_pb2.Backend, str]:
         """The job's backend and why (see resolve_backend), once the input circuits (or PUBs) are checked for it."""
-        checks = await asyncio.to_thread(circuit_checks, inputs, primitive)
         if not name:  # the least busy backend that accepts them (checked there by SelectBackend)
-            return await self.resolve_backend("", metadata, checks)
-        backend, chosen = await self.resolve_backend(name, metadata)
-        await check_circuits(self.deps.devices, metadata, backend.name, checks)
-        return backend, chosen
+            return await self.resolve_backend("", metadata, await asyncio.to_thread(circuit_checks, inputs, primitive))
+        # A named backend and the verdict on the circuits are asked for at once: the devices service checks
+        # the user's access to the backend for both, and the backend's error, when there is one, is the one
+        # reported, as when they were asked in turn.
+        named = asyncio.create_task(self.resolve_backend(name, metadata))
+        try:
+            checks = await asyncio.to_thread(circuit_checks, inputs, primitive)
+            await check_circuits(self.deps.devices, metadata, name, checks)
+        except asyncio.CancelledError:
+            named.cancel()
+            raise
+        except Exception:
+            await asyncio.wait([named])
+            named.result()  # its error first
+            raise
+        return await named
 
     async def resolve_backend(self, name: str, metadata, checks: list[Check] = ()) -> tuple[backend_pb2.Backend, str]:
         """The named backend, or the least busy one the user's plan allows that accepts the checks (chosen by

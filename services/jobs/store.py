@@ -415,7 +415,7 @@ class JobStore:
             with self._engine.begin() as conn:
                 if session_id:
                     self._admit_to_session(conn, session_id, now)
-                conn.execute(job_table.insert().values(**values))
+                row = conn.execute(job_table.insert().values(**values).returning(*job_table.c)).one()
                 events = [_state_event(QUEUED, now)] + ([_log_event("INFO", first_log, now)] if first_log else [])
                 _insert_events(conn, values["id"], values["events"], events)
                 if tags:
@@ -426,7 +426,7 @@ class JobStore:
                 raise
             return existing, False  # a concurrent retry with the same key won the race
         self._notify([values["id"]])
-        return self.get(values["id"]), True
+        return _job(row, set(tags)), True
 
     def find_by_request_id(self, instance: str, request_id: str) -> JobRecord | None:
         """The job the instance created with this idempotency key, if any."""
