@@ -107,11 +107,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             if existing is not None:
                 check_same_request(existing, fingerprint, request.program_id, request.inputs)
                 return jobs_service_pb2.CreateJobResponse(job=job_message(existing, job_pb2.JOB_VIEW_BASIC))
-        text = request.inputs or "{}"
+        text, digest = request.inputs or "{}", None
         if request.input_upload_id:  # from here on, the upload's inputs are checked as the request's would be
             uploaded = await asyncio.to_thread(uploads.uploaded_inputs, deps.store, request, instance=instance,
                                                owner=principal.subject)
-            text, inputs, primitive = uploaded.text or "{}", uploaded.inputs, uploaded.primitive
+            text, inputs, primitive, digest = uploaded.text, uploaded.inputs, uploaded.primitive, uploaded.digest
         backend_name = request.options.backend_name
         if request.session_id:  # the job runs on its session's backend
             session = await asyncio.to_thread(deps.store.get_session, request.session_id, instance=instance)
@@ -141,7 +141,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                 checked.exception()  # seen: the program's own error, found first, is the one to report
         requested = request.options.max_execution_time if request.options.HasField("max_execution_time") else None
         limit_seconds, limit_source = time_limit(backend, program, requested)
-        stored, digest = await asyncio.to_thread(_stored_inputs, text, primitive)
+        stored, digest = await asyncio.to_thread(_stored_inputs, text, primitive, digest)
         values = dict(
             instance=instance,
             owner=principal.subject,
@@ -442,11 +442,11 @@ def _chunk(digest: ResultDigest, data: bytes, offset: int, most: int, what: str)
     return data[:end].decode(), offset + end if offset + end < size else 0
 
 
-def _stored_inputs(text: str, primitive) -> tuple[str, ResultDigest]:
-    """A new job's inputs column and the digest of its inputs as GetJobInputs serves them (blocking:
-    hundreds of MiB to encode and hash for uploaded inputs)."""
+def _stored_inputs(text: str, primitive, digest: ResultDigest | None) -> tuple[str, ResultDigest]:
+    """A new job's inputs column and the digest of its inputs as GetJobInputs serves them, unless known
+    (uploaded JSON's, checked already); blocking: a typed upload's are hundreds of MiB to encode and hash."""
     stored = typed.stored_inputs(primitive) if primitive is not None else text
-    return stored, typed.served_digest(stored, primitive is not None)
+    return stored, digest or typed.served_digest(stored, primitive is not None)
 
 
 def _inputs_read(view: int) -> int:

@@ -163,8 +163,8 @@ tag_table = sa.Table(
 )
 
 # Job inputs uploaded in chunks ahead of the CreateJob that names them (CreateInputUpload): each the
-# caller's (instance and user), used by one job at most (its chunks are deleted then, the row kept so a
-# retried CreateJob can be recognised), deleted once it expires.
+# caller's (instance and user), used by one job at most (its chunks deleted soon after, by the sweep;
+# the row kept so a retried CreateJob can be recognised), deleted once it expires.
 upload_table = sa.Table(
     "jobs_input_upload",
     metadata,
@@ -938,22 +938,29 @@ class JobStore:
             conn.execute(upload_table.delete().where(upload_table.c.id == upload_id))
 
     def sweep_uploads(self) -> int:
-        """Delete the uploads that expired, with their chunks (every replica calls it every few seconds;
-        deleting is idempotent); how many. A used one's row stays as long, for a retried CreateJob."""
-        u = upload_table.c
+        """Delete the uploads that expired, with their chunks, and the chunks of those a job has used
+        (every replica calls it every few seconds; deleting is idempotent); how many uploads expired. A
+        used one's row stays until it expires, for a retried CreateJob."""
+        u, k = upload_table.c, upload_chunk_table.c
         with self._engine.connect() as conn:
             expired = conn.execute(sa.select(u.id).where(u.expire_time <= utcnow())).scalars().all()
-        for upload_id in expired:  # one transaction each: a large upload's chunks are many MiB
+            used = conn.execute(sa.select(u.id).where(u.job_id.is_not(None), sa.exists().where(
+                k.upload_id == u.id))).scalars().all()
+        for upload_id in used:  # one transaction each: a large upload's chunks are hundreds of MiB
+            with self._engine.begin() as conn:
+                conn.execute(upload_chunk_table.delete().where(k.upload_id == upload_id))
+        for upload_id in expired:
             self.delete_upload(upload_id)
         return len(expired)
 
     def _consume_upload(self, conn: sa.Connection, upload_id: str, instance: str, owner: str, job_id: str) -> None:
-        """In CreateJob's transaction: mark the caller's upload used by the job and delete its chunks;
-        NotFound if it is gone (another job took it, it expired), which rolls the job back."""
+        """In CreateJob's transaction: mark the caller's upload used by the job (its chunks are the
+        sweep's to delete, outside the job's transaction: SQLite writes one transaction at a time, and
+        deleting hundreds of MiB takes seconds); NotFound if it is gone (another job took it, it
+        expired), which rolls the job back."""
         used = upload_table.update().where(self._upload_is(upload_id, instance, owner)).values(job_id=job_id)
         if not conn.execute(used).rowcount:
             raise upload_not_found(upload_id)
-        conn.execute(upload_chunk_table.delete().where(upload_chunk_table.c.upload_id == upload_id))
 
     def _upload_is(self, upload_id: str, instance: str, owner: str, used: bool = False) -> sa.ColumnElement[bool]:
         """The caller's unexpired upload, one no job has used unless used."""

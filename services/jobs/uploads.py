@@ -26,7 +26,7 @@ from qruntime_kit.errors import InvalidArgument
 
 from . import typed
 from .messages import timestamp
-from .store import JobStore, UploadRecord
+from .store import JobStore, ResultDigest, UploadRecord
 from .validation import parse_inputs
 
 MAX_CHUNK_BYTES = 16 * 1024 * 1024  # one UploadInputChunk's data at most: a quarter of a gRPC message
@@ -46,11 +46,13 @@ class UploadLimits:
 
 @dataclasses.dataclass(frozen=True)
 class Uploaded:
-    """A complete upload's content, decoded: JSON inputs (text and parsed) or typed ones."""
+    """A complete upload's content, decoded: JSON inputs (text, parsed, and the size and SHA-256 checked,
+    which are the job's inputs' as GetJobInputs serves them) or typed ones."""
 
     text: str
     inputs: dict[str, Any]
     primitive: primitives_pb2.PrimitiveInput | None
+    digest: ResultDigest | None = None
 
 
 def check_new_upload(request: jobs_service_pb2.CreateInputUploadRequest, limits: UploadLimits) -> str:
@@ -129,7 +131,7 @@ def uploaded_inputs(store: JobStore, request: jobs_service_pb2.CreateJobRequest,
     except UnicodeDecodeError as err:
         raise InvalidArgument(f"the uploaded inputs are not UTF-8 text: {err}", reason="INVALID_INPUTS",
                               field_violations=[("input_upload_id", "JSON inputs in UTF-8")]) from None
-    return Uploaded(text, parse_inputs(text), None)
+    return Uploaded(text, parse_inputs(text), None, ResultDigest(upload.total_bytes, upload.sha256))
 
 
 def _primitive(request: jobs_service_pb2.CreateJobRequest, content: bytes) -> primitives_pb2.PrimitiveInput:

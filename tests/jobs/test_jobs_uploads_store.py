@@ -102,6 +102,7 @@ def test_a_job_consumes_its_upload_once(jobs):
     assert caught.value.reason == "INPUT_UPLOAD_NOT_FOUND"
     assert [j.id for j in jobs.list(A, page_size=10)[0]] == [job.id]
     assert jobs.get_upload(upload.id, instance=A, owner="user-1", used=True).job_id == job.id  # for retries
+    assert jobs.sweep_uploads() == 0  # none expired; the used one's chunks are deleted
     with jobs._engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(store_module.upload_chunk_table)).scalar() == 0
 

@@ -241,17 +241,18 @@ class IBMRuntimeService:
             encoded = encoding.dumps(dict(inputs))
         except (TypeError, ValueError) as exc:
             raise _invalid_argument("inputs", str(exc)) from exc
+        upload_id = upload_if_large(self._transport, encoded, primitive_input)  # "": the inputs fit the request
         request = jobs_service_pb2.CreateJobRequest(
             program_id=program_id,
-            inputs=encoded,
+            inputs="" if upload_id else encoded,
             options=to_job_options(options),
             request_id=request_id or "",
             tags=job_tags or [],
             session_id=session_id or "",
+            input_upload_id=upload_id,
         )
-        if primitive_input is not None:
+        if primitive_input is not None and not upload_id:
             request.primitive_input.CopyFrom(primitive_input)
-        upload_if_large(self._transport, request)
         job = RuntimeJob(self._transport.call(self._transport.jobs.CreateJob, request).job, self._transport,
                          result_decoder)
         if callback is not None:

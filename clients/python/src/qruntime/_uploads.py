@@ -20,6 +20,7 @@ from .jobs.v1 import jobs_service_pb2
 
 if TYPE_CHECKING:
     from ._channel import Transport
+    from .primitives.v1.primitives_pb2 import PrimitiveInput
 
 MAX_MESSAGE_INPUTS_BYTES = 32 * 1024 * 1024
 """The most bytes of inputs one CreateJob message carries (the service's limit); past it they are uploaded."""
@@ -29,19 +30,19 @@ sending a chunk again at its offset is harmless."""
 RETRY_PAUSE_S = 0.5
 
 
-def upload_if_large(transport: Transport, request: jobs_service_pb2.CreateJobRequest) -> None:
-    """Move the request's inputs into a chunked upload, named in ``input_upload_id``, when they are larger
-    than one message carries; a request of usual size is left as it is (one message is the fast path)."""
-    if len(request.inputs.encode()) + request.primitive_input.ByteSize() <= MAX_MESSAGE_INPUTS_BYTES:
-        return
-    if request.HasField("primitive_input"):
-        content = request.primitive_input.SerializeToString()
-        kind = jobs_service_pb2.INPUT_UPLOAD_CONTENT_PRIMITIVE_INPUT
-        request.ClearField("primitive_input")
-    else:
-        content, kind = request.inputs.encode(), jobs_service_pb2.INPUT_UPLOAD_CONTENT_JSON_INPUTS
-        request.inputs = ""
-    request.input_upload_id = upload(transport, content, kind)
+def upload_if_large(transport: Transport, inputs: str, primitive: PrimitiveInput | None) -> str:
+    """The id of a chunked upload of a job's inputs (JSON text, or typed) when they are larger than one
+    CreateJob message carries; "" for inputs of usual size, which go in the request (the fast path)."""
+    if primitive is not None:
+        if primitive.ByteSize() <= MAX_MESSAGE_INPUTS_BYTES:
+            return ""
+        return upload(transport, primitive.SerializeToString(), jobs_service_pb2.INPUT_UPLOAD_CONTENT_PRIMITIVE_INPUT)
+    if len(inputs) * 4 <= MAX_MESSAGE_INPUTS_BYTES:  # UTF-8 takes 4 bytes a character at most: no need to count
+        return ""
+    content = inputs.encode()
+    if len(content) <= MAX_MESSAGE_INPUTS_BYTES:
+        return ""
+    return upload(transport, content, jobs_service_pb2.INPUT_UPLOAD_CONTENT_JSON_INPUTS)
 
 
 def upload(transport: Transport, content: bytes, kind: int) -> str:
