@@ -68,7 +68,10 @@ class CreateJobRequest(_message.Message):
     program_id: _builtins.str
     """The program to run."""
     inputs: _builtins.str
-    """The program's inputs: a JSON object (see Job for the encoding of circuits and arrays); empty means {}."""
+    """The program's inputs: a JSON object (see Job for the encoding of circuits and arrays); empty means {}.
+    At most 32 MiB together with primitive_input (INVALID_ARGUMENT INPUTS_TOO_LARGE): upload larger ones
+    in chunks and name the upload in input_upload_id.
+    """
     request_id: _builtins.str
     """Optional idempotency key: a retry with the same key returns the job the first call created; the
     same key with a different request (program, inputs or options) is refused with INVALID_ARGUMENT
@@ -91,8 +94,10 @@ class CreateJobRequest(_message.Message):
     empty). Its bytes are checked against the upload's total_bytes and sha256 (INVALID_ARGUMENT
     INPUT_UPLOAD_INCOMPLETE or INPUT_UPLOAD_CHECKSUM_MISMATCH), then taken as `inputs` (content
     JSON_INPUTS) or `primitive_input` (content PRIMITIVE_INPUT) and checked exactly as those are. The job
-    created consumes the upload: another CreateJob naming it is NOT_FOUND INPUT_UPLOAD_NOT_FOUND, as is
-    an upload of another user or instance, or one that expired. A validate_only call leaves it unused.
+    created consumes the upload: another CreateJob naming it is NOT_FOUND INPUT_UPLOAD_NOT_FOUND (but a
+    retry with the same request_id gets the job it made), as is an upload of another user or instance,
+    or one that expired. A validate_only call leaves it unused. Typed inputs still reach the backend in
+    one message: at most 63 MiB of them (INVALID_ARGUMENT PRIMITIVE_INPUT_TOO_LARGE).
     """
     @_builtins.property
     def options(self) -> _job_pb2.JobOptions:
@@ -863,7 +868,9 @@ class InputUpload(_message.Message):
 
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
-        """When the upload is deleted unless a job used it first (an hour after its creation by default)."""
+        """When the upload expires (an hour after its creation by default): a job must use it before then;
+        after, it is deleted and NOT_FOUND.
+        """
 
     def __init__(
         self,
@@ -895,13 +902,16 @@ class CreateInputUploadRequest(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     total_bytes: _builtins.int
-    """The whole content's size, in bytes: at least 1, at most the deployment's largest upload (256 MiB by
-    default; INVALID_ARGUMENT INPUT_UPLOAD_TOO_LARGE past it, naming the limit).
+    """The whole content's size, in bytes: at least 1 (INVALID_ARGUMENT INVALID_UPLOAD_SIZE), at most the
+    deployment's largest upload (256 MiB by default; INVALID_ARGUMENT INPUT_UPLOAD_TOO_LARGE past it,
+    naming the limit).
     """
     sha256: _builtins.bytes
-    """SHA-256 of the whole content, 32 bytes: CreateJob checks the bytes received against it."""
+    """SHA-256 of the whole content, 32 bytes (INVALID_ARGUMENT INVALID_UPLOAD_SHA256 otherwise): CreateJob
+    checks the bytes received against it.
+    """
     content: Global___InputUploadContent.ValueType
-    """What the bytes are; required."""
+    """What the bytes are; required (INVALID_ARGUMENT INVALID_UPLOAD_CONTENT)."""
     def __init__(
         self,
         *,
