@@ -26,11 +26,14 @@ from qruntime.encoding import TYPE_KEY, VALUE_KEY
 from qruntime.primitives.v1 import primitives_pb2
 
 from qruntime_kit.errors import InvalidArgument, ServiceError
-from qruntime_kit.outbound import call
+from qruntime_kit.outbound import MAX_MESSAGE_BYTES, call
 
 CIRCUIT_TYPE = "QuantumCircuit"
 # Checks of one job's circuits in flight at once: the devices service runs at most a few itself.
 _CONCURRENT_CHECKS = 4
+# The devices service takes a circuit in one message (CheckCircuits, RunCircuits), with room to spare:
+# inputs uploaded in chunks may hold larger ones, which no backend could be sent.
+MAX_CIRCUIT_BYTES = MAX_MESSAGE_BYTES - 1024 * 1024
 
 
 def encoded_circuits(value: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -69,6 +72,12 @@ def circuit_checks(inputs: dict[str, Any], primitive: primitives_pb2.PrimitiveIn
         if not qpy:
             raise InvalidArgument(f"{path} is not a circuit: its value is not base64 QPY", reason="INVALID_QPY",
                                   field_violations=[(path, "must be a circuit serialized with qiskit.qpy, in base64")])
+        if len(qpy) > MAX_CIRCUIT_BYTES:
+            raise InvalidArgument(
+                f"{path} is a circuit of {len(qpy)} bytes of QPY; a backend takes circuits of at most "
+                f"{MAX_CIRCUIT_BYTES}", reason="CIRCUIT_TOO_LARGE",
+                metadata={"input": path, "bytes": len(qpy), "max_bytes": MAX_CIRCUIT_BYTES},
+                field_violations=[(path, f"a circuit of at most {MAX_CIRCUIT_BYTES} bytes of QPY")])
         checks.append((path, devices_service_pb2.CheckCircuitsRequest(circuits_qpy=qpy, as_program_input=True)))
     return checks
 

@@ -30,6 +30,7 @@ from .servicer import JobsDependencies, JobsServicer
 from .sessions import SessionsServicer
 from .settings import JobsSettings
 from .store import JobRecord, JobStore
+from .uploads import UploadLimits
 from .watch import JobWatch
 
 log = get_logger("jobs")
@@ -70,8 +71,10 @@ class JobsComponent:
         self.watch = JobWatch(store, poll_seconds=settings.watch_poll_seconds)
         self.watch.start()
         limits = AdmissionLimits(settings.max_queued_per_instance, settings.max_submissions_per_minute)
+        upload_limits = UploadLimits(settings.max_input_upload_bytes, settings.max_upload_bytes_per_instance,
+                                     settings.input_upload_seconds)
         self._servicer.attach(JobsDependencies(store, self.executor, self.watch, programs, devices,
-                                               runtime.credentials, limits))
+                                               runtime.credentials, limits, upload_limits))
         await self.executor.start()
 
     async def _runner(self, store: JobStore, programs, devices, credentials: Credentials) -> ProgramRunner:

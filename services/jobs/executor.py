@@ -19,7 +19,8 @@ does not count against its attempts; the replica then stops claiming for a backo
 30 s while the outage lasts), so the other queued jobs stay queued until a probe run gets through.
 
 Sessions move on at the same beat (store.sweep_sessions: past max_time, idle, closed and drained);
-how they schedule their jobs is the claim's business (store.claim_next_queued).
+how they schedule their jobs is the claim's business (store.claim_next_queued). Input uploads that
+expired unused are deleted at the same beat too (store.sweep_uploads).
 
 Each replica renews its lease on its running jobs every few seconds, on the database's clock. A
 RUNNING job whose lease was not renewed for lease_seconds belongs to a replica that died (or was
@@ -230,6 +231,8 @@ class JobExecutor:
                         self.wake()
                 if await asyncio.to_thread(self._store.sweep_sessions):  # max time, idle timeouts, closings
                     self.wake()
+                if swept := await asyncio.to_thread(self._store.sweep_uploads):  # input uploads left unused
+                    log.info("deleted expired input uploads", uploads=swept)
             except Exception:  # retried at the next beat
                 log.exception("could not renew job claims")
 

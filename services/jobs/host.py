@@ -183,8 +183,8 @@ def _failure(reason: int, message: str) -> program_host_pb2.ProgramEnd:
     return program_host_pb2.ProgramEnd(failure=program_host_pb2.ProgramFailure(reason=reason, message=message))
 
 
-def run_task(link: _Link, task: program_host_pb2.ProgramTask) -> program_host_pb2.ProgramEnd:
-    """Run the task's program and say how it ended."""
+def run_task(link: _Link, task: program_host_pb2.ProgramTask, inputs_text: str) -> program_host_pb2.ProgramEnd:
+    """Run the task's program on its inputs (their JSON text) and say how it ended."""
     from qruntime.encoding import dumps, loads
 
     log = logging.getLogger("qruntime.program")
@@ -198,7 +198,7 @@ def run_task(link: _Link, task: program_host_pb2.ProgramTask) -> program_host_pb
         message = f"the program could not be loaded: {type(err).__name__}: {err}"
         return _failure(job_pb2.JOB_REASON_PROGRAM_ERROR, message)
     try:
-        inputs = loads(task.inputs or "{}")
+        inputs = loads(inputs_text or "{}")
     except (ValueError, TypeError) as err:
         return _logged(log, job_pb2.JOB_REASON_INVALID_INPUT, f"the inputs could not be decoded: {err}")
     if not isinstance(inputs, dict):
@@ -271,6 +271,17 @@ def _warm_up() -> None:
     loads(dumps({"circuits": [ReferenceCircuits.bell()]}))
 
 
+def _inputs_in_parts(link: _Link, parts: int) -> str:
+    """The task's inputs that follow it in parts (ProgramTask.inputs_parts), joined."""
+    data = bytearray()
+    for _ in range(parts):
+        message = link.recv()
+        if not message.HasField("inputs_part"):
+            raise ValueError(f"the runner sent {message.WhichOneof('kind')} where a part of the inputs belongs")
+        data += message.inputs_part.data
+    return data.decode()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     link = _Link(BlockingChannel())
     _warm_up()
@@ -278,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     message = link.recv()
     if not message.HasField("task"):
         return 2
-    end = run_task(link, message.task)
+    task = message.task
+    end = run_task(link, task, _inputs_in_parts(link, task.inputs_parts) if task.inputs_parts else task.inputs)
     sys.stdout.flush()  # before the end: the runner kills the host once it has it
     sys.stderr.flush()
     link.send(program_host_pb2.HostMessage(end=end))

@@ -9,15 +9,19 @@ from qruntime.jobs.v1 import jobs_service_pb2
 
 from qruntime_kit.errors import InvalidArgument
 
-from .store import JobRecord
+from .store import JobRecord, UploadRecord
 
 
-def request_fingerprint(request: jobs_service_pb2.CreateJobRequest) -> str:
-    """A digest of everything the request asks for, its request_id and validate_only aside (hex SHA-256)."""
+def request_fingerprint(request: jobs_service_pb2.CreateJobRequest, upload: UploadRecord | None = None) -> str:
+    """A digest of everything the request asks for, its request_id and validate_only aside (hex SHA-256).
+    Inputs uploaded in chunks count by what they are (the upload's content and SHA-256), not by the
+    upload's id: a retry that uploaded them again asks for the same job."""
     asked = jobs_service_pb2.CreateJobRequest()
     asked.CopyFrom(request)
     asked.ClearField("request_id")
     asked.ClearField("validate_only")
+    if upload is not None:
+        asked.input_upload_id = f"{upload.content}:{upload.total_bytes}:{upload.sha256.hex()}"
     return hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
 
 

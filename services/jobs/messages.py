@@ -7,14 +7,19 @@ import datetime as dt
 from google.protobuf import duration_pb2, timestamp_pb2
 from qruntime.jobs.v1 import job_pb2, session_pb2
 
-from . import typed
+from . import typed, validation
 from .store import INTERIM, LOG, EventRecord, InterimRecord, JobRecord, LogRecord, SessionRecord, utcnow
 from .watch import Position
 
 
-def job_message(job: JobRecord, view: int = job_pb2.JOB_VIEW_FULL) -> job_pb2.Job:
-    """The Job message of a stored job; its inputs only in the FULL view."""
-    primitive = typed.primitive_input(job) if view == job_pb2.JOB_VIEW_FULL else None
+def job_message(job: JobRecord, view: int) -> job_pb2.Job:
+    """The Job message of a stored job; its inputs only in the FULL view, and there only if the job
+    message can carry them (omitted_inputs_bytes says how large they are otherwise)."""
+    full = view == job_pb2.JOB_VIEW_FULL
+    primitive = typed.primitive_input(job) if full else None
+    if primitive is not None and primitive.ByteSize() > validation.MAX_INPUTS_BYTES:
+        primitive = None  # its proto3 JSON was small enough to read, its binary form is not (packed numbers)
+    omitted = full and primitive is None and (job.inputs is None or typed.is_primitive(job))
     message = job_pb2.Job(
         id=job.id,
         program_id=job.program_id,
@@ -24,7 +29,7 @@ def job_message(job: JobRecord, view: int = job_pb2.JOB_VIEW_FULL) -> job_pb2.Jo
         reason_message=job.reason_message,
         instance=job.instance,
         owner=job.owner,
-        inputs=job.inputs if view == job_pb2.JOB_VIEW_FULL and primitive is None else "",
+        inputs=job.inputs if full and not omitted and not typed.is_primitive(job) else "",
         options=job_pb2.JobOptions(
             backend_name=job.backend, log_level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{job.log_level}")
         ),
@@ -37,6 +42,7 @@ def job_message(job: JobRecord, view: int = job_pb2.JOB_VIEW_FULL) -> job_pb2.Jo
         metrics=metrics_message(job),
         time_limit_source=job_pb2.TimeLimitSource.Value(f"TIME_LIMIT_SOURCE_{job.time_limit_source or 'UNSPECIFIED'}"),
         session_id=job.session_id,
+        omitted_inputs_bytes=(job.inputs_bytes or 0) if omitted else 0,
     )
     if primitive is not None:
         message.primitive_input.CopyFrom(primitive)

@@ -56,7 +56,24 @@ _MAX_LINE = 16 * 1024  # a longer printed line is stored in pieces
 # What each TimeLimitSource is, in the words of a job's TIME_LIMIT_EXCEEDED message.
 LIMIT_SOURCES = {"SYSTEM": "the system limit of its backend's kind", "PROGRAM": "its program's max_execution_time",
                  "USER": "the limit the job asked for"}
+INPUTS_PART_BYTES = 16 * 1024 * 1024  # a host's inputs past this come after its task, in parts of this size
 BACKEND_CACHE_SECONDS = 60.0  # a backend's size and shot limit change with a new release, not by the minute
+
+
+def task_frames(task: program_host_pb2.ProgramTask, inputs: str) -> list[bytes]:
+    """The frames that give a host its task: the task holding its inputs, or, when they are larger
+    than INPUTS_PART_BYTES (uploaded in chunks: far larger than a frame may be), the task followed by
+    its inputs in parts (ProgramTask.inputs_parts)."""
+    data = inputs.encode()
+    if len(data) <= INPUTS_PART_BYTES:
+        task.inputs = inputs
+        return [program_host_pb2.RunnerMessage(task=task).SerializeToString()]
+    starts = range(0, len(data), INPUTS_PART_BYTES)
+    task.inputs_parts = len(starts)
+    view = memoryview(data)
+    return [program_host_pb2.RunnerMessage(task=task).SerializeToString()] + [
+        program_host_pb2.RunnerMessage(inputs_part=program_host_pb2.InputsPart(
+            data=bytes(view[start:start + INPUTS_PART_BYTES]))).SerializeToString() for start in starts]
 
 
 def dependency_down(message: str) -> Outcome:
@@ -137,7 +154,7 @@ class ProgramRunner:
                 return dependency_down(f"the program's source could not be fetched: {err.message}")
             return Outcome(ERROR, "INTERNAL_ERROR", f"the program's source could not be fetched: {err}")
         task = program_host_pb2.ProgramTask(
-            job_id=job.id, program_id=job.program_id, source=source, inputs=job.inputs or "{}",
+            job_id=job.id, program_id=job.program_id, source=source,
             log_level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{job.log_level}"),
             backend=program_host_pb2.HostBackend(
                 name=backend.name, num_qubits=backend.configuration.num_qubits,
@@ -146,6 +163,7 @@ class ProgramRunner:
                 basis_gates=backend.configuration.basis_gates, coupling_map=backend.configuration.coupling_map,
             ),
         )
+        frames = await asyncio.to_thread(task_frames, task, job.inputs or "{}")  # up to hundreds of MiB to encode
         try:
             host = await pool.acquire()
         except HostStartError as err:
@@ -156,7 +174,7 @@ class ProgramRunner:
         timer = asyncio.timeout(limit)  # from the moment the program has its host, not while it waits for one
         try:
             async with timer:
-                return await _Run(self, job, host, control).serve(task)
+                return await _Run(self, job, host, control).serve(frames)
         except TimeoutError:
             if not timer.expired():
                 raise
@@ -223,7 +241,8 @@ class _Run:
         self._flusher: asyncio.Task | None = None
         self._ending = False  # the program has ended: lines still pending go with its outcome
 
-    async def serve(self, task: program_host_pb2.ProgramTask) -> Outcome:
+    async def serve(self, task: list[bytes]) -> Outcome:
+        """Give the host its task (the frames task_frames made) and serve the program until it ends."""
         worker = self._host.worker
         log.info("program started", program_id=self._job.program_id, backend=self._job.backend,
                  host=worker.pid, sandboxed=self._host.sandboxed)
@@ -253,10 +272,11 @@ class _Run:
             outcome = Outcome(CANCELLED, "CANCELLED_BY_USER", "cancelled by a user")
         return dataclasses.replace(outcome, logs=tuple(self._pending_logs))
 
-    async def _frames(self, task: program_host_pb2.ProgramTask) -> Outcome:
+    async def _frames(self, task: list[bytes]) -> Outcome:
         channel = self._host.worker.channel
         with contextlib.suppress(ChannelClosed):
-            await channel.send(program_host_pb2.RunnerMessage(task=task).SerializeToString())
+            for frame in task:
+                await channel.send(frame)
         while True:
             try:
                 frame = await channel.recv()

@@ -26,7 +26,7 @@ from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import Credentials, call
 from qruntime_kit.store import page_size
 
-from . import typed
+from . import typed, uploads, validation
 from .admission import AdmissionLimits, check_admission
 from .circuit_checks import Check, check_circuits, circuit_checks, refused_everywhere
 from .executor import JobExecutor
@@ -42,7 +42,8 @@ from .messages import (
     timestamp,
 )
 from .sessions import check_session_job
-from .store import DONE, JobStore, utcnow, would_create
+from .store import DONE, JobStore, ResultDigest, utcnow, would_create
+from .uploads import UploadLimits
 from .validation import check_create_request, check_inputs, check_tags
 from .watch import JobWatch
 
@@ -54,6 +55,7 @@ INTERIM_PAGE = {"default": 100, "maximum": 1000}
 DEFAULT_LIMIT_SECONDS = 3 * 60 * 60  # when neither the backend nor the program sets one
 MAX_BATCH_GET = 100
 RESULT_CHUNK_BYTES = 16 * 1024 * 1024  # a result larger than this comes in chunks of at most this size
+INPUTS_CHUNK_BYTES = 16 * 1024 * 1024  # so do inputs (GetJobInputs)
 WATCH_MESSAGE_BYTES = 4 * 1024 * 1024  # a WatchJob message holds events up to about this size
 
 
@@ -68,6 +70,7 @@ class JobsDependencies:
     devices: devices_service_pb2_grpc.DevicesServiceStub
     credentials: Credentials
     limits: AdmissionLimits = AdmissionLimits()
+    uploads: UploadLimits = UploadLimits()
 
 
 class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
@@ -89,16 +92,26 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         principal.require("job.create")
         instance = principal.require_instance("jobs")
         inputs = await asyncio.to_thread(check_create_request, request)  # up to 32 MiB of JSON to parse
+        uploads.check_alone(request)
         primitive = request.primitive_input if request.HasField("primitive_input") else None
         if primitive is not None:
             typed.check_request(request.program_id, primitive, request.inputs)
         deps = self.deps
-        fingerprint = request_fingerprint(request)
+        upload = None
+        if request.input_upload_id:  # what it holds, for the fingerprint (one a retried call's job used too)
+            upload = await asyncio.to_thread(deps.store.get_upload, request.input_upload_id, instance=instance,
+                                             owner=principal.subject, used=True)
+        fingerprint = request_fingerprint(request, upload)
         if request.request_id:  # a retry: answer with the job the first call created, if it asked the same
             existing = await asyncio.to_thread(deps.store.find_by_request_id, instance, request.request_id)
             if existing is not None:
                 check_same_request(existing, fingerprint, request.program_id, request.inputs)
                 return jobs_service_pb2.CreateJobResponse(job=job_message(existing, job_pb2.JOB_VIEW_BASIC))
+        text, digest = request.inputs or "{}", None
+        if request.input_upload_id:  # from here on, the upload's inputs are checked as the request's would be
+            uploaded = await asyncio.to_thread(uploads.uploaded_inputs, deps.store, request, instance=instance,
+                                               owner=principal.subject)
+            text, inputs, primitive, digest = uploaded.text, uploaded.inputs, uploaded.primitive, uploaded.digest
         backend_name = request.options.backend_name
         if request.session_id:  # the job runs on its session's backend
             session = await asyncio.to_thread(deps.store.get_session, request.session_id, instance=instance)
@@ -128,13 +141,14 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                 checked.exception()  # seen: the program's own error, found first, is the one to report
         requested = request.options.max_execution_time if request.options.HasField("max_execution_time") else None
         limit_seconds, limit_source = time_limit(backend, program, requested)
+        stored, digest = await asyncio.to_thread(_stored_inputs, text, primitive, digest)
         values = dict(
             instance=instance,
             owner=principal.subject,
             program_id=program.id,
             runtime=program_pb2.ProgramRuntime.Name(program.runtime).removeprefix("PROGRAM_RUNTIME_"),
             backend=backend.name,
-            inputs=(await asyncio.to_thread(typed.stored_inputs, primitive)) if primitive else request.inputs or "{}",
+            inputs=stored,
             log_level=log_level_name(request.options.log_level),
             max_execution_seconds=limit_seconds,
             time_limit_source=limit_source,
@@ -146,6 +160,9 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             # The job records the backend chosen for it and why.
             first_log="" if backend_name else f"backend {backend.name}: {chosen}",
             session_id=request.session_id,
+            primitive_inputs=primitive is not None,
+            inputs_digest=digest,
+            input_upload_id=request.input_upload_id,
         )
         if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
             return jobs_service_pb2.CreateJobResponse(job=job_message(would_create(**values), job_pb2.JOB_VIEW_BASIC))
@@ -156,15 +173,16 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             deps.executor.wake()
             log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,
                      backend_chosen=chosen, instance=instance, limit_seconds=job.max_execution_seconds,
-                     session_id=job.session_id or None)
+                     session_id=job.session_id or None, input_upload_id=request.input_upload_id or None)
         return jobs_service_pb2.CreateJobResponse(job=job_message(job, job_pb2.JOB_VIEW_BASIC))
 
     async def GetJob(self, request, context):
         principal = _reader(current_principal())
         view = _view(request.view)
-        store, instance = self.deps.store, _scope(principal)
+        store, instance, inputs = self.deps.store, _scope(principal), _inputs_read(view)
         # The message is built in the same thread: a full view parses the job's stored inputs (MiBs of JSON).
-        job = await asyncio.to_thread(lambda: job_message(store.get(request.job_id, instance=instance), view))
+        job = await asyncio.to_thread(
+            lambda: job_message(store.get(request.job_id, instance=instance, inputs=inputs), view))
         return jobs_service_pb2.GetJobResponse(job=job)
 
     async def BatchGetJobs(self, request, context):
@@ -175,8 +193,9 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                 f"job_ids holds {len(request.job_ids)} ids; ask for 1 to {MAX_BATCH_GET} jobs at a time",
                 reason="INVALID_BATCH_SIZE", field_violations=[("job_ids", f"1 to {MAX_BATCH_GET} ids")],
             )
-        store, instance, ids = self.deps.store, _scope(principal), list(request.job_ids)
-        jobs = await asyncio.to_thread(lambda: [job_message(j, view) for j in store.get_many(ids, instance=instance)])
+        store, instance, ids, inputs = self.deps.store, _scope(principal), list(request.job_ids), _inputs_read(view)
+        jobs = await asyncio.to_thread(
+            lambda: [job_message(j, view) for j in store.get_many(ids, instance=instance, inputs=inputs)])
         return jobs_service_pb2.BatchGetJobsResponse(jobs=jobs)
 
     async def ListJobs(self, request, context):
@@ -193,7 +212,8 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         store, instance = self.deps.store, _scope(principal)
 
         def page() -> jobs_service_pb2.ListJobsResponse:  # messages built here too (see GetJob)
-            jobs, token = store.list(instance, page_size=size, page_token=request.page_token, where=where)
+            jobs, token = store.list(instance, page_size=size, page_token=request.page_token, where=where,
+                                     inputs=_inputs_read(view))
             return jobs_service_pb2.ListJobsResponse(jobs=[job_message(j, view) for j in jobs], next_page_token=token)
 
         return await asyncio.to_thread(page)
@@ -252,7 +272,8 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         principal.require("job.create")
         deps = self.deps
         instance = _scope(principal)
-        job = await asyncio.to_thread(lambda: job_message(deps.store.cancel(request.job_id, instance=instance)))
+        job = await asyncio.to_thread(
+            lambda: job_message(deps.store.cancel(request.job_id, instance=instance), job_pb2.JOB_VIEW_BASIC))
         deps.executor.cancel(job.id)  # if it runs here; other replicas see it at their next claim renewal
         log.info("job cancelled", job_id=job.id)
         return jobs_service_pb2.CancelJobResponse(job=job)
@@ -288,9 +309,56 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                 result = typed.primitive_result(whole.decode())
                 if result.ByteSize() <= RESULT_CHUNK_BYTES:
                     return jobs_service_pb2.GetJobResultResponse(primitive_result=result)
-            return _result_chunk(digest, data, request.offset)
+            text, next_offset = _chunk(digest, data, request.offset, RESULT_CHUNK_BYTES, "result")
+            return jobs_service_pb2.GetJobResultResponse(result=text, total_bytes=digest.size, sha256=digest.sha256,
+                                                         next_offset=next_offset)
 
         return await asyncio.to_thread(read)
+
+    async def GetJobInputs(self, request, context):
+        principal = _reader(current_principal())
+        if request.offset < 0:
+            raise InvalidArgument("offset must not be negative", reason="INVALID_OFFSET",
+                                  field_violations=[("offset", "0, or the previous response's next_offset")])
+        store, instance = self.deps.store, _scope(principal)
+
+        def read() -> jobs_service_pb2.GetJobInputsResponse:  # one trip off the event loop for it all
+            job = store.get(request.job_id, instance=instance)
+            head, tail = typed.served_span(job)
+            digest, data = store.inputs_part(job.id, head + request.offset, INPUTS_CHUNK_BYTES + 1)
+            if digest is None:  # a job stored before inputs digests were kept: its inputs fit one message
+                digest = typed.served_digest(store.get(job.id, inputs=None).inputs, typed.is_primitive(job))
+                store.keep_inputs_digest(job.id, digest)
+            data = data[:max(digest.size - request.offset, 0)]  # the closing brace of a primitive's is not served
+            text, next_offset = _chunk(digest, data, request.offset, INPUTS_CHUNK_BYTES, "inputs")
+            return jobs_service_pb2.GetJobInputsResponse(inputs=text, total_bytes=digest.size, sha256=digest.sha256,
+                                                         next_offset=next_offset, primitive=typed.is_primitive(job))
+
+        return await asyncio.to_thread(read)
+
+    async def CreateInputUpload(self, request, context):
+        principal = current_principal()
+        principal.require("job.create")
+        instance = principal.require_instance("jobs")
+        deps = self.deps
+        content = uploads.check_new_upload(request, deps.uploads)
+        upload = await asyncio.to_thread(
+            deps.store.create_upload, instance=instance, owner=principal.subject, content=content,
+            total_bytes=request.total_bytes, sha256=request.sha256, lifetime_seconds=deps.uploads.lifetime_seconds,
+            max_instance_bytes=deps.uploads.max_instance_bytes)
+        log.info("input upload created", upload_id=upload.id, content=content, total_bytes=upload.total_bytes,
+                 instance=instance)
+        return jobs_service_pb2.CreateInputUploadResponse(upload=uploads.upload_message(upload))
+
+    async def UploadInputChunk(self, request, context):
+        principal = current_principal()
+        principal.require("job.create")
+        instance = principal.require_instance("jobs")
+        uploads.check_chunk(request)
+        upload = await asyncio.to_thread(  # hashes up to 16 MiB and writes them
+            self.deps.store.add_upload_chunk, request.upload_id, instance=instance, owner=principal.subject,
+            offset=request.offset, data=request.data)
+        return jobs_service_pb2.UploadInputChunkResponse(upload=uploads.upload_message(upload))
 
     async def ListJobLogs(self, request, context):
         principal = _reader(current_principal())
@@ -370,22 +438,31 @@ def time_limit(
     return min(limits, key=lambda limit: limit[0]) if limits else (DEFAULT_LIMIT_SECONDS, "SYSTEM")
 
 
-def _result_chunk(digest, data: bytes, offset: int) -> jobs_service_pb2.GetJobResultResponse:
-    """The chunk of the result's UTF-8 bytes from offset, given data (its bytes from offset, one past
-    RESULT_CHUNK_BYTES at most): at most RESULT_CHUNK_BYTES, ending on a character's boundary (a
-    UTF-8 continuation byte is 0b10xxxxxx)."""
+def _chunk(digest: ResultDigest, data: bytes, offset: int, most: int, what: str) -> tuple[str, int]:
+    """The chunk of a text's UTF-8 bytes from offset and the offset of the next (0 after the last),
+    given data (its bytes from offset, one past `most` at most): at most `most` bytes, ending on a
+    character's boundary (a UTF-8 continuation byte is 0b10xxxxxx)."""
     size = digest.size
     if offset > size or 0 < offset < size and data[0] & 0xC0 == 0x80:
-        raise InvalidArgument(f"offset {offset} is not the start of a chunk of this {size}-byte result",
+        raise InvalidArgument(f"offset {offset} is not the start of a chunk of these {size}-byte {what}",
                               reason="INVALID_OFFSET",
                               field_violations=[("offset", "0, or the previous response's next_offset")])
-    end = min(RESULT_CHUNK_BYTES, size - offset)
+    end = min(most, size - offset)
     while offset + end < size and data[end] & 0xC0 == 0x80:
         end -= 1
-    return jobs_service_pb2.GetJobResultResponse(
-        result=data[:end].decode(), total_bytes=size, sha256=digest.sha256,
-        next_offset=offset + end if offset + end < size else 0,
-    )
+    return data[:end].decode(), offset + end if offset + end < size else 0
+
+
+def _stored_inputs(text: str, primitive, digest: ResultDigest | None) -> tuple[str, ResultDigest]:
+    """A new job's inputs column and the digest of its inputs as GetJobInputs serves them, unless known
+    (uploaded JSON's, checked already); blocking: a typed upload's are hundreds of MiB to encode and hash."""
+    stored = typed.stored_inputs(primitive) if primitive is not None else text
+    return stored, digest or typed.served_digest(stored, primitive is not None)
+
+
+def _inputs_read(view: int) -> int:
+    """How large inputs a read in this view takes from the store: none, or those a Job message carries."""
+    return validation.MAX_INPUTS_BYTES if view == job_pb2.JOB_VIEW_FULL else 0
 
 
 def _view(view: int) -> int:

@@ -36,6 +36,16 @@ class JobsSettings(ServerSettings):
     max_submissions_per_minute: int = setting(
         0, "the most jobs one instance may create in a minute; past it RESOURCE_EXHAUSTED; 0: no limit"
     )
+    max_input_upload_bytes: int = setting(
+        256 << 20, "the largest job inputs uploaded in chunks (CreateInputUpload), in bytes"
+    )
+    max_upload_bytes_per_instance: int = setting(
+        1 << 30, "the bytes one instance's unfinished input uploads may hold together; past it CreateInputUpload "
+        "is RESOURCE_EXHAUSTED; 0: no limit"
+    )
+    input_upload_seconds: float = setting(
+        3600.0, "how long an input upload may wait for the CreateJob that uses it before it is deleted"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -50,7 +60,12 @@ class JobsSettings(ServerSettings):
             problems.append(f"program_memory_bytes must be at least 256 MiB, got {self.program_memory_bytes}")
         if self.program_processes < 16:
             problems.append(f"program_processes must be at least 16, got {self.program_processes}")
-        for name in ("max_running_per_instance", "max_queued_per_instance", "max_submissions_per_minute"):
+        if self.max_input_upload_bytes < 1:
+            problems.append(f"max_input_upload_bytes must be at least 1, got {self.max_input_upload_bytes}")
+        if self.input_upload_seconds <= 0:
+            problems.append(f"input_upload_seconds must be positive, got {self.input_upload_seconds}")
+        for name in ("max_running_per_instance", "max_queued_per_instance", "max_submissions_per_minute",
+                     "max_upload_bytes_per_instance"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be 0 (no limit) or more, got {getattr(self, name)}")
         if self.watch_poll_seconds <= 0:

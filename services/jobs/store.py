@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from qruntime_kit import migrations
-from qruntime_kit.errors import FailedPrecondition, NotFound
+from qruntime_kit.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from qruntime_kit.store import create_engine, decode_page_token, encode_page_token, invalid_page_token
 
 if TYPE_CHECKING:
@@ -86,6 +86,12 @@ job_table = sa.Table(
     # Which limit max_execution_seconds is: SYSTEM, PROGRAM or USER ("": created before it was kept).
     sa.Column("time_limit_source", sa.String(16), nullable=False, default="", server_default=""),
     sa.Column("session_id", sa.String(64)),  # the session or batch it belongs to; NULL for none
+    # Whether inputs holds a primitive job's typed inputs (typed.py), known without reading them.
+    sa.Column("primitive_inputs", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    # The inputs' size in bytes and SHA-256 (hex) as GetJobInputs serves them (NULL: created before
+    # they were kept; computed, and kept, when first read).
+    sa.Column("inputs_bytes", sa.BigInteger, nullable=True),
+    sa.Column("inputs_sha256", sa.String(64), nullable=True),
     sa.UniqueConstraint("instance", "request_id", name="jobs_job_instance_request_id"),
     sa.Index("jobs_job_instance_created", "instance", "create_time", "id"),
     sa.Index("jobs_job_state_created", "state", "create_time", "id"),
@@ -156,6 +162,36 @@ tag_table = sa.Table(
     sa.Index("jobs_job_tag_tag", "tag", "job_id"),
 )
 
+# Job inputs uploaded in chunks ahead of the CreateJob that names them (CreateInputUpload): each the
+# caller's (instance and user), used by one job at most (its chunks deleted soon after, by the sweep;
+# the row kept so a retried CreateJob can be recognised), deleted once it expires.
+upload_table = sa.Table(
+    "jobs_input_upload",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("instance", sa.String(512), nullable=False),
+    sa.Column("owner", sa.String(256), nullable=False),
+    sa.Column("content", sa.String(32), nullable=False),  # JSON_INPUTS or PRIMITIVE_INPUT
+    sa.Column("total_bytes", sa.BigInteger, nullable=False),  # declared at creation
+    sa.Column("sha256", sa.String(64), nullable=False),  # of the whole content, declared at creation (hex)
+    sa.Column("received_bytes", sa.BigInteger, nullable=False),  # where the next chunk starts
+    sa.Column("create_time", _TIME, nullable=False),
+    sa.Column("expire_time", _TIME, nullable=False),
+    sa.Column("job_id", sa.String(64)),  # the job that used it; NULL until then
+    sa.Index("jobs_input_upload_instance", "instance", "expire_time"),  # what an instance holds
+    sa.Index("jobs_input_upload_expire", "expire_time"),  # the sweep
+)
+
+upload_chunk_table = sa.Table(
+    "jobs_input_upload_chunk",
+    metadata,
+    sa.Column("upload_id", sa.String(64), sa.ForeignKey("jobs_input_upload.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("start_byte", sa.BigInteger, primary_key=True, autoincrement=False),  # its offset in the content
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),  # of data (hex): a chunk sent again must match it
+)
+
 secret_table = sa.Table(  # keys this store's replicas share, e.g. the one that signs page tokens
     "jobs_secret",
     metadata,
@@ -177,8 +213,25 @@ class ResultDigest:
 
 
 @dataclasses.dataclass(frozen=True)
+class UploadRecord:
+    """One stored input upload (see upload_table)."""
+
+    id: str
+    instance: str
+    owner: str
+    content: str
+    total_bytes: int
+    sha256: bytes
+    received_bytes: int
+    create_time: dt.datetime
+    expire_time: dt.datetime
+    job_id: str = ""  # the job that used it
+
+
+@dataclasses.dataclass(frozen=True)
 class JobRecord:
-    """One stored job: everything in the Job message, plus the runtime kind of its program."""
+    """One stored job: everything in the Job message, plus the runtime kind of its program. Reads that
+    need no inputs leave them out (inputs None): they may be hundreds of MiB."""
 
     id: str
     instance: str
@@ -189,7 +242,7 @@ class JobRecord:
     state: str
     reason: str
     reason_message: str
-    inputs: str
+    inputs: str | None  # None when the read left them out
     log_level: str
     max_execution_seconds: float
     create_time: dt.datetime
@@ -206,6 +259,8 @@ class JobRecord:
     request_fingerprint: str = ""  # digest of the CreateJob request that made it (idempotency.py)
     time_limit_source: str = ""  # which limit max_execution_seconds is: SYSTEM, PROGRAM or USER
     session_id: str = ""  # the session or batch it belongs to; "" for none
+    primitive_inputs: bool = False  # inputs hold typed PrimitiveInput (typed.py)
+    inputs_bytes: int | None = None  # their size as GetJobInputs serves them; None: not kept (an older job)
 
     @property
     def deadline(self) -> dt.datetime | None:
@@ -316,14 +371,37 @@ def _job(row: sa.Row, tags: Iterable[str] = ()) -> JobRecord:
     return JobRecord(
         id=m["id"], instance=m["instance"], owner=m["owner"], program_id=m["program_id"],
         runtime=m["runtime"], backend=m["backend"], state=m["state"], reason=m["reason"],
-        reason_message=m["reason_message"], inputs=m["inputs"], log_level=m["log_level"],
+        reason_message=m["reason_message"], inputs=m.get("inputs"), log_level=m["log_level"],
         max_execution_seconds=m["max_execution_seconds"], create_time=_utc(m["create_time"]),
         start_time=_utc(m["start_time"]), end_time=_utc(m["end_time"]), request_id=m["request_id"] or "",
         trace_id=m["trace_id"], attempts=m["attempts"], program_version=m["program_version"],
         dependency_waits=m["dependency_waits"], tags=tuple(sorted(tags)), events=m["events"],
         usage_seconds=m["usage_seconds"], request_fingerprint=m["request_fingerprint"],
         time_limit_source=m["time_limit_source"], session_id=m["session_id"] or "",
+        primitive_inputs=bool(m["primitive_inputs"]), inputs_bytes=m["inputs_bytes"],
     )
+
+
+def _upload(row: sa.Row) -> UploadRecord:
+    return UploadRecord(id=row.id, instance=row.instance, owner=row.owner, content=row.content,
+                        total_bytes=row.total_bytes, sha256=bytes.fromhex(row.sha256),
+                        received_bytes=row.received_bytes, create_time=_utc(row.create_time),
+                        expire_time=_utc(row.expire_time), job_id=row.job_id or "")
+
+
+def _job_select(inputs_up_to: int | None = None, *, inputs: sa.ColumnElement | None = None) -> sa.Select:
+    """The jobs' columns, their inputs only up to a size: all (None), none (0), or those of at most
+    that many bytes (NULL otherwise: see JobRecord.inputs), so reads never carry what they drop; or
+    the inputs column as the expression given."""
+    c = job_table.c
+    if inputs is None and inputs_up_to is None:
+        inputs = c.inputs
+    elif inputs is None and inputs_up_to <= 0:
+        inputs = sa.null()
+    elif inputs is None:  # a job older than inputs_bytes has inputs of one message at most: read them
+        inputs = sa.case((sa.or_(c.inputs_bytes.is_(None), c.inputs_bytes <= inputs_up_to), c.inputs),
+                         else_=sa.null())
+    return sa.select(*(col for col in job_table.c if col.name != "inputs"), inputs.label("inputs"))
 
 
 def _event(row: sa.Row) -> EventRecord:
@@ -335,17 +413,19 @@ def would_create(
     *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str, log_level: str,
     max_execution_seconds: float, request_id: str = "", trace_id: str = "", program_version: int = 0,
     tags: Iterable[str] = (), request_fingerprint: str = "", time_limit_source: str = "", first_log: str = "",
-    session_id: str = "",
+    session_id: str = "", primitive_inputs: bool = False, inputs_digest: ResultDigest | None = None,
+    input_upload_id: str = "",
 ) -> JobRecord:
     """The job JobStore.create would store from these arguments, without an id: a dry run's answer
-    (first_log, the line create would log, is not part of it)."""
+    (first_log, the line create would log, and input_upload_id, the upload it would take, are not part of it)."""
     return JobRecord(
         id="", instance=instance, owner=owner, program_id=program_id, runtime=runtime, backend=backend,
         state=QUEUED, reason="", reason_message="", inputs=inputs, log_level=log_level,
         max_execution_seconds=max_execution_seconds, create_time=utcnow(), start_time=None, end_time=None,
         request_id=request_id, trace_id=trace_id[:TRACE_ID_LENGTH], program_version=program_version,
         tags=tuple(sorted(set(tags))), request_fingerprint=request_fingerprint, time_limit_source=time_limit_source,
-        session_id=session_id,
+        session_id=session_id, primitive_inputs=primitive_inputs,
+        inputs_bytes=inputs_digest.size if inputs_digest else None,
     )
 
 
@@ -359,6 +439,12 @@ def session_not_found(session_id: str) -> NotFound:
     # The same words whether the session is absent or another instance's.
     return NotFound(f"session {session_id!r} not found", reason="SESSION_NOT_FOUND",
                     metadata={"session_id": session_id})
+
+
+def upload_not_found(upload_id: str) -> NotFound:
+    # The same words whether it never existed, is another caller's, was used by a job or expired.
+    return NotFound(f"input upload {upload_id!r} not found: it is not yours, a job has used it, or it expired "
+                    "(create a new one)", reason="INPUT_UPLOAD_NOT_FOUND", metadata={"upload_id": upload_id})
 
 
 def job_not_found(job_id: str) -> NotFound:
@@ -388,14 +474,18 @@ class JobStore:
         self, *, instance: str, owner: str, program_id: str, runtime: str, backend: str, inputs: str,
         log_level: str, max_execution_seconds: float, request_id: str = "", trace_id: str = "",
         program_version: int = 0, tags: Iterable[str] = (), first_log: str = "", request_fingerprint: str = "",
-        time_limit_source: str = "", session_id: str = "",
+        time_limit_source: str = "", session_id: str = "", primitive_inputs: bool = False,
+        inputs_digest: ResultDigest | None = None, input_upload_id: str = "",
     ) -> tuple[JobRecord, bool]:
         """Store a new QUEUED job, with first_log as its first log line if given; (job, True). With a
         request_id the instance used before, that earlier job instead: (job, False), so a retried
         CreateJob never makes a second job (the caller checks it was the same request:
         idempotency.check_same_request). With session_id, only while that session accepts jobs
         (checked in the same transaction, so a concurrent close or expiry cannot let one in);
-        FailedPrecondition SESSION_NOT_ACCEPTING_JOBS otherwise."""
+        FailedPrecondition SESSION_NOT_ACCEPTING_JOBS otherwise. With input_upload_id, the upload the
+        inputs came from (the owner's, in the instance) is consumed in the same transaction: two jobs
+        cannot take one upload (NotFound INPUT_UPLOAD_NOT_FOUND for the second). inputs_digest: the
+        size and SHA-256 of the inputs as GetJobInputs serves them."""
         if request_id:
             existing = self.find_by_request_id(instance, request_id)
             if existing is not None:
@@ -409,13 +499,19 @@ class JobStore:
             "trace_id": trace_id[:TRACE_ID_LENGTH],  # the caller's x-request-id, of any length
             "program_version": program_version, "events": 2 if first_log else 1,
             "request_fingerprint": request_fingerprint, "time_limit_source": time_limit_source,
-            "session_id": session_id or None,
+            "session_id": session_id or None, "primitive_inputs": primitive_inputs,
+            "inputs_bytes": inputs_digest.size if inputs_digest else None,
+            "inputs_sha256": inputs_digest.sha256.hex() if inputs_digest else None,
         }
         try:
             with self._engine.begin() as conn:
+                if input_upload_id:
+                    self._consume_upload(conn, input_upload_id, instance, owner, values["id"])
                 if session_id:
                     self._admit_to_session(conn, session_id, now)
-                row = conn.execute(job_table.insert().values(**values).returning(*job_table.c)).one()
+                # What was stored, but its inputs (MiBs, which the caller has): no read-back query.
+                row = conn.execute(job_table.insert().values(**values).returning(
+                    *(col for col in job_table.c if col.name != "inputs"))).one()
                 events = [_state_event(QUEUED, now)] + ([_log_event("INFO", first_log, now)] if first_log else [])
                 _insert_events(conn, values["id"], values["events"], events)
                 if tags:
@@ -426,23 +522,27 @@ class JobStore:
                 raise
             return existing, False  # a concurrent retry with the same key won the race
         self._notify([values["id"]])
-        return _job(row, set(tags)), True
+        return dataclasses.replace(_job(row, set(tags)), inputs=inputs), True
 
     def find_by_request_id(self, instance: str, request_id: str) -> JobRecord | None:
-        """The job the instance created with this idempotency key, if any."""
-        query = job_table.select().where(job_table.c.instance == instance, job_table.c.request_id == request_id)
+        """The job the instance created with this idempotency key, if any; its inputs only if it was
+        made before request fingerprints were kept (and so before inputs outgrew one message), to compare."""
+        c = job_table.c
+        compared = sa.case((c.request_fingerprint == "", c.inputs), else_=sa.null())
+        query = _job_select(inputs=compared).where(c.instance == instance, c.request_id == request_id)
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
             return self._with_tags(conn, [row])[0] if row else None
 
-    def get(self, job_id: str, *, instance: str | None = None) -> JobRecord:
-        """The job; NotFound JOB_NOT_FOUND when absent or, with instance given, another instance's."""
-        return self.get_many([job_id], instance=instance)[0]
+    def get(self, job_id: str, *, instance: str | None = None, inputs: int | None = 0) -> JobRecord:
+        """The job; NotFound JOB_NOT_FOUND when absent or, with instance given, another instance's.
+        inputs: how large inputs it reads (see _job_select): by default none."""
+        return self.get_many([job_id], instance=instance, inputs=inputs)[0]
 
-    def get_many(self, job_ids: list[str], *, instance: str | None = None) -> list[JobRecord]:
+    def get_many(self, job_ids: list[str], *, instance: str | None = None, inputs: int | None = 0) -> list[JobRecord]:
         """The jobs, in the order asked; NotFound JOB_NOT_FOUND naming the first that is absent (or,
-        with instance given, another instance's)."""
-        query = job_table.select().where(job_table.c.id.in_(set(job_ids)))
+        with instance given, another instance's). inputs: as for get."""
+        query = _job_select(inputs).where(job_table.c.id.in_(set(job_ids)))
         if instance is not None:
             query = query.where(job_table.c.instance == instance)
         with self._engine.connect() as conn:
@@ -463,14 +563,15 @@ class JobStore:
 
     def list(
         self, instance: str | None, *, page_size: int, page_token: str = "", where: JobFilter | None = None,
+        inputs: int | None = 0,
     ) -> tuple[list[JobRecord], str]:
         """The instance's jobs (every job for None) that match where, newest first, and the next page's
         token ('' on the last), bound to that filter: a token made for another filter, or altered, is
-        InvalidArgument.
+        InvalidArgument. inputs: as for get.
 
         A page holds fewer than page_size jobs when they would pass LIST_PAGE_BYTES (always one at least)."""
         c = job_table.c
-        query = job_table.select()
+        query = _job_select(inputs)
         if instance is not None:
             query = query.where(c.instance == instance)
         if where is not None:
@@ -489,7 +590,7 @@ class JobStore:
         rows, size, more = [], 0, False
         with self._engine.connect() as conn:
             for row in conn.execution_options(yield_per=8).execute(query):  # never all the inputs at once
-                size += len(row.inputs.encode()) + len(row.reason_message.encode())
+                size += len((row.inputs or "").encode()) + len(row.reason_message.encode())
                 if len(rows) == page_size or (rows and size > LIST_PAGE_BYTES):
                     more = True
                     break
@@ -715,11 +816,7 @@ class JobStore:
         database cuts the bytes out, so no more than those cross. (A result written before digests were
         kept: see result_digest.)"""
         r = result_table.c
-        if self._engine.dialect.name == "postgresql":
-            utf8 = sa.func.convert_to(r.result, "UTF8")
-        else:  # SQLite: text cast to a blob is its UTF-8 bytes
-            utf8 = sa.cast(r.result, sa.LargeBinary)
-        part = sa.func.substr(utf8, offset + 1, length).label("part")  # 1-based
+        part = sa.func.substr(_utf8(self._engine, r.result), offset + 1, length).label("part")  # 1-based
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(r.size_bytes, r.sha256, part).where(r.job_id == job_id)).first()
         if row is None:
@@ -727,6 +824,155 @@ class JobStore:
         if row.sha256 is None:
             return self.result_digest(job_id), bytes(row.part or b"")
         return ResultDigest(row.size_bytes, bytes.fromhex(row.sha256)), bytes(row.part or b"")
+
+    def inputs_part(self, job_id: str, offset: int, length: int) -> tuple[ResultDigest | None, bytes]:
+        """A job's inputs' kept digest (None for a job created before they were kept: see keep_inputs_digest)
+        and the UTF-8 bytes [offset, offset + length) of its inputs column, cut out by the database."""
+        c = job_table.c
+        part = sa.func.substr(_utf8(self._engine, c.inputs), offset + 1, length).label("part")  # 1-based
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(c.inputs_bytes, c.inputs_sha256, part).where(c.id == job_id)).first()
+        if row is None:
+            raise job_not_found(job_id)
+        digest = None if row.inputs_sha256 is None else ResultDigest(row.inputs_bytes, bytes.fromhex(row.inputs_sha256))
+        return digest, bytes(row.part or b"")
+
+    def keep_inputs_digest(self, job_id: str, digest: ResultDigest) -> None:
+        """Keep the digest computed for a job created before inputs digests were kept."""
+        c = job_table.c
+        with self._engine.begin() as conn:
+            conn.execute(job_table.update().where(c.id == job_id, c.inputs_sha256.is_(None))
+                         .values(inputs_bytes=digest.size, inputs_sha256=digest.sha256.hex()))
+
+    # -- input uploads -----------------------------------------------------------------------
+    # An upload is its caller's: every method takes the instance and owner and treats another's, a
+    # consumed one and an expired one alike (NotFound INPUT_UPLOAD_NOT_FOUND). Its times are this
+    # replica's clock, as sessions' are: an hour's lifetime does not mind seconds of skew.
+
+    def create_upload(self, *, instance: str, owner: str, content: str, total_bytes: int, sha256: bytes,
+                      lifetime_seconds: float, max_instance_bytes: int = 0) -> UploadRecord:
+        """Store a new empty upload. With max_instance_bytes, refused (ResourceExhausted
+        TOO_MANY_UPLOAD_BYTES, retry when the instance's oldest upload expires) if the instance's
+        unexpired uploads would then hold more than that many bytes (their declared sizes: what they may
+        come to hold). The upload is written first and the sum read after it in the same transaction,
+        so on SQLite (one writer at a time) the cap is exact; on PostgreSQL uploads created at the same
+        moment may pass it together, as a guard against floods, not a quota."""
+        u, now = upload_table.c, utcnow()
+        values = {"id": new_job_id(), "instance": instance, "owner": owner, "content": content,
+                  "total_bytes": total_bytes, "sha256": sha256.hex(), "received_bytes": 0, "create_time": now,
+                  "expire_time": now + dt.timedelta(seconds=lifetime_seconds)}
+        with self._engine.begin() as conn:
+            conn.execute(upload_table.insert().values(**values))
+            if max_instance_bytes > 0:
+                held, first_expiry = conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(u.total_bytes), 0), sa.func.min(u.expire_time))
+                    .where(u.instance == instance, u.expire_time > now, u.job_id.is_(None), u.id != values["id"])).one()
+                if held + total_bytes > max_instance_bytes:
+                    wait = (_utc(first_expiry) - now).total_seconds() if first_expiry else lifetime_seconds
+                    raise ResourceExhausted(
+                        f"instance {instance} holds {held} bytes in unfinished input uploads; with {total_bytes} "
+                        f"more it would pass its limit of {max_instance_bytes}: use or let expire the ones it has",
+                        reason="TOO_MANY_UPLOAD_BYTES", retry_after=max(wait, 1.0),
+                        metadata={"limit_bytes": max_instance_bytes, "held_bytes": held, "total_bytes": total_bytes})
+        return UploadRecord(**{**values, "sha256": sha256})
+
+    def get_upload(self, upload_id: str, *, instance: str, owner: str, used: bool = False) -> UploadRecord:
+        """The caller's unexpired upload that no job has used (with used, also one a job has used: what a
+        retried CreateJob named); NotFound INPUT_UPLOAD_NOT_FOUND otherwise."""
+        with self._engine.connect() as conn:
+            row = conn.execute(upload_table.select().where(self._upload_is(upload_id, instance, owner, used))).first()
+        if row is None:
+            raise upload_not_found(upload_id)
+        return _upload(row)
+
+    def add_upload_chunk(self, upload_id: str, *, instance: str, owner: str, offset: int, data: bytes) -> UploadRecord:
+        """Store data at offset, which must be where the bytes received end (then the upload is
+        answered with its new received_bytes), or where a chunk already stored starts whose bytes are
+        the same (a retry: nothing changes). Otherwise InvalidArgument: INVALID_UPLOAD_OFFSET (a gap,
+        or the middle of a chunk), INPUT_UPLOAD_CHUNK_DIFFERS (other bytes than the chunk stored
+        there), INPUT_UPLOAD_OVERFLOW (past total_bytes)."""
+        u, digest = upload_table.c, hashlib.sha256(data).hexdigest()  # before the lock
+        appended = (upload_table.update()
+                    .where(self._upload_is(upload_id, instance, owner), u.received_bytes == offset,
+                           u.received_bytes + len(data) <= u.total_bytes)
+                    .values(received_bytes=u.received_bytes + len(data)).returning(*upload_table.c))
+        with self._engine.begin() as conn:  # the conditional UPDATE first: it orders two senders of one chunk
+            row = conn.execute(appended).first()
+            if row is not None:
+                conn.execute(upload_chunk_table.insert().values(upload_id=upload_id, start_byte=offset, data=data,
+                                                                sha256=digest))
+                return _upload(row)
+        upload = self.get_upload(upload_id, instance=instance, owner=owner)  # NotFound if used meanwhile
+        if offset == upload.received_bytes:
+            raise InvalidArgument(
+                f"the chunk's {len(data)} bytes at offset {offset} pass the upload's total of {upload.total_bytes}",
+                reason="INPUT_UPLOAD_OVERFLOW",
+                metadata={"upload_id": upload_id, "total_bytes": upload.total_bytes, "offset": offset},
+                field_violations=[("data", f"at most {upload.total_bytes - offset} bytes at this offset")])
+        k = upload_chunk_table.c
+        with self._engine.connect() as conn:
+            stored = conn.execute(sa.select(k.sha256).where(k.upload_id == upload_id, k.start_byte == offset)).scalar()
+        if stored is None:
+            raise InvalidArgument(
+                f"offset {offset} is not where the upload's next chunk starts ({upload.received_bytes}, the bytes "
+                "received so far) nor where a chunk received starts", reason="INVALID_UPLOAD_OFFSET",
+                metadata={"upload_id": upload_id, "received_bytes": upload.received_bytes, "offset": offset},
+                field_violations=[("offset", f"{upload.received_bytes}, or the offset of a chunk sent before")])
+        if stored != digest:
+            raise InvalidArgument(
+                f"a chunk with other bytes was received at offset {offset}; a chunk sent again must be the same",
+                reason="INPUT_UPLOAD_CHUNK_DIFFERS", metadata={"upload_id": upload_id, "offset": offset},
+                field_violations=[("data", "the same bytes as the chunk sent before at this offset")])
+        return upload
+
+    def upload_content(self, upload_id: str, *, instance: str, owner: str) -> tuple[UploadRecord, bytes]:
+        """The caller's upload and the bytes it received, in order (up to the deployment's largest
+        upload: hundreds of MiB; assembled in one buffer, chunk by chunk)."""
+        upload = self.get_upload(upload_id, instance=instance, owner=owner)
+        k = upload_chunk_table.c
+        content = bytearray(upload.received_bytes)
+        query = sa.select(k.start_byte, k.data).where(k.upload_id == upload_id).order_by(k.start_byte)
+        with self._engine.connect() as conn:
+            for start, data in conn.execution_options(yield_per=2).execute(query):
+                content[start:start + len(data)] = data
+        return upload, bytes(content)
+
+    def delete_upload(self, upload_id: str) -> None:
+        """Delete an upload and its chunks (its content turned out damaged: nothing can use it)."""
+        with self._engine.begin() as conn:
+            conn.execute(upload_chunk_table.delete().where(upload_chunk_table.c.upload_id == upload_id))
+            conn.execute(upload_table.delete().where(upload_table.c.id == upload_id))
+
+    def sweep_uploads(self) -> int:
+        """Delete the uploads that expired, with their chunks, and the chunks of those a job has used
+        (every replica calls it every few seconds; deleting is idempotent); how many uploads expired. A
+        used one's row stays until it expires, for a retried CreateJob."""
+        u, k = upload_table.c, upload_chunk_table.c
+        with self._engine.connect() as conn:
+            expired = conn.execute(sa.select(u.id).where(u.expire_time <= utcnow())).scalars().all()
+            used = conn.execute(sa.select(u.id).where(u.job_id.is_not(None), sa.exists().where(
+                k.upload_id == u.id))).scalars().all()
+        for upload_id in used:  # one transaction each: a large upload's chunks are hundreds of MiB
+            with self._engine.begin() as conn:
+                conn.execute(upload_chunk_table.delete().where(k.upload_id == upload_id))
+        for upload_id in expired:
+            self.delete_upload(upload_id)
+        return len(expired)
+
+    def _consume_upload(self, conn: sa.Connection, upload_id: str, instance: str, owner: str, job_id: str) -> None:
+        """In CreateJob's transaction: mark the caller's upload used by the job (its chunks are the
+        sweep's to delete, outside the job's transaction: SQLite writes one transaction at a time, and
+        deleting hundreds of MiB takes seconds); NotFound if it is gone (another job took it, it
+        expired), which rolls the job back."""
+        used = upload_table.update().where(self._upload_is(upload_id, instance, owner)).values(job_id=job_id)
+        if not conn.execute(used).rowcount:
+            raise upload_not_found(upload_id)
+
+    def _upload_is(self, upload_id: str, instance: str, owner: str, used: bool = False) -> sa.ColumnElement[bool]:
+        """The caller's unexpired upload, one no job has used unless used."""
+        u = upload_table.c
+        unused = sa.true() if used else u.job_id.is_(None)
+        return sa.and_(u.id == upload_id, u.instance == instance, u.owner == owner, u.expire_time > utcnow(), unused)
 
     # -- sessions and batches ----------------------------------------------------------------
     # A session's times are kept on this replica's clock (as jobs' create_time): its idle deadline
@@ -948,7 +1194,8 @@ class JobStore:
             query = query.where(sa.or_(c.heartbeat_time.is_(None), c.heartbeat_time < cutoff))
         why = why or ("its runner stopped" if runner is not None else "its runner stopped renewing its lease")
         with self._engine.begin() as conn:
-            rows = list(conn.execute(query.values(state=QUEUED, start_time=None, events=c.events + 1).returning(*c)))
+            rows = list(conn.execute(query.values(state=QUEUED, start_time=None, events=c.events + 1)
+                                     .returning(*(col for col in c if col.name != "inputs"))))  # MiBs nobody reads
             for row in rows:
                 event = _state_event(QUEUED, utcnow(), text=why, attempt=row.attempts)
                 _insert_events(conn, row.id, row.events, [event])
@@ -1156,6 +1403,13 @@ class JobStore:
     def _sign(self, position: dict) -> str:
         text = "|".join(f"{k}={position[k]}" for k in sorted(position))
         return hmac.new(self._page_key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _utf8(engine: sa.Engine, text: sa.ColumnElement) -> sa.ColumnElement:
+    """A text column's UTF-8 bytes, to cut byte ranges out of in the database."""
+    if engine.dialect.name == "postgresql":
+        return sa.func.convert_to(text, "UTF8")
+    return sa.cast(text, sa.LargeBinary)  # SQLite: text cast to a blob is its UTF-8 bytes
 
 
 def _filtered(query: sa.Select, where: JobFilter) -> sa.Select:

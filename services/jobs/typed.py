@@ -6,8 +6,10 @@ typed result. So the jobs service never decodes a circuit, and a circuit is neve
 re-encoded on its way.
 
 Stored form: a primitive job's inputs column holds {"__primitive_input__": <the PrimitiveInput as proto3
-JSON>} and its result column the PrimitiveResult as proto3 JSON. The key cannot come from a JSON-input
-job: the sampler and estimator programs refuse inputs they do not declare.
+JSON>} (jobs_job.primitive_inputs says so without reading it) and its result column the PrimitiveResult
+as proto3 JSON. The key cannot come from a JSON-input job: the sampler and estimator programs refuse
+inputs they do not declare. GetJobInputs serves the PrimitiveInput's proto3 JSON alone: the stored text
+less the key's head and the closing brace (served_span), cut out by the database.
 """
 
 from __future__ import annotations
@@ -20,13 +22,18 @@ from qruntime.devices.v1 import devices_service_pb2
 from qruntime.primitives.v1 import primitives_pb2
 
 from qruntime_kit.errors import InvalidArgument
+from qruntime_kit.outbound import MAX_MESSAGE_BYTES
 
 from .backend import BackendError
 from .outcome import Outcome
-from .store import DONE, ERROR, JobRecord
+from .store import DONE, ERROR, JobRecord, ResultDigest
 
 KEY = "__primitive_input__"
 PROGRAMS = {"sampler": "sampler", "estimator": "estimator"}  # program id -> the PrimitiveInput field it takes
+_HEAD, _TAIL = len(f'{{"{KEY}":'), len("}")  # around the PrimitiveInput's JSON in stored_inputs' text (ASCII)
+# The devices service takes a primitive job's PUBs in one message (CheckCircuits, RunCircuits), with room
+# for the request's other fields: typed inputs uploaded in chunks may not be larger.
+MAX_PRIMITIVE_BYTES = MAX_MESSAGE_BYTES - 1024 * 1024
 
 
 def check_request(program_id: str, primitive: primitives_pb2.PrimitiveInput, inputs: str) -> None:
@@ -47,19 +54,41 @@ def check_request(program_id: str, primitive: primitives_pb2.PrimitiveInput, inp
         )
 
 
+def check_size(primitive: primitives_pb2.PrimitiveInput) -> None:
+    """InvalidArgument PRIMITIVE_INPUT_TOO_LARGE unless the devices service can take the PUBs in one message."""
+    size = primitive.ByteSize()
+    if size > MAX_PRIMITIVE_BYTES:
+        raise InvalidArgument(
+            f"the primitive input is {size} bytes; the backend takes a primitive job's PUBs in one message of at "
+            f"most {MAX_PRIMITIVE_BYTES} bytes: split the PUBs over several jobs",
+            reason="PRIMITIVE_INPUT_TOO_LARGE", metadata={"bytes": size, "max_bytes": MAX_PRIMITIVE_BYTES},
+            field_violations=[("input_upload_id", f"a PrimitiveInput of at most {MAX_PRIMITIVE_BYTES} bytes")])
+
+
 def stored_inputs(primitive: primitives_pb2.PrimitiveInput) -> str:
     """The inputs column of a primitive job."""
     return json.dumps({KEY: json_format.MessageToDict(primitive)}, separators=(",", ":"))
 
 
+def served_span(job: JobRecord) -> tuple[int, int]:
+    """How many bytes of the job's stored inputs GetJobInputs leaves out at their start and at their end."""
+    return (_HEAD, _TAIL) if is_primitive(job) else (0, 0)
+
+
+def served_digest(stored: str, primitive: bool) -> ResultDigest:
+    """The size and SHA-256 of a job's inputs as GetJobInputs serves them, from their stored text."""
+    data = stored.encode()
+    return ResultDigest.of(data[_HEAD:len(data) - _TAIL] if primitive else data)
+
+
 def is_primitive(job: JobRecord) -> bool:
     """Whether the job was created with typed inputs (without reading them)."""
-    return job.runtime == "BUILTIN" and job.program_id in PROGRAMS and job.inputs.startswith(f'{{"{KEY}"')
+    return job.primitive_inputs
 
 
 def primitive_input(job: JobRecord) -> primitives_pb2.PrimitiveInput | None:
-    """The typed inputs of a primitive job; None for a job with JSON inputs."""
-    if not is_primitive(job):
+    """The typed inputs of a primitive job; None for a job with JSON inputs, or whose inputs were not read."""
+    if not is_primitive(job) or job.inputs is None:
         return None
     return json_format.ParseDict(json.loads(job.inputs)[KEY], primitives_pb2.PrimitiveInput())
 

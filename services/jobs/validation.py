@@ -20,8 +20,10 @@ from qruntime.programs.v1 import program_pb2
 from qruntime_kit.errors import InvalidArgument
 
 MAX_REQUEST_ID_LENGTH = 256
-# Every Job message carries its inputs: at half the 64 MiB gRPC message limit a Job always fits in
-# a response (CreateJob's, GetJob's, and ListJobs', whose pages stop early when jobs are large).
+# Inputs in the request, and inputs a Job message carries (JOB_VIEW_FULL): at half the 64 MiB gRPC
+# message limit a Job always fits in a response (CreateJob's, GetJob's, and ListJobs', whose pages stop
+# early when jobs are large). Larger inputs are uploaded in chunks (uploads.py) and read in chunks
+# (GetJobInputs); a full view leaves them out (Job.omitted_inputs_bytes).
 MAX_INPUTS_BYTES = 32 * 1024 * 1024
 InputType = program_pb2.InputType
 MAX_TAGS, MAX_TAG_LENGTH = 20, 64
@@ -50,7 +52,8 @@ def check_create_request(request: jobs_service_pb2.CreateJobRequest) -> dict[str
     size = len(request.inputs.encode()) + request.primitive_input.ByteSize()
     if size > MAX_INPUTS_BYTES:
         raise InvalidArgument(
-            f"inputs are {size} bytes; at most {MAX_INPUTS_BYTES} are accepted",
+            f"inputs are {size} bytes; at most {MAX_INPUTS_BYTES} are accepted in the request: upload larger ones "
+            "in chunks (CreateInputUpload) and name the upload in input_upload_id",
             reason="INPUTS_TOO_LARGE",
             metadata={"bytes": str(size), "max_bytes": str(MAX_INPUTS_BYTES)},
             field_violations=[("inputs", f"at most {MAX_INPUTS_BYTES} bytes of JSON")],

@@ -28,6 +28,8 @@ AUDITED_ACTIONS: dict[str, str] = {
     "/qruntime.jobs.v1.JobsService/CancelJob": "quantum-computing.job.cancel",
     "/qruntime.jobs.v1.JobsService/DeleteJob": "quantum-computing.job.delete",
     "/qruntime.jobs.v1.JobsService/UpdateJobTags": "quantum-computing.job.update",
+    # An upload's chunks are not recorded one by one: the upload's creation and the job's are.
+    "/qruntime.jobs.v1.JobsService/CreateInputUpload": "quantum-computing.job-input-upload.create",
     "/qruntime.jobs.v1.SessionsService/CreateSession": "quantum-computing.session.create",
     "/qruntime.jobs.v1.SessionsService/CloseSession": "quantum-computing.session.close",
     "/qruntime.jobs.v1.SessionsService/CancelSession": "quantum-computing.session.cancel",

@@ -3,6 +3,7 @@ sessions and programs RPC scoped to the caller's instance, and the plans enforce
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -154,6 +155,9 @@ def test_every_jobs_sessions_and_programs_rpc_is_scoped_to_the_caller_s_instance
     job = owner.wait(owner.job().id)
     session = owner.call("sessions", "CreateSession", sessions_service_pb2.CreateSessionRequest(
         backend_name="simulator_mps")).session
+    upload = owner.call("jobs", "CreateInputUpload", jobs_service_pb2.CreateInputUploadRequest(
+        total_bytes=2, sha256=hashlib.sha256(b"{}").digest(),
+        content=jobs_service_pb2.INPUT_UPLOAD_CONTENT_JSON_INPUTS)).upload
     not_found = {
         ("jobs", "GetJob"): jobs_service_pb2.GetJobRequest(job_id=job.id),
         ("jobs", "CancelJob"): jobs_service_pb2.CancelJobRequest(job_id=job.id),
@@ -165,6 +169,9 @@ def test_every_jobs_sessions_and_programs_rpc_is_scoped_to_the_caller_s_instance
         ("jobs", "WatchJob"): jobs_service_pb2.WatchJobRequest(job_id=job.id),
         ("jobs", "BatchGetJobs"): jobs_service_pb2.BatchGetJobsRequest(job_ids=[job.id]),
         ("jobs", "UpdateJobTags"): jobs_service_pb2.UpdateJobTagsRequest(job_id=job.id, tags=["taken"]),
+        ("jobs", "GetJobInputs"): jobs_service_pb2.GetJobInputsRequest(job_id=job.id),
+        ("jobs", "UploadInputChunk"): jobs_service_pb2.UploadInputChunkRequest(upload_id=upload.id, offset=0,
+                                                                               data=b"{}"),
         ("sessions", "GetSession"): sessions_service_pb2.GetSessionRequest(session_id=session.id),
         ("sessions", "CloseSession"): sessions_service_pb2.CloseSessionRequest(session_id=session.id),
         ("sessions", "CancelSession"): sessions_service_pb2.CancelSessionRequest(session_id=session.id),
@@ -184,10 +191,11 @@ def test_every_jobs_sessions_and_programs_rpc_is_scoped_to_the_caller_s_instance
         ("sessions", sessions_service_pb2.DESCRIPTOR.services_by_name["SessionsService"]),
         ("programs", programs_service_pb2.DESCRIPTOR.services_by_name["ProgramsService"]),
     ) for m in descriptor.methods}
-    # GetUsage counts the caller's own instance's jobs only (checked below); CreateSession makes the
-    # caller's own, and a job sent into another instance's session is checked below.
+    # GetUsage counts the caller's own instance's jobs only (checked below); CreateSession and
+    # CreateInputUpload make the caller's own, and a job sent into another instance's session, or made
+    # from another instance's upload, is checked below.
     assert every_rpc == set(not_found) | set(listed) | {("programs", "CreateProgram"), ("jobs", "GetUsage"),
-                                                        ("sessions", "CreateSession")}
+                                                        ("sessions", "CreateSession"), ("jobs", "CreateInputUpload")}
     for who, caller in _other_instances(suite).items():
         for (service, method), request in not_found.items():
             err = caller.error(service, method, request)
@@ -198,6 +206,9 @@ def test_every_jobs_sessions_and_programs_rpc_is_scoped_to_the_caller_s_instance
         joined = caller.error("jobs", "CreateJob", jobs_service_pb2.CreateJobRequest(
             program_id="hello-world", inputs=dumps({"iterations": 1}), session_id=session.id))
         assert (joined.code, joined.reason) == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND"), who
+        uploaded = caller.error("jobs", "CreateJob", jobs_service_pb2.CreateJobRequest(
+            program_id="hello-world", input_upload_id=upload.id))
+        assert (uploaded.code, uploaded.reason) == (grpc.StatusCode.NOT_FOUND, "INPUT_UPLOAD_NOT_FOUND"), who
         usage = caller.call("jobs", "GetUsage", jobs_service_pb2.GetUsageRequest())
         assert (usage.jobs_done, list(usage.backends)) == (0, []), who
         theirs = caller.program(f"theirs-{who.replace(' ', '-')}")
@@ -205,6 +216,8 @@ def test_every_jobs_sessions_and_programs_rpc_is_scoped_to_the_caller_s_instance
         assert owner.error("programs", "GetProgram", programs_service_pb2.GetProgramRequest(
             program_id=theirs.id)).code == grpc.StatusCode.NOT_FOUND
     assert list(owner.wait(job.id).tags) == []  # nothing the others tried touched it
+    assert owner.call("jobs", "UploadInputChunk", jobs_service_pb2.UploadInputChunkRequest(
+        upload_id=upload.id, offset=0, data=b"{}")).upload.received_bytes == 2
     still = owner.call("sessions", "GetSession", sessions_service_pb2.GetSessionRequest(session_id=session.id))
     assert still.session.state == session.state  # neither closed nor cancelled by the others
     assert owner.call("jobs", "GetUsage", jobs_service_pb2.GetUsageRequest()).jobs_done >= 1

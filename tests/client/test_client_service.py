@@ -107,6 +107,51 @@ def test_inputs_travel_encoded_and_results_decode(service, recorder) -> None:
     assert service.run("sampler", {"circuits": circuits[1]}, result_decoder=Decoder).result() == "decoded"
 
 
+@pytest.fixture
+def one_message_of_4_kib(monkeypatch) -> None:
+    """Inputs past 4 KiB do not fit one message here (the client's limit and the service's), go up in
+    chunks of 3,000 bytes and come back from GetJobInputs in chunks of 2,000."""
+    from qruntime import _uploads
+
+    from qruntime_jobs import servicer, uploads, validation
+
+    monkeypatch.setattr(_uploads, "MAX_MESSAGE_INPUTS_BYTES", 4096)
+    monkeypatch.setattr(validation, "MAX_INPUTS_BYTES", 4096)
+    monkeypatch.setattr(uploads, "MAX_CHUNK_BYTES", 3000)
+    monkeypatch.setattr(servicer, "INPUTS_CHUNK_BYTES", 2000)
+
+
+def numbered_circuits(count: int) -> list[QuantumCircuit]:
+    """Circuits whose outcome is their number in 3 bits."""
+    circuits = []
+    for index in range(count):
+        circuit = QuantumCircuit(3, 3, name=f"number-{index}")
+        for bit in range(3):
+            if (index % 8) >> bit & 1:
+                circuit.x(bit)
+        circuit.measure(range(3), range(3))
+        circuits.append(circuit)
+    return circuits
+
+
+def test_inputs_past_one_message_go_up_in_chunks_and_come_back_whole(service, recorder, one_message_of_4_kib):
+    circuits = numbered_circuits(16)
+    job = service.run("sampler", {"circuits": circuits, "shots": 30}, {"backend_name": "ibmq_qasm_simulator"})
+    created = recorder.calls("CreateJob")[-1].request
+    assert created.inputs == "" and created.input_upload_id
+    chunks = recorder.calls("UploadInputChunk")
+    assert len(chunks) > 2 and all(len(c.request.data) <= 3000 for c in chunks)
+    assert [c.request.offset for c in chunks] == [3000 * i for i in range(len(chunks))]
+    assert job.result(timeout=60)["counts"] == [{format(i % 8, "03b"): 30} for i in range(16)]
+    stored = service.job(job.job_id).inputs  # left out of the full view: read in chunks, checked, decoded
+    assert stored == {"circuits": circuits, "shots": 30} and len(recorder.calls("GetJobInputs")) > 2
+
+    calls, reads = len(recorder.log), len(recorder.calls("GetJobInputs"))
+    small = service.run("hello-world", {"iterations": 1})  # usual inputs: one message, as ever
+    assert [c.method for c in recorder.log[calls:]] == ["CreateJob"]
+    assert small.inputs == {"iterations": 1} and len(recorder.calls("GetJobInputs")) == reads
+
+
 def test_a_circuit_compiled_with_the_backends_target_runs_on_the_emulated_127_qubit_system(suite) -> None:
     with other_service(suite, plan="standard", name="eagle") as standard:
         backend = standard.backend("ibm_sherbrooke")

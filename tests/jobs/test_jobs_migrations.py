@@ -23,6 +23,7 @@ from qruntime_programs import store as programs_store
 from qruntime_programs.store import ProgramStore
 
 T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+PRIMITIVE_INPUTS = '{"__primitive_input__":{"sampler":{"options":{"defaultShots":10}}}}'  # as typed.py stores them
 
 
 def schema_differences(url: str, metadata: sa.MetaData) -> list:
@@ -73,6 +74,8 @@ def make_previous_release_store(url: str, *, without_attempts: bool = False) -> 
                 {**job, "id": "queued00000000000000", "state": QUEUED, "create_time": T0 + dt.timedelta(seconds=1)},
                 {**job, "id": "running0000000000000", "state": RUNNING, "create_time": T0 + dt.timedelta(seconds=2),
                  "start_time": T0, "claimed_by": "gone:1", "heartbeat_time": T0},
+                {**job, "id": "typed000000000000000", "state": DONE, "create_time": T0, "instance": "crn:b",
+                 "inputs": PRIMITIVE_INPUTS},
             ])
             conn.execute(t["jobs_job_result"].insert().values(job_id="done0000000000000000", result='{"ok": 1}'))
             conn.execute(t["jobs_job_log"].insert(), [
@@ -99,6 +102,10 @@ def test_a_store_of_the_previous_release_is_upgraded_and_keeps_its_jobs(database
         assert [job.id for job in store.requeue_running(stale_after=60)] == ["running0000000000000"]
         assert store.claim_next_queued("runner-1").id == "queued00000000000000"
         assert store.find_by_request_id("crn:a", "key-1").id == done.id
+        # Revision 0010 marks the typed inputs of primitive jobs; their sizes and digests come when first read.
+        typed_job = store.get("typed000000000000000", inputs=None)
+        assert typed_job.primitive_inputs and not done.primitive_inputs and typed_job.inputs == PRIMITIVE_INPUTS
+        assert typed_job.inputs_bytes is None and store.inputs_part(done.id, 0, 100) == (None, b'{"shots": 10}')
     finally:
         store.close()
     assert schema_differences(database_url, jobs_store.metadata) == []

@@ -32,8 +32,10 @@ def test_create_stores_a_queued_job(store):
     job, created = new_job(store)
     assert created and job.state == QUEUED and job.reason == "" and job.start_time is None
     assert job.create_time.tzinfo is not None
-    assert store.get(job.id) == job
-    assert store.get(job.id, instance=A) == job
+    assert store.get(job.id, inputs=None) == job
+    assert store.get(job.id, instance=A, inputs=None) == job
+    # Inputs are read only when asked for (they may be hundreds of MiB), and only up to a size if so asked.
+    assert store.get(job.id).inputs is None and store.get(job.id, inputs=13).inputs == '{"shots": 10}'
 
 
 def test_create_with_a_used_request_id_returns_the_first_job(store):
@@ -178,7 +180,7 @@ def test_list_pages_end_early_rather_than_outgrow_one_message(store, monkeypatch
     huge = new_job(store, inputs="x" * 1000)[0].id
     pages, token = [], ""
     while True:
-        page, token = store.list(A, page_size=50, page_token=token)
+        page, token = store.list(A, page_size=50, page_token=token, inputs=None)
         pages.append([j.id for j in page])
         if not token:
             break
@@ -396,13 +398,14 @@ def test_result_chunks_end_on_character_boundaries_and_refuse_offsets_inside_one
     store.end_attempt(running.id, running.attempts, "DONE", result_json=text)
     offset, chunks = 0, []
 
-    def chunk(offset: int):
-        return servicer._result_chunk(*store.result_part(job.id, offset, servicer.RESULT_CHUNK_BYTES + 1), offset)
+    def chunk(offset: int) -> tuple[str, int]:
+        digest, data = store.result_part(job.id, offset, servicer.RESULT_CHUNK_BYTES + 1)
+        return servicer._chunk(digest, data, offset, servicer.RESULT_CHUNK_BYTES, "result")
 
     while True:
-        response = chunk(offset)
-        chunks.append(response.result)
-        if not (offset := response.next_offset):
+        text_chunk, offset = chunk(offset)
+        chunks.append(text_chunk)
+        if not offset:
             break
     assert "".join(chunks) == text and all(0 < len(c.encode()) <= 7 for c in chunks)
     with pytest.raises(InvalidArgument) as caught:

@@ -26,6 +26,29 @@ def test_they_are_qiskits_v2_primitives_and_their_job_speaks_v2(lite) -> None:
     assert job.inputs.sampler.pubs[0].shots == 100 and job.inputs.sampler.pubs[0].circuit.qpy  # QPY, as sent
 
 
+def test_pubs_past_one_message_go_up_in_chunks_and_the_jobs_inputs_come_back_whole(lite, monkeypatch) -> None:
+    from qruntime import _uploads
+
+    from qruntime_jobs import servicer, validation
+
+    monkeypatch.setattr(_uploads, "MAX_MESSAGE_INPUTS_BYTES", 4096)  # the client's one-message limit
+    monkeypatch.setattr(validation, "MAX_INPUTS_BYTES", 4096)  # the service's: the full view leaves them out
+    monkeypatch.setattr(servicer, "INPUTS_CHUNK_BYTES", 3000)
+    circuits = []
+    for index in range(12):  # each PUB's outcome is its number in 2 bits
+        circuit = QuantumCircuit(2, 2)
+        for bit in range(2):
+            if (index % 4) >> bit & 1:
+                circuit.x(bit)
+        circuit.measure([0, 1], [0, 1])
+        circuits.append(circuit)
+    job = SamplerV2(mode=lite.backend("ibmq_qasm_simulator")).run(circuits, shots=25)
+    assert job.proto.omitted_inputs_bytes == 0  # the basic view says nothing of inputs
+    result = job.result(timeout=60)
+    assert [pub.data.c.get_counts() for pub in result] == [{format(i % 4, "02b"): 25} for i in range(12)]
+    assert len(job.inputs.sampler.pubs) == 12 and job.inputs.sampler.pubs[11].circuit.qpy  # read back in chunks
+
+
 def test_a_session_or_batch_mode_runs_its_jobs_on_its_backend_in_it(lite) -> None:
     backend = lite.backend("simulator_mps")
     with Session(backend=backend) as session:

@@ -3,6 +3,8 @@ HTTP status and JSON error, against real services behind the real HTTP front doo
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import time
 
@@ -189,3 +191,31 @@ def test_a_watch_of_an_unknown_job_is_a_json_404_not_a_stream(rest):
     with rest.client() as http:
         response = http.get("/api/v1/jobs/no-such-job/events")
         error_of(response, 404, "JOB_NOT_FOUND")
+
+
+def test_inputs_past_one_message_go_up_in_chunks_and_come_back_over_http(rest):
+    content = json.dumps({"iterations": 1}).encode() + b" " * 3000  # bytes travel as base64 in JSON
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    with rest.client() as http:
+        made = http.post("/api/v1/input_uploads", json={
+            "total_bytes": len(content), "sha256": b64(hashlib.sha256(content).digest()),
+            "content": "INPUT_UPLOAD_CONTENT_JSON_INPUTS"})
+        assert made.status_code == 200, made.text
+        upload = made.json()["upload"]
+        assert upload["received_bytes"] == "0" and int(upload["max_chunk_bytes"]) == 16 * 1024 * 1024
+        chunks = f"/api/v1/input_uploads/{upload['id']}/chunks"
+        error_of(http.post(chunks, json={"offset": 2000, "data": b64(content[2000:])}), 400, "INVALID_UPLOAD_OFFSET")
+        for offset in (0, 2000):
+            sent = http.post(chunks, json={"offset": offset, "data": b64(content[offset:offset + 2000])})
+            assert sent.status_code == 200, sent.text
+        assert sent.json()["upload"]["received_bytes"] == str(len(content))
+        job = http.post("/api/v1/jobs", json={"program_id": "hello-world", "backend": "ibmq_qasm_simulator",
+                                              "input_upload_id": upload["id"]}).json()["job"]
+        inputs = http.get(f"/api/v1/jobs/{job['id']}/inputs").json()
+        assert inputs["inputs"].encode() == content and inputs["next_offset"] == "0"
+        assert base64.b64decode(inputs["sha256"]) == hashlib.sha256(content).digest()
+        error_of(http.post("/api/v1/jobs", json={"program_id": "hello-world", "input_upload_id": upload["id"]}),
+                 404, "INPUT_UPLOAD_NOT_FOUND")

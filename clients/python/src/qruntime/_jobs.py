@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from . import encoding
 from ._backends import runtime_backend
 from ._convert import enum_label, optional_datetime
+from ._uploads import read_inputs
 from .devices.v1 import devices_service_pb2
 from .exceptions import (
     IBMRuntimeError,
@@ -121,10 +122,16 @@ class RuntimeJob:
 
     @cached_property
     def inputs(self) -> dict[str, Any]:
-        """The job's inputs, fetched (jobs come without them) and decoded on first use."""
+        """The job's inputs, fetched (jobs come without them) and decoded on first use; inputs larger than
+        one message are read in chunks. A primitive job's are typed: see RuntimeJobV2.inputs ({} here)."""
+        job = self._full_view()
+        raw, primitive = read_inputs(self._transport, job.id) if job.omitted_inputs_bytes else (job.inputs, False)
+        return encoding.loads(raw) if raw and not primitive else {}
+
+    def _full_view(self) -> job_pb2.Job:
+        """The job with its inputs, unless they are larger than one message (see Job.omitted_inputs_bytes)."""
         request = jobs_service_pb2.GetJobRequest(job_id=self._job.id, view=job_pb2.JOB_VIEW_FULL)
-        raw = self._transport.call(self._transport.jobs.GetJob, request).job.inputs
-        return encoding.loads(raw) if raw else {}
+        return self._transport.call(self._transport.jobs.GetJob, request).job
 
     @property
     def session_id(self) -> str | None:

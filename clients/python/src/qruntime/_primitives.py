@@ -37,8 +37,9 @@ from qiskit.primitives.containers.sampler_pub import SamplerPub
 
 from ._jobs import JobStatus, RuntimeJob
 from ._session import current_session
+from ._uploads import read_inputs
 from .exceptions import IBMRuntimeError, RuntimeInvalidStateError, RuntimeJobFailureError, _invalid_argument
-from .jobs.v1 import job_pb2, jobs_service_pb2
+from .jobs.v1 import jobs_service_pb2
 from .primitives.v1 import primitives_pb2 as pb
 
 __all__ = ["EstimatorV2", "RuntimeJobV2", "SamplerV2"]
@@ -56,9 +57,12 @@ class RuntimeJobV2(RuntimeJob, BasePrimitiveJob):
 
     @cached_property
     def inputs(self) -> pb.PrimitiveInput:  # type: ignore[override]
-        """The job's typed inputs (its PUBs and options), fetched on first use."""
-        request = jobs_service_pb2.GetJobRequest(job_id=self.proto.id, view=job_pb2.JOB_VIEW_FULL)
-        return self._transport.call(self._transport.jobs.GetJob, request).job.primitive_input
+        """The job's typed inputs (its PUBs and options), fetched on first use; read in chunks when larger
+        than one message."""
+        job = self._full_view()
+        if job.omitted_inputs_bytes:
+            return json_format.Parse(read_inputs(self._transport, job.id)[0], pb.PrimitiveInput())
+        return job.primitive_input
 
     @property
     def primitive_id(self) -> str:

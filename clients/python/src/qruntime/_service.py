@@ -18,6 +18,7 @@ from ._channel import DEFAULT_TIMEOUT, Transport
 from ._jobs import ResultDecoder, RuntimeJob
 from ._options import RuntimeOptions, to_job_options
 from ._programs import RuntimeProgram, program_for_upload, program_update
+from ._uploads import upload_if_large
 from .devices.v1 import devices_service_pb2
 from .exceptions import NotFoundError, _invalid_argument
 from .jobs.v1 import jobs_service_pb2
@@ -217,7 +218,8 @@ class IBMRuntimeService:
         publishes (see :meth:`RuntimeJob.stream_results`). ``job_tags`` label the job. With ``session_id``
         the job joins that session or batch (see :class:`Session`) and runs on its backend. ``primitive_input``
         (a ``qruntime.primitives.v1.PrimitiveInput``, what SamplerV2 and EstimatorV2 send) gives the sampler's
-        or estimator's inputs typed, ``inputs`` then being empty.
+        or estimator's inputs typed, ``inputs`` then being empty. Inputs larger than one message carries
+        (32 MiB encoded) are uploaded in chunks first, checksummed, and the job made from the upload.
 
         Raises:
             IBMInputValueError: inputs or options invalid, here or according to the service.
@@ -239,15 +241,17 @@ class IBMRuntimeService:
             encoded = encoding.dumps(dict(inputs))
         except (TypeError, ValueError) as exc:
             raise _invalid_argument("inputs", str(exc)) from exc
+        upload_id = upload_if_large(self._transport, encoded, primitive_input)  # "": the inputs fit the request
         request = jobs_service_pb2.CreateJobRequest(
             program_id=program_id,
-            inputs=encoded,
+            inputs="" if upload_id else encoded,
             options=to_job_options(options),
             request_id=request_id or "",
             tags=job_tags or [],
             session_id=session_id or "",
+            input_upload_id=upload_id,
         )
-        if primitive_input is not None:
+        if primitive_input is not None and not upload_id:
             request.primitive_input.CopyFrom(primitive_input)
         job = RuntimeJob(self._transport.call(self._transport.jobs.CreateJob, request).job, self._transport,
                          result_decoder)

@@ -27,37 +27,37 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from qruntime.primitives.v1 import primitives_pb2 as qruntime_dot_primitives_dot_v1_dot_primitives__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aqruntime/jobs/v1/job.proto\x12\x10qruntime.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'qruntime/primitives/v1/primitives.proto\"\x88\x01\n\nJobOptions\x12\x14\n\x0c\x62\x61\x63kend_name\x18\x01 \x01(\t\x12-\n\tlog_level\x18\x02 \x01(\x0e\x32\x1a.qruntime.jobs.v1.LogLevel\x12\x35\n\x12max_execution_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x89\x06\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nprogram_id\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.qruntime.jobs.v1.JobState\x12+\n\x06reason\x18\x05 \x01(\x0e\x32\x1b.qruntime.jobs.v1.JobReason\x12\x16\n\x0ereason_message\x18\x06 \x01(\t\x12\x10\n\x08instance\x18\x07 \x01(\t\x12\r\n\x05owner\x18\x08 \x01(\t\x12\x0e\n\x06inputs\x18\t \x01(\t\x12-\n\x07options\x18\n \x01(\x0b\x32\x1c.qruntime.jobs.v1.JobOptions\x12\x35\n\x12max_execution_time\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x0f \x01(\t\x12\x17\n\x0fprogram_version\x18\x10 \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x11 \x01(\x05\x12\x0c\n\x04tags\x18\x12 \x03(\t\x12-\n\x07metrics\x18\x13 \x01(\x0b\x32\x1c.qruntime.jobs.v1.JobMetrics\x12<\n\x11time_limit_source\x18\x14 \x01(\x0e\x32!.qruntime.jobs.v1.TimeLimitSource\x12,\n\x08\x64\x65\x61\x64line\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x16 \x01(\t\x12?\n\x0fprimitive_input\x18\x1e \x01(\x0b\x32&.qruntime.primitives.v1.PrimitiveInput\"\x84\x01\n\nJobMetrics\x12.\n\x0btime_queued\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0ctime_running\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rusage_seconds\x18\x03 \x01(\x01\"\x91\x01\n\x0eJobStateChange\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.qruntime.jobs.v1.JobState\x12+\n\x06reason\x18\x02 \x01(\x0e\x32\x1b.qruntime.jobs.v1.JobReason\x12\x16\n\x0ereason_message\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"#\n\rQueuePosition\x12\x12\n\njobs_ahead\x18\x01 \x01(\x03\"\xaa\x02\n\x08JobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x0cstate_change\x18\x03 \x01(\x0b\x32 .qruntime.jobs.v1.JobStateChangeH\x00\x12)\n\x03log\x18\x04 \x01(\x0b\x32\x1a.qruntime.jobs.v1.LogEntryH\x00\x12\x39\n\x0einterim_result\x18\x05 \x01(\x0b\x32\x1f.qruntime.jobs.v1.InterimResultH\x00\x12\x39\n\x0equeue_position\x18\x06 \x01(\x0b\x32\x1f.qruntime.jobs.v1.QueuePositionH\x00\x42\x07\n\x05\x65vent\"p\n\x08LogEntry\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05level\x18\x02 \x01(\x0e\x32\x1a.qruntime.jobs.v1.LogLevel\x12\x0f\n\x07message\x18\x03 \x01(\t\"G\n\rInterimResult\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t*\x94\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x12\n\x0eJOB_STATE_DONE\x10\x03\x12\x13\n\x0fJOB_STATE_ERROR\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*\xcf\x03\n\tJobReason\x12\x1a\n\x16JOB_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18JOB_REASON_PROGRAM_ERROR\x10\x01\x12\"\n\x1eJOB_REASON_TIME_LIMIT_EXCEEDED\x10\x02\x12\x1c\n\x18JOB_REASON_BACKEND_ERROR\x10\x03\x12\x1c\n\x18JOB_REASON_INVALID_INPUT\x10\x04\x12 \n\x1cJOB_REASON_CANCELLED_BY_USER\x10\x05\x12\x1d\n\x19JOB_REASON_INTERNAL_ERROR\x10\x06\x12\"\n\x1eJOB_REASON_RUNTIME_UNAVAILABLE\x10\x07\x12\x1c\n\x18JOB_REASON_OUT_OF_MEMORY\x10\x08\x12\x1d\n\x19JOB_REASON_WORKER_CRASHED\x10\t\x12$\n JOB_REASON_OUTPUT_LIMIT_EXCEEDED\x10\n\x12 \n\x1cJOB_REASON_TOO_MANY_ATTEMPTS\x10\x0b\x12\x1e\n\x1aJOB_REASON_PROGRAM_DELETED\x10\x0c\x12\x1e\n\x1aJOB_REASON_SESSION_EXPIRED\x10\r*\x8d\x01\n\x0fTimeLimitSource\x12!\n\x1dTIME_LIMIT_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18TIME_LIMIT_SOURCE_SYSTEM\x10\x01\x12\x1d\n\x19TIME_LIMIT_SOURCE_PROGRAM\x10\x02\x12\x1a\n\x16TIME_LIMIT_SOURCE_USER\x10\x03*\x92\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x12\x16\n\x12LOG_LEVEL_CRITICAL\x10\x05*J\n\x07JobView\x12\x18\n\x14JOB_VIEW_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_VIEW_BASIC\x10\x01\x12\x11\n\rJOB_VIEW_FULL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aqruntime/jobs/v1/job.proto\x12\x10qruntime.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'qruntime/primitives/v1/primitives.proto\"\x88\x01\n\nJobOptions\x12\x14\n\x0c\x62\x61\x63kend_name\x18\x01 \x01(\t\x12-\n\tlog_level\x18\x02 \x01(\x0e\x32\x1a.qruntime.jobs.v1.LogLevel\x12\x35\n\x12max_execution_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa7\x06\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nprogram_id\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.qruntime.jobs.v1.JobState\x12+\n\x06reason\x18\x05 \x01(\x0e\x32\x1b.qruntime.jobs.v1.JobReason\x12\x16\n\x0ereason_message\x18\x06 \x01(\t\x12\x10\n\x08instance\x18\x07 \x01(\t\x12\r\n\x05owner\x18\x08 \x01(\t\x12\x0e\n\x06inputs\x18\t \x01(\t\x12-\n\x07options\x18\n \x01(\x0b\x32\x1c.qruntime.jobs.v1.JobOptions\x12\x35\n\x12max_execution_time\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x0f \x01(\t\x12\x17\n\x0fprogram_version\x18\x10 \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x11 \x01(\x05\x12\x0c\n\x04tags\x18\x12 \x03(\t\x12-\n\x07metrics\x18\x13 \x01(\x0b\x32\x1c.qruntime.jobs.v1.JobMetrics\x12<\n\x11time_limit_source\x18\x14 \x01(\x0e\x32!.qruntime.jobs.v1.TimeLimitSource\x12,\n\x08\x64\x65\x61\x64line\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x16 \x01(\t\x12?\n\x0fprimitive_input\x18\x1e \x01(\x0b\x32&.qruntime.primitives.v1.PrimitiveInput\x12\x1c\n\x14omitted_inputs_bytes\x18\x1f \x01(\x03\"\x84\x01\n\nJobMetrics\x12.\n\x0btime_queued\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0ctime_running\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rusage_seconds\x18\x03 \x01(\x01\"\x91\x01\n\x0eJobStateChange\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.qruntime.jobs.v1.JobState\x12+\n\x06reason\x18\x02 \x01(\x0e\x32\x1b.qruntime.jobs.v1.JobReason\x12\x16\n\x0ereason_message\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"#\n\rQueuePosition\x12\x12\n\njobs_ahead\x18\x01 \x01(\x03\"\xaa\x02\n\x08JobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x0cstate_change\x18\x03 \x01(\x0b\x32 .qruntime.jobs.v1.JobStateChangeH\x00\x12)\n\x03log\x18\x04 \x01(\x0b\x32\x1a.qruntime.jobs.v1.LogEntryH\x00\x12\x39\n\x0einterim_result\x18\x05 \x01(\x0b\x32\x1f.qruntime.jobs.v1.InterimResultH\x00\x12\x39\n\x0equeue_position\x18\x06 \x01(\x0b\x32\x1f.qruntime.jobs.v1.QueuePositionH\x00\x42\x07\n\x05\x65vent\"p\n\x08LogEntry\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05level\x18\x02 \x01(\x0e\x32\x1a.qruntime.jobs.v1.LogLevel\x12\x0f\n\x07message\x18\x03 \x01(\t\"G\n\rInterimResult\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t*\x94\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x12\n\x0eJOB_STATE_DONE\x10\x03\x12\x13\n\x0fJOB_STATE_ERROR\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*\xcf\x03\n\tJobReason\x12\x1a\n\x16JOB_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18JOB_REASON_PROGRAM_ERROR\x10\x01\x12\"\n\x1eJOB_REASON_TIME_LIMIT_EXCEEDED\x10\x02\x12\x1c\n\x18JOB_REASON_BACKEND_ERROR\x10\x03\x12\x1c\n\x18JOB_REASON_INVALID_INPUT\x10\x04\x12 \n\x1cJOB_REASON_CANCELLED_BY_USER\x10\x05\x12\x1d\n\x19JOB_REASON_INTERNAL_ERROR\x10\x06\x12\"\n\x1eJOB_REASON_RUNTIME_UNAVAILABLE\x10\x07\x12\x1c\n\x18JOB_REASON_OUT_OF_MEMORY\x10\x08\x12\x1d\n\x19JOB_REASON_WORKER_CRASHED\x10\t\x12$\n JOB_REASON_OUTPUT_LIMIT_EXCEEDED\x10\n\x12 \n\x1cJOB_REASON_TOO_MANY_ATTEMPTS\x10\x0b\x12\x1e\n\x1aJOB_REASON_PROGRAM_DELETED\x10\x0c\x12\x1e\n\x1aJOB_REASON_SESSION_EXPIRED\x10\r*\x8d\x01\n\x0fTimeLimitSource\x12!\n\x1dTIME_LIMIT_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18TIME_LIMIT_SOURCE_SYSTEM\x10\x01\x12\x1d\n\x19TIME_LIMIT_SOURCE_PROGRAM\x10\x02\x12\x1a\n\x16TIME_LIMIT_SOURCE_USER\x10\x03*\x92\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x12\x16\n\x12LOG_LEVEL_CRITICAL\x10\x05*J\n\x07JobView\x12\x18\n\x14JOB_VIEW_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_VIEW_BASIC\x10\x01\x12\x11\n\rJOB_VIEW_FULL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qruntime.jobs.v1.job_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=1882
-  _globals['_JOBSTATE']._serialized_end=2030
-  _globals['_JOBREASON']._serialized_start=2033
-  _globals['_JOBREASON']._serialized_end=2496
-  _globals['_TIMELIMITSOURCE']._serialized_start=2499
-  _globals['_TIMELIMITSOURCE']._serialized_end=2640
-  _globals['_LOGLEVEL']._serialized_start=2643
-  _globals['_LOGLEVEL']._serialized_end=2789
-  _globals['_JOBVIEW']._serialized_start=2791
-  _globals['_JOBVIEW']._serialized_end=2865
+  _globals['_JOBSTATE']._serialized_start=1912
+  _globals['_JOBSTATE']._serialized_end=2060
+  _globals['_JOBREASON']._serialized_start=2063
+  _globals['_JOBREASON']._serialized_end=2526
+  _globals['_TIMELIMITSOURCE']._serialized_start=2529
+  _globals['_TIMELIMITSOURCE']._serialized_end=2670
+  _globals['_LOGLEVEL']._serialized_start=2673
+  _globals['_LOGLEVEL']._serialized_end=2819
+  _globals['_JOBVIEW']._serialized_start=2821
+  _globals['_JOBVIEW']._serialized_end=2895
   _globals['_JOBOPTIONS']._serialized_start=155
   _globals['_JOBOPTIONS']._serialized_end=291
   _globals['_JOB']._serialized_start=294
-  _globals['_JOB']._serialized_end=1071
-  _globals['_JOBMETRICS']._serialized_start=1074
-  _globals['_JOBMETRICS']._serialized_end=1206
-  _globals['_JOBSTATECHANGE']._serialized_start=1209
-  _globals['_JOBSTATECHANGE']._serialized_end=1354
-  _globals['_QUEUEPOSITION']._serialized_start=1356
-  _globals['_QUEUEPOSITION']._serialized_end=1391
-  _globals['_JOBEVENT']._serialized_start=1394
-  _globals['_JOBEVENT']._serialized_end=1692
-  _globals['_LOGENTRY']._serialized_start=1694
-  _globals['_LOGENTRY']._serialized_end=1806
-  _globals['_INTERIMRESULT']._serialized_start=1808
-  _globals['_INTERIMRESULT']._serialized_end=1879
+  _globals['_JOB']._serialized_end=1101
+  _globals['_JOBMETRICS']._serialized_start=1104
+  _globals['_JOBMETRICS']._serialized_end=1236
+  _globals['_JOBSTATECHANGE']._serialized_start=1239
+  _globals['_JOBSTATECHANGE']._serialized_end=1384
+  _globals['_QUEUEPOSITION']._serialized_start=1386
+  _globals['_QUEUEPOSITION']._serialized_end=1421
+  _globals['_JOBEVENT']._serialized_start=1424
+  _globals['_JOBEVENT']._serialized_end=1722
+  _globals['_LOGENTRY']._serialized_start=1724
+  _globals['_LOGENTRY']._serialized_end=1836
+  _globals['_INTERIMRESULT']._serialized_start=1838
+  _globals['_INTERIMRESULT']._serialized_end=1909
 # @@protoc_insertion_point(module_scope)

@@ -230,7 +230,7 @@ class _JobViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobView.Value
     JOB_VIEW_BASIC: _JobView.ValueType  # 1
     """Every field but `inputs` (which can be megabytes of circuits that a status check does not need)."""
     JOB_VIEW_FULL: _JobView.ValueType  # 2
-    """Every field, `inputs` included."""
+    """Every field, `inputs` included (unless they are larger than a Job message carries: Job.omitted_inputs_bytes)."""
 
 class JobView(_JobView, metaclass=_JobViewEnumTypeWrapper):
     """Which fields of a job a read returns."""
@@ -240,7 +240,7 @@ JOB_VIEW_UNSPECIFIED: JobView.ValueType  # 0
 JOB_VIEW_BASIC: JobView.ValueType  # 1
 """Every field but `inputs` (which can be megabytes of circuits that a status check does not need)."""
 JOB_VIEW_FULL: JobView.ValueType  # 2
-"""Every field, `inputs` included."""
+"""Every field, `inputs` included (unless they are larger than a Job message carries: Job.omitted_inputs_bytes)."""
 Global___JobView: _TypeAlias = JobView  # noqa: Y015
 
 @_typing.final
@@ -312,6 +312,7 @@ class Job(_message.Message):
     DEADLINE_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     PRIMITIVE_INPUT_FIELD_NUMBER: _builtins.int
+    OMITTED_INPUTS_BYTES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, assigned by the service."""
     program_id: _builtins.str
@@ -329,7 +330,9 @@ class Job(_message.Message):
     owner: _builtins.str
     """The user who created it."""
     inputs: _builtins.str
-    """The inputs, a JSON object."""
+    """The inputs, a JSON object; only in JOB_VIEW_FULL, and there left out when larger than a Job message
+    carries (see omitted_inputs_bytes).
+    """
     request_id: _builtins.str
     """The idempotency key the job was created with, if any."""
     program_version: _builtins.int
@@ -342,6 +345,13 @@ class Job(_message.Message):
     """Which limit max_execution_time is, fixed when the job is created."""
     session_id: _builtins.str
     """The session or batch the job belongs to (CreateJobRequest.session_id); empty for a job on its own."""
+    omitted_inputs_bytes: _builtins.int
+    """Set only in JOB_VIEW_FULL, when the job's inputs are larger than a Job message carries (more than
+    32 MiB: inputs uploaded in chunks, CreateJobRequest.input_upload_id): their size in bytes, as
+    JobsService.GetJobInputs returns them (UTF-8 JSON text); `inputs` and `primitive_input` are then
+    empty, and GetJobInputs reads them in chunks. 0 when the inputs are in the message (or the view
+    leaves them out anyway).
+    """
     @_builtins.property
     def options(self) -> Global___JobOptions:
         """The options it was created with, the backend resolved."""
@@ -412,10 +422,11 @@ class Job(_message.Message):
         deadline: _timestamp_pb2.Timestamp | None = ...,
         session_id: _builtins.str = ...,
         primitive_input: _primitives_pb2.PrimitiveInput | None = ...,
+        omitted_inputs_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "primitive_input", b"primitive_input", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "id", b"id", "inputs", b"inputs", "instance", b"instance", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "options", b"options", "owner", b"owner", "primitive_input", b"primitive_input", "program_id", b"program_id", "program_version", b"program_version", "reason", b"reason", "reason_message", b"reason_message", "request_id", b"request_id", "session_id", b"session_id", "start_time", b"start_time", "state", b"state", "tags", b"tags", "time_limit_source", b"time_limit_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "deadline", b"deadline", "end_time", b"end_time", "id", b"id", "inputs", b"inputs", "instance", b"instance", "max_execution_time", b"max_execution_time", "metrics", b"metrics", "omitted_inputs_bytes", b"omitted_inputs_bytes", "options", b"options", "owner", b"owner", "primitive_input", b"primitive_input", "program_id", b"program_id", "program_version", b"program_version", "reason", b"reason", "reason_message", b"reason_message", "request_id", b"request_id", "session_id", b"session_id", "start_time", b"start_time", "state", b"state", "tags", b"tags", "time_limit_source", b"time_limit_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

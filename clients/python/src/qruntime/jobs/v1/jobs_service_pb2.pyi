@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from qruntime.jobs.v1 import job_pb2 as _job_pb2
 from qruntime.primitives.v1 import primitives_pb2 as _primitives_pb2
 import builtins as _builtins
@@ -20,6 +21,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _InputUploadContent:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InputUploadContentEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InputUploadContent.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INPUT_UPLOAD_CONTENT_UNSPECIFIED: _InputUploadContent.ValueType  # 0
+    """Not set; refused."""
+    INPUT_UPLOAD_CONTENT_JSON_INPUTS: _InputUploadContent.ValueType  # 1
+    """The job's inputs as JSON text in UTF-8, as CreateJobRequest.inputs takes them."""
+    INPUT_UPLOAD_CONTENT_PRIMITIVE_INPUT: _InputUploadContent.ValueType  # 2
+    """A serialized qruntime.primitives.v1.PrimitiveInput (protobuf's binary form), as
+    CreateJobRequest.primitive_input takes it.
+    """
+
+class InputUploadContent(_InputUploadContent, metaclass=_InputUploadContentEnumTypeWrapper):
+    """What the bytes of an input upload are."""
+
+INPUT_UPLOAD_CONTENT_UNSPECIFIED: InputUploadContent.ValueType  # 0
+"""Not set; refused."""
+INPUT_UPLOAD_CONTENT_JSON_INPUTS: InputUploadContent.ValueType  # 1
+"""The job's inputs as JSON text in UTF-8, as CreateJobRequest.inputs takes them."""
+INPUT_UPLOAD_CONTENT_PRIMITIVE_INPUT: InputUploadContent.ValueType  # 2
+"""A serialized qruntime.primitives.v1.PrimitiveInput (protobuf's binary form), as
+CreateJobRequest.primitive_input takes it.
+"""
+Global___InputUploadContent: _TypeAlias = InputUploadContent  # noqa: Y015
 
 @_typing.final
 class CreateJobRequest(_message.Message):
@@ -35,10 +64,14 @@ class CreateJobRequest(_message.Message):
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     PRIMITIVE_INPUT_FIELD_NUMBER: _builtins.int
+    INPUT_UPLOAD_ID_FIELD_NUMBER: _builtins.int
     program_id: _builtins.str
     """The program to run."""
     inputs: _builtins.str
-    """The program's inputs: a JSON object (see Job for the encoding of circuits and arrays); empty means {}."""
+    """The program's inputs: a JSON object (see Job for the encoding of circuits and arrays); empty means {}.
+    At most 32 MiB together with primitive_input (INVALID_ARGUMENT INPUTS_TOO_LARGE): upload larger ones
+    in chunks and name the upload in input_upload_id.
+    """
     request_id: _builtins.str
     """Optional idempotency key: a retry with the same key returns the job the first call created; the
     same key with a different request (program, inputs or options) is refused with INVALID_ARGUMENT
@@ -54,6 +87,17 @@ class CreateJobRequest(_message.Message):
     """Optional: the session or batch (SessionsService) the job joins. It must be the caller's own, in the
     caller's instance, and accepting jobs; the job runs on the session's backend (options.backend_name
     empty or the same) and is scheduled as its mode says. See SessionsService for the errors.
+    """
+    input_upload_id: _builtins.str
+    """Inputs too large for this message, uploaded beforehand (CreateInputUpload, UploadInputChunk): the id
+    of a complete upload of the caller's, instead of `inputs` and `primitive_input` (which must then be
+    empty). Its bytes are checked against the upload's total_bytes and sha256 (INVALID_ARGUMENT
+    INPUT_UPLOAD_INCOMPLETE or INPUT_UPLOAD_CHECKSUM_MISMATCH), then taken as `inputs` (content
+    JSON_INPUTS) or `primitive_input` (content PRIMITIVE_INPUT) and checked exactly as those are. The job
+    created consumes the upload: another CreateJob naming it is NOT_FOUND INPUT_UPLOAD_NOT_FOUND (but a
+    retry with the same request_id gets the job it made), as is an upload of another user or instance,
+    or one that expired. A validate_only call leaves it unused. Typed inputs still reach the backend in
+    one message: at most 63 MiB of them (INVALID_ARGUMENT PRIMITIVE_INPUT_TOO_LARGE).
     """
     @_builtins.property
     def options(self) -> _job_pb2.JobOptions:
@@ -83,10 +127,11 @@ class CreateJobRequest(_message.Message):
         validate_only: _builtins.bool = ...,
         session_id: _builtins.str = ...,
         primitive_input: _primitives_pb2.PrimitiveInput | None = ...,
+        input_upload_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "primitive_input", b"primitive_input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "options", b"options", "primitive_input", b"primitive_input", "program_id", b"program_id", "request_id", b"request_id", "session_id", b"session_id", "tags", b"tags", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_upload_id", b"input_upload_id", "inputs", b"inputs", "options", b"options", "primitive_input", b"primitive_input", "program_id", b"program_id", "request_id", b"request_id", "session_id", b"session_id", "tags", b"tags", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -788,3 +833,253 @@ class GetUsageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015
+
+@_typing.final
+class InputUpload(_message.Message):
+    """A job's inputs being uploaded in chunks (JobsService.CreateInputUpload)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    RECEIVED_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Unique id, assigned by the service; name it in CreateJobRequest.input_upload_id."""
+    content: Global___InputUploadContent.ValueType
+    """What the bytes are."""
+    total_bytes: _builtins.int
+    """The whole content's size, in bytes, as declared when the upload was created."""
+    sha256: _builtins.bytes
+    """SHA-256 of the whole content (32 bytes), as declared when the upload was created."""
+    received_bytes: _builtins.int
+    """How many bytes have been received so far, from the start: the offset of the next chunk. The upload
+    is complete when this equals total_bytes.
+    """
+    max_chunk_bytes: _builtins.int
+    """The most bytes one UploadInputChunk may carry (16 MiB); every chunk but the last may be smaller."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the upload was created."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the upload expires (an hour after its creation by default): a job must use it before then;
+        after, it is deleted and NOT_FOUND.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        content: Global___InputUploadContent.ValueType = ...,
+        total_bytes: _builtins.int = ...,
+        sha256: _builtins.bytes = ...,
+        received_bytes: _builtins.int = ...,
+        max_chunk_bytes: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "max_chunk_bytes", b"max_chunk_bytes", "received_bytes", b"received_bytes", "sha256", b"sha256", "total_bytes", b"total_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputUpload: _TypeAlias = InputUpload  # noqa: Y015
+
+@_typing.final
+class CreateInputUploadRequest(_message.Message):
+    """Request of JobsService.CreateInputUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    total_bytes: _builtins.int
+    """The whole content's size, in bytes: at least 1 (INVALID_ARGUMENT INVALID_UPLOAD_SIZE), at most the
+    deployment's largest upload (256 MiB by default; INVALID_ARGUMENT INPUT_UPLOAD_TOO_LARGE past it,
+    naming the limit).
+    """
+    sha256: _builtins.bytes
+    """SHA-256 of the whole content, 32 bytes (INVALID_ARGUMENT INVALID_UPLOAD_SHA256 otherwise): CreateJob
+    checks the bytes received against it.
+    """
+    content: Global___InputUploadContent.ValueType
+    """What the bytes are; required (INVALID_ARGUMENT INVALID_UPLOAD_CONTENT)."""
+    def __init__(
+        self,
+        *,
+        total_bytes: _builtins.int = ...,
+        sha256: _builtins.bytes = ...,
+        content: Global___InputUploadContent.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "sha256", b"sha256", "total_bytes", b"total_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateInputUploadRequest: _TypeAlias = CreateInputUploadRequest  # noqa: Y015
+
+@_typing.final
+class CreateInputUploadResponse(_message.Message):
+    """Response of JobsService.CreateInputUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def upload(self) -> Global___InputUpload:
+        """The new upload, with nothing received yet."""
+
+    def __init__(
+        self,
+        *,
+        upload: Global___InputUpload | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateInputUploadResponse: _TypeAlias = CreateInputUploadResponse  # noqa: Y015
+
+@_typing.final
+class UploadInputChunkRequest(_message.Message):
+    """Request of JobsService.UploadInputChunk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    """The upload's id (CreateInputUploadResponse.upload.id). Another user's or instance's, one a job has
+    used, or one that expired is NOT_FOUND INPUT_UPLOAD_NOT_FOUND.
+    """
+    offset: _builtins.int
+    """Where the chunk starts, in bytes from the start of the content: the upload's received_bytes for a
+    new chunk, or the offset a chunk was stored at to send it again (its bytes must then be the same:
+    INVALID_ARGUMENT INPUT_UPLOAD_CHUNK_DIFFERS otherwise). Any other offset is INVALID_ARGUMENT
+    INVALID_UPLOAD_OFFSET, naming the offset expected.
+    """
+    data: _builtins.bytes
+    """The chunk's bytes: 1 to max_chunk_bytes of them (INVALID_ARGUMENT INVALID_UPLOAD_CHUNK otherwise),
+    not passing total_bytes (INVALID_ARGUMENT INPUT_UPLOAD_OVERFLOW).
+    """
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "offset", b"offset", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadInputChunkRequest: _TypeAlias = UploadInputChunkRequest  # noqa: Y015
+
+@_typing.final
+class UploadInputChunkResponse(_message.Message):
+    """Response of JobsService.UploadInputChunk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def upload(self) -> Global___InputUpload:
+        """The upload after the chunk; received_bytes is where the next chunk starts."""
+
+    def __init__(
+        self,
+        *,
+        upload: Global___InputUpload | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadInputChunkResponse: _TypeAlias = UploadInputChunkResponse  # noqa: Y015
+
+@_typing.final
+class GetJobInputsRequest(_message.Message):
+    """Request of JobsService.GetJobInputs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job's id."""
+    offset: _builtins.int
+    """Where to start, in bytes of the inputs' UTF-8 text: 0 for the first chunk, then the previous
+    response's next_offset.
+    """
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobInputsRequest: _TypeAlias = GetJobInputsRequest  # noqa: Y015
+
+@_typing.final
+class GetJobInputsResponse(_message.Message):
+    """Response of JobsService.GetJobInputs: the inputs whole, or one chunk of them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUTS_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    NEXT_OFFSET_FIELD_NUMBER: _builtins.int
+    PRIMITIVE_FIELD_NUMBER: _builtins.int
+    inputs: _builtins.str
+    """The job's inputs as JSON text, encoded as Job.inputs (a job created with primitive_input: its
+    PrimitiveInput in proto3 JSON); or, when they are larger than 16 MiB, the part of them from the
+    requested offset (at most 16 MiB, never splitting a character).
+    """
+    total_bytes: _builtins.int
+    """The whole inputs' size, in bytes of UTF-8."""
+    sha256: _builtins.bytes
+    """SHA-256 of the whole inputs' UTF-8 bytes, to check the reassembled chunks."""
+    next_offset: _builtins.int
+    """The offset of the next chunk; 0 when this chunk ends the inputs."""
+    primitive: _builtins.bool
+    """Whether the inputs are a primitive job's PrimitiveInput in proto3 JSON (else a JSON object of the
+    program's inputs).
+    """
+    def __init__(
+        self,
+        *,
+        inputs: _builtins.str = ...,
+        total_bytes: _builtins.int = ...,
+        sha256: _builtins.bytes = ...,
+        next_offset: _builtins.int = ...,
+        primitive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "next_offset", b"next_offset", "primitive", b"primitive", "sha256", b"sha256", "total_bytes", b"total_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobInputsResponse: _TypeAlias = GetJobInputsResponse  # noqa: Y015

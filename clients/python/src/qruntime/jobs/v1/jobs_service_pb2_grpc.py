@@ -95,6 +95,21 @@ class JobsServiceStub:
                 request_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.CreateInputUpload = channel.unary_unary(
+                '/qruntime.jobs.v1.JobsService/CreateInputUpload',
+                request_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.CreateInputUploadRequest.SerializeToString,
+                response_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.CreateInputUploadResponse.FromString,
+                _registered_method=True)
+        self.UploadInputChunk = channel.unary_unary(
+                '/qruntime.jobs.v1.JobsService/UploadInputChunk',
+                request_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.UploadInputChunkRequest.SerializeToString,
+                response_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.UploadInputChunkResponse.FromString,
+                _registered_method=True)
+        self.GetJobInputs = channel.unary_unary(
+                '/qruntime.jobs.v1.JobsService/GetJobInputs',
+                request_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetJobInputsRequest.SerializeToString,
+                response_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetJobInputsResponse.FromString,
+                _registered_method=True)
 
 
 class JobsServiceServicer:
@@ -190,6 +205,35 @@ class JobsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateInputUpload(self, request, context):
+        """Starts a chunked upload of a job's inputs, for inputs larger than one CreateJob message may carry
+        (CreateJobRequest.inputs and primitive_input take at most 32 MiB): send the bytes with
+        UploadInputChunk, then create the job with CreateJobRequest.input_upload_id. The upload belongs to
+        the caller (user and instance), is used by one job at most, and is deleted when it expires unused.
+        Refused RESOURCE_EXHAUSTED TOO_MANY_UPLOAD_BYTES (with a RetryInfo) when the instance's unfinished
+        uploads would hold more than the deployment allows. Needs job.create.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadInputChunk(self, request, context):
+        """Stores one chunk of an upload's bytes, in order: each chunk starts where the bytes received so far
+        end. Sending a chunk again at the offset it was stored at (a retry whose answer was lost) changes
+        nothing and is answered as the first time. Needs job.create.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobInputs(self, request, context):
+        """Returns a job's inputs as JSON text, in chunks when they are larger than one message may be: how a
+        client reads inputs that JOB_VIEW_FULL leaves out (Job.omitted_inputs_bytes). Needs job.read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +296,21 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetUsageRequest.FromString,
                     response_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'CreateInputUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateInputUpload,
+                    request_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.CreateInputUploadRequest.FromString,
+                    response_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.CreateInputUploadResponse.SerializeToString,
+            ),
+            'UploadInputChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadInputChunk,
+                    request_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.UploadInputChunkRequest.FromString,
+                    response_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.UploadInputChunkResponse.SerializeToString,
+            ),
+            'GetJobInputs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobInputs,
+                    request_deserializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetJobInputsRequest.FromString,
+                    response_serializer=qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetJobInputsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -579,6 +638,87 @@ class JobsService:
             '/qruntime.jobs.v1.JobsService/GetUsage',
             qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetUsageRequest.SerializeToString,
             qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateInputUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.jobs.v1.JobsService/CreateInputUpload',
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.CreateInputUploadRequest.SerializeToString,
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.CreateInputUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadInputChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.jobs.v1.JobsService/UploadInputChunk',
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.UploadInputChunkRequest.SerializeToString,
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.UploadInputChunkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobInputs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qruntime.jobs.v1.JobsService/GetJobInputs',
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetJobInputsRequest.SerializeToString,
+            qruntime_dot_jobs_dot_v1_dot_jobs__service__pb2.GetJobInputsResponse.FromString,
             options,
             channel_credentials,
             insecure,

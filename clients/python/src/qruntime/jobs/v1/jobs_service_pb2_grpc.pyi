@@ -64,6 +64,23 @@ class JobsServiceStub:
     """Replaces a job's tags. Needs job.create."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.GetUsageRequest, _jobs_service_pb2.GetUsageResponse]
     """Sums what the caller's instance used over a period. Needs job.read."""
+    CreateInputUpload: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.CreateInputUploadRequest, _jobs_service_pb2.CreateInputUploadResponse]
+    """Starts a chunked upload of a job's inputs, for inputs larger than one CreateJob message may carry
+    (CreateJobRequest.inputs and primitive_input take at most 32 MiB): send the bytes with
+    UploadInputChunk, then create the job with CreateJobRequest.input_upload_id. The upload belongs to
+    the caller (user and instance), is used by one job at most, and is deleted when it expires unused.
+    Refused RESOURCE_EXHAUSTED TOO_MANY_UPLOAD_BYTES (with a RetryInfo) when the instance's unfinished
+    uploads would hold more than the deployment allows. Needs job.create.
+    """
+    UploadInputChunk: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.UploadInputChunkRequest, _jobs_service_pb2.UploadInputChunkResponse]
+    """Stores one chunk of an upload's bytes, in order: each chunk starts where the bytes received so far
+    end. Sending a chunk again at the offset it was stored at (a retry whose answer was lost) changes
+    nothing and is answered as the first time. Needs job.create.
+    """
+    GetJobInputs: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.GetJobInputsRequest, _jobs_service_pb2.GetJobInputsResponse]
+    """Returns a job's inputs as JSON text, in chunks when they are larger than one message may be: how a
+    client reads inputs that JOB_VIEW_FULL leaves out (Job.omitted_inputs_bytes). Needs job.read.
+    """
 
 @_typing.type_check_only
 class JobsServiceAsyncStub(JobsServiceStub):
@@ -101,6 +118,23 @@ class JobsServiceAsyncStub(JobsServiceStub):
     """Replaces a job's tags. Needs job.create."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.GetUsageRequest, _jobs_service_pb2.GetUsageResponse]  # type: ignore[assignment]
     """Sums what the caller's instance used over a period. Needs job.read."""
+    CreateInputUpload: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.CreateInputUploadRequest, _jobs_service_pb2.CreateInputUploadResponse]  # type: ignore[assignment]
+    """Starts a chunked upload of a job's inputs, for inputs larger than one CreateJob message may carry
+    (CreateJobRequest.inputs and primitive_input take at most 32 MiB): send the bytes with
+    UploadInputChunk, then create the job with CreateJobRequest.input_upload_id. The upload belongs to
+    the caller (user and instance), is used by one job at most, and is deleted when it expires unused.
+    Refused RESOURCE_EXHAUSTED TOO_MANY_UPLOAD_BYTES (with a RetryInfo) when the instance's unfinished
+    uploads would hold more than the deployment allows. Needs job.create.
+    """
+    UploadInputChunk: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.UploadInputChunkRequest, _jobs_service_pb2.UploadInputChunkResponse]  # type: ignore[assignment]
+    """Stores one chunk of an upload's bytes, in order: each chunk starts where the bytes received so far
+    end. Sending a chunk again at the offset it was stored at (a retry whose answer was lost) changes
+    nothing and is answered as the first time. Needs job.create.
+    """
+    GetJobInputs: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.GetJobInputsRequest, _jobs_service_pb2.GetJobInputsResponse]  # type: ignore[assignment]
+    """Returns a job's inputs as JSON text, in chunks when they are larger than one message may be: how a
+    client reads inputs that JOB_VIEW_FULL leaves out (Job.omitted_inputs_bytes). Needs job.read.
+    """
 
 class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Accepts jobs, runs their programs asynchronously and keeps their state, results and logs."""
@@ -207,5 +241,40 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_service_pb2.GetUsageResponse, _abc.Awaitable[_jobs_service_pb2.GetUsageResponse]]:
         """Sums what the caller's instance used over a period. Needs job.read."""
+
+    @_abc_1.abstractmethod
+    def CreateInputUpload(
+        self,
+        request: _jobs_service_pb2.CreateInputUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_service_pb2.CreateInputUploadResponse, _abc.Awaitable[_jobs_service_pb2.CreateInputUploadResponse]]:
+        """Starts a chunked upload of a job's inputs, for inputs larger than one CreateJob message may carry
+        (CreateJobRequest.inputs and primitive_input take at most 32 MiB): send the bytes with
+        UploadInputChunk, then create the job with CreateJobRequest.input_upload_id. The upload belongs to
+        the caller (user and instance), is used by one job at most, and is deleted when it expires unused.
+        Refused RESOURCE_EXHAUSTED TOO_MANY_UPLOAD_BYTES (with a RetryInfo) when the instance's unfinished
+        uploads would hold more than the deployment allows. Needs job.create.
+        """
+
+    @_abc_1.abstractmethod
+    def UploadInputChunk(
+        self,
+        request: _jobs_service_pb2.UploadInputChunkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_service_pb2.UploadInputChunkResponse, _abc.Awaitable[_jobs_service_pb2.UploadInputChunkResponse]]:
+        """Stores one chunk of an upload's bytes, in order: each chunk starts where the bytes received so far
+        end. Sending a chunk again at the offset it was stored at (a retry whose answer was lost) changes
+        nothing and is answered as the first time. Needs job.create.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJobInputs(
+        self,
+        request: _jobs_service_pb2.GetJobInputsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_service_pb2.GetJobInputsResponse, _abc.Awaitable[_jobs_service_pb2.GetJobInputsResponse]]:
+        """Returns a job's inputs as JSON text, in chunks when they are larger than one message may be: how a
+        client reads inputs that JOB_VIEW_FULL leaves out (Job.omitted_inputs_bytes). Needs job.read.
+        """
 
 def add_JobsServiceServicer_to_server(servicer: JobsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -46,6 +46,7 @@ class RunnerMessage(_message.Message):
 
     TASK_FIELD_NUMBER: _builtins.int
     CIRCUITS_REPLY_FIELD_NUMBER: _builtins.int
+    INPUTS_PART_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def task(self) -> Global___ProgramTask:
         """The job to run; sent once, after HostReady."""
@@ -54,17 +55,22 @@ class RunnerMessage(_message.Message):
     def circuits_reply(self) -> Global___CircuitsReply:
         """The answer to a CircuitsCall."""
 
+    @_builtins.property
+    def inputs_part(self) -> Global___InputsPart:
+        """A part of the task's inputs, when they are too large for the task's frame (ProgramTask.inputs_parts)."""
+
     def __init__(
         self,
         *,
         task: Global___ProgramTask | None = ...,
         circuits_reply: Global___CircuitsReply | None = ...,
+        inputs_part: Global___InputsPart | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["circuits_reply", b"circuits_reply", "kind", b"kind", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["circuits_reply", b"circuits_reply", "inputs_part", b"inputs_part", "kind", b"kind", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuits_reply", b"circuits_reply", "kind", b"kind", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuits_reply", b"circuits_reply", "inputs_part", b"inputs_part", "kind", b"kind", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["task", "circuits_reply"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["task", "circuits_reply", "inputs_part"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -132,6 +138,7 @@ class ProgramTask(_message.Message):
     INPUTS_FIELD_NUMBER: _builtins.int
     LOG_LEVEL_FIELD_NUMBER: _builtins.int
     BACKEND_FIELD_NUMBER: _builtins.int
+    INPUTS_PARTS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
     program_id: _builtins.str
@@ -141,9 +148,14 @@ class ProgramTask(_message.Message):
     built-in program, which the host has already imported.
     """
     inputs: _builtins.str
-    """The job's inputs, a JSON object encoded as Job.inputs."""
+    """The job's inputs, a JSON object encoded as Job.inputs; empty when they follow in parts (inputs_parts)."""
     log_level: _job_pb2.LogLevel.ValueType
     """The job's log level: lines below it are not sent."""
+    inputs_parts: _builtins.int
+    """How many InputsPart messages follow this task, right after it: inputs larger than a frame may be
+    (uploaded in chunks, up to hundreds of MiB) come as the UTF-8 bytes of their JSON text in parts of
+    at most 16 MiB, in order, `inputs` being empty. 0 when `inputs` holds them.
+    """
     @_builtins.property
     def backend(self) -> Global___HostBackend:
         """The backend the job runs on, as the program sees it."""
@@ -157,14 +169,37 @@ class ProgramTask(_message.Message):
         inputs: _builtins.str = ...,
         log_level: _job_pb2.LogLevel.ValueType = ...,
         backend: Global___HostBackend | None = ...,
+        inputs_parts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "inputs", b"inputs", "job_id", b"job_id", "log_level", b"log_level", "program_id", b"program_id", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "inputs", b"inputs", "inputs_parts", b"inputs_parts", "job_id", b"job_id", "log_level", b"log_level", "program_id", b"program_id", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProgramTask: _TypeAlias = ProgramTask  # noqa: Y015
+
+@_typing.final
+class InputsPart(_message.Message):
+    """The next part of a task's inputs (ProgramTask.inputs_parts)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The next bytes of the inputs' UTF-8 JSON text; the parts joined in order are the whole text."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputsPart: _TypeAlias = InputsPart  # noqa: Y015
 
 @_typing.final
 class HostBackend(_message.Message):
