@@ -415,19 +415,27 @@ def _prepare_estimator(inputs: pb.EstimatorInput, adapter: Any) -> Prepared:
         bind_index = np.broadcast_to(np.arange(len(bound)).reshape(bind_shape), shape).ravel()
         made = _Circuits(where, i, twirls, rng)
         blank = QuantumCircuit(bare.num_qubits)  # the calibrations' |0...0>
+        # The terms of every observable read on one binding share its measured bases (the estimator
+        # program's ["ZZ", "ZI"] is one circuit, as one observable's terms are).
+        on_binding: dict[int, list[tuple[str, float]]] = {}
+        for o, b in zip(obs_index, bind_index, strict=True):
+            on_binding.setdefault(int(b), []).extend(observables[o])
+        groups_of = {b: _groups(terms) for b, terms in on_binding.items()}
         plan = []  # per element: (the identity terms' sum, [_Term])
         for o, b in zip(obs_index, bind_index, strict=True):
             terms, read = observables[o], []
-            counted: set[str] = set()  # a term two merged groups could both read is counted once
-            for group in _groups(terms):
+            counted: set[int] = set()  # a term two merged groups could both read is counted once
+            for group in groups_of[int(b)]:
                 qubits = sorted(group)
                 column = {q: j for j, q in enumerate(qubits)}
                 members = []
-                for pauli, coeff in terms:
+                for t, (pauli, coeff) in enumerate(terms):
                     acts = {q: letter for q, letter in enumerate(reversed(pauli)) if letter != "I"}
-                    if acts and pauli not in counted and all(group.get(q) == letter for q, letter in acts.items()):
-                        counted.add(pauli)
+                    if acts and t not in counted and all(group.get(q) == letter for q, letter in acts.items()):
+                        counted.add(t)
                         members.append(([column[q] for q in sorted(acts)], coeff))
+                if not members:  # the group is another observable's
+                    continue
                 variants = made.measure((int(b), tuple(sorted(group.items()))), bound[b], group)
                 calibration = (made.measure(("calibration", tuple(qubits)), blank, dict.fromkeys(qubits, "Z"))
                                if twirls > 1 else None)

@@ -99,6 +99,22 @@ def test_estimator_broadcasts_and_measures_each_basis_once(adapter) -> None:
     assert np.all(evs[2] == 2) and np.all(stds[2] == 0)
 
 
+def test_observables_of_one_binding_share_bases_and_a_repeated_term_counts_each_time(adapter) -> None:
+    circuit = QuantumCircuit(2)
+    circuit.x(0)
+    observables = pb.ObservablesArray(shape=[3], observables=[
+        pb.SparsePauliSum(paulis=["ZZ", "ZZ"], coeffs=[1, 2]),  # as written, not simplified: -1 - 2
+        pb.SparsePauliSum(paulis=["IZ"], coeffs=[1]),  # read from ZZ's basis
+        pb.SparsePauliSum(paulis=["XI"], coeffs=[1]),
+    ])
+    estimator = pb.PrimitiveInput(estimator=pb.EstimatorInput(pubs=[pb.EstimatorPub(
+        circuit=pb.Circuit(qpy=qpy_of(circuit)), observables=observables)], options=pb.EstimatorOptions(seed=1)))
+    prepared = primitives.prepare(estimator, adapter)
+    assert len(prepared.circuits) == 2
+    evs = run(prepared, adapter).estimator.pub_results[0].evs.values
+    assert list(evs[:2]) == [-3, -1] and abs(evs[2]) < 0.1
+
+
 def test_qasm2_circuits_and_default_shots(adapter) -> None:
     source = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg m[1]; x q[0]; measure q[0] -> m[0];'
     sampler = pb.PrimitiveInput(sampler=pb.SamplerInput(pubs=[pb.SamplerPub(circuit=pb.Circuit(qasm2=source))],
@@ -159,7 +175,8 @@ def test_twirled_readout_mitigates_an_emulated_systems_readout_errors() -> None:
     assert all(abs(m - 1) < abs(r - 1) - 0.05 for m, r in zip(mitigated, raw, strict=True)), (raw, mitigated)
     assert all(abs(m - 1) < 0.1 for m in mitigated)  # the gates' own errors remain
     assert result.metadata.shots == plain.metadata.shots == 4096  # the twirls share a basis' shots
-    assert result.metadata.circuits == primitives.TWIRLS * 4  # per observable a basis and its calibration
+    # IIZZ is read from ZZZZ's basis: one basis and its calibration for both observables.
+    assert result.metadata.circuits == primitives.TWIRLS * 2
     assert all(m > r for m, r in zip(result.stds.values, plain.stds.values, strict=True))  # dividing widens them
 
 
