@@ -67,6 +67,7 @@ _MAX_FRAME = MAX_MESSAGE_BYTES + 1024  # a request or answer as large as gRPC al
 class _Worker:
     process: WorkerProcess
     loaded: set[str] = dataclasses.field(default_factory=set)
+    last_job: str = ""  # the job of its last run: it has that job's circuits decoded (decoded.py)
     busy: bool = False
     retire: asyncio.TimerHandle | None = None
 
@@ -193,15 +194,17 @@ class WorkerPool:
             return await self._call(
                 request.backend, protocol.RUN + request.SerializeToString(),
                 time_limit=self._check_seconds, answer=protocol.RAN, parse=pb.RunCircuitsResponse.FromString,
-                admit=admit,
+                admit=admit, job=request.job_id,
             )
         except Lost as lost:
             raise self._failures.failed(lost) from None
 
     # -- one request on one worker
 
-    async def _call(self, backend: str, frame: bytes, **exchange) -> T:
-        worker = await self._acquire(backend)
+    async def _call(self, backend: str, frame: bytes, job: str = "", **exchange) -> T:
+        worker = await self._acquire(backend, job)
+        if job:
+            worker.last_job = job
         return await self._exchange(worker, backend, frame, **exchange)
 
     async def _exchange(
@@ -255,8 +258,9 @@ class WorkerPool:
 
     # -- taking and giving back workers
 
-    async def _acquire(self, backend: str) -> _Worker:
-        """An idle worker, preferring one that has the backend loaded; starts one when none is idle."""
+    async def _acquire(self, backend: str, job: str = "") -> _Worker:
+        """An idle worker, preferring the one that ran the job's last run (it has the job's circuits
+        decoded), then one that has the backend loaded; starts one when none is idle."""
         self._waiting += 1
         failures = self._start_failures
         try:
@@ -265,7 +269,8 @@ class WorkerPool:
                     raise Unavailable("the devices service is shutting down", reason="SHUTTING_DOWN")
                 idle = [w for w in self._workers if not w.busy]
                 if idle:
-                    worker = next((w for w in idle if backend in w.loaded), idle[0])
+                    worker = next((w for w in idle if job and w.last_job == job), None) or next(
+                        (w for w in idle if backend in w.loaded), idle[0])
                     worker.busy = True
                     if worker.retire is not None:
                         worker.retire.cancel()

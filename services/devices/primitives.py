@@ -58,23 +58,45 @@ class Prepared:
         return [c for _, circuits in self.batches for c in circuits]
 
 
-def decode_circuit(circuit: pb.Circuit, where: str, index: int) -> QuantumCircuit:
-    """The PUB's circuit from OpenQASM 3, OpenQASM 2 or QPY; PubError when it is none of them."""
+def qpy_circuit(data: bytes) -> QuantumCircuit:
+    """The one circuit of a PUB's QPY bytes; ValueError when they are not that."""
+    circuits = load_circuits_qpy(data)
+    if len(circuits) != 1:
+        raise ValueError(f"the QPY file holds {len(circuits)} circuits; a PUB has one")
+    return circuits[0]
+
+
+def bare_qpy_circuit(data: bytes) -> QuantumCircuit:
+    """qpy_circuit without its final measurements (what the estimator measures)."""
+    return qpy_circuit(data).remove_final_measurements(inplace=False)
+
+
+# decode(data, how): how(data), or what it gave for the same data before (the worker's cache, decoded.py).
+Decoder = Callable[[bytes, Callable[[bytes], QuantumCircuit]], QuantumCircuit]
+
+
+def uncached(data: bytes, how: Callable[[bytes], QuantumCircuit]) -> QuantumCircuit:
+    return how(data)
+
+
+def decode_circuit(circuit: pb.Circuit, where: str, index: int, decode_qpy: Decoder = uncached, *,
+                   bare: bool = False) -> QuantumCircuit:
+    """The PUB's circuit from OpenQASM 3, OpenQASM 2 or QPY (through decode_qpy), without its final
+    measurements when bare; PubError when it is none of them. The caller must not change it."""
     kind = circuit.WhichOneof("source")
     try:
         if kind == "qasm3":
             import qiskit.qasm3  # needs qiskit_qasm3_import
 
-            return qiskit.qasm3.loads(circuit.qasm3)
+            parsed = qiskit.qasm3.loads(circuit.qasm3)
+            return parsed.remove_final_measurements(inplace=False) if bare else parsed
         if kind == "qasm2":
             import qiskit.qasm2
 
-            return qiskit.qasm2.loads(circuit.qasm2, custom_instructions=qiskit.qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
+            parsed = qiskit.qasm2.loads(circuit.qasm2, custom_instructions=qiskit.qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
+            return parsed.remove_final_measurements(inplace=False) if bare else parsed
         if kind == "qpy":
-            circuits = load_circuits_qpy(circuit.qpy)
-            if len(circuits) != 1:
-                raise ValueError(f"the QPY file holds {len(circuits)} circuits; a PUB has one")
-            return circuits[0]
+            return decode_qpy(circuit.qpy, bare_qpy_circuit if bare else qpy_circuit)
     except Exception as err:  # noqa: BLE001 - each parser raises its own kinds, all the input's fault
         what = {"qasm3": "OpenQASM 3", "qasm2": "OpenQASM 2", "qpy": "QPY"}[kind]
         text = " ".join(str(err).split())[:500] or type(err).__name__
@@ -150,13 +172,14 @@ def _check_on_backend(adapter: Any, circuits: Sequence[QuantumCircuit], shots: i
         raise PubError(where, index, field, message, err.reason, **kept) from None
 
 
-def prepare(primitive: pb.PrimitiveInput, adapter: Any) -> Prepared:
-    """Decode and check every PUB for the adapter; the circuits to run and how to assemble the result."""
+def prepare(primitive: pb.PrimitiveInput, adapter: Any, decode_qpy: Decoder = uncached) -> Prepared:
+    """Decode (QPY circuits with decode_qpy) and check every PUB for the adapter; the circuits to run
+    and how to assemble the result. The decoded circuits are not changed (decode_qpy may keep them)."""
     kind = primitive.WhichOneof("primitive")
     if kind == "sampler":
-        return _prepare_sampler(primitive.sampler, adapter)
+        return _prepare_sampler(primitive.sampler, adapter, decode_qpy)
     if kind == "estimator":
-        return _prepare_estimator(primitive.estimator, adapter)
+        return _prepare_estimator(primitive.estimator, adapter, decode_qpy)
     raise InvalidArgument("the primitive input holds neither sampler nor estimator inputs", reason="NO_PUBS",
                           field_violations=[("primitive", "set sampler or estimator")])
 
@@ -190,14 +213,14 @@ def _batches(pub_shots: list[int], pub_circuits: list[list[QuantumCircuit]], chu
 # -- sampler -------------------------------------------------------------------------------------------
 
 
-def _prepare_sampler(inputs: pb.SamplerInput, adapter: Any) -> Prepared:
+def _prepare_sampler(inputs: pb.SamplerInput, adapter: Any, decode_qpy: Decoder) -> Prepared:
     where = "sampler"
     if not inputs.pubs:
         raise _no_pubs(where)
     default = inputs.options.default_shots or DEFAULT_SHOTS
     shapes, shots_of, circuits_of, registers_of = [], [], [], []
     for i, pub in enumerate(inputs.pubs):
-        circuit = decode_circuit(pub.circuit, where, i)
+        circuit = decode_circuit(pub.circuit, where, i, decode_qpy)
         shots = pub.shots if pub.HasField("shots") else default
         if not circuit.cregs:
             raise PubError(where, i, "circuit", "the circuit has no classical register to sample; measure into "
@@ -369,7 +392,7 @@ class _Term:
 TWIRLS = 16  # random readout flips per measured basis, with resilience_level 1
 
 
-def _prepare_estimator(inputs: pb.EstimatorInput, adapter: Any) -> Prepared:
+def _prepare_estimator(inputs: pb.EstimatorInput, adapter: Any, decode_qpy: Decoder) -> Prepared:
     where = "estimator"
     if not inputs.pubs:
         raise _no_pubs(where)
@@ -401,9 +424,8 @@ def _prepare_estimator(inputs: pb.EstimatorInput, adapter: Any) -> Prepared:
                            f"takes at most {max_shots} (precision >= {1 / math.sqrt(max_shots):.6g})",
                            "INVALID_PRECISION")
         shots = math.ceil(shots / twirls)  # per circuit: a basis' shots are shared by its twirls
-        circuit = decode_circuit(pub.circuit, where, i)
-        obs_shape, observables = _observables(pub.observables, circuit.num_qubits, where, i)
-        bare = circuit.remove_final_measurements(inplace=False)
+        bare = decode_circuit(pub.circuit, where, i, decode_qpy, bare=True)
+        obs_shape, observables = _observables(pub.observables, bare.num_qubits, where, i)
         bind_shape, bound = _bindings(bare, pub.parameter_values, where, i, pub.HasField("parameter_values"))
         try:
             shape = np.broadcast_shapes(obs_shape, bind_shape)

@@ -30,6 +30,7 @@ from qruntime_kit.workers import BlockingChannel, ChannelClosed
 from . import primitives, protocol
 from .adapters import PHYSICAL, BackendAdapter  # qiskit and Aer: the seconds a worker takes to start
 from .circuits import decode_circuits
+from .decoded import DecodedCircuits
 from .memory import check_fits
 from .reduction import active_qubits
 
@@ -44,6 +45,7 @@ class Worker:
         self._channel = channel
         self._max_reply = max_reply
         self._adapters: dict[str, BackendAdapter] = {}
+        self._decoded = DecodedCircuits()  # a job's PUB circuits, decoded once (an iterative program's)
 
     def serve(self) -> None:
         """Answer frames until the service closes the channel."""
@@ -97,12 +99,12 @@ class Worker:
         raise Internal(f"the worker got a frame it does not know ({tag!r})", reason="WORKER_PROTOCOL_ERROR")
 
     def _check(self, backend: str, circuits_qpy: bytes, shots: int, *, as_program_input: bool = False,
-               primitive: primitives_pb2.PrimitiveInput | None = None):
+               primitive: primitives_pb2.PrimitiveInput | None = None, job_id: str = ""):
         """The decoded circuits (a Prepared primitive when primitive is given) and their summaries, once
         every check passed."""
         adapter = self._adapter(backend)
         if primitive is not None:
-            return self._check_primitive(adapter, primitive)
+            return self._check_primitive(adapter, primitive, job_id)
         circuits = decode_circuits(circuits_qpy)
         # On a physical system a circuit names every qubit of the system; those it leaves idle stay |0⟩,
         # and its program measures what its gates touch.
@@ -112,8 +114,8 @@ class Worker:
         return circuits, devices_service_pb2.CheckCircuitsResponse(
             circuits=[_summary(circuit, found) for circuit, found in zip(circuits, estimates, strict=True)])
 
-    def _check_primitive(self, adapter: BackendAdapter, primitive: primitives_pb2.PrimitiveInput):
-        prepared = primitives.prepare(primitive, adapter)
+    def _check_primitive(self, adapter: BackendAdapter, primitive: primitives_pb2.PrimitiveInput, job_id: str):
+        prepared = primitives.prepare(primitive, adapter, self._decoded.decoder(job_id))
         summaries = []
         for shots, circuits in prepared.batches:
             estimates = adapter.memory_estimates(circuits, shots)
@@ -124,7 +126,8 @@ class Worker:
 
     def _run(self, request: devices_service_pb2.RunCircuitsRequest) -> bytes:
         primitive = request.primitive if request.HasField("primitive") else None
-        circuits, checked = self._check(request.backend, request.circuits_qpy, request.shots, primitive=primitive)
+        circuits, checked = self._check(request.backend, request.circuits_qpy, request.shots, primitive=primitive,
+                                        job_id=request.job_id)
         # The service waits until the simulation may have the memory it needs; from GO on, a death is
         # the simulation's, not the input's.
         self._channel.send(protocol.CHECKED + checked.SerializeToString())

@@ -147,6 +147,31 @@ def test_a_cancelled_waiter_leaves_the_queue_and_a_cancelled_run_frees_its_slot_
     assert call(queues.run(request(bell_qpy, "gated-physical", third, shots=5))).result(30).results[0].counts["0"] == 5
 
 
+def test_a_jobs_runs_go_back_to_the_worker_that_ran_its_last_one(queues, call, gates, bell_qpy):
+    def ran_on(job: str, seed: int, *, then_open: bool = True):
+        run = call(queues.run(pb.RunCircuitsRequest(backend="gated-simulator", circuits_qpy=bell_qpy, shots=3,
+                                                    seed=seed, job_id=job)))
+        until(lambda: running(gates, [seed]), unfinished=[run])
+        pid = int((gates / f"{seed}.running").read_text())
+        if then_open:
+            (gates / f"{seed}.open").touch()
+            run.result(timeout=30)
+        return pid, run
+
+    # Two jobs at once take two workers; then each job's next runs, one after the other with both
+    # workers idle, go to its own (where its circuits are decoded already), not to the same first one.
+    a_seed, b_seed = next(_seeds), next(_seeds)
+    a_pid, a_run = ran_on("job-a", a_seed, then_open=False)
+    b_pid, b_run = ran_on("job-b", b_seed, then_open=False)
+    assert a_pid != b_pid
+    for seed, run in ((a_seed, a_run), (b_seed, b_run)):
+        (gates / f"{seed}.open").touch()
+        run.result(timeout=30)
+    for _ in range(2):
+        assert ran_on("job-b", next(_seeds))[0] == b_pid
+        assert ran_on("job-a", next(_seeds))[0] == a_pid
+
+
 def test_bad_input_fails_at_once_without_queueing(queues, call, gates, bell_qpy):
     busy_seed = next(_seeds)
     busy = call(queues.run(request(bell_qpy, "gated-physical", busy_seed)))

@@ -196,7 +196,11 @@ class RunCircuitsRequest(_message.Message):
     memory: _builtins.bool
     """Whether to return one bitstring per shot besides the counts."""
     job_id: _builtins.str
-    """The job the circuits belong to, for logs and the backend's queue."""
+    """The job the circuits belong to, for logs and the backend's queue. It also scopes the simulation
+    worker's cache of decoded PUB circuits: a job that sends the same QPY circuit again (an iterative
+    program's estimator, at every step) has it decoded once per worker, and its run goes to the worker
+    that ran the job's last call when that one is idle; no job is served from another job's entries.
+    """
     idempotency_key: _builtins.str
     """Makes a retried call safe: the devices service remembers the keys of recent runs (at least 10 minutes,
     while it runs), and a call with a key it knows gets the first run's result, waiting for it if that run
