@@ -185,16 +185,18 @@ class WorkerPool:
                 raise self._failures.not_checked(lost) from None
 
     async def run(
-        self, request: pb.RunCircuitsRequest, admit: Callable[[pb.CheckCircuitsResponse], Awaitable[None]] | None = None
+        self, request: pb.RunCircuitsRequest,
+        admit: Callable[[pb.CheckCircuitsResponse], Awaitable[None]] | None = None, budget: int = 0,
     ) -> pb.RunCircuitsResponse:
         """Decode and check the circuits in a worker (within the check time limit), await
         admit(their summaries) (say, for the run's share of memory), then simulate them; cancelling
-        the call kills the worker."""
+        the call kills the worker. budget is simulation memory the caller holds for the run already:
+        a run that needs no more simulates without waiting for admit (which still follows)."""
         try:
             return await self._call(
-                request.backend, protocol.RUN + request.SerializeToString(),
+                request.backend, protocol.run_frame(budget, request.SerializeToString()),
                 time_limit=self._check_seconds, answer=protocol.RAN, parse=pb.RunCircuitsResponse.FromString,
-                admit=admit, job=request.job_id,
+                admit=admit, budget=budget, job=request.job_id,
             )
         except Lost as lost:
             raise self._failures.failed(lost) from None
@@ -210,10 +212,12 @@ class WorkerPool:
     async def _exchange(
         self, worker: _Worker, backend: str, frame: bytes, *, time_limit: float | None, answer: bytes,
         parse: Callable[[bytes], T], admit: Callable[[pb.CheckCircuitsResponse], Awaitable[None]] | None = None,
+        budget: int = 0,
     ) -> T:
         """Send frame to the (busy) worker and wait for its answer, within time_limit; for a run the
-        worker's CHECKED comes first, the time limit ends there, and GO follows admit. The worker goes
-        back to the pool after an answer, and is killed after anything else."""
+        worker's CHECKED comes first, the time limit ends there, and GO follows admit unless the run
+        fits its budget (protocol.py). The worker goes back to the pool after an answer, and is killed
+        after anything else."""
         simulating = False
         try:
             if backend not in worker.loaded:
@@ -227,7 +231,8 @@ class WorkerPool:
                 checked = pb.CheckCircuitsResponse.FromString(await self._answer(worker, protocol.CHECKED, time_limit))
                 if admit is not None:
                     await admit(checked)
-                await worker.process.channel.send(protocol.GO)
+                if protocol.needs(checked) > budget:
+                    await worker.process.channel.send(protocol.GO)
                 simulating, time_limit = True, None
             result = parse(await self._answer(worker, answer, time_limit))
         except _Answered as answered:  # the worker refused the request, and is fine

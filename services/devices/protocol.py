@@ -10,17 +10,23 @@ sends is treated as hostile.
     ADAPTER name, NUL, pickled adapter              READY, or ERROR
     WARM    backend name                              READY, or ERROR
     CHECK   CheckCircuitsRequest                      CHECKED CheckCircuitsResponse, or ERROR
-    RUN     RunCircuitsRequest                        CHECKED CheckCircuitsResponse, or ERROR;
+    RUN     budget (8 bytes), RunCircuitsRequest      CHECKED CheckCircuitsResponse, or ERROR;
     GO      (empty), once the run may have its memory  then RAN RunCircuitsResponse, or ERROR
     ERROR is a google.rpc.Status with an ErrorInfo and, where a field is at fault, a BadRequest.
-A worker that dies before CHECKED died of the input (decoding, checking); after GO, of the simulation.
+A worker that dies before CHECKED died of the input (decoding, checking); after it, of the simulation.
+The budget (big-endian, unsigned) is simulation memory the service already holds for the run: when the
+run needs no more than that (needs(checked) <= budget), no GO is sent and the worker simulates right
+after CHECKED, so a small run (an iterative program's step) waits for no round trip; else it waits for GO.
 """
 
 from __future__ import annotations
 
+import struct
+
 import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
+from qruntime.devices.v1.devices_service_pb2 import CheckCircuitsResponse
 
 from qruntime_kit.errors import FailedPrecondition, Internal, InvalidArgument, ResourceExhausted, ServiceError
 
@@ -31,6 +37,26 @@ READY, CHECKED, RAN, ERROR = b"O", b"K", b"D", b"E"
 # itself off as, say, an authentication failure of the suite.
 _WORKER_CODES = {cls.code.value[0]: cls for cls in (InvalidArgument, ResourceExhausted, FailedPrecondition, Internal)}
 _STATUS_KEY = "grpc-status-details-bin"
+
+
+_BUDGET = struct.Struct(">Q")
+
+
+def run_frame(budget: int, request: bytes) -> bytes:
+    """A RUN frame: the memory held for the run, and the serialized RunCircuitsRequest."""
+    return RUN + _BUDGET.pack(budget) + request
+
+
+def run_body(body: bytes) -> tuple[int, bytes]:
+    """(budget, serialized RunCircuitsRequest) of a RUN frame's body."""
+    if len(body) < _BUDGET.size:
+        raise ProtocolError("a RUN frame without its budget")
+    return _BUDGET.unpack_from(body)[0], body[_BUDGET.size:]
+
+
+def needs(checked: CheckCircuitsResponse) -> int:
+    """The simulation memory a checked run needs: its largest circuit's (Aer runs them in turn)."""
+    return max((c.estimated_memory_bytes for c in checked.circuits), default=0)
 
 
 class ProtocolError(Exception):

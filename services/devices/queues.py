@@ -7,7 +7,9 @@ A run that finds every slot of its backend taken is checked first, in a worker a
 queue, so bad input fails at once rather than after the runs ahead of it. With a slot, its worker
 decodes and checks the circuits (again), says how much memory their simulation needs, and waits
 until the run may have that share of the simulation memory (all runs together hold at most
-`simulation_memory_bytes`, by their estimates) before it simulates (pool.py). A caller that gives
+`simulation_memory_bytes`, by their estimates) before it simulates (pool.py); a run that finds
+PREADMITTED_BYTES free holds them before its worker starts, and if it needs no more its worker
+simulates without waiting for the service's word. A caller that gives
 up frees its slot at once: waiting, it leaves the queue; running, its worker is killed.
 """
 
@@ -24,11 +26,13 @@ from qruntime.devices.v1 import devices_service_pb2 as pb
 from qruntime_kit.errors import NotFound
 from qruntime_kit.logging import get_logger
 
+from . import protocol
 from .adapters import BackendAdapter
 from .memory import describe_bytes
 from .pool import WorkerPool
 
 log = get_logger("devices")
+PREADMITTED_BYTES = 64 << 20  # a state vector of 22 qubits, a density matrix of 11
 
 
 @dataclasses.dataclass
@@ -59,6 +63,13 @@ class MemoryShares:
         while self.held + size > self.total:
             freed = self._freed
             await freed.wait()
+        self.held += size
+        return size
+
+    def take_now(self, size: int) -> int:
+        """size if it is free now (then held), else 0."""
+        if self.held + size > self.total:
+            return 0
         self.held += size
         return size
 
@@ -138,19 +149,27 @@ class ExecutionQueues:
         finally:
             queue.waiting -= 1
         queue.running += 1
-        held = 0
+        # Held ahead while it is free: a run that needs no more (the common small one) then simulates
+        # as soon as its worker has checked it, without a round trip to this process (protocol.py).
+        budget = held = self.memory.take_now(PREADMITTED_BYTES)
 
         async def admit(checked: pb.CheckCircuitsResponse) -> None:
             nonlocal held, started
-            needs = max((c.estimated_memory_bytes for c in checked.circuits), default=0)  # Aer runs them in turn
-            held = await self.memory.take(needs)
+            needs = protocol.needs(checked)
+            if needs <= budget:  # the worker is simulating already, within what is held
+                self.memory.give(budget - needs)
+                held = needs
+            else:
+                self.memory.give(budget)
+                held = 0
+                held = await self.memory.take(needs)
             started = time.perf_counter()
             log.info("run started", circuits=len(checked.circuits), shots=request.shots, memory=describe_bytes(needs),
                      waited_ms=round((started - queued) * 1000, 1))
 
         started = queued
         try:
-            response = await self._pool.run(request, admit)
+            response = await self._pool.run(request, admit, budget)
             log.info("run finished", ms=round((time.perf_counter() - started) * 1000, 1))
             return response
         finally:

@@ -92,10 +92,11 @@ class Worker:
                                      primitive=request.primitive if request.HasField("primitive") else None)
             return protocol.CHECKED + checked.SerializeToString()
         if tag == protocol.RUN:
-            request = pb.RunCircuitsRequest.FromString(body)
+            budget, serialized = protocol.run_body(body)
+            request = pb.RunCircuitsRequest.FromString(serialized)
             job = {"job_id": request.job_id} if request.job_id else {}
             with structlog.contextvars.bound_contextvars(**job, backend=request.backend):
-                return protocol.RAN + self._run(request)
+                return protocol.RAN + self._run(request, budget)
         raise Internal(f"the worker got a frame it does not know ({tag!r})", reason="WORKER_PROTOCOL_ERROR")
 
     def _check(self, backend: str, circuits_qpy: bytes, shots: int, *, as_program_input: bool = False,
@@ -124,16 +125,17 @@ class Worker:
             summaries += [_summary(c, found) for c, found in zip(circuits, estimates, strict=True)]
         return prepared, devices_service_pb2.CheckCircuitsResponse(circuits=summaries)
 
-    def _run(self, request: devices_service_pb2.RunCircuitsRequest) -> bytes:
+    def _run(self, request: devices_service_pb2.RunCircuitsRequest, budget: int) -> bytes:
         primitive = request.primitive if request.HasField("primitive") else None
         circuits, checked = self._check(request.backend, request.circuits_qpy, request.shots, primitive=primitive,
                                         job_id=request.job_id)
-        # The service waits until the simulation may have the memory it needs; from GO on, a death is
-        # the simulation's, not the input's.
+        # From CHECKED on, a death is the simulation's, not the input's. Past the memory the service
+        # holds for the run already, it says GO once the simulation may have what it needs.
         self._channel.send(protocol.CHECKED + checked.SerializeToString())
-        go = self._channel.recv()
-        if go != protocol.GO:
-            raise SystemExit(f"expected GO, got {go[:1]!r}")
+        if protocol.needs(checked) > budget:
+            go = self._channel.recv()
+            if go != protocol.GO:
+                raise SystemExit(f"expected GO, got {go[:1]!r}")
         seed = request.seed if request.HasField("seed") else None
         adapter = self._adapter(request.backend)
         if primitive is not None:

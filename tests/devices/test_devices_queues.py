@@ -26,7 +26,7 @@ from systems import isa
 from qruntime_devices.adapters import AerSimulatorAdapter
 from qruntime_devices.emulated import EmulatedSystemAdapter
 from qruntime_devices.pool import WorkerPool
-from qruntime_devices.queues import ExecutionQueues, MemoryShares
+from qruntime_devices.queues import PREADMITTED_BYTES, ExecutionQueues, MemoryShares
 from qruntime_devices.recent_runs import RecentRuns
 from qruntime_kit.errors import InvalidArgument, NotFound, Unavailable
 
@@ -34,7 +34,7 @@ from qruntime_kit.errors import InvalidArgument, NotFound, Unavailable
 pytestmark = pytest.mark.slow
 
 
-GiB = 1 << 30
+GiB, MiB = 1 << 30, 1 << 20
 _seeds = itertools.count(1)
 
 
@@ -170,6 +170,38 @@ def test_a_jobs_runs_go_back_to_the_worker_that_ran_its_last_one(queues, call, g
     for _ in range(2):
         assert ran_on("job-b", next(_seeds))[0] == b_pid
         assert ran_on("job-a", next(_seeds))[0] == a_pid
+
+
+def test_a_run_waits_for_its_share_of_the_memory_when_less_is_free_than_it_would_hold_ahead(
+    queues, loop, call, bell_qpy
+):
+    def memory(change) -> None:
+        asyncio.run_coroutine_threadsafe(change(), loop).result(timeout=5)
+
+    async def take(size):
+        return queues.memory.take_now(size)
+
+    async def give(size):
+        queues.memory.give(size)
+
+    total = queues.memory.total
+    assert queues.memory.held == 0
+    memory(lambda: take(total - MiB))  # less free than PREADMITTED_BYTES, more than a Bell circuit needs
+    try:
+        run = call(queues.run(request(bell_qpy, "ibmq_qasm_simulator", next(_seeds), shots=20)))
+        assert sum(run.result(timeout=30).results[0].counts.values()) == 20  # its share, then GO
+        assert queues.memory.held == total - MiB
+        memory(lambda: take(MiB))  # nothing free: a run is checked, then waits for its share
+        run = call(queues.run(request(bell_qpy, "ibmq_qasm_simulator", next(_seeds), shots=20)))
+        time.sleep(0.5)
+        assert not run.done()
+        memory(lambda: give(MiB))
+        assert sum(run.result(timeout=30).results[0].counts.values()) == 20
+    finally:
+        memory(lambda: give(total - MiB))
+    until(lambda: queues.memory.held == 0)
+    assert queues.memory.take_now(PREADMITTED_BYTES) == PREADMITTED_BYTES and queues.memory.take_now(total) == 0
+    queues.memory.give(PREADMITTED_BYTES)
 
 
 def test_bad_input_fails_at_once_without_queueing(queues, call, gates, bell_qpy):

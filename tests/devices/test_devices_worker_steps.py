@@ -1,6 +1,7 @@
 """A simulation worker serving an iterative program's steps, in this process (the service's end of its
 channel is a script of frames): each job's QPY circuits are decoded once and bound afresh at every
-step, never served to another job."""
+step, never served to another job, and a run within the memory the service holds for it simulates
+without waiting for GO."""
 
 from __future__ import annotations
 
@@ -62,8 +63,8 @@ def ansatz() -> QuantumCircuit:
     return circuit
 
 
-def step(circuit: QuantumCircuit, values: list[float], job: str) -> list[bytes]:
-    """The frames of one estimator step, as the built-in estimator sends it from a program."""
+def step(circuit: QuantumCircuit, values: list[float], job: str, budget: int = 1 << 30) -> bytes:
+    """A RUN frame of one estimator step, as the built-in estimator sends it from a program."""
     pub = ppb.EstimatorPub(circuit=ppb.Circuit(qpy=dump_circuits_qpy(circuit)), observables=ppb.ObservablesArray(
         shape=[1], observables=[ppb.SparsePauliSum(paulis=[p for p, _ in TERMS], coeffs=[c for _, c in TERMS])]))
     pub.parameter_values.parameter_names.extend(p.name for p in circuit.parameters)
@@ -71,7 +72,7 @@ def step(circuit: QuantumCircuit, values: list[float], job: str) -> list[bytes]:
     pub.parameter_values.values.values.extend(values)
     estimator = ppb.EstimatorInput(pubs=[pub], options=ppb.EstimatorOptions(default_shots=4000, seed=7))
     request = pb.RunCircuitsRequest(backend=BACKEND, job_id=job, primitive=ppb.PrimitiveInput(estimator=estimator))
-    return [protocol.RUN + request.SerializeToString(), protocol.GO]
+    return protocol.run_frame(budget, request.SerializeToString())
 
 
 def energies(answers: list[tuple[bytes, bytes]]) -> list[float]:
@@ -97,7 +98,7 @@ def decodes(monkeypatch) -> list[int]:
 def test_a_jobs_steps_decode_its_circuit_once_and_bind_each_steps_values(decodes) -> None:
     circuit = ansatz()
     steps = [[0.1, 0.2, 0.3, 0.4], [1.0, -0.5, 2.0, 0.7], [0.1, 0.2, 0.3, 0.4]]
-    found = energies(Worked().serve([frame for values in steps for frame in step(circuit, values, "job-a")]))
+    found = energies(Worked().serve([step(circuit, values, "job-a") for values in steps]))
     assert len(decodes) == 1  # the three steps of job-a: decoded once
     assert found[0] == found[2]  # the same values and seed: the kept circuit was not changed by binding
     exact = SparsePauliOp.from_list(TERMS)
@@ -105,18 +106,31 @@ def test_a_jobs_steps_decode_its_circuit_once_and_bind_each_steps_values(decodes
         expected = Statevector(circuit.assign_parameters(values)).expectation_value(exact).real
         assert energy == pytest.approx(expected, abs=0.05)
     # Each step as a worker that never saw the job: the same numbers.
-    assert [energies(Worked().serve(step(circuit, values, "fresh")))[0] for values in steps] == found
+    assert [energies(Worked().serve([step(circuit, values, "fresh")]))[0] for values in steps] == found
 
 
 def test_another_job_sending_the_same_circuit_decodes_it_itself(decodes) -> None:
     circuit = ansatz()
     worked = Worked()
-    assert len(set(energies(worked.serve(step(circuit, [0.1] * 4, "job-a") + step(circuit, [0.1] * 4, "job-b"))))) == 1
+    assert len(set(energies(worked.serve([step(circuit, [0.1] * 4, "job-a"), step(circuit, [0.1] * 4, "job-b")])))) == 1
     assert len(decodes) == 2
     changed = circuit.copy()
     changed.rz(0.5, 0)  # a program may change its circuit between steps: new bytes, decoded anew
-    worked.serve(step(changed, [0.1] * 4, "job-a") + step(circuit, [0.1] * 4, "job-a"))
+    worked.serve([step(changed, [0.1] * 4, "job-a"), step(circuit, [0.1] * 4, "job-a")])
     assert len(decodes) == 3
+
+
+def test_a_run_within_its_budget_simulates_without_waiting_for_go() -> None:
+    circuit = ansatz()
+    worked = Worked()
+    # Within its budget the worker must not read the next frame as its GO (it would stop: "expected GO").
+    answers = worked.serve([step(circuit, [0.1] * 4, "job-a"), step(circuit, [0.2] * 4, "job-a")])
+    assert [tag for tag, _ in answers] == [protocol.CHECKED, protocol.RAN] * 2
+    # Without one it waits for GO after CHECKED, and the service's GO lets it simulate.
+    answers = worked.serve([step(circuit, [0.1] * 4, "job-a", budget=0), protocol.GO])
+    assert [tag for tag, _ in answers] == [protocol.CHECKED, protocol.RAN]
+    with pytest.raises(SystemExit, match="expected GO"):
+        worked.serve([step(circuit, [0.1] * 4, "job-a", budget=0), step(circuit, [0.1] * 4, "job-a")])
 
 
 def test_the_cache_keeps_a_few_small_circuits_of_the_last_jobs_and_nothing_that_failed() -> None:
