@@ -137,6 +137,17 @@ class HostBackend:
             for r in reply.response.results
         ]
 
+    def run_primitive(self, primitive: Any) -> Any:
+        """Run a V2 primitive's PUBs (a qruntime.primitives.v1.PrimitiveInput) in one device call; its
+        PrimitiveResult. The devices worker decodes, binds and measures them (the built-in estimator's
+        way). Raises BackendError when the backend refuses or fails them."""
+        call = program_host_pb2.CircuitsCall()
+        call.primitive.CopyFrom(primitive)
+        reply = self._link.run_circuits(call)
+        if reply.HasField("error"):
+            raise BackendError(reply.error.code, reply.error.reason, reply.error.message)
+        return reply.response.primitive_result
+
     def __repr__(self) -> str:
         return f"<HostBackend {self.name!r}>"
 

@@ -347,6 +347,8 @@ class _Run:
         )
         if call.HasField("seed"):
             request.seed = call.seed
+        if call.HasField("primitive"):  # checked by the devices worker as a primitive job's PUBs are
+            request.primitive.CopyFrom(call.primitive)
         reply = program_host_pb2.CircuitsReply(call_id=call.call_id)
         try:
             reply.response.CopyFrom(await self._runner._devices.run_circuits(

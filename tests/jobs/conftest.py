@@ -11,23 +11,34 @@ from postgres_support import new_postgres_database
 from qiskit import QuantumCircuit, transpile
 from qiskit_aer import AerSimulator
 
+from qruntime_devices import primitives
+from qruntime_devices.adapters import AerSimulatorAdapter
+from qruntime_devices.worker import Worker
 from qruntime_jobs.store import JobStore
 
 
 class LocalAerBackend:
     """A TEST DOUBLE of the devices service, only for unit-testing the programs' logic.
 
-    It has RemoteBackend's interface (name, num_qubits, run(circuits, shots, seed, memory) returning one
-    {"counts", "memory", "register_names"} per circuit) but runs the circuits on a local AerSimulator
-    instead of calling DevicesService.RunCircuits. The servicer tests use the real devices service.
+    It has HostBackend's interface (name, num_qubits, run(circuits, shots, seed, memory) returning one
+    {"counts", "memory", "register_names"} per circuit, run_primitive(PrimitiveInput) returning the
+    PrimitiveResult) but runs the circuits on a local AerSimulator, and the primitives with the devices
+    worker's own code in this process, instead of calling DevicesService.RunCircuits. The servicer tests
+    use the real devices service.
     """
 
     name = "local_aer"
 
     def __init__(self, num_qubits: int = 8) -> None:
         self.num_qubits = num_qubits
-        self.calls: list[int] = []  # circuits per run() call
+        self.calls: list[int] = []  # circuits per run() or run_primitive() call
         self._simulator = AerSimulator()
+        self._adapter = AerSimulatorAdapter("local_aer")
+
+    def run_primitive(self, primitive):
+        prepared = primitives.prepare(primitive, self._adapter)
+        self.calls.append(len(prepared.circuits))
+        return Worker._run_primitive(self._adapter, prepared, primitive).primitive_result
 
     def run(self, circuits: Any, shots: int = 1024, seed: int | None = None, memory: bool = False):
         circuits = [circuits] if isinstance(circuits, QuantumCircuit) else list(circuits)

@@ -10,6 +10,7 @@ import json
 import time
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 from qiskit import QuantumCircuit
@@ -342,6 +343,43 @@ def test_uploaded_python_programs_run_in_their_sandbox(world):
     assert (second.program_version, world.me.result(second.id)) == (2, 63)  # the job runs the version it was made for
     err = world.other.error("CreateJob", pb.CreateJobRequest(program_id=program.id, inputs='{"x": 1}'))
     assert err.reason == "PROGRAM_NOT_FOUND"  # a private program of another instance
+
+
+ITERATIVE = """
+import numpy as np
+from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
+from qruntime_jobs.builtin_programs.primitives import Estimator, Sampler
+
+def main(backend, user_messenger, angles):
+    theta = Parameter("theta")
+    circuit = QuantumCircuit(1)
+    circuit.ry(theta, 0)
+    estimator, sampler = Estimator(backend), Sampler(backend)
+    values = [estimator.run(circuit, [["Z", 1.0], ["X", 2.0]], parameter_values=[[a]], shots=4000, seed=3)["values"][0]
+              for a in angles]
+    measured = circuit.measure_all(inplace=False)
+    counts = sampler.run(measured, parameter_values=[[np.pi]], shots=50, seed=3)["counts"][0]
+    return {"values": values, "counts": counts}
+"""
+
+
+def test_an_uploaded_programs_estimator_binds_each_steps_values_and_logs_nothing_per_step(world):
+    program = world.me.programs.CreateProgram(programs_service_pb2.CreateProgramRequest(program=program_pb2.Program(
+        name="iterative", data=ITERATIVE, max_execution_time=duration_pb2.Duration(seconds=120),
+        inputs=[program_pb2.ProgramInput(name="angles", type=program_pb2.INPUT_TYPE_ARRAY, required=True)],
+    )), metadata=world.me.metadata).program
+    angles = [0.0, 1.2, 3.0, 0.0]  # the first step again last: its circuit, decoded once, is bound afresh
+    job = world.me.create(program.id, {"angles": angles})
+    ended = world.me.wait(job.id, timeout=120)
+    assert ended.state == job_pb2.JOB_STATE_DONE, ended.reason_message
+    result = world.me.result(job.id)
+    for angle, value in zip(angles, result["values"], strict=True):  # <Z + 2X> = cos + 2 sin on ry(angle)|0>
+        assert value == pytest.approx(np.cos(angle) + 2 * np.sin(angle), abs=0.1)
+    assert result["values"][0] == result["values"][-1]  # the same values and seed, the same numbers
+    assert result["counts"] == {"1": 50}
+    logs = world.me.ListJobLogs(pb.ListJobLogsRequest(job_id=job.id)).entries
+    assert [e.message.split(":")[0] for e in logs] == [f"backend {ended.backend}"]  # its choice; the steps are quiet
 
 
 def test_a_token_without_an_instance_cannot_create_jobs(start_suite, bell):

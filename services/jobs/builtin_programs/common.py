@@ -54,6 +54,15 @@ def circuits_to_run(
 ) -> list[QuantumCircuit]:
     """The circuits to run, in order: circuits[i] for each i of circuit_indices (all when None),
     with the matching entry of parameter_values bound to its parameters."""
+    return [circuit.assign_parameters(values) if values else circuit
+            for circuit, values in circuits_and_values(circuits, parameter_values, circuit_indices)]
+
+
+def circuits_and_values(
+    circuits: Any, parameter_values: Any = None, circuit_indices: Any = None
+) -> list[tuple[QuantumCircuit, list[float]]]:
+    """As circuits_to_run, each circuit still unbound with the values for its parameters (in the order
+    of circuit.parameters): for a caller that has the backend bind them."""
     from qiskit import QuantumCircuit
 
     circuits = as_list(circuits)
@@ -68,14 +77,12 @@ def circuits_to_run(
             raise InvalidInputError(f"circuit_indices holds {i!r}, not an index into the {len(circuits)} circuits")
     selected = [circuits[int(i)] for i in indices]
     values = _parameter_values(parameter_values, len(selected))
-    bound = []
     for k, (circuit, vals) in enumerate(zip(selected, values, strict=True)):
         if len(vals) != circuit.num_parameters:
             raise InvalidInputError(
                 f"circuit {k} has {circuit.num_parameters} parameters but {len(vals)} values were given"
             )
-        bound.append(circuit.assign_parameters(vals) if vals else circuit)
-    return bound
+    return list(zip(selected, values, strict=True))
 
 
 def _parameter_values(parameter_values: Any, count: int) -> list[list[float]]:

@@ -1,10 +1,13 @@
 """estimator: the expectation value of an observable on the state each circuit prepares.
 
 An observable is a Pauli string ("ZZ", Qiskit's order: the rightmost letter acts on qubit 0) or a
-list of [pauli, coeff] pairs, one per circuit or one for all. Each Pauli term is measured on the
-backend: the circuit's final measurements are stripped, each qubit is rotated into the term's basis
-(H for X, Sdg then H for Y) and measured. Terms of one circuit that need the same rotations share
-one measured circuit, and every measured circuit goes to the backend in ONE call.
+list of [pauli, coeff] pairs, one per circuit or one for all. The circuits go to the backend in ONE
+call as the V2 estimator's PUBs (RunCircuitsRequest.primitive): the devices worker strips each
+circuit's final measurements, binds its parameter values, rotates it into one basis per group of
+qubit-wise commuting Pauli terms (the terms of a circuit's observables share them) and measures
+each basis once. Nothing here builds a circuit: an iterative program's step sends its unbound
+circuit's QPY bytes with the step's values, and the worker, which decoded those bytes at the first
+step of the job, binds them (bench/README.md: the VQE of bench_execution).
 
 The result holds "values", "stds" (standard errors, sqrt(sum_i c_i^2 (1 - <P_i>^2) / shots),
 treating the terms as independent) and "metadata" ({"shots": n}), one entry per circuit.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import cmath
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .common import (
     CIRCUITS,
@@ -24,15 +27,12 @@ from .common import (
     THREE_HOURS,
     InvalidInputError,
     as_list,
-    circuits_to_run,
+    circuits_and_values,
     optional_seed,
     positive_int,
     program_logger,
 )
 from .entry import CatalogueEntry, Input
-
-if TYPE_CHECKING:
-    from qiskit import QuantumCircuit
 
 log = program_logger("estimator")
 DEFAULT_SHOTS = 4096
@@ -69,7 +69,21 @@ def main(
     seed: Any = None,
 ) -> dict[str, list[Any]]:
     """Estimate <observable> for each (circuit, observable) pair, broadcasting a lone circuit or observable."""
-    runs = circuits_to_run(circuits, parameter_values)
+    result, measured = estimate(backend, circuits, observables, parameter_values, shots, seed)
+    log.info("estimated %d observable(s) from %d measured circuit(s), %d shots each, on %s",
+             len(result["values"]), measured, result["metadata"][0]["shots"], backend.name)
+    return result
+
+
+def estimate(
+    backend: Any, circuits: Any, observables: Any, parameter_values: Any = None, shots: Any = DEFAULT_SHOTS,
+    seed: Any = None,
+) -> tuple[dict[str, list[Any]], int]:
+    """main's result without its log line, and how many circuits the backend measured."""
+    from qruntime.encoding import dump_circuits_qpy
+    from qruntime.primitives.v1 import primitives_pb2 as pb
+
+    runs = circuits_and_values(circuits, parameter_values)
     terms = parse_observables(observables)
     if len(runs) == 1 and len(terms) > 1:
         runs = runs * len(terms)
@@ -78,72 +92,43 @@ def main(
     if len(runs) != len(terms):
         raise InvalidInputError(f"{len(terms)} observables for {len(runs)} circuits; give one per circuit")
     shots = positive_int("shots", shots)
+    if shots > (getattr(backend, "max_shots", 0) or shots):
+        raise InvalidInputError(f"shots must be at most {backend.max_shots} on {backend.name}, got {shots}")
+    seed = optional_seed(seed)
+    if seed is not None and not -(2**63) <= seed < 2**63:
+        raise InvalidInputError(f"seed must be a 64-bit integer, got {seed}")
 
-    measured: list[QuantumCircuit] = []
-    bases: dict[tuple[int, str], int] = {}  # (circuit, basis) -> index into measured: bases are shared
-    plans: list[list[tuple[int, str, float]]] = []  # per circuit: (index into measured, pauli, coeff)
-    for k, (circuit, observable) in enumerate(zip(runs, terms, strict=True)):
-        plan = []
-        for pauli, coeff in observable:
+    # One PUB per circuit and binding: its observables then share the measured bases.
+    request = pb.EstimatorInput(options=pb.EstimatorOptions(default_shots=shots, seed=seed))
+    pubs: dict[tuple[int, tuple[float, ...]], int] = {}
+    placed = []  # per pair: (PUB, index into its observables)
+    for k, ((circuit, values), observable) in enumerate(zip(runs, terms, strict=True)):
+        for pauli, _ in observable:
             if len(pauli) != circuit.num_qubits:
                 raise InvalidInputError(
                     f"observable {k} acts on {len(pauli)} qubits, its circuit has {circuit.num_qubits}"
                 )
-            key = (id(circuit), pauli.replace("I", "Z"))  # an identity factor is read in any basis
-            if key not in bases:
-                bases[key] = len(measured)
-                measured.append(basis_circuit(circuit, key[1]))
-            plan.append((bases[key], pauli, coeff))
-        plans.append(plan)
+        key = (id(circuit), tuple(values))
+        if key not in pubs:
+            pubs[key] = len(request.pubs)
+            # Encoded at every call (a program may change its circuit in place between calls): the
+            # same circuit gives the same bytes, which the worker has decoded already.
+            pub = request.pubs.add(circuit=pb.Circuit(qpy=dump_circuits_qpy(circuit)))
+            if values:
+                pub.parameter_values.parameter_names.extend(p.name for p in circuit.parameters)
+                pub.parameter_values.values.shape.append(len(values))
+                pub.parameter_values.values.values.extend(values)
+        pub = request.pubs[pubs[key]]
+        placed.append((pubs[key], len(pub.observables.observables)))
+        pub.observables.observables.add(paulis=[p for p, _ in observable], coeffs=[c for _, c in observable])
+    for pub in request.pubs:
+        pub.observables.shape.append(len(pub.observables.observables))
 
-    log.info("estimating %d observable(s) with %d circuit(s), %d shots each, on %s",
-             len(plans), len(measured), shots, backend.name)
-    results = backend.run(measured, shots=shots, seed=optional_seed(seed))
-    values, stds = [], []
-    for plan in plans:
-        value = variance = 0.0
-        for index, pauli, coeff in plan:
-            expectation = pauli_expectation(results[index], pauli)
-            value += coeff * expectation
-            variance += coeff**2 * max(0.0, 1.0 - expectation**2)
-        values.append(value)
-        stds.append(math.sqrt(variance / shots))
-    return {"values": values, "stds": stds, "metadata": [{"shots": shots} for _ in plans]}
-
-
-MEASURE_REGISTER = "estimator_basis"
-
-
-def basis_circuit(circuit: QuantumCircuit, basis: str) -> QuantumCircuit:
-    """The circuit without its final measurements, rotated into basis and measured into MEASURE_REGISTER."""
-    from qiskit import ClassicalRegister
-
-    rotated = circuit.remove_final_measurements(inplace=False)
-    if any(reg.name == MEASURE_REGISTER for reg in rotated.cregs):
-        raise InvalidInputError(f"circuits must not have a classical register named {MEASURE_REGISTER!r}")
-    register = ClassicalRegister(circuit.num_qubits, MEASURE_REGISTER)
-    rotated.add_register(register)
-    for qubit, letter in enumerate(reversed(basis)):
-        if letter == "X":
-            rotated.h(qubit)
-        elif letter == "Y":
-            rotated.sdg(qubit)
-            rotated.h(qubit)
-    rotated.measure(range(circuit.num_qubits), register)
-    return rotated
-
-
-def pauli_expectation(result: dict[str, Any], pauli: str) -> float:
-    """<pauli> from the counts of its basis circuit: the mean of (-1)^(parity of the measured bits it acts on)."""
-    position = result["register_names"].index(MEASURE_REGISTER) if result.get("register_names") else 0
-    acts_on = [q for q, letter in enumerate(reversed(pauli)) if letter != "I"]
-    total = signed = 0
-    for bitstring, count in result["counts"].items():
-        bits = bitstring.split(" ")[position] if " " in bitstring else bitstring
-        parity = sum(bits[-1 - q] == "1" for q in acts_on) % 2
-        signed += -count if parity else count
-        total += count
-    return signed / total if total else 0.0
+    result = backend.run_primitive(pb.PrimitiveInput(estimator=request)).estimator
+    values = [result.pub_results[pub].evs.values[i] for pub, i in placed]
+    stds = [result.pub_results[pub].stds.values[i] for pub, i in placed]
+    measured = sum(p.metadata.circuits for p in result.pub_results)
+    return {"values": values, "stds": stds, "metadata": [{"shots": shots} for _ in placed]}, measured
 
 
 def parse_observables(observables: Any) -> list[Terms]:

@@ -11,7 +11,8 @@ job per step from a client:
         ...
 
 Each run() is one device call on the job's backend, returning what the sampler and estimator
-programs return; errors are the same (InvalidInputError, the backend's BackendError).
+programs return; errors are the same (InvalidInputError, the backend's BackendError). They log
+nothing of their own: a program's loop of a thousand estimates is not a thousand log lines.
 """
 
 from __future__ import annotations
@@ -19,13 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 from . import estimator, sampler
-
-
-class _Quiet:
-    """A messenger that keeps nothing: the primitives publish nothing of their own."""
-
-    def publish(self, message: Any, final: bool = False) -> None:
-        return None
 
 
 class Sampler:
@@ -37,8 +31,7 @@ class Sampler:
     def run(self, circuits: Any, parameter_values: Any = None, shots: int = sampler.DEFAULT_SHOTS,
             seed: int | None = None) -> dict[str, list[Any]]:
         """{"quasi_dists", "counts", "metadata"}, one entry per circuit."""
-        return sampler.main(self._backend, _Quiet(), circuits, parameter_values=parameter_values, shots=shots,
-                            seed=seed)
+        return sampler.sample(self._backend, circuits, parameter_values, shots=shots, seed=seed)
 
 
 class Estimator:
@@ -50,5 +43,4 @@ class Estimator:
     def run(self, circuits: Any, observables: Any, parameter_values: Any = None,
             shots: int = estimator.DEFAULT_SHOTS, seed: int | None = None) -> dict[str, list[Any]]:
         """{"values", "stds", "metadata"}, one entry per (circuit, observable) pair."""
-        return estimator.main(self._backend, _Quiet(), circuits, observables, parameter_values=parameter_values,
-                              shots=shots, seed=seed)
+        return estimator.estimate(self._backend, circuits, observables, parameter_values, shots, seed)[0]

@@ -7,6 +7,7 @@ are written as Qiskit prints them ("00", "11"; registers separated by a space, l
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .common import (
@@ -56,12 +57,23 @@ def main(
     seed: Any = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Sample each circuit (circuits[i] for i in circuit_indices, parameters bound) `shots` times."""
+    return sample(backend, circuits, parameter_values, circuit_indices, shots, seed, log=log)
+
+
+def sample(
+    backend: Any, circuits: Any, parameter_values: Any = None, circuit_indices: Any = None,
+    shots: Any = DEFAULT_SHOTS, seed: Any = None, log: logging.Logger | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """main's result; its progress lines go to log when given (the sampler program's), else nowhere
+    (a program's own Sampler: a loop of a thousand samples is not a thousand log lines)."""
     runs = circuits_to_run(circuits, parameter_values, circuit_indices)
     check_measured(runs)
     shots = positive_int("shots", shots)
-    log.info("sampling %d circuit(s), %d shots each, on %s", len(runs), shots, backend.name)
+    if log is not None:
+        log.info("sampling %d circuit(s), %d shots each, on %s", len(runs), shots, backend.name)
     results = backend.run(runs, shots=shots, seed=optional_seed(seed))
     counts = [dict(sorted(r["counts"].items())) for r in results]
     quasi_dists = [{k: v / (sum(c.values()) or 1) for k, v in c.items()} for c in counts]
-    log.info("sampled %d circuit(s)", len(results))
+    if log is not None:
+        log.info("sampled %d circuit(s)", len(results))
     return {"quasi_dists": quasi_dists, "counts": counts, "metadata": [{"shots": shots} for _ in results]}

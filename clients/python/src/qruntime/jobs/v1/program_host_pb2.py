@@ -26,39 +26,40 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from qruntime.devices.v1 import backend_pb2 as qruntime_dot_devices_dot_v1_dot_backend__pb2
 from qruntime.devices.v1 import devices_service_pb2 as qruntime_dot_devices_dot_v1_dot_devices__service__pb2
 from qruntime.jobs.v1 import job_pb2 as qruntime_dot_jobs_dot_v1_dot_job__pb2
+from qruntime.primitives.v1 import primitives_pb2 as qruntime_dot_primitives_dot_v1_dot_primitives__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/jobs/v1/program_host.proto\x12\x10qruntime.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!qruntime/devices/v1/backend.proto\x1a)qruntime/devices/v1/devices_service.proto\x1a\x1aqruntime/jobs/v1/job.proto\"\xb6\x01\n\rRunnerMessage\x12-\n\x04task\x18\x01 \x01(\x0b\x32\x1d.qruntime.jobs.v1.ProgramTaskH\x00\x12\x39\n\x0e\x63ircuits_reply\x18\x02 \x01(\x0b\x32\x1f.qruntime.jobs.v1.CircuitsReplyH\x00\x12\x33\n\x0binputs_part\x18\x03 \x01(\x0b\x32\x1c.qruntime.jobs.v1.InputsPartH\x00\x42\x06\n\x04kind\"\x92\x02\n\x0bHostMessage\x12,\n\x05ready\x18\x01 \x01(\x0b\x32\x1b.qruntime.jobs.v1.HostReadyH\x00\x12(\n\x03log\x18\x02 \x01(\x0b\x32\x19.qruntime.jobs.v1.HostLogH\x00\x12=\n\x0einterim_result\x18\x03 \x01(\x0b\x32#.qruntime.jobs.v1.HostInterimResultH\x00\x12\x37\n\rcircuits_call\x18\x04 \x01(\x0b\x32\x1e.qruntime.jobs.v1.CircuitsCallH\x00\x12+\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1c.qruntime.jobs.v1.ProgramEndH\x00\x42\x06\n\x04kind\"\xc6\x01\n\x0bProgramTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nprogram_id\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0e\n\x06inputs\x18\x04 \x01(\t\x12-\n\tlog_level\x18\x05 \x01(\x0e\x32\x1a.qruntime.jobs.v1.LogLevel\x12.\n\x07\x62\x61\x63kend\x18\x06 \x01(\x0b\x32\x1d.qruntime.jobs.v1.HostBackend\x12\x14\n\x0cinputs_parts\x18\x07 \x01(\x05\"\x1a\n\nInputsPart\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xa6\x01\n\x0bHostBackend\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nnum_qubits\x18\x02 \x01(\x05\x12\x11\n\tmax_shots\x18\x03 \x01(\x05\x12\x14\n\x0crequires_isa\x18\x04 \x01(\x08\x12\x13\n\x0b\x62\x61sis_gates\x18\x05 \x03(\t\x12\x37\n\x0c\x63oupling_map\x18\x06 \x03(\x0b\x32!.qruntime.devices.v1.CouplingEdge\"\x0b\n\tHostReady\"o\n\x07HostLog\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05level\x18\x02 \x01(\x0e\x32\x1a.qruntime.jobs.v1.LogLevel\x12\x0f\n\x07message\x18\x03 \x01(\t\"!\n\x11HostInterimResult\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\t\"p\n\x0c\x43ircuitsCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\r\x12\x14\n\x0c\x63ircuits_qpy\x18\x02 \x01(\x0c\x12\r\n\x05shots\x18\x03 \x01(\x05\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06memory\x18\x05 \x01(\x08\x42\x07\n\x05_seed\"\x99\x01\n\rCircuitsReply\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\r\x12<\n\x08response\x18\x02 \x01(\x0b\x32(.qruntime.devices.v1.RunCircuitsResponseH\x00\x12.\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1d.qruntime.jobs.v1.DeviceErrorH\x00\x42\t\n\x07outcome\"<\n\x0b\x44\x65viceError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"^\n\nProgramEnd\x12\x10\n\x06result\x18\x01 \x01(\tH\x00\x12\x33\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32 .qruntime.jobs.v1.ProgramFailureH\x00\x42\t\n\x07outcome\"N\n\x0eProgramFailure\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.qruntime.jobs.v1.JobReason\x12\x0f\n\x07message\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qruntime/jobs/v1/program_host.proto\x12\x10qruntime.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!qruntime/devices/v1/backend.proto\x1a)qruntime/devices/v1/devices_service.proto\x1a\x1aqruntime/jobs/v1/job.proto\x1a\'qruntime/primitives/v1/primitives.proto\"\xb6\x01\n\rRunnerMessage\x12-\n\x04task\x18\x01 \x01(\x0b\x32\x1d.qruntime.jobs.v1.ProgramTaskH\x00\x12\x39\n\x0e\x63ircuits_reply\x18\x02 \x01(\x0b\x32\x1f.qruntime.jobs.v1.CircuitsReplyH\x00\x12\x33\n\x0binputs_part\x18\x03 \x01(\x0b\x32\x1c.qruntime.jobs.v1.InputsPartH\x00\x42\x06\n\x04kind\"\x92\x02\n\x0bHostMessage\x12,\n\x05ready\x18\x01 \x01(\x0b\x32\x1b.qruntime.jobs.v1.HostReadyH\x00\x12(\n\x03log\x18\x02 \x01(\x0b\x32\x19.qruntime.jobs.v1.HostLogH\x00\x12=\n\x0einterim_result\x18\x03 \x01(\x0b\x32#.qruntime.jobs.v1.HostInterimResultH\x00\x12\x37\n\rcircuits_call\x18\x04 \x01(\x0b\x32\x1e.qruntime.jobs.v1.CircuitsCallH\x00\x12+\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1c.qruntime.jobs.v1.ProgramEndH\x00\x42\x06\n\x04kind\"\xc6\x01\n\x0bProgramTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nprogram_id\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0e\n\x06inputs\x18\x04 \x01(\t\x12-\n\tlog_level\x18\x05 \x01(\x0e\x32\x1a.qruntime.jobs.v1.LogLevel\x12.\n\x07\x62\x61\x63kend\x18\x06 \x01(\x0b\x32\x1d.qruntime.jobs.v1.HostBackend\x12\x14\n\x0cinputs_parts\x18\x07 \x01(\x05\"\x1a\n\nInputsPart\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xa6\x01\n\x0bHostBackend\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nnum_qubits\x18\x02 \x01(\x05\x12\x11\n\tmax_shots\x18\x03 \x01(\x05\x12\x14\n\x0crequires_isa\x18\x04 \x01(\x08\x12\x13\n\x0b\x62\x61sis_gates\x18\x05 \x03(\t\x12\x37\n\x0c\x63oupling_map\x18\x06 \x03(\x0b\x32!.qruntime.devices.v1.CouplingEdge\"\x0b\n\tHostReady\"o\n\x07HostLog\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05level\x18\x02 \x01(\x0e\x32\x1a.qruntime.jobs.v1.LogLevel\x12\x0f\n\x07message\x18\x03 \x01(\t\"!\n\x11HostInterimResult\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\t\"\xab\x01\n\x0c\x43ircuitsCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\r\x12\x14\n\x0c\x63ircuits_qpy\x18\x02 \x01(\x0c\x12\r\n\x05shots\x18\x03 \x01(\x05\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06memory\x18\x05 \x01(\x08\x12\x39\n\tprimitive\x18\x06 \x01(\x0b\x32&.qruntime.primitives.v1.PrimitiveInputB\x07\n\x05_seed\"\x99\x01\n\rCircuitsReply\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\r\x12<\n\x08response\x18\x02 \x01(\x0b\x32(.qruntime.devices.v1.RunCircuitsResponseH\x00\x12.\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1d.qruntime.jobs.v1.DeviceErrorH\x00\x42\t\n\x07outcome\"<\n\x0b\x44\x65viceError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"^\n\nProgramEnd\x12\x10\n\x06result\x18\x01 \x01(\tH\x00\x12\x33\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32 .qruntime.jobs.v1.ProgramFailureH\x00\x42\t\n\x07outcome\"N\n\x0eProgramFailure\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.qruntime.jobs.v1.JobReason\x12\x0f\n\x07message\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qruntime.jobs.v1.program_host_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNNERMESSAGE']._serialized_start=197
-  _globals['_RUNNERMESSAGE']._serialized_end=379
-  _globals['_HOSTMESSAGE']._serialized_start=382
-  _globals['_HOSTMESSAGE']._serialized_end=656
-  _globals['_PROGRAMTASK']._serialized_start=659
-  _globals['_PROGRAMTASK']._serialized_end=857
-  _globals['_INPUTSPART']._serialized_start=859
-  _globals['_INPUTSPART']._serialized_end=885
-  _globals['_HOSTBACKEND']._serialized_start=888
-  _globals['_HOSTBACKEND']._serialized_end=1054
-  _globals['_HOSTREADY']._serialized_start=1056
-  _globals['_HOSTREADY']._serialized_end=1067
-  _globals['_HOSTLOG']._serialized_start=1069
-  _globals['_HOSTLOG']._serialized_end=1180
-  _globals['_HOSTINTERIMRESULT']._serialized_start=1182
-  _globals['_HOSTINTERIMRESULT']._serialized_end=1215
-  _globals['_CIRCUITSCALL']._serialized_start=1217
-  _globals['_CIRCUITSCALL']._serialized_end=1329
-  _globals['_CIRCUITSREPLY']._serialized_start=1332
-  _globals['_CIRCUITSREPLY']._serialized_end=1485
-  _globals['_DEVICEERROR']._serialized_start=1487
-  _globals['_DEVICEERROR']._serialized_end=1547
-  _globals['_PROGRAMEND']._serialized_start=1549
-  _globals['_PROGRAMEND']._serialized_end=1643
-  _globals['_PROGRAMFAILURE']._serialized_start=1645
-  _globals['_PROGRAMFAILURE']._serialized_end=1723
+  _globals['_RUNNERMESSAGE']._serialized_start=238
+  _globals['_RUNNERMESSAGE']._serialized_end=420
+  _globals['_HOSTMESSAGE']._serialized_start=423
+  _globals['_HOSTMESSAGE']._serialized_end=697
+  _globals['_PROGRAMTASK']._serialized_start=700
+  _globals['_PROGRAMTASK']._serialized_end=898
+  _globals['_INPUTSPART']._serialized_start=900
+  _globals['_INPUTSPART']._serialized_end=926
+  _globals['_HOSTBACKEND']._serialized_start=929
+  _globals['_HOSTBACKEND']._serialized_end=1095
+  _globals['_HOSTREADY']._serialized_start=1097
+  _globals['_HOSTREADY']._serialized_end=1108
+  _globals['_HOSTLOG']._serialized_start=1110
+  _globals['_HOSTLOG']._serialized_end=1221
+  _globals['_HOSTINTERIMRESULT']._serialized_start=1223
+  _globals['_HOSTINTERIMRESULT']._serialized_end=1256
+  _globals['_CIRCUITSCALL']._serialized_start=1259
+  _globals['_CIRCUITSCALL']._serialized_end=1430
+  _globals['_CIRCUITSREPLY']._serialized_start=1433
+  _globals['_CIRCUITSREPLY']._serialized_end=1586
+  _globals['_DEVICEERROR']._serialized_start=1588
+  _globals['_DEVICEERROR']._serialized_end=1648
+  _globals['_PROGRAMEND']._serialized_start=1650
+  _globals['_PROGRAMEND']._serialized_end=1744
+  _globals['_PROGRAMFAILURE']._serialized_start=1746
+  _globals['_PROGRAMFAILURE']._serialized_end=1824
 # @@protoc_insertion_point(module_scope)

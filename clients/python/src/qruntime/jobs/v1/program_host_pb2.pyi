@@ -11,6 +11,7 @@ from google.protobuf.internal import containers as _containers
 from qruntime.devices.v1 import backend_pb2 as _backend_pb2
 from qruntime.devices.v1 import devices_service_pb2 as _devices_service_pb2
 from qruntime.jobs.v1 import job_pb2 as _job_pb2
+from qruntime.primitives.v1 import primitives_pb2 as _primitives_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -331,6 +332,7 @@ class CircuitsCall(_message.Message):
     SHOTS_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
+    PRIMITIVE_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     """Chosen by the host, unique within the job; the reply carries it back."""
     circuits_qpy: _builtins.bytes
@@ -341,6 +343,16 @@ class CircuitsCall(_message.Message):
     """Seed of the simulator's random numbers; unset draws one."""
     memory: _builtins.bool
     """Whether to return one bitstring per shot besides the counts."""
+    @_builtins.property
+    def primitive(self) -> _primitives_pb2.PrimitiveInput:
+        """A V2 primitive's PUBs to run instead of circuits_qpy (which is then empty; shots, seed and memory
+        are ignored: the PUBs and options say them), as RunCircuitsRequest.primitive runs them: the devices
+        worker binds the parameter values and measures each group of qubit-wise commuting Pauli terms once.
+        The built-in estimator sends its circuits this way, each PUB's circuit as the same QPY bytes at every
+        call of an iterative program, so that the worker decodes it once per job (see
+        RunCircuitsRequest.job_id). The reply's response then holds primitive_result.
+        """
+
     def __init__(
         self,
         *,
@@ -349,10 +361,11 @@ class CircuitsCall(_message.Message):
         shots: _builtins.int = ...,
         seed: _builtins.int | None = ...,
         memory: _builtins.bool = ...,
+        primitive: _primitives_pb2.PrimitiveInput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "primitive", b"primitive", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "call_id", b"call_id", "circuits_qpy", b"circuits_qpy", "memory", b"memory", "seed", b"seed", "shots", b"shots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "call_id", b"call_id", "circuits_qpy", b"circuits_qpy", "memory", b"memory", "primitive", b"primitive", "seed", b"seed", "shots", b"shots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
