@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from qruntime_jobs.store import DONE, QUEUED, RUNNING, JobStore
-from qruntime_jobs.watch import JobWatch, Position
+from qruntime.jobs.v1 import job_pb2
+from qruntime.jobs.v1 import jobs_service_pb2 as pb
+
+from qruntime_jobs.store import DONE, JobStore
+from qruntime_jobs.watch import JobWatch
+from qruntime_kit.decoding import Encoded
 
 
 def new_job(store: JobStore, **fields):
@@ -19,17 +23,21 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-async def collect(watch: JobWatch, job_id: str, after: int = 0, *, until_positions: int = 0) -> list:
-    items = []
-    async for batch in watch.follow(job_id, after):
-        items.extend(batch)
-        if until_positions and sum(isinstance(i, Position) for i in items) >= until_positions:
-            break
-    return items
+def is_position(event: job_pb2.JobEvent) -> bool:
+    return event.WhichOneof("event") == "queue_position"
+
+
+def decoded(message: Encoded) -> list[job_pb2.JobEvent]:
+    """The events of one message follow() yields, as WatchJob's client reads them."""
+    return list(pb.WatchJobResponse.FromString(message.data).events)
+
+
+async def collect(watch: JobWatch, job_id: str, after: int = 0) -> list[job_pb2.JobEvent]:
+    return [event async for message in watch.follow(job_id, after) for event in decoded(message)]
 
 
 def numbers(items) -> list[int]:
-    return [i.number for i in items if not isinstance(i, Position)]
+    return [i.sequence for i in items if not is_position(i)]
 
 
 def run(store, scenario, poll: float = 0.05):
@@ -59,11 +67,18 @@ def test_a_watch_follows_a_job_live_and_ends_with_its_final_state(store):
         return await follower
 
     items = run(store, scenario, poll=10)  # no polling to lean on: the store's commits wake the watch
-    events = [i for i in items if not isinstance(i, Position)]
     assert numbers(items) == list(range(1, 8))
-    assert [(e.kind, e.state or e.text) for e in events] == [
-        ("STATE", QUEUED), ("STATE", RUNNING), ("LOG", "line 0"), ("LOG", "line 1"), ("LOG", "line 2"),
-        ("INTERIM", '{"step": 1}'), ("STATE", DONE)]
+    assert [what(e) for e in items if not is_position(e)] == [
+        ("state_change", job_pb2.JOB_STATE_QUEUED), ("state_change", job_pb2.JOB_STATE_RUNNING),
+        ("log", "line 0"), ("log", "line 1"), ("log", "line 2"), ("interim_result", '{"step": 1}'),
+        ("state_change", job_pb2.JOB_STATE_DONE)]
+
+
+def what(event: job_pb2.JobEvent) -> tuple[str, object]:
+    kind = event.WhichOneof("event")
+    detail = {"state_change": event.state_change.state, "log": event.log.message,
+              "interim_result": event.interim_result.data}[kind]
+    return kind, detail
 
 
 def test_a_resumed_watch_misses_nothing_and_repeats_nothing(store):
@@ -73,11 +88,11 @@ def test_a_resumed_watch_misses_nothing_and_repeats_nothing(store):
 
     async def scenario(watch):
         seen = []
-        async for batch in watch.follow(job.id, 0):  # the first connection drops after 5 events
-            seen.extend(e for e in batch if not isinstance(e, Position))
+        async for message in watch.follow(job.id, 0):  # the first connection drops after 5 events
+            seen.extend(e for e in decoded(message) if not is_position(e))
             if len(seen) >= 5:
                 break
-        last = seen[4].number
+        last = seen[4].sequence
         resumed = asyncio.create_task(collect(watch, job.id, after=last))
         await asyncio.to_thread(store.append_log, job.id, "INFO", "more")
         await asyncio.to_thread(store.end_attempt, job.id, 1, DONE, result_json="{}")
@@ -111,8 +126,8 @@ def test_a_queued_job_hears_its_place_in_the_queue(store):
         return await follower
 
     items = run(store, scenario)
-    assert [i.jobs_ahead for i in items if isinstance(i, Position)] == [2, 1, 0]
-    assert all(i.after == 1 for i in items if isinstance(i, Position))  # snapshots, not history
+    assert [i.queue_position.jobs_ahead for i in items if is_position(i)] == [2, 1, 0]
+    assert all(i.sequence == 1 for i in items if is_position(i))  # snapshots, not history
 
 
 def test_a_thousand_watchers_share_one_read_per_change(store, monkeypatch):
