@@ -33,6 +33,7 @@ from .executor import JobExecutor
 from .filters import parse_filter
 from .idempotency import check_same_request, request_fingerprint
 from .messages import (
+    JobPages,
     interim_result_message,
     job_message,
     log_entry_message,
@@ -74,6 +75,7 @@ class JobsDependencies:
 class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
     def __init__(self) -> None:
         self._deps: JobsDependencies | None = None
+        self._pages = JobPages()
 
     def attach(self, deps: JobsDependencies) -> None:
         """Start answering with these dependencies (calls before are answered UNAVAILABLE)."""
@@ -212,7 +214,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         def page() -> jobs_service_pb2.ListJobsResponse:  # messages built here too (see GetJob)
             jobs, token = store.list(instance, page_size=size, page_token=request.page_token, where=where,
                                      inputs=_inputs_read(view))
-            return jobs_service_pb2.ListJobsResponse(jobs=[job_message(j, view) for j in jobs], next_page_token=token)
+            if view == job_pb2.JOB_VIEW_BASIC:
+                return self._pages.response(jobs, token)
+            now = utcnow()
+            return jobs_service_pb2.ListJobsResponse(jobs=[job_message(j, view, now=now) for j in jobs],
+                                                     next_page_token=token)
 
         return await asyncio.to_thread(page)
 
