@@ -8,6 +8,7 @@ import datetime as dt
 from qruntime.jobs.v1 import job_pb2
 from qruntime.jobs.v1 import jobs_service_pb2 as pb
 
+from qruntime_jobs import watch as watch_module
 from qruntime_jobs.store import DONE, JobStore
 from qruntime_jobs.watch import JobWatch
 from qruntime_kit.decoding import Encoded
@@ -149,3 +150,62 @@ def test_a_thousand_watchers_share_one_read_per_change(store, monkeypatch):
     results = run(store, scenario, poll=10)
     assert all(numbers(r) == list(range(1, 9)) for r in results)
     assert len(reads) < 20  # one per change (and the first), not one per watcher
+
+
+def test_a_crowd_hears_of_a_burst_in_few_messages_and_a_lone_watcher_at_once(store):
+    crowded, lone = new_job(store), new_job(store)
+    store.claim_next_queued("r"), store.claim_next_queued("r")
+
+    async def sizes(watch, job_id) -> list[int]:  # the number of events in each message
+        return [len(decoded(message)) async for message in watch.follow(job_id, 0)]
+
+    async def scenario(watch):
+        crowd = [asyncio.create_task(sizes(watch, crowded.id)) for _ in range(200)]
+        heard = asyncio.Queue()
+
+        async def follow_lone():
+            async for message in watch.follow(lone.id, 0):
+                for event in decoded(message):
+                    heard.put_nowait(event.sequence)
+
+        follower = asyncio.create_task(follow_lone())
+        await asyncio.sleep(0.3)
+        for i in range(20):  # 20 commits, as fast as they come
+            await asyncio.to_thread(store.append_log, crowded.id, "INFO", f"line {i}")
+        await asyncio.to_thread(store.end_attempt, crowded.id, 1, DONE, result_json="{}")
+        while heard.qsize() < 2:  # QUEUED, RUNNING
+            await asyncio.sleep(0.01)
+        delays = []
+        for i in range(3):
+            started = asyncio.get_running_loop().time()
+            await asyncio.to_thread(store.append_log, lone.id, "INFO", f"line {i}")
+            await heard.get()
+            delays.append(asyncio.get_running_loop().time() - started)
+        await asyncio.to_thread(store.end_attempt, lone.id, 1, DONE, result_json="{}")
+        await follower
+        return await asyncio.gather(*crowd), delays
+
+    crowd, delays = run(store, scenario, poll=10)  # no polling to lean on
+    assert all(sum(messages) == 23 for messages in crowd)  # QUEUED, RUNNING, 20 lines, DONE: all of them
+    assert all(len(messages) <= 8 for messages in crowd)  # 200 watchers: woken 0.2 s apart, not 22 times
+    assert max(delays) < 1  # one watcher: woken at each commit
+
+
+def test_a_watcher_left_behind_replays_from_the_store_and_misses_nothing(store, monkeypatch):
+    monkeypatch.setattr(watch_module, "CACHED_EVENTS", 5)
+    job = new_job(store)
+    store.claim_next_queued("r")
+
+    async def scenario(watch):
+        slow = watch.follow(job.id, 0)
+        first = decoded(await anext(slow))  # then it reads nothing for a while (a slow client)
+        other = asyncio.create_task(collect(watch, job.id))
+        for i in range(30):
+            await asyncio.to_thread(store.append_log, job.id, "INFO", f"line {i}")
+        await asyncio.sleep(0.3)  # the topic's latest events no longer reach back to where the slow one is
+        await asyncio.to_thread(store.end_attempt, job.id, 1, DONE, result_json="{}")
+        rest = [event async for message in slow for event in decoded(message)]
+        return first + rest, await other
+
+    slow, other = run(store, scenario, poll=10)
+    assert numbers(slow) == numbers(other) == list(range(1, 34))
