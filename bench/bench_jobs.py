@@ -226,6 +226,14 @@ def _watchers(url: str, token: str, job_id: str, count: int, ready: multiprocess
     asyncio.run(watch_all())
 
 
+def logged(service, job_id: str) -> int:
+    """How many lines the job has logged (so far): that it runs, and how fast."""
+    from qruntime.jobs.v1 import jobs_service_pb2 as pb
+
+    transport = service._transport
+    return len(transport.call(transport.jobs.ListJobLogs, pb.ListJobLogsRequest(job_id=job_id, page_size=5000)).entries)
+
+
 def fanout(tmp: Path, rounds: int) -> None:
     from qruntime import ReferenceCircuits
 
@@ -254,9 +262,9 @@ def fanout(tmp: Path, rounds: int) -> None:
             target=_watchers, args=(running.url, token, watched.job_id, WATCHERS, ready, events), daemon=True)
         process.start()
         ready.wait(120)
-        received_before = events.value
+        received_before, logged_before = events.value, logged(service, watched.job_id)
         crowded = latencies()
-        received = events.value - received_before
+        received, logged_lines = events.value - received_before, logged(service, watched.job_id) - logged_before
         if watched.status().final:
             print("(warning: the watched job ended before the measurement did)")
         else:
@@ -269,7 +277,8 @@ def fanout(tmp: Path, rounds: int) -> None:
     print(f"{'':<28}{'p50 ms':>8}{'p95 ms':>8}{'p50 / alone':>13}")
     print(f"{'nobody watching':<28}{a:>8.2f}{percentile(alone, 0.95):>8.2f}{1:>13.2f}")
     print(f"{f'{WATCHERS} watching':<28}{c:>8.2f}{percentile(crowded, 0.95):>8.2f}{c / a:>13.2f}")
-    print(f"(the watchers received {received:,} events meanwhile)")
+    print(f"(meanwhile the watched job logged {logged_lines} lines, and the watchers received {received:,} "
+          "events: about two per line, each)")
 
 
 def main() -> None:
