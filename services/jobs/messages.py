@@ -2,57 +2,102 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import threading
 
 from google.protobuf import duration_pb2, timestamp_pb2
-from qruntime.jobs.v1 import job_pb2, session_pb2
+from qruntime.jobs.v1 import job_pb2, jobs_service_pb2, session_pb2
 
 from . import typed, validation
 from .store import INTERIM, LOG, EventRecord, InterimRecord, JobRecord, LogRecord, SessionRecord, utcnow
-from .watch import Position
+
+# Stored names (store.py: enum names without their prefix) -> the proto enums' numbers, looked up
+# in a dict: Enum.Value(f"PREFIX_{name}") formats and searches a descriptor on every call.
+_JOB_STATES = {v.name.removeprefix("JOB_STATE_"): v.number for v in job_pb2.JobState.DESCRIPTOR.values}
+_JOB_REASONS = {v.name.removeprefix("JOB_REASON_"): v.number for v in job_pb2.JobReason.DESCRIPTOR.values}
+_LOG_LEVELS = {v.name.removeprefix("LOG_LEVEL_"): v.number for v in job_pb2.LogLevel.DESCRIPTOR.values}
+_TIME_LIMIT_SOURCES = {v.name.removeprefix("TIME_LIMIT_SOURCE_"): v.number
+                       for v in job_pb2.TimeLimitSource.DESCRIPTOR.values}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def job_message(job: JobRecord, view: int) -> job_pb2.Job:
+def job_message(job: JobRecord, view: int, *, now: dt.datetime | None = None) -> job_pb2.Job:
     """The Job message of a stored job; its inputs only in the FULL view, and there only if the job
-    message can carry them (omitted_inputs_bytes says how large they are otherwise)."""
+    message can carry them (omitted_inputs_bytes says how large they are otherwise). now: the time its
+    metrics run to (a page of jobs passes one, read once)."""
     full = view == job_pb2.JOB_VIEW_FULL
     primitive = typed.primitive_input(job) if full else None
     if primitive is not None and primitive.ByteSize() > validation.MAX_INPUTS_BYTES:
         primitive = None  # its proto3 JSON was small enough to read, its binary form is not (packed numbers)
     omitted = full and primitive is None and (job.inputs is None or typed.is_primitive(job))
-    message = job_pb2.Job(
+    # One constructor call, nested messages given as dicts: every message made apart and every field
+    # set afterwards is another trip into the protobuf runtime, and a page of 100 jobs makes thousands.
+    return job_pb2.Job(
         id=job.id,
         program_id=job.program_id,
         backend=job.backend,
-        state=job_pb2.JobState.Value(f"JOB_STATE_{job.state}"),
-        reason=job_pb2.JobReason.Value(f"JOB_REASON_{job.reason or 'UNSPECIFIED'}"),
+        state=_JOB_STATES[job.state],
+        reason=_JOB_REASONS[job.reason or "UNSPECIFIED"],
         reason_message=job.reason_message,
         instance=job.instance,
         owner=job.owner,
         inputs=job.inputs if full and not omitted and not typed.is_primitive(job) else "",
-        options=job_pb2.JobOptions(
-            backend_name=job.backend, log_level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{job.log_level}")
-        ),
-        max_execution_time=duration(job.max_execution_seconds),
-        create_time=timestamp(job.create_time),
+        options={"backend_name": job.backend, "log_level": _LOG_LEVELS[job.log_level]},
+        max_execution_time=_duration_fields(job.max_execution_seconds),
+        create_time=_timestamp_fields(job.create_time),
         request_id=job.request_id,
         program_version=job.program_version,
         attempts=job.attempts,
         tags=job.tags,
-        metrics=metrics_message(job),
-        time_limit_source=job_pb2.TimeLimitSource.Value(f"TIME_LIMIT_SOURCE_{job.time_limit_source or 'UNSPECIFIED'}"),
+        metrics=_metrics_fields(job, now or utcnow()),
+        time_limit_source=_TIME_LIMIT_SOURCES[job.time_limit_source or "UNSPECIFIED"],
         session_id=job.session_id,
         omitted_inputs_bytes=(job.inputs_bytes or 0) if omitted else 0,
+        primitive_input=primitive,
+        deadline=_timestamp_fields(job.deadline),
+        start_time=_timestamp_fields(job.start_time),
+        end_time=_timestamp_fields(job.end_time),
     )
-    if primitive is not None:
-        message.primitive_input.CopyFrom(primitive)
-    if job.deadline is not None:
-        message.deadline.CopyFrom(timestamp(job.deadline))
-    if job.start_time is not None:
-        message.start_time.CopyFrom(timestamp(job.start_time))
-    if job.end_time is not None:
-        message.end_time.CopyFrom(timestamp(job.end_time))
-    return message
+
+
+class JobPages:
+    """ListJobs' responses in the BASIC view, from ended jobs' Job messages encoded once and reused.
+
+    Nothing changes an ended job but its tags (store.py: every write is conditioned on the job being queued
+    or running, and its end writes its end time, usage and last event at once), so its message, metrics
+    included, is the same at every listing; its key holds its tags and its last event's number. The
+    encodings of the latest `capacity` jobs listed are kept (about 300 bytes each). Thread-safe: pages
+    are built in worker threads."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._encoded: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def response(self, jobs: list[JobRecord], next_page_token: str) -> jobs_service_pb2.ListJobsResponse:
+        keys = [(job.id, job.events, job.tags) if job.is_final and job.end_time is not None else None for job in jobs]
+        with self._lock:
+            found = [self._encoded.get(key) if key else None for key in keys]
+            for key, data in zip(keys, found, strict=True):
+                if data is not None:
+                    self._encoded.move_to_end(key)
+        response = jobs_service_pb2.ListJobsResponse(next_page_token=next_page_token)
+        now, made = utcnow(), {}
+        for job, key, data in zip(jobs, keys, found, strict=True):
+            if data is not None:
+                response.jobs.add().MergeFromString(data)  # decoding is cheap; building a message is not
+                continue
+            message = job_message(job, job_pb2.JOB_VIEW_BASIC, now=now)
+            response.jobs.append(message)
+            if key:  # not while its metrics run on
+                made[key] = message.SerializeToString()
+        if made:
+            with self._lock:
+                self._encoded.update(made)
+                while len(self._encoded) > self._capacity:
+                    self._encoded.popitem(last=False)
+        return response
 
 
 def session_message(session: SessionRecord) -> session_pb2.Session:
@@ -74,55 +119,75 @@ def session_message(session: SessionRecord) -> session_pb2.Session:
     return message
 
 
-def metrics_message(job: JobRecord) -> job_pb2.JobMetrics:
-    """How long the job waited and ran (up to now, while it does)."""
-    now = utcnow()
+def _metrics_fields(job: JobRecord, now: dt.datetime) -> dict:
+    """JobMetrics' fields: how long the job waited and ran (up to now, while it does)."""
     started = job.start_time or (None if job.is_final else now)
     queued = ((started or job.end_time or now) - job.create_time).total_seconds()
     running = ((job.end_time or now) - job.start_time).total_seconds() if job.start_time else 0.0
-    return job_pb2.JobMetrics(time_queued=duration(max(queued, 0.0)), time_running=duration(max(running, 0.0)),
-                              usage_seconds=job.usage_seconds)
+    return {"time_queued": _duration_fields(max(queued, 0.0)), "time_running": _duration_fields(max(running, 0.0)),
+            "usage_seconds": job.usage_seconds}
 
 
-def event_message(event: EventRecord | Position) -> job_pb2.JobEvent:
-    """The JobEvent of a stored event or a queue position snapshot."""
-    if isinstance(event, Position):
-        return job_pb2.JobEvent(sequence=event.after, time=timestamp(utcnow()),
-                                queue_position=job_pb2.QueuePosition(jobs_ahead=event.jobs_ahead))
-    message = job_pb2.JobEvent(sequence=event.number, time=timestamp(event.time))
+def event_message(event: EventRecord) -> job_pb2.JobEvent:
+    """The JobEvent of a stored event."""
+    time = _timestamp_fields(event.time)
     if event.kind == LOG:
-        message.log.CopyFrom(log_entry_message(LogRecord(event.time, event.level, event.text)))
-    elif event.kind == INTERIM:
-        message.interim_result.CopyFrom(interim_result_message(InterimRecord(event.time, event.text)))
-    else:
-        message.state_change.CopyFrom(job_pb2.JobStateChange(
-            state=job_pb2.JobState.Value(f"JOB_STATE_{event.state}"),
-            reason=job_pb2.JobReason.Value(f"JOB_REASON_{event.reason or 'UNSPECIFIED'}"),
-            reason_message=event.text, attempt=event.attempt,
-        ))
-    return message
+        return job_pb2.JobEvent(sequence=event.number, time=time, log={
+            "time": time, "level": _LOG_LEVELS[event.level], "message": event.text})
+    if event.kind == INTERIM:
+        return job_pb2.JobEvent(sequence=event.number, time=time, interim_result={"time": time, "data": event.text})
+    return job_pb2.JobEvent(sequence=event.number, time=time, state_change={
+        "state": _JOB_STATES[event.state], "reason": _JOB_REASONS[event.reason or "UNSPECIFIED"],
+        "reason_message": event.text, "attempt": event.attempt})
+
+
+def watch_entry(event: EventRecord) -> bytes:
+    """The event as one entry of a WatchJobResponse's events, encoded: the encoding of a WatchJobResponse
+    is its entries' joined (protobuf appends a repeated field's entries as they come)."""
+    return jobs_service_pb2.WatchJobResponse(events=[event_message(event)]).SerializeToString()
+
+
+def queue_position_entry(jobs_ahead: int, after: int) -> bytes:
+    """A snapshot of a queued job's place (jobs_ahead queued jobs before it; after: the number of the
+    last event before it) as one encoded entry of a WatchJobResponse's events (see watch_entry)."""
+    event = job_pb2.JobEvent(sequence=after, time=_timestamp_fields(utcnow()),
+                             queue_position={"jobs_ahead": jobs_ahead})
+    return jobs_service_pb2.WatchJobResponse(events=[event]).SerializeToString()
 
 
 def log_entry_message(entry: LogRecord) -> job_pb2.LogEntry:
-    return job_pb2.LogEntry(
-        time=timestamp(entry.time), level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{entry.level}"), message=entry.message
-    )
+    return job_pb2.LogEntry(time=_timestamp_fields(entry.time), level=_LOG_LEVELS[entry.level], message=entry.message)
 
 
 def interim_result_message(entry: InterimRecord) -> job_pb2.InterimResult:
-    return job_pb2.InterimResult(time=timestamp(entry.time), data=entry.data)
+    return job_pb2.InterimResult(time=_timestamp_fields(entry.time), data=entry.data)
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
-    message = duration_pb2.Duration()
-    message.FromTimedelta(dt.timedelta(seconds=seconds))
-    return message
+    return duration_pb2.Duration(**_duration_fields(seconds))
 
 
 def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(value)
-    return message
+    return timestamp_pb2.Timestamp(**_timestamp_fields(value))
+
+
+def _duration_fields(seconds: float) -> dict[str, int]:
+    """seconds as a Duration's fields, to the microsecond, as Duration.FromTimedelta makes them (without its
+    detours)."""
+    delta = dt.timedelta(seconds=seconds)
+    whole, micros = delta.days * 86_400 + delta.seconds, delta.microseconds
+    if whole < 0 and micros:  # a Duration's seconds and nanos share a sign
+        whole, micros = whole + 1, micros - 1_000_000
+    return {"seconds": whole, "nanos": micros * 1000}
+
+
+def _timestamp_fields(value: dt.datetime | None) -> dict[str, int] | None:
+    """value as a Timestamp's fields (naive means UTC; None for None), by arithmetic: Timestamp.FromDatetime
+    goes through a time tuple."""
+    if value is None:
+        return None
+    delta = (value if value.tzinfo else value.replace(tzinfo=dt.UTC)) - _EPOCH
+    return {"seconds": delta.days * 86_400 + delta.seconds, "nanos": delta.microseconds * 1000}
 
 
 def state_name(state: int) -> str:

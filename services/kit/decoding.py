@@ -4,7 +4,11 @@ holding invalid UTF-8): the caller's INVALID_ARGUMENT, not gRPC's UNKNOWN.
 gRPC decodes a request before any interceptor sees it and answers a decoding failure UNKNOWN with
 the parser's words. This interceptor gives each unary request's decoder a twin that hands a failure
 on as an Undecodable value instead, and refuses that value before the servicer runs. Requests that
-stream in are decoded one message at a time by the servicer's own loop, and are left as they are."""
+stream in are decoded one message at a time by the servicer's own loop, and are left as they are.
+
+The other way, a method that streams its responses may send ones it encoded itself (Encoded): one
+encoding shared by many streams (WatchJob's watchers of one job), which gRPC would otherwise encode
+again for each."""
 
 from __future__ import annotations
 
@@ -15,11 +19,28 @@ from .errors import InvalidArgument
 from .interceptors import _Around, _wrap
 
 
+class Encoded:
+    """A response message already encoded (data: its SerializeToString), sent as it is. Not a bytes
+    subclass: gRPC sends exact bytes only, and copying them for each stream is what this saves."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 class Undecodable:
     """A request that could not be decoded, and why."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
+
+
+def _passing_encoded(serialize: Callable[[object], bytes]) -> Callable[[object], bytes]:
+    def encode(response: object) -> bytes:
+        return response.data if isinstance(response, Encoded) else serialize(response)
+
+    return encode
 
 
 def _tolerant(deserialize: Callable[[bytes], object]) -> Callable[[bytes], object]:
@@ -33,12 +54,15 @@ def _tolerant(deserialize: Callable[[bytes], object]) -> Callable[[bytes], objec
 
 
 class DecodeInterceptor(_Around):
-    """Refuses a request that is not its method's message as INVALID_ARGUMENT UNDECODABLE_REQUEST."""
+    """Refuses a request that is not its method's message as INVALID_ARGUMENT UNDECODABLE_REQUEST, and
+    sends a streamed response that is Encoded as it is."""
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is not None and not handler.request_streaming and handler.request_deserializer is not None:
             handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+        if handler is not None and handler.response_streaming and handler.response_serializer is not None:
+            handler = handler._replace(response_serializer=_passing_encoded(handler.response_serializer))
         return _wrap(handler, handler_call_details, self.around)
 
     @contextlib.asynccontextmanager

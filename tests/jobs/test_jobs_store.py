@@ -297,6 +297,40 @@ def test_filters_select_by_every_field(store):
     assert ids("program = sampler and tags:a") == [mid.id]
 
 
+@pytest.mark.parametrize("tag_driven_jobs", [0, 10_000])  # walking the jobs checking tags; from the tag's jobs
+def test_a_tags_filter_finds_and_pages_the_same_jobs_either_way(database_url, monkeypatch, tag_driven_jobs):
+    monkeypatch.setattr(store_module, "TAG_DRIVEN_JOBS", tag_driven_jobs)
+    store = JobStore(database_url)
+    try:
+        tagged = [new_job(store, tags=["t", "u"] if i % 3 else ["t"])[0].id for i in range(8)]
+        new_job(store, tags=["u"]), new_job(store), new_job(store, instance=B, tags=["t", "u"])
+
+        def walk(text: str) -> list[str]:
+            where, seen, token = parse_filter(text, caller="u"), [], ""
+            while True:
+                page, token = store.list(A, page_size=3, page_token=token, where=where)
+                seen.extend(j.id for j in page)
+                if not token:
+                    return seen
+
+        assert walk("tags:t") == tagged[::-1]
+        assert walk("tags:t AND tags:u") == [i for k, i in enumerate(tagged) if k % 3][::-1]
+        assert walk("tags:t AND tags:v") == []
+    finally:
+        store.close()
+
+
+def test_a_page_holds_each_jobs_tags_and_its_inputs_when_asked(database_url):
+    store = JobStore(database_url)
+    try:
+        job, _ = new_job(store, tags=["b", "a"])
+        listed, _ = store.list(A, page_size=10)
+        assert listed == [store.get(job.id)] and listed[0].tags == ("a", "b") and listed[0].inputs is None
+        assert store.list(A, page_size=10, inputs=None)[0] == [store.get(job.id, inputs=None)]
+    finally:
+        store.close()
+
+
 def test_page_tokens_are_bound_to_their_filter_and_signed(store):
     for _ in range(3):
         new_job(store, tags=["x"])

@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from qruntime_jobs.store import DONE, QUEUED, RUNNING, JobStore
-from qruntime_jobs.watch import JobWatch, Position
+from qruntime.jobs.v1 import job_pb2
+from qruntime.jobs.v1 import jobs_service_pb2 as pb
+
+from qruntime_jobs import watch as watch_module
+from qruntime_jobs.store import DONE, JobStore
+from qruntime_jobs.watch import JobWatch
+from qruntime_kit.decoding import Encoded
 
 
 def new_job(store: JobStore, **fields):
@@ -19,17 +24,21 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-async def collect(watch: JobWatch, job_id: str, after: int = 0, *, until_positions: int = 0) -> list:
-    items = []
-    async for batch in watch.follow(job_id, after):
-        items.extend(batch)
-        if until_positions and sum(isinstance(i, Position) for i in items) >= until_positions:
-            break
-    return items
+def is_position(event: job_pb2.JobEvent) -> bool:
+    return event.WhichOneof("event") == "queue_position"
+
+
+def decoded(message: Encoded) -> list[job_pb2.JobEvent]:
+    """The events of one message follow() yields, as WatchJob's client reads them."""
+    return list(pb.WatchJobResponse.FromString(message.data).events)
+
+
+async def collect(watch: JobWatch, job_id: str, after: int = 0) -> list[job_pb2.JobEvent]:
+    return [event async for message in watch.follow(job_id, after) for event in decoded(message)]
 
 
 def numbers(items) -> list[int]:
-    return [i.number for i in items if not isinstance(i, Position)]
+    return [i.sequence for i in items if not is_position(i)]
 
 
 def run(store, scenario, poll: float = 0.05):
@@ -59,11 +68,18 @@ def test_a_watch_follows_a_job_live_and_ends_with_its_final_state(store):
         return await follower
 
     items = run(store, scenario, poll=10)  # no polling to lean on: the store's commits wake the watch
-    events = [i for i in items if not isinstance(i, Position)]
     assert numbers(items) == list(range(1, 8))
-    assert [(e.kind, e.state or e.text) for e in events] == [
-        ("STATE", QUEUED), ("STATE", RUNNING), ("LOG", "line 0"), ("LOG", "line 1"), ("LOG", "line 2"),
-        ("INTERIM", '{"step": 1}'), ("STATE", DONE)]
+    assert [what(e) for e in items if not is_position(e)] == [
+        ("state_change", job_pb2.JOB_STATE_QUEUED), ("state_change", job_pb2.JOB_STATE_RUNNING),
+        ("log", "line 0"), ("log", "line 1"), ("log", "line 2"), ("interim_result", '{"step": 1}'),
+        ("state_change", job_pb2.JOB_STATE_DONE)]
+
+
+def what(event: job_pb2.JobEvent) -> tuple[str, object]:
+    kind = event.WhichOneof("event")
+    detail = {"state_change": event.state_change.state, "log": event.log.message,
+              "interim_result": event.interim_result.data}[kind]
+    return kind, detail
 
 
 def test_a_resumed_watch_misses_nothing_and_repeats_nothing(store):
@@ -73,11 +89,11 @@ def test_a_resumed_watch_misses_nothing_and_repeats_nothing(store):
 
     async def scenario(watch):
         seen = []
-        async for batch in watch.follow(job.id, 0):  # the first connection drops after 5 events
-            seen.extend(e for e in batch if not isinstance(e, Position))
+        async for message in watch.follow(job.id, 0):  # the first connection drops after 5 events
+            seen.extend(e for e in decoded(message) if not is_position(e))
             if len(seen) >= 5:
                 break
-        last = seen[4].number
+        last = seen[4].sequence
         resumed = asyncio.create_task(collect(watch, job.id, after=last))
         await asyncio.to_thread(store.append_log, job.id, "INFO", "more")
         await asyncio.to_thread(store.end_attempt, job.id, 1, DONE, result_json="{}")
@@ -111,8 +127,8 @@ def test_a_queued_job_hears_its_place_in_the_queue(store):
         return await follower
 
     items = run(store, scenario)
-    assert [i.jobs_ahead for i in items if isinstance(i, Position)] == [2, 1, 0]
-    assert all(i.after == 1 for i in items if isinstance(i, Position))  # snapshots, not history
+    assert [i.queue_position.jobs_ahead for i in items if is_position(i)] == [2, 1, 0]
+    assert all(i.sequence == 1 for i in items if is_position(i))  # snapshots, not history
 
 
 def test_a_thousand_watchers_share_one_read_per_change(store, monkeypatch):
@@ -134,3 +150,62 @@ def test_a_thousand_watchers_share_one_read_per_change(store, monkeypatch):
     results = run(store, scenario, poll=10)
     assert all(numbers(r) == list(range(1, 9)) for r in results)
     assert len(reads) < 20  # one per change (and the first), not one per watcher
+
+
+def test_a_crowd_hears_of_a_burst_in_few_messages_and_a_lone_watcher_at_once(store):
+    crowded, lone = new_job(store), new_job(store)
+    store.claim_next_queued("r"), store.claim_next_queued("r")
+
+    async def sizes(watch, job_id) -> list[int]:  # the number of events in each message
+        return [len(decoded(message)) async for message in watch.follow(job_id, 0)]
+
+    async def scenario(watch):
+        crowd = [asyncio.create_task(sizes(watch, crowded.id)) for _ in range(200)]
+        heard = asyncio.Queue()
+
+        async def follow_lone():
+            async for message in watch.follow(lone.id, 0):
+                for event in decoded(message):
+                    heard.put_nowait(event.sequence)
+
+        follower = asyncio.create_task(follow_lone())
+        await asyncio.sleep(0.3)
+        for i in range(20):  # 20 commits, as fast as they come
+            await asyncio.to_thread(store.append_log, crowded.id, "INFO", f"line {i}")
+        await asyncio.to_thread(store.end_attempt, crowded.id, 1, DONE, result_json="{}")
+        while heard.qsize() < 2:  # QUEUED, RUNNING
+            await asyncio.sleep(0.01)
+        delays = []
+        for i in range(3):
+            started = asyncio.get_running_loop().time()
+            await asyncio.to_thread(store.append_log, lone.id, "INFO", f"line {i}")
+            await heard.get()
+            delays.append(asyncio.get_running_loop().time() - started)
+        await asyncio.to_thread(store.end_attempt, lone.id, 1, DONE, result_json="{}")
+        await follower
+        return await asyncio.gather(*crowd), delays
+
+    crowd, delays = run(store, scenario, poll=10)  # no polling to lean on
+    assert all(sum(messages) == 23 for messages in crowd)  # QUEUED, RUNNING, 20 lines, DONE: all of them
+    assert all(len(messages) <= 8 for messages in crowd)  # 200 watchers: woken 0.2 s apart, not 22 times
+    assert max(delays) < 1  # one watcher: woken at each commit
+
+
+def test_a_watcher_left_behind_replays_from_the_store_and_misses_nothing(store, monkeypatch):
+    monkeypatch.setattr(watch_module, "CACHED_EVENTS", 5)
+    job = new_job(store)
+    store.claim_next_queued("r")
+
+    async def scenario(watch):
+        slow = watch.follow(job.id, 0)
+        first = decoded(await anext(slow))  # then it reads nothing for a while (a slow client)
+        other = asyncio.create_task(collect(watch, job.id))
+        for i in range(30):
+            await asyncio.to_thread(store.append_log, job.id, "INFO", f"line {i}")
+        await asyncio.sleep(0.3)  # the topic's latest events no longer reach back to where the slow one is
+        await asyncio.to_thread(store.end_attempt, job.id, 1, DONE, result_json="{}")
+        rest = [event async for message in slow for event in decoded(message)]
+        return first + rest, await other
+
+    slow, other = run(store, scenario, poll=10)
+    assert numbers(slow) == numbers(other) == list(range(1, 34))
