@@ -284,9 +284,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
 
     async def GetJobResult(self, request, context):
         principal = _reader(current_principal())
-        if request.offset < 0:
-            raise InvalidArgument("offset must not be negative", reason="INVALID_OFFSET",
-                                  field_violations=[("offset", "0, or the previous response's next_offset")])
+        _check_offset(request.offset)
         store, instance = self.deps.store, _scope(principal)
 
         def read() -> jobs_service_pb2.GetJobResultResponse:  # one trip off the event loop for it all
@@ -314,9 +312,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
 
     async def GetJobInputs(self, request, context):
         principal = _reader(current_principal())
-        if request.offset < 0:
-            raise InvalidArgument("offset must not be negative", reason="INVALID_OFFSET",
-                                  field_violations=[("offset", "0, or the previous response's next_offset")])
+        _check_offset(request.offset)
         store, instance = self.deps.store, _scope(principal)
 
         def read() -> jobs_service_pb2.GetJobInputsResponse:  # one trip off the event loop for it all
@@ -433,6 +429,13 @@ def time_limit(
                   (requested or duration_pb2.Duration(), "USER")]
     limits = [(d.ToTimedelta().total_seconds(), source) for d, source in candidates if d.seconds > 0 or d.nanos > 0]
     return min(limits, key=lambda limit: limit[0]) if limits else (DEFAULT_LIMIT_SECONDS, "SYSTEM")
+
+
+def _check_offset(offset: int) -> None:
+    """A chunked read's offset: 0, or a previous response's next_offset."""
+    if offset < 0:
+        raise InvalidArgument("offset must not be negative", reason="INVALID_OFFSET",
+                              field_violations=[("offset", "0, or the previous response's next_offset")])
 
 
 def _chunk(digest: ResultDigest, data: bytes, offset: int, most: int, what: str) -> tuple[str, int]:
