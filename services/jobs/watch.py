@@ -17,7 +17,8 @@ Nothing is queued per watcher. A watcher's place is the number of the last event
 its stream is slow (its client reads slowly, or the network does) it simply asks again from there
 once its last message is sent: from the topic's latest events while they still reach back that far,
 else from the store (a replay), by number. So memory stays bounded whatever the watchers do, and
-none misses or repeats an event. A watcher that replays reads its pages itself.
+none misses or repeats an event. A watcher that replays reads its pages itself, REPLAYS_AT_ONCE at a
+time in the replica.
 
 While the job is queued the reader also polls its place in the queue, which watchers receive as
 snapshots (not history: they carry the number of the last event before them and are not replayed; a
@@ -49,6 +50,10 @@ MESSAGE_BYTES = 4 * 1024 * 1024  # a WatchJob message holds events up to about t
 FANOUT_PACE_SECONDS = 0.001
 FANOUT_PACE_MAX_SECONDS = 2.0  # ... but a watcher hears of an event within this much at most
 WAKE_AT_ONCE = 50  # watchers woken in one turn of the event loop (a few milliseconds of its time)
+# Replays read by watchers themselves at once, in this replica: each takes a thread of the event loop's
+# default pool, which the service's calls and its jobs' writes use too; a thousand watchers reconnecting
+# to a long job wait their turn rather than take every thread.
+REPLAYS_AT_ONCE = 2
 MEMO_POSITIONS = 64  # a topic remembers the messages after this many places, for the watchers there
 
 
@@ -163,6 +168,7 @@ class JobWatch:
         self._store = store
         self._poll = poll_seconds
         self._topics: dict[str, _Topic] = {}
+        self._replays = asyncio.Semaphore(REPLAYS_AT_ONCE)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -197,7 +203,8 @@ class JobWatch:
             while True:
                 seen = topic.wakes
                 if after < topic.base:  # a replay of what the topic no longer (or not yet) holds
-                    entries = await asyncio.to_thread(self._read, job_id, after)
+                    async with self._replays:
+                        entries = await asyncio.to_thread(self._read, job_id, after)
                     messages, last, ends = _messages(entries, after)
                 else:
                     messages, last, ends = topic.messages_after(after)
