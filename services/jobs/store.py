@@ -48,7 +48,7 @@ TRACE_ID_LENGTH = 256
 # ListJobs response stays well inside the 64 MiB gRPC message limit whatever the jobs hold.
 LIST_PAGE_BYTES = 32 * 1024 * 1024
 # A tags filter starts from its rarest tag's jobs when at most this many jobs have it, else walks the
-# instance's jobs newest first, checking each. Starting from the tag reads its k jobs' rows (about 5
+# instance's jobs newest first, checking each. Starting from the tag reads its k jobs' rows (roughly 5
 # times a check's cost each, on SQLite); walking checks about page × N / k jobs to fill a page: equal
 # where k ≈ √(20 N), 1,400 jobs of 100,000, 4,500 of a million. (A tag index holding each job's
 # instance and creation time would serve either from the index alone: see bench/README.md.)

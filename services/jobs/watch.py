@@ -10,14 +10,15 @@ watchers at the same place send the very same bytes.
 
 Fan-out on a budget. Sending a message down a stream costs the event loop tens of microseconds, and
 the loop also runs this replica's jobs; so a topic wakes its watchers at most once per
-FANOUT_PACE_SECONDS for each watcher this replica serves (capped at FANOUT_PACE_MAX_SECONDS): a lone
-watcher hears of an event at once, a thousand hear of a burst of events together, in one message each.
+FANOUT_PACE_SECONDS for each of its watchers (capped at FANOUT_PACE_MAX_SECONDS): a lone watcher
+hears of an event at once, a thousand hear of a burst of events together, in one message each.
 
 Nothing is queued per watcher. A watcher's place is the number of the last event it was sent; when
 its stream is slow (its client reads slowly, or the network does) it simply asks again from there
 once its last message is sent: from the topic's latest events while they still reach back that far,
 else from the store (a replay), by number. So memory stays bounded whatever the watchers do, and
-none misses or repeats an event. A watcher that replays reads its pages itself.
+none misses or repeats an event. A watcher that replays reads its pages itself, REPLAYS_AT_ONCE at a
+time in the replica.
 
 While the job is queued the reader also polls its place in the queue, which watchers receive as
 snapshots (not history: they carry the number of the last event before them and are not replayed; a
@@ -43,12 +44,16 @@ CACHED_EVENTS = 2000  # per topic: the latest events kept for watchers that are 
 CACHED_BYTES = 8 * 1024 * 1024  # ... and at most about this much of their encoding
 READ_BATCH = 500  # events read from the store at a time
 MESSAGE_BYTES = 4 * 1024 * 1024  # a WatchJob message holds events up to about this size (one at least)
-# Each watcher of a topic spaces its wake-ups by this much: a message down a stream costs the service
-# about 80 µs of CPU (on the 2-core machine of bench/README.md, fan-out), so one job's watchers take
-# about a tenth of a core at most, however many they are and however much the job logs.
+# Each watcher of a topic spaces its wake-ups by this much, so a topic sends at most 1,000 messages a
+# second however many watch and however much the job logs: a message down a stream costs the service
+# about 40 µs of CPU (bench/README.md, fan-out: 1,000 watchers took 0.04 cores), a few % of a core.
 FANOUT_PACE_SECONDS = 0.001
 FANOUT_PACE_MAX_SECONDS = 2.0  # ... but a watcher hears of an event within this much at most
 WAKE_AT_ONCE = 50  # watchers woken in one turn of the event loop (a few milliseconds of its time)
+# Replays read by watchers themselves at once, in this replica: each takes a thread of the event loop's
+# default pool, which the service's calls and its jobs' writes use too; a thousand watchers reconnecting
+# to a long job wait their turn rather than take every thread.
+REPLAYS_AT_ONCE = 2
 MEMO_POSITIONS = 64  # a topic remembers the messages after this many places, for the watchers there
 
 
@@ -163,6 +168,7 @@ class JobWatch:
         self._store = store
         self._poll = poll_seconds
         self._topics: dict[str, _Topic] = {}
+        self._replays = asyncio.Semaphore(REPLAYS_AT_ONCE)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -197,7 +203,8 @@ class JobWatch:
             while True:
                 seen = topic.wakes
                 if after < topic.base:  # a replay of what the topic no longer (or not yet) holds
-                    entries = await asyncio.to_thread(self._read, job_id, after)
+                    async with self._replays:
+                        entries = await asyncio.to_thread(self._read, job_id, after)
                     messages, last, ends = _messages(entries, after)
                 else:
                     messages, last, ends = topic.messages_after(after)

@@ -209,3 +209,33 @@ def test_a_watcher_left_behind_replays_from_the_store_and_misses_nothing(store, 
 
     slow, other = run(store, scenario, poll=10)
     assert numbers(slow) == numbers(other) == list(range(1, 34))
+
+
+def test_watchers_replaying_take_few_threads_at_once(store, monkeypatch):
+    monkeypatch.setattr(watch_module, "CACHED_EVENTS", 5)
+    job = new_job(store)
+    store.claim_next_queued("r")
+    store.append_logs(job.id, [("INFO", f"line {i}", now()) for i in range(1200)])  # 3 reads' worth each
+    store.end_attempt(job.id, 1, DONE, result_json="{}")
+    reading, most = 0, 0
+    events_after = store.events_after
+
+    def counted(*args, **kwargs):
+        nonlocal reading, most
+        reading += 1
+        most = max(most, reading)
+        try:
+            return events_after(*args, **kwargs)
+        finally:
+            reading -= 1
+
+    monkeypatch.setattr(store, "events_after", counted)
+
+    async def scenario(watch):
+        first = asyncio.create_task(collect(watch, job.id, after=1200))  # the topic starts past the 5 latest
+        await asyncio.sleep(0.2)
+        return await asyncio.gather(first, *(collect(watch, job.id) for _ in range(30)))
+
+    _, *replays = run(store, scenario)
+    assert all(numbers(r) == list(range(1, 1204)) for r in replays)
+    assert most <= watch_module.REPLAYS_AT_ONCE + 1  # the replays, and the topic's own reader
