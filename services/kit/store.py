@@ -8,11 +8,27 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
+import time
 from typing import Any
 
 import sqlalchemy as sa
 
 from .errors import InvalidArgument
+
+
+def _set_wal(cursor, attempts: int = 50) -> None:
+    """Switch the database to WAL. Two processes opening a new database at once may see "database is
+    locked" here without SQLite's busy timeout applying (seen under load when replicas start together):
+    try again for a few seconds."""
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
 
 
 def create_engine(url: str) -> sa.Engine:
@@ -23,7 +39,7 @@ def create_engine(url: str) -> sa.Engine:
         @sa.event.listens_for(engine, "connect")
         def _tune(dbapi_connection, _record) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _set_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
