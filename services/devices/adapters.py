@@ -265,9 +265,11 @@ def run_on_aer(
     if noise_model is not None:
         options["noise_model"] = noise_model
     elif max((c.num_qubits for c in runnable), default=0) < SMALL_CIRCUIT_QUBITS:
-        # Aer would share out shots among OpenMP threads: a small ideal circuit gains nothing (it is
-        # simulated once and sampled) but thread start-up and barriers, which cost a Bell circuit 8 ms
-        # instead of 1.5 ms on a busy 2-core machine (measured), more than the simulation itself.
+        # Aer would share out shots among OpenMP threads. A small ideal circuit measured at its end is
+        # simulated once and sampled, so threads bring only their start-up and barriers: a Bell circuit
+        # took 8 ms instead of 1.6 ms on the busy 2-core machine (measured). One with mid-circuit
+        # measurements runs shot by shot and could gain from threads on a larger machine; at under 14
+        # qubits each shot is cheap, and one rule keeps the workers from contending for the cores.
         options["max_parallel_threads"] = 1
     try:
         result = simulator.run(runnable, **options).result()
