@@ -1,0 +1,89 @@
+"""Shots of a small ideal circuit measured only at its end: Aer computes the probabilities once, the
+shots are drawn from them here.
+
+Aer samples such a circuit from one simulation too, but it builds each shot's classical register and
+its hexadecimal key: about 0.9 ms per 1,024 shots, where the simulation of a few qubits takes 0.1 ms
+(measured: a 2-qubit, 5-gate circuit took 1.6 ms with 1,024 shots, 0.6 ms with one). A VQE step
+measures two such circuits. Drawing the counts from the probabilities is one multinomial draw, and
+the shots have the same distribution; only the stream of random numbers behind a seed differs from
+Aer's (a seed still gives the same counts every time).
+
+Only circuits whose every operation before the measurements is a gate (unitary, so the state before
+measuring is one state for every shot), whose measurements come last (nothing but barriers after the
+first), each qubit and each classical bit measured at most once, and whose classical bits all belong
+to exactly one register, are sampled here; anything else goes to Aer's own sampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from qiskit import QuantumCircuit
+from qiskit.circuit import Gate
+from qiskit.result.postprocess import format_counts, format_counts_memory
+from qiskit_aer.library import SaveProbabilities
+
+_AFTER_MEASUREMENTS = frozenset({"measure", "barrier"})
+
+
+@dataclasses.dataclass(frozen=True)
+class FinalMeasurements:
+    """A circuit to simulate once (its measurements replaced by saving the measured qubits'
+    probabilities) and where each measured qubit's outcome goes."""
+
+    circuit: QuantumCircuit
+    clbits: list[int]  # the classical bit of the j-th measured qubit
+
+
+def final_measurements(circuit: QuantumCircuit) -> FinalMeasurements | None:
+    """The circuit as it can be sampled from its final state's probabilities, or None."""
+    if sum(register.size for register in circuit.cregs) != circuit.num_clbits or len(
+            {bit for register in circuit.cregs for bit in register}) != circuit.num_clbits:
+        return None
+    unmeasured = circuit.copy_empty_like()
+    qubits: list[int] = []
+    clbits: list[int] = []
+    measuring = False
+    for instruction in circuit.data:
+        operation = instruction.operation
+        name = operation.name
+        if name == "measure":
+            measuring = True
+            qubits.append(circuit.find_bit(instruction.qubits[0]).index)
+            clbits.append(circuit.find_bit(instruction.clbits[0]).index)
+        elif measuring and name not in _AFTER_MEASUREMENTS:
+            return None
+        elif name == "barrier":
+            continue
+        elif not isinstance(operation, Gate) or instruction.clbits:
+            return None
+        else:
+            unmeasured.append(instruction)
+    if not qubits or len(set(qubits)) != len(qubits) or len(set(clbits)) != len(clbits):
+        return None
+    unmeasured.append(SaveProbabilities(len(qubits)), qubits)
+    return FinalMeasurements(unmeasured, clbits)
+
+
+def draw_shots(
+    probabilities: np.ndarray, plan: FinalMeasurements, circuit: QuantumCircuit, shots: int,
+    rng: np.random.Generator, memory: bool,
+) -> tuple[dict[str, int], list[str]]:
+    """Counts (keys as Qiskit prints them for circuit's registers) and, with memory, each shot's
+    outcome, drawn from the probabilities of the measured qubits' outcomes (index bit j: the j-th
+    measured qubit, as Aer saves them)."""
+    probabilities = np.clip(np.asarray(probabilities, dtype=float), 0, None)
+    probabilities /= probabilities.sum()
+    # Outcome index over the measured qubits -> the value of the classical bits it writes.
+    values = [sum(((k >> j) & 1) << clbit for j, clbit in enumerate(plan.clbits)) for k in range(len(probabilities))]
+    header = {"creg_sizes": [[r.name, r.size] for r in circuit.cregs], "memory_slots": circuit.num_clbits}
+    if memory:
+        drawn = rng.choice(len(probabilities), size=shots, p=probabilities)
+        shot_keys = [format_counts_memory(hex(values[k]), header) for k in drawn]
+        counts: dict[str, int] = {}
+        for key in shot_keys:
+            counts[key] = counts.get(key, 0) + 1
+        return counts, shot_keys
+    drawn_counts = rng.multinomial(shots, probabilities)
+    return format_counts({hex(values[k]): int(drawn_counts[k]) for k in np.flatnonzero(drawn_counts)}, header), []

@@ -1,0 +1,107 @@
+"""Small ideal circuits measured at their end: simulated once by Aer, their shots drawn from the
+probabilities (sampling.py). What a user sees must be what Aer's own sampling gives: the same keys,
+registers and per-shot memory, the same distribution within sampling error, and a seed that repeats."""
+
+from __future__ import annotations
+
+import pytest
+from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
+from qiskit.circuit import Clbit
+from qiskit.quantum_info import Statevector
+from qiskit_aer import AerSimulator
+from scipy.stats import chisquare
+
+from qruntime_devices.adapters import run_on_aer
+from qruntime_devices.sampling import final_measurements
+
+SHOTS = 20_000
+ALPHA = 1e-3  # a false alarm once in a thousand runs
+SIMULATOR = AerSimulator()
+
+
+def _two_registers() -> QuantumCircuit:
+    """Two registers, a qubit left unmeasured, outcomes written to bits out of order, a barrier."""
+    circuit = QuantumCircuit(QuantumRegister(3, "q"), ClassicalRegister(2, "a"), ClassicalRegister(1, "b"))
+    circuit.h(0)
+    circuit.ry(0.7, 1)
+    circuit.cx(0, 2)
+    circuit.barrier()
+    circuit.measure(0, 2)
+    circuit.measure(1, 0)
+    return circuit
+
+
+def _run(circuit: QuantumCircuit, seed: int | None = 7, memory: bool = False, simulator=SIMULATOR):
+    return run_on_aer(simulator, "test", [circuit], [circuit], SHOTS, seed, memory)[0]
+
+
+def test_a_circuit_measured_at_its_end_is_sampled_from_its_probabilities():
+    assert final_measurements(_two_registers()) is not None
+
+
+@pytest.mark.parametrize("build", [
+    lambda c: (c.h(0), c.measure(0, 0), c.x(1), c.measure(1, 1)),  # a gate after a measurement
+    lambda c: (c.h(0), c.reset(0), c.measure([0, 1], [0, 1])),  # not unitary
+    lambda c: (c.h(0), c.measure(0, 0), c.measure(0, 1)),  # a qubit measured twice
+    lambda c: (c.h(0), c.measure(0, 0), c.measure(1, 0)),  # a bit written twice
+    lambda c: (c.h(0),),  # nothing measured
+])
+def test_other_circuits_are_left_to_aer(build):
+    circuit = QuantumCircuit(2, 2)
+    build(circuit)
+    assert final_measurements(circuit) is None
+
+
+def test_bits_outside_any_register_are_left_to_aer():
+    circuit = QuantumCircuit(QuantumRegister(1, "q"), [Clbit()])
+    circuit.h(0)
+    circuit.measure(0, 0)
+    assert final_measurements(circuit) is None
+
+
+def test_keys_and_memory_are_formatted_as_aer_formats_them():
+    deterministic = QuantumCircuit(QuantumRegister(3, "q"), ClassicalRegister(2, "a"), ClassicalRegister(1, "b"))
+    deterministic.x(0)
+    deterministic.measure(0, 2)
+    deterministic.measure(2, 0)
+    ours = _run(deterministic, memory=True)
+    aer = SIMULATOR.run(deterministic, shots=SHOTS, memory=True).result()
+    assert dict(ours.counts) == aer.get_counts() == {"1 00": SHOTS}
+    assert list(ours.memory) == aer.get_memory()
+    assert list(ours.register_names) == ["b", "a"]
+
+
+def test_the_shots_follow_the_circuits_distribution():
+    circuit = _two_registers()
+    ours = _run(circuit, seed=None)
+    aer = SIMULATOR.run(circuit, shots=SHOTS).result().get_counts()
+    assert set(ours.counts) == set(aer)
+    # The exact distribution; its keys read qubit 1 then qubit 0. Qubit 0 goes to bit 2 (register b),
+    # qubit 1 to bit 0 (register a's low bit), so Qiskit prints "q0 0q1".
+    exact = Statevector(circuit.remove_final_measurements(inplace=False)).probabilities_dict([0, 1])
+    expected = {f"{key[1]} 0{key[0]}": p * SHOTS for key, p in exact.items() if p > 1e-12}
+    keys = sorted(expected)
+    assert chisquare([ours.counts[k] for k in keys], [expected[k] for k in keys]).pvalue > ALPHA
+    assert sum(ours.counts.values()) == SHOTS
+
+
+def test_per_shot_memory_agrees_with_the_counts():
+    ours = _run(_two_registers(), memory=True)
+    assert len(ours.memory) == SHOTS
+    assert {key: list(ours.memory).count(key) for key in set(ours.memory)} == dict(ours.counts)
+
+
+def test_a_seed_gives_the_same_shots_every_time_and_another_seed_others():
+    circuit = _two_registers()
+    assert dict(_run(circuit, seed=3).counts) == dict(_run(circuit, seed=3).counts)
+    assert dict(_run(circuit, seed=3).counts) != dict(_run(circuit, seed=4).counts)
+
+
+def test_other_simulation_methods_keep_aers_own_sampling():
+    stabilizer = AerSimulator(method="stabilizer")
+    bell = QuantumCircuit(2, 2)
+    bell.h(0)
+    bell.cx(0, 1)
+    bell.measure([0, 1], [0, 1])
+    ours = _run(bell, seed=5, simulator=stabilizer)
+    assert dict(ours.counts) == stabilizer.run(bell, shots=SHOTS, seed_simulator=5).result().get_counts()
