@@ -628,11 +628,7 @@ class JobStore:
             if instance is not None:
                 query = query.where(scope == instance)
             if position is not None:
-                try:
-                    after_time, after_id = dt.datetime.fromisoformat(position["t"]), position["id"]
-                except ValueError:
-                    raise invalid_page_token() from None
-                query = query.where(*_before(created, id_, after_time, after_id))
+                query = query.where(*_before(created, id_, *_after(position)))
             if where is not None:
                 query = _filtered(query, where, created=created, walked_tag=walked)
             query = query.order_by(created.desc(), id_.desc()).limit(page_size + 1)
@@ -1075,12 +1071,7 @@ class JobStore:
         bound_to = f"sessions|{state}|{backend}"
         position = self._decode_page_token(page_token, bound_to)
         if position is not None:
-            try:
-                after_time, after_id = dt.datetime.fromisoformat(position["t"]), position["id"]
-            except ValueError:
-                raise invalid_page_token() from None
-            query = query.where(sa.or_(s.create_time < after_time,
-                                       sa.and_(s.create_time == after_time, s.id < after_id)))
+            query = query.where(*_before(s.create_time, s.id, *_after(position)))
         query = query.order_by(s.create_time.desc(), s.id.desc()).limit(page_size + 1)
         with self._engine.connect() as conn:
             rows = list(conn.execute(query))
@@ -1471,6 +1462,14 @@ def _utf8(engine: sa.Engine, text: sa.ColumnElement) -> sa.ColumnElement:
     if engine.dialect.name == "postgresql":
         return sa.func.convert_to(text, "UTF8")
     return sa.cast(text, sa.LargeBinary)  # SQLite: text cast to a blob is its UTF-8 bytes
+
+
+def _after(position: dict) -> tuple[dt.datetime, str]:
+    """The (create_time, id) a page token of jobs or sessions stands for: the last row of its page."""
+    try:
+        return dt.datetime.fromisoformat(position["t"]), position["id"]
+    except ValueError:
+        raise invalid_page_token() from None
 
 
 def _before(create_time: sa.ColumnElement, id_: sa.ColumnElement, at: dt.datetime, after_id: str,
