@@ -154,7 +154,8 @@ def fill_store(data_dir: Path, instance: str, count: int) -> None:
                 events.append({"job_id": job_id, "number": 1, "time": created, "kind": "STATE", "state": "QUEUED",
                                "reason": "", "attempt": 0, "level": "", "text": ""})
                 if i % 10 == 0:
-                    tags.append({"job_id": job_id, "tag": f"exp-{i % 100}"})
+                    tags.append({"job_id": job_id, "tag": f"exp-{i % 100}", "instance": instance,
+                                 "create_time": created})  # the job's, as JobStore writes its tags
             conn.execute(job_table.insert(), jobs)
             conn.execute(event_table.insert(), events)
             conn.execute(tag_table.insert(), tags)

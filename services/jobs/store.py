@@ -47,12 +47,10 @@ TRACE_ID_LENGTH = 256
 # A page of jobs stops early once their inputs and messages pass this many bytes, so that a
 # ListJobs response stays well inside the 64 MiB gRPC message limit whatever the jobs hold.
 LIST_PAGE_BYTES = 32 * 1024 * 1024
-# A tags filter starts from its rarest tag's jobs when at most this many jobs have it, else walks the
-# instance's jobs newest first, checking each. Starting from the tag reads its k jobs' rows (roughly 5
-# times a check's cost each, on SQLite); walking checks about page × N / k jobs to fill a page: equal
-# where k ≈ √(20 N), 1,400 jobs of 100,000, 4,500 of a million. (A tag index holding each job's
-# instance and creation time would serve either from the index alone: see bench/README.md.)
-TAG_DRIVEN_JOBS = 2000
+# A tags filter of several tags walks one tag's index, checking the others per entry: about page × k / m
+# entries to fill a page, for k jobs with that tag and m with them all, so it walks the rarest. Telling
+# which reads each tag's index entries in the instance, up to this many: past it, either is common.
+TAG_COUNT_CAP = 10_000
 
 # The tables below are what the revisions in qruntime_jobs.migrations build; change both together.
 metadata = sa.MetaData()
@@ -166,7 +164,12 @@ tag_table = sa.Table(
     metadata,
     sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs_job.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("tag", sa.String(64), primary_key=True),
-    sa.Index("jobs_job_tag_tag", "tag", "job_id"),
+    # The job's instance and creation time, copied when the tag is written (neither changes for a job),
+    # so that the index below holds each tag's jobs in the listing's order: a tags filter walks it
+    # newest first from the page's position, whatever the tag's count (JobStore.list).
+    sa.Column("instance", sa.String(512), nullable=False),
+    sa.Column("create_time", _TIME, nullable=False),
+    sa.Index("jobs_job_tag_instance_created", "tag", "instance", "create_time", "job_id"),
 )
 # A job's tags as one text, read with its row (a page of jobs needs no second query for them): joined
 # by spaces, which no tag holds (printable ASCII without spaces: validation.check_tags).
@@ -557,8 +560,7 @@ class JobStore:
                     *(col for col in job_table.c if col.name != "inputs"))).one()
                 events = [_state_event(QUEUED, now)] + ([_log_event("INFO", first_log, now)] if first_log else [])
                 _insert_events(conn, values["id"], values["events"], events)
-                if tags:
-                    conn.execute(tag_table.insert(), [{"job_id": values["id"], "tag": tag} for tag in set(tags)])
+                _insert_tags(conn, row, tags)
         except sa.exc.IntegrityError:
             existing = self.find_by_request_id(instance, request_id) if request_id else None
             if existing is None:
@@ -600,8 +602,7 @@ class JobStore:
         job = self.get(job_id, instance=instance)
         with self._engine.begin() as conn:
             conn.execute(tag_table.delete().where(tag_table.c.job_id == job.id))
-            if tags:
-                conn.execute(tag_table.insert(), [{"job_id": job.id, "tag": tag} for tag in set(tags)])
+            _insert_tags(conn, job, tags)
         return self.get(job_id, instance=instance)
 
     def list(
@@ -612,24 +613,25 @@ class JobStore:
         token ('' on the last), bound to that filter: a token made for another filter, or altered, is
         InvalidArgument. inputs: as for get.
 
+        Without tags in the filter the jobs are walked in the instance's index of them; with tags, in one
+        tag's index of the instance's jobs (jobs_job_tag_instance_created), each entry joined to its job for
+        the other terms. Either way in (create_time, id) order from the page token's position, so a page
+        reads about page_size entries when most match.
+
         A page holds fewer than page_size jobs when they would pass LIST_PAGE_BYTES (always one at least)."""
-        c = job_table.c
-        query = _record_select(inputs)
-        if instance is not None:
-            query = query.where(c.instance == instance)
         bound_to = where.fingerprint() if where is not None else ""
         position = self._decode_page_token(page_token, bound_to)
-        if position is not None:
-            try:
-                after_time, after_id = dt.datetime.fromisoformat(position["t"]), position["id"]
-            except ValueError:
-                raise invalid_page_token() from None
-            query = query.where(*_before(after_time, after_id))
-        query = query.order_by(c.create_time.desc(), c.id.desc()).limit(page_size + 1)
         jobs, size, more = [], 0, False
         with self._engine.connect() as conn:
+            walked = self._walked_tag(conn, instance, where.tags) if where is not None else None
+            query, (created, id_, scope) = _walk(_record_select(inputs), walked)
+            if instance is not None:
+                query = query.where(scope == instance)
+            if position is not None:
+                query = query.where(*_before(created, id_, *_after(position)))
             if where is not None:
-                query = _filtered(query, where, self._tag_driving(conn, where.tags))
+                query = _filtered(query, where, created=created, walked_tag=walked)
+            query = query.order_by(created.desc(), id_.desc()).limit(page_size + 1)
             for row in conn.execution_options(yield_per=8).execute(query):  # never all the inputs at once
                 job = _record(row)
                 size += len((job.inputs or "").encode()) + len(job.reason_message.encode())
@@ -641,17 +643,21 @@ class JobStore:
             return jobs, ""
         return jobs, self._encode_page_token({"t": jobs[-1].create_time.isoformat(), "id": jobs[-1].id}, bound_to)
 
-    def _tag_driving(self, conn: sa.Connection, tags: frozenset[str]) -> str | None:
-        """The tag whose jobs a tags filter should start from: the rarest, when few enough jobs have it
-        that reading them all beats walking the instance's jobs newest first and checking each (None)."""
-        if not tags:
-            return None
+    def _walked_tag(self, conn: sa.Connection, instance: str | None, tags: frozenset[str]) -> str | None:
+        """The tag whose index a tags filter walks (None without tags): the one tag, or of several the one
+        fewest of the instance's jobs have (see TAG_COUNT_CAP); the others are checked per entry."""
+        if len(tags) <= 1:
+            return next(iter(tags), None)
         t = tag_table.c
-        counts = {tag: conn.execute(sa.select(sa.func.count()).select_from(
-            sa.select(t.job_id).where(t.tag == tag).limit(TAG_DRIVEN_JOBS + 1).subquery())).scalar_one()
-            for tag in sorted(tags)}
-        rarest = min(counts, key=counts.__getitem__)
-        return rarest if counts[rarest] <= TAG_DRIVEN_JOBS else None
+
+        def count(tag: str) -> int:
+            entries = sa.select(t.job_id).where(t.tag == tag)
+            if instance is not None:
+                entries = entries.where(t.instance == instance)
+            return conn.execute(sa.select(sa.func.count()).select_from(
+                entries.limit(TAG_COUNT_CAP).subquery())).scalar_one()
+
+        return min(sorted(tags), key=count)
 
     def usage(self, instance: str, start: dt.datetime, end: dt.datetime) -> list[UsageRecord]:
         """Per backend and final state, the instance's jobs that ended in [start, end) and their usage
@@ -677,7 +683,7 @@ class JobStore:
             if row.state != QUEUED:
                 return True, row.events, None
             ahead = conn.execute(sa.select(sa.func.count()).where(
-                c.state == QUEUED, *_before(row.create_time, job_id))).scalar_one()
+                c.state == QUEUED, *_before(c.create_time, c.id, row.create_time, job_id))).scalar_one()
         return True, row.events, ahead
 
     def load_by_backend(self) -> tuple[dict[str, int], dict[str, int]]:
@@ -1065,12 +1071,7 @@ class JobStore:
         bound_to = f"sessions|{state}|{backend}"
         position = self._decode_page_token(page_token, bound_to)
         if position is not None:
-            try:
-                after_time, after_id = dt.datetime.fromisoformat(position["t"]), position["id"]
-            except ValueError:
-                raise invalid_page_token() from None
-            query = query.where(sa.or_(s.create_time < after_time,
-                                       sa.and_(s.create_time == after_time, s.id < after_id)))
+            query = query.where(*_before(s.create_time, s.id, *_after(position)))
         query = query.order_by(s.create_time.desc(), s.id.desc()).limit(page_size + 1)
         with self._engine.connect() as conn:
             rows = list(conn.execute(query))
@@ -1463,33 +1464,58 @@ def _utf8(engine: sa.Engine, text: sa.ColumnElement) -> sa.ColumnElement:
     return sa.cast(text, sa.LargeBinary)  # SQLite: text cast to a blob is its UTF-8 bytes
 
 
-def _before(create_time: dt.datetime, job_id: str) -> tuple[sa.ColumnElement[bool], ...]:
-    """Jobs before this one in (create_time, id) order. The first term is a range an index on create_time
-    serves; the second alone, an OR, would make the database walk every job from the newest (a page deep
-    in a listing read all the pages before it)."""
+def _after(position: dict) -> tuple[dt.datetime, str]:
+    """The (create_time, id) a page token of jobs or sessions stands for: the last row of its page."""
+    try:
+        return dt.datetime.fromisoformat(position["t"]), position["id"]
+    except ValueError:
+        raise invalid_page_token() from None
+
+
+def _before(create_time: sa.ColumnElement, id_: sa.ColumnElement, at: dt.datetime, after_id: str,
+            ) -> tuple[sa.ColumnElement[bool], ...]:
+    """Rows before (at, after_id) in (create_time, id_) order. The first term is a range an index on
+    create_time serves; the second alone, an OR, would make the database walk every row from the newest (a
+    page deep in a listing read all the pages before it)."""
+    return create_time <= at, sa.or_(create_time < at, id_ < after_id)
+
+
+def _walk(query: sa.Select, walked_tag: str | None) -> tuple[sa.Select, tuple[sa.ColumnElement, ...]]:
+    """query (of jobs) reading them in the order a listing walks, and the columns of that order and the
+    instance: the jobs' own without walked_tag, else that tag's index entries, each joined to its job."""
     c = job_table.c
-    return c.create_time <= create_time, sa.or_(c.create_time < create_time, c.id < job_id)
+    if walked_tag is None:
+        return query, (c.create_time, c.id, c.instance)
+    entries = tag_table.alias("walked")  # an alias: each job's own tags (_TAG_LIST) are still read by its id
+    t = entries.c
+    query = query.select_from(entries.join(job_table, t.job_id == c.id)).where(t.tag == walked_tag)
+    return query, (t.create_time, t.job_id, t.instance)
 
 
-def _filtered(query: sa.Select, where: JobFilter, driving_tag: str | None = None) -> sa.Select:
-    """query narrowed to the jobs where selects. driving_tag (one of where.tags) is asked as "the id is one
-    of that tag's jobs", which databases answer from the tag's index first; each other tag as a check
-    per job, which they answer while walking the jobs in order (store.list chooses: _tag_driving)."""
+def _filtered(query: sa.Select, where: JobFilter, *, created: sa.ColumnElement, walked_tag: str | None) -> sa.Select:
+    """query narrowed to the jobs where selects. created: the creation time of the rows walked (the job's,
+    or its copy in the tag index walked), where the time bounds narrow the walk's range. walked_tag (one of
+    where.tags): the tag whose index the query walks, so already matched; each other tag is checked per job."""
     c = job_table.c
     for column, allowed in ((c.state, where.states), (c.program_id, where.programs), (c.backend, where.backends),
                             (c.owner, where.owners), (c.session_id, where.sessions)):
         if allowed is not None:
             query = query.where(column.in_(sorted(allowed)))
-    for tag in sorted(where.tags):
-        if tag == driving_tag:
-            query = query.where(c.id.in_(sa.select(tag_table.c.job_id).where(tag_table.c.tag == tag)))
-        else:
-            query = query.where(sa.exists().where(tag_table.c.job_id == c.id, tag_table.c.tag == tag))
+    for tag in sorted(where.tags - {walked_tag}):
+        query = query.where(sa.exists().where(tag_table.c.job_id == c.id, tag_table.c.tag == tag))
     if where.created_after is not None:
-        query = query.where(c.create_time > where.created_after)
+        query = query.where(created > where.created_after)
     if where.created_before is not None:
-        query = query.where(c.create_time < where.created_before)
+        query = query.where(created < where.created_before)
     return query
+
+
+def _insert_tags(conn: sa.Connection, job: sa.Row | JobRecord, tags: Iterable[str]) -> None:
+    """Write the job's tags, each with the job's instance and creation time (see tag_table)."""
+    rows = [{"job_id": job.id, "tag": tag, "instance": job.instance, "create_time": job.create_time}
+            for tag in sorted(set(tags))]
+    if rows:
+        conn.execute(tag_table.insert(), rows)
 
 
 def _charge(conn: sa.Connection, job_id: str, start_time: dt.datetime | None, end_time: dt.datetime) -> None:

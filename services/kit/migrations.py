@@ -29,20 +29,21 @@ from .logging import get_logger
 log = get_logger("kit.migrations")
 
 
-def upgrade(engine: sa.Engine, package: str, *, version_table: str) -> list[str]:
+def upgrade(engine: sa.Engine, package: str, *, version_table: str, to: str = "head") -> list[str]:
     """Run the revisions of `package` (a package of revision modules) that the database has not run
-    yet, in one transaction; returns their ids, oldest first ([] when the schema was up to date)."""
+    yet, up to `to` (tests build a store as an earlier revision left it), in one transaction; returns
+    their ids, oldest first ([] when the schema was up to date)."""
     script = _script_directory(package)
     applied: list[str] = []
 
-    def upgrade_to_head(current, context):
-        steps = script._upgrade_revs("head", current)
+    def upgrade_to(current, context):
+        steps = script._upgrade_revs(to, current)
         applied.extend(step.revision.revision for step in steps)
         return steps
 
     with engine.begin() as conn:
         _lock(conn, version_table)
-        with EnvironmentContext(Config(), script, fn=upgrade_to_head, destination_rev="head") as env:
+        with EnvironmentContext(Config(), script, fn=upgrade_to, destination_rev=to) as env:
             env.configure(connection=conn, version_table=version_table)
             with env.begin_transaction():
                 env.run_migrations()

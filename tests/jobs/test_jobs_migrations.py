@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from qruntime_auth import store as auth_store
 from qruntime_auth.store import AuthStore
 from qruntime_jobs import store as jobs_store
+from qruntime_jobs.filters import parse_filter
 from qruntime_jobs.store import DONE, QUEUED, RUNNING, JobStore
 from qruntime_kit import migrations
 from qruntime_kit.store import create_engine
@@ -110,6 +111,50 @@ def test_a_store_of_the_previous_release_is_upgraded_and_keeps_its_jobs(database
         store.close()
     assert schema_differences(database_url, jobs_store.metadata) == []
     JobStore(database_url).close()  # a second start finds nothing to do
+
+
+def test_a_store_of_revision_0010_keeps_its_jobs_tags_and_lists_by_tag(database_url):
+    """Revision 0011 copies each tag's job's instance and create_time into jobs_job_tag."""
+    engine = create_engine(database_url)
+    try:
+        assert migrations.upgrade(engine, jobs_store.MIGRATIONS, version_table=jobs_store.VERSION_TABLE,
+                                  to="0010")[-1] == "0010"
+        job = {"owner": "user-1", "program_id": "sampler", "runtime": "BUILTIN", "backend": "ibmq_qasm_simulator",
+               "state": DONE, "reason": "", "reason_message": "", "inputs": "{}", "log_level": "INFO",
+               "max_execution_seconds": 600.0, "trace_id": ""}
+        jobs = [("old0", "crn:a", T0, ["exp", "x"]), ("old1", "crn:a", T0 + dt.timedelta(seconds=1), ["exp"]),
+                ("old2", "crn:b", T0 + dt.timedelta(seconds=2), ["exp"]), ("old3", "crn:a", T0, ["exp"])]
+        # As revision 0010 wrote them (tags without their job's instance and time), in tables as it made them.
+        job_table = sa.table("jobs_job", *map(sa.column, job), sa.column("id"), sa.column("instance"),
+                             sa.column("create_time", sa.DateTime(timezone=True)))
+        tag_table = sa.table("jobs_job_tag", sa.column("job_id"), sa.column("tag"))
+        with engine.begin() as conn:
+            conn.execute(job_table.insert(), [{**job, "id": i, "instance": instance, "create_time": at}
+                                              for i, instance, at, _ in jobs])
+            conn.execute(tag_table.insert(), [{"job_id": i, "tag": tag} for i, _, _, tags in jobs for tag in tags])
+    finally:
+        engine.dispose()
+    store = JobStore(database_url)
+    try:
+        assert store.get("old0").tags == ("exp", "x") and store.get("old2").tags == ("exp",)
+
+        def walk(text: str, instance: str = "crn:a") -> list[str]:
+            where, seen, token = parse_filter(text, caller="u"), [], ""
+            while True:
+                page, token = store.list(instance, page_size=1, page_token=token, where=where)
+                seen.extend(j.id for j in page)
+                if not token:
+                    return seen
+
+        # old3 and old0 were created in the same microsecond: ordered by id, each once.
+        assert walk("tags:exp") == ["old1", "old3", "old0"] and walk("tags:exp", "crn:b") == ["old2"]
+        assert walk("tags:x") == ["old0"] and walk(f'tags:exp AND create_time > "{T0.isoformat()}"') == ["old1"]
+        # Tags written after the upgrade carry their job's instance and time too.
+        store.set_tags("old1", ["x"])
+        assert walk("tags:x") == ["old1", "old0"] and walk("tags:exp") == ["old3", "old0"]
+    finally:
+        store.close()
+    assert schema_differences(database_url, jobs_store.metadata) == []
 
 
 def test_replicas_starting_together_migrate_once(database_url):

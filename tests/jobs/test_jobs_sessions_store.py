@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from qruntime_jobs import store as store_module
 from qruntime_jobs.filters import parse_filter
 from qruntime_jobs.store import (
     ACTIVE,
@@ -212,6 +213,26 @@ def test_sessions_are_listed_newest_first_by_page_and_filter(jobs):
     assert [s.id for s in rest] == [made[0]] and not token
     assert [s.id for s in jobs.list_sessions(A, page_size=10, state=CLOSED)[0]] == [made[0]]
     assert [s.id for s in jobs.list_sessions(None, page_size=10, backend="b")[0]][0] == made[3]
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3])
+def test_sessions_created_together_are_paged_apart_without_repeats_or_gaps(jobs, monkeypatch, page_size):
+    start, now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC), [None]
+    monkeypatch.setattr(store_module, "utcnow", lambda: now[0])
+    made = []
+    for i in range(8):  # three in each of the first two microseconds, then two
+        now[0] = start + dt.timedelta(microseconds=i // 3)
+        made.append(session(jobs))
+        session(jobs, instance=B)  # another instance's, created with them
+    newest = [s.id for s in sorted(made, key=lambda s: (s.create_time, s.id), reverse=True)]
+    seen, token = [], ""
+    while True:
+        page, token = jobs.list_sessions(A, page_size=page_size, page_token=token)
+        assert len(page) <= page_size
+        seen.extend(s.id for s in page)
+        if not token:
+            break
+    assert seen == newest
 
 
 def test_jobs_are_listed_by_session(jobs):

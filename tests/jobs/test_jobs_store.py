@@ -297,27 +297,90 @@ def test_filters_select_by_every_field(store):
     assert ids("program = sampler and tags:a") == [mid.id]
 
 
-@pytest.mark.parametrize("tag_driven_jobs", [0, 10_000])  # walking the jobs checking tags; from the tag's jobs
-def test_a_tags_filter_finds_and_pages_the_same_jobs_either_way(database_url, monkeypatch, tag_driven_jobs):
-    monkeypatch.setattr(store_module, "TAG_DRIVEN_JOBS", tag_driven_jobs)
+def walk(store: JobStore, text: str, instance: str | None = A, page_size: int = 3) -> list[str]:
+    """The ids of every job the filter lists, page after page."""
+    where, seen, token = parse_filter(text, caller="user-1"), [], ""
+    while True:
+        page, token = store.list(instance, page_size=page_size, page_token=token, where=where)
+        assert len(page) <= page_size
+        seen.extend(j.id for j in page)
+        if not token:
+            return seen
+
+
+@pytest.mark.parametrize("tag_count_cap", [1, 10_000])  # tags t and u: from either tag's index; from the rarer
+def test_a_tags_filter_lists_its_jobs_newest_first_with_the_other_terms_page_by_page(
+        database_url, monkeypatch, tag_count_cap):
+    monkeypatch.setattr(store_module, "TAG_COUNT_CAP", tag_count_cap)
+    start, now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC), [None]
+    monkeypatch.setattr(store_module, "utcnow", lambda: now[0])
     store = JobStore(database_url)
     try:
-        tagged = [new_job(store, tags=["t", "u"] if i % 3 else ["t"])[0].id for i in range(8)]
-        new_job(store, tags=["u"]), new_job(store), new_job(store, instance=B, tags=["t", "u"])
+        tagged = []  # three jobs a second: those of one second are paged apart by id
+        for i in range(12):
+            now[0] = start + dt.timedelta(seconds=i // 3)
+            tagged.append(new_job(store, program_id="estimator" if i % 2 else "sampler",
+                                  tags=["t", "u"] if i % 4 == 0 else ["t"])[0])
+            if i % 3 == 1:  # another instance's job with the same tags, created in the same second
+                new_job(store, instance=B, tags=["t", "u"])
+        new_job(store, tags=["u"]), new_job(store)
+        for job in tagged[1:3]:
+            store.cancel(job.id)
+        newest = [j.id for j in sorted(tagged, key=lambda j: (j.create_time, j.id), reverse=True)]
+        second = [None, *(f'"{(start + dt.timedelta(seconds=k)).isoformat()}"' for k in range(1, 4))]
 
-        def walk(text: str) -> list[str]:
-            where, seen, token = parse_filter(text, caller="u"), [], ""
-            while True:
-                page, token = store.list(A, page_size=3, page_token=token, where=where)
-                seen.extend(j.id for j in page)
-                if not token:
-                    return seen
+        def of(ids: set[str]) -> list[str]:
+            return [i for i in newest if i in ids]
 
-        assert walk("tags:t") == tagged[::-1]
-        assert walk("tags:t AND tags:u") == [i for k, i in enumerate(tagged) if k % 3][::-1]
-        assert walk("tags:t AND tags:v") == []
+        for page_size in (1, 2, 3, 5, 100):
+            assert walk(store, "tags:t", page_size=page_size) == newest
+        assert walk(store, "tags:t AND tags:u") == of({j.id for j in tagged[::4]})
+        assert walk(store, "tags:t AND program = estimator") == of({j.id for j in tagged[1::2]})
+        assert walk(store, "tags:t AND state = CANCELLED") == of({tagged[1].id, tagged[2].id})
+        assert walk(store, f"tags:t AND create_time >= {second[1]} AND create_time < {second[3]}") == of(
+            {j.id for j in tagged[3:9]})
+        assert walk(store, f"tags:t AND create_time > {second[2]} AND program = sampler") == of(
+            {j.id for j in tagged[9:] if j.program_id == "sampler"})
+        assert walk(store, "tags:t AND tags:v") == [] and walk(store, "tags:v") == []
+        # Another instance's jobs never show, whatever their tags and times; the suite's services see all.
+        assert len(walk(store, "tags:t", instance=B)) == 4 and len(walk(store, "tags:t", instance=None)) == 16
     finally:
         store.close()
+
+
+def test_a_job_whose_tags_are_replaced_is_listed_under_its_new_tags_only(database_url):
+    store = JobStore(database_url)
+    try:
+        first, second, third = (new_job(store, tags=["old"])[0] for _ in range(3))
+        other, _ = new_job(store, instance=B, tags=["old"])
+        store.set_tags(second.id, ["new", "more"])
+        store.set_tags(other.id, ["new"])
+        assert walk(store, "tags:old") == [third.id, first.id]
+        assert walk(store, "tags:new") == [second.id] and walk(store, "tags:more AND tags:new") == [second.id]
+        assert walk(store, "tags:new", instance=B) == [other.id]
+        store.set_tags(second.id, [])
+        assert walk(store, "tags:new") == [] and store.get(second.id).tags == ()
+    finally:
+        store.close()
+
+
+def test_a_tags_filter_walks_its_tags_index_newest_first(store):
+    """On SQLite, a page of a tag's jobs reads that tag's index from the page's position, joining each
+    entry's job: no sort, no walk of the instance's jobs (PostgreSQL chooses by its statistics)."""
+    captured = []
+    sa.event.listen(store._engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, parameters, *_: captured.append((statement, parameters)))
+    job, _ = new_job(store, tags=["x", "y"])
+    new_job(store, tags=["x"])
+    _, token = store.list(A, page_size=1, where=parse_filter("tags:x AND state = QUEUED", caller="u"))
+    captured.clear()
+    store.list(A, page_size=1, page_token=token, where=parse_filter("tags:x AND state = QUEUED", caller="u"))
+    statement, parameters = captured[-1]
+    with store._engine.connect() as conn:
+        plan = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)]
+    assert any("walked USING COVERING INDEX jobs_job_tag_instance_created (tag=? AND instance=? AND create_time<?)"
+               in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
 
 
 def test_a_page_holds_each_jobs_tags_and_its_inputs_when_asked(database_url):
