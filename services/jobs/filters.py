@@ -180,7 +180,8 @@ def _time(value: str, parser: _Parser) -> dt.datetime:
         at = dt.datetime.fromisoformat(value)
     except ValueError:
         parser.fail(f"{value!r} is not an RFC 3339 time such as \"2026-12-01T00:00:00Z\"")
-    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+    # In UTC, as the store keeps times: SQLite compares them as text, so "+02:00" must become "Z".
+    return at.astimezone(dt.UTC) if at.tzinfo else at.replace(tzinfo=dt.UTC)
 
 
 def _invalid(message: str) -> InvalidArgument:

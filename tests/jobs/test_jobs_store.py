@@ -293,6 +293,9 @@ def test_filters_select_by_every_field(store):
     after = f'"{mid.create_time.isoformat()}"'
     assert ids(f"create_time >= {after}") == [late.id, mid.id] and ids(f"create_time > {after}") == [late.id]
     assert ids(f"create_time < {after}") == [early.id] and ids(f"create_time <= {after}") == [mid.id, early.id]
+    # The same instant written in another zone selects the same jobs (the store keeps UTC).
+    elsewhere = f'"{mid.create_time.astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat()}"'
+    assert ids(f"create_time >= {elsewhere}") == [late.id, mid.id] and ids(f"create_time < {elsewhere}") == [early.id]
     assert ids("state = QUEUED AND state = RUNNING") == []  # two terms on one field must both hold
     assert ids("program = sampler and tags:a") == [mid.id]
 
