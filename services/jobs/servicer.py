@@ -11,16 +11,17 @@ service's own token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 
 from google.protobuf import duration_pb2
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_service_pb2_grpc
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2, jobs_service_pb2_grpc
-from qruntime.programs.v1 import program_pb2, programs_service_pb2, programs_service_pb2_grpc
+from qruntime.programs.v1 import program_pb2, programs_service_pb2_grpc
 
 from qruntime_kit.auth import Principal, current_principal
-from qruntime_kit.errors import FailedPrecondition, InvalidArgument, ServiceError, Unavailable
+from qruntime_kit.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError, Unavailable
 from qruntime_kit.interceptors import current_request_id
 from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import Credentials, call
@@ -41,6 +42,7 @@ from .messages import (
     state_name,
     timestamp,
 )
+from .program_lookup import ProgramLookup
 from .sessions import check_session_job
 from .store import DONE, JobStore, ResultDigest, utcnow, would_create
 from .uploads import UploadLimits
@@ -76,6 +78,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
     def __init__(self) -> None:
         self._deps: JobsDependencies | None = None
         self._pages = JobPages()
+        self._programs = ProgramLookup()
 
     def attach(self, deps: JobsDependencies) -> None:
         """Start answering with these dependencies (calls before are answered UNAVAILABLE)."""
@@ -123,10 +126,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         # program); the circuits are checked once the backend is known.
         checked = asyncio.create_task(self._backend_and_circuits(backend_name, metadata, inputs, primitive))
         try:
-            program = (await call(
-                deps.programs.GetProgram, programs_service_pb2.GetProgramRequest(program_id=request.program_id),
-                metadata=metadata,
-            )).program
+            program = await self._programs.program(deps.programs, request.program_id, metadata)
             if primitive is None:
                 check_inputs(program.id, program.inputs, inputs)
             elif program.runtime != program_pb2.PROGRAM_RUNTIME_BUILTIN:
@@ -258,11 +258,18 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         if request.after_sequence < 0:
             raise InvalidArgument("after_sequence must not be negative", reason="INVALID_SEQUENCE",
                                   field_violations=[("after_sequence", "0, or the last sequence received")])
-        job = await asyncio.to_thread(self.deps.store.get, request.job_id, instance=_scope(principal))
+        instance = _scope(principal)
+        job = await asyncio.to_thread(self.deps.store.get, request.job_id, instance=instance)
         # Messages encoded by the watch, once for all its watchers, and written rather than yielded: a
         # coroutine's writes pass no layers of interceptors (kit.interceptors._wrap), a generator's each would.
         async for message in self.deps.watch.follow(job.id, request.after_sequence):
             await context.write(message)
+        result = None
+        if request.include_result:  # the stream closes after the job's end: with its result, if it is DONE
+            with contextlib.suppress(NotFound):  # deleted meanwhile: its events were all there is
+                result = await asyncio.to_thread(self._result_part, job.id, instance, 0, done_only=False)
+            if result is not None:
+                await context.write(jobs_service_pb2.WatchJobResponse(result=result))
 
     async def CancelJob(self, request, context):
         principal = current_principal()
@@ -285,30 +292,34 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
     async def GetJobResult(self, request, context):
         principal = _reader(current_principal())
         _check_offset(request.offset)
-        store, instance = self.deps.store, _scope(principal)
+        return await asyncio.to_thread(self._result_part, request.job_id, _scope(principal), request.offset)
 
-        def read() -> jobs_service_pb2.GetJobResultResponse:  # one trip off the event loop for it all
-            job = store.get(request.job_id, instance=instance)
-            if job.state != DONE:
-                raise FailedPrecondition(
-                    f"job {job.id!r} is {job.state}; only a DONE job has a result"
-                    + (f" ({job.reason}: {job.reason_message})" if job.reason else ""),
-                    reason="JOB_NOT_DONE",
-                    metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
-                )
-            # One byte past the chunk, to see whether the chunk would end inside a character.
-            digest, data = store.result_part(job.id, request.offset, RESULT_CHUNK_BYTES + 1)
-            # A typed result small enough comes as itself (its JSON form, stored, is larger than the message).
-            if typed.is_primitive(job) and request.offset == 0 and digest.size <= 2 * RESULT_CHUNK_BYTES:
-                whole = data if len(data) == digest.size else (store.get_result(job.id) or "").encode()
-                result = typed.primitive_result(whole.decode())
-                if result.ByteSize() <= RESULT_CHUNK_BYTES:
-                    return jobs_service_pb2.GetJobResultResponse(primitive_result=result)
-            text, next_offset = _chunk(digest, data, request.offset, RESULT_CHUNK_BYTES, "result")
-            return jobs_service_pb2.GetJobResultResponse(result=text, total_bytes=digest.size, sha256=digest.sha256,
-                                                         next_offset=next_offset)
-
-        return await asyncio.to_thread(read)
+    def _result_part(self, job_id: str, instance: str | None, offset: int, *, done_only: bool = True
+                     ) -> jobs_service_pb2.GetJobResultResponse | None:
+        """GetJobResult's answer, read in one trip off the event loop; for a job that is not DONE,
+        FAILED_PRECONDITION, or None when not done_only (WatchJob's include_result)."""
+        store = self.deps.store
+        job = store.get(job_id, instance=instance)
+        if job.state != DONE:
+            if not done_only:
+                return None
+            raise FailedPrecondition(
+                f"job {job.id!r} is {job.state}; only a DONE job has a result"
+                + (f" ({job.reason}: {job.reason_message})" if job.reason else ""),
+                reason="JOB_NOT_DONE",
+                metadata={"job_id": job.id, "state": f"JOB_STATE_{job.state}"},
+            )
+        # One byte past the chunk, to see whether the chunk would end inside a character.
+        digest, data = store.result_part(job.id, offset, RESULT_CHUNK_BYTES + 1)
+        # A typed result small enough comes as itself (its JSON form, stored, is larger than the message).
+        if typed.is_primitive(job) and offset == 0 and digest.size <= 2 * RESULT_CHUNK_BYTES:
+            whole = data if len(data) == digest.size else (store.get_result(job.id) or "").encode()
+            result = typed.primitive_result(whole.decode())
+            if result.ByteSize() <= RESULT_CHUNK_BYTES:
+                return jobs_service_pb2.GetJobResultResponse(primitive_result=result)
+        text, next_offset = _chunk(digest, data, offset, RESULT_CHUNK_BYTES, "result")
+        return jobs_service_pb2.GetJobResultResponse(result=text, total_bytes=digest.size, sha256=digest.sha256,
+                                                     next_offset=next_offset)
 
     async def GetJobInputs(self, request, context):
         principal = _reader(current_principal())

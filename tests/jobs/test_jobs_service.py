@@ -425,6 +425,24 @@ def test_watch_streams_a_jobs_life_and_a_resumed_watch_gets_the_rest(world):
         assert from_rpc_error(caught.value).reason == reason
 
 
+def test_a_watch_that_asks_ends_with_the_result_of_a_done_job(world, bell):
+    def messages(job_id: str, after: int = 0) -> list[pb.WatchJobResponse]:
+        request = pb.WatchJobRequest(job_id=job_id, after_sequence=after, include_result=True)
+        return list(world.me.stub.WatchJob(request, metadata=world.me.metadata, timeout=60))
+
+    job = world.me.create("sampler", {"circuits": [bell], "shots": 100, "seed": 3})
+    followed = messages(job.id)
+    last = followed[-1]
+    assert last.HasField("result") and not last.events and not any(m.HasField("result") for m in followed[:-1])
+    assert followed[-2].events[-1].state_change.state == job_pb2.JOB_STATE_DONE
+    assert last.result == world.me.GetJobResult(pb.GetJobResultRequest(job_id=job.id))
+    replayed = messages(job.id, after=followed[-2].events[-1].sequence)  # nothing left but the result
+    assert [m.HasField("result") for m in replayed] == [True] and replayed[0].result == last.result
+    failed = world.me.wait(world.me.create("sampler", {"circuits": [bell], "shots": 0}).id)
+    assert failed.state == job_pb2.JOB_STATE_ERROR
+    assert not any(m.HasField("result") for m in messages(failed.id))  # no result to bring
+
+
 def test_jobs_come_without_inputs_unless_asked(world, bell):
     inputs = {"circuits": [bell], "shots": 10}
     job = world.me.create("sampler", inputs)
@@ -455,6 +473,9 @@ def test_a_large_result_comes_in_checksummed_chunks(world, monkeypatch):
     chunks, response = result_chunks(world.me, job.id)
     whole = "".join(chunks).encode()
     assert len(chunks) > 1 and len(whole) == response.total_bytes
+    watched = list(world.me.stub.WatchJob(pb.WatchJobRequest(job_id=job.id, include_result=True),
+                                          metadata=world.me.metadata, timeout=60))[-1].result
+    assert (watched.result, watched.next_offset) == (chunks[0], len(chunks[0].encode()))  # the first chunk
     assert hashlib.sha256(whole).digest() == response.sha256 and loads(whole.decode()) == "All done!"
     err = world.me.error("GetJobResult", pb.GetJobResultRequest(job_id=job.id, offset=10**6))
     assert err.reason == "INVALID_OFFSET"

@@ -103,6 +103,7 @@ class RuntimeJob:
         self._transport = transport
         self._result_decoder = result_decoder
         self._raw_result: str | None = None
+        self._first_result: jobs_service_pb2.GetJobResultResponse | None = None  # from the event stream
         self._streaming: _ResultStream | None = None
 
     @property
@@ -189,17 +190,21 @@ class RuntimeJob:
             RuntimeJobTimeoutError: the job had not ended after ``timeout`` seconds.
         """
         if not self._cached_status().final:
-            for _ in self.events(timeout=timeout):
+            # The stream ends with the result of a job that ends DONE: result() then needs no other call.
+            for _ in self.events(timeout=timeout, include_result=True):
                 pass
         return self._cached_status()
 
     def events(
-        self, after: int = 0, timeout: float | None = None, *, on_call: Callable[[grpc.Future], None] | None = None
+        self, after: int = 0, timeout: float | None = None, *, on_call: Callable[[grpc.Future], None] | None = None,
+        include_result: bool = False,
     ) -> Iterator[job_pb2.JobEvent]:
         """The job's events after number ``after``, as they happen, until it ends: its state changes,
         queue positions, log lines and interim results (``JobsService.WatchJob``). A broken stream is
         resumed from the last event received, so none is missed or repeated. ``on_call`` receives each
         gRPC call, which another thread may ``cancel()`` to stop the stream (it then raises CANCELLED).
+        With ``include_result`` the stream of a job that ends DONE brings its result too, kept for
+        :meth:`result`.
 
         Raises:
             RuntimeJobTimeoutError: the job had not ended after ``timeout`` seconds.
@@ -211,11 +216,14 @@ class RuntimeJob:
             if left is not None and left <= 0:
                 status = self._cached_status()
                 raise RuntimeJobTimeoutError(f"job {self._job.id!r} was still {status} after {timeout} s")
-            request = jobs_service_pb2.WatchJobRequest(job_id=self._job.id, after_sequence=after)
+            request = jobs_service_pb2.WatchJobRequest(job_id=self._job.id, after_sequence=after,
+                                                       include_result=include_result)
             try:
                 for response in self._transport.stream(self._transport.jobs.WatchJob, request, timeout=left,
                                                        on_call=on_call):
                     broken = 0
+                    if response.HasField("result"):
+                        self._first_result = response.result
                     for event in response.events:
                         if not event.HasField("queue_position"):
                             after = event.sequence
@@ -268,12 +276,18 @@ class RuntimeJob:
             self._streaming.stop()
             self._streaming = None
 
+    def _result_part(self, offset: int = 0) -> jobs_service_pb2.GetJobResultResponse:
+        """GetJobResult's answer from offset; the first part comes from the event stream when it brought it."""
+        if offset == 0 and self._first_result is not None:
+            return self._first_result
+        request = jobs_service_pb2.GetJobResultRequest(job_id=self._job.id, offset=offset)
+        return self._transport.call(self._transport.jobs.GetJobResult, request)
+
     def _fetch_result(self) -> str:
         """The job's raw result, reassembled from its chunks and checked against its checksum."""
         chunks, offset = [], 0
         while True:
-            request = jobs_service_pb2.GetJobResultRequest(job_id=self._job.id, offset=offset)
-            response = self._transport.call(self._transport.jobs.GetJobResult, request)
+            response = self._result_part(offset)
             if response.HasField("primitive_result"):  # a typed job read as JSON: its proto3 JSON mapping
                 return json_format.MessageToJson(response.primitive_result, indent=None)
             chunks.append(response.result)

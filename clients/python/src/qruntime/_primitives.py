@@ -39,7 +39,6 @@ from ._jobs import JobStatus, RuntimeJob
 from ._session import current_session
 from ._uploads import read_inputs
 from .exceptions import IBMRuntimeError, RuntimeInvalidStateError, RuntimeJobFailureError, _invalid_argument
-from .jobs.v1 import jobs_service_pb2
 from .primitives.v1 import primitives_pb2 as pb
 
 __all__ = ["EstimatorV2", "RuntimeJobV2", "SamplerV2"]
@@ -96,8 +95,7 @@ class RuntimeJobV2(RuntimeJob, BasePrimitiveJob):
         return self._primitive_result
 
     def _fetch_typed_result(self) -> pb.PrimitiveResult:
-        request = jobs_service_pb2.GetJobResultRequest(job_id=self.proto.id)
-        response = self._transport.call(self._transport.jobs.GetJobResult, request)
+        response = self._result_part()
         if response.HasField("primitive_result"):
             return response.primitive_result
         if not response.result:

@@ -576,19 +576,26 @@ class WatchJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    INCLUDE_RESULT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
     after_sequence: _builtins.int
     """Replay the job's history after this event number: 0 for all of it, or the last sequence received."""
+    include_result: _builtins.bool
+    """When the job has ended DONE, end the stream with a message carrying its result as GetJobResult
+    with offset 0 answers it (the whole result, or its first chunk and where the next begins), so
+    that following a job to its result takes no further call unless the result is larger than a chunk.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         after_sequence: _builtins.int = ...,
+        include_result: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "include_result", b"include_result", "job_id", b"job_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -601,18 +608,28 @@ class WatchJobResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobEvent]:
-        """Events in the order they happened, one or more (a burst of log lines comes as one message)."""
+        """Events in the order they happened, one or more (a burst of log lines comes as one message); none
+        in the message that carries the result.
+        """
+
+    @_builtins.property
+    def result(self) -> Global___GetJobResultResponse:
+        """With include_result, in the stream's last message only, after the DONE state change: the job's
+        result, as GetJobResult with offset 0 answers it.
+        """
 
     def __init__(
         self,
         *,
         events: _abc.Iterable[_job_pb2.JobEvent] | None = ...,
+        result: Global___GetJobResultResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
