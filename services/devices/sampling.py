@@ -80,10 +80,9 @@ def draw_shots(
     header = {"creg_sizes": [[r.name, r.size] for r in circuit.cregs], "memory_slots": circuit.num_clbits}
     if memory:
         drawn = rng.choice(len(probabilities), size=shots, p=probabilities)
-        shot_keys = [format_counts_memory(hex(values[k]), header) for k in drawn]
-        counts: dict[str, int] = {}
-        for key in shot_keys:
-            counts[key] = counts.get(key, 0) + 1
-        return counts, shot_keys
+        outcomes, times = np.unique(drawn, return_counts=True)
+        keys = {k: format_counts_memory(hex(values[k]), header) for k in outcomes.tolist()}  # each outcome once
+        counts = {keys[k]: n for k, n in zip(outcomes.tolist(), times.tolist(), strict=True)}
+        return counts, [keys[k] for k in drawn.tolist()]
     drawn_counts = rng.multinomial(shots, probabilities)
     return format_counts({hex(values[k]): int(drawn_counts[k]) for k in np.flatnonzero(drawn_counts)}, header), []

@@ -5,8 +5,7 @@ fairly between sessions first and apply a process's nice value only within its s
 start sessions of their own (workers.py, the sandbox), so nice alone does nothing for them there:
 measured here, a nice 19 spinner in its own session took half of a CPU from a nice 0 one. The nice
 value of the session's group (/proc/self/autogroup) is what counts, and a process may set it for its
-own session without privilege — back up to 0 too, which plain nice allows only with CAP_SYS_NICE.
-That is what lets a warm-up run at the lowest priority and its job at the normal one.
+own session without privilege.
 
 Where the kernel does not group by session (autogroup off, or the suite in a cgroup of its own, as
 under systemd or Docker) this changes nothing and the process's nice value is what applies.
