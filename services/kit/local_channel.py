@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import grpc
 
 from .logging import get_logger
+from .outbound import MAX_MESSAGE_BYTES
 
 log = get_logger("local-channel")
 # What a served call's peer() says: a caller in this same process. peer_host() keeps "local".
@@ -174,6 +175,9 @@ class _Served(NamedTuple):
 
 async def _serve(resolve: Resolve, method: str, data: bytes, metadata: tuple, deadline: float | None) -> _Served:
     """One call as the server runs it; raises the AioRpcError the caller would get over the wire."""
+    if len(data) > MAX_MESSAGE_BYTES:  # what the channel's and the server's size limits say on the wire
+        raise _error(grpc.StatusCode.RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(data)} vs. "
+                                                         f"{MAX_MESSAGE_BYTES})")
     context = LocalContext(metadata, deadline)
     handler = await resolve(_CallDetails(method, metadata))
     if handler is None:
@@ -192,6 +196,9 @@ async def _serve(resolve: Resolve, method: str, data: bytes, metadata: tuple, de
     if code is not None and code != grpc.StatusCode.OK:  # set_code without abort: the status, no response
         raise _error(code, context.details(), context.initial_metadata_sent or (), context.trailing)
     data = handler.response_serializer(response) if handler.response_serializer else response
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise _error(grpc.StatusCode.RESOURCE_EXHAUSTED, f"Received message larger than max ({len(data)} vs. "
+                                                         f"{MAX_MESSAGE_BYTES})")
     return _Served(data, context.initial_metadata_sent or (), context.trailing)
 
 

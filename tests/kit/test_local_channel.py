@@ -17,7 +17,7 @@ from qruntime.programs.v1 import program_pb2, programs_service_pb2, programs_ser
 
 from qruntime_kit.errors import ResourceExhausted, ServiceError
 from qruntime_kit.local_channel import LocalChannel
-from qruntime_kit.outbound import call
+from qruntime_kit.outbound import MAX_MESSAGE_BYTES, call
 from qruntime_kit.server import start_server
 from qruntime_kit.settings import ServerSettings
 
@@ -314,3 +314,17 @@ def test_an_unknown_method_is_unimplemented_the_same(tmp_path):
     real, local = run_with_probe(tmp_path, scenario)
     assert described(local) == described(real)
     assert local.code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_request_past_the_message_limit_is_refused_the_same(tmp_path):
+    too_big = StringValue(value="x" * (MAX_MESSAGE_BYTES + 1))
+
+    async def scenario(probe, address, local):
+        return await both(address, local, lambda channel: call(probe_method(channel, "Echo"), too_big))
+
+    real, local = run_with_probe(tmp_path, scenario)
+    # The words differ by which end refused it: this test's channel sends without a limit, the server
+    # refuses ("SERVER: Received message larger..."); the suite's channels refuse to send ("Sent message...").
+    assert described(local)[:2] + described(local)[3:] == described(real)[:2] + described(real)[3:]
+    assert (local.code, local.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED")
+    assert local.message.startswith("Sent message larger than max")
