@@ -179,7 +179,11 @@ async def _serve(resolve: Resolve, method: str, data: bytes, metadata: tuple, de
         raise _error(grpc.StatusCode.RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(data)} vs. "
                                                          f"{MAX_MESSAGE_BYTES})")
     context = LocalContext(metadata, deadline)
-    handler = await resolve(_CallDetails(method, metadata))
+    try:
+        handler = await resolve(_CallDetails(method, metadata))
+    except Exception as err:  # an interceptor that fails to wrap: the server's answer too
+        log.exception("unexpected error in a local call's interceptors", method=method)
+        raise _error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}") from None
     if handler is None:
         raise _error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
     if handler.request_streaming or handler.response_streaming:
