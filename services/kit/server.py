@@ -2,7 +2,8 @@
 
 A component is one service's servicers plus its start/stop hooks. A standalone service serves one
 component; the embedded suite serves all four on one port. Either way calls between services go
-over gRPC to the configured addresses (or to this same server), through the same checks.
+over gRPC to the configured addresses, through the same checks; a unary call to this same server is
+served in process by a LocalChannel, through the very interceptors and handlers the port runs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .interceptors import (
     RequestContextInterceptor,
     TextInterceptor,
 )
+from .local_channel import LocalChannel, LocalHandlers
 from .logging import configure_logging, get_logger
 from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call, delegate_over_grpc, exchange_over_grpc
 from .settings import ServerSettings
@@ -48,10 +50,14 @@ class Runtime:
     channels: Channels
     credentials: Credentials
     audit: AuditSink | None = None  # the audit trail's batches, written to the auth service
+    local: LocalChannel | None = None  # this same server's unary calls, in process
 
     def channel_to(self, url: str) -> grpc.aio.Channel:
-        """A channel to url, or to this same server when url is empty (the embedded suite)."""
-        return self.channels.get(url or self.address)
+        """A channel to url, or to this same server when url is empty (the embedded suite): there,
+        unary calls skip the loopback's HTTP/2 and the server's machinery but not its checks."""
+        if url:
+            return self.channels.get(url)
+        return self.local or self.channels.get(self.address)
 
 
 class Component(Protocol):
@@ -173,29 +179,29 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
     verifier = TokenVerifier(fetch_keys, revocations)
     domains = {service: f"{c.name}.qruntime" for c in components for service in c.service_names}
     public = frozenset().union(*(c.public_methods for c in components))
-    server = grpc.aio.server(
-        interceptors=[
-            RequestContextInterceptor(),
-            ErrorInterceptor(domains),
-            DecodeInterceptor(),  # before anything reads the request
-            AuditInterceptor(audit),
-            AuthInterceptor(verifier, public, INTERNAL_METHODS if front_door else ()),
-            TextInterceptor(),
-        ],
-        options=CHANNEL_OPTIONS,
-    )
+    interceptors = [
+        RequestContextInterceptor(),
+        ErrorInterceptor(domains),
+        DecodeInterceptor(),  # before anything reads the request
+        AuditInterceptor(audit),
+        AuthInterceptor(verifier, public, INTERNAL_METHODS if front_door else ()),
+        TextInterceptor(),
+    ]
+    server = grpc.aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [n for c in components for n in c.service_names]
     for name in ["", *names]:  # the library starts "" at SERVING; not before the components have started
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    handlers = LocalHandlers(server)  # the components' handlers, for the local channel
     for component in components:
-        component.register(server)
+        component.register(handlers)
     port = add_port(server, f"{settings.host}:{settings.port}", settings.tls_server_credentials())
     address = f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::', '[::]') else settings.host}:{port}"
     await server.start()
-    runtime = Runtime(settings, address, channels, credentials, audit)
+    local = LocalChannel(handlers, interceptors, channels.get(address))  # the real one for streams
+    runtime = Runtime(settings, address, channels, credentials, audit, local)
     started: list[Component] = []
     try:
         for component in components:
