@@ -25,7 +25,6 @@ from qruntime.primitives.v1 import primitives_pb2
 
 from qruntime_kit.errors import Internal, ResourceExhausted, ServiceError
 from qruntime_kit.logging import configure_logging, get_logger
-from qruntime_kit.priority import set_session_niceness
 from qruntime_kit.workers import BlockingChannel, ChannelClosed
 
 from . import primitives, protocol
@@ -214,7 +213,6 @@ def main() -> None:
     sys.path[:] = hello["sys_path"]
     configure_logging(hello["log_format"], hello["log_level"])
     os.nice(_NICENESS)
-    set_session_niceness(_NICENESS, wait=False)  # what counts where the kernel groups tasks by session
     worker = Worker(channel, max_reply=hello["max_reply_bytes"])
     channel.send(protocol.READY)
     worker.serve()
