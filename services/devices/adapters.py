@@ -43,7 +43,7 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel
 from qruntime.devices.v1 import backend_pb2
 
-from qruntime_kit.errors import Internal, InvalidArgument
+from qruntime_kit.errors import FailedPrecondition, Internal, InvalidArgument
 
 from . import memory
 from .circuits import DIRECTIVES, check_circuits, check_isa, circuit_results, iter_operation_names, register_names
@@ -60,6 +60,16 @@ SIMULATOR_MAX_SHOTS = 100_000
 SIMULATOR_MAX_EXPERIMENTS = 300
 # Instructions a target lists that are not gates, so they stay out of basis_gates and gate properties.
 _NOT_GATES = CONTROL_FLOW_OP_NAMES | {"measure", "reset", "delay", "store", "break_loop", "continue_loop"}
+# A quick run (RunCircuitsRequest.only_if_quick): small enough to run within the call that submits its
+# job. At under SMALL_CIRCUIT_QUBITS, 1,000 instructions simulate in a few milliseconds and 100,000
+# shots are drawn in about 30 (sampling.py); transpiling (40-100 ms) is never quick.
+QUICK_MAX_INSTRUCTIONS = 1000
+QUICK_MAX_SHOTS = 100_000
+
+
+def not_quick(why: str) -> FailedPrecondition:
+    """The answer to a run asked for only if quick (RunCircuitsRequest.only_if_quick) that is not."""
+    return FailedPrecondition(f"the run is not quick: {why}; nothing ran", reason="NOT_QUICK")
 
 
 class BackendAdapter(abc.ABC):
@@ -125,6 +135,11 @@ class BackendAdapter(abc.ABC):
         if self.memory_limit:
             memory.check_fits(circuits, estimates, limit=self.memory_limit, backend=self.name)
         return estimates
+
+    def quick(self, circuits: Sequence[QuantumCircuit], shots: int) -> bool:
+        """Whether running these checked circuits takes a few milliseconds at most, surely
+        (RunCircuitsRequest.only_if_quick); no backend is quick unless it says so."""
+        return False
 
     def target(self) -> Target | None:
         """A physical system's Qiskit Target (native gates on their qubits and couplings): the circuits it
@@ -228,6 +243,12 @@ class AerSimulatorAdapter(BackendAdapter):
         # with instructions it lacks (custom gates, composite instructions) are transpiled.
         runnable = [c if self._runs_as_is(c) else self._transpile(c) for c in circuits]
         return run_on_aer(self._simulator, self.name, runnable, circuits, shots, seed, memory)
+
+    def quick(self, circuits: Sequence[QuantumCircuit], shots: int) -> bool:
+        return (self.method in (memory.AUTOMATIC, memory.STATEVECTOR) and shots <= QUICK_MAX_SHOTS
+                and all(c.num_qubits < SMALL_CIRCUIT_QUBITS and self._runs_as_is(c)
+                        and CONTROL_FLOW_OP_NAMES.isdisjoint(iter_operation_names(c)) for c in circuits)
+                and sum(len(c.data) for c in circuits) <= QUICK_MAX_INSTRUCTIONS)
 
     def warm_up(self) -> None:
         bell = QuantumCircuit(2, 2)

@@ -27,7 +27,7 @@ from qruntime_kit.errors import NotFound
 from qruntime_kit.logging import get_logger
 
 from . import protocol
-from .adapters import BackendAdapter
+from .adapters import BackendAdapter, not_quick
 from .memory import describe_bytes
 from .pool import WorkerPool
 
@@ -131,6 +131,8 @@ class ExecutionQueues:
         name = request.backend
         queue = self._queue(name)
         queued = time.perf_counter()
+        if request.only_if_quick and (queue.slots.locked() or not queue.operational or queue.waiting):
+            raise not_quick("the backend has no free slot now")
         queue.waiting += 1
         try:
             if queue.slots.locked() or not queue.operational:

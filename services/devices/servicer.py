@@ -97,7 +97,7 @@ class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
                     {"qpy_bytes": len(request.circuits_qpy), "shots": request.shots, "seed": seed,
                      "memory": request.memory})
             log.info("run circuits", **what, pending=self._queues.pending(request.backend),
-                     idempotency_key=request.idempotency_key)
+                     idempotency_key=request.idempotency_key, only_if_quick=request.only_if_quick or None)
             return await self._recent.run(request, lambda: self._queues.run(request))
 
     async def CheckCircuits(self, request, context):

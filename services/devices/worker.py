@@ -28,7 +28,7 @@ from qruntime_kit.logging import configure_logging, get_logger
 from qruntime_kit.workers import BlockingChannel, ChannelClosed
 
 from . import primitives, protocol
-from .adapters import PHYSICAL, BackendAdapter  # qiskit and Aer: the seconds a worker takes to start
+from .adapters import PHYSICAL, BackendAdapter, not_quick  # qiskit and Aer: the seconds a worker takes to start
 from .circuits import decode_circuits
 from .decoded import DecodedCircuits
 from .memory import check_fits
@@ -129,6 +129,9 @@ class Worker:
         primitive = request.primitive if request.HasField("primitive") else None
         circuits, checked = self._check(request.backend, request.circuits_qpy, request.shots, primitive=primitive,
                                         job_id=request.job_id)
+        if request.only_if_quick and (primitive is not None or not self._adapter(request.backend).quick(
+                circuits, request.shots)):
+            raise not_quick("its circuits are too large to run at once")  # before CHECKED: the worker stays
         # From CHECKED on, a death is the simulation's, not the input's. Past the memory the service
         # holds for the run already, it says GO once the simulation may have what it needs.
         self._channel.send(protocol.CHECKED + checked.SerializeToString())

@@ -26,10 +26,14 @@ class AdmissionLimits:
     max_queued: int = 0
     max_submissions_per_minute: int = 0
 
+    @property
+    def any(self) -> bool:
+        return bool(self.max_queued or self.max_submissions_per_minute)
+
 
 def check_admission(store: JobStore, instance: str, limits: AdmissionLimits) -> None:
     """Refuse a new job of instance when it would pass one of the limits (blocking: a store read)."""
-    if not (limits.max_queued or limits.max_submissions_per_minute):
+    if not limits.any:
         return
     now = utcnow()
     queued, recent, oldest_recent = store.admission_counts(instance, since=now - WINDOW)

@@ -47,6 +47,11 @@ def direct_sample(job: JobRecord) -> DirectSample | None:
         inputs = json.loads(job.inputs or "{}")
     except ValueError:
         return None
+    return sample_of(inputs)
+
+
+def sample_of(inputs: object) -> DirectSample | None:
+    """The built-in sampler's parsed inputs as a DirectSample when they are its common case, else None."""
     if not isinstance(inputs, dict) or not set(inputs) <= _INPUTS:
         return None
     circuits = inputs.get("circuits")
@@ -64,18 +69,18 @@ def direct_sample(job: JobRecord) -> DirectSample | None:
     return DirectSample(qpy, int(shots), None if seed is None else int(seed))
 
 
-def sampling_request(job: JobRecord, sample: DirectSample) -> devices_service_pb2.RunCircuitsRequest:
+def sampling_request(job_id: str, backend: str, sample: DirectSample) -> devices_service_pb2.RunCircuitsRequest:
     request = devices_service_pb2.RunCircuitsRequest(
-        backend=job.backend, circuits_qpy=sample.circuit_qpy, shots=sample.shots, job_id=job.id)
+        backend=backend, circuits_qpy=sample.circuit_qpy, shots=sample.shots, job_id=job_id)
     if sample.seed is not None:
         request.seed = sample.seed
     return request
 
 
-def sampler_outcome(job: JobRecord, sample: DirectSample, response: devices_service_pb2.RunCircuitsResponse,
+def sampler_outcome(backend: str, sample: DirectSample, response: devices_service_pb2.RunCircuitsResponse,
                     started: dt.datetime) -> Outcome:
-    """The end of the sampler's run, with its log lines, as sampler.main would end it."""
-    logs = [("INFO", f"sampling {len(response.results)} circuit(s), {sample.shots} shots each, on {job.backend}",
+    """The end of the sampler's run on backend, with its log lines, as sampler.main would end it."""
+    logs = [("INFO", f"sampling {len(response.results)} circuit(s), {sample.shots} shots each, on {backend}",
              started)]
     counts = [dict(sorted(result.counts.items())) for result in response.results]
     quasi_dists = [{k: v / (sum(c.values()) or 1) for k, v in c.items()} for c in counts]

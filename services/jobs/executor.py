@@ -42,6 +42,7 @@ import os
 import random
 import socket
 import uuid
+from collections.abc import Iterator
 
 import structlog
 
@@ -81,6 +82,7 @@ class JobExecutor:
         self._stopping = False
         self._backoff = 0.0  # the current pause while a dependency is down; 0 when all answer
         self._paused_until = 0.0  # the event loop's time before which no worker claims
+        self._lent = 0  # idle workers' places lent to quick jobs running now
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def start(self) -> None:
@@ -114,6 +116,19 @@ class JobExecutor:
     def wake(self) -> None:
         """A job was queued: wake an idle worker now rather than at its next poll."""
         self._doorbell.ring()
+
+    @contextlib.contextmanager
+    def lent_worker(self) -> Iterator[bool]:
+        """Whether an idle worker lends its place to a quick job (quick.py) for the block: one waits for
+        work, so as far as this replica knows no job waits in the queue, and claiming is not paused.
+        Never with a per-instance running limit: that count is the claim's, across replicas."""
+        lend = (not self._stopping and self._max_running_per_instance == 0 and self._doorbell.idle > self._lent
+                and asyncio.get_running_loop().time() >= self._paused_until)
+        self._lent += lend
+        try:
+            yield lend
+        finally:
+            self._lent -= lend
 
     def cancel(self, job_id: str) -> None:
         """Tell the job's program to stop, if this replica runs it (its state is already CANCELLED)."""
@@ -245,6 +260,11 @@ class _Doorbell:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._kept = 0
         self._most = most
+
+    @property
+    def idle(self) -> int:
+        """Workers waiting for a ring now, none of it kept for them: they found no job to claim."""
+        return 0 if self._kept else sum(not waiter.done() for waiter in self._waiters)
 
     def ring(self) -> None:
         while self._waiters:

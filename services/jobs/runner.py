@@ -135,8 +135,8 @@ class ProgramRunner:
         sample = await asyncio.to_thread(direct_sample, job)
         if sample is not None:
             return await self._without_host(
-                job, sampling_request(job, sample), control, refused_outcome,
-                lambda response, started: sampler_outcome(job, sample, response, started))
+                job, sampling_request(job.id, job.backend, sample), control, refused_outcome,
+                lambda response, started: sampler_outcome(job.backend, sample, response, started))
         try:
             backend = await self._backend(job.backend)
             source = await self._fetch_source(job) if job.runtime == "PYTHON" and self._fetch_source else ""

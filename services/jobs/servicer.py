@@ -43,8 +43,9 @@ from .messages import (
     timestamp,
 )
 from .program_lookup import ProgramLookup
+from .quick import quick_sample, run_quickly
 from .sessions import check_session_job
-from .store import DONE, JobStore, ResultDigest, utcnow, would_create
+from .store import DONE, FINAL_STATES, JobRecord, JobStore, ResultDigest, new_job_id, utcnow, would_create
 from .uploads import UploadLimits
 from .validation import check_create_request, check_inputs, check_tags
 from .watch import JobWatch
@@ -120,25 +121,18 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             session = await asyncio.to_thread(deps.store.get_session, request.session_id, instance=instance)
             check_session_job(session, principal.subject, backend_name)
             backend_name = session.backend
-        await asyncio.to_thread(check_admission, deps.store, instance, deps.limits)
+        if deps.limits.any:  # a store read: in a thread, and only when there is something to check
+            await asyncio.to_thread(check_admission, deps.store, instance, deps.limits)
         metadata = await deps.credentials.metadata(on_behalf_of=principal)
-        # The program and the backend are asked for at once (the backend does not depend on the
-        # program); the circuits are checked once the backend is known.
-        checked = asyncio.create_task(self._backend_and_circuits(backend_name, metadata, inputs, primitive))
-        try:
+        job_id, ran = new_job_id(), None
+        if request.program_id == "sampler" and primitive is None and backend_name and not (
+                request.session_id or request.validate_only):  # maybe a quick job (quick.py)
             program = await self._programs.program(deps.programs, request.program_id, metadata)
-            if primitive is None:
-                check_inputs(program.id, program.inputs, inputs)
-            elif program.runtime != program_pb2.PROGRAM_RUNTIME_BUILTIN:
-                raise InvalidArgument(f"program {program.id!r} is not the built-in primitive; it takes JSON inputs",
-                                      reason="PRIMITIVE_PROGRAM_MISMATCH", metadata={"program_id": program.id},
-                                      field_violations=[("primitive_input", "must be empty for this program")])
-            backend, chosen = await checked
-        finally:
-            if not checked.done():
-                checked.cancel()
-            elif not checked.cancelled():
-                checked.exception()  # seen: the program's own error, found first, is the one to report
+            check_inputs(program.id, program.inputs, inputs)
+            backend, chosen, ran = await self._backend_quickly(backend_name, metadata, program, inputs, job_id)
+        else:
+            program, backend, chosen = await self._program_and_backend(request, backend_name, metadata, inputs,
+                                                                       primitive)
         requested = request.options.max_execution_time if request.options.HasField("max_execution_time") else None
         limit_seconds, limit_source = time_limit(backend, program, requested)
         stored, digest = await asyncio.to_thread(_stored_inputs, text, primitive, digest)
@@ -166,14 +160,21 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         )
         if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
             return jobs_service_pb2.CreateJobResponse(job=job_message(would_create(**values), job_pb2.JOB_VIEW_BASIC))
-        job, created = await asyncio.to_thread(deps.store.create, **values)
+        if ran is None:
+            job, created = await asyncio.to_thread(deps.store.create, **values)
+        else:
+            runner = deps.executor.runner_id
+            job, created = await asyncio.to_thread(
+                lambda: deps.store.create(**values, job_id=job_id, ended=ran.ended(runner)))
         if not created:  # a concurrent call with the same request_id stored its job first
             check_same_request(job, fingerprint, request.program_id, request.inputs)
         if created:
-            deps.executor.wake()
+            if ran is None:
+                deps.executor.wake()
             log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,
                      backend_chosen=chosen, instance=instance, limit_seconds=job.max_execution_seconds,
-                     session_id=job.session_id or None, input_upload_id=request.input_upload_id or None)
+                     session_id=job.session_id or None, input_upload_id=request.input_upload_id or None,
+                     ran_at_once=job.state if ran is not None else None)
         return jobs_service_pb2.CreateJobResponse(job=job_message(job, job_pb2.JOB_VIEW_BASIC))
 
     async def GetJob(self, request, context):
@@ -259,17 +260,35 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             raise InvalidArgument("after_sequence must not be negative", reason="INVALID_SEQUENCE",
                                   field_violations=[("after_sequence", "0, or the last sequence received")])
         instance = _scope(principal)
-        job = await asyncio.to_thread(self.deps.store.get, request.job_id, instance=instance)
+        job, replay, result = await asyncio.to_thread(
+            self._watch_opening, request.job_id, instance, request.after_sequence, request.include_result)
         # Messages encoded by the watch, once for all its watchers, and written rather than yielded: a
         # coroutine's writes pass no layers of interceptors (kit.interceptors._wrap), a generator's each would.
-        async for message in self.deps.watch.follow(job.id, request.after_sequence):
-            await context.write(message)
-        result = None
-        if request.include_result:  # the stream closes after the job's end: with its result, if it is DONE
-            with contextlib.suppress(NotFound):  # deleted meanwhile: its events were all there is
-                result = await asyncio.to_thread(self._result_part, job.id, instance, 0, done_only=False)
-            if result is not None:
-                await context.write(jobs_service_pb2.WatchJobResponse(result=result))
+        if replay is not None:
+            for message in replay:
+                await context.write(message)
+        else:
+            async for message in self.deps.watch.follow(job.id, request.after_sequence):
+                await context.write(message)
+            if request.include_result:  # the stream closes after the job's end: with its result, if it is DONE
+                with contextlib.suppress(NotFound):  # deleted meanwhile: its events were all there is
+                    result = await asyncio.to_thread(self._result_part, job.id, instance, 0, done_only=False)
+        if result is not None:
+            await context.write(jobs_service_pb2.WatchJobResponse(result=result))
+
+    def _watch_opening(self, job_id: str, instance: str | None, after: int, include_result: bool):
+        """(job, replay, result): for a job that has ended, its messages after `after` and (when asked, and
+        it is DONE) its result, read in one trip; replay None for one still going, or with more events
+        than one read takes, which the watch follows."""
+        job = self.deps.store.get(job_id, instance=instance)
+        if job.state not in FINAL_STATES:
+            return job, None, None
+        replay = self.deps.watch.replay_ended(job.id, after)
+        if replay is None or not include_result:
+            return job, replay, None
+        with contextlib.suppress(NotFound):  # deleted meanwhile
+            return job, replay, self._result_part(job.id, instance, 0, done_only=False, job=job)
+        return job, replay, None
 
     async def CancelJob(self, request, context):
         principal = current_principal()
@@ -294,12 +313,13 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         _check_offset(request.offset)
         return await asyncio.to_thread(self._result_part, request.job_id, _scope(principal), request.offset)
 
-    def _result_part(self, job_id: str, instance: str | None, offset: int, *, done_only: bool = True
-                     ) -> jobs_service_pb2.GetJobResultResponse | None:
+    def _result_part(self, job_id: str, instance: str | None, offset: int, *, done_only: bool = True,
+                     job: JobRecord | None = None) -> jobs_service_pb2.GetJobResultResponse | None:
         """GetJobResult's answer, read in one trip off the event loop; for a job that is not DONE,
-        FAILED_PRECONDITION, or None when not done_only (WatchJob's include_result)."""
+        FAILED_PRECONDITION, or None when not done_only (WatchJob's include_result). job: the job, if
+        read already."""
         store = self.deps.store
-        job = store.get(job_id, instance=instance)
+        job = job or store.get(job_id, instance=instance)
         if job.state != DONE:
             if not done_only:
                 return None
@@ -385,6 +405,46 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         return jobs_service_pb2.ListJobInterimResultsResponse(
             interim_results=[interim_result_message(r) for r in results], next_page_token=token
         )
+
+    async def _program_and_backend(self, request, backend_name: str, metadata, inputs, primitive):
+        """The job's program, its backend and why, once the inputs are checked for the program and the
+        circuits for the backend. The program and the backend are asked for at once (the backend does
+        not depend on the program); the circuits are checked once the backend is known."""
+        deps = self.deps
+        checked = asyncio.create_task(self._backend_and_circuits(backend_name, metadata, inputs, primitive))
+        try:
+            program = await self._programs.program(deps.programs, request.program_id, metadata)
+            if primitive is None:
+                check_inputs(program.id, program.inputs, inputs)
+            elif program.runtime != program_pb2.PROGRAM_RUNTIME_BUILTIN:
+                raise InvalidArgument(f"program {program.id!r} is not the built-in primitive; it takes JSON inputs",
+                                      reason="PRIMITIVE_PROGRAM_MISMATCH", metadata={"program_id": program.id},
+                                      field_violations=[("primitive_input", "must be empty for this program")])
+            backend, chosen = await checked
+        finally:
+            if not checked.done():
+                checked.cancel()
+            elif not checked.cancelled():
+                checked.exception()  # seen: the program's own error, found first, is the one to report
+        return program, backend, chosen
+
+    async def _backend_quickly(self, name: str, metadata, program, inputs, job_id: str):
+        """The named backend, why, and the job's run if it was quick (quick.py: then that run checked
+        its circuit); else None, once the circuits are checked for the backend as for any job."""
+        deps = self.deps
+        backend, chosen = await self.resolve_backend(name, metadata)
+        runtime = program_pb2.ProgramRuntime.Name(program.runtime).removeprefix("PROGRAM_RUNTIME_")
+        sample = quick_sample(program.id, runtime, backend, inputs, session_id="")
+        if sample is not None:
+            with deps.executor.lent_worker() as lent:
+                if lent:
+                    ran = await run_quickly(deps.devices, await deps.credentials.metadata(), job_id=job_id,
+                                            backend=backend.name, sample=sample)
+                    if ran is not None:
+                        return backend, chosen, ran
+        checks = await asyncio.to_thread(circuit_checks, inputs, None)
+        await check_circuits(deps.devices, metadata, backend.name, checks)
+        return backend, chosen, None
 
     async def _backend_and_circuits(self, name: str, metadata, inputs, primitive) -> tuple[backend_pb2.Backend, str]:
         """The job's backend and why (see resolve_backend), once the input circuits (or PUBs) are checked for it."""

@@ -368,6 +368,21 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+@dataclasses.dataclass(frozen=True)
+class EndedRun:
+    """A job's first attempt, run to its end before the job was stored: a quick job, run within the
+    CreateJob call that submitted it (quick.py). logs: (level, text, time) lines of the run."""
+
+    runner: str  # the replica that ran it
+    start_time: dt.datetime
+    end_time: dt.datetime
+    state: str
+    reason: str = ""
+    message: str = ""
+    result_json: str | None = None
+    logs: tuple[tuple[str, str, dt.datetime], ...] = ()
+
+
 def new_job_id() -> str:
     """20 lowercase hex characters, like the ids of IBM's runtime jobs."""
     return secrets.token_hex(10)
@@ -521,7 +536,8 @@ class JobStore:
         log_level: str, max_execution_seconds: float, request_id: str = "", trace_id: str = "",
         program_version: int = 0, tags: Iterable[str] = (), first_log: str = "", request_fingerprint: str = "",
         time_limit_source: str = "", session_id: str = "", primitive_inputs: bool = False,
-        inputs_digest: ResultDigest | None = None, input_upload_id: str = "",
+        inputs_digest: ResultDigest | None = None, input_upload_id: str = "", job_id: str = "",
+        ended: EndedRun | None = None,
     ) -> tuple[JobRecord, bool]:
         """Store a new QUEUED job, with first_log as its first log line if given; (job, True). With a
         request_id the instance used before, that earlier job instead: (job, False), so a retried
@@ -531,24 +547,44 @@ class JobStore:
         FailedPrecondition SESSION_NOT_ACCEPTING_JOBS otherwise. With input_upload_id, the upload the
         inputs came from (the owner's, in the instance) is consumed in the same transaction: two jobs
         cannot take one upload (NotFound INPUT_UPLOAD_NOT_FOUND for the second). inputs_digest: the
-        size and SHA-256 of the inputs as GetJobInputs serves them."""
+        size and SHA-256 of the inputs as GetJobInputs serves them. job_id: the new job's id, if chosen
+        already. ended: the job ran already (a quick job): it is stored ended, with the whole history a
+        queued job's run would give it (queued, running, its logs, its end, its result and usage) and
+        its attempt counted, created the moment it started."""
         if request_id:
             existing = self.find_by_request_id(instance, request_id)
             if existing is not None:
                 return existing, False
-        now = utcnow()
+        now = ended.start_time if ended is not None else utcnow()
         values = {
-            "id": new_job_id(), "instance": instance, "owner": owner, "program_id": program_id,
+            "id": job_id or new_job_id(), "instance": instance, "owner": owner, "program_id": program_id,
             "runtime": runtime, "backend": backend, "state": QUEUED, "reason": "", "reason_message": "",
             "inputs": inputs, "log_level": log_level, "max_execution_seconds": max_execution_seconds,
             "create_time": now, "request_id": request_id or None,
             "trace_id": trace_id[:TRACE_ID_LENGTH],  # the caller's x-request-id, of any length
-            "program_version": program_version, "events": 2 if first_log else 1,
+            "program_version": program_version,
             "request_fingerprint": request_fingerprint, "time_limit_source": time_limit_source,
             "session_id": session_id or None, "primitive_inputs": primitive_inputs,
             "inputs_bytes": inputs_digest.size if inputs_digest else None,
             "inputs_sha256": inputs_digest.sha256.hex() if inputs_digest else None,
         }
+        events = [_state_event(QUEUED, now)] + ([_log_event("INFO", first_log, now)] if first_log else [])
+        result = None
+        if ended is not None:
+            assert ended.state in FINAL_STATES and not session_id, ended
+            values.update(
+                state=ended.state, reason=ended.reason, reason_message=storable(ended.message),
+                start_time=ended.start_time, end_time=ended.end_time, claimed_by=ended.runner, attempts=1,
+                usage_seconds=max(0.0, (ended.end_time - ended.start_time).total_seconds()))
+            events += [_state_event(RUNNING, ended.start_time, attempt=1),
+                       *(_log_event(level, text, time) for level, text, time in ended.logs),
+                       _state_event(ended.state, ended.end_time, reason=ended.reason, text=storable(ended.message),
+                                    attempt=1)]
+            if ended.result_json is not None:
+                digest = ResultDigest.of(ended.result_json.encode())
+                result = {"job_id": values["id"], "result": ended.result_json, "size_bytes": digest.size,
+                          "sha256": digest.sha256.hex()}
+        values["events"] = len(events)
         try:
             with self._engine.begin() as conn:
                 if input_upload_id:
@@ -558,9 +594,10 @@ class JobStore:
                 # What was stored, but its inputs (MiBs, which the caller has): no read-back query.
                 row = conn.execute(job_table.insert().values(**values).returning(
                     *(col for col in job_table.c if col.name != "inputs"))).one()
-                events = [_state_event(QUEUED, now)] + ([_log_event("INFO", first_log, now)] if first_log else [])
                 _insert_events(conn, values["id"], values["events"], events)
                 _insert_tags(conn, row, tags)
+                if result is not None:
+                    conn.execute(result_table.insert().values(**result))
         except sa.exc.IntegrityError:
             existing = self.find_by_request_id(instance, request_id) if request_id else None
             if existing is None:

@@ -242,6 +242,12 @@ class JobWatch:
             if topic.reader is not None:
                 topic.reader.cancel()
 
+    def replay_ended(self, job_id: str, after: int) -> list[Encoded] | None:
+        """An ended job's messages after `after`, read at once, without a topic; None when there are
+        more than one read takes (follow() pages them). Blocking: call it in a thread."""
+        entries = self._read(job_id, after)
+        return None if len(entries) == READ_BATCH else _messages(entries, after)[0]
+
     def _read(self, job_id: str, after: int) -> list[_Entry]:
         """The job's events after `after` (READ_BATCH at most), encoded; in a thread (it queries and encodes)."""
         return [_Entry(e.number, e.state if e.kind == STATE else "", watch_entry(e))

@@ -183,6 +183,39 @@ def test_bad_runs_are_refused_with_typed_errors_and_checks_say_the_same(
     assert (checked.code, checked.reason, checked.field_violations) == (code, reason, err.field_violations)
 
 
+def test_a_run_asked_only_if_quick_runs_small_ideal_circuits_and_nothing_else(devices, bell, bell_qpy):
+    service = devices["service"]
+    quick = pb.RunCircuitsRequest(backend="ibmq_qasm_simulator", circuits_qpy=bell_qpy, seed=5, only_if_quick=True)
+    assert service.RunCircuits(quick) == service.RunCircuits(pb.RunCircuitsRequest(
+        backend="ibmq_qasm_simulator", circuits_qpy=bell_qpy, seed=5))  # the same run
+    wide = QuantumCircuit(14)
+    wide.h(range(14))
+    wide.measure_all()
+    long = QuantumCircuit(2)
+    for _ in range(1001):
+        long.x(0)
+    long.measure_all()
+    not_quick = [
+        {"circuits_qpy": dump_circuits_qpy(wide)},  # 14 qubits
+        {"circuits_qpy": dump_circuits_qpy(long)},  # 1,002 instructions
+        {"backend": "simulator_mps"},  # not a state vector
+        {"backend": "ibm_manila", "circuits_qpy": dump_circuits_qpy(isa(bell, "ibm_manila"))},  # a system
+    ]
+    for fields in not_quick:
+        request = pb.RunCircuitsRequest(**{"backend": "ibmq_qasm_simulator", "circuits_qpy": bell_qpy,
+                                           "only_if_quick": True, **fields})
+        with structlog.testing.capture_logs() as logs:
+            err = service.error("RunCircuits", request)
+        assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_QUICK"), fields
+        assert not [line for line in logs if line["event"] == "run started"], fields  # nothing ran
+    # Bad circuits get the usual answer, quick or not.
+    silent = QuantumCircuit(1)
+    silent.x(0)
+    err = service.error("RunCircuits", pb.RunCircuitsRequest(
+        backend="ibmq_qasm_simulator", circuits_qpy=dump_circuits_qpy(silent), only_if_quick=True))
+    assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "NO_MEASUREMENTS")
+
+
 def test_a_backend_reports_its_system_time_limit_even_when_its_configuration_leaves_it_out():
     class PluggedIn(BackendAdapter):  # hardware whose configuration names no max_execution_time
         name, kind = "acme", "physical"

@@ -180,6 +180,7 @@ class RunCircuitsRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     PRIMITIVE_FIELD_NUMBER: _builtins.int
+    ONLY_IF_QUICK_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """The backend to run on."""
     circuits_qpy: _builtins.bytes
@@ -208,6 +209,15 @@ class RunCircuitsRequest(_message.Message):
     index>". The same key with different circuits, backend, shots, seed or memory is INVALID_ARGUMENT
     IDEMPOTENCY_KEY_REUSED. A run that failed is forgotten, so its retry runs. Empty: no deduplication.
     """
+    only_if_quick: _builtins.bool
+    """Run only if the run is quick, else run nothing: how the jobs service runs a small job within the
+    CreateJob call that submits it. Quick means a free slot on the backend now (it is in service and
+    no run waits for it) and circuits_qpy (not a primitive) that an ideal simulator with the
+    statevector or automatic method runs as they are (no transpiling): each simulating fewer than 14
+    qubits, with at most 1,000 instructions in all and at most 100,000 shots. Checked after the
+    circuits' own checks, so bad circuits get the usual INVALID_ARGUMENT; a run that is not quick is
+    FAILED_PRECONDITION NOT_QUICK, having run nothing.
+    """
     @_builtins.property
     def primitive(self) -> _primitives_pb2.PrimitiveInput:
         """A primitive job's PUBs to run instead of circuits_qpy (which must then be empty; shots, seed and
@@ -227,10 +237,11 @@ class RunCircuitsRequest(_message.Message):
         job_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
         primitive: _primitives_pb2.PrimitiveInput | None = ...,
+        only_if_quick: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "primitive", b"primitive", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "backend", b"backend", "circuits_qpy", b"circuits_qpy", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "memory", b"memory", "primitive", b"primitive", "seed", b"seed", "shots", b"shots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "backend", b"backend", "circuits_qpy", b"circuits_qpy", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "memory", b"memory", "only_if_quick", b"only_if_quick", "primitive", b"primitive", "seed", b"seed", "shots", b"shots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015

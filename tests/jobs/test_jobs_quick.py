@@ -1,0 +1,131 @@
+"""Quick jobs (quick.py): a small sampler job on a named simulator runs within the CreateJob call that
+submits it, and is stored with what a queued run would have left; anything else goes the usual way."""
+
+from __future__ import annotations
+
+import base64
+
+import grpc
+import pytest
+from qiskit import QuantumCircuit
+from qruntime.encoding import dumps, loads
+from qruntime.jobs.v1 import job_pb2, jobs_service_pb2_grpc
+from qruntime.jobs.v1 import jobs_service_pb2 as pb
+
+from qruntime_kit.errors import from_rpc_error
+
+pytestmark = pytest.mark.slow  # suites with simulation workers
+
+BACKEND = "ibmq_qasm_simulator"
+
+
+class Caller:
+    def __init__(self, suite) -> None:
+        self.channel = suite.channel()
+        self.stub = jobs_service_pb2_grpc.JobsServiceStub(self.channel)
+        self.metadata = suite.metadata(suite.token())
+
+    def create(self, inputs, backend: str = BACKEND, program_id: str = "sampler", **fields) -> job_pb2.Job:
+        request = pb.CreateJobRequest(program_id=program_id, inputs=dumps(inputs),
+                                      options=job_pb2.JobOptions(backend_name=backend), **fields)
+        return self.stub.CreateJob(request, metadata=self.metadata, timeout=30).job
+
+    def history(self, job_id: str) -> tuple[list[job_pb2.JobEvent], pb.GetJobResultResponse | None]:
+        """The job's events, followed to its end, and the result the stream ends with."""
+        request = pb.WatchJobRequest(job_id=job_id, include_result=True)
+        events, result = [], None
+        for message in self.stub.WatchJob(request, metadata=self.metadata, timeout=60):
+            events += [e for e in message.events if not e.HasField("queue_position")]
+            result = message.result if message.HasField("result") else result
+        return events, result
+
+    def get(self, job_id: str) -> job_pb2.Job:
+        return self.stub.GetJob(pb.GetJobRequest(job_id=job_id), metadata=self.metadata, timeout=30).job
+
+
+@pytest.fixture
+def quick_and_queued(start_suite):
+    """A suite that runs quick jobs at once, and one that never does (a per-instance running limit
+    leaves every start to the claim)."""
+    callers = Caller(start_suite("programs", "devices", "jobs")), Caller(
+        start_suite("programs", "devices", "jobs", max_running_per_instance=100))
+    yield callers
+    for caller in callers:
+        caller.channel.close()
+
+
+def described(events: list[job_pb2.JobEvent]) -> list[tuple]:
+    """What a history says, times and numbers aside."""
+    return [(e.WhichOneof("event"), e.state_change.state, e.state_change.reason, e.state_change.attempt,
+             e.log.message, e.log.level) for e in events]
+
+
+def wide(qubits: int) -> QuantumCircuit:
+    circuit = QuantumCircuit(qubits)
+    circuit.h(0)
+    for qubit in range(qubits - 1):
+        circuit.cx(qubit, qubit + 1)
+    circuit.measure_all()
+    return circuit
+
+
+def test_a_quick_job_is_done_when_created_with_the_history_and_result_a_queued_run_leaves(quick_and_queued, bell):
+    quick, queued = quick_and_queued
+    inputs = {"circuits": [bell], "shots": 500, "seed": 11}
+    ran = quick.create(inputs)
+    assert ran.state == job_pb2.JOB_STATE_DONE and ran.reason == job_pb2.JOB_REASON_UNSPECIFIED
+    assert ran.create_time.ToDatetime() <= ran.start_time.ToDatetime() <= ran.end_time.ToDatetime()
+    assert ran.metrics.usage_seconds >= 0 and ran.backend == BACKEND
+    waited = queued.create(inputs)
+    assert waited.state == job_pb2.JOB_STATE_QUEUED
+    (ran_events, ran_result), (waited_events, waited_result) = quick.history(ran.id), queued.history(waited.id)
+    assert [e.sequence for e in ran_events] == list(range(1, len(ran_events) + 1))
+    assert described(ran_events) == described(waited_events)
+    assert [e.state_change.state for e in ran_events if e.HasField("state_change")] == [
+        job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_DONE]
+    assert ran_result == waited_result  # the same seed, the same counts, the same JSON
+    counts = loads(ran_result.result)["counts"][0]
+    assert set(counts) == {"00", "11"} and sum(counts.values()) == 500
+    assert quick.get(ran.id) == ran  # stored as answered
+
+
+def test_circuits_that_are_not_quick_are_queued_and_run_as_usual(quick_and_queued, bell):
+    quick, _ = quick_and_queued
+    for inputs, backend in (({"circuits": [wide(14)], "shots": 100}, BACKEND),  # too wide to run at once
+                            ({"circuits": [bell], "shots": 100}, "simulator_mps"),  # not a state vector
+                            ({"circuits": [bell, bell], "shots": 100}, BACKEND)):  # two circuits: the host's
+        job = quick.create(inputs, backend=backend)
+        assert job.state in (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING), inputs
+        events, result = quick.history(job.id)
+        assert events[-1].state_change.state == job_pb2.JOB_STATE_DONE and result.result
+
+
+def test_bad_circuits_are_refused_or_end_the_job_exactly_as_when_queued(quick_and_queued, bell):
+    quick, queued = quick_and_queued
+    unmeasured = bell.remove_final_measurements(inplace=False)
+    # Not QPY at all: CreateJob refuses it, the same way in both suites.
+    bad = {"circuits": {"__type__": "QuantumCircuit", "__value__": base64.b64encode(b"QISKIT?").decode()}}
+    errors = []
+    for caller in (quick, queued):
+        with pytest.raises(grpc.RpcError) as caught:
+            caller.create(bad)
+        errors.append(from_rpc_error(caught.value))
+    assert errors[0].code == grpc.StatusCode.INVALID_ARGUMENT
+    assert (errors[0].reason, errors[0].message, errors[0].field_violations) == (
+        errors[1].reason, errors[1].message, errors[1].field_violations)
+    # Nothing to sample: the job is accepted and ends INVALID_INPUT, the same way in both.
+    ended = []
+    for caller in (quick, queued):
+        job = caller.create({"circuits": [unmeasured]})
+        events, result = caller.history(job.id)
+        assert result is None
+        ended.append((caller.get(job.id), described(events)))
+    assert ended[0][0].state == job_pb2.JOB_STATE_ERROR and ended[0][0].reason == job_pb2.JOB_REASON_INVALID_INPUT
+    assert ended[0][0].reason_message == ended[1][0].reason_message and ended[0][1] == ended[1][1]
+
+
+def test_a_retried_create_of_a_quick_job_returns_it_and_runs_nothing_again(quick_and_queued, bell):
+    quick, _ = quick_and_queued
+    first = quick.create({"circuits": [bell], "seed": 1}, request_id="quick-retry")
+    again = quick.create({"circuits": [bell], "seed": 1}, request_id="quick-retry")
+    assert again == first and first.state == job_pb2.JOB_STATE_DONE
