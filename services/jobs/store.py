@@ -453,6 +453,21 @@ def _record_select(inputs_up_to: int | None) -> sa.Select:
     return sa.select(*(special[name] if name in special else job_table.c[name] for name in _RECORD_FIELDS))
 
 
+@functools.cache
+def _records_by_id(inputs_up_to: int | None, *, scoped: bool) -> sa.Select:
+    """_record_select of the jobs with ids :ids (and, scoped, of instance :instance). Built once: making
+    and keying a statement of this size costs more than running it."""
+    query = _record_select(inputs_up_to).where(job_table.c.id.in_(sa.bindparam("ids", expanding=True)))
+    return query.where(job_table.c.instance == sa.bindparam("instance")) if scoped else query
+
+
+# Statements run for every job, built once (their values come as parameters): a job's insert, returning
+# what was stored but its inputs (MiBs, which the caller has: no read-back query); its events'; its result's.
+_JOB_INSERT = job_table.insert().returning(*(col for col in job_table.c if col.name != "inputs"))
+_EVENT_INSERT = event_table.insert()
+_RESULT_INSERT = result_table.insert()
+
+
 def _record(row: sa.Row) -> JobRecord:
     """The record of a row of _record_select."""
     values = list(row)
@@ -591,13 +606,11 @@ class JobStore:
                     self._consume_upload(conn, input_upload_id, instance, owner, values["id"])
                 if session_id:
                     self._admit_to_session(conn, session_id, now)
-                # What was stored, but its inputs (MiBs, which the caller has): no read-back query.
-                row = conn.execute(job_table.insert().values(**values).returning(
-                    *(col for col in job_table.c if col.name != "inputs"))).one()
+                row = conn.execute(_JOB_INSERT, values).one()
                 _insert_events(conn, values["id"], values["events"], events)
                 _insert_tags(conn, row, tags)
                 if result is not None:
-                    conn.execute(result_table.insert().values(**result))
+                    conn.execute(_RESULT_INSERT, result)
         except sa.exc.IntegrityError:
             existing = self.find_by_request_id(instance, request_id) if request_id else None
             if existing is None:
@@ -624,11 +637,10 @@ class JobStore:
     def get_many(self, job_ids: list[str], *, instance: str | None = None, inputs: int | None = 0) -> list[JobRecord]:
         """The jobs, in the order asked; NotFound JOB_NOT_FOUND naming the first that is absent (or,
         with instance given, another instance's). inputs: as for get."""
-        query = _record_select(inputs).where(job_table.c.id.in_(set(job_ids)))
-        if instance is not None:
-            query = query.where(job_table.c.instance == instance)
+        query = _records_by_id(inputs, scoped=instance is not None)
         with self._engine.connect() as conn:
-            found = {job.id: job for job in map(_record, conn.execute(query))}
+            found = {job.id: job for job in map(_record, conn.execute(query, {"ids": list(set(job_ids)),
+                                                                               "instance": instance}))}
         for job_id in job_ids:
             if job_id not in found:
                 raise job_not_found(job_id)
@@ -828,8 +840,8 @@ class JobStore:
             events.append(_state_event(state, utcnow(), reason=reason, text=storable(message), attempt=row.attempts))
             _insert_events(conn, job_id, row.events, events)
             if result_json is not None:
-                conn.execute(result_table.insert().values(job_id=job_id, result=result_json, size_bytes=digest.size,
-                                                          sha256=digest.sha256.hex()))
+                conn.execute(_RESULT_INSERT, {"job_id": job_id, "result": result_json, "size_bytes": digest.size,
+                                              "sha256": digest.sha256.hex()})
         self._notify([job_id])
         return True
 
@@ -909,10 +921,9 @@ class JobStore:
         """A job's result's digest and its UTF-8 bytes [offset, offset + length), read together; the
         database cuts the bytes out, so no more than those cross. (A result written before digests were
         kept: see result_digest.)"""
-        r = result_table.c
-        part = sa.func.substr(_utf8(self._engine, r.result), offset + 1, length).label("part")  # 1-based
+        query = _result_part_select(self._engine.dialect.name)
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(r.size_bytes, r.sha256, part).where(r.job_id == job_id)).first()
+            row = conn.execute(query, {"job_id": job_id, "start": offset + 1, "length": length}).first()  # 1-based
         if row is None:
             return ResultDigest.of(b""), b""
         if row.sha256 is None:
@@ -923,7 +934,7 @@ class JobStore:
         """A job's inputs' kept digest (None for a job created before they were kept: see keep_inputs_digest)
         and the UTF-8 bytes [offset, offset + length) of its inputs column, cut out by the database."""
         c = job_table.c
-        part = sa.func.substr(_utf8(self._engine, c.inputs), offset + 1, length).label("part")  # 1-based
+        part = sa.func.substr(_utf8(self._engine.dialect.name, c.inputs), offset + 1, length).label("part")  # 1-based
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(c.inputs_bytes, c.inputs_sha256, part).where(c.id == job_id)).first()
         if row is None:
@@ -1494,11 +1505,20 @@ class JobStore:
         return hmac.new(self._page_key, text.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def _utf8(engine: sa.Engine, text: sa.ColumnElement) -> sa.ColumnElement:
+def _utf8(dialect: str, text: sa.ColumnElement) -> sa.ColumnElement:
     """A text column's UTF-8 bytes, to cut byte ranges out of in the database."""
-    if engine.dialect.name == "postgresql":
+    if dialect == "postgresql":
         return sa.func.convert_to(text, "UTF8")
     return sa.cast(text, sa.LargeBinary)  # SQLite: text cast to a blob is its UTF-8 bytes
+
+
+@functools.cache
+def _result_part_select(dialect: str) -> sa.Select:
+    """A result's digest and the UTF-8 bytes [:start, :start + :length) of it (1-based), job :job_id."""
+    r = result_table.c
+    part = sa.func.substr(_utf8(dialect, r.result), sa.bindparam("start", type_=sa.Integer),
+                          sa.bindparam("length", type_=sa.Integer)).label("part")
+    return sa.select(r.size_bytes, r.sha256, part).where(r.job_id == sa.bindparam("job_id"))
 
 
 def _after(position: dict) -> tuple[dt.datetime, str]:
@@ -1574,7 +1594,7 @@ def _insert_events(conn: sa.Connection, job_id: str, last: int, events: list[dic
     """Insert events numbered up to last (the job row's counter, already raised by len(events))."""
     first = last - len(events) + 1
     defaults = {"state": "", "reason": "", "attempt": 0, "level": "", "text": ""}
-    conn.execute(event_table.insert(), [
+    conn.execute(_EVENT_INSERT, [
         {**defaults, **event, "job_id": job_id, "number": first + i} for i, event in enumerate(events)
     ])
 
