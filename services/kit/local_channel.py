@@ -6,7 +6,7 @@ the server's machinery: about a millisecond of CPU for a call whose work is ofte
 answers a unary call itself, and keeps to what the wire does so that no service can tell the
 difference: the handler the server would run (found in the handlers the components registered),
 through the server's own interceptor objects in the server's order, the request and the response
-passed as bytes through the method's serializers (the DecodeInterceptor's tolerant decoder sees the
+passed as bytes through the method's serializers (the interceptor's tolerant decoder sees the
 same bytes), the caller's metadata as invocation metadata, its timeout as the deadline, the call run
 in a task of its own with a fresh context (a served call does not see its caller's bound request id
 or principal), and a failure raised as the grpc.aio.AioRpcError the wire would give, rich status in

@@ -23,14 +23,7 @@ from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 from .audit import AuditEvent, AuditSink
 from .auth import INTERNAL_METHODS
-from .decoding import DecodeInterceptor
-from .interceptors import (
-    AuditInterceptor,
-    AuthInterceptor,
-    ErrorInterceptor,
-    RequestContextInterceptor,
-    TextInterceptor,
-)
+from .interceptors import CallInterceptor
 from .local_channel import LocalChannel, LocalHandlers
 from .logging import configure_logging, get_logger
 from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call, delegate_over_grpc, exchange_over_grpc
@@ -179,14 +172,8 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
     verifier = TokenVerifier(fetch_keys, revocations)
     domains = {service: f"{c.name}.qruntime" for c in components for service in c.service_names}
     public = frozenset().union(*(c.public_methods for c in components))
-    interceptors = [
-        RequestContextInterceptor(),
-        ErrorInterceptor(domains),
-        DecodeInterceptor(),  # before anything reads the request
-        AuditInterceptor(audit),
-        AuthInterceptor(verifier, public, INTERNAL_METHODS if front_door else ()),
-        TextInterceptor(),
-    ]
+    interceptors = [CallInterceptor(domains=domains, audit=audit, verifier=verifier, public_methods=public,
+                                    refused_methods=INTERNAL_METHODS if front_door else ())]
     server = grpc.aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
