@@ -12,8 +12,10 @@ Three targets, each a unary call from a sync client in this process to a server 
 The calls go in blocks, the targets interleaved block by block (so all see the same machine), and
 for each: p50 latency and the server process's CPU per call (user + system, from /proc/<pid>/stat
 before and after each block; steadier than wall time on a shared machine). Ratios are to echo.
+Then --jobs Bell sampler jobs one after another through the qruntime client (bench_sampler's), with
+the suite's CPU per job: what the per-call costs add up to in the job issue 6 is about.
 
-    .venv/bin/python -W ignore bench/bench_percall.py [--calls 1000] [--blocks 4] [--profile out.raw]
+    .venv/bin/python -W ignore bench/bench_percall.py [--calls 1000] [--blocks 4] [--jobs 100] [--profile out.raw]
 
 --profile records the suite with py-spy (--gil, raw stacks) during one more block of get-backend.
 """
@@ -89,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000, help="calls per block")
     parser.add_argument("--blocks", type=int, default=4, help="blocks of each target, interleaved")
+    parser.add_argument("--jobs", type=int, default=100, help="sequential Bell sampler jobs after the calls")
     parser.add_argument("--profile", help="py-spy raw output file for one more get-backend block")
     args = parser.parse_args()
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -131,6 +134,15 @@ def main() -> None:
         for _ in range(args.blocks):
             for target in targets:
                 target.block(args.calls)
+        jobs = None
+        if args.jobs:
+            from bench_sampler import qruntime_client
+
+            run_job = qruntime_client(suite.url, bootstrap)
+            jobs = Target("bell-job", run_job, pid)
+            for _ in range(10):  # warm-up: the simulation worker, the program, the client's channel
+                run_job()
+            jobs.block(args.jobs)
         if args.profile:
             spy = subprocess.Popen([PY_SPY, "record", "-p", str(pid), "--gil", "-r", "500", "-f", "raw",
                                     "-o", args.profile], stdout=subprocess.DEVNULL)
@@ -149,6 +161,9 @@ def main() -> None:
         p99 = sorted(t.latencies)[int(0.99 * len(t.latencies))] * 1000
         print(f"{t.name:<14}{t.p50_ms:>9.3f}{p99:>9.3f}{t.cpu_ms:>20.3f}{t.p50_ms / echo_target.p50_ms:>12.2f}"
               f"{t.cpu_ms / echo_target.cpu_ms:>12.2f}")
+    if jobs is not None:
+        print(f"{'bell-job':<14}{jobs.p50_ms:>9.3f}{'':>9}{jobs.cpu_ms:>20.3f}   ({args.jobs} sequential jobs; "
+              "the suite's process only, not its simulation worker)")
     served = targets[2]
     print(f"get-backend: one server core serves {1000 / served.cpu_ms:.0f} calls/s, echo "
           f"{1000 / echo_target.cpu_ms:.0f} ({echo_target.cpu_ms / served.cpu_ms:.2f}x echo); the suite idle: "
