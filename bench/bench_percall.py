@@ -13,7 +13,10 @@ The calls go in blocks, the targets interleaved block by block (so all see the s
 for each: p50 latency and the server process's CPU per call (user + system, from /proc/<pid>/stat
 before and after each block; steadier than wall time on a shared machine). Ratios are to echo.
 Then --jobs Bell sampler jobs one after another through the qruntime client (bench_sampler's), with
-the suite's CPU per job: what the per-call costs add up to in the job issue 6 is about.
+the suite's CPU per job: what the per-call costs add up to in the job issue 6 is about. Last, the
+kit's per-call machinery alone: a kit server in this process (auth, and a stand-in GetBackend that
+returns an empty answer) called through its LocalChannel, as the embedded suite's services call one
+another: every per-call step and log line (console format, to a file), no gRPC; CPU per call.
 
     .venv/bin/python -W ignore bench/bench_percall.py [--calls 1000] [--blocks 4] [--jobs 100] [--profile out.raw]
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import signal
@@ -85,6 +89,70 @@ class Target:
     @property
     def cpu_ms(self) -> float:
         return self.cpu / self.calls * 1000
+
+
+class StandInDevices:
+    """DevicesService.GetBackend with an action check (one the bootstrap user's token holds) and an
+    empty answer."""
+
+    name, service_names, public_methods = "devices", ("qruntime.devices.v1.DevicesService",), frozenset()
+
+    def register(self, server) -> None:
+        from qruntime.devices.v1 import devices_service_pb2, devices_service_pb2_grpc
+
+        from qruntime_kit.auth import current_principal
+
+        class Servicer(devices_service_pb2_grpc.DevicesServiceServicer):
+            async def GetBackend(self, request, context):
+                current_principal().require("job.read")
+                return devices_service_pb2.GetBackendResponse()
+
+        devices_service_pb2_grpc.add_DevicesServiceServicer_to_server(Servicer(), server)
+
+    async def start(self, runtime) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def in_process(data_dir: Path, calls: int, blocks: int) -> float:
+    """Microseconds of this process's CPU per local GetBackend call, the least of `blocks` blocks."""
+    from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+    from qruntime.devices.v1 import devices_service_pb2, devices_service_pb2_grpc
+
+    from qruntime_auth.component import AuthComponent, AuthSettings
+    from qruntime_kit.logging import configure_logging
+    from qruntime_kit.server import start_server
+
+    stderr, sys.stderr = sys.stderr, (data_dir / "in-process.log").open("w")
+    try:
+        configure_logging("console", "info")  # its lines go to the file sys.stderr is now
+    finally:
+        sys.stderr = stderr
+    settings = AuthSettings(port=0, data_dir=str(data_dir), token_requests_per_key=1e9, log_level="info")
+
+    async def main() -> float:
+        suite = await start_server([AuthComponent(settings), StandInDevices()], settings, front_door=True)
+        try:
+            bootstrap = json.loads((data_dir / "bootstrap.json").read_text())
+            local = suite.runtime.local
+            exchange = auth_service_pb2.CreateTokenRequest(api_key=bootstrap["api_key"], instance=bootstrap["instance"])
+            token = (await auth_service_pb2_grpc.AuthServiceStub(local).CreateToken(exchange)).token
+            metadata = (("authorization", f"Bearer {token}"),)
+            devices = devices_service_pb2_grpc.DevicesServiceStub(local)
+            request = devices_service_pb2.GetBackendRequest(name="any")
+            for _ in range(200):
+                await devices.GetBackend(request, metadata=metadata)
+            best = float("inf")
+            for _ in range(blocks):
+                started = time.process_time()
+                for _ in range(calls):
+                    await devices.GetBackend(request, metadata=metadata)
+                best = min(best, (time.process_time() - started) / calls * 1e6)
+            return best
+        finally:
+            await suite.stop(0)
+
+    return asyncio.run(main())
 
 
 def main() -> None:
@@ -152,6 +220,8 @@ def main() -> None:
             spy.wait(60)
         load = os.getloadavg()
     echo_server.kill()
+    with tempfile.TemporaryDirectory() as tmp:
+        local_us = in_process(Path(tmp), args.calls, args.blocks)
 
     echo_target = targets[0]
     print(f"unary calls, {args.blocks} blocks of {args.calls} per target, interleaved; {os.cpu_count()} CPUs, "
@@ -164,6 +234,8 @@ def main() -> None:
     if jobs is not None:
         print(f"{'bell-job':<14}{jobs.p50_ms:>9.3f}{'':>9}{jobs.cpu_ms:>20.3f}   ({args.jobs} sequential jobs; "
               "the suite's process only, not its simulation worker)")
+    print(f"{'local':<14}{'':>18}{local_us / 1000:>20.3f}   (the kit alone, in process: the least of "
+          f"{args.blocks} blocks)")
     served = targets[2]
     print(f"get-backend: one server core serves {1000 / served.cpu_ms:.0f} calls/s, echo "
           f"{1000 / echo_target.cpu_ms:.0f} ({echo_target.cpu_ms / served.cpu_ms:.2f}x echo); the suite idle: "
