@@ -4,8 +4,8 @@ holding invalid UTF-8): the caller's INVALID_ARGUMENT, not gRPC's UNKNOWN.
 gRPC decodes a request before any interceptor sees it and answers a decoding failure UNKNOWN with
 the parser's words. The server's interceptor (kit.interceptors) gives each unary request's decoder a
 twin (tolerant) that hands a failure on as an Undecodable value instead, and refuses that value
-before the servicer runs. Requests that
-stream in are decoded one message at a time by the servicer's own loop, and are left as they are.
+before the servicer runs. Requests that stream in are decoded one message at a time by the
+servicer's own loop, and are left as they are.
 
 The other way, a method that streams its responses may send ones it encoded itself (Encoded): one
 encoding shared by many streams (WatchJob's watchers of one job), which gRPC would otherwise encode
