@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
@@ -87,36 +86,7 @@ class AuditEvent:
     target: str
 
 
-@dataclasses.dataclass
-class AuditedCall:
-    """What the audit interceptor learns about the call it is recording."""
-
-    principal: Principal | None = None
-
-
-_current: contextvars.ContextVar[AuditedCall | None] = contextvars.ContextVar("audited_call", default=None)
-
-
-def note_principal(principal: Principal) -> None:
-    """Tell the audit record of the current call who made it (the auth interceptor does)."""
-    call = _current.get()
-    if call is not None:
-        call.principal = principal
-
-
-@contextlib.contextmanager
-def audited_call():
-    """The record of the call being served, for the audit interceptor to fill and read."""
-    call = AuditedCall()
-    reset = _current.set(call)
-    try:
-        yield call
-    finally:
-        _current.reset(reset)
-
-
-def event_of(method: str, call: AuditedCall, request, outcome: str, code: str, reason: str) -> AuditEvent:
-    principal = call.principal
+def event_of(method: str, principal: Principal | None, request, outcome: str, code: str, reason: str) -> AuditEvent:
     subject = ""
     if principal is not None:
         subject = f"service:{principal.subject}" if principal.is_service else principal.subject

@@ -2,9 +2,10 @@
 holding invalid UTF-8): the caller's INVALID_ARGUMENT, not gRPC's UNKNOWN.
 
 gRPC decodes a request before any interceptor sees it and answers a decoding failure UNKNOWN with
-the parser's words. This interceptor gives each unary request's decoder a twin that hands a failure
-on as an Undecodable value instead, and refuses that value before the servicer runs. Requests that
-stream in are decoded one message at a time by the servicer's own loop, and are left as they are.
+the parser's words. The server's interceptor (kit.interceptors) gives each unary request's decoder a
+twin (tolerant) that hands a failure on as an Undecodable value instead, and refuses that value
+before the servicer runs. Requests that stream in are decoded one message at a time by the
+servicer's own loop, and are left as they are.
 
 The other way, a method that streams its responses may send ones it encoded itself (Encoded): one
 encoding shared by many streams (WatchJob's watchers of one job), which gRPC would otherwise encode
@@ -12,11 +13,7 @@ again for each."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
-
-from .errors import InvalidArgument
-from .interceptors import _Around, _wrap
+from collections.abc import Callable
 
 
 class Encoded:
@@ -36,14 +33,14 @@ class Undecodable:
         self.error = error
 
 
-def _passing_encoded(serialize: Callable[[object], bytes]) -> Callable[[object], bytes]:
+def passing_encoded(serialize: Callable[[object], bytes]) -> Callable[[object], bytes]:
     def encode(response: object) -> bytes:
         return response.data if isinstance(response, Encoded) else serialize(response)
 
     return encode
 
 
-def _tolerant(deserialize: Callable[[bytes], object]) -> Callable[[bytes], object]:
+def tolerant(deserialize: Callable[[bytes], object]) -> Callable[[bytes], object]:
     def decode(data: bytes) -> object:
         try:
             return deserialize(data)
@@ -51,26 +48,3 @@ def _tolerant(deserialize: Callable[[bytes], object]) -> Callable[[bytes], objec
             return Undecodable(err)
 
     return decode
-
-
-class DecodeInterceptor(_Around):
-    """Refuses a request that is not its method's message as INVALID_ARGUMENT UNDECODABLE_REQUEST, and
-    sends a streamed response that is Encoded as it is."""
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is not None and not handler.request_streaming and handler.request_deserializer is not None:
-            handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
-        if handler is not None and handler.response_streaming and handler.response_serializer is not None:
-            handler = handler._replace(response_serializer=_passing_encoded(handler.response_serializer))
-        return _wrap(handler, handler_call_details, self.around)
-
-    @contextlib.asynccontextmanager
-    async def around(self, details, context, request) -> AsyncIterator[None]:
-        if isinstance(request, Undecodable):
-            raise InvalidArgument(
-                f"the request is not a valid {details.method.rsplit('/', 1)[-1]} request message: "
-                f"{str(request.error).rsplit(': ', 1)[-1]}",
-                reason="UNDECODABLE_REQUEST",
-            )
-        yield

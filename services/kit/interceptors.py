@@ -1,35 +1,33 @@
-"""Server interceptors: request ids, the one error mapping, bearer-token auth and storable text.
+"""The server interceptor: request ids, the one error mapping, decoding, audit, bearer-token auth
+and storable text, in one coroutine around every call, unary or streaming.
 
-Each wraps the method handler's behaviour in an async context that runs around every call, unary
-or streaming. Order (outermost first): RequestContext, Errors, Audit, Auth, Text.
+Its steps, outermost first: request context (the request id, bound to every log line and returned
+to the caller; one "rpc" log line per call), errors (ServiceError -> rich status, anything else ->
+a logged INTERNAL), decoding (a request that is not its method's message), audit (mutating and
+refused calls), auth (bearer token, audience, service calls, refused internal methods), text (NUL
+characters). They were six chained interceptors, each building a wrapped handler and an async
+context manager per call; what depends only on the method (its domain, audience, whether it is
+open, public, refused or audited, and the wrapped handler itself) is now worked out once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
+import random
 import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 
 import grpc
 import structlog
 from google.protobuf.message import Message
 
-from .audit import (
-    AUDITED_ACTIONS,
-    DENIED,
-    DENIED_CODES,
-    FAILURE,
-    SUCCESS,
-    AuditSink,
-    audited_call,
-    event_of,
-    note_principal,
-)
-from .auth import SERVICE_CALLS, audience_of, reset_principal, set_principal
+from .audit import AUDITED_ACTIONS, DENIED, DENIED_CODES, FAILURE, SUCCESS, AuditSink, event_of
+from .auth import SERVICE_CALLS, Principal, audience_of, reset_principal, set_principal
+from .decoding import Undecodable, passing_encoded, tolerant
 from .errors import FieldViolation, Internal, InvalidArgument, PermissionDenied, ServiceError, Unauthenticated
 from .tokens import TokenVerifier
 
@@ -41,212 +39,188 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 log = structlog.get_logger(component="server")
 
-# around(details, context, request): request is the message, or None when the client streams them.
-Around = Callable[
-    [grpc.HandlerCallDetails, grpc.aio.ServicerContext, Message | None], contextlib.AbstractAsyncContextManager
-]
-
-
-def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
-    return {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
-
-
-def _wrap(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails, around: Around) -> grpc.RpcMethodHandler:
-    """A copy of handler whose behaviour runs inside around(details, context, request)."""
-    if handler is None:
-        return None
-    one_request = not handler.request_streaming
-
-    def unary(behavior):
-        async def call(request_or_iterator, context):
-            async with around(details, context, request_or_iterator if one_request else None):
-                return await behavior(request_or_iterator, context)
-
-        return call
-
-    def streaming(behavior):
-        if not inspect.isasyncgenfunction(behavior):
-            return unary(behavior)  # a coroutine that sends its responses with context.write (Health.Watch)
-
-        async def call(request_or_iterator, context):
-            async with around(details, context, request_or_iterator if one_request else None):
-                async for response in behavior(request_or_iterator, context):
-                    yield response
-
-        return call
-
-    kinds = {
-        "unary_unary": (unary, grpc.unary_unary_rpc_method_handler),
-        "stream_unary": (unary, grpc.stream_unary_rpc_method_handler),
-        "unary_stream": (streaming, grpc.unary_stream_rpc_method_handler),
-        "stream_stream": (streaming, grpc.stream_stream_rpc_method_handler),
-    }
-    for attr, (wrapper, make) in kinds.items():
-        behavior = getattr(handler, attr)
-        if behavior is not None:
-            return make(
-                wrapper(behavior),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-    return handler
-
-
-class _Around(grpc.aio.ServerInterceptor):
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        return _wrap(handler, handler_call_details, self.around)
-
-    def around(self, details, context, request) -> contextlib.AbstractAsyncContextManager:
-        raise NotImplementedError
-
-
-class RequestContextInterceptor(_Around):
-    """Binds request_id (the caller's x-request-id, or a new one) and method to every log line,
-    returns the id to the caller, and logs one line per call."""
-
-    @contextlib.asynccontextmanager
-    async def around(self, details, context, request) -> AsyncIterator[None]:
-        request_id = _metadata(details).get(REQUEST_ID_KEY, "")
-        if not _REQUEST_ID.fullmatch(request_id):
-            request_id = uuid.uuid4().hex
-        tokens = structlog.contextvars.bind_contextvars(request_id=request_id, method=details.method)
-        started = time.perf_counter()
-        try:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-            yield
-        finally:
-            if not details.method.startswith(OPEN_PREFIXES):
-                code = context.code() if hasattr(context, "code") else None
-                log.info("rpc", code=getattr(code, "name", "OK") if code else "OK",
-                         ms=round((time.perf_counter() - started) * 1000, 2))
-            structlog.contextvars.reset_contextvars(**tokens)
-
 
 def current_request_id() -> str:
     """The request id of the call being served, to pass on to the services it calls."""
     return structlog.contextvars.get_contextvars().get("request_id", "")
 
 
-class ErrorInterceptor(_Around):
-    """The one place domain errors become gRPC statuses; anything else becomes a logged INTERNAL.
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Method:
+    """What the interceptor needs to know of a method, worked out on its first call."""
 
-    The ErrorInfo domain names the service that answered ("jobs.qruntime"), also when several
-    services share one server."""
+    name: str
+    domain: str  # its errors' ErrorInfo domain ("jobs.qruntime")
+    open: bool  # probes and tooling: no token, no audit, no log line
+    public: bool  # no token needed
+    refused: bool  # internal to the suite, not served on this port
+    audience: str  # what a token must name to call it
+    audited: bool  # recorded when it succeeds too, not only when refused
 
-    def __init__(self, domains: Mapping[str, str]) -> None:
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    """Every call's per-call steps (see the module's doc), in one coroutine.
+
+    `domains` maps full proto service names to the ErrorInfo domain of the service that answers
+    them (several services may share one server). A token must name the called service as its
+    audience; a service's token allows only that service's documented calls (SERVICE_CALLS).
+    `refused_methods` are not served on this port at all: the internal ones, where this server is
+    the front door. Every call that creates, changes or deletes something (AUDITED_ACTIONS) and every
+    refused one is recorded as an audit event before it is answered; the audit step sits outside
+    the auth step, so that calls refused for a missing or bad token are recorded too."""
+
+    def __init__(self, *, domains: Mapping[str, str], audit: AuditSink, verifier: TokenVerifier,
+                 public_methods: Collection[str], refused_methods: Collection[str] = ()) -> None:
         self._domains = dict(domains)  # full proto service name -> domain
-
-    @contextlib.asynccontextmanager
-    async def around(self, details, context, request) -> AsyncIterator[None]:
-        domain = self._domains.get(details.method.lstrip("/").partition("/")[0], "qruntime")
-        try:
-            yield
-        except ServiceError as err:
-            await context.abort_with_status(err.to_status(domain))
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("unhandled error")
-            err = Internal("internal error; the service logged the details", reason="INTERNAL")
-            await context.abort_with_status(err.to_status(domain))
-
-
-class AuthInterceptor(_Around):
-    """Verifies the bearer token of every call but the open ones and sets the current principal.
-
-    A token must name the called service as its audience; a service's token allows only that
-    service's documented calls (SERVICE_CALLS). `refused_methods` are not served on this port at
-    all: the internal ones, where this server is the front door."""
-
-    def __init__(
-        self, verifier: TokenVerifier, public_methods: Collection[str], refused_methods: Collection[str] = ()
-    ) -> None:
+        self._audit = audit
         self._verifier = verifier
         self._public = frozenset(public_methods)
         self._refused = frozenset(refused_methods)
+        # method -> (the handler the server found, that handler wrapped in the steps)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED
+            return None
+        method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is None or known[0] is not handler:
+            known = self._wrapped[method] = (handler, self._wrap(handler, self._method(method)))
+        return known[1]
+
+    def _method(self, method: str) -> _Method:
+        return _Method(
+            name=method, domain=self._domains.get(method.lstrip("/").partition("/")[0], "qruntime"),
+            open=method.startswith(OPEN_PREFIXES), public=method in self._public, refused=method in self._refused,
+            audience=audience_of(method), audited=method in AUDITED_ACTIONS,
+        )
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: _Method) -> grpc.RpcMethodHandler:
+        """A copy of handler whose behaviour runs inside the steps. Its unary request decoder hands a
+        failure on as an Undecodable value (refused as INVALID_ARGUMENT, not gRPC's UNKNOWN), and a
+        streamed response that is Encoded is sent as it is."""
+        one_request = not handler.request_streaming
+        if one_request and handler.request_deserializer is not None:
+            handler = handler._replace(request_deserializer=tolerant(handler.request_deserializer))
+        if handler.response_streaming and handler.response_serializer is not None:
+            handler = handler._replace(response_serializer=passing_encoded(handler.response_serializer))
+        around = self._around
+
+        def unary(behavior):
+            async def call(request_or_iterator, context):
+                async with around(method, context, request_or_iterator if one_request else None):
+                    return await behavior(request_or_iterator, context)
+
+            return call
+
+        def streaming(behavior):
+            if not inspect.isasyncgenfunction(behavior):
+                return unary(behavior)  # a coroutine that sends its responses with context.write (Health.Watch)
+
+            async def call(request_or_iterator, context):
+                async with around(method, context, request_or_iterator if one_request else None):
+                    async for response in behavior(request_or_iterator, context):
+                        yield response
+
+            return call
+
+        for attr, wrapper in (("unary_unary", unary), ("stream_unary", unary), ("unary_stream", streaming),
+                              ("stream_stream", streaming)):
+            behavior = getattr(handler, attr)
+            if behavior is not None:
+                return handler._replace(**{attr: wrapper(behavior)})
+        return handler
 
     @contextlib.asynccontextmanager
-    async def around(self, details, context, request) -> AsyncIterator[None]:
-        principal = None
-        if details.method in self._refused:
-            raise PermissionDenied("this method is internal to the suite and not served here",
-                                   reason="INTERNAL_METHOD", metadata={"method": details.method})
-        if not (details.method in self._public or details.method.startswith(OPEN_PREFIXES)):
-            header = _metadata(details).get("authorization", "")
-            scheme, _, token = header.partition(" ")
-            if not header:
-                raise Unauthenticated(
-                    "this call needs 'authorization: Bearer <token>' metadata; exchange your API key "
-                    "for a token with AuthService.CreateToken",
-                    reason="TOKEN_MISSING",
-                )
-            if scheme.lower() != "bearer" or not token:
-                raise Unauthenticated("the authorization metadata must be 'Bearer <token>'", reason="TOKEN_INVALID")
-            principal = await self._verifier.verify(token.strip(), audience_of(details.method))
-            structlog.contextvars.bind_contextvars(subject=principal.subject)
-            note_principal(principal)
-            if principal.is_service and details.method not in SERVICE_CALLS.get(principal.subject, ()):
-                raise PermissionDenied(
-                    f"the {principal.subject} service may not call {details.method}",
-                    reason="SERVICE_CALL_NOT_ALLOWED", metadata={"service": principal.subject},
-                )
-        reset = set_principal(principal)
+    async def _around(self, method: _Method, context: grpc.aio.ServicerContext, request: Message | None):
+        """The steps around one call; request is the message, or None when the client streams them."""
+        # Request context: the caller's request id or a new one, on every log line and back to the caller.
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        request_id = metadata.get(REQUEST_ID_KEY, "")
+        if not _REQUEST_ID.fullmatch(request_id):
+            # 32 random hex digits, as uuid4().hex gave, without its system call: a request id is no
+            # secret (a caller may choose its own), only unique.
+            request_id = f"{random.getrandbits(128):032x}"
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id, method=method.name)
+        started = time.perf_counter()
         try:
-            yield
-        finally:
-            reset_principal(reset)
-
-
-class AuditInterceptor(_Around):
-    """Records every call that creates, changes or deletes something (AUDITED_ACTIONS) and every
-    refused one as an audit event. It sits outside the auth interceptor, so that calls refused for
-    a missing or bad token are recorded too."""
-
-    def __init__(self, sink: AuditSink) -> None:
-        self._sink = sink
-
-    @contextlib.asynccontextmanager
-    async def around(self, details, context, request) -> AsyncIterator[None]:
-        method = details.method
-        if method.startswith(OPEN_PREFIXES):
-            yield
-            return
-        outcome, code, reason = SUCCESS, "OK", ""
-        with audited_call() as call:
-            try:
-                yield
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            try:  # errors: the one place domain errors become gRPC statuses
+                if isinstance(request, Undecodable):  # before anything reads the request
+                    raise InvalidArgument(
+                        f"the request is not a valid {method.name.rsplit('/', 1)[-1]} request message: "
+                        f"{str(request.error).rsplit(': ', 1)[-1]}",
+                        reason="UNDECODABLE_REQUEST",
+                    )
+                principal, outcome, code, reason = None, SUCCESS, "OK", ""
+                try:  # audit: what the call was, whoever turns out to have made it
+                    principal = await self._principal(method, metadata)
+                    if principal is not None and principal.is_service and method.name not in SERVICE_CALLS.get(
+                            principal.subject, ()):
+                        raise PermissionDenied(
+                            f"the {principal.subject} service may not call {method.name}",
+                            reason="SERVICE_CALL_NOT_ALLOWED", metadata={"service": principal.subject},
+                        )
+                    reset = set_principal(principal)
+                    try:
+                        violations = nul_violations(request) if isinstance(request, Message) else []
+                        if violations:  # no stored text needs one, and PostgreSQL cannot store one
+                            raise InvalidArgument("text fields must not hold NUL characters", reason="NUL_CHARACTER",
+                                                  field_violations=violations)
+                        yield
+                    finally:
+                        reset_principal(reset)
+                except ServiceError as err:
+                    outcome = DENIED if err.code in DENIED_CODES else FAILURE
+                    code, reason = err.code.name, err.reason
+                    raise
+                except BaseException as err:
+                    if not isinstance(err, grpc.aio.AbortError):
+                        outcome, code, reason = FAILURE, type(err).__name__, ""
+                    raise
+                finally:
+                    if not method.open and (outcome == DENIED or method.audited):
+                        written = self._audit.add(event_of(method.name, principal, request, outcome, code, reason))
+                        # Answered only once recorded, but not held up for long: with auth unreachable the
+                        # event stays queued, and is written when auth is back.
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(asyncio.shield(written), self._audit.WAIT_SECONDS)
             except ServiceError as err:
-                outcome = DENIED if err.code in DENIED_CODES else FAILURE
-                code, reason = err.code.name, err.reason
+                await context.abort_with_status(err.to_status(method.domain))
+            except grpc.aio.AbortError:
                 raise
-            except BaseException as err:
-                if not isinstance(err, grpc.aio.AbortError):
-                    outcome, code, reason = FAILURE, type(err).__name__, ""
-                raise
-            finally:
-                if outcome == DENIED or method in AUDITED_ACTIONS:
-                    written = self._sink.add(event_of(method, call, request, outcome, code, reason))
-                    # Answered only once recorded, but not held up for long: with auth unreachable the
-                    # event stays queued, and is written when auth is back.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(written), self._sink.WAIT_SECONDS)
+            except Exception:
+                log.exception("unhandled error")
+                err = Internal("internal error; the service logged the details", reason="INTERNAL")
+                await context.abort_with_status(err.to_status(method.domain))
+        finally:
+            if not method.open:
+                code = context.code()
+                log.info("rpc", code=code.name if code else "OK", ms=round((time.perf_counter() - started) * 1000, 2))
+            structlog.contextvars.reset_contextvars(**bound)
 
-
-class TextInterceptor(_Around):
-    """Refuses a request with a NUL character in any text field, as INVALID_ARGUMENT.
-
-    No id, name, JSON document or source needs one, and PostgreSQL cannot store one: without this
-    check such a value fails deep in a store as a server error instead of the caller's."""
-
-    @contextlib.asynccontextmanager
-    async def around(self, details, context, request) -> AsyncIterator[None]:
-        violations = nul_violations(request) if isinstance(request, Message) else []
-        if violations:
-            raise InvalidArgument(
-                "text fields must not hold NUL characters", reason="NUL_CHARACTER", field_violations=violations
+    async def _principal(self, method: _Method, metadata: Mapping[str, str]) -> Principal | None:
+        """The caller the bearer token proves, bound to the log lines; None for a method that needs
+        no token."""
+        if method.refused:
+            raise PermissionDenied("this method is internal to the suite and not served here",
+                                   reason="INTERNAL_METHOD", metadata={"method": method.name})
+        if method.public or method.open:
+            return None
+        header = metadata.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise Unauthenticated(
+                "this call needs 'authorization: Bearer <token>' metadata; exchange your API key "
+                "for a token with AuthService.CreateToken",
+                reason="TOKEN_MISSING",
             )
-        yield
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("the authorization metadata must be 'Bearer <token>'", reason="TOKEN_INVALID")
+        principal = await self._verifier.verify(token.strip(), method.audience)
+        structlog.contextvars.bind_contextvars(subject=principal.subject)
+        return principal
 
 
 def nul_violations(message: Message, prefix: str = "") -> list[FieldViolation]:

@@ -6,7 +6,7 @@ the server's machinery: about a millisecond of CPU for a call whose work is ofte
 answers a unary call itself, and keeps to what the wire does so that no service can tell the
 difference: the handler the server would run (found in the handlers the components registered),
 through the server's own interceptor objects in the server's order, the request and the response
-passed as bytes through the method's serializers (the DecodeInterceptor's tolerant decoder sees the
+passed as bytes through the method's serializers (the interceptor's tolerant decoder sees the
 same bytes), the caller's metadata as invocation metadata, its timeout as the deadline, the call run
 in a task of its own with a fresh context (a served call does not see its caller's bound request id
 or principal), and a failure raised as the grpc.aio.AioRpcError the wire would give, rich status in
@@ -38,24 +38,44 @@ class _CallDetails(NamedTuple):
     invocation_metadata: tuple[tuple[str, str | bytes], ...]
 
 
-class LocalHandlers:
-    """The method handlers the components register, kept while passed on to the server.
+class GenericOnly:
+    """A server as the generated `add_*Servicer_to_server` functions see it: each adds its service's
+    generic handler, then registers the same methods, which is left out here. grpc.aio awaits the
+    next call of every registered method apart, and for every call it takes it waits on all of those
+    again (one asyncio.wait over them all): with the embedded suite's 70-odd methods that was about a
+    tenth of the CPU of a cheap call. The generic handlers serve the same methods."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        pass  # served by the service's generic handler, added just before
+
+    def __getattr__(self, name: str) -> Any:  # anything else a component asks of the server
+        return getattr(self._server, name)
+
+
+class LocalHandlers(GenericOnly):
+    """The method handlers the components register, kept while passed on to the server (as generic
+    ones alone, see GenericOnly).
 
     Given to `component.register` in place of the server: the generated `add_*Servicer_to_server`
     calls add_generic_rpc_handlers and, on recent gRPC, add_registered_method_handlers."""
 
     def __init__(self, server: grpc.aio.Server) -> None:
-        self._server = server
+        super().__init__(server)
         self._registered: dict[str, grpc.RpcMethodHandler] = {}
         self._generic: list[grpc.GenericRpcHandler] = []
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._generic.extend(handlers)
-        self._server.add_generic_rpc_handlers(handlers)
+        super().add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
         self._registered.update({f"/{service}/{name}": handler for name, handler in handlers.items()})
-        self._server.add_registered_method_handlers(service, handlers)
 
     def find(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         """The handler the server would run, looked up in its order: registered methods, then generic."""
@@ -64,9 +84,6 @@ class LocalHandlers:
         while handler is None and (generic := next(generics, None)) is not None:
             handler = generic.service(details)
         return handler
-
-    def __getattr__(self, name: str) -> Any:  # anything else a component asks of the server
-        return getattr(self._server, name)
 
 
 class LocalContext(grpc.aio.ServicerContext):

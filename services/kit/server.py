@@ -17,21 +17,14 @@ from typing import Protocol
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from qruntime.admin.v1 import admin_pb2, admin_service_pb2, admin_service_pb2_grpc
 from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 from .audit import AuditEvent, AuditSink
 from .auth import INTERNAL_METHODS
-from .decoding import DecodeInterceptor
-from .interceptors import (
-    AuditInterceptor,
-    AuthInterceptor,
-    ErrorInterceptor,
-    RequestContextInterceptor,
-    TextInterceptor,
-)
-from .local_channel import LocalChannel, LocalHandlers
+from .interceptors import CallInterceptor
+from .local_channel import GenericOnly, LocalChannel, LocalHandlers
 from .logging import configure_logging, get_logger
 from .outbound import CHANNEL_OPTIONS, Channels, Credentials, call, delegate_over_grpc, exchange_over_grpc
 from .settings import ServerSettings
@@ -179,21 +172,17 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
     verifier = TokenVerifier(fetch_keys, revocations)
     domains = {service: f"{c.name}.qruntime" for c in components for service in c.service_names}
     public = frozenset().union(*(c.public_methods for c in components))
-    interceptors = [
-        RequestContextInterceptor(),
-        ErrorInterceptor(domains),
-        DecodeInterceptor(),  # before anything reads the request
-        AuditInterceptor(audit),
-        AuthInterceptor(verifier, public, INTERNAL_METHODS if front_door else ()),
-        TextInterceptor(),
-    ]
+    interceptors = [CallInterceptor(domains=domains, audit=audit, verifier=verifier, public_methods=public,
+                                    refused_methods=INTERNAL_METHODS if front_door else ())]
     server = grpc.aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, GenericOnly(server))
     names = [n for c in components for n in c.service_names]
     for name in ["", *names]:  # the library starts "" at SERVING; not before the components have started
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    # What reflection.enable_server_reflection does for an aio server, but with its methods generic.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer([*names, health.SERVICE_NAME, reflection.SERVICE_NAME]), GenericOnly(server))
     handlers = LocalHandlers(server)  # the components' handlers, for the local channel
     for component in components:
         component.register(handlers)

@@ -166,3 +166,26 @@ def test_a_token_verified_before_is_still_refused_once_it_expires(monkeypatch):
     assert verify(verifier, token).subject == "user-1"  # verified, and remembered
     monkeypatch.setattr(qruntime_kit.tokens.time, "time", lambda: now + 60 + 31)
     assert reason_of(verifier, token) == "TOKEN_EXPIRED"
+
+
+def test_a_remembered_token_is_refused_once_the_next_poll_sees_its_revocation(monkeypatch):
+    """A verified token is remembered, but each use still meets the revocations, polled every
+    REVOCATION_POLL_SECONDS while calls come in: a revoked key's token is refused well within 5 s."""
+    now = [time.time()]
+    monkeypatch.setattr(qruntime_kit.tokens.time, "time", lambda: now[0])
+    revoked: dict[str, float] = {}
+    polls: list[float] = []
+
+    async def revocations(since):
+        polls.append(now[0])
+        return list(revoked.items())
+
+    verifier = TokenVerifier(Keys(("k1", KEY)), revocations)
+    token = signed(claims(akid="key-1"))
+    assert verify(verifier, token).subject == "user-1"  # verified, remembered, revocations polled
+    revoked["key-1"] = now[0] + 0.1
+    now[0] += 1.0
+    assert verify(verifier, token).subject == "user-1"  # remembered, and the next poll is not due yet
+    now[0] += qruntime_kit.tokens.REVOCATION_POLL_SECONDS
+    assert reason_of(verifier, token) == "TOKEN_REVOKED"
+    assert len(polls) == 2 and polls[1] - revoked["key-1"] < 5
