@@ -43,7 +43,7 @@ from .messages import (
     timestamp,
 )
 from .program_lookup import ProgramLookup
-from .quick import quick_sample, run_quickly
+from .quick import QuickRun, quick_sample, run_quickly
 from .sessions import check_session_job
 from .store import DONE, FINAL_STATES, JobRecord, JobStore, ResultDigest, new_job_id, utcnow, would_create
 from .uploads import UploadLimits
@@ -160,12 +160,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         )
         if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
             return jobs_service_pb2.CreateJobResponse(job=job_message(would_create(**values), job_pb2.JOB_VIEW_BASIC))
+        result = None
         if ran is None:
             job, created = await asyncio.to_thread(deps.store.create, **values)
         else:
-            runner = deps.executor.runner_id
-            job, created = await asyncio.to_thread(
-                lambda: deps.store.create(**values, job_id=job_id, ended=ran.ended(runner)))
+            job, created, result = await asyncio.to_thread(self._store_quick_job, values, job_id, ran)
         if not created:  # a concurrent call with the same request_id stored its job first
             check_same_request(job, fingerprint, request.program_id, request.inputs)
         if created:
@@ -175,7 +174,22 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                      backend_chosen=chosen, instance=instance, limit_seconds=job.max_execution_seconds,
                      session_id=job.session_id or None, input_upload_id=request.input_upload_id or None,
                      ran_at_once=job.state if ran is not None else None)
-        return jobs_service_pb2.CreateJobResponse(job=job_message(job, job_pb2.JOB_VIEW_BASIC))
+        return jobs_service_pb2.CreateJobResponse(job=job_message(job, job_pb2.JOB_VIEW_BASIC), result=result)
+
+    def _store_quick_job(self, values: dict, job_id: str, ran: QuickRun):
+        """(job, created, result): the quick job stored ended and, if it ended DONE with a result that
+        fits one message, that result as GetJobResult answers it at offset 0 (None for the job of an
+        earlier call with the same request_id)."""
+        ended = ran.ended(self.deps.executor.runner_id)
+        job, created = self.deps.store.create(**values, job_id=job_id, ended=ended)
+        if not created or job.state != DONE or ended.result_json is None:
+            return job, created, None
+        data = ended.result_json.encode()
+        if len(data) > RESULT_CHUNK_BYTES:
+            return job, created, None
+        digest = ResultDigest.of(data)
+        return job, created, jobs_service_pb2.GetJobResultResponse(
+            result=ended.result_json, total_bytes=digest.size, sha256=digest.sha256)
 
     async def GetJob(self, request, context):
         principal = _reader(current_principal())

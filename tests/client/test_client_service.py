@@ -82,6 +82,16 @@ def test_quick_start(service) -> None:
     assert repr(job) == f"<RuntimeJob('{job.job_id}', program_id='hello-world', backend='ibmq_qasm_simulator')>"
 
 
+def test_a_quick_jobs_result_comes_with_its_creation(service, recorder) -> None:
+    # A small sampler job on a named simulator runs within CreateJob (jobs/quick.py): one call in all.
+    job = service.run("sampler", {"circuits": ReferenceCircuits.bell(), "shots": 100, "seed": 2},
+                      {"backend_name": "ibmq_qasm_simulator"})
+    counts = job.result()["counts"][0]
+    assert set(counts) == {"00", "11"} and sum(counts.values()) == 100 and job.status() == "DONE"
+    assert [c.method for c in recorder.log].count("CreateJob") == 1
+    assert recorder.calls("WatchJob") == [] and recorder.calls("GetJobResult") == []
+
+
 def test_inputs_travel_encoded_and_results_decode(service, recorder) -> None:
     circuits = [rx_circuit(), ReferenceCircuits.bell()]
     # Run circuits[0] with theta = pi: the flat parameter values of the one circuit run.

@@ -26,9 +26,15 @@ class Caller:
         self.metadata = suite.metadata(suite.token())
 
     def create(self, inputs, backend: str = BACKEND, program_id: str = "sampler", **fields) -> job_pb2.Job:
+        return self.created(inputs, backend, program_id, **fields).job
+
+    def created(self, inputs, backend: str = BACKEND, program_id: str = "sampler", **fields) -> pb.CreateJobResponse:
         request = pb.CreateJobRequest(program_id=program_id, inputs=dumps(inputs),
                                       options=job_pb2.JobOptions(backend_name=backend), **fields)
-        return self.stub.CreateJob(request, metadata=self.metadata, timeout=30).job
+        return self.stub.CreateJob(request, metadata=self.metadata, timeout=30)
+
+    def result(self, job_id: str) -> pb.GetJobResultResponse:
+        return self.stub.GetJobResult(pb.GetJobResultRequest(job_id=job_id), metadata=self.metadata, timeout=30)
 
     def history(self, job_id: str) -> tuple[list[job_pb2.JobEvent], pb.GetJobResultResponse | None]:
         """The job's events, followed to its end, and the result the stream ends with."""
@@ -72,12 +78,15 @@ def wide(qubits: int) -> QuantumCircuit:
 def test_a_quick_job_is_done_when_created_with_the_history_and_result_a_queued_run_leaves(quick_and_queued, bell):
     quick, queued = quick_and_queued
     inputs = {"circuits": [bell], "shots": 500, "seed": 11}
-    ran = quick.create(inputs)
+    answer = quick.created(inputs)
+    ran = answer.job
     assert ran.state == job_pb2.JOB_STATE_DONE and ran.reason == job_pb2.JOB_REASON_UNSPECIFIED
+    assert answer.result == quick.result(ran.id)  # the result came with the answer, as GetJobResult says it
     assert ran.create_time.ToDatetime() <= ran.start_time.ToDatetime() <= ran.end_time.ToDatetime()
     assert ran.metrics.usage_seconds >= 0 and ran.backend == BACKEND
-    waited = queued.create(inputs)
-    assert waited.state == job_pb2.JOB_STATE_QUEUED
+    queued_answer = queued.created(inputs)
+    waited = queued_answer.job
+    assert waited.state == job_pb2.JOB_STATE_QUEUED and not queued_answer.HasField("result")
     (ran_events, ran_result), (waited_events, waited_result) = quick.history(ran.id), queued.history(waited.id)
     assert [e.sequence for e in ran_events] == list(range(1, len(ran_events) + 1))
     assert described(ran_events) == described(waited_events)
@@ -126,6 +135,7 @@ def test_bad_circuits_are_refused_or_end_the_job_exactly_as_when_queued(quick_an
 
 def test_a_retried_create_of_a_quick_job_returns_it_and_runs_nothing_again(quick_and_queued, bell):
     quick, _ = quick_and_queued
-    first = quick.create({"circuits": [bell], "seed": 1}, request_id="quick-retry")
-    again = quick.create({"circuits": [bell], "seed": 1}, request_id="quick-retry")
-    assert again == first and first.state == job_pb2.JOB_STATE_DONE
+    first = quick.created({"circuits": [bell], "seed": 1}, request_id="quick-retry")
+    again = quick.created({"circuits": [bell], "seed": 1}, request_id="quick-retry")
+    assert again.job == first.job and first.job.state == job_pb2.JOB_STATE_DONE
+    assert first.HasField("result") and not again.HasField("result")  # the retry's client asks for it

@@ -97,13 +97,15 @@ class RuntimeJob:
     follows the job's event stream (``JobsService.WatchJob``), never polls."""
 
     def __init__(
-        self, job: job_pb2.Job, transport: Transport, result_decoder: ResultDecoder | None = None
+        self, job: job_pb2.Job, transport: Transport, result_decoder: ResultDecoder | None = None, *,
+        first_result: jobs_service_pb2.GetJobResultResponse | None = None,
     ) -> None:
         self._job = job
         self._transport = transport
         self._result_decoder = result_decoder
         self._raw_result: str | None = None
-        self._first_result: jobs_service_pb2.GetJobResultResponse | None = None  # from the event stream
+        # The result's first part, when it came with the job (a quick job's) or the event stream.
+        self._first_result = first_result
         self._streaming: _ResultStream | None = None
 
     @property

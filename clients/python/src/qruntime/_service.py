@@ -253,8 +253,9 @@ class IBMRuntimeService:
         )
         if primitive_input is not None and not upload_id:
             request.primitive_input.CopyFrom(primitive_input)
-        job = RuntimeJob(self._transport.call(self._transport.jobs.CreateJob, request).job, self._transport,
-                         result_decoder)
+        created = self._transport.call(self._transport.jobs.CreateJob, request)
+        job = RuntimeJob(created.job, self._transport, result_decoder,
+                         first_result=created.result if created.HasField("result") else None)
         if callback is not None:
             job.stream_results(callback, result_decoder)
         return job

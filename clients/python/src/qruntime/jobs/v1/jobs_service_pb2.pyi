@@ -144,18 +144,27 @@ class CreateJobResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def job(self) -> _job_pb2.Job:
         """The new job."""
+
+    @_builtins.property
+    def result(self) -> Global___GetJobResultResponse:
+        """The job's result, when the job ended DONE within this call (a quick job: a small sampler job run
+        at once) and its result fits one message: exactly what GetJobResult at offset 0 answers, so the
+        client needs no other call for it. Unset otherwise.
+        """
 
     def __init__(
         self,
         *,
         job: _job_pb2.Job | None = ...,
+        result: Global___GetJobResultResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
