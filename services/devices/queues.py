@@ -41,6 +41,7 @@ class _Queue:
     slots: asyncio.Semaphore
     waiting: int = 0
     running: int = 0
+    others: int = 0  # runs waiting or running that were not asked only if quick
     operational: bool = True
     status_message: str = "active"
     in_service: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
@@ -131,11 +132,22 @@ class ExecutionQueues:
         name = request.backend
         queue = self._queue(name)
         queued = time.perf_counter()
-        if request.only_if_quick and (queue.slots.locked() or not queue.operational or queue.waiting):
-            raise not_quick("the backend has no free slot now")
+        # A quick run waits its turn behind quick runs only (milliseconds each), never behind another.
+        if request.only_if_quick and (queue.others or not queue.operational):
+            raise not_quick("the backend is busy with other runs")
+        others = 0 if request.only_if_quick else 1
+        queue.others += others
+        try:
+            return await self._queued(queue, request, queued)
+        finally:
+            queue.others -= others
+
+    async def _queued(self, queue: _Queue, request: pb.RunCircuitsRequest, queued: float) -> pb.RunCircuitsResponse:
+        name = request.backend
         queue.waiting += 1
         try:
-            if queue.slots.locked() or not queue.operational:
+            # A run that must wait is checked first (a quick one's wait is short: its worker checks it).
+            if (queue.slots.locked() or not queue.operational) and not request.only_if_quick:
                 check = pb.CheckCircuitsRequest(backend=name, circuits_qpy=request.circuits_qpy, shots=request.shots)
                 if request.HasField("primitive"):
                     check.primitive.CopyFrom(request.primitive)

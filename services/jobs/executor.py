@@ -57,6 +57,11 @@ log = get_logger("jobs.executor")
 POLL_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
 BACKOFF_SECONDS = (1.0, 30.0)  # the first pause after a dependency was found down, and the longest
+# Quick jobs running at once in a replica, besides its workers' jobs: each takes milliseconds, and the
+# devices service runs a backend's few at a time while the others wait their turn (in memory, a few KiB
+# of circuit each). Past it, jobs queue; once jobs queue, the workers are busy and quick jobs wait for
+# the queue to drain (quick_slot): a flood is served in the queue's fair order.
+QUICK_AT_ONCE = 64
 
 
 class JobExecutor:
@@ -82,7 +87,11 @@ class JobExecutor:
         self._stopping = False
         self._backoff = 0.0  # the current pause while a dependency is down; 0 when all answer
         self._paused_until = 0.0  # the event loop's time before which no worker claims
-        self._lent = 0  # idle workers' places lent to quick jobs running now
+        self._quick = 0  # quick jobs running now (quick_slot)
+        # Whether the last claim found no job to start and none was queued here since (another
+        # replica's queued jobs show at the next poll's claim); _wakes counts the jobs queued here.
+        self._queue_empty = False
+        self._wakes = 0
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def start(self) -> None:
@@ -115,20 +124,24 @@ class JobExecutor:
 
     def wake(self) -> None:
         """A job was queued: wake an idle worker now rather than at its next poll."""
+        self._wakes += 1
+        self._queue_empty = False
         self._doorbell.ring()
 
     @contextlib.contextmanager
-    def lent_worker(self) -> Iterator[bool]:
-        """Whether an idle worker lends its place to a quick job (quick.py) for the block: one waits for
-        work, so as far as this replica knows no job waits in the queue, and claiming is not paused.
-        Never with a per-instance running limit: that count is the claim's, across replicas."""
-        lend = (not self._stopping and self._max_running_per_instance == 0 and self._doorbell.idle > self._lent
-                and asyncio.get_running_loop().time() >= self._paused_until)
-        self._lent += lend
+    def quick_slot(self) -> Iterator[bool]:
+        """Whether a quick job (quick.py) may run now, holding its place for the block: as far as this
+        replica knows no job waits in the queue (its last claim found none to start, and no job was
+        queued here since); claiming is not paused; fewer than QUICK_AT_ONCE quick jobs run here. Never
+        with a per-instance running limit: that count is the claim's, across replicas."""
+        allowed = (not self._stopping and self._max_running_per_instance == 0 and self._quick < QUICK_AT_ONCE
+                   and self._queue_empty
+                   and asyncio.get_running_loop().time() >= self._paused_until)
+        self._quick += allowed
         try:
-            yield lend
+            yield allowed
         finally:
-            self._lent -= lend
+            self._quick -= allowed
 
     def cancel(self, job_id: str) -> None:
         """Tell the job's program to stop, if this replica runs it (its state is already CANCELLED)."""
@@ -146,6 +159,7 @@ class JobExecutor:
             if pause > 0:  # a dependency is down: leave the queue alone until the backoff passes
                 await asyncio.sleep(pause)
                 continue
+            wakes = self._wakes
             try:
                 claim = asyncio.ensure_future(asyncio.to_thread(
                     self._store.claim_next_queued, self.runner_id,
@@ -156,6 +170,7 @@ class JobExecutor:
             except Exception:  # the database may be back at the next poll
                 log.exception("could not claim a job")
                 job = None
+            self._queue_empty = job is None and wakes == self._wakes  # none queued during the claim
             if job is None:
                 await self._doorbell.wait(self._poll)
                 continue
@@ -260,11 +275,6 @@ class _Doorbell:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._kept = 0
         self._most = most
-
-    @property
-    def idle(self) -> int:
-        """Workers waiting for a ring now, none of it kept for them: they found no job to claim."""
-        return 0 if self._kept else sum(not waiter.done() for waiter in self._waiters)
 
     def ring(self) -> None:
         while self._waiters:

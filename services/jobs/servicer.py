@@ -450,8 +450,8 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         runtime = program_pb2.ProgramRuntime.Name(program.runtime).removeprefix("PROGRAM_RUNTIME_")
         sample = quick_sample(program.id, runtime, backend, inputs, session_id="")
         if sample is not None:
-            with deps.executor.lent_worker() as lent:
-                if lent:
+            with deps.executor.quick_slot() as allowed:
+                if allowed:
                     ran = await run_quickly(deps.devices, await deps.credentials.metadata(), job_id=job_id,
                                             backend=backend.name, sample=sample)
                     if ran is not None:

@@ -4,6 +4,7 @@ submits it, and is stored with what a queued run would have left; anything else 
 from __future__ import annotations
 
 import base64
+import time
 
 import grpc
 import pytest
@@ -139,3 +140,24 @@ def test_a_retried_create_of_a_quick_job_returns_it_and_runs_nothing_again(quick
     again = quick.created({"circuits": [bell], "seed": 1}, request_id="quick-retry")
     assert again.job == first.job and first.job.state == job_pb2.JOB_STATE_DONE
     assert first.HasField("result") and not again.HasField("result")  # the retry's client asks for it
+
+
+def test_a_quick_job_never_passes_a_queued_one(start_suite, bell):
+    caller = Caller(start_suite("programs", "devices", "jobs", workers=1))
+    try:
+        long = caller.create({"iterations": 1000}, backend="simulator_statevector", program_id="hello-world")
+        waiting = caller.create({"iterations": 1}, backend="simulator_statevector", program_id="hello-world")
+        assert waiting.state == job_pb2.JOB_STATE_QUEUED  # the one worker runs the long job
+        sampled = caller.create({"circuits": [bell], "shots": 100})
+        assert sampled.state == job_pb2.JOB_STATE_QUEUED  # it would pass `waiting`: it waits too
+        caller.stub.CancelJob(pb.CancelJobRequest(job_id=long.id), metadata=caller.metadata, timeout=30)
+        events, result = caller.history(sampled.id)
+        assert events[-1].state_change.state == job_pb2.JOB_STATE_DONE and result.result
+        assert caller.get(waiting.id).start_time.ToDatetime() <= caller.get(sampled.id).start_time.ToDatetime()
+        # The queue drained (once the worker has looked again, a moment after its job): quick again.
+        deadline = time.monotonic() + 10
+        while caller.create({"circuits": [bell], "shots": 100}).state != job_pb2.JOB_STATE_DONE:
+            assert time.monotonic() < deadline, "no quick job after the queue drained"
+            time.sleep(0.2)
+    finally:
+        caller.channel.close()
