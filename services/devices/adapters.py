@@ -136,9 +136,10 @@ class BackendAdapter(abc.ABC):
             memory.check_fits(circuits, estimates, limit=self.memory_limit, backend=self.name)
         return estimates
 
-    def quick(self, circuits: Sequence[QuantumCircuit], shots: int) -> bool:
-        """Whether running these checked circuits takes a few milliseconds at most, surely
-        (RunCircuitsRequest.only_if_quick); no backend is quick unless it says so."""
+    def quick(self, batches: Sequence[tuple[int, Sequence[QuantumCircuit]]]) -> bool:
+        """Whether running these checked circuits, in batches of (shots, circuits), takes a few
+        milliseconds at most, surely (RunCircuitsRequest.only_if_quick); no backend is quick unless it
+        says so."""
         return False
 
     def target(self) -> Target | None:
@@ -244,11 +245,13 @@ class AerSimulatorAdapter(BackendAdapter):
         runnable = [c if self._runs_as_is(c) else self._transpile(c) for c in circuits]
         return run_on_aer(self._simulator, self.name, runnable, circuits, shots, seed, memory)
 
-    def quick(self, circuits: Sequence[QuantumCircuit], shots: int) -> bool:
-        return (self.method in (memory.AUTOMATIC, memory.STATEVECTOR) and shots <= QUICK_MAX_SHOTS
+    def quick(self, batches: Sequence[tuple[int, Sequence[QuantumCircuit]]]) -> bool:
+        circuits = [c for _, batch in batches for c in batch]
+        return (self.method in (memory.AUTOMATIC, memory.STATEVECTOR)
+                and all(shots <= QUICK_MAX_SHOTS for shots, _ in batches)
+                and sum(len(c.data) for c in circuits) <= QUICK_MAX_INSTRUCTIONS
                 and all(c.num_qubits < SMALL_CIRCUIT_QUBITS and self._runs_as_is(c)
-                        and CONTROL_FLOW_OP_NAMES.isdisjoint(iter_operation_names(c)) for c in circuits)
-                and sum(len(c.data) for c in circuits) <= QUICK_MAX_INSTRUCTIONS)
+                        and CONTROL_FLOW_OP_NAMES.isdisjoint(iter_operation_names(c)) for c in circuits))
 
     def warm_up(self) -> None:
         bell = QuantumCircuit(2, 2)

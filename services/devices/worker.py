@@ -129,9 +129,10 @@ class Worker:
         primitive = request.primitive if request.HasField("primitive") else None
         circuits, checked = self._check(request.backend, request.circuits_qpy, request.shots, primitive=primitive,
                                         job_id=request.job_id)
-        if request.only_if_quick and (primitive is not None or not self._adapter(request.backend).quick(
-                circuits, request.shots)):
-            raise not_quick("its circuits are too large to run at once")  # before CHECKED: the worker stays
+        if request.only_if_quick:  # before CHECKED: refused so, the worker stays
+            batches = circuits.batches if primitive is not None else [(request.shots, circuits)]
+            if not self._adapter(request.backend).quick(batches):
+                raise not_quick("its circuits are too large to run at once")
         # From CHECKED on, a death is the simulation's, not the input's. Past the memory the service
         # holds for the run already, it says GO once the simulation may have what it needs.
         self._channel.send(protocol.CHECKED + checked.SerializeToString())

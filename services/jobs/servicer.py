@@ -43,7 +43,7 @@ from .messages import (
     timestamp,
 )
 from .program_lookup import ProgramLookup
-from .quick import QuickRun, quick_sample, run_quickly
+from .quick import QuickRun, quick_run, run_quickly
 from .sessions import check_session_job
 from .store import DONE, FINAL_STATES, JobRecord, JobStore, ResultDigest, new_job_id, utcnow, would_create
 from .uploads import UploadLimits
@@ -125,24 +125,23 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             await asyncio.to_thread(check_admission, deps.store, instance, deps.limits)
         metadata = await deps.credentials.metadata(on_behalf_of=principal)
         job_id, ran = new_job_id(), None
-        if request.program_id == "sampler" and primitive is None and backend_name and not (
+        if request.program_id in typed.PROGRAMS and backend_name and not (
                 request.session_id or request.validate_only):  # maybe a quick job (quick.py)
             program = await self._programs.program(deps.programs, request.program_id, metadata)
-            check_inputs(program.id, program.inputs, inputs)
-            backend, chosen, ran = await self._backend_quickly(backend_name, metadata, program, inputs, job_id)
+            _check_program_inputs(program, inputs, primitive)
+            backend, chosen, ran = await self._backend_quickly(backend_name, metadata, program, inputs, primitive,
+                                                               job_id)
         else:
             program, backend, chosen = await self._program_and_backend(request, backend_name, metadata, inputs,
                                                                        primitive)
         requested = request.options.max_execution_time if request.options.HasField("max_execution_time") else None
         limit_seconds, limit_source = time_limit(backend, program, requested)
-        stored, digest = await asyncio.to_thread(_stored_inputs, text, primitive, digest)
         values = dict(
             instance=instance,
             owner=principal.subject,
             program_id=program.id,
             runtime=program_pb2.ProgramRuntime.Name(program.runtime).removeprefix("PROGRAM_RUNTIME_"),
             backend=backend.name,
-            inputs=stored,
             log_level=log_level_name(request.options.log_level),
             max_execution_seconds=limit_seconds,
             time_limit_source=limit_source,
@@ -155,16 +154,22 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             first_log="" if backend_name else f"backend {backend.name}: {chosen}",
             session_id=request.session_id,
             primitive_inputs=primitive is not None,
-            inputs_digest=digest,
             input_upload_id=request.input_upload_id,
         )
-        if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
-            return jobs_service_pb2.CreateJobResponse(job=job_message(would_create(**values), job_pb2.JOB_VIEW_BASIC))
-        result = None
-        if ran is None:
-            job, created = await asyncio.to_thread(deps.store.create, **values)
-        else:
-            job, created, result = await asyncio.to_thread(self._store_quick_job, values, job_id, ran)
+
+        def store() -> tuple[JobRecord, bool, jobs_service_pb2.GetJobResultResponse | None]:
+            """The job stored (validate_only: as it would be), in one trip off the event loop."""
+            stored, digest_of_stored = _stored_inputs(text, primitive, digest)
+            values.update(inputs=stored, inputs_digest=digest_of_stored)
+            if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
+                return would_create(**values), False, None
+            if ran is None:
+                return *deps.store.create(**values), None
+            return self._store_quick_job(values, job_id, ran)
+
+        job, created, result = await asyncio.to_thread(store)
+        if request.validate_only:
+            return jobs_service_pb2.CreateJobResponse(job=job_message(job, job_pb2.JOB_VIEW_BASIC))
         if not created:  # a concurrent call with the same request_id stored its job first
             check_same_request(job, fingerprint, request.program_id, request.inputs)
         if created:
@@ -185,6 +190,10 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         if not created or job.state != DONE or ended.result_json is None:
             return job, created, None
         data = ended.result_json.encode()
+        if typed.is_primitive(job):  # as _result_part reads it back
+            result = typed.primitive_result(ended.result_json)
+            if result.ByteSize() <= RESULT_CHUNK_BYTES:
+                return job, created, jobs_service_pb2.GetJobResultResponse(primitive_result=result)
         if len(data) > RESULT_CHUNK_BYTES:
             return job, created, None
         digest = ResultDigest.of(data)
@@ -428,12 +437,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         checked = asyncio.create_task(self._backend_and_circuits(backend_name, metadata, inputs, primitive))
         try:
             program = await self._programs.program(deps.programs, request.program_id, metadata)
-            if primitive is None:
-                check_inputs(program.id, program.inputs, inputs)
-            elif program.runtime != program_pb2.PROGRAM_RUNTIME_BUILTIN:
-                raise InvalidArgument(f"program {program.id!r} is not the built-in primitive; it takes JSON inputs",
-                                      reason="PRIMITIVE_PROGRAM_MISMATCH", metadata={"program_id": program.id},
-                                      field_violations=[("primitive_input", "must be empty for this program")])
+            _check_program_inputs(program, inputs, primitive)
             backend, chosen = await checked
         finally:
             if not checked.done():
@@ -442,21 +446,18 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                 checked.exception()  # seen: the program's own error, found first, is the one to report
         return program, backend, chosen
 
-    async def _backend_quickly(self, name: str, metadata, program, inputs, job_id: str):
+    async def _backend_quickly(self, name: str, metadata, program, inputs, primitive, job_id: str):
         """The named backend, why, and the job's run if it was quick (quick.py: then that run checked
-        its circuit); else None, once the circuits are checked for the backend as for any job."""
+        its circuits); else None, once the circuits are checked for the backend as for any job."""
         deps = self.deps
         backend, chosen = await self.resolve_backend(name, metadata)
         runtime = program_pb2.ProgramRuntime.Name(program.runtime).removeprefix("PROGRAM_RUNTIME_")
-        sample = quick_sample(program.id, runtime, backend, inputs, session_id="")
-        if sample is not None:
+        run = quick_run(job_id, program.id, runtime, backend, inputs, primitive)
+        if run is not None:
             with deps.executor.quick_slot() as allowed:
-                if allowed:
-                    ran = await run_quickly(deps.devices, await deps.credentials.metadata(), job_id=job_id,
-                                            backend=backend.name, sample=sample)
-                    if ran is not None:
-                        return backend, chosen, ran
-        checks = await asyncio.to_thread(circuit_checks, inputs, None)
+                if allowed and (ran := await run_quickly(deps.devices, await deps.credentials.metadata(), run)):
+                    return backend, chosen, ran
+        checks = await asyncio.to_thread(circuit_checks, inputs, primitive)
         await check_circuits(deps.devices, metadata, backend.name, checks)
         return backend, chosen, None
 
@@ -536,6 +537,17 @@ def _chunk(digest: ResultDigest, data: bytes, offset: int, most: int, what: str)
     while offset + end < size and data[end] & 0xC0 == 0x80:
         end -= 1
     return data[:end].decode(), offset + end if offset + end < size else 0
+
+
+def _check_program_inputs(program: program_pb2.Program, inputs, primitive) -> None:
+    """InvalidArgument unless the inputs suit the program: JSON ones its declared inputs; typed ones
+    (primitive) only a built-in primitive."""
+    if primitive is None:
+        check_inputs(program.id, program.inputs, inputs)
+    elif program.runtime != program_pb2.PROGRAM_RUNTIME_BUILTIN:
+        raise InvalidArgument(f"program {program.id!r} is not the built-in primitive; it takes JSON inputs",
+                              reason="PRIMITIVE_PROGRAM_MISMATCH", metadata={"program_id": program.id},
+                              field_violations=[("primitive_input", "must be empty for this program")])
 
 
 def _stored_inputs(text: str, primitive, digest: ResultDigest | None) -> tuple[str, ResultDigest]:

@@ -98,10 +98,11 @@ def primitive_result(stored: str) -> primitives_pb2.PrimitiveResult:
     return json_format.Parse(stored, primitives_pb2.PrimitiveResult())
 
 
-def run_request(job: JobRecord, primitive: primitives_pb2.PrimitiveInput) -> devices_service_pb2.RunCircuitsRequest:
+def run_request(job_id: str, backend: str, attempt: int, primitive: primitives_pb2.PrimitiveInput
+                ) -> devices_service_pb2.RunCircuitsRequest:
     # The key makes a retried call (devices unreachable for a moment) get the first run's result.
-    return devices_service_pb2.RunCircuitsRequest(backend=job.backend, primitive=primitive, job_id=job.id,
-                                                  idempotency_key=f"{job.id}/{job.attempts}/primitive")
+    return devices_service_pb2.RunCircuitsRequest(backend=backend, primitive=primitive, job_id=job_id,
+                                                  idempotency_key=f"{job_id}/{attempt}/primitive")
 
 
 def describe(primitive: primitives_pb2.PrimitiveInput) -> str:
@@ -109,11 +110,12 @@ def describe(primitive: primitives_pb2.PrimitiveInput) -> str:
     return f"{len(getattr(primitive, kind).pubs)} {kind} PUB(s)"
 
 
-def done_outcome(job: JobRecord, primitive: primitives_pb2.PrimitiveInput,
+def done_outcome(backend: str, primitive: primitives_pb2.PrimitiveInput,
                  response: devices_service_pb2.RunCircuitsResponse, started: dt.datetime) -> Outcome:
+    """The end of the primitive's run on backend, with its log lines."""
     result = response.primitive_result
     seconds = getattr(result, result.WhichOneof("primitive")).metadata.execution_seconds
-    logs = (("INFO", f"running {describe(primitive)} on {job.backend}", started),
+    logs = (("INFO", f"running {describe(primitive)} on {backend}", started),
             ("INFO", f"ran {describe(primitive)} in {seconds:.3f} s of backend time", dt.datetime.now(dt.UTC)))
     text = json_format.MessageToJson(result, indent=None)
     return Outcome(DONE, result=text, logs=logs)

@@ -12,6 +12,7 @@ from qiskit import QuantumCircuit
 from qruntime.encoding import dumps, loads
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2_grpc
 from qruntime.jobs.v1 import jobs_service_pb2 as pb
+from qruntime.primitives.v1 import primitives_pb2 as ppb
 
 from qruntime_kit.errors import from_rpc_error
 
@@ -30,7 +31,7 @@ class Caller:
         return self.created(inputs, backend, program_id, **fields).job
 
     def created(self, inputs, backend: str = BACKEND, program_id: str = "sampler", **fields) -> pb.CreateJobResponse:
-        request = pb.CreateJobRequest(program_id=program_id, inputs=dumps(inputs),
+        request = pb.CreateJobRequest(program_id=program_id, inputs=dumps(inputs) if inputs else "",
                                       options=job_pb2.JobOptions(backend_name=backend), **fields)
         return self.stub.CreateJob(request, metadata=self.metadata, timeout=30)
 
@@ -161,3 +162,39 @@ def test_a_quick_job_never_passes_a_queued_one(start_suite, bell):
             time.sleep(0.2)
     finally:
         caller.channel.close()
+
+
+BELL3 = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; h q[0]; cx q[0], q[1]; c = measure q;'
+
+
+@pytest.mark.parametrize("primitive", [
+    ppb.PrimitiveInput(sampler=ppb.SamplerInput(pubs=[ppb.SamplerPub(circuit=ppb.Circuit(qasm3=BELL3))],
+                                                options=ppb.SamplerOptions(default_shots=300, seed=4))),
+    ppb.PrimitiveInput(estimator=ppb.EstimatorInput(
+        pubs=[ppb.EstimatorPub(circuit=ppb.Circuit(qasm3=BELL3), observables=ppb.ObservablesArray(
+            observables=[ppb.SparsePauliSum(paulis=["ZZ", "XX"], coeffs=[1.0, 0.5])]))],
+        options=ppb.EstimatorOptions(seed=4))),
+], ids=["sampler", "estimator"])
+def test_a_quick_primitive_job_is_done_when_created_as_a_queued_run_would_end(quick_and_queued, primitive):
+    quick, queued = quick_and_queued
+    program = primitive.WhichOneof("primitive")
+    answer = quick.created({}, program_id=program, primitive_input=primitive)
+    assert answer.job.state == job_pb2.JOB_STATE_DONE and answer.result.HasField("primitive_result")
+    assert answer.result == quick.result(answer.job.id)
+    waited = queued.create({}, program_id=program, primitive_input=primitive)
+    assert waited.state == job_pb2.JOB_STATE_QUEUED
+    (ran_events, ran_result), (waited_events, waited_result) = quick.history(answer.job.id), queued.history(waited.id)
+
+    def without_times(result: pb.GetJobResultResponse) -> ppb.PrimitiveResult:
+        typed_result = ppb.PrimitiveResult()
+        typed_result.CopyFrom(result.primitive_result)
+        getattr(typed_result, program).metadata.ClearField("execution_seconds")
+        return typed_result
+
+    assert without_times(ran_result) == without_times(waited_result)  # the same seed, the same values
+    assert [d[:4] for d in described(ran_events)] == [d[:4] for d in described(waited_events)]
+
+    def lines(events: list[job_pb2.JobEvent]) -> list[str]:
+        return [e.log.message.split(" in ")[0] for e in events]  # "ran 1 sampler PUB(s) in 0.001 s ..."
+
+    assert lines(ran_events) == lines(waited_events)

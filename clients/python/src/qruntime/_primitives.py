@@ -50,7 +50,7 @@ class RuntimeJobV2(RuntimeJob, BasePrimitiveJob):
     ``PrimitiveResult``."""
 
     def __init__(self, job: RuntimeJob) -> None:
-        RuntimeJob.__init__(self, job.proto, job._transport)
+        RuntimeJob.__init__(self, job.proto, job._transport, first_result=job._first_result)
         BasePrimitiveJob.__init__(self, job.proto.id)
         self._primitive_result: PrimitiveResult | None = None
 

@@ -212,11 +212,11 @@ class RunCircuitsRequest(_message.Message):
     only_if_quick: _builtins.bool
     """Run only if the run is quick, else run nothing: how the jobs service runs a small job within the
     CreateJob call that submits it. Quick means a backend in service whose slots only quick runs hold
-    or wait for (a quick run waits its turn behind those alone, milliseconds each), and circuits_qpy
-    (not a primitive) that an ideal simulator with the statevector or automatic method runs as they
-    are (no transpiling): each simulating fewer than 14 qubits, with at most 1,000 instructions in all
-    and at most 100,000 shots. Checked after the
-    circuits' own checks, so bad circuits get the usual INVALID_ARGUMENT; a run that is not quick is
+    or wait for (a quick run waits its turn behind those alone, milliseconds each), and circuits (of
+    circuits_qpy, or those the PUBs run, one per binding) that an ideal simulator with the statevector
+    or automatic method runs as they are (no transpiling): each simulating fewer than 14 qubits, with
+    at most 1,000 instructions in all and at most 100,000 shots. Checked after the circuits' own
+    checks, so bad circuits get the usual INVALID_ARGUMENT; a run that is not quick is
     FAILED_PRECONDITION NOT_QUICK, having run nothing.
     """
     @_builtins.property
