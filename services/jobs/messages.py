@@ -20,6 +20,7 @@ _LOG_LEVELS = {v.name.removeprefix("LOG_LEVEL_"): v.number for v in job_pb2.LogL
 _TIME_LIMIT_SOURCES = {v.name.removeprefix("TIME_LIMIT_SOURCE_"): v.number
                        for v in job_pb2.TimeLimitSource.DESCRIPTOR.values}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NO_TIME = dt.timedelta(0)
 
 
 def job_message(job: JobRecord, view: int, *, now: dt.datetime | None = None) -> job_pb2.Job:
@@ -120,11 +121,12 @@ def session_message(session: SessionRecord) -> session_pb2.Session:
 
 
 def _metrics_fields(job: JobRecord, now: dt.datetime) -> dict:
-    """JobMetrics' fields: how long the job waited and ran (up to now, while it does)."""
+    """JobMetrics' fields: how long the job waited and ran (up to now, while it does), from the times'
+    differences as they are (timedeltas: no round trip through float seconds)."""
     started = job.start_time or (None if job.is_final else now)
-    queued = ((started or job.end_time or now) - job.create_time).total_seconds()
-    running = ((job.end_time or now) - job.start_time).total_seconds() if job.start_time else 0.0
-    return {"time_queued": _duration_fields(max(queued, 0.0)), "time_running": _duration_fields(max(running, 0.0)),
+    queued = (started or job.end_time or now) - job.create_time
+    running = (job.end_time or now) - job.start_time if job.start_time else _NO_TIME
+    return {"time_queued": _delta_fields(max(queued, _NO_TIME)), "time_running": _delta_fields(max(running, _NO_TIME)),
             "usage_seconds": job.usage_seconds}
 
 
@@ -174,7 +176,11 @@ def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
 def _duration_fields(seconds: float) -> dict[str, int]:
     """seconds as a Duration's fields, to the microsecond, as Duration.FromTimedelta makes them (without its
     detours)."""
-    delta = dt.timedelta(seconds=seconds)
+    return _delta_fields(dt.timedelta(seconds=seconds))
+
+
+def _delta_fields(delta: dt.timedelta) -> dict[str, int]:
+    """A timedelta as a Duration's fields (see _duration_fields)."""
     whole, micros = delta.days * 86_400 + delta.seconds, delta.microseconds
     if whole < 0 and micros:  # a Duration's seconds and nanos share a sign
         whole, micros = whole + 1, micros - 1_000_000
