@@ -10,7 +10,18 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2, session_pb2
 
 from . import typed, validation
-from .store import INTERIM, LOG, EventRecord, InterimRecord, JobRecord, LogRecord, SessionRecord, utcnow
+from .store import (
+    FINAL_STATES,
+    INTERIM,
+    LOG,
+    EventRecord,
+    InterimRecord,
+    JobRecord,
+    LogRecord,
+    SessionRecord,
+    job_record,
+    utcnow,
+)
 
 # Stored names (store.py: enum names without their prefix) -> the proto enums' numbers, looked up
 # in a dict: Enum.Value(f"PREFIX_{name}") formats and searches a descriptor on every call.
@@ -68,16 +79,17 @@ class JobPages:
     Nothing changes an ended job but its tags (store.py: every write is conditioned on the job being queued
     or running, and its end writes its end time, usage and last event at once), so its message, metrics
     included, is the same at every listing; its key holds its tags and its last event's number. The
-    encodings of the latest `capacity` jobs listed are kept (about 300 bytes each). Thread-safe: pages
-    are built in worker threads."""
+    encodings of the latest `capacity` jobs listed are kept (about 300 bytes each). A page comes as the
+    store's rows (JobStore.list_rows): a job whose message is kept is never made a record, nor a message.
+    Thread-safe: pages are built in worker threads."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         self._capacity = capacity
         self._encoded: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def response(self, jobs: list[JobRecord], next_page_token: str) -> jobs_service_pb2.ListJobsResponse:
-        keys = [(job.id, job.events, job.tags) if job.is_final and job.end_time is not None else None for job in jobs]
+    def response(self, rows: list, next_page_token: str) -> jobs_service_pb2.ListJobsResponse:
+        keys = [_ended_key(row) for row in rows]
         with self._lock:
             found = [self._encoded.get(key) if key else None for key in keys]
             for key, data in zip(keys, found, strict=True):
@@ -85,11 +97,11 @@ class JobPages:
                     self._encoded.move_to_end(key)
         response = jobs_service_pb2.ListJobsResponse(next_page_token=next_page_token)
         now, made = utcnow(), {}
-        for job, key, data in zip(jobs, keys, found, strict=True):
+        for row, key, data in zip(rows, keys, found, strict=True):
             if data is not None:
                 response.jobs.add().MergeFromString(data)  # decoding is cheap; building a message is not
                 continue
-            message = job_message(job, job_pb2.JOB_VIEW_BASIC, now=now)
+            message = job_message(job_record(row), job_pb2.JOB_VIEW_BASIC, now=now)
             response.jobs.append(message)
             if key:  # not while its metrics run on
                 made[key] = message.SerializeToString()
@@ -99,6 +111,14 @@ class JobPages:
                 while len(self._encoded) > self._capacity:
                     self._encoded.popitem(last=False)
         return response
+
+
+def _ended_key(row) -> tuple | None:
+    """The key of an ended job's kept Job message (JobPages), from its row: its id, last event and tags;
+    None for a job not ended (its message changes as it runs)."""
+    if row.state not in FINAL_STATES or row.end_time is None:
+        return None
+    return row.id, row.events, tuple(sorted(row.tag_list.split(" "))) if row.tag_list else ()
 
 
 def session_message(session: SessionRecord) -> session_pb2.Session:

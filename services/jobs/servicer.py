@@ -212,10 +212,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         store, instance = self.deps.store, _scope(principal)
 
         def page() -> jobs_service_pb2.ListJobsResponse:  # messages built here too (see GetJob)
+            if view == job_pb2.JOB_VIEW_BASIC:  # rows: JobPages makes records only of jobs it has no message of
+                return self._pages.response(*store.list_rows(instance, page_size=size, page_token=request.page_token,
+                                                             where=where))
             jobs, token = store.list(instance, page_size=size, page_token=request.page_token, where=where,
                                      inputs=_inputs_read(view))
-            if view == job_pb2.JOB_VIEW_BASIC:
-                return self._pages.response(jobs, token)
             now = utcnow()
             return jobs_service_pb2.ListJobsResponse(jobs=[job_message(j, view, now=now) for j in jobs],
                                                      next_page_token=token)

@@ -456,6 +456,9 @@ def _record(row: sa.Row) -> JobRecord:
     return record
 
 
+job_record = _record  # of a row of JobStore.list_rows
+
+
 def _event(row: sa.Row) -> EventRecord:
     return EventRecord(number=row.number, time=_utc(row.time), kind=row.kind, state=row.state, reason=row.reason,
                        attempt=row.attempt, level=row.level, text=row.text)
@@ -625,9 +628,20 @@ class JobStore:
         reads about page_size entries when most match.
 
         A page holds fewer than page_size jobs when they would pass LIST_PAGE_BYTES (always one at least)."""
+        rows, token = self.list_rows(instance, page_size=page_size, page_token=page_token, where=where,
+                                     inputs=inputs)
+        return [_record(row) for row in rows], token
+
+    def list_rows(
+        self, instance: str | None, *, page_size: int, page_token: str = "", where: JobFilter | None = None,
+        inputs: int | None = 0,
+    ) -> tuple[list[sa.Row], str]:
+        """list's page as the rows it reads, each with JobRecord's fields by name (but `tag_list`: the
+        job's tags joined by spaces, in no order; times naive on SQLite) and made a JobRecord by
+        job_record: ListJobs makes a record only of a job whose Job message it has not kept (JobPages)."""
         bound_to = where.fingerprint() if where is not None else ""
         position = self._decode_page_token(page_token, bound_to)
-        jobs, size, more = [], 0, False
+        page, size, more = [], 0, False
         with self._engine.connect() as conn:
             walked = self._walked_tag(conn, instance, where.tags) if where is not None else None
             query, params = _list_query(inputs, page_size, instance, position, where, walked)
@@ -636,15 +650,15 @@ class JobStore:
             else:  # rows with inputs: a few at a time, never all the inputs at once
                 rows = conn.execution_options(yield_per=8).execute(query, params)
             for row in rows:
-                job = _record(row)
-                size += len((job.inputs or "").encode()) + len(job.reason_message.encode())
-                if len(jobs) == page_size or (jobs and size > LIST_PAGE_BYTES):
+                size += len((row.inputs or "").encode()) + len(row.reason_message.encode())
+                if len(page) == page_size or (page and size > LIST_PAGE_BYTES):
                     more = True
                     break
-                jobs.append(job)
+                page.append(row)
         if not more:
-            return jobs, ""
-        return jobs, self._encode_page_token({"t": jobs[-1].create_time.isoformat(), "id": jobs[-1].id}, bound_to)
+            return page, ""
+        last = page[-1]
+        return page, self._encode_page_token({"t": _utc(last.create_time).isoformat(), "id": last.id}, bound_to)
 
     def _walked_tag(self, conn: sa.Connection, instance: str | None, tags: frozenset[str]) -> str | None:
         """The tag whose index a tags filter walks (None without tags): the one tag, or of several the one
