@@ -11,7 +11,6 @@ from qruntime.jobs.v1 import job_pb2, jobs_service_pb2, session_pb2
 
 from . import typed, validation
 from .store import (
-    FINAL_STATES,
     INTERIM,
     LOG,
     EventRecord,
@@ -19,6 +18,7 @@ from .store import (
     JobRecord,
     LogRecord,
     SessionRecord,
+    ended_version,
     job_record,
     utcnow,
 )
@@ -78,10 +78,10 @@ class JobPages:
 
     Nothing changes an ended job but its tags (store.py: every write is conditioned on the job being queued
     or running, and its end writes its end time, usage and last event at once), so its message, metrics
-    included, is the same at every listing; its key holds its tags and its last event's number. The
-    encodings of the latest `capacity` jobs listed are kept (about 300 bytes each). A page comes as the
-    store's rows (JobStore.list_rows): a job whose message is kept is never made a record, nor a message.
-    Thread-safe: pages are built in worker threads."""
+    included, is the same at every listing; its key holds its tags and its last event's number
+    (store.ended_version). The encodings of the latest `capacity` jobs listed are kept (about 300 bytes
+    each). A page comes as the store's rows (JobStore.list_rows): a job whose message is kept is never
+    made a record, nor a message. Thread-safe: pages are built in worker threads."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         self._capacity = capacity
@@ -89,7 +89,7 @@ class JobPages:
         self._lock = threading.Lock()
 
     def response(self, rows: list, next_page_token: str) -> jobs_service_pb2.ListJobsResponse:
-        keys = [_ended_key(row) for row in rows]
+        keys = [ended_version(row) for row in rows]
         with self._lock:
             found = [self._encoded.get(key) if key else None for key in keys]
             for key, data in zip(keys, found, strict=True):
@@ -111,14 +111,6 @@ class JobPages:
                 while len(self._encoded) > self._capacity:
                     self._encoded.popitem(last=False)
         return response
-
-
-def _ended_key(row) -> tuple | None:
-    """The key of an ended job's kept Job message (JobPages), from its row: its id, last event and tags;
-    None for a job not ended (its message changes as it runs)."""
-    if row.state not in FINAL_STATES or row.end_time is None:
-        return None
-    return row.id, row.events, tuple(sorted(row.tag_list.split(" "))) if row.tag_list else ()
 
 
 def session_message(session: SessionRecord) -> session_pb2.Session:

@@ -429,6 +429,7 @@ _RECORD_FIELDS = [field.name for field in dataclasses.fields(JobRecord)]
 _TIMES_AT = [_RECORD_FIELDS.index(name) for name in ("create_time", "start_time", "end_time")]
 _NULLABLE_AT = [_RECORD_FIELDS.index(name) for name in ("request_id", "session_id")]  # NULL for none
 _TAGS_AT, _PRIMITIVE_AT = _RECORD_FIELDS.index("tags"), _RECORD_FIELDS.index("primitive_inputs")
+_INPUTS_AT, _REASON_MESSAGE_AT = _RECORD_FIELDS.index("inputs"), _RECORD_FIELDS.index("reason_message")
 
 
 @functools.cache  # a few sizes: the statement is built once for each
@@ -457,6 +458,18 @@ def _record(row: sa.Row) -> JobRecord:
 
 
 job_record = _record  # of a row of JobStore.list_rows
+_ID_AT, _STATE_AT, _END_AT, _EVENTS_AT = (_RECORD_FIELDS.index(n) for n in ("id", "state", "end_time", "events"))
+
+
+def ended_version(row: sa.Row) -> tuple[str, int, tuple[str, ...]] | None:
+    """What an ended job's row of JobStore.list_rows is as of now: its id, last event's number and tags
+    (nothing else changes once a job has ended: every write is conditioned on the job being queued or
+    running, and its end writes its end time, usage and last event at once); None for a job not ended.
+    By position: a row's fields by name cost a third of a microsecond each."""
+    if row[_STATE_AT] not in FINAL_STATES or row[_END_AT] is None:
+        return None
+    tags = row[_TAGS_AT]
+    return row[_ID_AT], row[_EVENTS_AT], tuple(sorted(tags.split(" "))) if tags else ()
 
 
 def _event(row: sa.Row) -> EventRecord:
@@ -650,7 +663,7 @@ class JobStore:
             else:  # rows with inputs: a few at a time, never all the inputs at once
                 rows = conn.execution_options(yield_per=8).execute(query, params)
             for row in rows:
-                size += len((row.inputs or "").encode()) + len(row.reason_message.encode())
+                size += len((row[_INPUTS_AT] or "").encode()) + len(row[_REASON_MESSAGE_AT].encode())
                 if len(page) == page_size or (page and size > LIST_PAGE_BYTES):
                     more = True
                     break
