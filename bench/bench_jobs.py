@@ -5,8 +5,9 @@
   same client threads) — how much of what gRPC alone can do a whole durable job keeps.
 - listing: 100,000 stored jobs; a filtered ListJobs page of 100 through the service, against the
   same page without a filter (p50 over many calls); and successive pages, each read once.
-- fan-out: Bell job latency while 1,000 clients watch one long job (WatchJob), against the same
-  with nobody watching.
+- fan-out: Bell job latency while 1,000 clients watch a long job (WatchJob), against the same with
+  nobody watching: segments of --rounds jobs, crowded ones between alone ones, the median ratio of each
+  crowded segment to the alone ones either side (the machine's speed drifts), and the suite's CPU.
 
     .venv/bin/python -W ignore bench/bench_jobs.py [--seconds 10] [--only throughput,listing,fanout]
 """
@@ -259,7 +260,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-FANOUT_SEGMENTS = 6  # crowded segments of `rounds` Bell jobs each, between alone ones (seven)
+FANOUT_SEGMENTS = 10  # crowded segments of `rounds` Bell jobs each, between alone ones (eleven)
 
 
 def fanout(tmp: Path, rounds: int) -> None:
@@ -294,6 +295,7 @@ def fanout(tmp: Path, rounds: int) -> None:
                 job = service.run("hello-world", {"iterations": 1000}, {"backend_name": "simulator_statevector"})
                 while (status := job.status()) != "RUNNING" and not status.final:
                     time.sleep(0.05)
+                time.sleep(0.5)  # its start (a program host taken, its first circuit) behind it
                 watched[:] = [job, time.monotonic()]
             return job
 
@@ -362,7 +364,7 @@ def fanout(tmp: Path, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per throughput measurement")
-    parser.add_argument("--rounds", type=int, default=100, help="jobs per latency measurement")
+    parser.add_argument("--rounds", type=int, default=100, help="jobs per latency measurement (fan-out: per segment)")
     parser.add_argument("--only", default="throughput,listing,fanout")
     args = parser.parse_args()
     parts = args.only.split(",")
