@@ -341,7 +341,8 @@ def fanout(tmp: Path, rounds: int) -> None:
             alone.append(segment("alone"))
         took = time.monotonic() - started
         commands.send("")
-        watched[0].cancel()
+        if not watched[0].status().final:
+            watched[0].cancel()
         process.join(30)
         process.kill()
     ratios = sorted(statistics.median(c) / statistics.median(a + b)
