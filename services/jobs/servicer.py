@@ -60,6 +60,9 @@ RESULT_CHUNK_BYTES = 16 * 1024 * 1024  # a result larger than this comes in chun
 INPUTS_CHUNK_BYTES = 16 * 1024 * 1024  # so do inputs (GetJobInputs)
 
 
+_JOB_STATE_VALUES = frozenset(job_pb2.JobState.values())  # values() makes a new list at every call
+
+
 @dataclasses.dataclass(frozen=True)
 class JobsDependencies:
     """What the servicer works with, ready once the component has started."""
@@ -202,7 +205,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         principal = _reader(current_principal())
         size = page_size(request.page_size, **JOBS_PAGE)
         view = _view(request.view)
-        if request.state not in job_pb2.JobState.values():
+        if request.state not in _JOB_STATE_VALUES:
             raise InvalidArgument(
                 f"state {request.state} is not a JobState", reason="INVALID_STATE",
                 field_violations=[("state", "must be a JobState value")],
