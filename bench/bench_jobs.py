@@ -5,8 +5,9 @@
   same client threads) — how much of what gRPC alone can do a whole durable job keeps.
 - listing: 100,000 stored jobs; a filtered ListJobs page of 100 through the service, against the
   same page without a filter (p50 over many calls); and successive pages, each read once.
-- fan-out: Bell job latency while 1,000 clients watch one long job (WatchJob), against the same
-  with nobody watching.
+- fan-out: Bell job latency while 1,000 clients watch a long job (WatchJob), against the same with
+  nobody watching: segments of --rounds jobs, crowded ones between alone ones, the median ratio of each
+  crowded segment to the alone ones either side (the machine's speed drifts), and the suite's CPU.
 
     .venv/bin/python -W ignore bench/bench_jobs.py [--seconds 10] [--only throughput,listing,fanout]
 """
@@ -204,25 +205,40 @@ def listing(tmp: Path, rounds: int = 300) -> None:
 
 # -- fan-out ---------------------------------------------------------------------------------
 
-def _watchers(url: str, token: str, job_id: str, count: int, ready: multiprocessing.Event, events) -> None:
-    """count WatchJob streams of one job, in their own process, counting what they receive."""
+def _watchers(url: str, token: str, count: int, commands, events) -> None:
+    """count WatchJob streams of one job, in their own process, opened when sent the job's id and closed
+    on "close" (each answered once done), counting the events they receive; "" ends them."""
     from qruntime.jobs.v1 import jobs_service_pb2 as pb
     from qruntime.jobs.v1 import jobs_service_pb2_grpc
 
     async def watch_all() -> None:
+        loop = asyncio.get_running_loop()
         async with grpc.aio.insecure_channel(url) as channel:
             stub = jobs_service_pb2_grpc.JobsServiceStub(channel)
             metadata = (("authorization", f"Bearer {token}"),)
+            while job_id := await loop.run_in_executor(None, commands.recv):
+                heard = asyncio.Semaphore(0)
 
-            async def one() -> None:
-                async for response in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=metadata):
-                    with events.get_lock():
-                        events.value += len(response.events)
+                async def one(job_id: str = job_id, heard: asyncio.Semaphore = heard) -> None:
+                    first = True  # its history replayed (the job is young: from the watch's own cache), then live
+                    async for response in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=metadata):
+                        with events.get_lock():
+                            events.value += len(response.events)
+                        if first:
+                            first = False
+                            heard.release()
 
-            tasks = [asyncio.create_task(one()) for _ in range(count)]
-            await asyncio.sleep(3)
-            ready.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                tasks = [asyncio.create_task(one()) for _ in range(count)]
+                with contextlib.suppress(TimeoutError):  # each has heard of an event: all are following
+                    async with asyncio.timeout(30):
+                        for _ in range(count):
+                            await heard.acquire()
+                commands.send("opened")
+                await loop.run_in_executor(None, commands.recv)  # "close"
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                commands.send("closed")
 
     asyncio.run(watch_all())
 
@@ -235,57 +251,121 @@ def logged(service, job_id: str) -> int:
     return len(transport.call(transport.jobs.ListJobLogs, pb.ListJobLogsRequest(job_id=job_id, page_size=5000)).entries)
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used (Linux: /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+FANOUT_SEGMENTS = 10  # crowded segments of `rounds` Bell jobs each, between alone ones (eleven)
+
+
 def fanout(tmp: Path, rounds: int) -> None:
+    """Bell job latency in segments of `rounds` jobs, alternately with nobody watching and with WATCHERS
+    following a long job: alone, crowded, alone, ..., alone. The machine's speed drifts (other work shares
+    it), so each crowded segment is compared with the alone segments on either side of it, and the ratio
+    reported is the median of those comparisons."""
     from qruntime import ReferenceCircuits
 
+    segments = FANOUT_SEGMENTS
     with suite(tmp / "fanout") as running:
         service, circuit = client(running), ReferenceCircuits.bell()
 
-        def latencies() -> list[float]:
+        def latencies(count: int) -> list[float]:
             values = []
-            for _ in range(rounds):
+            for _ in range(count):
                 started = time.perf_counter()
                 service.run("sampler", {"circuits": circuit, "shots": SHOTS},
                             {"backend_name": "ibmq_qasm_simulator"}).result()
                 values.append((time.perf_counter() - started) * 1000)
             return values
 
-        # One long job that logs and publishes all along, running in both measurements: only who
-        # watches it differs.
-        watched = service.run("hello-world", {"iterations": 900}, {"backend_name": "simulator_statevector"})
-        for _ in range(5):
-            latencies()
-        alone = latencies()
-        token = service._transport.tokens.token()
+        # A long job that logs and publishes all along runs in every segment: only who watches it differs.
+        # A job may publish 1,000 interim results (one an iteration), so a fresh one is started now and then.
+        watched = [None, 0.0]
+
+        def watched_job():
+            job, since = watched
+            if job is None or time.monotonic() - since > 20 or job.status().final:  # some 600 events at most
+                if job is not None and not job.status().final:
+                    job.cancel()
+                job = service.run("hello-world", {"iterations": 1000}, {"backend_name": "simulator_statevector"})
+                while (status := job.status()) != "RUNNING" and not status.final:
+                    time.sleep(0.05)
+                time.sleep(0.5)  # its start (a program host taken, its first circuit) behind it
+                watched[:] = [job, time.monotonic()]
+            return job
+
+        def answer(expected: str) -> None:
+            if not commands.poll(120) or commands.recv() != expected:
+                raise RuntimeError(f"the watchers did not answer {expected!r}")
+
         spawn = multiprocessing.get_context("spawn")
-        ready, events = spawn.Event(), spawn.Value("q", 0)
-        process = spawn.Process(
-            target=_watchers, args=(running.url, token, watched.job_id, WATCHERS, ready, events), daemon=True)
+        commands, theirs = spawn.Pipe()
+        events = spawn.Value("q", 0)
+        process = spawn.Process(target=_watchers, daemon=True, args=(
+            running.url, service._transport.tokens.token(), WATCHERS, theirs, events))
         process.start()
-        ready.wait(120)
-        received_before, logged_before = events.value, logged(service, watched.job_id)
-        crowded = latencies()
-        received, logged_lines = events.value - received_before, logged(service, watched.job_id) - logged_before
-        if watched.status().final:
-            print("(warning: the watched job ended before the measurement did)")
-        else:
-            watched.cancel()
+        latencies(10)
+        watched_job()
+        suite_pid, cpu = running.processes["suite"].pid, {"alone": [0.0, 0.0], "crowded": [0.0, 0.0]}
+
+        def segment(kind: str) -> list[float]:
+            """rounds Bell jobs, and the suite process's CPU time and the wall time they took."""
+            cpu_before, wall_before = cpu_seconds(suite_pid), time.monotonic()
+            values = latencies(rounds)
+            cpu[kind][0] += cpu_seconds(suite_pid) - cpu_before
+            cpu[kind][1] += time.monotonic() - wall_before
+            return values
+
+        alone, crowded, received, lines = [segment("alone")], [], 0, 0
+        started = time.monotonic()
+        for _ in range(segments):
+            job = watched[0]
+            commands.send(job.job_id)
+            answer("opened")
+            time.sleep(0.5)  # the watchers' start-up (their calls, the first messages) behind them
+            received_before, logged_before = events.value, logged(service, job.job_id)
+            crowded.append(segment("crowded"))
+            received += events.value - received_before
+            lines += logged(service, job.job_id) - logged_before
+            if job.status().final:
+                print("(warning: the watched job ended during a crowded segment)")
+            commands.send("close")
+            answer("closed")
+            time.sleep(0.5)
+            job = watched_job()  # a fresh one, if need be, before an alone segment: both see the same
+            alone.append(segment("alone"))
+        took = time.monotonic() - started
+        commands.send("")
+        if not watched[0].status().final:
+            watched[0].cancel()
         process.join(30)
         process.kill()
-    a, c = statistics.median(alone), statistics.median(crowded)
+    ratios = sorted(statistics.median(c) / statistics.median(a + b)
+                    for c, a, b in zip(crowded, alone, alone[1:], strict=False))
+    every_alone, every_crowded = sum(alone, []), sum(crowded, [])
+    a, c = statistics.median(every_alone), statistics.median(every_crowded)
     print(f"\n## fan-out: Bell sampler job latency while {WATCHERS} clients watch a long job that runs beside "
-          f"it ({rounds} jobs each)")
+          f"it ({segments} segments of {rounds} jobs crowded, {segments + 1} alone, interleaved, {took:.0f} s)")
     print(f"{'':<28}{'p50 ms':>8}{'p95 ms':>8}{'p50 / alone':>13}")
-    print(f"{'nobody watching':<28}{a:>8.2f}{percentile(alone, 0.95):>8.2f}{1:>13.2f}")
-    print(f"{f'{WATCHERS} watching':<28}{c:>8.2f}{percentile(crowded, 0.95):>8.2f}{c / a:>13.2f}")
-    print(f"(meanwhile the watched job logged {logged_lines} lines, and the watchers received {received:,} "
-          "events: about two per line, each)")
+    print(f"{'nobody watching':<28}{a:>8.2f}{percentile(every_alone, 0.95):>8.2f}{1:>13.2f}")
+    print(f"{f'{WATCHERS} watching':<28}{c:>8.2f}{percentile(every_crowded, 0.95):>8.2f}{c / a:>13.2f}")
+    print(f"crowded / alone, segment by segment (each against the alone segments either side): median "
+          f"{statistics.median(ratios):.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}")
+    print(f"the suite process's CPU: {cpu['alone'][0] / cpu['alone'][1]:.2f} cores nobody watching, "
+          f"{cpu['crowded'][0] / cpu['crowded'][1]:.2f} cores {WATCHERS} watching")
+    print(f"(while crowded the watched job logged {lines} lines, and each watcher received "
+          f"{received / WATCHERS:,.0f} events)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per throughput measurement")
-    parser.add_argument("--rounds", type=int, default=100, help="jobs per latency measurement")
+    parser.add_argument("--rounds", type=int, default=100, help="jobs per latency measurement (fan-out: per segment)")
     parser.add_argument("--only", default="throughput,listing,fanout")
     args = parser.parse_args()
     parts = args.only.split(",")

@@ -10,7 +10,18 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2, session_pb2
 
 from . import typed, validation
-from .store import INTERIM, LOG, EventRecord, InterimRecord, JobRecord, LogRecord, SessionRecord, utcnow
+from .store import (
+    INTERIM,
+    LOG,
+    EventRecord,
+    InterimRecord,
+    JobRecord,
+    LogRecord,
+    SessionRecord,
+    ended_version,
+    job_record,
+    utcnow,
+)
 
 # Stored names (store.py: enum names without their prefix) -> the proto enums' numbers, looked up
 # in a dict: Enum.Value(f"PREFIX_{name}") formats and searches a descriptor on every call.
@@ -20,6 +31,7 @@ _LOG_LEVELS = {v.name.removeprefix("LOG_LEVEL_"): v.number for v in job_pb2.LogL
 _TIME_LIMIT_SOURCES = {v.name.removeprefix("TIME_LIMIT_SOURCE_"): v.number
                        for v in job_pb2.TimeLimitSource.DESCRIPTOR.values}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NO_TIME = dt.timedelta(0)
 
 
 def job_message(job: JobRecord, view: int, *, now: dt.datetime | None = None) -> job_pb2.Job:
@@ -66,17 +78,18 @@ class JobPages:
 
     Nothing changes an ended job but its tags (store.py: every write is conditioned on the job being queued
     or running, and its end writes its end time, usage and last event at once), so its message, metrics
-    included, is the same at every listing; its key holds its tags and its last event's number. The
-    encodings of the latest `capacity` jobs listed are kept (about 300 bytes each). Thread-safe: pages
-    are built in worker threads."""
+    included, is the same at every listing; its key holds its tags and its last event's number
+    (store.ended_version). The encodings of the latest `capacity` jobs listed are kept (about 300 bytes
+    each). A page comes as the store's rows (JobStore.list_rows): a job whose message is kept is never
+    made a record, nor a message. Thread-safe: pages are built in worker threads."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         self._capacity = capacity
         self._encoded: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def response(self, jobs: list[JobRecord], next_page_token: str) -> jobs_service_pb2.ListJobsResponse:
-        keys = [(job.id, job.events, job.tags) if job.is_final and job.end_time is not None else None for job in jobs]
+    def response(self, rows: list, next_page_token: str) -> jobs_service_pb2.ListJobsResponse:
+        keys = [ended_version(row) for row in rows]
         with self._lock:
             found = [self._encoded.get(key) if key else None for key in keys]
             for key, data in zip(keys, found, strict=True):
@@ -84,11 +97,11 @@ class JobPages:
                     self._encoded.move_to_end(key)
         response = jobs_service_pb2.ListJobsResponse(next_page_token=next_page_token)
         now, made = utcnow(), {}
-        for job, key, data in zip(jobs, keys, found, strict=True):
+        for row, key, data in zip(rows, keys, found, strict=True):
             if data is not None:
                 response.jobs.add().MergeFromString(data)  # decoding is cheap; building a message is not
                 continue
-            message = job_message(job, job_pb2.JOB_VIEW_BASIC, now=now)
+            message = job_message(job_record(row), job_pb2.JOB_VIEW_BASIC, now=now)
             response.jobs.append(message)
             if key:  # not while its metrics run on
                 made[key] = message.SerializeToString()
@@ -120,11 +133,12 @@ def session_message(session: SessionRecord) -> session_pb2.Session:
 
 
 def _metrics_fields(job: JobRecord, now: dt.datetime) -> dict:
-    """JobMetrics' fields: how long the job waited and ran (up to now, while it does)."""
+    """JobMetrics' fields: how long the job waited and ran (up to now, while it does), from the times'
+    differences as they are (timedeltas: no round trip through float seconds)."""
     started = job.start_time or (None if job.is_final else now)
-    queued = ((started or job.end_time or now) - job.create_time).total_seconds()
-    running = ((job.end_time or now) - job.start_time).total_seconds() if job.start_time else 0.0
-    return {"time_queued": _duration_fields(max(queued, 0.0)), "time_running": _duration_fields(max(running, 0.0)),
+    queued = (started or job.end_time or now) - job.create_time
+    running = (job.end_time or now) - job.start_time if job.start_time else _NO_TIME
+    return {"time_queued": _delta_fields(max(queued, _NO_TIME)), "time_running": _delta_fields(max(running, _NO_TIME)),
             "usage_seconds": job.usage_seconds}
 
 
@@ -174,7 +188,11 @@ def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
 def _duration_fields(seconds: float) -> dict[str, int]:
     """seconds as a Duration's fields, to the microsecond, as Duration.FromTimedelta makes them (without its
     detours)."""
-    delta = dt.timedelta(seconds=seconds)
+    return _delta_fields(dt.timedelta(seconds=seconds))
+
+
+def _delta_fields(delta: dt.timedelta) -> dict[str, int]:
+    """A timedelta as a Duration's fields (see _duration_fields)."""
     whole, micros = delta.days * 86_400 + delta.seconds, delta.microseconds
     if whole < 0 and micros:  # a Duration's seconds and nanos share a sign
         whole, micros = whole + 1, micros - 1_000_000

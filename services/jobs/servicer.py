@@ -61,6 +61,9 @@ RESULT_CHUNK_BYTES = 16 * 1024 * 1024  # a result larger than this comes in chun
 INPUTS_CHUNK_BYTES = 16 * 1024 * 1024  # so do inputs (GetJobInputs)
 
 
+_JOB_STATE_VALUES = frozenset(job_pb2.JobState.values())  # values() makes a new list at every call
+
+
 @dataclasses.dataclass(frozen=True)
 class JobsDependencies:
     """What the servicer works with, ready once the component has started."""
@@ -226,7 +229,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         principal = _reader(current_principal())
         size = page_size(request.page_size, **JOBS_PAGE)
         view = _view(request.view)
-        if request.state not in job_pb2.JobState.values():
+        if request.state not in _JOB_STATE_VALUES:
             raise InvalidArgument(
                 f"state {request.state} is not a JobState", reason="INVALID_STATE",
                 field_violations=[("state", "must be a JobState value")],
@@ -236,10 +239,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         store, instance = self.deps.store, _scope(principal)
 
         def page() -> jobs_service_pb2.ListJobsResponse:  # messages built here too (see GetJob)
+            if view == job_pb2.JOB_VIEW_BASIC:  # rows: JobPages makes records only of jobs it has no message of
+                return self._pages.response(*store.list_rows(instance, page_size=size, page_token=request.page_token,
+                                                             where=where))
             jobs, token = store.list(instance, page_size=size, page_token=request.page_token, where=where,
                                      inputs=_inputs_read(view))
-            if view == job_pb2.JOB_VIEW_BASIC:
-                return self._pages.response(jobs, token)
             now = utcnow()
             return jobs_service_pb2.ListJobsResponse(jobs=[job_message(j, view, now=now) for j in jobs],
                                                      next_page_token=token)

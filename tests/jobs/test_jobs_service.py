@@ -322,6 +322,16 @@ def test_list_jobs_filters_and_pages(world, bell):
     assert len(done) == 4
     err = world.me.error("ListJobs", pb.ListJobsRequest(page_token="garbage"))
     assert err.reason == "INVALID_PAGE_TOKEN"
+    # A page token is bound to its filter; the next page with the same filter is the rest of it.
+    first = world.me.ListJobs(pb.ListJobsRequest(page_size=1, filter="program = sampler"))
+    err = world.me.error("ListJobs", pb.ListJobsRequest(page_size=1, filter="program = hello-world",
+                                                        page_token=first.next_page_token))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.reason == "INVALID_PAGE_TOKEN"
+    rest = world.me.ListJobs(pb.ListJobsRequest(page_size=5, filter="program = sampler",
+                                                page_token=first.next_page_token))
+    assert [j.id for j in [*first.jobs, *rest.jobs]] == ids[::-1] and rest.next_page_token == ""
+    err = world.me.error("ListJobs", pb.ListJobsRequest(state=99))  # not a JobState
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.reason == "INVALID_STATE"
 
 
 def test_uploaded_python_programs_run_in_their_sandbox(world):
