@@ -18,6 +18,9 @@ that found it down puts its job back in the queue, with a line in the job's logs
 does not count against its attempts; the replica then stops claiming for a backoff (1 s, doubling to
 30 s while the outage lasts), so the other queued jobs stay queued until a probe run gets through.
 
+Quick jobs (quick.py) run beside the workers, within the CreateJob calls that submit them, while as far
+as this replica knows no job waits in the queue (quick_slot).
+
 Sessions move on at the same beat (store.sweep_sessions: past max_time, idle, closed and drained);
 how they schedule their jobs is the claim's business (store.claim_next_queued). Input uploads that
 expired unused are deleted at the same beat too (store.sweep_uploads).

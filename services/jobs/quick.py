@@ -76,13 +76,14 @@ def quick_run(job_id: str, program_id: str, runtime: str, backend: backend_pb2.B
     return QuickRun(request, sample)
 
 
-async def run_quickly(devices: devices_service_pb2_grpc.DevicesServiceStub, metadata, run: QuickRun
-                      ) -> QuickRun | None:
-    """The run made if it was quick (metadata: the jobs service's own credentials); None when it did
-    not run (the job is then checked and queued as any other)."""
+async def run_quickly(devices: devices_service_pb2_grpc.DevicesServiceStub, metadata, run: QuickRun,
+                      limit_seconds: float) -> QuickRun | None:
+    """The run made if it was quick (metadata: the jobs service's own credentials) and ended within the
+    job's time limit; None when it did not run (the job is then checked and queued as any other)."""
     started = _now()
     try:
-        response = await call(devices.RunCircuits, run.request, metadata=metadata, timeout=TIMEOUT_SECONDS)
+        response = await call(devices.RunCircuits, run.request, metadata=metadata,
+                              timeout=min(TIMEOUT_SECONDS, limit_seconds))
     except ServiceError as err:
         if err.reason != "NOT_QUICK":  # a refused circuit, a devices service down: the usual path says so
             log.info("quick run not made; the job goes the usual way", job_id=run.request.job_id, reason=err.reason)

@@ -133,12 +133,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             program = await self._programs.program(deps.programs, request.program_id, metadata)
             _check_program_inputs(program, inputs, primitive)
             backend, chosen, ran = await self._backend_quickly(backend_name, metadata, program, inputs, primitive,
-                                                               job_id)
+                                                               job_id, request)
         else:
             program, backend, chosen = await self._program_and_backend(request, backend_name, metadata, inputs,
                                                                        primitive)
-        requested = request.options.max_execution_time if request.options.HasField("max_execution_time") else None
-        limit_seconds, limit_source = time_limit(backend, program, requested)
+        limit_seconds, limit_source = time_limit(backend, program, _requested_limit(request))
         values = dict(
             instance=instance,
             owner=principal.subject,
@@ -192,11 +191,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         job, created = self.deps.store.create(**values, job_id=job_id, ended=ended)
         if not created or job.state != DONE or ended.result_json is None:
             return job, created, None
-        data = ended.result_json.encode()
         if typed.is_primitive(job):  # as _result_part reads it back
             result = typed.primitive_result(ended.result_json)
             if result.ByteSize() <= RESULT_CHUNK_BYTES:
                 return job, created, jobs_service_pb2.GetJobResultResponse(primitive_result=result)
+        data = ended.result_json.encode()
         if len(data) > RESULT_CHUNK_BYTES:
             return job, created, None
         digest = ResultDigest.of(data)
@@ -290,7 +289,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         job, replay, result = await asyncio.to_thread(
             self._watch_opening, request.job_id, instance, request.after_sequence, request.include_result)
         # Messages encoded by the watch, once for all its watchers, and written rather than yielded: a
-        # coroutine's writes pass no layers of interceptors (kit.interceptors._wrap), a generator's each would.
+        # coroutine's writes skip the per-response step a generator's pass (kit.interceptors).
         if replay is not None:
             for message in replay:
                 await context.write(message)
@@ -450,7 +449,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
                 checked.exception()  # seen: the program's own error, found first, is the one to report
         return program, backend, chosen
 
-    async def _backend_quickly(self, name: str, metadata, program, inputs, primitive, job_id: str):
+    async def _backend_quickly(self, name: str, metadata, program, inputs, primitive, job_id: str, request):
         """The named backend, why, and the job's run if it was quick (quick.py: then that run checked
         its circuits); else None, once the circuits are checked for the backend as for any job."""
         deps = self.deps
@@ -458,8 +457,11 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         runtime = program_pb2.ProgramRuntime.Name(program.runtime).removeprefix("PROGRAM_RUNTIME_")
         run = quick_run(job_id, program.id, runtime, backend, inputs, primitive)
         if run is not None:
+            # Within the job's time limit too: past it, the job is queued, and its run there ends at the limit.
+            limit, _ = time_limit(backend, program, _requested_limit(request))
             with deps.executor.quick_slot() as allowed:
-                if allowed and (ran := await run_quickly(deps.devices, await deps.credentials.metadata(), run)):
+                if allowed and (ran := await run_quickly(deps.devices, await deps.credentials.metadata(), run,
+                                                         limit)):
                     return backend, chosen, ran
         checks = await asyncio.to_thread(circuit_checks, inputs, primitive)
         await check_circuits(deps.devices, metadata, backend.name, checks)
@@ -519,6 +521,10 @@ def time_limit(
                   (requested or duration_pb2.Duration(), "USER")]
     limits = [(d.ToTimedelta().total_seconds(), source) for d, source in candidates if d.seconds > 0 or d.nanos > 0]
     return min(limits, key=lambda limit: limit[0]) if limits else (DEFAULT_LIMIT_SECONDS, "SYSTEM")
+
+
+def _requested_limit(request: jobs_service_pb2.CreateJobRequest) -> duration_pb2.Duration | None:
+    return request.options.max_execution_time if request.options.HasField("max_execution_time") else None
 
 
 def _check_offset(offset: int) -> None:

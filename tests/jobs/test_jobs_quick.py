@@ -8,6 +8,7 @@ import time
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from qiskit import QuantumCircuit
 from qruntime.encoding import dumps, loads
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2_grpc
@@ -198,3 +199,13 @@ def test_a_quick_primitive_job_is_done_when_created_as_a_queued_run_would_end(qu
         return [e.log.message.split(" in ")[0] for e in events]  # "ran 1 sampler PUB(s) in 0.001 s ..."
 
     assert lines(ran_events) == lines(waited_events)
+
+
+def test_a_quick_job_keeps_its_time_limit(quick_and_queued, bell):
+    quick, _ = quick_and_queued
+    request = pb.CreateJobRequest(program_id="sampler", inputs=dumps({"circuits": [bell]}), options=job_pb2.JobOptions(
+        backend_name=BACKEND, max_execution_time=duration_pb2.Duration(nanos=1000)))  # a microsecond
+    job = quick.stub.CreateJob(request, metadata=quick.metadata, timeout=30).job
+    assert job.state in (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING)  # not run at once: too long
+    events, result = quick.history(job.id)
+    assert result is None and events[-1].state_change.reason == job_pb2.JOB_REASON_TIME_LIMIT_EXCEEDED
