@@ -191,8 +191,8 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         job, created = self.deps.store.create(**values, job_id=job_id, ended=ended)
         if not created or job.state != DONE or ended.result_json is None:
             return job, created, None
-        if typed.is_primitive(job):  # as _result_part reads it back
-            result = typed.primitive_result(ended.result_json)
+        if typed.is_primitive(job):  # what _result_part reads back from its proto3 JSON: the devices' answer
+            result = ran.response.primitive_result
             if result.ByteSize() <= RESULT_CHUNK_BYTES:
                 return job, created, jobs_service_pb2.GetJobResultResponse(primitive_result=result)
         data = ended.result_json.encode()
