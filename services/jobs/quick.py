@@ -8,10 +8,11 @@ time end to end. So when CreateJob meets the sampler's common case (direct.py) o
 only if the run is quick (RunCircuitsRequest.only_if_quick: no other kind of run at the backend,
 small ideal circuits), which checks them as it checks every run. When it ran, the job is stored
 once, ended, with the history a queued run would have given it (store.EndedRun), and CreateJob
-answers with it. Anything else (not quick, a refusal, an error, a timeout) and CreateJob goes on as
-for any job: the circuits are checked and the job is queued, so what a user is told of a bad circuit
-or a busy backend does not change. A quick run that was not stored (the replica died, the insert
-failed) ran on a simulator for nothing: nothing was acknowledged, and a retry runs it again.
+answers with it and its result (CreateJobResponse.result). Anything else (not quick, a refusal, an
+error, a timeout) and CreateJob goes on as for any job: the circuits are checked and the job is
+queued, so what a user is told of a bad circuit or a busy backend does not change. A quick run that
+was not stored (the replica died, the insert failed) ran on a simulator for nothing: nothing was
+acknowledged, and a retry runs it again.
 
 Not for sessions (their jobs run in their order), physical systems (their work runs once, through
 their queue), a per-instance running limit (the claim's to keep), nor programs in hosts.
@@ -22,18 +23,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-import structlog
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_service_pb2_grpc
 from qruntime.primitives.v1 import primitives_pb2
 
 from qruntime_kit.errors import ServiceError
+from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import call
 
 from . import typed
 from .direct import DirectSample, sample_of, sampler_outcome, sampling_request
 from .store import EndedRun
 
-log = structlog.get_logger("jobs.quick")
+log = get_logger("jobs.quick")
 # A quick run takes milliseconds; one that takes longer than this is given up (its worker is killed)
 # and the job queued as any other.
 TIMEOUT_SECONDS = 5.0

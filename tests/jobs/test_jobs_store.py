@@ -511,3 +511,24 @@ def test_result_chunks_end_on_character_boundaries_and_refuse_offsets_inside_one
     with pytest.raises(InvalidArgument) as caught:
         chunk(1)  # the second byte of "é"
     assert caught.value.reason == "INVALID_OFFSET"
+
+
+def test_a_job_that_ran_before_it_was_stored_is_stored_ended_with_its_whole_history(database_url):
+    store = JobStore(database_url)
+    started = dt.datetime(2026, 12, 2, 12, 0, 0, 250_000, tzinfo=dt.UTC)
+    ended = store_module.EndedRun(
+        runner="replica-1", start_time=started, end_time=started + dt.timedelta(milliseconds=4), state=DONE,
+        result_json='{"counts": [{"00": 5}]}', logs=(("INFO", "sampling 1 circuit(s)", started),
+                                                     ("INFO", "sampled 1 circuit(s)", started)))
+    job, created = new_job(store, job_id="0123456789abcdef0123", ended=ended, tags=["quick"])
+    assert created and job.id == "0123456789abcdef0123" and store.get(job.id, inputs=None) == job
+    assert (job.state, job.attempts, job.start_time, job.end_time) == (DONE, 1, started, ended.end_time)
+    assert job.create_time == started and job.usage_seconds == pytest.approx(0.004)
+    events = store.events_after(job.id, 0)
+    assert [(e.number, e.kind, e.state or e.text, e.attempt) for e in events] == [
+        (1, "STATE", QUEUED, 0), (2, "STATE", RUNNING, 1), (3, "LOG", "sampling 1 circuit(s)", 0),
+        (4, "LOG", "sampled 1 circuit(s)", 0), (5, "STATE", DONE, 1)]
+    assert store.get_result(job.id) == ended.result_json
+    assert store.result_part(job.id, 0, 100)[1] == ended.result_json.encode()
+    assert [j.id for j in store.list(A, page_size=10, where=parse_filter("tags:quick", caller="user-1"))[0]] == [job.id]
+    assert store.claim_next_queued("replica-2") is None  # nothing left to run
