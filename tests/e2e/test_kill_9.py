@@ -6,12 +6,14 @@ run twice."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 import pytest
 import sqlalchemy as sa
-from qruntime import IBMRuntimeService
+from qruntime import IBMRuntimeService, ReferenceCircuits
 from qruntime.exceptions import ServiceUnavailableError
+from qruntime.jobs.v1 import jobs_service_pb2
 
 from qruntime_suite import launch
 
@@ -109,3 +111,56 @@ def test_two_jobs_replicas_on_postgres_one_killed_the_other_finishes_its_jobs_no
         # Each run logs its greeting first: no job ran more often than it was claimed (a run cut off
         # at once may not have logged it).
         assert 1 <= hellos[job_id] <= row.attempts, (row, hellos[job_id])
+
+
+def test_kill_9_amid_quick_jobs_loses_none_that_was_answered(tmp_path):
+    """Quick jobs (jobs/quick.py) run within CreateJob: one the suite answered is stored DONE with the
+    result it answered, whenever the suite dies; one it did not answer left nothing half done."""
+    launched = launch.embedded(tmp_path / "data", extra_env={"QRUNTIME_WARM_UP": "false"})
+    answered: list = []  # (job, the result that came with the answer)
+    stop = threading.Event()
+
+    def submit(s: IBMRuntimeService) -> None:
+        while not stop.is_set():
+            try:
+                job = s.run(program_id="sampler", options={"backend_name": "ibmq_qasm_simulator"},
+                            inputs={"circuits": ReferenceCircuits.bell(), "shots": 100})
+            except Exception:  # noqa: BLE001 - the suite is down: not answered, nothing to find
+                time.sleep(0.05)
+                continue
+            answered.append((job, job._first_result))
+
+    try:
+        with service(launched) as s:
+            threads = [threading.Thread(target=submit, args=(s,)) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+
+            def until_quick(count: int) -> None:
+                deadline = time.monotonic() + 60
+                while sum(first is not None for _, first in answered) < count:
+                    assert time.monotonic() < deadline, f"{len(answered)} answered"
+                    time.sleep(0.05)
+
+            until_quick(20)
+            launched.kill("suite")  # amid runs, stores and answers
+            before = len(answered)
+            launched.restart("suite")
+            until_quick(before + 20)  # the threads' jobs run quick again after the restart
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+            quick = [(job, first) for job, first in answered if first is not None]
+            for job, first in quick:  # answered DONE with their result: stored so
+                assert job.status().name == "DONE"
+                request = jobs_service_pb2.GetJobResultRequest(job_id=job.job_id)
+                assert job._transport.call(job._transport.jobs.GetJobResult, request) == first
+            queued = [job for job, first in answered if first is None]  # right after the restart, say
+            assert set(final_states(queued).values()) <= {"DONE"}
+            assert all(sum(job.result()["counts"][0].values()) == 100 for job in queued)
+            stored = s.jobs(limit=None)  # those answered, and any stored whose answer the kill cut off
+            assert len(stored) >= len(answered)
+            assert set(final_states(stored).values()) == {"DONE"}
+            assert all(sum(job.result()["counts"][0].values()) == 100 for job in stored)
+    finally:
+        launched.stop()
