@@ -25,7 +25,6 @@ steps use (both ends of each call) bounds the jobs a second the machine's cores 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import multiprocessing
 import os
@@ -41,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from echo import STREAM, UNARY, echo_server
 
 SHOTS = 1024
 PAYLOAD = b"x" * 600
@@ -79,26 +79,6 @@ def local_mode() -> Callable[[], object]:
 
 
 # -- gRPC, bare -----------------------------------------------------------------------------------
-
-
-def _server(port, ready) -> None:
-    async def echo(request: bytes, context) -> bytes:
-        return request
-
-    async def once(request: bytes, context):
-        yield request
-
-    async def serve() -> None:
-        server = grpc.aio.server()
-        handlers = {"Echo": grpc.unary_unary_rpc_method_handler(echo),
-                    "Once": grpc.unary_stream_rpc_method_handler(once)}
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Floor", handlers)])
-        port.value = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        ready.set()
-        await server.wait_for_termination()
-
-    asyncio.run(serve())
 
 
 # -- a worker process over a socket pair ------------------------------------------------------------
@@ -160,24 +140,20 @@ def main() -> None:
     local = measure(local_mode(), rounds)  # first: nothing of qruntime's loaded into Aer's process yet
 
     spawn = multiprocessing.get_context("spawn")  # fresh interpreters: no gRPC state inherited by a fork
-    port, ready = spawn.Value("i", 0), spawn.Event()
-    server = spawn.Process(target=_server, args=(port, ready), daemon=True)
-    server.start()
     ours, theirs = socket.socketpair()
     worker = spawn.Process(target=_worker, args=(theirs,), daemon=True)
     worker.start()
     theirs.close()
     try:
-        ready.wait(30)
-        channel = grpc.insecure_channel(f"127.0.0.1:{port.value}")
-        echo, once = channel.unary_unary("/bench.Floor/Echo"), channel.unary_stream("/bench.Floor/Once")
-        measured["unary"] = measure(lambda: echo(PAYLOAD, timeout=10), rounds, server.pid)
-        measured["stream"] = measure(lambda: list(once(PAYLOAD, timeout=10)), rounds, server.pid)
-        ceiling = echo_ceiling(lambda payload: echo(payload, timeout=10))
+        with echo_server() as (address, server_pid):
+            channel = grpc.insecure_channel(address)
+            echo, once = channel.unary_unary(UNARY), channel.unary_stream(STREAM)
+            measured["unary"] = measure(lambda: echo(PAYLOAD, timeout=10), rounds, server_pid)
+            measured["stream"] = measure(lambda: list(once(PAYLOAD, timeout=10)), rounds, server_pid)
+            ceiling = echo_ceiling(lambda payload: echo(payload, timeout=10))
         stream = ours.makefile("rwb")
         measured["worker"] = measure(lambda: _exchange(stream), rounds, worker.pid)
     finally:
-        server.kill()
         worker.kill()
     from qiskit import qpy
     from qiskit_aer import AerSimulator

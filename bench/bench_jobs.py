@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+from echo import UNARY as ECHO
+from echo import echo_server
 
 CLIENTS = (1, 8, 64)
 SHOTS = 1024
@@ -75,37 +77,12 @@ def sustained(call: Callable[[], object], clients: int, seconds: float) -> float
 
 # -- throughput ------------------------------------------------------------------------------
 
-def _echo_server(port: multiprocessing.Value, ready: multiprocessing.Event) -> None:
-    async def serve() -> None:
-        server = grpc.aio.server()
-        handler = grpc.unary_unary_rpc_method_handler(_echo)
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler})])
-        port.value = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        ready.set()
-        await server.wait_for_termination()
-
-    asyncio.run(serve())
-
-
-async def _echo(request: bytes, context) -> bytes:
-    return request
-
-
 def echo_ceiling(seconds: float) -> dict[int, float]:
-    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no gRPC state inherited by a fork
-    port, ready = spawn.Value("i", 0), spawn.Event()
-    process = spawn.Process(target=_echo_server, args=(port, ready), daemon=True)
-    process.start()
-    ready.wait(30)
-    try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port.value}")
-        echo = channel.unary_unary("/bench.Echo/Echo")
+    with echo_server() as (address, _):
+        echo = grpc.insecure_channel(address).unary_unary(ECHO)
         payload = b"x" * 600  # about a CreateJob request with a Bell circuit
         echo(payload)
         return {n: sustained(lambda: echo(payload, timeout=10), n, seconds) for n in CLIENTS}
-    finally:
-        process.kill()
 
 
 def throughput(tmp: Path, seconds: float) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import signal
 import statistics
@@ -40,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from echo import UNARY, echo_server
 
 PY_SPY = "/work/prof/pv/bin/py-spy"
 
@@ -48,22 +48,6 @@ def cpu_seconds(pid: int) -> float:
     """The CPU time a process has used (user and system), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _echo_server(port, ready) -> None:
-    async def echo(request: bytes, context) -> bytes:
-        return request
-
-    async def serve() -> None:
-        server = grpc.aio.server()
-        handlers = {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.PerCall", handlers)])
-        port.value = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        ready.set()
-        await server.wait_for_termination()
-
-    asyncio.run(serve())
 
 
 class Target:
@@ -168,13 +152,8 @@ def main() -> None:
 
     from qruntime_suite import launch
 
-    spawn = multiprocessing.get_context("spawn")
-    port, ready = spawn.Value("i", 0), spawn.Event()
-    echo_server = spawn.Process(target=_echo_server, args=(port, ready), daemon=True)
-    echo_server.start()
-    with tempfile.TemporaryDirectory() as tmp, \
+    with echo_server() as (echo_address, echo_pid), tempfile.TemporaryDirectory() as tmp, \
             launch.running(launch.embedded(Path(tmp) / "suite", extra_env={"QRUNTIME_WARM_UP": "false"})) as suite:
-        ready.wait(30)
         pid = suite.processes["suite"].pid
         channel = grpc.insecure_channel(suite.url)
         bootstrap = suite.bootstrap
@@ -186,10 +165,10 @@ def main() -> None:
         request = devices_service_pb2.GetBackendRequest(name=backend)
         size = len(devices.GetBackend(request, metadata=metadata).SerializeToString())
         health = health_pb2_grpc.HealthStub(channel)
-        echo_channel = grpc.insecure_channel(f"127.0.0.1:{port.value}")
-        echo, payload = echo_channel.unary_unary("/bench.PerCall/Echo"), b"x" * size  # GetBackend's answer's size
+        echo_channel = grpc.insecure_channel(echo_address)
+        echo, payload = echo_channel.unary_unary(UNARY), b"x" * size  # GetBackend's answer's size
         targets = [
-            Target("echo", lambda: echo(payload, timeout=10), echo_server.pid),
+            Target("echo", lambda: echo(payload, timeout=10), echo_pid),
             Target("health", lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=10), pid),
             Target("get-backend", lambda: devices.GetBackend(request, metadata=metadata, timeout=10), pid),
         ]
@@ -219,7 +198,6 @@ def main() -> None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT, not on SIGTERM
             spy.wait(60)
         load = os.getloadavg()
-    echo_server.kill()
     with tempfile.TemporaryDirectory() as tmp:
         local_us = in_process(Path(tmp), args.calls, args.blocks)
 
