@@ -24,6 +24,7 @@ import dataclasses
 import datetime as dt
 
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_service_pb2_grpc
+from qruntime.jobs.v1 import jobs_service_pb2
 from qruntime.primitives.v1 import primitives_pb2
 
 from qruntime_kit.errors import ServiceError
@@ -38,6 +39,17 @@ log = get_logger("jobs.quick")
 # A quick run takes milliseconds; one that takes longer than this is given up (its worker is killed)
 # and the job queued as any other.
 TIMEOUT_SECONDS = 5.0
+# The largest CreateJob request that may be a quick job. Its circuit is taken from the inputs (base64
+# decoded, or the PUBs copied into the run's request) on the event loop: microseconds at this size,
+# where quick circuits (at most 1,000 instructions) fit many times over.
+MAX_REQUEST_BYTES = 256 * 1024
+
+
+def candidate(request: jobs_service_pb2.CreateJobRequest, backend_name: str, request_bytes: int) -> bool:
+    """Whether CreateJob tries the job as a quick one: a built-in primitive's program, a named backend,
+    its inputs in the request and small, neither in a session nor a dry run."""
+    return (request.program_id in typed.PROGRAMS and bool(backend_name) and request_bytes <= MAX_REQUEST_BYTES
+            and not (request.session_id or request.validate_only or request.input_upload_id))
 
 
 @dataclasses.dataclass(frozen=True)

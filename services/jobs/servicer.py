@@ -27,7 +27,7 @@ from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import Credentials, call
 from qruntime_kit.store import page_size
 
-from . import typed, uploads, validation
+from . import quick, typed, uploads, validation
 from .admission import AdmissionLimits, check_admission
 from .circuit_checks import Check, check_circuits, circuit_checks, refused_everywhere
 from .executor import JobExecutor
@@ -43,7 +43,7 @@ from .messages import (
     timestamp,
 )
 from .program_lookup import ProgramLookup
-from .quick import QuickRun, quick_run, run_quickly
+from .quick import QuickRun
 from .sessions import check_session_job
 from .store import DONE, FINAL_STATES, JobRecord, JobStore, ResultDigest, new_job_id, utcnow, would_create
 from .uploads import UploadLimits
@@ -98,17 +98,17 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         principal = current_principal()
         principal.require("job.create")
         instance = principal.require_instance("jobs")
-        inputs = await asyncio.to_thread(check_create_request, request)  # up to 32 MiB of JSON to parse
+        # Up to 32 MiB of JSON to parse, and the whole request to digest: off the event loop.
+        inputs, fingerprint, request_bytes = await asyncio.to_thread(_checked_request, request)
         uploads.check_alone(request)
         primitive = request.primitive_input if request.HasField("primitive_input") else None
         if primitive is not None:
             typed.check_request(request.program_id, primitive, request.inputs)
         deps = self.deps
-        upload = None
         if request.input_upload_id:  # what it holds, for the fingerprint (one a retried call's job used too)
             upload = await asyncio.to_thread(deps.store.get_upload, request.input_upload_id, instance=instance,
                                              owner=principal.subject, used=True)
-        fingerprint = request_fingerprint(request, upload)
+            fingerprint = request_fingerprint(request, upload)  # of a request without its inputs: small
         if request.request_id:  # a retry: answer with the job the first call created, if it asked the same
             existing = await asyncio.to_thread(deps.store.find_by_request_id, instance, request.request_id)
             if existing is not None:
@@ -128,8 +128,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             await asyncio.to_thread(check_admission, deps.store, instance, deps.limits)
         metadata = await deps.credentials.metadata(on_behalf_of=principal)
         job_id, ran = new_job_id(), None
-        if request.program_id in typed.PROGRAMS and backend_name and not (
-                request.session_id or request.validate_only):  # maybe a quick job (quick.py)
+        if quick.candidate(request, backend_name, request_bytes):  # maybe a quick job (quick.py)
             program = await self._programs.program(deps.programs, request.program_id, metadata)
             _check_program_inputs(program, inputs, primitive)
             backend, chosen, ran = await self._backend_quickly(backend_name, metadata, program, inputs, primitive,
@@ -455,12 +454,12 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         deps = self.deps
         backend, chosen = await self.resolve_backend(name, metadata)
         runtime = program_pb2.ProgramRuntime.Name(program.runtime).removeprefix("PROGRAM_RUNTIME_")
-        run = quick_run(job_id, program.id, runtime, backend, inputs, primitive)
+        run = quick.quick_run(job_id, program.id, runtime, backend, inputs, primitive)
         if run is not None:
             # Within the job's time limit too: past it, the job is queued, and its run there ends at the limit.
             limit, _ = time_limit(backend, program, _requested_limit(request))
             with deps.executor.quick_slot() as allowed:
-                if allowed and (ran := await run_quickly(deps.devices, await deps.credentials.metadata(), run,
+                if allowed and (ran := await quick.run_quickly(deps.devices, await deps.credentials.metadata(), run,
                                                          limit)):
                     return backend, chosen, ran
         checks = await asyncio.to_thread(circuit_checks, inputs, primitive)
@@ -547,6 +546,11 @@ def _chunk(digest: ResultDigest, data: bytes, offset: int, most: int, what: str)
     while offset + end < size and data[end] & 0xC0 == 0x80:
         end -= 1
     return data[:end].decode(), offset + end if offset + end < size else 0
+
+
+def _checked_request(request: jobs_service_pb2.CreateJobRequest) -> tuple[dict, str, int]:
+    """The request's inputs, checked (check_create_request), its fingerprint and its size in bytes."""
+    return check_create_request(request), request_fingerprint(request), request.ByteSize()
 
 
 def _check_program_inputs(program: program_pb2.Program, inputs, primitive) -> None:
