@@ -194,10 +194,9 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             result = ran.response.primitive_result
             if result.ByteSize() <= RESULT_CHUNK_BYTES:
                 return job, created, jobs_service_pb2.GetJobResultResponse(primitive_result=result)
-        data = ended.result_json.encode()
-        if len(data) > RESULT_CHUNK_BYTES:
+        digest = ended.result_digest  # as stored: computed once
+        if digest.size > RESULT_CHUNK_BYTES:
             return job, created, None
-        digest = ResultDigest.of(data)
         return job, created, jobs_service_pb2.GetJobResultResponse(
             result=ended.result_json, total_bytes=digest.size, sha256=digest.sha256)
 

@@ -382,6 +382,11 @@ class EndedRun:
     result_json: str | None = None
     logs: tuple[tuple[str, str, dt.datetime], ...] = ()
 
+    @functools.cached_property
+    def result_digest(self) -> ResultDigest | None:
+        """The result's size and SHA-256, as stored with it (None without a result)."""
+        return None if self.result_json is None else ResultDigest.of(self.result_json.encode())
+
 
 def new_job_id() -> str:
     """20 lowercase hex characters, like the ids of IBM's runtime jobs."""
@@ -617,8 +622,7 @@ class JobStore:
                        *(_log_event(level, text, time) for level, text, time in ended.logs),
                        _state_event(ended.state, ended.end_time, reason=ended.reason, text=storable(ended.message),
                                     attempt=1)]
-            if ended.result_json is not None:
-                digest = ResultDigest.of(ended.result_json.encode())
+            if (digest := ended.result_digest) is not None:
                 result = {"job_id": values["id"], "result": ended.result_json, "size_bytes": digest.size,
                           "sha256": digest.sha256.hex()}
         values["events"] = len(events)

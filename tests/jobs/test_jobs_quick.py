@@ -103,7 +103,10 @@ def test_a_quick_job_is_done_when_created_with_the_history_and_result_a_queued_r
 
 def test_circuits_that_are_not_quick_are_queued_and_run_as_usual(quick_and_queued, bell):
     quick, _ = quick_and_queued
+    padded = bell.copy()
+    padded.metadata = {"notes": "x" * 300_000}  # a request past quick.MAX_REQUEST_BYTES
     for inputs, backend in (({"circuits": [wide(14)], "shots": 100}, BACKEND),  # too wide to run at once
+                            ({"circuits": [padded], "shots": 100}, BACKEND),  # too large a request to try
                             ({"circuits": [bell], "shots": 100}, "simulator_mps"),  # not a state vector
                             ({"circuits": [bell, bell], "shots": 100}, BACKEND)):  # two circuits: the host's
         job = quick.create(inputs, backend=backend)
