@@ -23,15 +23,14 @@ import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.circuit import Gate
 from qiskit.result.postprocess import format_counts, format_counts_memory
-from qiskit_aer.library import SaveStatevector
 
 _AFTER_MEASUREMENTS = frozenset({"measure", "barrier"})
 
 
 @dataclasses.dataclass(frozen=True)
 class FinalMeasurements:
-    """A circuit to simulate once (its measurements replaced by saving its final state vector), the
-    qubits it measures and where each one's outcome goes."""
+    """A circuit to simulate once (the circuit without its measurements), the qubits it measures and
+    where each one's outcome goes."""
 
     circuit: QuantumCircuit
     qubits: list[int]  # the measured qubits, in the order of their measurements
@@ -74,7 +73,6 @@ def final_measurements(circuit: QuantumCircuit) -> FinalMeasurements | None:
             unmeasured.append(instruction)
     if not qubits or len(set(qubits)) != len(qubits) or len(set(clbits)) != len(clbits):
         return None
-    unmeasured.append(SaveStatevector(unmeasured.num_qubits), unmeasured.qubits)
     return FinalMeasurements(unmeasured, qubits, clbits)
 
 

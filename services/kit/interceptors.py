@@ -184,8 +184,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                         written = self._audit.add(event_of(method.name, principal, request, outcome, code, reason))
                         # Answered only once recorded, but not held up for long: with auth unreachable the
                         # event stays queued, and is written when auth is back.
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(asyncio.shield(written), self._audit.WAIT_SECONDS)
+                        with contextlib.suppress(TimeoutError):  # (timing out cancels the future, not the write)
+                            async with asyncio.timeout(self._audit.WAIT_SECONDS):
+                                await written
             except ServiceError as err:
                 await context.abort_with_status(err.to_status(method.domain))
             except grpc.aio.AbortError:
