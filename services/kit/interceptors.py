@@ -145,7 +145,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         bound = structlog.contextvars.bind_contextvars(request_id=request_id, method=method.name)
         started = time.perf_counter()
         try:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            # The request id goes back in the trailing metadata: it travels with the status, in the write
+            # that ends the call, where initial metadata of our own would be a write of its own (0.18 ms of
+            # a call's latency and a sixth of its CPU here; grpc.aio sends a response's initial metadata
+            # empty unless sent apart). A failed call's status carries it the same way.
+            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             try:  # errors: the one place domain errors become gRPC statuses
                 if isinstance(request, Undecodable):  # before anything reads the request
                     raise InvalidArgument(
@@ -188,13 +192,13 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                             async with asyncio.timeout(self._audit.WAIT_SECONDS):
                                 await written
             except ServiceError as err:
-                await context.abort_with_status(err.to_status(method.domain))
+                await context.abort_with_status(_with_request_id(err.to_status(method.domain), request_id))
             except grpc.aio.AbortError:
                 raise
             except Exception:
                 log.exception("unhandled error")
                 err = Internal("internal error; the service logged the details", reason="INTERNAL")
-                await context.abort_with_status(err.to_status(method.domain))
+                await context.abort_with_status(_with_request_id(err.to_status(method.domain), request_id))
         finally:
             if not method.open:
                 code = context.code()
@@ -222,6 +226,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         principal = await self._verifier.verify(token.strip(), method.audience)
         structlog.contextvars.bind_contextvars(subject=principal.subject)
         return principal
+
+
+def _with_request_id(status: grpc.Status, request_id: str) -> grpc.Status:
+    """The status with the request id in its trailing metadata (abort replaces what was set before)."""
+    return status._replace(trailing_metadata=(*status.trailing_metadata, (REQUEST_ID_KEY, request_id)))
 
 
 def nul_violations(message: Message, prefix: str = "") -> list[FieldViolation]:

@@ -85,10 +85,10 @@ class Router(grpc.GenericRpcHandler):
                 response = await call
             except grpc.aio.AioRpcError as err:
                 # The callee's status goes back as it is: code, message and the rich details that
-                # travel in its trailing metadata (grpc-status-details-bin).
-                await context.send_initial_metadata(tuple(err.initial_metadata()))
+                # travel in its trailing metadata (grpc-status-details-bin), with its request id.
+                await _send_initial(context, err.initial_metadata())
                 await context.abort(err.code(), err.details() or "", trailing_metadata=tuple(err.trailing_metadata()))
-            await context.send_initial_metadata(tuple(await call.initial_metadata()))
+            await _send_initial(context, await call.initial_metadata())
             context.set_trailing_metadata(tuple(await call.trailing_metadata()))
             return response
 
@@ -101,7 +101,7 @@ class Router(grpc.GenericRpcHandler):
         async def forward(request: bytes, context: grpc.aio.ServicerContext):
             call = callable_(request, metadata=_forwarded(context), timeout=context.time_remaining())
             try:
-                await context.send_initial_metadata(tuple(await call.initial_metadata()))
+                await _send_initial(context, await call.initial_metadata())
                 async for response in call:
                     yield response
             except grpc.aio.AioRpcError as err:
@@ -114,6 +114,14 @@ class Router(grpc.GenericRpcHandler):
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels.values()))
+
+
+async def _send_initial(context: grpc.aio.ServicerContext, metadata) -> None:
+    """The callee's initial metadata passed on, if it sent any: the suite's services send none (their
+    request id goes in the trailing metadata), and an empty one goes with the response for free, where
+    sending it apart is a write of its own."""
+    if metadata:
+        await context.send_initial_metadata(tuple(metadata))
 
 
 def _forwarded(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:

@@ -110,7 +110,7 @@ async def _errors(request: web.Request, handler):
         return error_response(error)
     except grpc.aio.AioRpcError as err:
         response = error_response(from_rpc_error(err))
-        response.headers.update({k: v for k, v in (err.initial_metadata() or ()) if k == REQUEST_ID_KEY})
+        response.headers.update({k: v for k, v in (err.trailing_metadata() or ()) if k == REQUEST_ID_KEY})
         return response
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as err:
         if not request.path.startswith(("/api/", "/identity/")):
@@ -211,7 +211,7 @@ class FrontDoor:
             except grpc.aio.AioRpcError as err:
                 self._forget_refused(scope, err)
                 raise
-            headers = {k: v for k, v in (await call.initial_metadata() or ()) if k == REQUEST_ID_KEY}
+            headers = {k: v for k, v in (await call.trailing_metadata() or ()) if k == REQUEST_ID_KEY}
             if response.ByteSize() > _INLINE_BYTES:  # a large result is written off the event loop
                 text = await asyncio.to_thread(lambda: json.dumps(to_json(response)))
             else:

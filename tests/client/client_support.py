@@ -1,7 +1,7 @@
 """Helpers of the client tests against the real suite (the fixtures are in conftest.py).
 
 ``Recorder`` observes the client's own channel: each call's method, request, the metadata sent and
-the initial metadata the server answered with. The other helpers reach into the running suite the
+the trailing metadata the server answered with (its request id). The other helpers reach into the running suite the
 way an operator or another user would affect it: a busy backend, an expired or foreign token.
 """
 
@@ -41,7 +41,7 @@ class Call:
     method: str  # e.g. "GetJob"
     request: Any  # a copy, as sent
     sent: dict[str, str]  # the metadata the client sent
-    echoed: dict[str, str]  # the initial metadata the server answered with
+    echoed: dict[str, str]  # the trailing metadata the server answered with
     code: grpc.StatusCode
 
 
@@ -61,7 +61,7 @@ class Recorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercept
         method = client_call_details.method
         method = method.decode() if isinstance(method, bytes) else method
         with self._lock:
-            self.log.append(Call(method.rsplit("/", 1)[-1], copy, sent, dict(outcome.initial_metadata() or ()),
+            self.log.append(Call(method.rsplit("/", 1)[-1], copy, sent, dict(outcome.trailing_metadata() or ()),
                                  outcome.code()))
         return outcome
 

@@ -29,14 +29,16 @@ class StandIn(programs_service_pb2_grpc.ProgramsServiceServicer):
 
     async def GetProgram(self, request, context):
         received = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in context.invocation_metadata()}
-        await context.send_initial_metadata((("x-request-id", received.get("x-request-id", "")),))
+        request_id = ("x-request-id", received.get("x-request-id", ""))  # as the suite's services answer it
         if request.program_id == "missing":
             error = NotFound("program 'missing' not found", reason="PROGRAM_NOT_FOUND",
                              metadata={"program_id": "missing"}, field_violations=[("program_id", "unknown")])
-            await context.abort_with_status(error.to_status("programs.qruntime"))
+            status = error.to_status("programs.qruntime")
+            await context.abort_with_status(status._replace(trailing_metadata=(*status.trailing_metadata, request_id)))
+        await context.send_initial_metadata((("x-initial", "kept"),))  # a callee's own, if it sends any
         if request.program_id == "slow":
             await self.release.wait()
-        context.set_trailing_metadata((("x-trailer", "kept"),))
+        context.set_trailing_metadata((("x-trailer", "kept"), request_id))
         report = {"metadata": received, "time_remaining": context.time_remaining()}
         return pb.GetProgramResponse(program=program_pb2.Program(id=request.program_id, description=json.dumps(report)))
 
@@ -65,16 +67,16 @@ def test_rich_errors_come_back_unchanged_with_the_request_id():
             try:
                 await call
             except grpc.aio.AioRpcError as err:
-                return from_rpc_error(err), await call.initial_metadata()
+                return from_rpc_error(err), err.trailing_metadata()
             raise AssertionError("the error did not come through")
 
-    error, initial = asyncio.run(scenario())
+    error, trailing = asyncio.run(scenario())
     assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND")
     assert error.domain == "programs.qruntime"
     assert error.message == "program 'missing' not found"
     assert error.metadata == {"program_id": "missing"}
     assert error.field_violations == [("program_id", "unknown")]
-    assert dict(initial)["x-request-id"] == "req-1"
+    assert dict(trailing)["x-request-id"] == "req-1"
 
 
 def test_metadata_deadline_and_the_answers_metadata_are_forwarded():
@@ -93,8 +95,8 @@ def test_metadata_deadline_and_the_answers_metadata_are_forwarded():
         "authorization": "Bearer t0k", "x-request-id": "req-2", "x-blob-bin": "0001"}
     assert 0 < report["time_remaining"] < 6  # the caller's 5 s, give or take the clock's rounding
     assert json.loads(without_deadline.program.description)["time_remaining"] is None
-    assert dict(initial)["x-request-id"] == "req-2"
-    assert dict(trailing)["x-trailer"] == "kept"
+    assert dict(initial)["x-initial"] == "kept"
+    assert (dict(trailing)["x-trailer"], dict(trailing)["x-request-id"]) == ("kept", "req-2")
 
 
 def test_unknown_methods_and_services_are_unimplemented():

@@ -27,7 +27,7 @@ def test_a_request_id_that_does_not_look_like_one_is_replaced(start_suite, sent)
         stub = auth_service_pb2_grpc.AuthServiceStub(channel)
         _, call = stub.ListSigningKeys.with_call(auth_service_pb2.ListSigningKeysRequest(),
                                                  metadata=((("x-request-id", sent)),))
-    echoed = dict(call.initial_metadata())["x-request-id"]
+    echoed = dict(call.trailing_metadata())["x-request-id"]
     assert echoed != sent and len(echoed) == 32
 
 

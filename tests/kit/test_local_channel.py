@@ -182,10 +182,10 @@ def test_the_request_id_is_passed_on_and_echoed(suite):
         stub = programs_service_pb2_grpc.ProgramsServiceStub(suite.suite.runtime.local)
         answer = stub.GetProgram(programs_service_pb2.GetProgramRequest(program_id="sampler"),
                                  metadata=metadata, timeout=10)
-        return dict(await answer.initial_metadata()), (await answer).program.id
+        return dict(await answer.trailing_metadata()), (await answer).program.id
 
-    initial, program = suite.run(ask())
-    assert (initial["x-request-id"], program) == ("passed-on-1", "sampler")
+    trailing, program = suite.run(ask())
+    assert (trailing["x-request-id"], program) == ("passed-on-1", "sampler")
 
 
 # A probe service, to see the callee's side: what it sees of its caller, and when it is cancelled.
