@@ -20,6 +20,7 @@ from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_servic
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2, jobs_service_pb2_grpc
 from qruntime.programs.v1 import program_pb2, programs_service_pb2_grpc
 
+from qruntime_kit.audit import write_success_here
 from qruntime_kit.auth import Principal, current_principal
 from qruntime_kit.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError, Unavailable
 from qruntime_kit.interceptors import current_request_id
@@ -175,8 +176,12 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
                 return would_create(**values), False, None
             if ran is None:
-                return *deps.store.create(**values), None
-            return self._store_quick_job(values, job_id, ran)
+                (job, created), result = deps.store.create(**values), None
+            else:
+                job, created, result = self._store_quick_job(values, job_id, ran)
+            if created:  # committed: the call succeeds
+                write_success_here()
+            return job, created, result
 
         job, created, result = await asyncio.to_thread(store)
         if request.validate_only:

@@ -1,7 +1,9 @@
 """The audit trail: every call that creates, changes or deletes something, and every refused call,
 becomes an audit event (who, which instance, the action by its full name, outcome, request id,
 time), written to the auth service before the call is answered, which keeps them append-only for
-account administrators.
+account administrators. Where auth runs in the same process (the embedded suite), a handler may write
+its call's success event itself, from the thread of its last blocking step (write_success_here),
+sparing the call the sink's own round trip.
 
 One interceptor records for every service, from one table of what each mutating method does: a
 service adds a method by adding a line to AUDITED_ACTIONS, nothing in its own code.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
@@ -113,6 +116,39 @@ def _target(request) -> str:
 
 
 Writer = Callable[[list[AuditEvent]], Awaitable[None]]
+BlockingWriter = Callable[[list[AuditEvent]], None]
+
+
+@dataclasses.dataclass
+class PendingSuccess:
+    """An audited call's success event, which its handler may write itself (write_success_here)."""
+
+    event: Callable[[], AuditEvent]
+    write: BlockingWriter
+    written: bool = False
+
+
+# Set by the audit interceptor for each call: the call's PendingSuccess, where that can be written in
+# process, else None. A mutable holder: a thread the handler starts sees it and marks it written.
+PENDING_SUCCESS: contextvars.ContextVar[PendingSuccess | None] = contextvars.ContextVar("pending_success",
+                                                                                      default=None)
+
+
+def write_success_here() -> None:
+    """For a handler's blocking code, in its own thread, once its call is sure to succeed (its effect
+    committed, nothing left that can fail it): where the audit trail is written in this process, write
+    the call's success event now, in this thread, so that the call is answered without waiting for the
+    audit sink (a thread's round trip and a commit more: 0.45 ms of a quick Bell job's 4.3, measured).
+    Elsewhere, or if this write fails, the event goes the usual way, through the sink."""
+    pending = PENDING_SUCCESS.get()
+    if pending is None or pending.written:
+        return
+    try:
+        pending.write([pending.event()])
+    except Exception as err:  # noqa: BLE001 - the sink writes it instead, and retries
+        structlog.get_logger("audit").warning("audit event not written at once; the sink will", error=str(err))
+    else:
+        pending.written = True
 
 
 class AuditSink:
@@ -129,8 +165,10 @@ class AuditSink:
     RETRY_SECONDS = 0.5
     WAIT_SECONDS = 2.0
 
-    def __init__(self, write: Writer) -> None:
+    def __init__(self, write: Writer, write_now: BlockingWriter | None = None) -> None:
         self._write = write
+        # Where the trail is written in this process: the same write, blocking, for handlers' threads.
+        self.write_now = write_now
         self._pending: list[tuple[AuditEvent, asyncio.Future[None]]] = []
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import inspect
 import random
 import re
@@ -25,7 +26,17 @@ import grpc
 import structlog
 from google.protobuf.message import Message
 
-from .audit import AUDITED_ACTIONS, DENIED, DENIED_CODES, FAILURE, SUCCESS, AuditSink, event_of
+from .audit import (
+    AUDITED_ACTIONS,
+    DENIED,
+    DENIED_CODES,
+    FAILURE,
+    PENDING_SUCCESS,
+    SUCCESS,
+    AuditSink,
+    PendingSuccess,
+    event_of,
+)
 from .auth import SERVICE_CALLS, Principal, audience_of, reset_principal, set_principal
 from .decoding import Undecodable, passing_encoded, tolerant
 from .errors import FieldViolation, Internal, InvalidArgument, PermissionDenied, ServiceError, Unauthenticated
@@ -157,7 +168,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                         f"{str(request.error).rsplit(': ', 1)[-1]}",
                         reason="UNDECODABLE_REQUEST",
                     )
-                principal, outcome, code, reason = None, SUCCESS, "OK", ""
+                principal, outcome, code, reason, pending = None, SUCCESS, "OK", "", None
                 try:  # audit: what the call was, whoever turns out to have made it
                     principal = await self._principal(method, metadata)
                     if principal is not None and principal.is_service and method.name not in SERVICE_CALLS.get(
@@ -167,6 +178,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                             reason="SERVICE_CALL_NOT_ALLOWED", metadata={"service": principal.subject},
                         )
                     reset = set_principal(principal)
+                    if method.audited and self._audit.write_now is not None:  # see audit.write_success_here
+                        pending = PendingSuccess(functools.partial(event_of, method.name, principal, request, SUCCESS,
+                                                                   "OK", ""), self._audit.write_now)
+                    reset_pending = PENDING_SUCCESS.set(pending)
                     try:
                         violations = nul_violations(request) if isinstance(request, Message) else []
                         if violations:  # no stored text needs one, and PostgreSQL cannot store one
@@ -174,6 +189,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                                                   field_violations=violations)
                         yield
                     finally:
+                        PENDING_SUCCESS.reset(reset_pending)
                         reset_principal(reset)
                 except ServiceError as err:
                     outcome = DENIED if err.code in DENIED_CODES else FAILURE
@@ -184,7 +200,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                         outcome, code, reason = FAILURE, type(err).__name__, ""
                     raise
                 finally:
-                    if not method.open and (outcome == DENIED or method.audited):
+                    written_by_handler = outcome == SUCCESS and pending is not None and pending.written
+                    if not method.open and (outcome == DENIED or method.audited) and not written_by_handler:
                         written = self._audit.add(event_of(method.name, principal, request, outcome, code, reason))
                         # Answered only once recorded, but not held up for long: with auth unreachable the
                         # event stays queued, and is written when auth is back.

@@ -11,10 +11,14 @@ from google.protobuf import duration_pb2
 from qruntime.admin.v1 import admin_pb2, admin_service_pb2_grpc
 from qruntime.admin.v1 import admin_service_pb2 as admin
 from qruntime.auth.v1 import auth_pb2, auth_service_pb2, auth_service_pb2_grpc
+from qruntime.encoding import dumps
+from qruntime.jobs.v1 import job_pb2, jobs_service_pb2_grpc
+from qruntime.jobs.v1 import jobs_service_pb2 as jobs_pb2
 from qruntime.programs.v1 import program_pb2, programs_service_pb2, programs_service_pb2_grpc
 
 from qruntime_auth.keys import key_id_of
 
+BACKEND = "ibmq_qasm_simulator"
 SOURCE = "def main(backend, user_messenger, **inputs):\n    return 1\n"
 
 
@@ -95,6 +99,46 @@ def test_a_scripted_session_leaves_its_audit_trail(start_suite):
     # The forged call is kept too, in no account's trail; the reader's refusal is in theirs only.
     stored = suite.auth_store.audit_events("", where={"request_id": "step-5-forged"}, before_id=None, limit=5)
     assert [(e["outcome"], e["code"]) for e in stored] == [("denied", "UNAUTHENTICATED")]
+
+
+@pytest.mark.slow  # a suite with a simulation worker
+def test_a_created_job_is_in_the_trail_once_as_the_call_answers(start_suite, bell):
+    """Auth in process: CreateJob writes its success event in the thread that stored the job, not
+    through the sink (audit.write_success_here); a refused CreateJob's event goes through the sink."""
+    suite = start_suite("programs", "devices", "jobs")
+    sink = suite.suite.runtime.audit
+    through_sink: list[str] = []
+    write = sink._write
+
+    async def observed(batch):  # the sink's writer as it is, each event it writes noted
+        through_sink.extend(e.request_id for e in batch)
+        await write(batch)
+
+    sink._write = observed
+    calls = (("job-1-quick", "sampler", {"circuits": bell, "shots": 100}),
+             ("job-2-queued", "hello-world", {"iterations": 1}))
+    with suite.channel() as channel:
+        jobs = jobs_service_pb2_grpc.JobsServiceStub(channel)
+        me = suite.metadata(suite.token())
+        answered = []
+        for request_id, program, inputs in calls:
+            job = jobs.CreateJob(jobs_pb2.CreateJobRequest(
+                program_id=program, inputs=dumps(inputs), options=job_pb2.JobOptions(backend_name=BACKEND)),
+                metadata=(*me, ("x-request-id", request_id)), timeout=60).job
+            # In the trail once the call has answered, without waiting.
+            trail = [e.request_id for e in events(suite, "action=quantum-computing.job.create").events]
+            answered.append((job.id, trail))
+        with pytest.raises(grpc.RpcError):
+            jobs.CreateJob(jobs_pb2.CreateJobRequest(program_id="no-such-program"),
+                           metadata=(*me, ("x-request-id", "job-3-refused")), timeout=60)
+    assert answered[0][1] == ["job-1-quick"] and answered[1][1] == ["job-2-queued", "job-1-quick"]
+    trail = events(suite, "action=quantum-computing.job.create").events
+    assert [(e.request_id, admin_pb2.AuditOutcome.Name(e.outcome), e.target) for e in trail] == [
+        ("job-3-refused", "AUDIT_OUTCOME_FAILURE", "no-such-program"),
+        ("job-2-queued", "AUDIT_OUTCOME_SUCCESS", "hello-world"),
+        ("job-1-quick", "AUDIT_OUTCOME_SUCCESS", "sampler"),
+    ]
+    assert through_sink == ["job-3-refused"]
 
 
 def test_the_audit_trail_is_for_account_administrators_with_a_checked_filter(start_suite):

@@ -1,11 +1,12 @@
 """The audit sink's group commit: events written as they come, callers told when theirs is durable,
-and nothing lost while the auth service is unreachable."""
+and nothing lost while the auth service is unreachable; a handler's own write of its success event."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
-from qruntime_kit.audit import AuditEvent, AuditSink
+from qruntime_kit.audit import PENDING_SUCCESS, AuditEvent, AuditSink, PendingSuccess, write_success_here
 
 
 def event(n: int) -> AuditEvent:
@@ -60,3 +61,26 @@ def test_events_wait_while_the_writer_fails_and_are_written_once_it_is_back():
 
     asyncio.run(main())
     assert written == ["r1"]
+
+
+def test_a_handler_writes_its_success_event_once_and_a_failed_write_is_left_to_the_sink():
+    written: list[str] = []
+    failing = [True]
+
+    def write_now(events):
+        if failing[0]:
+            raise OSError("the audit table is locked")
+        written.extend(e.request_id for e in events)
+
+    def in_a_handlers_thread(pending: PendingSuccess) -> bool:
+        PENDING_SUCCESS.set(pending)
+        write_success_here()
+        write_success_here()  # a second call writes nothing more
+        return pending.written
+
+    pending = PendingSuccess(lambda: event(7), write_now)
+    assert not contextvars.copy_context().run(in_a_handlers_thread, pending) and written == []
+    failing[0] = False
+    assert contextvars.copy_context().run(in_a_handlers_thread, pending) and written == ["r7"]
+    write_success_here()  # no call in progress: nothing to write, no error
+    assert written == ["r7"]
