@@ -130,8 +130,8 @@ def test_an_estimator_job_measures_bell_correlations(world, bell):
     assert world.me.result(job.id)["values"] == [pytest.approx(1), pytest.approx(1)]
 
 
-def test_inputs_are_checked_off_the_event_loop(world, bell, monkeypatch):
-    on_a_loop = []  # parsing 32 MiB of JSON would hold up every other call
+def test_inputs_are_checked_off_the_event_loop_unless_the_request_is_small(world, bell, monkeypatch):
+    on_a_loop = []  # parsing 32 MiB of JSON would hold up every other call; a few KiB takes microseconds
 
     def recording(request):
         try:
@@ -143,7 +143,10 @@ def test_inputs_are_checked_off_the_event_loop(world, bell, monkeypatch):
     check_create_request = servicer_module.check_create_request
     monkeypatch.setattr(servicer_module, "check_create_request", recording)
     world.me.create("sampler", {"circuits": bell})
-    assert on_a_loop == [False]
+    many = [bell] * 40
+    assert len(dumps({"circuits": many})) > servicer_module.INLINE_CHECK_BYTES
+    world.me.create("sampler", {"circuits": many})
+    assert on_a_loop == [True, False]
 
 
 @pytest.mark.parametrize(
