@@ -10,7 +10,7 @@
 
 Ratios are against the baseline measured in the same run.
 
-    .venv/bin/python bench/bench_primitives.py [--rounds 100] [--big-rounds 2]
+    .venv/bin/python bench/bench_primitives.py [--rounds 100] [--big-rounds 2]   # --big-rounds 0: Bell alone
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ def main() -> None:
     for name, r in bell.items():
         print(f"{name:<22}{r['p50_ms']:>10.2f}{r['p95_ms']:>10.2f}{r['p50_ms'] / base['p50_ms']:>14.2f}"
               f"{r['p95_ms'] / base['p95_ms']:>14.2f}")
+    if not args.big_rounds:  # --big-rounds 0: the Bell part alone
+        return
     print(f"\n## {BIG_SHOTS:,} shots of a {BIG_QUBITS}-qubit circuit (every shot distinct), median of "
           f"{args.big_rounds}: run + read the result")
     json_s = statistics.median(t for t, _ in big["JSON counts"])
