@@ -168,7 +168,7 @@ class ExecutionQueues:
         budget = held = self.memory.take_now(PREADMITTED_BYTES)
 
         async def admit(checked: pb.CheckCircuitsResponse) -> None:
-            nonlocal held, started
+            nonlocal held, started, admitted
             needs = protocol.needs(checked)
             if needs <= budget:  # the worker is simulating already, within what is held
                 self.memory.give(budget - needs)
@@ -178,13 +178,16 @@ class ExecutionQueues:
                 held = 0
                 held = await self.memory.take(needs)
             started = time.perf_counter()
-            log.info("run started", circuits=len(checked.circuits), shots=request.shots, memory=describe_bytes(needs),
-                     waited_ms=round((started - queued) * 1000, 1))
+            admitted = {"circuits": len(checked.circuits), "shots": request.shots, "memory": describe_bytes(needs),
+                        "waited_ms": round((started - queued) * 1000, 1)}
+            if not request.only_if_quick:  # a quick run's one line says it all when it ends
+                log.info("run started", **admitted)
 
-        started = queued
+        started, admitted = queued, {}
         try:
             response = await self._pool.run(request, admit, budget)
-            log.info("run finished", ms=round((time.perf_counter() - started) * 1000, 1))
+            log.info("run finished", ms=round((time.perf_counter() - started) * 1000, 1),
+                     **(admitted if request.only_if_quick else {}))
             return response
         finally:
             queue.running -= 1

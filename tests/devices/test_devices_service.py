@@ -186,8 +186,15 @@ def test_bad_runs_are_refused_with_typed_errors_and_checks_say_the_same(
 def test_a_run_asked_only_if_quick_runs_small_ideal_circuits_and_nothing_else(devices, bell, bell_qpy):
     service = devices["service"]
     quick = pb.RunCircuitsRequest(backend="ibmq_qasm_simulator", circuits_qpy=bell_qpy, seed=5, only_if_quick=True)
-    assert service.RunCircuits(quick) == service.RunCircuits(pb.RunCircuitsRequest(
+    with structlog.testing.capture_logs() as logs:
+        ran = service.RunCircuits(quick)
+    assert ran == service.RunCircuits(pb.RunCircuitsRequest(
         backend="ibmq_qasm_simulator", circuits_qpy=bell_qpy, seed=5))  # the same run
+    # A quick run takes milliseconds: one line says what ran, once it has.
+    said = [line for line in logs if line["event"].startswith("run ")]
+    assert [line["event"] for line in said] == ["run finished"]
+    assert (said[0]["circuits"], said[0]["shots"], said[0]["memory"]) == (1, 1024, "448 B")  # and, bound, the request's
+    assert said[0]["waited_ms"] >= 0 and said[0]["ms"] >= 0
     wide = QuantumCircuit(14)
     wide.h(range(14))
     wide.measure_all()
@@ -207,7 +214,7 @@ def test_a_run_asked_only_if_quick_runs_small_ideal_circuits_and_nothing_else(de
         with structlog.testing.capture_logs() as logs:
             err = service.error("RunCircuits", request)
         assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_QUICK"), fields
-        assert not [line for line in logs if line["event"] == "run started"], fields  # nothing ran
+        assert not [line for line in logs if line["event"] == "run finished"], fields  # nothing ran
     # Bad circuits get the usual answer, quick or not.
     silent = QuantumCircuit(1)
     silent.x(0)
