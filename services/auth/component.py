@@ -109,11 +109,7 @@ class AuthComponent:
 
     async def record_audit_events(self, events: list[AuditEvent]) -> None:
         """RecordAuditEvents in process, for the services served with this component."""
-        await asyncio.to_thread(self.write_audit_events, events)
-
-    def write_audit_events(self, events: list[AuditEvent]) -> None:
-        """The same, blocking: for a handler's own thread (audit.write_success_here)."""
-        self.store.append_audit_events([dataclasses.asdict(e) for e in events])
+        await asyncio.to_thread(self.store.append_audit_events, [dataclasses.asdict(e) for e in events])
 
     async def start(self, runtime: Runtime) -> None:
         if self._settings.bootstrap:

@@ -22,6 +22,7 @@ from qruntime_kit.sandbox import sandbox_available
 from qruntime_kit.server import Runtime
 
 from .admission import AdmissionLimits
+from .audit_outbox import AuditOutbox
 from .backend import DevicesClient
 from .executor import JobExecutor
 from .hosts import HostPool
@@ -52,6 +53,7 @@ class JobsComponent:
         self.store: JobStore | None = None
         self.executor: JobExecutor | None = None
         self.watch: JobWatch | None = None
+        self.audit_outbox: AuditOutbox | None = None
         self._pools: list[HostPool] = []
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -70,11 +72,13 @@ class JobsComponent:
         )
         self.watch = JobWatch(store, poll_seconds=settings.watch_poll_seconds)
         self.watch.start()
+        self.audit_outbox = AuditOutbox(store, runtime.audit.write_at_once, self.executor.runner_id)
+        self.audit_outbox.start()
         limits = AdmissionLimits(settings.max_queued_per_instance, settings.max_submissions_per_minute)
         upload_limits = UploadLimits(settings.max_input_upload_bytes, settings.max_upload_bytes_per_instance,
                                      settings.input_upload_seconds)
-        self._servicer.attach(JobsDependencies(store, self.executor, self.watch, programs, devices,
-                                               runtime.credentials, limits, upload_limits))
+        self._servicer.attach(JobsDependencies(store, self.executor, self.watch, self.audit_outbox, programs,
+                                               devices, runtime.credentials, limits, upload_limits))
         await self.executor.start()
 
     async def _runner(self, store: JobStore, programs, devices, credentials: Credentials) -> ProgramRunner:
@@ -112,6 +116,8 @@ class JobsComponent:
 
     async def stop(self) -> None:
         await self.drain()
+        if self.audit_outbox is not None:  # once no call can add to it, while auth still takes its events
+            await self.audit_outbox.stop()
         if self.watch is not None:
             await self.watch.stop()
         if self.store is not None:

@@ -20,7 +20,7 @@ from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_servic
 from qruntime.jobs.v1 import job_pb2, jobs_service_pb2, jobs_service_pb2_grpc
 from qruntime.programs.v1 import program_pb2, programs_service_pb2_grpc
 
-from qruntime_kit.audit import write_success_here
+from qruntime_kit.audit import event_json, pending_success
 from qruntime_kit.auth import Principal, current_principal
 from qruntime_kit.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError, Unavailable
 from qruntime_kit.interceptors import current_request_id
@@ -30,6 +30,7 @@ from qruntime_kit.store import page_size
 
 from . import quick, typed, uploads, validation
 from .admission import AdmissionLimits, check_admission
+from .audit_outbox import AuditOutbox
 from .backend_lookup import BackendLookup
 from .circuit_checks import Check, check_circuits, circuit_checks, refused_everywhere
 from .executor import JobExecutor
@@ -76,6 +77,7 @@ class JobsDependencies:
     store: JobStore
     executor: JobExecutor
     watch: JobWatch
+    audit_outbox: AuditOutbox
     programs: programs_service_pb2_grpc.ProgramsServiceStub
     devices: devices_service_pb2_grpc.DevicesServiceStub
     credentials: Credentials
@@ -175,12 +177,15 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             values.update(inputs=stored, inputs_digest=digest_of_stored)
             if request.validate_only:  # a dry run: admitted, on this backend, under this limit; nothing stored
                 return would_create(**values), False, None
+            # The call's success audit event, stored with the job (audit_outbox.py).
+            pending = pending_success()
+            values.update(audit_event=event_json(pending.event()) if pending is not None else "")
             if ran is None:
                 (job, created), result = deps.store.create(**values), None
             else:
                 job, created, result = self._store_quick_job(values, job_id, ran)
-            if created:  # committed: the call succeeds
-                write_success_here()
+            if created and pending is not None:  # committed, and nothing left that can fail the call
+                pending.stored = True
             return job, created, result
 
         job, created, result = await asyncio.to_thread(store)
@@ -189,6 +194,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         if not created:  # a concurrent call with the same request_id stored its job first
             check_same_request(job, fingerprint, request.program_id, request.inputs)
         if created:
+            deps.audit_outbox.wake()
             if ran is None:
                 deps.executor.wake()
             log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,

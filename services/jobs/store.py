@@ -206,6 +206,17 @@ upload_chunk_table = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),  # of data (hex): a chunk sent again must match it
 )
 
+# The audit events of calls whose effect this store commits (a job's creation), written in the same
+# transaction, until a replica forwards them to the auth service's trail (audit_outbox.py).
+audit_outbox_table = sa.Table(
+    "jobs_audit_outbox",
+    metadata,
+    sa.Column("id", _SEQ, primary_key=True, autoincrement=True),
+    sa.Column("event", sa.Text, nullable=False),  # the AuditEvent's fields, as JSON
+    sa.Column("claimed_by", sa.String(128), nullable=True),  # the replica forwarding it, until claimed_until
+    sa.Column("claimed_until", _TIME, nullable=True),
+)
+
 secret_table = sa.Table(  # keys this store's replicas share, e.g. the one that signs page tokens
     "jobs_secret",
     metadata,
@@ -472,6 +483,7 @@ def _records_by_id(inputs_up_to: int | None, *, scoped: bool) -> sa.Select:
 _JOB_INSERT = job_table.insert().returning(*(col for col in job_table.c if col.name != "inputs"))
 _EVENT_INSERT = event_table.insert()
 _RESULT_INSERT = result_table.insert()
+_AUDIT_INSERT = audit_outbox_table.insert()
 
 
 def _tags(tag_list: str | None) -> tuple[str, ...]:
@@ -583,7 +595,7 @@ class JobStore:
         program_version: int = 0, tags: Iterable[str] = (), first_log: str = "", request_fingerprint: str = "",
         time_limit_source: str = "", session_id: str = "", primitive_inputs: bool = False,
         inputs_digest: ResultDigest | None = None, input_upload_id: str = "", job_id: str = "",
-        ended: EndedRun | None = None,
+        ended: EndedRun | None = None, audit_event: str = "",
     ) -> tuple[JobRecord, bool]:
         """Store a new QUEUED job, with first_log as its first log line if given; (job, True). With a
         request_id the instance used before, that earlier job instead: (job, False), so a retried
@@ -596,7 +608,8 @@ class JobStore:
         size and SHA-256 of the inputs as GetJobInputs serves them. job_id: the new job's id, if chosen
         already. ended: the job ran already (a quick job): it is stored ended, with the whole history a
         queued job's run would give it (queued, running, its logs, its end, its result and usage) and
-        its attempt counted, created the moment it started."""
+        its attempt counted, created the moment it started. audit_event: the creating call's audit event
+        (JSON), kept in the audit outbox with the job, in the same transaction (claim_audit_events)."""
         if request_id:
             existing = self.find_by_request_id(instance, request_id)
             if existing is not None:
@@ -641,6 +654,8 @@ class JobStore:
                 _insert_tags(conn, row, tags)
                 if result is not None:
                     conn.execute(_RESULT_INSERT, result)
+                if audit_event:
+                    conn.execute(_AUDIT_INSERT, {"event": audit_event})
         except sa.exc.IntegrityError:
             existing = self.find_by_request_id(instance, request_id) if request_id else None
             if existing is None:
@@ -1442,6 +1457,34 @@ class JobStore:
         if events:
             self._notify([job_id])
         return True
+
+    # -- the audit outbox ------------------------------------------------------------------------
+
+    def claim_audit_events(self, runner: str, *, limit: int = 500, hold_seconds: float = 30.0) -> list[tuple[int, str]]:
+        """Up to limit events of the audit outbox, oldest first, as (id, JSON), that no replica holds:
+        held by runner for hold_seconds of the database's clock (then another may take them, if runner
+        died before it forgot them: an event may then reach the trail twice, never not at all)."""
+        o = audit_outbox_table.c
+        free = sa.or_(o.claimed_until.is_(None), o.claimed_until < self._now())
+        oldest = sa.select(o.id).where(free).order_by(o.id).limit(limit).scalar_subquery()
+        claim = (audit_outbox_table.update().where(o.id.in_(oldest), free)  # free again: a race lost, not shared
+                 .values(claimed_by=runner, claimed_until=self._now(minus=dt.timedelta(seconds=-hold_seconds)))
+                 .returning(o.id, o.event))
+        with self._engine.begin() as conn:
+            return sorted((row.id, row.event) for row in conn.execute(claim))
+
+    def release_audit_events(self, ids: list[int], runner: str) -> None:
+        """Give back the events runner claimed and could not forward: the next claim takes them."""
+        o = audit_outbox_table.c
+        with self._engine.begin() as conn:
+            conn.execute(audit_outbox_table.update().where(o.id.in_(ids), o.claimed_by == runner)
+                         .values(claimed_by=None, claimed_until=None))
+
+    def forget_audit_events(self, ids: list[int], runner: str) -> None:
+        """Remove the events runner claimed and has forwarded."""
+        o = audit_outbox_table.c
+        with self._engine.begin() as conn:
+            conn.execute(audit_outbox_table.delete().where(o.id.in_(ids), o.claimed_by == runner))
 
     def _now(self, minus: dt.timedelta = dt.timedelta(0)):
         """Now (less minus) on the database's clock, which every replica shares: PostgreSQL's own,

@@ -1,9 +1,10 @@
 """The audit trail: every call that creates, changes or deletes something, and every refused call,
 becomes an audit event (who, which instance, the action by its full name, outcome, request id,
 time), written to the auth service before the call is answered, which keeps them append-only for
-account administrators. Where auth runs in the same process (the embedded suite), a handler may write
-its call's success event itself, from the thread of its last blocking step (write_success_here),
-sparing the call the sink's own round trip.
+account administrators. A handler may instead store its call's success event itself, in the same
+transaction as the call's effect, in an outbox its service forwards to auth (pending_success): the
+event is then as durable as the effect, the two are stored together or not at all, and the call does
+not wait for the sink.
 
 One interceptor records for every service, from one table of what each mutating method does: a
 service adds a method by adding a line to AUDITED_ACTIONS, nothing in its own code.
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import json
 import time
 from collections.abc import Awaitable, Callable
 
@@ -116,39 +118,38 @@ def _target(request) -> str:
 
 
 Writer = Callable[[list[AuditEvent]], Awaitable[None]]
-BlockingWriter = Callable[[list[AuditEvent]], None]
 
 
 @dataclasses.dataclass
 class PendingSuccess:
-    """An audited call's success event, which its handler may write itself (write_success_here)."""
+    """An audited call's success event, for its handler to store with the call's effect (pending_success)."""
 
     event: Callable[[], AuditEvent]
-    write: BlockingWriter
-    written: bool = False
+    stored: bool = False  # set by the handler once the event is committed with the effect
 
 
-# Set by the audit interceptor for each call: the call's PendingSuccess, where that can be written in
-# process, else None. A mutable holder: a thread the handler starts sees it and marks it written.
+# Set by the audit interceptor for each audited call, None for others. A mutable holder: the thread
+# that a handler's transaction runs in sees it, and marks it stored.
 PENDING_SUCCESS: contextvars.ContextVar[PendingSuccess | None] = contextvars.ContextVar("pending_success",
                                                                                       default=None)
 
 
-def write_success_here() -> None:
-    """For a handler's blocking code, in its own thread, once its call is sure to succeed (its effect
-    committed, nothing left that can fail it): where the audit trail is written in this process, write
-    the call's success event now, in this thread, so that the call is answered without waiting for the
-    audit sink (a thread's round trip and a commit more: 0.45 ms of a quick Bell job's 4.3, measured).
-    Elsewhere, or if this write fails, the event goes the usual way, through the sink."""
-    pending = PENDING_SUCCESS.get()
-    if pending is None or pending.written:
-        return
-    try:
-        pending.write([pending.event()])
-    except Exception as err:  # noqa: BLE001 - the sink writes it instead, and retries
-        structlog.get_logger("audit").warning("audit event not written at once; the sink will", error=str(err))
-    else:
-        pending.written = True
+def pending_success() -> PendingSuccess | None:
+    """The audited call's success event, for a handler that stores it in the same transaction as the
+    call's effect, in an outbox its service forwards to the auth service (the jobs store's). Once that
+    transaction has committed, with nothing left that can fail the call, the handler sets .stored and
+    the call is answered without the sink's write (a thread's round trip and a commit at auth; over
+    gRPC between processes, a call). None outside an audited call."""
+    return PENDING_SUCCESS.get()
+
+
+def event_json(event: AuditEvent) -> str:
+    """An event as an outbox keeps it."""
+    return json.dumps(dataclasses.asdict(event), separators=(",", ":"))
+
+
+def event_from_json(text: str) -> AuditEvent:
+    return AuditEvent(**json.loads(text))
 
 
 class AuditSink:
@@ -165,10 +166,8 @@ class AuditSink:
     RETRY_SECONDS = 0.5
     WAIT_SECONDS = 2.0
 
-    def __init__(self, write: Writer, write_now: BlockingWriter | None = None) -> None:
+    def __init__(self, write: Writer) -> None:
         self._write = write
-        # Where the trail is written in this process: the same write, blocking, for handlers' threads.
-        self.write_now = write_now
         self._pending: list[tuple[AuditEvent, asyncio.Future[None]]] = []
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -189,6 +188,11 @@ class AuditSink:
             self._task = loop.create_task(self._run())
         self._wake.set()
         return written
+
+    async def write_at_once(self, events: list[AuditEvent]) -> None:
+        """Write events now, as a batch of their own, raising if they cannot be: for a caller that keeps
+        them durably itself until they are written (an outbox)."""
+        await self._write(events)
 
     async def flush(self) -> None:
         """Write what is pending now."""

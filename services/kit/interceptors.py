@@ -178,9 +178,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                             reason="SERVICE_CALL_NOT_ALLOWED", metadata={"service": principal.subject},
                         )
                     reset = set_principal(principal)
-                    if method.audited and self._audit.write_now is not None:  # see audit.write_success_here
+                    if method.audited:  # its handler may store its success event itself (audit.pending_success)
                         pending = PendingSuccess(functools.partial(event_of, method.name, principal, request, SUCCESS,
-                                                                   "OK", ""), self._audit.write_now)
+                                                                   "OK", ""))
                     reset_pending = PENDING_SUCCESS.set(pending)
                     try:
                         violations = nul_violations(request) if isinstance(request, Message) else []
@@ -200,8 +200,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                         outcome, code, reason = FAILURE, type(err).__name__, ""
                     raise
                 finally:
-                    written_by_handler = outcome == SUCCESS and pending is not None and pending.written
-                    if not method.open and (outcome == DENIED or method.audited) and not written_by_handler:
+                    stored_by_handler = outcome == SUCCESS and pending is not None and pending.stored
+                    if not method.open and (outcome == DENIED or method.audited) and not stored_by_handler:
                         written = self._audit.add(event_of(method.name, principal, request, outcome, code, reason))
                         # Answered only once recorded, but not held up for long: with auth unreachable the
                         # event stays queued, and is written when auth is back.

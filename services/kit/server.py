@@ -162,8 +162,7 @@ async def start_server(components: Sequence[Component], settings: ServerSettings
             log.warning("audit event not recorded: this service has no service key", **dataclasses.asdict(event))
 
     if local_auth:
-        audit = AuditSink(local_auth.record_audit_events, write_now=local_auth.write_audit_events)
-        revocations = local_auth.revocations_since
+        audit, revocations = AuditSink(local_auth.record_audit_events), local_auth.revocations_since
     elif settings.resolved_service_key():
         audit, revocations = AuditSink(record_audit_events), fetch_revocations
     else:  # said once here, rather than a failed call (and a wait for it) per poll and per audited call

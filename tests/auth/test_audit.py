@@ -102,43 +102,46 @@ def test_a_scripted_session_leaves_its_audit_trail(start_suite):
 
 
 @pytest.mark.slow  # a suite with a simulation worker
-def test_a_created_job_is_in_the_trail_once_as_the_call_answers(start_suite, bell):
-    """Auth in process: CreateJob writes its success event in the thread that stored the job, not
-    through the sink (audit.write_success_here); a refused CreateJob's event goes through the sink."""
+def test_a_created_job_reaches_the_trail_once_from_the_jobs_store(start_suite, bell):
+    """CreateJob stores its success event with the job, in one transaction, and the jobs service
+    forwards it to the trail (audit_outbox.py), not the sink; a refused CreateJob's event goes through
+    the sink, before the call is answered."""
     suite = start_suite("programs", "devices", "jobs")
     sink = suite.suite.runtime.audit
     through_sink: list[str] = []
-    write = sink._write
+    add = sink.add
 
-    async def observed(batch):  # the sink's writer as it is, each event it writes noted
-        through_sink.extend(e.request_id for e in batch)
-        await write(batch)
+    def observed(event):  # the sink as it is, each event it is given noted
+        through_sink.append(event.request_id)
+        return add(event)
 
-    sink._write = observed
+    sink.add = observed
     calls = (("job-1-quick", "sampler", {"circuits": bell, "shots": 100}),
              ("job-2-queued", "hello-world", {"iterations": 1}))
     with suite.channel() as channel:
         jobs = jobs_service_pb2_grpc.JobsServiceStub(channel)
         me = suite.metadata(suite.token())
-        answered = []
         for request_id, program, inputs in calls:
-            job = jobs.CreateJob(jobs_pb2.CreateJobRequest(
+            jobs.CreateJob(jobs_pb2.CreateJobRequest(
                 program_id=program, inputs=dumps(inputs), options=job_pb2.JobOptions(backend_name=BACKEND)),
-                metadata=(*me, ("x-request-id", request_id)), timeout=60).job
-            # In the trail once the call has answered, without waiting.
-            trail = [e.request_id for e in events(suite, "action=quantum-computing.job.create").events]
-            answered.append((job.id, trail))
+                metadata=(*me, ("x-request-id", request_id)), timeout=60)
         with pytest.raises(grpc.RpcError):
             jobs.CreateJob(jobs_pb2.CreateJobRequest(program_id="no-such-program"),
                            metadata=(*me, ("x-request-id", "job-3-refused")), timeout=60)
-    assert answered[0][1] == ["job-1-quick"] and answered[1][1] == ["job-2-queued", "job-1-quick"]
-    trail = events(suite, "action=quantum-computing.job.create").events
-    assert [(e.request_id, admin_pb2.AuditOutcome.Name(e.outcome), e.target) for e in trail] == [
-        ("job-3-refused", "AUDIT_OUTCOME_FAILURE", "no-such-program"),
-        ("job-2-queued", "AUDIT_OUTCOME_SUCCESS", "hello-world"),
-        ("job-1-quick", "AUDIT_OUTCOME_SUCCESS", "sampler"),
-    ]
     assert through_sink == ["job-3-refused"]
+    deadline = time.monotonic() + 10
+    while len(trail := events(suite, "action=quantum-computing.job.create").events) < 3:
+        assert time.monotonic() < deadline, [e.request_id for e in trail]
+        time.sleep(0.05)
+    time.sleep(0.3)  # nothing more comes: each event once
+    trail = events(suite, "action=quantum-computing.job.create").events
+    assert sorted((e.request_id, admin_pb2.AuditOutcome.Name(e.outcome), e.target) for e in trail) == [
+        ("job-1-quick", "AUDIT_OUTCOME_SUCCESS", "sampler"),
+        ("job-2-queued", "AUDIT_OUTCOME_SUCCESS", "hello-world"),
+        ("job-3-refused", "AUDIT_OUTCOME_FAILURE", "no-such-program"),
+    ]
+    assert {e.method for e in trail} == {"/qruntime.jobs.v1.JobsService/CreateJob"}
+    assert not suite.suite.components[-1].store.claim_audit_events("checker")  # the outbox is empty
 
 
 def test_the_audit_trail_is_for_account_administrators_with_a_checked_filter(start_suite):

@@ -1,12 +1,13 @@
 """The audit sink's group commit: events written as they come, callers told when theirs is durable,
-and nothing lost while the auth service is unreachable; a handler's own write of its success event."""
+and nothing lost while the auth service is unreachable; events as an outbox keeps them."""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 
-from qruntime_kit.audit import PENDING_SUCCESS, AuditEvent, AuditSink, PendingSuccess, write_success_here
+import pytest
+
+from qruntime_kit.audit import AuditEvent, AuditSink, event_from_json, event_json
 
 
 def event(n: int) -> AuditEvent:
@@ -63,24 +64,14 @@ def test_events_wait_while_the_writer_fails_and_are_written_once_it_is_back():
     assert written == ["r1"]
 
 
-def test_a_handler_writes_its_success_event_once_and_a_failed_write_is_left_to_the_sink():
-    written: list[str] = []
-    failing = [True]
+def test_an_event_kept_as_json_comes_back_the_same_and_a_write_at_once_says_when_it_failed():
+    assert event_from_json(event_json(event(7))) == event(7)
 
-    def write_now(events):
-        if failing[0]:
-            raise OSError("the audit table is locked")
-        written.extend(e.request_id for e in events)
+    async def down(events):
+        raise ConnectionError("auth is down")
 
-    def in_a_handlers_thread(pending: PendingSuccess) -> bool:
-        PENDING_SUCCESS.set(pending)
-        write_success_here()
-        write_success_here()  # a second call writes nothing more
-        return pending.written
+    async def main():
+        with pytest.raises(ConnectionError):  # an outbox keeps what was not written
+            await AuditSink(down).write_at_once([event(8)])
 
-    pending = PendingSuccess(lambda: event(7), write_now)
-    assert not contextvars.copy_context().run(in_a_handlers_thread, pending) and written == []
-    failing[0] = False
-    assert contextvars.copy_context().run(in_a_handlers_thread, pending) and written == ["r7"]
-    write_success_here()  # no call in progress: nothing to write, no error
-    assert written == ["r7"]
+    asyncio.run(main())
