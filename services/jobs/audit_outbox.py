@@ -41,6 +41,7 @@ class AuditOutbox:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
+        self._wake.set()  # what a previous life of this service left, at once
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def wake(self) -> None:

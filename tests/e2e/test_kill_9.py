@@ -5,9 +5,14 @@ run twice."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -164,3 +169,38 @@ def test_kill_9_amid_quick_jobs_loses_none_that_was_answered(tmp_path):
             assert all(sum(job.result()["counts"][0].values()) == 100 for job in stored)
     finally:
         launched.stop()
+
+
+def audit_trail(launched: launch.Launched, action: str) -> list[dict]:
+    """The account's audit events for action, as an administrator lists them (`qruntime admin audit list`)."""
+    env = {**os.environ, "QRUNTIME_URL": launched.url, "QRUNTIME_API_KEY": launched.bootstrap["api_key"]}
+    listed = subprocess.run([str(Path(sys.executable).with_name("qruntime")), "admin", "--json", "audit", "list",
+                             "--filter", f"action={action}"], env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    return json.loads(listed.stdout)["events"]
+
+
+def test_job_creation_events_survive_auth_down_and_kill_9_of_jobs_before_they_reach_the_trail(tmp_path):
+    """CreateJob stores its audit event with the job (the jobs store's outbox) and answers without auth:
+    with auth down, the events wait there; jobs killed -9 before forwarding them loses none."""
+    launched = launch.separate(tmp_path / "data")
+    try:
+        with service(launched) as s:
+            circuit = ReferenceCircuits.bell()
+            jobs = [s.run("sampler", {"circuits": circuit, "shots": 100}, {"backend_name": "ibmq_qasm_simulator"})]
+            launched.kill("auth")  # the trail is unreachable: the events can only wait in the jobs store
+            for _ in range(4):
+                jobs.append(s.run("sampler", {"circuits": circuit, "shots": 100},
+                                  {"backend_name": "ibmq_qasm_simulator"}))
+            assert all(job.status().name == "DONE" for job in jobs)
+            launched.kill("jobs")
+            launched.restart("auth")
+            launched.restart("jobs")  # forwards what its previous life left
+            deadline = time.monotonic() + 60
+            while len(created := audit_trail(launched, "quantum-computing.job.create")) < len(jobs):
+                assert time.monotonic() < deadline, created
+                time.sleep(0.5)
+    finally:
+        launched.stop()
+    assert len(created) == len(jobs)  # each once: none had reached auth before the kill
+    assert {(e["outcome"], e["target"]) for e in created} == {("AUDIT_OUTCOME_SUCCESS", "sampler")}
