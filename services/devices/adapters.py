@@ -251,8 +251,12 @@ class AerSimulatorAdapter(BackendAdapter):
         return (self.method in (memory.AUTOMATIC, memory.STATEVECTOR)
                 and all(shots <= QUICK_MAX_SHOTS for shots, _ in batches)
                 and sum(len(c.data) for c in circuits) <= QUICK_MAX_INSTRUCTIONS
-                and all(c.num_qubits < SMALL_CIRCUIT_QUBITS and self._runs_as_is(c)
-                        and CONTROL_FLOW_OP_NAMES.isdisjoint(iter_operation_names(c)) for c in circuits))
+                and all(c.num_qubits < SMALL_CIRCUIT_QUBITS and self._runs_quickly(set(iter_operation_names(c)))
+                        for c in circuits))
+
+    def _runs_quickly(self, names: set[str]) -> bool:
+        """Whether a circuit of these operations runs as it is, without control flow."""
+        return names <= self._supported and CONTROL_FLOW_OP_NAMES.isdisjoint(names)
 
     def warm_up(self) -> None:
         bell = QuantumCircuit(2, 2)
