@@ -135,6 +135,13 @@ def qruntime_v2(service) -> Callable[[], object]:
     return lambda: sampler.run([circuit], shots=SHOTS).result()[0].data.c.get_counts()
 
 
+# What each variant's process runs (the qruntime ones given their client).
+VARIANTS: dict[str, Callable[..., Callable[[], object]]] = {
+    "aer-sampler-v2": aer_sampler, "ibm-runtime-local": ibm_runtime_local, "qruntime-embedded": qruntime_program,
+    "qruntime-embedded-v2": qruntime_v2, "qruntime-separate": qruntime_program,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200)
@@ -168,13 +175,6 @@ def main() -> None:
             for name, r in results.items():
                 print(f"{name:<22}{r['p50_ms']:>10.2f}{r['p95_ms']:>10.2f}{r['jobs_per_s']:>10.1f}"
                       f"{r['p50_ms'] / base['p50_ms']:>14.2f}{r['jobs_per_s'] / base['jobs_per_s']:>16.2f}")
-
-
-# What each variant's process runs (the qruntime ones given their client).
-VARIANTS: dict[str, Callable[..., Callable[[], object]]] = {
-    "aer-sampler-v2": aer_sampler, "ibm-runtime-local": ibm_runtime_local, "qruntime-embedded": qruntime_program,
-    "qruntime-embedded-v2": qruntime_v2, "qruntime-separate": qruntime_program,
-}
 
 
 if __name__ == "__main__":

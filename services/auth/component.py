@@ -109,7 +109,8 @@ class AuthComponent:
 
     async def record_audit_events(self, events: list[AuditEvent]) -> None:
         """RecordAuditEvents in process, for the services served with this component."""
-        await asyncio.to_thread(self.store.append_audit_events, [dataclasses.asdict(e) for e in events])
+        # The events made rows in the thread too: a batch may hold hundreds (an outbox's).
+        await asyncio.to_thread(lambda: self.store.append_audit_events([dataclasses.asdict(e) for e in events]))
 
     async def start(self, runtime: Runtime) -> None:
         if self._settings.bootstrap:

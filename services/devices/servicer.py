@@ -96,12 +96,13 @@ class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
             what = ({"primitive": kind, "pubs": len(getattr(request.primitive, kind).pubs)} if kind else
                     {"qpy_bytes": len(request.circuits_qpy), "shots": request.shots, "seed": seed,
                      "memory": request.memory})
-            if request.only_if_quick:  # milliseconds from start to end: one line, when it ends (queues.py)
-                with structlog.contextvars.bound_contextvars(**what, only_if_quick=True):
-                    return await self._recent.run(request, lambda: self._queues.run(request))
-            log.info("run circuits", **what, pending=self._queues.pending(request.backend),
-                     idempotency_key=request.idempotency_key)
-            return await self._recent.run(request, lambda: self._queues.run(request))
+            if not request.only_if_quick:
+                log.info("run circuits", **what, pending=self._queues.pending(request.backend),
+                         idempotency_key=request.idempotency_key)
+            # A quick run takes milliseconds: it says what it ran in one line, when it ends (queues.py).
+            quick = {**what, "only_if_quick": True} if request.only_if_quick else {}
+            with structlog.contextvars.bound_contextvars(**quick):
+                return await self._recent.run(request, lambda: self._queues.run(request))
 
     async def CheckCircuits(self, request, context):
         self._allowed_backend(current_principal(), request.backend, field="backend")

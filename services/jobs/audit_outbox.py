@@ -7,10 +7,10 @@ call is answered without waiting for the auth service (over gRPC between process
 it, with whatever else was committed meanwhile (forwarded one by one, at once, the three store trips
 and the auth write of each event made the next job wait: a sequential Bell job 3.9 -> 5.2 ms,
 measured), and every SWEEP_SECONDS for events a replica left behind (it died between forwarding and
-forgetting them, or could not reach auth). Events are claimed
-in the store for HOLD_SECONDS so that replicas do not forward the same ones; one whose replica died
-after writing it to the trail but before forgetting it is forwarded again by another: an event may
-reach the trail twice, never not at all. While auth is unreachable the events wait in the outbox.
+forgetting them, or could not reach auth). Events are claimed in the store for HOLD_SECONDS so that
+replicas do not forward the same ones; one whose replica died after writing it to the trail but
+before forgetting it is forwarded again by another: an event may reach the trail twice, never not at
+all. While auth is unreachable the events wait in the outbox.
 """
 
 from __future__ import annotations
@@ -61,19 +61,22 @@ class AuditOutbox:
     async def forward(self) -> int:
         """Forward one batch of unclaimed events; how many. Raises when auth did not take them (they
         are released for the next try)."""
-        claimed = await asyncio.to_thread(self._store.claim_audit_events, self._runner, limit=BATCH,
-                                          hold_seconds=HOLD_SECONDS)
-        if not claimed:
+        ids, events = await asyncio.to_thread(self._claim)
+        if not ids:
             return 0
-        ids = [id_ for id_, _ in claimed]
         try:
-            await self._write([event_from_json(text) for _, text in claimed])
+            await self._write(events)
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._store.release_audit_events, ids, self._runner)
             raise
         await asyncio.to_thread(self._store.forget_audit_events, ids, self._runner)
         return len(ids)
+
+    def _claim(self) -> tuple[list[int], list[AuditEvent]]:
+        """A batch claimed, and its events parsed, in the store's thread (up to BATCH of JSON)."""
+        claimed = self._store.claim_audit_events(self._runner, limit=BATCH, hold_seconds=HOLD_SECONDS)
+        return [id_ for id_, _ in claimed], [event_from_json(text) for _, text in claimed]
 
     async def _run(self) -> None:
         while True:
