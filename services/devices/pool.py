@@ -132,7 +132,10 @@ class WorkerPool:
         # Aer's OpenMP threads wait for work passively: spinning (the default) after each parallel region
         # burnt CPU the service and the program hosts were waiting for (two small noisy circuits on an
         # emulated system: 69 ms of CPU a run instead of 45 ms, on a busy 2-core machine).
-        self._env = {**worker_environment(), "PYTHONDONTWRITEBYTECODE": "1", "OMP_WAIT_POLICY": "passive"}
+        # Qiskit's user settings (~/.qiskit/settings.conf) are the service account's, not a user's, and
+        # reading them was a stat of the file for every QPY load (2% of a Bell circuit's worker time).
+        self._env = {**worker_environment(), "PYTHONDONTWRITEBYTECODE": "1", "OMP_WAIT_POLICY": "passive",
+                     "QISKIT_IGNORE_USER_SETTINGS": "TRUE"}
         self._hello = protocol.HELLO + json.dumps({
             "sys_path": sys.path, "service_pid": os.getpid(), "log_format": log_format, "log_level": log_level,
             "max_reply_bytes": MAX_MESSAGE_BYTES,

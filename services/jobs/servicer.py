@@ -23,7 +23,7 @@ from qruntime.programs.v1 import program_pb2, programs_service_pb2_grpc
 from qruntime_kit.audit import event_json, pending_success
 from qruntime_kit.auth import Principal, current_principal
 from qruntime_kit.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError, Unavailable
-from qruntime_kit.interceptors import current_request_id
+from qruntime_kit.interceptors import current_request_id, describe_call
 from qruntime_kit.logging import get_logger
 from qruntime_kit.outbound import Credentials, call
 from qruntime_kit.store import page_size
@@ -197,10 +197,10 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             deps.audit_outbox.wake()
             if ran is None:
                 deps.executor.wake()
-            log.info("job created", job_id=job.id, program_id=job.program_id, backend=job.backend,
-                     backend_chosen=chosen, instance=instance, limit_seconds=job.max_execution_seconds,
-                     session_id=job.session_id or None, input_upload_id=request.input_upload_id or None,
-                     ran_at_once=job.state if ran is not None else None)
+            describe_call(job_id=job.id, program_id=job.program_id, backend=job.backend, backend_chosen=chosen,
+                          instance=instance, limit_seconds=job.max_execution_seconds,
+                          session_id=job.session_id or None, input_upload_id=request.input_upload_id or None,
+                          ran_at_once=job.state if ran is not None else None)
         return jobs_service_pb2.CreateJobResponse(job=job_message(job, job_pb2.JOB_VIEW_BASIC), result=result)
 
     def _store_quick_job(self, values: dict, job_id: str, ran: QuickRun):

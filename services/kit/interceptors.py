@@ -56,6 +56,13 @@ def current_request_id() -> str:
     return structlog.contextvars.get_contextvars().get("request_id", "")
 
 
+def describe_call(**fields) -> None:
+    """Fields for the "rpc" line that ends the call being served, and for its later lines: what the call
+    did (the job a CreateJob made), where a line of its own would cost as much again (~45 us in a running
+    suite). Each call is served in a context of its own, so they go no further."""
+    structlog.contextvars.bind_contextvars(**fields)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Method:
     """What the interceptor needs to know of a method, worked out on its first call."""

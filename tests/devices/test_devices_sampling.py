@@ -4,6 +4,8 @@ registers and per-shot memory, the same distribution within sampling error, and 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
 from qiskit.circuit import Clbit
@@ -100,6 +102,18 @@ def test_per_shot_memory_agrees_with_the_counts():
     ours = _run(_two_registers(), memory=True)
     assert len(ours.memory) == SHOTS
     assert {key: list(ours.memory).count(key) for key in set(ours.memory)} == dict(ours.counts)
+
+
+def test_per_shot_memory_is_ordered_as_shots_drawn_one_by_one():
+    """The memory is the counts' shots in a random order: as many neighbours alike as independent shots
+    give (shots grouped by outcome would make nearly every neighbour alike), the same for a seed."""
+    memory = list(_run(_two_registers(), memory=True).memory)
+    alike = sum(a == b for a, b in zip(memory, memory[1:], strict=False))
+    p_alike = sum((memory.count(key) / SHOTS) ** 2 for key in set(memory))
+    expected = (SHOTS - 1) * p_alike
+    assert abs(alike - expected) < 5 * math.sqrt(expected * (1 - p_alike))
+    assert list(_run(_two_registers(), memory=True, seed=3).memory) == list(
+        _run(_two_registers(), memory=True, seed=3).memory)
 
 
 def test_a_seed_gives_the_same_shots_every_time_and_another_seed_others():

@@ -8,6 +8,7 @@ import time
 
 import grpc
 import pytest
+import structlog
 from google.protobuf import duration_pb2
 from qiskit import QuantumCircuit
 from qruntime.encoding import dumps, loads
@@ -99,6 +100,16 @@ def test_a_quick_job_is_done_when_created_with_the_history_and_result_a_queued_r
     counts = loads(ran_result.result)["counts"][0]
     assert set(counts) == {"00", "11"} and sum(counts.values()) == 500
     assert quick.get(ran.id) == ran  # stored as answered
+
+
+def test_the_create_calls_one_log_line_names_the_job_it_made(quick_and_queued, bell):
+    quick, queued = quick_and_queued
+    with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as logs:
+        made = [caller.create({"circuits": [bell], "shots": 100}) for caller in (quick, queued)]
+    lines = [line for line in logs if line["event"] == "rpc" and line["method"].endswith("/CreateJob")]
+    assert [(line["job_id"], line["program_id"], line["backend"], line["ran_at_once"]) for line in lines] == [
+        (made[0].id, "sampler", BACKEND, "DONE"), (made[1].id, "sampler", BACKEND, None)]
+    assert all(line["code"] == "OK" and line["request_id"] for line in lines)
 
 
 def test_circuits_that_are_not_quick_are_queued_and_run_as_usual(quick_and_queued, bell):
