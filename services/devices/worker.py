@@ -24,6 +24,7 @@ from qruntime.devices.v1 import backend_pb2, devices_service_pb2
 from qruntime.primitives.v1 import primitives_pb2
 
 from qruntime_kit.errors import Internal, ResourceExhausted, ServiceError
+from qruntime_kit.heap import freeze_startup_heap
 from qruntime_kit.logging import configure_logging, get_logger
 from qruntime_kit.workers import BlockingChannel, ChannelClosed
 
@@ -218,6 +219,7 @@ def main() -> None:
     configure_logging(hello["log_format"], hello["log_level"])
     os.nice(_NICENESS)
     worker = Worker(channel, max_reply=hello["max_reply_bytes"])
+    freeze_startup_heap()  # qiskit and Aer, imported
     channel.send(protocol.READY)
     worker.serve()
 

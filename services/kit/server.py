@@ -23,6 +23,7 @@ from qruntime.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 from .audit import AuditEvent, AuditSink
 from .auth import INTERNAL_METHODS
+from .heap import freeze_startup_heap
 from .interceptors import CallInterceptor
 from .local_channel import GenericOnly, LocalChannel, LocalHandlers
 from .logging import configure_logging, get_logger
@@ -221,6 +222,7 @@ async def serve_until_signalled(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     suite = await start_server(components, settings, front_door=front_door)
+    freeze_startup_heap()
     await until_signalled()
     log.info("stopping", grace_seconds=settings.grace_seconds)
     await suite.stop()

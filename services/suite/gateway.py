@@ -25,6 +25,7 @@ from qruntime.jobs.v1 import jobs_service_pb2  # noqa: F401
 from qruntime.programs.v1 import programs_service_pb2  # noqa: F401
 
 from qruntime_kit.auth import FORWARDED_FOR_KEY, INTERNAL_METHODS, peer_host
+from qruntime_kit.heap import freeze_startup_heap
 from qruntime_kit.logging import configure_logging, get_logger
 from qruntime_kit.outbound import CHANNEL_OPTIONS
 from qruntime_kit.server import until_signalled
@@ -175,6 +176,7 @@ async def start_gateway(settings: GatewaySettings) -> Gateway:
 async def serve_gateway(settings: GatewaySettings) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     gateway = await start_gateway(settings)
+    freeze_startup_heap()
     await until_signalled()
     log.info("stopping", grace_seconds=settings.grace_seconds)
     await gateway.stop(settings.grace_seconds)
