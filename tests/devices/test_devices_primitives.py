@@ -57,6 +57,31 @@ def test_sampler_bits_follow_qiskits_layout_register_by_register(adapter) -> Non
     assert bit_array(result.registers[1].bits).get_counts() == {"1": 7}
 
 
+
+def test_a_simulators_shots_come_in_a_random_order_that_a_seed_repeats(adapter) -> None:
+    # A simulator's bits are its counts' shots in a random order (no per-shot memory asked of it): as
+    # many neighbours alike as independent shots give, where shots grouped by outcome would make nearly
+    # all alike; the same seed, the same bits.
+    circuit = QuantumCircuit(2, 2)
+    circuit.h([0, 1])
+    circuit.measure([0, 1], [0, 1])
+    shots = 4000
+
+    def sampled(seed: int) -> bytes:
+        sampler = pb.PrimitiveInput(sampler=pb.SamplerInput(
+            pubs=[pb.SamplerPub(circuit=pb.Circuit(qpy=qpy_of(circuit)), shots=shots)],
+            options=pb.SamplerOptions(seed=seed)))
+        prepared = primitives.prepare(sampler, adapter)
+        assert not prepared.memory
+        return run(prepared, adapter, seed=seed).sampler.pub_results[0].registers[0].bits.packed
+
+    packed = sampled(3)
+    assert packed == sampled(3) != sampled(4)
+    alike = sum(a == b for a, b in zip(packed, packed[1:], strict=False))
+    assert abs(alike - (shots - 1) / 4) < 5 * math.sqrt((shots - 1) * 3 / 16)  # 4 outcomes, each 1/4
+    assert set(packed) == {0, 1, 2, 3}
+
+
 def test_parameters_bind_by_name_and_results_keep_the_binding_shape(adapter) -> None:
     source = ('OPENQASM 3.0; include "stdgates.inc"; input float[64] a; input float[64] b; qubit[2] q; bit[2] c; '
               'rx(a) q[0]; rx(b) q[1]; c = measure q;')
