@@ -24,6 +24,7 @@ from collections.abc import Collection, Mapping
 
 import grpc
 import structlog
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from .audit import (
@@ -258,20 +259,34 @@ def _with_request_id(status: grpc.Status, request_id: str) -> grpc.Status:
 
 
 def nul_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
-    """The text fields of message, at any depth, that hold a NUL character."""
+    """The text fields of message, at any depth, that hold a NUL character. Fields of numbers, bytes and
+    enums are not walked (a PUB's parameter values may be thousands of numbers)."""
     violations: list[FieldViolation] = []
     for field, value in message.ListFields():
+        if field.type not in _HOLDS_TEXT:
+            continue
         path = prefix + field.name
-        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
-        if is_map:
-            items = [(f"{path}[{key!r}]", key, item) for key, item in value.items()]
+        if _is_map(field):
+            for key, item in value.items():
+                _check_text(violations, f"{path}[{key!r}]", key, item)
         elif field.is_repeated:
-            items = [(f"{path}[{index}]", None, item) for index, item in enumerate(value)]
+            for index, item in enumerate(value):
+                _check_text(violations, f"{path}[{index}]", None, item)
         else:
-            items = [(path, None, value)]
-        for where, key, item in items:
-            if isinstance(key, str) and "\x00" in key or isinstance(item, str) and "\x00" in item:
-                violations.append((where, "must not hold NUL characters"))
-            elif isinstance(item, Message):
-                violations += nul_violations(item, where + ".")
+            _check_text(violations, path, None, value)
     return violations
+
+
+_HOLDS_TEXT = frozenset({FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE})  # a map is a message
+
+
+def _check_text(violations: list[FieldViolation], where: str, key, item) -> None:
+    if isinstance(key, str) and "\x00" in key or isinstance(item, str) and "\x00" in item:
+        violations.append((where, "must not hold NUL characters"))
+    elif isinstance(item, Message):
+        violations += nul_violations(item, where + ".")
+
+
+@functools.cache
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry

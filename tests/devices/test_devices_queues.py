@@ -368,3 +368,39 @@ def test_an_adapter_the_workers_cannot_get_stops_the_service_at_start():
 
     with pytest.raises(ValueError, match="backend local cannot be sent to the simulation workers"):
         WorkerPool({"local": Local("local")}, size=1, simulation_memory=GiB, check_seconds=20, warm=False)
+
+
+def test_kept_runs_are_forgotten_oldest_ended_first_when_too_many_or_too_old():
+    async def scenario():
+        recent = RecentRuns(keep_seconds=0.5, kept=3)
+        release = asyncio.Event()
+        calls: list[str] = []
+
+        def keyed(key: str) -> pb.RunCircuitsRequest:
+            return pb.RunCircuitsRequest(backend="b", shots=1, idempotency_key=key)
+
+        async def run(key: str, wait: bool = False) -> pb.RunCircuitsResponse:
+            async def execute():
+                calls.append(key)
+                if wait:
+                    await release.wait()
+                return pb.RunCircuitsResponse()
+            return await recent.run(keyed(key), execute)
+
+        running = asyncio.ensure_future(run("a", wait=True))  # the oldest, still running: never forgotten
+        await asyncio.sleep(0)
+        for key in "bcd":  # three ended after it: d makes four, so b (the oldest ended) goes
+            await run(key)
+        await run("e")  # c goes
+        for key in "de":  # kept: answered without running again, and nothing forgotten for them
+            await run(key)
+        assert calls == ["a", "b", "c", "d", "e"]
+        await run("b")  # forgotten: runs again (and d, the oldest ended left, goes)
+        assert calls[-1] == "b" and len(recent) == 3
+        release.set()
+        await running
+        await asyncio.sleep(0.6)  # past keep_seconds: every ended run is forgotten on the next call
+        await run("f")
+        assert len(recent) == 1 and calls[-1] == "f"
+
+    asyncio.run(scenario())
