@@ -28,6 +28,8 @@ from qruntime.primitives.v1 import primitives_pb2 as pb
 
 from qruntime_kit.errors import InvalidArgument
 
+from .adapters import SIMULATOR
+
 DEFAULT_SHOTS = 1024
 DEFAULT_PRECISION = 1 / 64  # 4096 shots per basis, as IBM's EstimatorV2
 MAX_CIRCUITS = 10_000  # circuits one primitive job may run in all (bindings x bases)
@@ -239,7 +241,7 @@ def _prepare_sampler(inputs: pb.SamplerInput, adapter: Any, decode_qpy: Decoder)
     # per-shot memory (sampling.draw_shots orders memory so): the bits come from the counts, without a
     # string made and parsed back for every shot (a third of a Bell PUB's time in the worker). A
     # physical system's per-shot memory is asked for: its order is the order it measured them in.
-    per_shot = adapter.kind != "simulator"
+    per_shot = adapter.kind != SIMULATOR
     rng = np.random.default_rng(inputs.options.seed if inputs.options.HasField("seed") else None)
 
     def assemble(results: list[list[backend_pb2.CircuitResult]], backend: str, seconds: float) -> pb.PrimitiveResult:
