@@ -63,9 +63,17 @@ class Router(grpc.GenericRpcHandler):
         self._routes = dict(routes)
         self._channels = {url: aio_channel(url, credentials, CHANNEL_OPTIONS) for url in set(routes.values())}
         self._pool = descriptor_pool.Default()
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}  # grpc.aio asks for every call
 
     def service(self, handler_call_details):
         path = handler_call_details.method  # "/qruntime.jobs.v1.JobsService/CreateJob"
+        handler = self._handlers.get(path)
+        if handler is None and (handler := self._handler(path)) is not None:
+            self._handlers[path] = handler  # a method of ours: a bounded set (unknown paths are not kept)
+        return handler
+
+    def _handler(self, path: str) -> grpc.RpcMethodHandler | None:
+        """The forwarding handler of a method path; None for UNIMPLEMENTED."""
         service_name, _, method_name = path.lstrip("/").partition("/")
         url = self._routes.get(service_name.rpartition(".")[0])
         if url is None or path in INTERNAL_METHODS:
