@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cpu_meter import CpuMeter
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("kit", "auth", "programs", "jobs", "devices", "suite")  # services/<name> is qruntime_<name>
 SEGMENT = 20
@@ -40,38 +42,6 @@ def base_path(rev: str, into: Path) -> str:
     for name in PACKAGES:
         (path / f"qruntime_{name}").symlink_to(tree / "services" / name)
     return str(path)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_tree(pid: int) -> list[int]:
-    """pid and its descendants (the suite's workers and their launchers)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            parents.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        found.append(current := todo.pop())
-        todo += parents.get(current, [])
-    return found
-
-
-def tree_cpu(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            total += cpu_seconds(pid)
-        except OSError:  # a worker that ended
-            pass
-    return total
 
 
 def job_of(suite, v2: bool) -> Callable[[], object]:
@@ -105,15 +75,17 @@ def main() -> None:
                     job()
             times: dict[str, list[float]] = {name: [] for name in sides}
             cpu = dict.fromkeys(sides, 0.0)
+            # Read when asked only: a polling thread would share the client's process with its jobs.
+            meters = {name: CpuMeter(suite.processes["suite"].pid, poll_seconds=None)
+                      for name, (suite, _) in sides.items()}
             for start in range(0, args.rounds, SEGMENT):
-                for name, (suite, job) in sides.items():
-                    pids = process_tree(suite.processes["suite"].pid)
-                    used = tree_cpu(pids)
+                for name, (_, job) in sides.items():
+                    used = meters[name].seconds()
                     for _ in range(min(SEGMENT, args.rounds - start)):
                         began = time.perf_counter()
                         job()
                         times[name].append((time.perf_counter() - began) * 1000)
-                    cpu[name] += tree_cpu(pids) - used
+                    cpu[name] += meters[name].seconds() - used
     what = "qruntime.SamplerV2" if args.v2 else "the sampler program"
     print(f"Bell circuit, {SHOTS} shots through {what}, {args.rounds} sequential jobs each way in turns of "
           f"{SEGMENT}; before: {args.base}; {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")

@@ -26,12 +26,12 @@ import statistics
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from cpu_meter import CpuMeter
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 from qiskit.circuit.random import random_circuit
@@ -202,6 +202,7 @@ def bench_responsive(tmp: Path, rounds: int) -> None:
 # -- 4. vqe -------------------------------------------------------------------------------------
 
 SPSA = '''
+from cpu_meter import CpuMeter
 import numpy as np
 
 def spsa(energy, theta, steps, seed=0):
@@ -244,46 +245,6 @@ def ansatz() -> QuantumCircuit:
     circuit.ry(theta[2], 0)
     circuit.ry(theta[3], 1)
     return circuit
-
-
-class CpuMeter:
-    """CPU time used by process root and its descendants (services, simulation workers, program hosts),
-    sampled every 20 ms from /proc while it runs: a host killed with its sandbox is nobody's child to
-    reap, so its time would vanish from its parent's. Each process counts what it used while watched."""
-
-    def __init__(self, root: int) -> None:
-        self._root = root
-        self._first: dict[int, int] = {}
-        self._last: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        pids, seen = [self._root], set()
-        while pids:
-            pid = pids.pop()
-            seen.add(pid)
-            with contextlib.suppress(OSError, ValueError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-                ticks = int(fields[11]) + int(fields[12])  # utime, stime
-                self._first.setdefault(pid, ticks if self._last else 0)
-                self._last[pid] = ticks
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    pids += [int(c) for c in (task / "children").read_text().split() if int(c) not in seen]
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.02):
-            self._sample()
-
-    def seconds(self) -> float:
-        """What the processes used since the meter started."""
-        self._sample()
-        return sum(self._last[pid] - self._first[pid] for pid in self._last) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def settled(meter: CpuMeter, window: float = 0.5, limit: float = 20.0) -> float:

@@ -29,6 +29,7 @@ from qruntime.primitives.v1 import primitives_pb2 as pb
 from qruntime_kit.errors import InvalidArgument
 
 from .adapters import SIMULATOR
+from .sampling import shot_order
 
 DEFAULT_SHOTS = 1024
 DEFAULT_PRECISION = 1 / 64  # 4096 shots per basis, as IBM's EstimatorV2
@@ -237,10 +238,10 @@ def _prepare_sampler(inputs: pb.SamplerInput, adapter: Any, decode_qpy: Decoder)
     if total > MAX_CIRCUITS:
         raise _too_many(where, total)
     batches, placed = _batches(shots_of, circuits_of, adapter.configuration().max_experiments or 300)
-    # A simulator's shots are independent draws, so its counts in a random order are distributed as its
-    # per-shot memory (sampling.draw_shots orders memory so): the bits come from the counts, without a
-    # string made and parsed back for every shot (a third of a Bell PUB's time in the worker). A
-    # physical system's per-shot memory is asked for: its order is the order it measured them in.
+    # A simulator's shots are independent draws, so its counts in a random order (sampling.shot_order, as
+    # draw_shots orders memory) are distributed as its per-shot memory: the bits come from the counts,
+    # without a string made and parsed back for every shot (a third of a Bell PUB's time in the worker).
+    # A physical system's per-shot memory is asked for: its order is the order it measured them in.
     per_shot = adapter.kind != SIMULATOR
     rng = np.random.default_rng(inputs.options.seed if inputs.options.HasField("seed") else None)
 
@@ -276,7 +277,7 @@ def register_bits(results: Sequence[backend_pb2.CircuitResult], registers: list[
             times = [result.counts[key] for key in keys]
             if sum(times) != shots:
                 raise ValueError(f"the backend counted {sum(times)} shots of {shots}")
-            order = rng.permutation(np.repeat(np.arange(len(keys)), times))
+            order = shot_order(times, rng)
         if any(len(key) != length for key in keys[:1]):
             raise ValueError(f"the backend returned outcomes of {len(keys[0])} characters for registers of {length}")
         table = np.frombuffer("".join(keys).encode(), dtype=np.uint8).reshape(len(keys), length)

@@ -84,8 +84,8 @@ def draw_shots(
     outcome, drawn from the final state's probabilities for the measured qubits. Only the outcomes
     drawn are formatted: a 13-qubit circuit has 8,192, and 1,024 shots draw at most 1,024 of them.
 
-    The counts are one multinomial draw; the memory is those shots in a uniformly random order, which
-    is distributed as shots drawn one by one (rng.choice was 5x slower for a Bell circuit's 1,024)."""
+    The counts are one multinomial draw; the memory is those shots in shot_order (rng.choice was 5x
+    slower for a Bell circuit's 1,024)."""
     probabilities = plan.probabilities(statevector)
     probabilities /= probabilities.sum()
     header = {"creg_sizes": [[r.name, r.size] for r in circuit.cregs], "memory_slots": circuit.num_clbits}
@@ -101,5 +101,10 @@ def draw_shots(
                              header), []
     keys = [format_counts_memory(written(k), header) for k in outcomes.tolist()]
     counts = dict(zip(keys, times.tolist(), strict=True))
-    order = rng.permutation(np.repeat(np.arange(len(keys)), times))
-    return counts, np.array(keys, dtype=object)[order].tolist()
+    return counts, np.array(keys, dtype=object)[shot_order(times, rng)].tolist()
+
+
+def shot_order(times, rng: np.random.Generator) -> np.ndarray:
+    """Shots of counts drawn at once, in a uniformly random order, as indices into times (how many shots
+    gave each outcome): distributed as shots drawn one by one."""
+    return rng.permutation(np.repeat(np.arange(len(times)), times))

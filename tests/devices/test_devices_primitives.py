@@ -57,7 +57,6 @@ def test_sampler_bits_follow_qiskits_layout_register_by_register(adapter) -> Non
     assert bit_array(result.registers[1].bits).get_counts() == {"1": 7}
 
 
-
 def test_a_simulators_shots_come_in_a_random_order_that_a_seed_repeats(adapter) -> None:
     # A simulator's bits are its counts' shots in a random order (no per-shot memory asked of it): as
     # many neighbours alike as independent shots give, where shots grouped by outcome would make nearly
