@@ -84,8 +84,9 @@ def draw_shots(
     outcome, drawn from the final state's probabilities for the measured qubits. Only the outcomes
     drawn are formatted: a 13-qubit circuit has 8,192, and 1,024 shots draw at most 1,024 of them.
 
-    The counts are one multinomial draw; the memory is those shots in shot_order (rng.choice was 5x
-    slower for a Bell circuit's 1,024)."""
+    The counts are one multinomial draw; the memory is those shots in shot_order (drawing each shot
+    with rng.choice and counting them with np.unique made the memory's part of 1,024 Bell shots 4-5x as
+    long: ~120-165 us against ~33, warm loop)."""
     probabilities = plan.probabilities(statevector)
     probabilities /= probabilities.sum()
     header = {"creg_sizes": [[r.name, r.size] for r in circuit.cregs], "memory_slots": circuit.num_clbits}
