@@ -8,6 +8,7 @@ from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2, BaseSamplerV2, PrimitiveResult
 from qiskit.transpiler import generate_preset_pass_manager
 from qruntime import Batch, EstimatorV2, ReferenceCircuits, RuntimeJobV2, SamplerV2, Session
+from qruntime._bit_array import CountedBitArray
 from qruntime.exceptions import IBMInputValueError
 
 pytestmark = pytest.mark.slow
@@ -23,6 +24,7 @@ def test_they_are_qiskits_v2_primitives_and_their_job_speaks_v2(lite) -> None:
     assert isinstance(result, PrimitiveResult) and job.status() == "DONE" and isinstance(job.status(), str)
     assert job.done() and not job.errored() and job.in_final_state() and job.job_id() == job.job_id
     assert sum(result[0].data.c.get_counts().values()) == 100 and result.metadata["backend"] == backend.name
+    assert isinstance(result[0].data.c, CountedBitArray)  # Qiskit's BitArray, counted in numpy
     assert job.inputs.sampler.pubs[0].shots == 100 and job.inputs.sampler.pubs[0].circuit.qpy  # QPY, as sent
 
 

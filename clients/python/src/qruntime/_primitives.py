@@ -35,6 +35,7 @@ from qiskit.primitives.containers import (
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 
+from ._bit_array import CountedBitArray
 from ._jobs import JobStatus, RuntimeJob
 from ._session import current_session
 from ._uploads import read_inputs
@@ -197,7 +198,7 @@ def _tensor(tensor: pb.Tensor) -> np.ndarray:
 
 def _bit_array(bits: pb.BitArray) -> BitArray:
     shape = (*bits.shape, bits.num_shots, math.ceil(bits.num_bits / 8))
-    return BitArray(np.frombuffer(bits.packed, dtype=np.uint8).reshape(shape), bits.num_bits)
+    return CountedBitArray(np.frombuffer(bits.packed, dtype=np.uint8).reshape(shape), bits.num_bits)
 
 
 def to_primitive_result(result: pb.PrimitiveResult) -> PrimitiveResult:
