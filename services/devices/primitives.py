@@ -251,24 +251,24 @@ def _prepare_sampler(inputs: pb.SamplerInput, adapter: Any, decode_qpy: Decoder)
         for i, (shape, shots, registers) in enumerate(zip(shapes, shots_of, registers_of, strict=True)):
             per_circuit = [results[b][k] for b, k in (placed[(i, n)] for n in range(len(circuits_of[i])))]
             pub = out.pub_results.add(metadata=pb.PubMetadata(shots=shots, circuits=len(per_circuit)))
-            for name, bits in register_bits(per_circuit, registers, shots, rng):
-                array = BitArray.from_bool_array(bits.reshape(*shape, shots, bits.shape[-1]), order="big")
+            for (name, size), packed in zip(registers, register_bits(per_circuit, registers, shots, rng), strict=True):
                 pub.registers.add(name=name, bits=pb.BitArray(
-                    packed=array.array.tobytes(), shape=list(shape), num_shots=shots, num_bits=array.num_bits))
+                    packed=packed.tobytes(), shape=list(shape), num_shots=shots, num_bits=size))
         return pb.PrimitiveResult(sampler=out)
 
     return Prepared(batches, per_shot, assemble)
 
 
 def register_bits(results: Sequence[backend_pb2.CircuitResult], registers: list[tuple[str, int]],
-                  shots: int, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
-    """Per register (in the circuit's order): a bool array [circuits, shots, size], the register's most
-    significant bit first, from the results' per-shot memory ("c1bits c0bits": the last register first),
-    or, for a result without memory, from its counts' shots in an order drawn from rng."""
+                  shots: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per register (in the circuit's order): its bits packed as Qiskit's BitArray packs them, a uint8
+    array [circuits, shots, bytes], from the results' per-shot memory ("c1bits c0bits": the last register
+    first), or, for a result without memory, from its counts' shots in an order drawn from rng. Each
+    distinct outcome is packed once and copied to its shots."""
     widths = [size for _, size in reversed(registers)]
     length = sum(widths) + len(widths) - 1
-    rows = np.empty((len(results), shots, length), dtype=np.uint8)
-    for k, result in enumerate(results):
+    drawn = []  # per result: its outcomes as rows of "0"/"1" bytes, and the row each shot gave (None: in order)
+    for result in results:
         if result.memory:  # an outcome a shot
             if len(result.memory) != shots:
                 raise ValueError(f"the backend returned {len(result.memory)} memory entries for {shots} shots")
@@ -281,13 +281,16 @@ def register_bits(results: Sequence[backend_pb2.CircuitResult], registers: list[
             order = shot_order(times, rng)
         if any(len(key) != length for key in keys[:1]):
             raise ValueError(f"the backend returned outcomes of {len(keys[0])} characters for registers of {length}")
-        table = np.frombuffer("".join(keys).encode(), dtype=np.uint8).reshape(len(keys), length)
-        rows[k] = table if order is None else table[order]
-    out, start = {}, 0
+        drawn.append((np.frombuffer("".join(keys).encode(), dtype=np.uint8).reshape(len(keys), length), order))
+    packed, start = {}, 0
     for (name, _), width in zip(reversed(registers), widths, strict=True):
-        out[name] = rows[:, :, start:start + width] == ord("1")
+        per_result = []
+        for rows, order in drawn:
+            outcomes = BitArray.from_bool_array(rows[:, start:start + width] == ord("1"), order="big").array
+            per_result.append(outcomes if order is None else outcomes[order])
+        packed[name] = np.stack(per_result) if per_result else np.empty((0, shots, (width + 7) // 8), np.uint8)
         start += width + 1
-    return [(name, out[name]) for name, _ in registers]
+    return [packed[name] for name, _ in registers]
 
 
 # -- estimator -----------------------------------------------------------------------------------------
