@@ -522,7 +522,9 @@ def test_least_busy(start_suite) -> None:
 # Programs
 
 
-def test_programs_listing(start_suite) -> None:
+def test_programs_listing(start_suite, monkeypatch) -> None:
+    from qruntime import _service
+
     suite = start_suite("programs")  # its own: public programs of other tests would show
     key, crn = suite.make_user(instance_name="lister")
     with IBMRuntimeService(token=key, instance=crn, url=suite.address) as service, \
@@ -530,8 +532,9 @@ def test_programs_listing(start_suite) -> None:
         assert [p.program_id for p in service.programs()] == BUILTIN_PROGRAMS
         hidden = other.upload_program(SOURCE, {"name": "hidden", "max_execution_time": 60})
         shared = other.upload_program(SOURCE, {"name": "shared", "max_execution_time": 60, "is_public": True})
-        # More than one page (the service's largest is 200): the client follows them.
-        mine = [service.upload_program(SOURCE, {"name": f"p{i:03}", "max_execution_time": 60}) for i in range(200)]
+        # More than one page (pages of 4 here, of the service's largest, 200, by default): the client follows them.
+        monkeypatch.setattr(_service, "_MAX_PAGE_SIZE", 4)
+        mine = [service.upload_program(SOURCE, {"name": f"p{i:03}", "max_execution_time": 60}) for i in range(10)]
         listed = [p.program_id for p in service.programs()]
         assert listed == sorted([*BUILTIN_PROGRAMS, *mine, shared]) and hidden not in listed
         assert [p.program_id for p in service.programs(limit=3)] == listed[:3]
