@@ -6,7 +6,7 @@ and checks the circuit in its own worker anyway. So the runner passes the circui
 RunCircuits unopened (the service decodes no user circuit) and shapes the counts into the sampler's
 result, which is arithmetic on a dictionary. It saves the host's fork, two frames each way, and a
 decode and re-encode of the circuit. Everything else goes to builtin_programs/sampler.py in a host,
-which owns the sampler's meaning; the two must agree (tests/jobs/test_jobs_direct.py runs both).
+which owns the sampler's meaning; the two must agree (tests/jobs/test_jobs_executor.py runs both).
 """
 
 from __future__ import annotations
