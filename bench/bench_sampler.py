@@ -8,6 +8,8 @@ p50/p95), then CONCURRENT_JOBS at once from THREADS client threads (throughput: 
 - qruntime-embedded:    `qruntime up` (one process, SQLite), through the qruntime client (the sampler
                         program: service.run("sampler", {"circuits": ...}))
 - qruntime-embedded-v2: the same suite through qruntime.SamplerV2(mode=backend): today's Qiskit code
+- qruntime-v2-qiskit-counts: the same, the counts taken by Qiskit's BitArray.get_counts instead of the
+                        client's CountedBitArray (what its numpy count saves)
 - qruntime-separate:    four service processes behind `qruntime gateway`, through the client
 
 Each variant runs in a process of its own (an in-process baseline leaves threads and state behind
@@ -135,10 +137,20 @@ def qruntime_v2(service) -> Callable[[], object]:
     return lambda: sampler.run([circuit], shots=SHOTS).result()[0].data.c.get_counts()
 
 
+def qruntime_v2_qiskit_counts(service) -> Callable[[], object]:
+    from qiskit.primitives.containers import BitArray
+    from qruntime import SamplerV2
+
+    sampler, circuit = SamplerV2(mode=service.backend(BACKEND)), ReferenceCircuits.bell()
+    # Qiskit's own get_counts on the result's CountedBitArray: what the client's numpy count saves.
+    return lambda: BitArray.get_counts(sampler.run([circuit], shots=SHOTS).result()[0].data.c)
+
+
 # What each variant's process runs (the qruntime ones given their client).
 VARIANTS: dict[str, Callable[..., Callable[[], object]]] = {
     "aer-sampler-v2": aer_sampler, "ibm-runtime-local": ibm_runtime_local, "qruntime-embedded": qruntime_program,
-    "qruntime-embedded-v2": qruntime_v2, "qruntime-separate": qruntime_program,
+    "qruntime-embedded-v2": qruntime_v2, "qruntime-v2-qiskit-counts": qruntime_v2_qiskit_counts,
+    "qruntime-separate": qruntime_program,
 }
 
 
@@ -151,7 +163,7 @@ def main() -> None:
 
     print(f"Bell circuit, {SHOTS} shots; {args.rounds} sequential jobs (turns of {SEGMENT}), then "
           f"{args.concurrent} from {THREADS} threads; {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    print(f"{'variant':<22}{'p50 ms':>10}{'p95 ms':>10}{'jobs/s':>10}{'p50 / local':>14}{'jobs/s / local':>16}")
+    print(f"{'variant':<26}{'p50 ms':>10}{'p95 ms':>10}{'jobs/s':>10}{'p50 / local':>14}{'jobs/s / local':>16}")
     with tempfile.TemporaryDirectory() as tmp:
         # Lazy simulation workers: the devices service's background warm-up (loading every backend,
         # noise models included, for about a minute) would otherwise run during the measurements.
@@ -159,7 +171,8 @@ def main() -> None:
         for phase, start in (("embedded", launch.embedded), ("separate", launch.separate)):
             with launch.running(start(Path(tmp) / phase, extra_env=lazy)) as suite:
                 reach = (suite.url, suite.bootstrap)
-                names = (["aer-sampler-v2", "ibm-runtime-local", "qruntime-embedded", "qruntime-embedded-v2"]
+                names = (["aer-sampler-v2", "ibm-runtime-local", "qruntime-embedded", "qruntime-embedded-v2",
+                          "qruntime-v2-qiskit-counts"]
                          if phase == "embedded" else ["ibm-runtime-local", "qruntime-separate"])
                 variants = [Variant(name, reach if name.startswith("qruntime") else None) for name in names]
                 latencies = interleaved(variants, args.rounds)
@@ -173,7 +186,7 @@ def main() -> None:
             base = results["ibm-runtime-local"]
             print(f"-- with the {phase} suite running")
             for name, r in results.items():
-                print(f"{name:<22}{r['p50_ms']:>10.2f}{r['p95_ms']:>10.2f}{r['jobs_per_s']:>10.1f}"
+                print(f"{name:<26}{r['p50_ms']:>10.2f}{r['p95_ms']:>10.2f}{r['jobs_per_s']:>10.1f}"
                       f"{r['p50_ms'] / base['p50_ms']:>14.2f}{r['jobs_per_s'] / base['jobs_per_s']:>16.2f}")
 
 
