@@ -48,7 +48,7 @@ from qruntime_kit.errors import FailedPrecondition, Internal, InvalidArgument
 
 from . import memory
 from .circuits import DIRECTIVES, check_circuits, check_isa, circuit_results, iter_operation_names, register_names
-from .sampling import FinalMeasurements, draw_shots, final_measurements
+from .sampling import FinalMeasurements, draw_shots, final_measurements, generator
 
 SIMULATOR, PHYSICAL = "simulator", "physical"
 # Below Aer's statevector_parallel_threshold (14) it never parallelises a state's update, only shots.
@@ -309,7 +309,7 @@ def run_on_aer(
         # run 1.6 -> 0.8 ms, an estimator step of the VQE benchmark 5.9 -> 2.0 ms.
         plans = [final_measurements(c) for c in runnable] if simulator.options.method in _SAMPLED_METHODS else [None]
         if all(plans):
-            rng = np.random.default_rng(seed)
+            rng = generator(seed)
             return [_sampled(_final_state(backend_name, plan.circuit), plan, original, shots, rng, memory)
                     for plan, original in zip(plans, originals, strict=True)]
     return circuit_results(_run(simulator, backend_name, runnable, options), originals, memory=memory)

@@ -29,7 +29,7 @@ from qruntime.primitives.v1 import primitives_pb2 as pb
 from qruntime_kit.errors import InvalidArgument
 
 from .adapters import SIMULATOR
-from .sampling import shot_order
+from .sampling import generator, shot_order
 
 DEFAULT_SHOTS = 1024
 DEFAULT_PRECISION = 1 / 64  # 4096 shots per basis, as IBM's EstimatorV2
@@ -244,7 +244,7 @@ def _prepare_sampler(inputs: pb.SamplerInput, adapter: Any, decode_qpy: Decoder)
     # 1,171 -> 972 us).
     # A physical system's per-shot memory is asked for: its order is the order it measured them in.
     per_shot = adapter.kind != SIMULATOR
-    rng = np.random.default_rng(inputs.options.seed if inputs.options.HasField("seed") else None)
+    rng = generator(inputs.options.seed if inputs.options.HasField("seed") else None)
 
     def assemble(results: list[list[backend_pb2.CircuitResult]], backend: str, seconds: float) -> pb.PrimitiveResult:
         out = pb.SamplerResult(metadata=pb.JobMetadata(backend=backend, execution_seconds=seconds, version=2))
@@ -427,7 +427,7 @@ def _prepare_estimator(inputs: pb.EstimatorInput, adapter: Any, decode_qpy: Deco
                               reason="INVALID_OPTIONS", metadata={"option": "resilience_level"},
                               field_violations=[(f"{where}.options.resilience_level", "0 (none) or 1 (TREX)")])
     twirls = TWIRLS if options.resilience_level == 1 else 1
-    rng = np.random.default_rng(options.seed if options.HasField("seed") else None)
+    rng = generator(options.seed if options.HasField("seed") else None)
     default = options.default_precision or DEFAULT_PRECISION
     max_shots = adapter.configuration().max_shots
     plans, shots_of, circuits_of, precision_of = [], [], [], []

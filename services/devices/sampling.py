@@ -18,6 +18,7 @@ to exactly one register, are sampled here; anything else goes to Aer's own sampl
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -25,6 +26,21 @@ from qiskit.circuit import Gate
 from qiskit.result.postprocess import format_counts, format_counts_memory
 
 _AFTER_MEASUREMENTS = frozenset({"measure", "barrier"})
+_unseeded: tuple[int, np.random.Generator] | None = None  # (the process it was made in, the generator)
+
+
+def generator(seed: int | None) -> np.random.Generator:
+    """The random numbers of a run: with a seed, a generator of its own (the seed's draws repeat);
+    without, this process's one, made once from the system's entropy (and again in a forked child, which
+    must not repeat its parent's draws). A generator made afresh costs 6-9 us in a loop but 65-170 us as
+    a worker meets it, a few milliseconds after its last run (bench_gaps); the sampler's primitive used
+    two a job."""
+    global _unseeded
+    if seed is not None:
+        return np.random.default_rng(seed)
+    if _unseeded is None or _unseeded[0] != os.getpid():
+        _unseeded = (os.getpid(), np.random.default_rng())
+    return _unseeded[1]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ registers and per-shot memory, the same distribution within sampling error, and 
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
@@ -13,6 +14,7 @@ from qiskit.quantum_info import Statevector
 from qiskit_aer import AerSimulator
 from scipy.stats import chisquare
 
+from qruntime_devices import sampling
 from qruntime_devices.adapters import run_on_aer
 from qruntime_devices.sampling import final_measurements
 
@@ -130,3 +132,21 @@ def test_other_simulation_methods_keep_aers_own_sampling():
     bell.measure([0, 1], [0, 1])
     ours = _run(bell, seed=5, simulator=stabilizer)
     assert dict(ours.counts) == stabilizer.run(bell, shots=SHOTS, seed_simulator=5).result().get_counts()
+
+
+def test_a_seed_has_a_generator_of_its_own_and_unseeded_runs_share_the_process_one_a_fork_makes_anew():
+    assert sampling.generator(7).integers(1 << 62) == sampling.generator(7).integers(1 << 62)
+    assert sampling.generator(None) is sampling.generator(None)
+    assert sampling.generator(7) is not sampling.generator(7)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its unseeded draw, to the parent
+        try:
+            os.write(write, int(sampling.generator(None).integers(1 << 62)).to_bytes(8, "big"))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    theirs = int.from_bytes(os.read(read, 8), "big")
+    os.close(read)
+    os.close(write)
+    assert theirs != int(sampling.generator(None).integers(1 << 62))  # the parent's next draw: not the child's
