@@ -6,8 +6,9 @@ its hexadecimal key: about 0.9 ms per 1,024 shots, where the simulation of a few
 (measured: a 2-qubit, 5-gate circuit took 1.6 ms with 1,024 shots, 0.6 ms with one). A VQE step
 measures two such circuits. Drawing the counts from the probabilities is one multinomial draw, and
 the shots have the same distribution; only the stream of random numbers behind a seed differs from
-Aer's (a seed still gives the same counts every time). Aer saves the state vector (a 13-qubit one in
-0.3 ms), not the measured qubits' probabilities (19 ms at 13 qubits, measured): they are summed here.
+Aer's (a seed still gives the same counts every time). The measured qubits' probabilities come from an
+AerState (final_states.py), not from an AerSimulator run's saved probabilities (19 ms at 13 qubits,
+measured).
 
 Only circuits whose every operation before the measurements is a gate (unitary, so the state before
 measuring is one state for every shot), whose measurements come last (nothing but barriers after the
@@ -45,22 +46,13 @@ def generator(seed: int | None) -> np.random.Generator:
 
 @dataclasses.dataclass(frozen=True)
 class FinalMeasurements:
-    """A circuit to simulate once (the circuit without its measurements), the qubits it measures and
-    where each one's outcome goes."""
+    """A circuit's gates (each with the indices of its qubits) to simulate once, the qubits it then
+    measures and where each one's outcome goes."""
 
-    circuit: QuantumCircuit
+    num_qubits: int
+    gates: list[tuple[Gate, list[int]]]
     qubits: list[int]  # the measured qubits, in the order of their measurements
     clbits: list[int]  # the classical bit of the j-th measured qubit
-
-    def probabilities(self, statevector) -> np.ndarray:
-        """The probability of each outcome of the measured qubits (index bit j: the j-th measured
-        qubit) in the final state (index bit q: qubit q, as Qiskit orders amplitudes)."""
-        amplitudes = np.abs(np.asarray(statevector)) ** 2
-        index = np.arange(amplitudes.size)
-        outcome = np.zeros(amplitudes.size, dtype=np.int64)
-        for j, qubit in enumerate(self.qubits):
-            outcome |= ((index >> qubit) & 1) << j
-        return np.bincount(outcome, weights=amplitudes, minlength=1 << len(self.qubits))
 
 
 def final_measurements(circuit: QuantumCircuit) -> FinalMeasurements | None:
@@ -68,7 +60,7 @@ def final_measurements(circuit: QuantumCircuit) -> FinalMeasurements | None:
     if sum(register.size for register in circuit.cregs) != circuit.num_clbits or len(
             {bit for register in circuit.cregs for bit in register}) != circuit.num_clbits:
         return None
-    unmeasured = circuit.copy_empty_like()
+    gates: list[tuple[Gate, list[int]]] = []
     qubits: list[int] = []
     clbits: list[int] = []
     measuring = False
@@ -86,25 +78,24 @@ def final_measurements(circuit: QuantumCircuit) -> FinalMeasurements | None:
         elif not isinstance(operation, Gate) or instruction.clbits:
             return None
         else:
-            unmeasured.append(instruction)
+            gates.append((operation, [circuit.find_bit(qubit).index for qubit in instruction.qubits]))
     if not qubits or len(set(qubits)) != len(qubits) or len(set(clbits)) != len(clbits):
         return None
-    return FinalMeasurements(unmeasured, qubits, clbits)
+    return FinalMeasurements(circuit.num_qubits, gates, qubits, clbits)
 
 
 def draw_shots(
-    statevector, plan: FinalMeasurements, circuit: QuantumCircuit, shots: int, rng: np.random.Generator,
-    memory: bool,
+    probabilities: np.ndarray, plan: FinalMeasurements, circuit: QuantumCircuit, shots: int,
+    rng: np.random.Generator, memory: bool,
 ) -> tuple[dict[str, int], list[str]]:
     """Counts (keys as Qiskit prints them for circuit's registers) and, with memory, each shot's
-    outcome, drawn from the final state's probabilities for the measured qubits. Only the outcomes
+    outcome, drawn from the probabilities of the measured qubits' outcomes (final_states.py). Only the outcomes
     drawn are formatted: a 13-qubit circuit has 8,192, and 1,024 shots draw at most 1,024 of them.
 
     The counts are one multinomial draw; the memory is those shots in shot_order (drawing each shot
     with rng.choice and counting them with np.unique made the memory's part of 1,024 Bell shots 4-5x as
     long: ~120-165 us against ~33, warm loop)."""
-    probabilities = plan.probabilities(statevector)
-    probabilities /= probabilities.sum()
+    probabilities = probabilities / probabilities.sum()
     header = {"creg_sizes": [[r.name, r.size] for r in circuit.cregs], "memory_slots": circuit.num_clbits}
 
     def written(outcome: int) -> str:  # the classical bits the outcome writes, as hexadecimal

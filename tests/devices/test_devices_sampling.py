@@ -150,3 +150,34 @@ def test_a_seed_has_a_generator_of_its_own_and_unseeded_runs_share_the_process_o
     os.close(read)
     os.close(write)
     assert theirs != int(sampling.generator(None).integers(1 << 62))  # the parent's next draw: not the child's
+
+
+def test_the_kept_aer_state_gives_aerstatevectors_probabilities_and_survives_a_failed_circuit():
+    # final_states.py applies gates as AerStatevector does, in one AerState a thread keeps: the same
+    # probabilities, for the measured qubits in the order measured, gate after gate of every kind.
+    from qiskit.circuit import Parameter
+    from qiskit.circuit.random import random_circuit
+    from qiskit_aer.quantum_info import AerStatevector
+
+    from qruntime_devices.final_states import measured_probabilities
+
+    for seed in range(12):
+        circuit = random_circuit(5, 6, max_operands=3, measure=False, seed=seed)
+        measured = [4, 0, 2] if seed % 2 else [1, 3]
+        plan_circuit = circuit.copy()
+        plan_circuit.add_register(ClassicalRegister(len(measured), "m"))
+        plan_circuit.measure(measured, range(len(measured)))
+        plan = final_measurements(plan_circuit)
+        assert plan is not None and plan.qubits == measured
+        ours = measured_probabilities(plan.num_qubits, plan.gates, plan.qubits)
+        theirs = Statevector(AerStatevector(circuit).data).probabilities(measured)
+        assert ours == pytest.approx(theirs, abs=1e-9), seed
+    unbound = QuantumCircuit(1)
+    unbound.rx(Parameter("t"), 0)
+    with pytest.raises(Exception):  # noqa: B017 - Aer's own kind of failure
+        measured_probabilities(1, [(unbound.data[0].operation, [0])], [0])
+    bell = QuantumCircuit(2)
+    bell.h(0)
+    bell.cx(0, 1)
+    assert measured_probabilities(2, [(i.operation, [bell.find_bit(q).index for q in i.qubits]) for i in bell.data],
+                                  [0, 1]) == pytest.approx([0.5, 0, 0, 0.5])
