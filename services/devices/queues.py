@@ -24,6 +24,7 @@ from qruntime.devices.v1 import backend_pb2
 from qruntime.devices.v1 import devices_service_pb2 as pb
 
 from qruntime_kit.errors import NotFound
+from qruntime_kit.interceptors import describe_call
 from qruntime_kit.logging import get_logger
 
 from . import protocol
@@ -186,8 +187,11 @@ class ExecutionQueues:
         started, admitted = queued, {}
         try:
             response = await self._pool.run(request, admit, budget)
-            log.info("run finished", ms=round((time.perf_counter() - started) * 1000, 1),
-                     **(admitted if request.only_if_quick else {}))
+            ran_ms = round((time.perf_counter() - started) * 1000, 1)
+            if request.only_if_quick:  # its call's rpc line says what ran (a line of its own: ~45 us more)
+                describe_call(run_ms=ran_ms, **admitted)
+            else:
+                log.info("run finished", ms=ran_ms)
             return response
         finally:
             queue.running -= 1

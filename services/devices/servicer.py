@@ -12,11 +12,11 @@ import asyncio
 import random
 from collections.abc import Mapping
 
-import structlog
 from qruntime.devices.v1 import backend_pb2, devices_service_pb2, devices_service_pb2_grpc
 
 from qruntime_kit.auth import Principal, current_principal
 from qruntime_kit.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from qruntime_kit.interceptors import describe_call
 from qruntime_kit.logging import get_logger
 from qruntime_kit.store import decode_page_token, encode_page_token, page_size
 
@@ -87,22 +87,21 @@ class DevicesServicer(devices_service_pb2_grpc.DevicesServiceServicer):
                 "submit a job with JobsService.CreateJob",
                 reason="SERVICE_ONLY",
             )
-        job = {"job_id": request.job_id} if request.job_id else {}
-        with structlog.contextvars.bound_contextvars(**job, backend=request.backend):
-            self._allowed_backend(principal, request.backend, field="backend")
-            request.shots = request.shots or DEFAULT_SHOTS
-            seed = request.seed if request.HasField("seed") else None
-            kind = request.primitive.WhichOneof("primitive") if request.HasField("primitive") else None
-            what = ({"primitive": kind, "pubs": len(getattr(request.primitive, kind).pubs)} if kind else
-                    {"qpy_bytes": len(request.circuits_qpy), "shots": request.shots, "seed": seed,
-                     "memory": request.memory})
-            if not request.only_if_quick:
-                log.info("run circuits", **what, pending=self._queues.pending(request.backend),
-                         idempotency_key=request.idempotency_key)
-            # A quick run takes milliseconds: it says what it ran in one line, when it ends (queues.py).
-            quick = {**what, "only_if_quick": True} if request.only_if_quick else {}
-            with structlog.contextvars.bound_contextvars(**quick):
-                return await self._recent.run(request, lambda: self._queues.run(request))
+        # On this call's lines, its rpc line included: each call is served in a context of its own.
+        describe_call(**({"job_id": request.job_id} if request.job_id else {}), backend=request.backend)
+        self._allowed_backend(principal, request.backend, field="backend")
+        request.shots = request.shots or DEFAULT_SHOTS
+        seed = request.seed if request.HasField("seed") else None
+        kind = request.primitive.WhichOneof("primitive") if request.HasField("primitive") else None
+        what = ({"primitive": kind, "pubs": len(getattr(request.primitive, kind).pubs)} if kind else
+                {"qpy_bytes": len(request.circuits_qpy), "shots": request.shots, "seed": seed,
+                 "memory": request.memory})
+        if not request.only_if_quick:
+            log.info("run circuits", **what, pending=self._queues.pending(request.backend),
+                     idempotency_key=request.idempotency_key)
+        else:  # a quick run takes milliseconds: its call's rpc line says what it ran (queues.py)
+            describe_call(**what, only_if_quick=True)
+        return await self._recent.run(request, lambda: self._queues.run(request))
 
     async def CheckCircuits(self, request, context):
         self._allowed_backend(current_principal(), request.backend, field="backend")

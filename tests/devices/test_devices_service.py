@@ -183,18 +183,31 @@ def test_bad_runs_are_refused_with_typed_errors_and_checks_say_the_same(
     assert (checked.code, checked.reason, checked.field_violations) == (code, reason, err.field_violations)
 
 
+def run_circuits_lines(logs: list[dict]) -> list[dict]:
+    """The rpc lines of RunCircuits calls among logs, once there is one: the server writes a call's line
+    after it has answered."""
+    deadline = time.monotonic() + 5
+    while not (lines := [line for line in logs if line["event"] == "rpc" and line["method"].endswith("/RunCircuits")]
+               ) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return lines
+
+
 def test_a_run_asked_only_if_quick_runs_small_ideal_circuits_and_nothing_else(devices, bell, bell_qpy):
     service = devices["service"]
-    quick = pb.RunCircuitsRequest(backend="ibmq_qasm_simulator", circuits_qpy=bell_qpy, seed=5, only_if_quick=True)
-    with structlog.testing.capture_logs() as logs:
+    quick = pb.RunCircuitsRequest(backend="ibmq_qasm_simulator", circuits_qpy=bell_qpy, seed=5, only_if_quick=True,
+                                  job_id="job-quick")
+    with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as logs:
         ran = service.RunCircuits(quick)
+        said = run_circuits_lines(logs)
     assert ran == service.RunCircuits(pb.RunCircuitsRequest(
         backend="ibmq_qasm_simulator", circuits_qpy=bell_qpy, seed=5))  # the same run
-    # A quick run takes milliseconds: one line says what ran, once it has.
-    said = [line for line in logs if line["event"].startswith("run ")]
-    assert [line["event"] for line in said] == ["run finished"]
-    assert (said[0]["circuits"], said[0]["shots"], said[0]["memory"]) == (1, 1024, "448 B")  # and, bound, the request's
-    assert said[0]["waited_ms"] >= 0 and said[0]["ms"] >= 0
+    # A quick run takes milliseconds: its call's one line says what ran, once it has.
+    assert not [line for line in logs if line["event"].startswith("run ")]
+    assert len(said) == 1 and said[0]["only_if_quick"] and said[0]["code"] == "OK"
+    assert (said[0]["backend"], said[0]["job_id"]) == ("ibmq_qasm_simulator", "job-quick")
+    assert (said[0]["circuits"], said[0]["shots"], said[0]["memory"]) == (1, 1024, "448 B")  # simulation memory
+    assert said[0]["waited_ms"] >= 0 and said[0]["run_ms"] >= 0 and said[0]["seed"] == 5
     wide = QuantumCircuit(14)
     wide.h(range(14))
     wide.measure_all()
@@ -211,10 +224,11 @@ def test_a_run_asked_only_if_quick_runs_small_ideal_circuits_and_nothing_else(de
     for fields in not_quick:
         request = pb.RunCircuitsRequest(**{"backend": "ibmq_qasm_simulator", "circuits_qpy": bell_qpy,
                                            "only_if_quick": True, **fields})
-        with structlog.testing.capture_logs() as logs:
+        with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as logs:
             err = service.error("RunCircuits", request)
+            refused = run_circuits_lines(logs)
         assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_QUICK"), fields
-        assert not [line for line in logs if line["event"] == "run finished"], fields  # nothing ran
+        assert len(refused) == 1 and "run_ms" not in refused[0], fields  # nothing ran
     # Bad circuits get the usual answer, quick or not.
     silent = QuantumCircuit(1)
     silent.x(0)
