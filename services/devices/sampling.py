@@ -34,8 +34,8 @@ def generator(seed: int | None) -> np.random.Generator:
     """The random numbers of a run: with a seed, a generator of its own (the seed's draws repeat);
     without, this process's one, made once from the system's entropy (and again in a forked child, which
     must not repeat its parent's draws). A generator made afresh costs 6-9 us in a loop but 65-170 us as
-    a worker meets it, a few milliseconds after its last run (bench_gaps); the sampler's primitive used
-    two a job."""
+    a worker meets it, a few milliseconds after its last run (measured; bench_gaps shows why), and the
+    sampler primitive's run made two."""
     global _unseeded
     if seed is not None:
         return np.random.default_rng(seed)
