@@ -5,7 +5,9 @@ registers and per-shot memory, the same distribution within sampling error, and 
 from __future__ import annotations
 
 import math
-import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
@@ -138,18 +140,22 @@ def test_a_seed_has_a_generator_of_its_own_and_unseeded_runs_share_the_process_o
     assert sampling.generator(7).integers(1 << 62) == sampling.generator(7).integers(1 << 62)
     assert sampling.generator(None) is sampling.generator(None)
     assert sampling.generator(7) is not sampling.generator(7)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its unseeded draw, to the parent
-        try:
+    # A forked child (a zygote's) must not draw what its parent draws next. Forked from a process of one
+    # thread: forking pytest's, with other threads holding locks, could hang the child.
+    script = textwrap.dedent("""
+        import os
+        from qruntime_devices import sampling
+        sampling.generator(None)  # the parent's, made before the fork
+        read, write = os.pipe()
+        if os.fork() == 0:
             os.write(write, int(sampling.generator(None).integers(1 << 62)).to_bytes(8, "big"))
-        finally:
             os._exit(0)
-    os.waitpid(pid, 0)
-    theirs = int.from_bytes(os.read(read, 8), "big")
-    os.close(read)
-    os.close(write)
-    assert theirs != int(sampling.generator(None).integers(1 << 62))  # the parent's next draw: not the child's
+        os.wait()
+        child = int.from_bytes(os.read(read, 8), "big")
+        print(child != int(sampling.generator(None).integers(1 << 62)))
+    """)
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert ran.stdout.strip() == "True", ran.stderr
 
 
 def test_the_kept_aer_state_gives_aerstatevectors_probabilities_and_survives_a_failed_circuit():
