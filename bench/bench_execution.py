@@ -202,7 +202,6 @@ def bench_responsive(tmp: Path, rounds: int) -> None:
 # -- 4. vqe -------------------------------------------------------------------------------------
 
 SPSA = '''
-from cpu_meter import CpuMeter
 import numpy as np
 
 def spsa(energy, theta, steps, seed=0):

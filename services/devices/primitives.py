@@ -288,7 +288,7 @@ def register_bits(results: Sequence[backend_pb2.CircuitResult], registers: list[
         for rows, order in drawn:
             outcomes = BitArray.from_bool_array(rows[:, start:start + width] == ord("1"), order="big").array
             per_result.append(outcomes if order is None else outcomes[order])
-        packed[name] = np.stack(per_result) if per_result else np.empty((0, shots, (width + 7) // 8), np.uint8)
+        packed[name] = np.stack(per_result)
         start += width + 1
     return [packed[name] for name, _ in registers]
 

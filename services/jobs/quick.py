@@ -80,10 +80,9 @@ def quick_run(job_id: str, program_id: str, runtime: str, backend: backend_pb2.B
         return None
     sample = None
     if primitive is not None:
-        request = typed.run_request(job_id, backend.name, 1, primitive)
-        # Keyed runs are kept by the devices service to answer a retry with the first run's result. A quick
-        # run is never retried: whatever fails, the job is checked and queued as any other (run_quickly).
-        request.ClearField("idempotency_key")
+        # Without an idempotency key: devices keeps keyed runs to answer a retry with the first run's result,
+        # and a quick run is never retried (whatever fails, the job is checked and queued as any other).
+        request = typed.run_request(job_id, backend.name, primitive)
     elif program_id == "sampler" and (sample := sample_of(inputs)) is not None:
         request = sampling_request(job_id, backend.name, sample)
     else:

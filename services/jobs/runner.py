@@ -130,7 +130,7 @@ class ProgramRunner:
         primitive = await asyncio.to_thread(typed.primitive_input, job)
         if primitive is not None:
             return await self._without_host(
-                job, typed.run_request(job.id, job.backend, job.attempts, primitive), control, typed.refused_outcome,
+                job, typed.run_request(job.id, job.backend, primitive, job.attempts), control, typed.refused_outcome,
                 lambda response, started: typed.done_outcome(job.backend, primitive, response, started))
         sample = await asyncio.to_thread(direct_sample, job)
         if sample is not None:

@@ -98,11 +98,14 @@ def primitive_result(stored: str) -> primitives_pb2.PrimitiveResult:
     return json_format.Parse(stored, primitives_pb2.PrimitiveResult())
 
 
-def run_request(job_id: str, backend: str, attempt: int, primitive: primitives_pb2.PrimitiveInput
+def run_request(job_id: str, backend: str, primitive: primitives_pb2.PrimitiveInput, attempt: int | None = None
                 ) -> devices_service_pb2.RunCircuitsRequest:
-    # The key makes a retried call (devices unreachable for a moment) get the first run's result.
-    return devices_service_pb2.RunCircuitsRequest(backend=backend, primitive=primitive, job_id=job_id,
-                                                  idempotency_key=f"{job_id}/{attempt}/primitive")
+    """The run of the job's PUBs; keyed by its attempt when one is given: the key makes a retried call
+    (devices unreachable for a moment) get the first run's result. A quick run has none (quick.py)."""
+    request = devices_service_pb2.RunCircuitsRequest(backend=backend, primitive=primitive, job_id=job_id)
+    if attempt is not None:
+        request.idempotency_key = f"{job_id}/{attempt}/primitive"
+    return request
 
 
 def describe(primitive: primitives_pb2.PrimitiveInput) -> str:
